@@ -1,0 +1,242 @@
+"""The ``recset`` command line: generate, ingest, build, recommend, backtest.
+
+Each command is a thin wrapper over a public function. This is the only module that sets up
+logging and the only one that exits the process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from recset.errors import RecsetError
+
+_log = logging.getLogger("recset.cli")
+
+
+@contextmanager
+def _step(label: str) -> Iterator[None]:
+    """Print a stage line with its duration (stages are coarse; loops have their own bars)."""
+    click.echo(f"• {label} …", err=True)
+    t0 = time.perf_counter()
+    yield
+    click.echo(f"  done in {time.perf_counter() - t0:.1f}s", err=True)
+
+
+def _quarantine_dir(store: str | None, fallback: Path) -> Path:
+    if store and "://" not in store:
+        return Path(store) / "quarantine"
+    return fallback / "quarantine"
+
+
+def _load(data: Path, on_bad_rows: str, quarantine: Path):  # noqa: ANN202
+    from recset.data import load_dataset
+
+    with _step(f"load and validate {data}"):
+        ds = load_dataset(data, on_bad_rows=on_bad_rows, quarantine_dir=quarantine)  # type: ignore[arg-type]
+    if ds.load_report is not None:
+        click.echo(f"  {ds.load_report.summary()}", err=True)
+    click.echo(f"  {ds!r}", err=True)
+    return ds
+
+
+_on_bad_rows = click.option(
+    "--on-bad-rows",
+    type=click.Choice(["error", "skip"]),
+    default="error",
+    show_default=True,
+    help="Stop at bad rows with a summary, or write them to a quarantine file and go on.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """recset: complementary-product recommendation (frequently bought together)."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@click.option("--items", "n_items", type=click.IntRange(min=10), required=True,
+              help="Number of catalog items.")
+@click.option("--users", "n_users", type=click.IntRange(min=1), default=None,
+              help="Number of users (default: derived from --items).")
+@click.option("--events", "n_events", type=click.IntRange(min=1), default=None,
+              help="Approximate number of events (default: 10 per item).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Output dataset directory.")
+@click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
+def generate(n_items: int, n_users: int | None, n_events: int | None, seed: int, out: Path,
+             force: bool) -> None:
+    """Generate a synthetic catalog and event log with planted structure (and truth.json)."""
+    from recset.data.synthetic import SyntheticConfig, write_synthetic
+
+    cfg = SyntheticConfig(n_items=n_items, n_users=n_users, n_events=n_events, seed=seed)
+    with _step(f"generate {n_items:,} items"):
+        path = write_synthetic(cfg, out, force=force)
+    click.echo(f"wrote {path}/catalog.parquet, events.parquet, truth.json")
+
+
+@cli.command()
+@click.option("--format", "fmt", required=True,
+              help="Source format: complete_journey, instacart or taobao.")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Output dataset directory (canonical format).")
+def ingest(fmt: str, src: Path, out: Path) -> None:
+    """Convert a public dataset in SRC to the canonical format in --out."""
+    from recset.data.loaders import ingest as run_ingest
+
+    with _step(f"ingest {fmt} from {src}"):
+        result = run_ingest(fmt, src, out)
+    for key, value in result.notes.items():
+        click.echo(f"  {key}: {value:,}" if isinstance(value, int) else f"  {key}: {value}")
+    click.echo(f"wrote {out} ({len(result.catalog):,} items, {len(result.events):,} events)")
+
+
+@cli.command()
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="Dataset directory (catalog + events).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="Config TOML (default: built-in defaults).")
+@click.option("--store", required=True,
+              help="Store: a directory (SQLite + artifact files) or a SQLAlchemy URL.")
+@click.option("--artifact-dir", type=click.Path(path_type=Path), default=None,
+              help="Where artifact files go when --store is a database URL.")
+@_on_bad_rows
+def build(data: Path, config_path: Path | None, store: str, artifact_dir: Path | None,
+          on_bad_rows: str) -> None:
+    """Fit the engine on a dataset and save it as the store's active version."""
+    from recset.config import load_config
+    from recset.engine import Engine
+
+    config = load_config(config_path)
+    ds = _load(data, on_bad_rows, _quarantine_dir(store, data.parent))
+    with _step("fit recall sources"):
+        engine = Engine.build(ds, config, show_progress=True)
+    with _step(f"save to {store}"):
+        record = engine.save(store, artifact_dir=artifact_dir, dataset=ds)
+    click.echo(f"engine v{record.version} is active in {store}")
+
+
+@cli.command()
+@click.argument("seeds", nargs=-1)
+@click.option("--store", required=True, help="Store written by `recset build`.")
+@click.option("--artifact-dir", type=click.Path(path_type=Path), default=None,
+              help="Artifact files location when --store is a database URL.")
+@click.option("--user", default=None, help="User id, for personalization.")
+@click.option("--k", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--examples", type=click.IntRange(min=0), default=0,
+              help="Also recommend for this many example seeds taken from the catalog.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of text.")
+def recommend(seeds: tuple[str, ...], store: str, artifact_dir: Path | None, user: str | None,
+              k: int, examples: int, as_json: bool) -> None:
+    """Print recommendations, with their reasons, for SEEDS (item ids)."""
+    from recset.engine import Engine
+    from recset.storage import Store
+
+    engine = Engine.load(store, artifact_dir=artifact_dir)
+    seed_list = list(seeds)
+    titles: dict[str, str] = {}
+    with Store.open(store, artifact_dir=artifact_dir, create=False) as st:
+        catalog = st.read_catalog()
+    if len(catalog):
+        titles = dict(zip(catalog["item_id"], catalog["title"].fillna(""), strict=True))
+    if examples:
+        step = max(len(catalog) // (examples + 1), 1)
+        seed_list += [str(catalog["item_id"].iloc[i * step]) for i in range(examples)]
+    if not seed_list:
+        raise click.UsageError("give at least one SEED or --examples N")
+    for seed in seed_list:
+        recs = engine.recommend(seed, user=user, k=k)
+        if as_json:
+            click.echo(json.dumps({"seed": seed, "recommendations": [
+                {"item_id": r.item_id, "score": r.score,
+                 "reasons": [vars(x) for x in r.reasons]} for r in recs]}))
+            continue
+        known = "" if seed in titles else "  (unknown seed: cold-start path)"
+        click.echo(f"\nseed {seed}  {titles.get(seed, '')}{known}")
+        for i, r in enumerate(recs, 1):
+            why = ", ".join(f"{x.source} #{x.rank + 1} ({x.score:.3g})" for x in r.reasons)
+            click.echo(f"  {i:>2}. {r.item_id:<12} {titles.get(r.item_id, '')[:48]:<48} "
+                       f"score {r.score:.4g}  because: {why}")
+
+
+@cli.command()
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="Dataset directory (catalog + events).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="Config TOML (default: built-in defaults).")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Report directory (report.md, metrics.json).")
+@click.option("--split-date", default=None,
+              help="Test window start (ISO date or epoch seconds); default: last 20% of orders.")
+@click.option("--test-share", type=click.FloatRange(0.01, 0.99), default=0.2, show_default=True)
+@click.option("--max-queries", type=click.IntRange(min=1), default=None,
+              help="Sample this many queries (reproducibly) to bound run time.")
+@click.option("--store", default=None, help="Also record the run in this store.")
+@_on_bad_rows
+def backtest(data: Path, config_path: Path | None, out: Path, split_date: str | None,
+             test_share: float, max_queries: int | None, store: str | None,
+             on_bad_rows: str) -> None:
+    """Time-split Hit@k backtest of the engine against baselines."""
+    from datetime import UTC, datetime
+
+    import pandas as pd
+
+    from recset.config import load_config
+    from recset.eval.backtest import format_table, run_backtest, write_report
+
+    config = load_config(config_path)
+    t = None
+    if split_date is not None:
+        try:
+            t = int(split_date) if split_date.isdigit() else int(
+                pd.Timestamp(split_date, tz="UTC").timestamp())
+        except ValueError:
+            raise click.BadParameter(f"{split_date!r} is not a date", param_hint="--split-date") from None
+    ds = _load(data, on_bad_rows, out)
+    started = datetime.now(UTC)
+    with _step("backtest"):
+        result = run_backtest(ds, config, t=t, test_share=test_share, max_queries=max_queries,
+                              show_progress=True)
+    write_report(result, out)
+    click.echo(f"\nHit@k on {result.queries:,} queries (item level; {out}/report.md has more)\n")
+    click.echo(format_table(result, "item"))
+    if store:
+        from recset.storage import Store
+
+        with Store.open(store) as st:
+            run_id = st.record_backtest(dataset=result.dataset, config=config.to_dict(),
+                                        metrics=result.to_json(), started_at=started,
+                                        finished_at=datetime.now(UTC),
+                                        report_path=str(out / "report.md"))
+        click.echo(f"recorded as backtest run {run_id} in {store}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``recset`` command."""
+    try:
+        cli.main(args=argv, prog_name="recset", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except RecsetError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

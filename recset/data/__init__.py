@@ -1,0 +1,43 @@
+"""Datasets: the canonical format, validation, id maps, loaders and the synthetic generator."""
+
+from recset.data._dataset import (
+    ADD_TO_CART,
+    PURCHASE,
+    VIEW,
+    Catalog,
+    Dataset,
+    Events,
+    Groups,
+    catalog_frame,
+    load_dataset,
+)
+from recset.data._format import (
+    CATALOG_COLUMNS,
+    EVENT_COLUMNS,
+    EVENT_TYPES,
+    LoadReport,
+    RowError,
+    read_validated,
+    write_dataset,
+)
+from recset.data._ids import IdMap
+
+__all__ = [
+    "ADD_TO_CART",
+    "CATALOG_COLUMNS",
+    "EVENT_COLUMNS",
+    "EVENT_TYPES",
+    "PURCHASE",
+    "VIEW",
+    "Catalog",
+    "Dataset",
+    "Events",
+    "Groups",
+    "IdMap",
+    "LoadReport",
+    "RowError",
+    "catalog_frame",
+    "load_dataset",
+    "read_validated",
+    "write_dataset",
+]

@@ -1,0 +1,456 @@
+"""The immutable :class:`Dataset`: dense ids, catalog arrays, events, sparse views."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from recset.data._format import EVENT_TYPES, LoadReport, OnBadRows, read_validated
+from recset.data._ids import IdMap
+from recset.errors import DataError
+
+EventName = Literal["view", "add_to_cart", "purchase"]
+
+VIEW, ADD_TO_CART, PURCHASE = (EVENT_TYPES.index(e) for e in ("view", "add_to_cart", "purchase"))
+
+_DAY = 86_400.0
+
+
+def _event_code(event: str) -> int:
+    try:
+        return EVENT_TYPES.index(event)
+    except ValueError:
+        raise ValueError(
+            f"The 'event' parameter must be one of {list(EVENT_TYPES)}. Got {event!r} instead."
+        ) from None
+
+
+def _codes(values: pd.Series, idmap: IdMap) -> NDArray[np.int32]:
+    return idmap.index(values.to_numpy(dtype=object))
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Item attributes as arrays indexed by dense item id (``-1`` where unknown).
+
+    Attributes
+    ----------
+    category, product_type, product, brand : ndarray of int32, shape (n_items,)
+        Dense ids into the matching :class:`IdMap` of the :class:`Dataset`, ``-1`` when null.
+    price : ndarray of float32, shape (n_items,)
+        ``nan`` when unknown.
+    available : ndarray of bool, shape (n_items,)
+    title : ndarray of object (str or None), shape (n_items,)
+    aspects : ndarray of object (JSON text or None), shape (n_items,)
+    category_path : ndarray of object, shape (n_categories,)
+        The path of each dense category id.
+    """
+
+    category: NDArray[np.int32]
+    product_type: NDArray[np.int32]
+    product: NDArray[np.int32]
+    brand: NDArray[np.int32]
+    price: NDArray[np.float32]
+    available: NDArray[np.bool_]
+    title: NDArray[np.object_]
+    aspects: NDArray[np.object_]
+    category_path: NDArray[np.object_]
+
+    def aspect(self, item: int) -> dict[str, object]:
+        """The decoded aspects of one item (an empty dict when it has none)."""
+        raw = self.aspects[item]
+        return {} if raw is None else dict(json.loads(raw))
+
+    def aspect_values(self, key: str) -> NDArray[np.object_]:
+        """The value of aspect ``key`` for every item (``None`` where absent), shape (n_items,)."""
+        out = np.empty(len(self.aspects), dtype=object)
+        for i, raw in enumerate(self.aspects):
+            out[i] = None if raw is None else json.loads(raw).get(key)
+        return out
+
+
+@dataclass(frozen=True)
+class Events:
+    """The event log as columns sorted by time, with dense ids.
+
+    All arrays have shape ``(n_events,)``: ``user``, ``item`` (int32), ``event`` (int8 code
+    into :data:`recset.data.EVENT_TYPES`), ``timestamp`` (int64 epoch seconds), ``session``
+    and ``order`` (int32 dense ids, ``-1`` when null).
+    """
+
+    user: NDArray[np.int32]
+    item: NDArray[np.int32]
+    event: NDArray[np.int8]
+    timestamp: NDArray[np.int64]
+    session: NDArray[np.int32]
+    order: NDArray[np.int32]
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def take(self, mask_or_index: NDArray[np.bool_] | NDArray[np.integer]) -> Events:
+        return Events(
+            user=self.user[mask_or_index],
+            item=self.item[mask_or_index],
+            event=self.event[mask_or_index],
+            timestamp=self.timestamp[mask_or_index],
+            session=self.session[mask_or_index],
+            order=self.order[mask_or_index],
+        )
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Items grouped by basket or session, as CSR-like ``indptr`` / ``item`` arrays.
+
+    Group ``g`` holds ``item[indptr[g]:indptr[g+1]]`` (in time order, distinct within the
+    group), bought or viewed by ``user[g]``, starting at ``timestamp[g]``. ``key[g]`` is the
+    dense order or session id of the group.
+    """
+
+    key: NDArray[np.int32]
+    user: NDArray[np.int32]
+    timestamp: NDArray[np.int64]
+    indptr: NDArray[np.int64]
+    item: NDArray[np.int32]
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+    def sizes(self) -> NDArray[np.int64]:
+        return np.diff(self.indptr)
+
+    def items_of(self, g: int) -> NDArray[np.int32]:
+        return self.item[self.indptr[g] : self.indptr[g + 1]]
+
+    def matrix(self, n_items: int) -> sp.csr_matrix:
+        """Binary group x item CSR matrix, float32, shape (n_groups, n_items)."""
+        data = np.ones(len(self.item), dtype=np.float32)
+        return sp.csr_matrix((data, self.item, self.indptr), shape=(len(self), n_items))
+
+
+def _group(events: Events, key: NDArray[np.int32]) -> Groups:
+    """Group events with ``key >= 0`` by key; distinct items per group, first-seen order."""
+    sel = np.flatnonzero(key >= 0)
+    if sel.size == 0:
+        empty = np.zeros(0, dtype=np.int32)
+        return Groups(empty, empty, np.zeros(0, np.int64), np.zeros(1, np.int64), empty)
+    k, ts, it = key[sel], events.timestamp[sel], events.item[sel]
+    order = np.lexsort((ts, k))  # by key, then time (events are already time-sorted)
+    k, ts, it, us = k[order], ts[order], it[order], events.user[sel][order]
+    # keep the first occurrence of each (key, item)
+    pair = pd.MultiIndex.from_arrays([k, it])
+    first = ~pair.duplicated(keep="first")
+    k, ts, it, us = k[first], ts[first], it[first], us[first]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    indptr = np.r_[starts, len(k)].astype(np.int64)
+    return Groups(
+        key=k[starts].astype(np.int32),
+        user=us[starts].astype(np.int32),
+        timestamp=ts[starts].astype(np.int64),
+        indptr=indptr,
+        item=it.astype(np.int32),
+    )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """An immutable catalog + event log with dense integer ids.
+
+    External ids live only in the :class:`IdMap` attributes; everything else is dense
+    ``int32`` indices. Derived structures (interaction matrices, baskets, sessions) are
+    computed on first use and cached.
+
+    Attributes
+    ----------
+    name : str
+        A label for reports (usually the source directory name).
+    users, items, categories, product_types, products, brands, sessions, orders : IdMap
+    catalog : Catalog
+        Item attributes indexed by dense item id.
+    events : Events
+        The event log sorted by time.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> cat = pd.DataFrame({"item_id": ["a", "b"], "category_id": ["c1", "c1"]})
+    >>> ev = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"],
+    ...                    "event": ["purchase", "purchase"], "timestamp": [10, 20],
+    ...                    "order_id": ["o1", "o1"]})
+    >>> ds = Dataset.from_frames(cat, ev)
+    >>> ds.n_items, ds.n_users, len(ds.baskets)
+    (2, 1, 1)
+    """
+
+    name: str
+    users: IdMap
+    items: IdMap
+    categories: IdMap
+    product_types: IdMap
+    products: IdMap
+    brands: IdMap
+    sessions_map: IdMap
+    orders_map: IdMap
+    catalog: Catalog
+    events: Events
+    load_report: LoadReport | None = field(default=None, compare=False, repr=False)
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_frames(
+        cls, catalog: pd.DataFrame, events: pd.DataFrame, *, name: str = "dataset"
+    ) -> Dataset:
+        """Build from already-validated canonical frames (see :func:`load_dataset`)."""
+        from recset.data._format import normalize_catalog, normalize_events
+
+        cat = normalize_catalog(catalog)
+        ev = normalize_events(events)
+        items = IdMap(cat["item_id"].to_numpy(dtype=object))
+        categories = IdMap.from_values(cat["category_id"])
+        paths = (
+            cat.dropna(subset=["category_id"])
+            .drop_duplicates("category_id")
+            .set_index("category_id")["category_path"]
+        )
+        category_path = np.array(
+            [paths.get(c) if paths.get(c) is not None else c for c in categories.values],
+            dtype=object,
+        )
+        product_types = IdMap.from_values(cat["product_type"])
+        products = IdMap.from_values(cat["product_id"])
+        brands = IdMap.from_values(cat["brand"])
+        catalog_arrays = Catalog(
+            category=_codes(cat["category_id"], categories),
+            product_type=_codes(cat["product_type"], product_types),
+            product=_codes(cat["product_id"], products),
+            brand=_codes(cat["brand"], brands),
+            price=cat["price"].to_numpy(dtype=np.float32, na_value=np.nan),
+            available=cat["available"].to_numpy(dtype=bool),
+            title=cat["title"].to_numpy(dtype=object),
+            aspects=cat["aspects"].to_numpy(dtype=object),
+            category_path=category_path,
+        )
+        ev = ev.sort_values("timestamp", kind="stable")
+        item_idx = items.index(ev["item_id"].to_numpy(dtype=object))
+        if (item_idx < 0).any():
+            bad = ev.loc[item_idx < 0, "item_id"].head(5).tolist()
+            raise DataError(
+                f"{name}: {(item_idx < 0).sum()} events name items absent from the catalog "
+                f"(first: {bad}); validate with load_dataset()"
+            )
+        users = IdMap.from_values(ev["user_id"])
+        sessions = IdMap.from_values(ev["session_id"])
+        orders = IdMap.from_values(ev["order_id"])
+        codes = pd.Categorical(ev["event"], categories=list(EVENT_TYPES)).codes
+        if (codes < 0).any():
+            raise DataError(f"{name}: unknown event types; expected one of {list(EVENT_TYPES)}")
+        event_arrays = Events(
+            user=_codes(ev["user_id"], users),
+            item=item_idx,
+            event=codes.astype(np.int8),
+            timestamp=ev["timestamp"].to_numpy(dtype=np.int64),
+            session=_codes(ev["session_id"], sessions),
+            order=_codes(ev["order_id"], orders),
+        )
+        return cls(
+            name=name,
+            users=users,
+            items=items,
+            categories=categories,
+            product_types=product_types,
+            products=products,
+            brands=brands,
+            sessions_map=sessions,
+            orders_map=orders,
+            catalog=catalog_arrays,
+            events=event_arrays,
+        )
+
+    # -- sizes ----------------------------------------------------------------------------
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def n_categories(self) -> int:
+        return len(self.categories)
+
+    @property
+    def n_product_types(self) -> int:
+        return len(self.product_types)
+
+    @property
+    def time_range(self) -> tuple[int, int]:
+        """(first, last) event timestamp in epoch seconds."""
+        ts = self.events.timestamp
+        return (int(ts[0]), int(ts[-1])) if len(ts) else (0, 0)
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset(name={self.name!r}, users={self.n_users}, items={self.n_items}, "
+            f"categories={self.n_categories}, events={len(self.events)})"
+        )
+
+    # -- sparse views --------------------------------------------------------------------
+    def interactions(
+        self,
+        event: EventName = "purchase",
+        *,
+        binary: bool = False,
+        half_life_days: float | None = None,
+        now: int | None = None,
+    ) -> sp.csr_matrix:
+        """User x item matrix of one event type.
+
+        Parameters
+        ----------
+        event : {"view", "add_to_cart", "purchase"}
+        binary : bool
+            1 where the user had any such event, instead of the (decayed) count.
+        half_life_days : float, optional
+            Weight each event by ``0.5 ** (age_days / half_life_days)``, age measured from
+            ``now`` (default: the last event of the dataset).
+        now : int, optional
+            Epoch seconds that ages are measured from.
+
+        Returns
+        -------
+        csr_matrix of float32, shape (n_users, n_items)
+        """
+        code = _event_code(event)
+        sel = self.events.event == code
+        weights = self._decay(sel, half_life_days, now)
+        m = sp.csr_matrix(
+            (weights, (self.events.user[sel], self.events.item[sel])),
+            shape=(self.n_users, self.n_items),
+            dtype=np.float32,
+        )
+        m.sum_duplicates()
+        if binary:
+            m.data[:] = 1.0
+        return m
+
+    def _decay(
+        self, sel: NDArray[np.bool_], half_life_days: float | None, now: int | None
+    ) -> NDArray[np.float32]:
+        n = int(sel.sum())
+        if half_life_days is None:
+            return np.ones(n, dtype=np.float32)
+        if half_life_days <= 0:
+            raise ValueError(
+                f"The 'half_life_days' parameter must be > 0. Got {half_life_days} instead."
+            )
+        ref = self.time_range[1] if now is None else now
+        age = np.maximum(ref - self.events.timestamp[sel], 0) / _DAY
+        return np.power(0.5, age / half_life_days).astype(np.float32)
+
+    def item_counts(self, event: EventName = "purchase", *, half_life_days: float | None = None,
+                    now: int | None = None) -> NDArray[np.float32]:
+        """(Decayed) number of events of one type per item, shape (n_items,)."""
+        sel = self.events.event == _event_code(event)
+        w = self._decay(sel, half_life_days, now)
+        return np.bincount(self.events.item[sel], weights=w, minlength=self.n_items).astype(
+            np.float32
+        )
+
+    @cached_property
+    def baskets(self) -> Groups:
+        """Purchases grouped by ``order_id`` (one basket per order), in time order."""
+        purchases = self.events.take(self.events.event == PURCHASE)
+        return _group(purchases, purchases.order)
+
+    @cached_property
+    def sessions(self) -> Groups:
+        """All events grouped by ``session_id``; items in first-seen time order."""
+        return _group(self.events, self.events.session)
+
+    def session_events(self, event: EventName) -> Groups:
+        """Events of one type grouped by session (e.g. the views of each session)."""
+        sub = self.events.take(self.events.event == _event_code(event))
+        return _group(sub, sub.session)
+
+    # -- splits -------------------------------------------------------------------------
+    def with_events(self, mask: NDArray[np.bool_], *, name: str | None = None) -> Dataset:
+        """A dataset with the same catalog and id maps and a subset of the events.
+
+        Keeping the id maps means models fitted on one part can score the other.
+        """
+        if mask.shape != (len(self.events),):
+            raise ValueError(
+                f"The 'mask' parameter must have shape ({len(self.events)},). "
+                f"Got {mask.shape} instead."
+            )
+        new = replace(self, events=self.events.take(mask), name=name or self.name)
+        return new
+
+    def split_time(self, t: int) -> tuple[Dataset, Dataset]:
+        """Events before ``t`` (epoch seconds) and events from ``t`` on."""
+        before = self.events.timestamp < t
+        return (
+            self.with_events(before, name=f"{self.name}[<{t}]"),
+            self.with_events(~before, name=f"{self.name}[>={t}]"),
+        )
+
+    def order_time_quantile(self, q: float) -> int:
+        """The time that leaves the last ``1 - q`` share of baskets at or after it.
+
+        Baskets are ordered by their first purchase; ``q=0.8`` puts the last 20% of orders
+        in the window from the returned time on.
+        """
+        if not 0.0 < q < 1.0:
+            raise ValueError(f"The 'q' parameter must be in (0, 1). Got {q} instead.")
+        times = np.sort(self.baskets.timestamp)
+        if times.size == 0:
+            raise DataError(f"{self.name}: no baskets (purchases with an order_id) to split on")
+        return int(times[min(int(np.floor(q * len(times))), len(times) - 1)])
+
+
+def load_dataset(
+    path: str | os.PathLike[str],
+    *,
+    on_bad_rows: OnBadRows = "error",
+    quarantine_dir: str | os.PathLike[str] | None = None,
+) -> Dataset:
+    """Read, validate and index a canonical dataset directory.
+
+    See :func:`recset.data.read_validated` for the validation rules and ``on_bad_rows``.
+    The :class:`LoadReport` is kept as ``dataset.load_report``.
+    """
+    catalog, events, report = read_validated(
+        path, on_bad_rows=on_bad_rows, quarantine_dir=quarantine_dir
+    )
+    ds = Dataset.from_frames(catalog, events, name=Path(path).resolve().name)
+    return replace(ds, load_report=report)
+
+
+def catalog_frame(dataset: Dataset) -> pd.DataFrame:
+    """The dataset's catalog back in the canonical columns, one row per dense item id."""
+    c = dataset.catalog
+    return pd.DataFrame(
+        {
+            "item_id": dataset.items.values.astype(object),
+            "title": c.title,
+            "category_id": dataset.categories.ids(c.category),
+            "category_path": [c.category_path[i] if i >= 0 else None for i in c.category],
+            "product_id": dataset.products.ids(c.product),
+            "product_type": dataset.product_types.ids(c.product_type),
+            "brand": dataset.brands.ids(c.brand),
+            "price": c.price.astype(np.float64),
+            "available": c.available,
+            "aspects": c.aspects,
+        }
+    )

@@ -1,0 +1,382 @@
+"""The canonical dataset format: column specs, writing, and validated reading.
+
+A dataset is a directory holding ``catalog.parquet`` and ``events.parquet`` (or ``.csv``
+files with the same columns). docs/data-format.md is the public description of this
+contract; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from recset.errors import DataError
+
+_log = logging.getLogger(__name__)
+
+EVENT_TYPES: tuple[str, ...] = ("view", "add_to_cart", "purchase")
+"""Allowed values of ``events.event``; the code of an event is its position here."""
+
+CATALOG_COLUMNS: dict[str, str] = {
+    "item_id": "string",
+    "title": "string",
+    "category_id": "string",
+    "category_path": "string",
+    "product_id": "string",
+    "product_type": "string",
+    "brand": "string",
+    "price": "float64",
+    "available": "bool",
+    "aspects": "string",
+}
+"""Catalog columns and their types; only ``item_id`` is required."""
+
+EVENT_COLUMNS: dict[str, str] = {
+    "user_id": "string",
+    "item_id": "string",
+    "event": "string",
+    "timestamp": "int64",
+    "session_id": "string",
+    "order_id": "string",
+}
+"""Event columns; ``session_id`` and ``order_id`` are optional (null allowed)."""
+
+REQUIRED_EVENT_COLUMNS = ("user_id", "item_id", "event", "timestamp")
+
+OnBadRows = Literal["error", "skip"]
+
+MAX_REPORTED_ERRORS = 10
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One rejected row: the file, its 1-based data row number (header excluded) and why."""
+
+    file: str
+    row: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: row {self.row}: {self.message}"
+
+
+@dataclass
+class LoadReport:
+    """What validation found: rows read and kept per file, and the rejected rows."""
+
+    rows_read: dict[str, int] = field(default_factory=dict)
+    rows_kept: dict[str, int] = field(default_factory=dict)
+    errors: list[RowError] = field(default_factory=list)
+    quarantine: list[Path] = field(default_factory=list)
+
+    @property
+    def n_bad(self) -> int:
+        return sum(self.rows_read.values()) - sum(self.rows_kept.values())
+
+    def summary(self) -> str:
+        parts = [
+            f"{name}: {self.rows_kept.get(name, 0):,} of {n:,} rows kept"
+            for name, n in self.rows_read.items()
+        ]
+        text = "; ".join(parts)
+        if self.quarantine:
+            text += "; bad rows written to " + ", ".join(str(p) for p in self.quarantine)
+        return text
+
+
+def _atomic_write(path: Path, write: object) -> None:
+    """Write through ``write(tmp_path)`` to a temporary name beside ``path``, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)  # type: ignore[operator]
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def normalize_catalog(catalog: pd.DataFrame) -> pd.DataFrame:
+    """Return ``catalog`` with every canonical column present, in canonical order and types.
+
+    Missing optional columns are added as nulls (``available`` defaults to true). Columns
+    that are not part of the format are dropped with a log message.
+    """
+    df = catalog.copy()
+    extra = [c for c in df.columns if c not in CATALOG_COLUMNS]
+    if extra:
+        _log.info("catalog: ignoring columns not in the format: %s", extra)
+    for col, dtype in CATALOG_COLUMNS.items():
+        if col not in df.columns:
+            df[col] = True if col == "available" else None
+        if dtype == "string":
+            df[col] = df[col].astype(object).where(df[col].notna(), None)
+            df[col] = df[col].map(lambda v: v if v is None else str(v)).astype(object)
+    df["price"] = pd.to_numeric(df["price"], errors="coerce").astype("float64")
+    df["available"] = df["available"].fillna(True).astype(bool)
+    return df[list(CATALOG_COLUMNS)].reset_index(drop=True)
+
+
+def normalize_events(events: pd.DataFrame) -> pd.DataFrame:
+    """Return ``events`` with canonical columns; ``timestamp`` as int64 epoch seconds."""
+    df = events.copy()
+    for col in EVENT_COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    ts = df["timestamp"]
+    if not pd.api.types.is_integer_dtype(ts):
+        ts = _parse_timestamps(ts)
+        if ts.isna().any():
+            raise DataError("events: timestamp has unparseable values; validate before writing")
+    df["timestamp"] = ts.astype("int64")
+    for col in ("user_id", "item_id", "event", "session_id", "order_id"):
+        df[col] = df[col].astype(object).where(df[col].notna(), None)
+        df[col] = df[col].map(lambda v: v if v is None else str(v)).astype(object)
+    return df[list(EVENT_COLUMNS)].reset_index(drop=True)
+
+
+def write_dataset(
+    catalog: pd.DataFrame,
+    events: pd.DataFrame,
+    out_dir: str | os.PathLike[str],
+    *,
+    extra_files: Mapping[str, str] | None = None,
+) -> Path:
+    """Write a dataset directory in the canonical format (Parquet), atomically per file.
+
+    Parameters
+    ----------
+    catalog, events : DataFrame
+        Frames with the canonical columns (missing optional columns are added as nulls).
+    out_dir : path
+        Created if missing. Existing ``catalog.parquet`` / ``events.parquet`` are replaced
+        only once the new file is completely written.
+    extra_files : mapping of file name to text, optional
+        Further files to write beside the data (e.g. the generator's ``truth.json``).
+    """
+    out = Path(out_dir)
+    cat = normalize_catalog(catalog)
+    ev = normalize_events(events)
+    _atomic_write(out / "catalog.parquet", lambda p: cat.to_parquet(p, index=False))
+    _atomic_write(out / "events.parquet", lambda p: ev.to_parquet(p, index=False))
+    for name, text in (extra_files or {}).items():
+        _atomic_write(out / name, lambda p, t=text: Path(p).write_text(t, encoding="utf-8"))
+    return out
+
+
+def _parse_timestamps(values: pd.Series) -> pd.Series:
+    """Epoch seconds (nullable Int64) from ints, numeric strings, datetimes or ISO strings."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        dt = values
+        if getattr(dt.dt, "tz", None) is None:
+            dt = dt.dt.tz_localize("UTC")
+        secs = (dt - pd.Timestamp("1970-01-01", tz="UTC")) // pd.Timedelta(seconds=1)
+        return secs.astype("Int64")
+    if pd.api.types.is_float_dtype(values):
+        ok = values.notna() & np.isfinite(values) & (values == np.floor(values))
+        return values.where(ok).astype("Int64")
+    s = values.astype(object)
+    out = pd.Series(pd.NA, index=s.index, dtype="Int64")
+    as_str = s.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip())
+    numeric = pd.to_numeric(as_str, errors="coerce")
+    int_like = numeric.notna() & (numeric == np.floor(numeric))
+    out[int_like] = numeric[int_like].astype("int64")
+    rest = as_str.notna() & ~numeric.notna() & (as_str != "")
+    if rest.any():
+        dt = pd.to_datetime(as_str[rest], errors="coerce", utc=True, format="ISO8601")
+        secs = (dt - pd.Timestamp("1970-01-01", tz="UTC")) // pd.Timedelta(seconds=1)
+        good = dt.notna()
+        out[secs.index[good]] = secs[good].astype("int64")
+    return out
+
+
+def _find_file(directory: Path, stem: str) -> Path:
+    for suffix in (".parquet", ".csv"):
+        p = directory / f"{stem}{suffix}"
+        if p.exists():
+            return p
+    raise DataError(
+        f"{directory}: no {stem}.parquet or {stem}.csv found; a dataset directory holds "
+        "catalog.parquet and events.parquet (or .csv files with the same columns)"
+    )
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        if path.suffix == ".csv":
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        else:
+            df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow and pandas raise many types here
+        raise DataError(f"{path}: cannot be read as {path.suffix[1:]}: {exc}") from exc
+    if df.empty:
+        raise DataError(f"{path}: the file holds no rows")
+    return df
+
+
+def _blank(col: pd.Series) -> pd.Series:
+    """True where a value is null or an empty/whitespace string."""
+    s = col.astype(object)
+    return s.isna() | s.map(lambda v: isinstance(v, str) and v.strip() == "")
+
+
+def _parse_bool(col: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(values, bad mask) for a boolean column that may arrive as text."""
+    if pd.api.types.is_bool_dtype(col):
+        return col.astype(bool), pd.Series(False, index=col.index)
+    mapping = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    s = col.astype(object)
+    null = s.isna() | s.map(lambda v: isinstance(v, str) and v.strip() == "")
+    parsed = s.map(lambda v: mapping.get(str(v).strip().lower()) if v is not None else None)
+    bad = ~null & parsed.isna()
+    return parsed.where(~null, True).where(~bad, True).astype(bool), bad
+
+
+def _is_json_object(v: object) -> bool:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return True
+    try:
+        return isinstance(json.loads(str(v)), dict)
+    except (ValueError, TypeError):
+        return False
+
+
+class _Checker:
+    """Collects row errors for one file; a row may have several, it is dropped once."""
+
+    def __init__(self, file: Path, n: int) -> None:
+        self.file = file
+        self.bad = np.zeros(n, dtype=bool)
+        self.errors: list[tuple[int, str]] = []
+
+    def flag(self, mask: pd.Series | np.ndarray, message: str | pd.Series) -> None:
+        m = np.asarray(mask, dtype=bool)
+        if not m.any():
+            return
+        rows = np.flatnonzero(m)
+        if isinstance(message, pd.Series):
+            msgs = message.to_numpy()[rows]
+            self.errors.extend((int(r), str(t)) for r, t in zip(rows, msgs, strict=True))
+        else:
+            self.errors.extend((int(r), message) for r in rows)
+        self.bad |= m
+
+    def row_errors(self) -> list[RowError]:
+        return [RowError(str(self.file), r + 1, msg) for r, msg in sorted(self.errors)]
+
+
+def _write_quarantine(df: pd.DataFrame, checker: _Checker, directory: Path, stem: str) -> Path:
+    reasons: dict[int, list[str]] = {}
+    for r, msg in checker.errors:
+        reasons.setdefault(r, []).append(msg)
+    rows = np.flatnonzero(checker.bad)
+    bad = df.iloc[rows].astype(object).copy()
+    bad.insert(0, "error", ["; ".join(reasons[r]) for r in rows])
+    bad.insert(0, "row", rows + 1)
+    bad.insert(0, "file", str(checker.file))
+    path = directory / f"{stem}.bad-rows.csv"
+    _atomic_write(path, lambda p: bad.to_csv(p, index=False))
+    return path
+
+
+def read_validated(
+    path: str | os.PathLike[str],
+    *,
+    on_bad_rows: OnBadRows = "error",
+    quarantine_dir: str | os.PathLike[str] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, LoadReport]:
+    """Read and validate a canonical dataset directory.
+
+    Returns the clean catalog and events (canonical columns and types; ``timestamp`` in
+    epoch seconds) and a :class:`LoadReport`.
+
+    With ``on_bad_rows="error"`` (the default) any bad row raises :class:`DataError` with
+    the first errors (file, 1-based row, reason) and the total count. With ``"skip"`` the bad
+    rows are written with their reasons to ``<quarantine_dir>/{catalog,events}.bad-rows.csv``
+    (``quarantine_dir`` is required then) and the rest is returned.
+    """
+    if on_bad_rows not in ("error", "skip"):
+        raise ValueError(f"on_bad_rows must be 'error' or 'skip'. Got {on_bad_rows!r} instead.")
+    if on_bad_rows == "skip" and quarantine_dir is None:
+        raise ValueError("on_bad_rows='skip' needs a quarantine_dir for the bad rows")
+    directory = Path(path)
+    if not directory.is_dir():
+        raise DataError(f"{directory}: not a dataset directory (it does not exist or is a file)")
+    report = LoadReport()
+    checkers: list[tuple[_Checker, pd.DataFrame, str]] = []
+
+    cat_path = _find_file(directory, "catalog")
+    raw_cat = _read_table(cat_path).reset_index(drop=True)
+    if "item_id" not in raw_cat.columns:
+        raise DataError(f"{cat_path}: missing required column 'item_id'; found {list(raw_cat.columns)}")
+    cc = _Checker(cat_path, len(raw_cat))
+    cc.flag(_blank(raw_cat["item_id"]), "missing item_id")
+    dup = raw_cat["item_id"].astype(str).duplicated(keep="first") & ~_blank(raw_cat["item_id"])
+    cc.flag(dup, "duplicate item_id (first occurrence kept)")
+    cat = raw_cat.copy()
+    if "price" in cat.columns:
+        price = pd.to_numeric(cat["price"].astype(object), errors="coerce")
+        cc.flag(price.isna() & ~_blank(cat["price"]), "price is not a number")
+        cat["price"] = price.astype("float64")
+    if "available" in cat.columns:
+        cat["available"], bad_avail = _parse_bool(cat["available"])
+        cc.flag(bad_avail, "available is not a boolean (true/false/1/0)")
+    if "aspects" in cat.columns:
+        cc.flag(~cat["aspects"].map(_is_json_object), "aspects is not a JSON object")
+    checkers.append((cc, raw_cat, "catalog"))
+    report.rows_read[cat_path.name] = len(raw_cat)
+    cat = normalize_catalog(cat[~cc.bad])
+    report.rows_kept[cat_path.name] = len(cat)
+
+    ev_path = _find_file(directory, "events")
+    raw_ev = _read_table(ev_path).reset_index(drop=True)
+    missing = [c for c in REQUIRED_EVENT_COLUMNS if c not in raw_ev.columns]
+    if missing:
+        raise DataError(f"{ev_path}: missing required columns {missing}; found {list(raw_ev.columns)}")
+    ec = _Checker(ev_path, len(raw_ev))
+    ev = raw_ev.copy()
+    ec.flag(_blank(ev["user_id"]), "missing user_id")
+    item_blank = _blank(ev["item_id"])
+    ec.flag(item_blank, "missing item_id")
+    kinds = ev["event"].astype(object)
+    bad_kind = ~kinds.isin(EVENT_TYPES)
+    ec.flag(bad_kind, kinds.map(lambda v: f"unknown event {v!r}; expected one of {list(EVENT_TYPES)}"))
+    ts = _parse_timestamps(ev["timestamp"])
+    ec.flag(ts.isna(), ev["timestamp"].map(lambda v: f"unparseable timestamp {v!r}"))
+    ev["timestamp"] = ts
+    known = pd.Index(cat["item_id"].astype(str))
+    absent = ~item_blank & ~ev["item_id"].astype(str).isin(known)
+    ec.flag(absent, ev["item_id"].map(lambda v: f"item_id {v!r} is not in the catalog"))
+    checkers.append((ec, raw_ev, "events"))
+    report.rows_read[ev_path.name] = len(raw_ev)
+    ev = ev[~ec.bad]
+    report.rows_kept[ev_path.name] = len(ev)
+
+    for checker, _, _ in checkers:
+        report.errors.extend(checker.row_errors())
+    if report.errors:
+        total = sum(int(c.bad.sum()) for c, _, _ in checkers)
+        if on_bad_rows == "error":
+            first = "\n  ".join(str(e) for e in report.errors[:MAX_REPORTED_ERRORS])
+            raise DataError(
+                f"{directory}: {total:,} bad rows ({len(report.errors):,} problems); first ones:\n  "
+                f"{first}\nFix them, or pass --on-bad-rows skip to quarantine them and go on."
+            )
+        qdir = Path(quarantine_dir)  # type: ignore[arg-type]
+        for checker, raw, stem in checkers:
+            if checker.bad.any():
+                report.quarantine.append(_write_quarantine(raw, checker, qdir, stem))
+        _log.warning("skipped %d bad rows: %s", total, report.summary())
+    if ev.empty:
+        raise DataError(f"{ev_path}: no valid events remain after validation")
+    return cat, normalize_events(ev), report

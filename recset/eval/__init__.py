@@ -1,0 +1,1 @@
+"""recset.eval (see ARCHITECTURE.md)."""

@@ -1,0 +1,86 @@
+"""Train/test splits and backtest queries built from test baskets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from recset.data import Dataset
+from recset.eval.metrics import Targets
+
+
+@dataclass(frozen=True)
+class Split:
+    """A train dataset, a test dataset (same id maps) and a description for reports."""
+
+    train: Dataset
+    test: Dataset
+    info: dict[str, object]
+
+
+def time_split(dataset: Dataset, t: int | None = None, *, test_share: float = 0.2) -> Split:
+    """Train on events before ``t``, test on events from ``t`` on.
+
+    Without ``t``, it is the time that leaves the last ``test_share`` of orders in the test
+    window. Nothing at or after ``t`` is in ``train``.
+    """
+    if t is None:
+        t = dataset.order_time_quantile(1.0 - test_share)
+    train, test = dataset.split_time(t)
+    info = {"kind": "time", "t": int(t), "train_events": len(train.events),
+            "test_events": len(test.events), "test_share": test_share}
+    return Split(train, test, info)
+
+
+@dataclass(frozen=True)
+class Queries:
+    """One query per (test basket, seed item): the other items of the basket are targets.
+
+    ``seed``, ``user``, ``basket`` have shape (n_queries,); ``targets`` holds the target sets.
+    """
+
+    seed: NDArray[np.int32]
+    user: NDArray[np.int32]
+    basket: NDArray[np.int64]
+    targets: Targets
+
+    def __len__(self) -> int:
+        return len(self.seed)
+
+
+def basket_queries(test: Dataset, *, first_item_only: bool = False) -> Queries:
+    """Queries from every test basket with >= 2 distinct items.
+
+    Each item is a seed and the rest of its basket are the targets; with
+    ``first_item_only`` only the first-added item of each basket is a seed.
+    """
+    b = test.baskets
+    sizes = b.sizes()
+    multi = np.flatnonzero(sizes >= 2)
+    s = sizes[multi]
+    if first_item_only:
+        q_basket = multi
+        seed = b.item[b.indptr[multi]]
+        seed_pos = np.zeros(len(multi), dtype=np.int64)
+    else:
+        q_basket = np.repeat(multi, s)
+        offsets = np.arange(int(s.sum())) - np.repeat(np.cumsum(s) - s, s)
+        seed_pos = offsets
+        seed = b.item[b.indptr[q_basket] + offsets]
+    q_sizes = sizes[q_basket]
+    # every (query, basket item) pair, then drop the seed's own position
+    q_of_pair = np.repeat(np.arange(len(q_basket)), q_sizes)
+    pos = np.arange(int(q_sizes.sum())) - np.repeat(np.cumsum(q_sizes) - q_sizes, q_sizes)
+    keep = pos != seed_pos[q_of_pair]
+    items = b.item[b.indptr[q_basket][q_of_pair] + pos][keep]
+    counts = np.bincount(q_of_pair[keep], minlength=len(q_basket))
+    indptr = np.zeros(len(q_basket) + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return Queries(
+        seed=seed.astype(np.int32),
+        user=b.user[q_basket].astype(np.int32),
+        basket=q_basket.astype(np.int64),
+        targets=Targets(indptr, items.astype(np.int64)),
+    )

@@ -1,0 +1,1 @@
+"""recset.personalization (see ARCHITECTURE.md)."""

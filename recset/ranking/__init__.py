@@ -1,0 +1,1 @@
+"""recset.ranking (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""recset.signals (see ARCHITECTURE.md)."""

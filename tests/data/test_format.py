@@ -1,0 +1,142 @@
+"""Validation of the canonical dataset format: bad rows are reported with file and row."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recset.data import load_dataset, read_validated, write_dataset
+from recset.errors import DataError
+
+CATALOG = pd.DataFrame(
+    {
+        "item_id": ["i1", "i2", "i3"],
+        "title": ["Camera X", "SD card", "Bag"],
+        "category_id": ["c1", "c2", "c2"],
+        "category_path": ["Electronics > Cameras", "Electronics > Memory", "Electronics > Memory"],
+        "price": [300.0, 10.0, None],
+        "aspects": ['{"model": "X"}', '{"compatible_model": "X"}', None],
+    }
+)
+EVENTS = pd.DataFrame(
+    {
+        "user_id": ["u1", "u1", "u2", "u2"],
+        "item_id": ["i1", "i2", "i1", "i3"],
+        "event": ["purchase", "purchase", "view", "purchase"],
+        "timestamp": [100, 101, 200, 300],
+        "order_id": ["o1", "o1", None, "o2"],
+    }
+)
+
+
+def _write_csv(tmp: Path, catalog: pd.DataFrame, events: pd.DataFrame) -> Path:
+    d = tmp / "ds"
+    d.mkdir(exist_ok=True)
+    catalog.to_csv(d / "catalog.csv", index=False)
+    events.to_csv(d / "events.csv", index=False)
+    return d
+
+
+def test_parquet_round_trip(tmp_path: Path) -> None:
+    write_dataset(CATALOG, EVENTS, tmp_path / "ds")
+    ds = load_dataset(tmp_path / "ds")
+    assert ds.n_items == 3 and ds.n_users == 2 and len(ds.events) == 4
+    assert ds.catalog.aspect(ds.items.index_one("i1")) == {"model": "X"}
+    assert ds.catalog.available.all()
+    assert ds.load_report is not None and ds.load_report.n_bad == 0
+
+
+def test_csv_and_iso_timestamps(tmp_path: Path) -> None:
+    ev = EVENTS.assign(timestamp=["1970-01-01T00:01:40Z", "101", "1970-01-01 00:03:20", 300])
+    ds = load_dataset(_write_csv(tmp_path, CATALOG, ev))
+    assert sorted(ds.events.timestamp.tolist()) == [100, 101, 200, 300]
+
+
+BAD_ROWS = {
+    "missing user": {"user_id": None},
+    "missing item": {"item_id": ""},
+    "unknown event": {"event": "click"},
+    "bad timestamp": {"timestamp": "yesterday"},
+    "unknown item": {"item_id": "nope"},
+}
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture],
+          deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(sorted(BAD_ROWS)), st.integers(0, 3)),
+                min_size=1, max_size=6))
+def test_bad_rows_reported_with_row_numbers(tmp_path: Path, bad: list[tuple[str, int]]) -> None:
+    rows = EVENTS.astype(object).to_dict("records")
+    expected_rows = set()
+    for kind, base in bad:
+        rows.append({**rows[base], **BAD_ROWS[kind]})
+        expected_rows.add(len(rows))  # 1-based data row of the appended row
+    ev = pd.DataFrame(rows)
+    d = _write_csv(tmp_path, CATALOG, ev)
+    with pytest.raises(DataError) as info:
+        read_validated(d)
+    msg = str(info.value)
+    assert f"{len(expected_rows)} bad rows" in msg
+    assert "events.csv: row" in msg and "--on-bad-rows skip" in msg
+    q = tmp_path / "q"
+    cat, events, report = read_validated(d, on_bad_rows="skip", quarantine_dir=q)
+    assert len(events) == len(EVENTS)
+    assert {e.row for e in report.errors} == expected_rows
+    bad_file = pd.read_csv(q / "events.bad-rows.csv")
+    assert set(bad_file["row"]) == expected_rows
+    assert bad_file["error"].notna().all()
+    assert report.rows_read["events.csv"] - report.rows_kept["events.csv"] == len(expected_rows)
+
+
+def test_catalog_errors(tmp_path: Path) -> None:
+    cat = pd.concat([CATALOG, CATALOG.iloc[[0]]], ignore_index=True)
+    cat["price"] = cat["price"].astype(object)
+    cat.loc[3, "aspects"] = "not json"
+    cat.loc[1, "price"] = "cheap"
+    with pytest.raises(DataError) as info:
+        read_validated(_write_csv(tmp_path, cat, EVENTS))
+    msg = str(info.value)
+    assert "catalog.csv: row 4: duplicate item_id" in msg
+    assert "catalog.csv: row 4: aspects is not a JSON object" in msg
+    assert "catalog.csv: row 2: price is not a number" in msg
+
+
+def test_skip_needs_quarantine_dir(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="quarantine_dir"):
+        read_validated(tmp_path, on_bad_rows="skip")
+
+
+def test_empty_and_missing_files(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not a dataset directory"):
+        read_validated(tmp_path / "absent")
+    (tmp_path / "d").mkdir()
+    with pytest.raises(DataError, match="no catalog.parquet or catalog.csv"):
+        read_validated(tmp_path / "d")
+    (tmp_path / "d" / "catalog.csv").write_text("item_id\n")
+    with pytest.raises(DataError, match="holds no rows"):
+        read_validated(tmp_path / "d")
+    (tmp_path / "d" / "catalog.parquet").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="cannot be read"):
+        read_validated(tmp_path / "d")
+
+
+def test_missing_required_column(tmp_path: Path) -> None:
+    d = _write_csv(tmp_path, CATALOG, EVENTS.drop(columns=["event"]))
+    with pytest.raises(DataError, match=r"missing required columns \['event'\]"):
+        read_validated(d)
+
+
+def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_dataset(CATALOG, EVENTS, tmp_path / "ds")
+    before = (tmp_path / "ds" / "events.parquet").read_bytes()
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", boom)
+    with pytest.raises(OSError):
+        write_dataset(CATALOG, EVENTS.iloc[:1], tmp_path / "ds")
+    assert (tmp_path / "ds" / "events.parquet").read_bytes() == before
+    assert not [p for p in (tmp_path / "ds").iterdir() if p.name.endswith(".tmp")]
