@@ -35,7 +35,12 @@ def _event_code(event: str) -> int:
 
 
 def _codes(values: pd.Series, idmap: IdMap) -> NDArray[np.int32]:
-    return idmap.index(values.to_numpy(dtype=object))
+    return idmap.index(values)
+
+
+def _objects(values: pd.Series) -> NDArray[np.object_]:
+    """A string column as an object array with ``None`` for nulls."""
+    return values.astype(object).where(values.notna(), None).to_numpy(dtype=object)
 
 
 @dataclass(frozen=True)
@@ -215,15 +220,16 @@ class Dataset:
 
         cat = normalize_catalog(catalog)
         ev = normalize_events(events)
-        items = IdMap(cat["item_id"].to_numpy(dtype=object))
+        items = IdMap(_objects(cat["item_id"]))
         categories = IdMap.from_values(cat["category_id"])
         paths = (
             cat.dropna(subset=["category_id"])
             .drop_duplicates("category_id")
             .set_index("category_id")["category_path"]
         )
+        path_of = paths.reindex(pd.Index(categories.values, dtype=object))
         category_path = np.array(
-            [paths.get(c) if paths.get(c) is not None else c for c in categories.values],
+            [c if pd.isna(p) else str(p) for c, p in zip(categories.values, path_of, strict=True)],
             dtype=object,
         )
         product_types = IdMap.from_values(cat["product_type"])
@@ -236,12 +242,12 @@ class Dataset:
             brand=_codes(cat["brand"], brands),
             price=cat["price"].to_numpy(dtype=np.float32, na_value=np.nan),
             available=cat["available"].to_numpy(dtype=bool),
-            title=cat["title"].to_numpy(dtype=object),
-            aspects=cat["aspects"].to_numpy(dtype=object),
+            title=_objects(cat["title"]),
+            aspects=_objects(cat["aspects"]),
             category_path=category_path,
         )
         ev = ev.sort_values("timestamp", kind="stable")
-        item_idx = items.index(ev["item_id"].to_numpy(dtype=object))
+        item_idx = items.index(ev["item_id"])
         if (item_idx < 0).any():
             bad = ev.loc[item_idx < 0, "item_id"].head(5).tolist()
             raise DataError(

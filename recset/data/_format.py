@@ -106,6 +106,13 @@ def _atomic_write(path: Path, write: object) -> None:
         raise
 
 
+def _as_str(col: pd.Series) -> pd.Series:
+    """Nullable strings (pandas ``string`` dtype): nulls stay ``<NA>``, other values str()."""
+    if isinstance(col.dtype, pd.StringDtype):
+        return col
+    return col.astype("string")
+
+
 def normalize_catalog(catalog: pd.DataFrame) -> pd.DataFrame:
     """Return ``catalog`` with every canonical column present, in canonical order and types.
 
@@ -120,10 +127,9 @@ def normalize_catalog(catalog: pd.DataFrame) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = True if col == "available" else None
         if dtype == "string":
-            df[col] = df[col].astype(object).where(df[col].notna(), None)
-            df[col] = df[col].map(lambda v: v if v is None else str(v)).astype(object)
+            df[col] = _as_str(df[col])
     df["price"] = pd.to_numeric(df["price"], errors="coerce").astype("float64")
-    df["available"] = df["available"].fillna(True).astype(bool)
+    df["available"] = df["available"].astype("boolean").fillna(True).astype(bool)
     return df[list(CATALOG_COLUMNS)].reset_index(drop=True)
 
 
@@ -134,14 +140,13 @@ def normalize_events(events: pd.DataFrame) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = None
     ts = df["timestamp"]
-    if not pd.api.types.is_integer_dtype(ts):
+    if not pd.api.types.is_integer_dtype(ts) or ts.isna().any():
         ts = _parse_timestamps(ts)
         if ts.isna().any():
             raise DataError("events: timestamp has unparseable values; validate before writing")
     df["timestamp"] = ts.astype("int64")
     for col in ("user_id", "item_id", "event", "session_id", "order_id"):
-        df[col] = df[col].astype(object).where(df[col].notna(), None)
-        df[col] = df[col].map(lambda v: v if v is None else str(v)).astype(object)
+        df[col] = _as_str(df[col])
     return df[list(EVENT_COLUMNS)].reset_index(drop=True)
 
 
@@ -176,6 +181,8 @@ def write_dataset(
 
 def _parse_timestamps(values: pd.Series) -> pd.Series:
     """Epoch seconds (nullable Int64) from ints, numeric strings, datetimes or ISO strings."""
+    if pd.api.types.is_integer_dtype(values):
+        return values.astype("Int64")
     if pd.api.types.is_datetime64_any_dtype(values):
         dt = values
         if getattr(dt.dt, "tz", None) is None:
@@ -185,13 +192,12 @@ def _parse_timestamps(values: pd.Series) -> pd.Series:
     if pd.api.types.is_float_dtype(values):
         ok = values.notna() & np.isfinite(values) & (values == np.floor(values))
         return values.where(ok).astype("Int64")
-    s = values.astype(object)
-    out = pd.Series(pd.NA, index=s.index, dtype="Int64")
-    as_str = s.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip())
-    numeric = pd.to_numeric(as_str, errors="coerce")
-    int_like = numeric.notna() & (numeric == np.floor(numeric))
+    as_str = _as_str(values.astype(object)).str.strip()
+    out = pd.Series(pd.NA, index=values.index, dtype="Int64")
+    numeric = pd.to_numeric(as_str, errors="coerce").astype("Float64")
+    int_like = (numeric.notna() & (numeric == np.floor(numeric))).fillna(False).astype(bool)
     out[int_like] = numeric[int_like].astype("int64")
-    rest = as_str.notna() & ~numeric.notna() & (as_str != "")
+    rest = (as_str.notna() & numeric.isna() & (as_str != "")).fillna(False).astype(bool)
     if rest.any():
         dt = pd.to_datetime(as_str[rest], errors="coerce", utc=True, format="ISO8601")
         secs = (dt - pd.Timestamp("1970-01-01", tz="UTC")) // pd.Timedelta(seconds=1)
@@ -226,20 +232,22 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 def _blank(col: pd.Series) -> pd.Series:
     """True where a value is null or an empty/whitespace string."""
-    s = col.astype(object)
-    return s.isna() | s.map(lambda v: isinstance(v, str) and v.strip() == "")
+    if not (pd.api.types.is_string_dtype(col) or pd.api.types.is_object_dtype(col)):
+        return col.isna()
+    s = _as_str(col.astype(object) if pd.api.types.is_object_dtype(col) else col)
+    return (s.isna() | s.str.strip().eq("")).fillna(True).astype(bool)
 
 
 def _parse_bool(col: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """(values, bad mask) for a boolean column that may arrive as text."""
+    """(values, bad mask) for a boolean column that may arrive as text; null means true."""
     if pd.api.types.is_bool_dtype(col):
-        return col.astype(bool), pd.Series(False, index=col.index)
+        return col.fillna(True).astype(bool), pd.Series(False, index=col.index)
     mapping = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-    s = col.astype(object)
-    null = s.isna() | s.map(lambda v: isinstance(v, str) and v.strip() == "")
-    parsed = s.map(lambda v: mapping.get(str(v).strip().lower()) if v is not None else None)
+    text = _as_str(col.astype(object)).str.strip().str.lower()
+    null = (text.isna() | text.eq("")).fillna(True).astype(bool)
+    parsed = text.map(mapping, na_action="ignore")
     bad = ~null & parsed.isna()
-    return parsed.where(~null, True).where(~bad, True).astype(bool), bad
+    return parsed.where(~(null | bad), True).astype(bool), bad
 
 
 def _is_json_object(v: object) -> bool:
@@ -259,14 +267,19 @@ class _Checker:
         self.bad = np.zeros(n, dtype=bool)
         self.errors: list[tuple[int, str]] = []
 
-    def flag(self, mask: pd.Series | np.ndarray, message: str | pd.Series) -> None:
+    def flag(self, mask: pd.Series | np.ndarray, message: str,
+             values: pd.Series | None = None) -> None:
+        """Mark rows; ``message`` may hold ``{v!r}``, filled from ``values`` for bad rows only."""
         m = np.asarray(mask, dtype=bool)
         if not m.any():
             return
         rows = np.flatnonzero(m)
-        if isinstance(message, pd.Series):
-            msgs = message.to_numpy()[rows]
-            self.errors.extend((int(r), str(t)) for r, t in zip(rows, msgs, strict=True))
+        if values is not None:
+            bad_values = values.to_numpy(dtype=object)[rows]
+            self.errors.extend(
+                (int(r), message.format(v=None if pd.isna(v) else v))
+                for r, v in zip(rows, bad_values, strict=True)
+            )
         else:
             self.errors.extend((int(r), message) for r in rows)
         self.bad |= m
@@ -321,7 +334,7 @@ def read_validated(
         raise DataError(f"{cat_path}: missing required column 'item_id'; found {list(raw_cat.columns)}")
     cc = _Checker(cat_path, len(raw_cat))
     cc.flag(_blank(raw_cat["item_id"]), "missing item_id")
-    dup = raw_cat["item_id"].astype(str).duplicated(keep="first") & ~_blank(raw_cat["item_id"])
+    dup = _as_str(raw_cat["item_id"]).duplicated(keep="first") & ~_blank(raw_cat["item_id"])
     cc.flag(dup, "duplicate item_id (first occurrence kept)")
     cat = raw_cat.copy()
     if "price" in cat.columns:
@@ -332,7 +345,10 @@ def read_validated(
         cat["available"], bad_avail = _parse_bool(cat["available"])
         cc.flag(bad_avail, "available is not a boolean (true/false/1/0)")
     if "aspects" in cat.columns:
-        cc.flag(~cat["aspects"].map(_is_json_object), "aspects is not a JSON object")
+        present = ~_blank(cat["aspects"])
+        ok = pd.Series(True, index=cat.index)
+        ok[present] = cat.loc[present, "aspects"].map(_is_json_object)
+        cc.flag(~ok, "aspects is not a JSON object")
     checkers.append((cc, raw_cat, "catalog"))
     report.rows_read[cat_path.name] = len(raw_cat)
     cat = normalize_catalog(cat[~cc.bad])
@@ -348,15 +364,13 @@ def read_validated(
     ec.flag(_blank(ev["user_id"]), "missing user_id")
     item_blank = _blank(ev["item_id"])
     ec.flag(item_blank, "missing item_id")
-    kinds = ev["event"].astype(object)
-    bad_kind = ~kinds.isin(EVENT_TYPES)
-    ec.flag(bad_kind, kinds.map(lambda v: f"unknown event {v!r}; expected one of {list(EVENT_TYPES)}"))
+    bad_kind = ~_as_str(ev["event"]).isin(EVENT_TYPES).fillna(False).astype(bool)
+    ec.flag(bad_kind, f"unknown event {{v!r}}; expected one of {list(EVENT_TYPES)}", ev["event"])
     ts = _parse_timestamps(ev["timestamp"])
-    ec.flag(ts.isna(), ev["timestamp"].map(lambda v: f"unparseable timestamp {v!r}"))
+    ec.flag(ts.isna(), "unparseable timestamp {v!r}", ev["timestamp"])
     ev["timestamp"] = ts
-    known = pd.Index(cat["item_id"].astype(str))
-    absent = ~item_blank & ~ev["item_id"].astype(str).isin(known)
-    ec.flag(absent, ev["item_id"].map(lambda v: f"item_id {v!r} is not in the catalog"))
+    absent = ~item_blank & ~_as_str(ev["item_id"]).isin(cat["item_id"]).fillna(False).astype(bool)
+    ec.flag(absent, "item_id {v!r} is not in the catalog", ev["item_id"])
     checkers.append((ec, raw_ev, "events"))
     report.rows_read[ev_path.name] = len(raw_ev)
     ev = ev[~ec.bad]

@@ -40,8 +40,9 @@ class IdMap:
     @classmethod
     def from_values(cls, values: Sequence[str] | NDArray[np.object_] | pd.Series) -> IdMap:
         """Build from a column that may repeat ids and hold nulls (nulls are skipped)."""
-        s = pd.Series(values, dtype=object).dropna().astype(str)
-        return cls(pd.unique(s.to_numpy()))
+        s = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+        s = s.astype("string").dropna()
+        return cls(pd.unique(s.to_numpy(dtype=object)))
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -65,9 +66,9 @@ class IdMap:
         missing: Literal["negative", "error"] = "negative",
     ) -> NDArray[np.int32]:
         """Dense indices of ``external`` ids, shape ``(len(external),)``, dtype ``int32``."""
-        values = pd.Series(external, dtype=object)
-        keys = values.where(values.isna(), values.astype(str))
-        out = self._index.get_indexer(keys.to_numpy()).astype(np.int32)
+        values = external if isinstance(external, pd.Series) else pd.Series(external, dtype=object)
+        keys = values if isinstance(values.dtype, pd.StringDtype) else values.astype("string")
+        out = self._index.get_indexer(keys.to_numpy(dtype=object, na_value=None)).astype(np.int32)
         if missing == "error" and (out < 0).any():
             bad = values[out < 0].head(5).tolist()
             raise KeyError(f"unknown ids (first {len(bad)} of {(out < 0).sum()}): {bad}")
