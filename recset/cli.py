@@ -65,18 +65,35 @@ def cli(verbose: int) -> None:
 
 
 @cli.command()
-@click.option("--items", "n_items", type=click.IntRange(min=10), required=True,
-              help="Number of catalog items.")
-@click.option("--users", "n_users", type=click.IntRange(min=1), default=None,
-              help="Number of users (default: derived from --items).")
-@click.option("--events", "n_events", type=click.IntRange(min=1), default=None,
-              help="Approximate number of events (default: 10 per item).")
+@click.option(
+    "--items",
+    "n_items",
+    type=click.IntRange(min=10),
+    required=True,
+    help="Number of catalog items.",
+)
+@click.option(
+    "--users",
+    "n_users",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Number of users (default: derived from --items).",
+)
+@click.option(
+    "--events",
+    "n_events",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Approximate number of events (default: 10 per item).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Output dataset directory.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Output dataset directory."
+)
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
-def generate(n_items: int, n_users: int | None, n_events: int | None, seed: int, out: Path,
-             force: bool) -> None:
+def generate(
+    n_items: int, n_users: int | None, n_events: int | None, seed: int, out: Path, force: bool
+) -> None:
     """Generate a synthetic catalog and event log with planted structure (and truth.json)."""
     from recset.data.synthetic import SyntheticConfig, write_synthetic
 
@@ -87,11 +104,16 @@ def generate(n_items: int, n_users: int | None, n_events: int | None, seed: int,
 
 
 @cli.command()
-@click.option("--format", "fmt", required=True,
-              help="Source format: complete_journey, instacart or taobao.")
+@click.option(
+    "--format", "fmt", required=True, help="Source format: complete_journey, instacart or taobao."
+)
 @click.argument("src", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Output dataset directory (canonical format).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output dataset directory (canonical format).",
+)
 def ingest(fmt: str, src: Path, out: Path) -> None:
     """Convert a public dataset in SRC to the canonical format in --out."""
     from recset.data.loaders import ingest as run_ingest
@@ -104,17 +126,34 @@ def ingest(fmt: str, src: Path, out: Path) -> None:
 
 
 @cli.command()
-@click.option("--data", type=click.Path(path_type=Path), required=True,
-              help="Dataset directory (catalog + events).")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="Config TOML (default: built-in defaults).")
-@click.option("--store", required=True,
-              help="Store: a directory (SQLite + artifact files) or a SQLAlchemy URL.")
-@click.option("--artifact-dir", type=click.Path(path_type=Path), default=None,
-              help="Where artifact files go when --store is a database URL.")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Dataset directory (catalog + events).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Config TOML (default: built-in defaults).",
+)
+@click.option(
+    "--store",
+    required=True,
+    help="Store: a directory (SQLite + artifact files) or a SQLAlchemy URL.",
+)
+@click.option(
+    "--artifact-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where artifact files go when --store is a database URL.",
+)
 @_on_bad_rows
-def build(data: Path, config_path: Path | None, store: str, artifact_dir: Path | None,
-          on_bad_rows: str) -> None:
+def build(
+    data: Path, config_path: Path | None, store: str, artifact_dir: Path | None, on_bad_rows: str
+) -> None:
     """Fit the engine on a dataset and save it as the store's active version."""
     from recset.config import load_config
     from recset.engine import Engine
@@ -131,15 +170,30 @@ def build(data: Path, config_path: Path | None, store: str, artifact_dir: Path |
 @cli.command()
 @click.argument("seeds", nargs=-1)
 @click.option("--store", required=True, help="Store written by `recset build`.")
-@click.option("--artifact-dir", type=click.Path(path_type=Path), default=None,
-              help="Artifact files location when --store is a database URL.")
+@click.option(
+    "--artifact-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Artifact files location when --store is a database URL.",
+)
 @click.option("--user", default=None, help="User id, for personalization.")
 @click.option("--k", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--examples", type=click.IntRange(min=0), default=0,
-              help="Also recommend for this many example seeds taken from the catalog.")
+@click.option(
+    "--examples",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Also recommend for this many example seeds taken from the catalog.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of text.")
-def recommend(seeds: tuple[str, ...], store: str, artifact_dir: Path | None, user: str | None,
-              k: int, examples: int, as_json: bool) -> None:
+def recommend(
+    seeds: tuple[str, ...],
+    store: str,
+    artifact_dir: Path | None,
+    user: str | None,
+    k: int,
+    examples: int,
+    as_json: bool,
+) -> None:
     """Print recommendations, with their reasons, for SEEDS (item ids)."""
     from recset.engine import Engine
     from recset.storage import Store
@@ -159,35 +213,76 @@ def recommend(seeds: tuple[str, ...], store: str, artifact_dir: Path | None, use
     for seed in seed_list:
         recs = engine.recommend(seed, user=user, k=k)
         if as_json:
-            click.echo(json.dumps({"seed": seed, "recommendations": [
-                {"item_id": r.item_id, "score": r.score,
-                 "reasons": [vars(x) for x in r.reasons]} for r in recs]}))
+            click.echo(
+                json.dumps(
+                    {
+                        "seed": seed,
+                        "recommendations": [
+                            {
+                                "item_id": r.item_id,
+                                "score": r.score,
+                                "reasons": [vars(x) for x in r.reasons],
+                            }
+                            for r in recs
+                        ],
+                    }
+                )
+            )
             continue
         known = "" if seed in titles else "  (unknown seed: cold-start path)"
         click.echo(f"\nseed {seed}  {titles.get(seed, '')}{known}")
         for i, r in enumerate(recs, 1):
             why = ", ".join(f"{x.source} #{x.rank + 1} ({x.score:.3g})" for x in r.reasons)
-            click.echo(f"  {i:>2}. {r.item_id:<12} {titles.get(r.item_id, '')[:48]:<48} "
-                       f"score {r.score:.4g}  because: {why}")
+            click.echo(
+                f"  {i:>2}. {r.item_id:<12} {titles.get(r.item_id, '')[:48]:<48} "
+                f"score {r.score:.4g}  because: {why}"
+            )
 
 
 @cli.command()
-@click.option("--data", type=click.Path(path_type=Path), required=True,
-              help="Dataset directory (catalog + events).")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="Config TOML (default: built-in defaults).")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Report directory (report.md, metrics.json).")
-@click.option("--split-date", default=None,
-              help="Test window start (ISO date or epoch seconds); default: last 20% of orders.")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Dataset directory (catalog + events).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Config TOML (default: built-in defaults).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Report directory (report.md, metrics.json).",
+)
+@click.option(
+    "--split-date",
+    default=None,
+    help="Test window start (ISO date or epoch seconds); default: last 20% of orders.",
+)
 @click.option("--test-share", type=click.FloatRange(0.01, 0.99), default=0.2, show_default=True)
-@click.option("--max-queries", type=click.IntRange(min=1), default=None,
-              help="Sample this many queries (reproducibly) to bound run time.")
+@click.option(
+    "--max-queries",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Sample this many queries (reproducibly) to bound run time.",
+)
 @click.option("--store", default=None, help="Also record the run in this store.")
 @_on_bad_rows
-def backtest(data: Path, config_path: Path | None, out: Path, split_date: str | None,
-             test_share: float, max_queries: int | None, store: str | None,
-             on_bad_rows: str) -> None:
+def backtest(
+    data: Path,
+    config_path: Path | None,
+    out: Path,
+    split_date: str | None,
+    test_share: float,
+    max_queries: int | None,
+    store: str | None,
+    on_bad_rows: str,
+) -> None:
     """Time-split Hit@k backtest of the engine against baselines."""
     from datetime import UTC, datetime
 
@@ -200,15 +295,21 @@ def backtest(data: Path, config_path: Path | None, out: Path, split_date: str | 
     t = None
     if split_date is not None:
         try:
-            t = int(split_date) if split_date.isdigit() else int(
-                pd.Timestamp(split_date, tz="UTC").timestamp())
+            t = (
+                int(split_date)
+                if split_date.isdigit()
+                else int(pd.Timestamp(split_date, tz="UTC").timestamp())
+            )
         except ValueError:
-            raise click.BadParameter(f"{split_date!r} is not a date", param_hint="--split-date") from None
+            raise click.BadParameter(
+                f"{split_date!r} is not a date", param_hint="--split-date"
+            ) from None
     ds = _load(data, on_bad_rows, out)
     started = datetime.now(UTC)
     with _step("backtest"):
-        result = run_backtest(ds, config, t=t, test_share=test_share, max_queries=max_queries,
-                              show_progress=True)
+        result = run_backtest(
+            ds, config, t=t, test_share=test_share, max_queries=max_queries, show_progress=True
+        )
     write_report(result, out)
     click.echo(f"\nHit@k on {result.queries:,} queries (item level; {out}/report.md has more)\n")
     click.echo(format_table(result, "item"))
@@ -216,10 +317,14 @@ def backtest(data: Path, config_path: Path | None, out: Path, split_date: str | 
         from recset.storage import Store
 
         with Store.open(store) as st:
-            run_id = st.record_backtest(dataset=result.dataset, config=config.to_dict(),
-                                        metrics=result.to_json(), started_at=started,
-                                        finished_at=datetime.now(UTC),
-                                        report_path=str(out / "report.md"))
+            run_id = st.record_backtest(
+                dataset=result.dataset,
+                config=config.to_dict(),
+                metrics=result.to_json(),
+                started_at=started,
+                finished_at=datetime.now(UTC),
+                report_path=str(out / "report.md"),
+            )
         click.echo(f"recorded as backtest run {run_id} in {store}")
 
 

@@ -68,8 +68,9 @@ class Config(BaseModel):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _format_validation(error: ValidationError, where: str, prefix: str,
-                       model: type[BaseModel]) -> str:
+def _format_validation(
+    error: ValidationError, where: str, prefix: str, model: type[BaseModel]
+) -> str:
     lines = []
     for e in error.errors():
         key = ".".join([prefix, *(str(p) for p in e["loc"])]).strip(".")

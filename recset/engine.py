@@ -19,7 +19,7 @@ from recset.errors import StorageError
 from recset.recall import Candidates, RecallBase, get_recall
 
 if TYPE_CHECKING:
-    from recset.storage import ArtifactRecord, Store
+    from recset.storage import ArtifactRecord
 
 _log = logging.getLogger(__name__)
 
@@ -145,8 +145,11 @@ class Engine:
             [np.full(p.item.shape, i, dtype=np.int16) for i, p in enumerate(parts)], axis=1
         )
         rank = np.concatenate(
-            [np.broadcast_to(np.arange(p.item.shape[1], dtype=np.int32), p.item.shape)
-             for p in parts], axis=1
+            [
+                np.broadcast_to(np.arange(p.item.shape[1], dtype=np.int32), p.item.shape)
+                for p in parts
+            ],
+            axis=1,
         )
         safe = np.maximum(item, 0)
         keep = (item >= 0) & self.available[safe] & (item != seeds[:, None])
@@ -158,8 +161,13 @@ class Engine:
         score = np.where(item >= 0, np.take_along_axis(score, order, 1), -np.inf)
         source = np.where(item >= 0, np.take_along_axis(source, order, 1), -1)
         rank = np.where(item >= 0, np.take_along_axis(rank, order, 1), -1)
-        return Batch(item.astype(np.int32), score.astype(np.float32), source.astype(np.int16),
-                     rank.astype(np.int32), tuple(self.sources))
+        return Batch(
+            item.astype(np.int32),
+            score.astype(np.float32),
+            source.astype(np.int16),
+            rank.astype(np.int32),
+            tuple(self.sources),
+        )
 
     def recommend(
         self,
@@ -227,8 +235,9 @@ class Engine:
         }
         (directory / "engine.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         # ids as JSON: exact for any string (numpy fixed-width strings drop trailing NULs)
-        (directory / "items.json").write_text(json.dumps(self.items.values.tolist()),
-                                              encoding="utf-8")
+        (directory / "items.json").write_text(
+            json.dumps(self.items.values.tolist()), encoding="utf-8"
+        )
         np.savez(directory / "items.npz", allow_pickle=False, available=self.available)
         for name, src in self.sources.items():
             src.save(directory / "sources" / name)

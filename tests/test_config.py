@@ -33,11 +33,15 @@ def test_source_settings(tmp_path: Path) -> None:
     ("text", "pattern"),
     [
         ("[sources.nope]\n", r"unknown source 'sources.nope'; allowed values: \['popular'"),
-        ("[sources.popular]\nhalf_lif = 3\n",
-         r"unknown key 'sources.popular.half_lif'; allowed keys: \[.*'half_life_days'"),
+        (
+            "[sources.popular]\nhalf_lif = 3\n",
+            r"unknown key 'sources.popular.half_lif'; allowed keys: \[.*'half_life_days'",
+        ),
         ("[sources.popular]\nscope = 'planet'\n", r"key 'sources.popular.scope'"),
-        ("[sources.popular.event_weights]\nclick = 1\n",
-         r"unknown key 'sources.popular.event_weights.click'; allowed keys: \['add_to_cart'"),
+        (
+            "[sources.popular.event_weights]\nclick = 1\n",
+            r"unknown key 'sources.popular.event_weights.click'; allowed keys: \['add_to_cart'",
+        ),
         ("[buld]\n", r"unknown section 'buld'; allowed sections: \['build', 'sources'\]"),
         ("[build]\nfallback = 'magic'\n", r"'build.fallback': unknown source 'magic'"),
         ("[build]\ncandidates_per_seed = 0\n", r"key 'build.candidates_per_seed'"),

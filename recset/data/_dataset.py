@@ -364,8 +364,13 @@ class Dataset:
         age = np.maximum(ref - self.events.timestamp[sel], 0) / _DAY
         return np.power(0.5, age / half_life_days).astype(np.float32)
 
-    def item_counts(self, event: EventName = "purchase", *, half_life_days: float | None = None,
-                    now: int | None = None) -> NDArray[np.float32]:
+    def item_counts(
+        self,
+        event: EventName = "purchase",
+        *,
+        half_life_days: float | None = None,
+        now: int | None = None,
+    ) -> NDArray[np.float32]:
         """(Decayed) number of events of one type per item, shape (n_items,)."""
         sel = self.events.event == _event_code(event)
         w = self._decay(sel, half_life_days, now)

@@ -267,8 +267,9 @@ class _Checker:
         self.bad = np.zeros(n, dtype=bool)
         self.errors: list[tuple[int, str]] = []
 
-    def flag(self, mask: pd.Series | np.ndarray, message: str,
-             values: pd.Series | None = None) -> None:
+    def flag(
+        self, mask: pd.Series | np.ndarray, message: str, values: pd.Series | None = None
+    ) -> None:
         """Mark rows; ``message`` may hold ``{v!r}``, filled from ``values`` for bad rows only."""
         m = np.asarray(mask, dtype=bool)
         if not m.any():
@@ -331,7 +332,9 @@ def read_validated(
     cat_path = _find_file(directory, "catalog")
     raw_cat = _read_table(cat_path).reset_index(drop=True)
     if "item_id" not in raw_cat.columns:
-        raise DataError(f"{cat_path}: missing required column 'item_id'; found {list(raw_cat.columns)}")
+        raise DataError(
+            f"{cat_path}: missing required column 'item_id'; found {list(raw_cat.columns)}"
+        )
     cc = _Checker(cat_path, len(raw_cat))
     cc.flag(_blank(raw_cat["item_id"]), "missing item_id")
     dup = _as_str(raw_cat["item_id"]).duplicated(keep="first") & ~_blank(raw_cat["item_id"])
@@ -358,7 +361,9 @@ def read_validated(
     raw_ev = _read_table(ev_path).reset_index(drop=True)
     missing = [c for c in REQUIRED_EVENT_COLUMNS if c not in raw_ev.columns]
     if missing:
-        raise DataError(f"{ev_path}: missing required columns {missing}; found {list(raw_ev.columns)}")
+        raise DataError(
+            f"{ev_path}: missing required columns {missing}; found {list(raw_ev.columns)}"
+        )
     ec = _Checker(ev_path, len(raw_ev))
     ev = raw_ev.copy()
     ec.flag(_blank(ev["user_id"]), "missing user_id")
@@ -383,8 +388,9 @@ def read_validated(
         if on_bad_rows == "error":
             first = "\n  ".join(str(e) for e in report.errors[:MAX_REPORTED_ERRORS])
             raise DataError(
-                f"{directory}: {total:,} bad rows ({len(report.errors):,} problems); first ones:\n  "
-                f"{first}\nFix them, or pass --on-bad-rows skip to quarantine them and go on."
+                f"{directory}: {total:,} bad rows ({len(report.errors):,} problems); "
+                f"first ones:\n  {first}\n"
+                "Fix them, or pass --on-bad-rows skip to quarantine them and go on."
             )
         qdir = Path(quarantine_dir)  # type: ignore[arg-type]
         for checker, raw, stem in checkers:

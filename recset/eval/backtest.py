@@ -26,7 +26,9 @@ CHUNK = 20_000
 
 # recs(seeds, users, k) -> (n, k) dense item ids padded with -1, and a bool (n,) telling per
 # query whether the system had >= k candidates of its own (before any fallback)
-Recommender = Callable[[NDArray[np.int32], NDArray[np.int32], int], tuple[NDArray[np.int32], NDArray[np.bool_]]]
+Recommender = Callable[
+    [NDArray[np.int32], NDArray[np.int32], int], tuple[NDArray[np.int32], NDArray[np.bool_]]
+]
 
 
 @dataclass
@@ -46,8 +48,12 @@ class BacktestResult:
     systems: dict[str, dict[str, object]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
-        return {"dataset": self.dataset, "split": self.split, "queries": self.queries,
-                "systems": self.systems}
+        return {
+            "dataset": self.dataset,
+            "split": self.split,
+            "queries": self.queries,
+            "systems": self.systems,
+        }
 
 
 def engine_system(engine: Engine, name: str = "mix") -> System:
@@ -161,8 +167,12 @@ def run_backtest(
         starts = tg.indptr[keep]
         idx = np.repeat(starts - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(sizes.sum())
         indptr = np.r_[0, np.cumsum(sizes)].astype(np.int64)
-        queries = Queries(queries.seed[keep], queries.user[keep], queries.basket[keep],
-                          Targets(indptr, tg.item[idx]))
+        queries = Queries(
+            queries.seed[keep],
+            queries.user[keep],
+            queries.basket[keep],
+            Targets(indptr, tg.item[idx]),
+        )
     engine = Engine.build(split.train, config, show_progress=show_progress)
     systems = [
         engine_system(engine, "mix"),
@@ -179,8 +189,7 @@ def run_backtest(
 def format_table(result: BacktestResult, level: str = "item") -> str:
     """A Markdown table of one level's metrics for every system."""
     cols = [f"hit@{k}" for k in KS] + ["ndcg@10", "mrr", "explore_hit@10", "repeat_hit@10"]
-    lines = ["| system | kind | " + " | ".join(cols) + " |",
-             "|---|---|" + "---:|" * len(cols)]
+    lines = ["| system | kind | " + " | ".join(cols) + " |", "|---|---|" + "---:|" * len(cols)]
     for name, m in result.systems.items():
         vals = m.get(level)
         if not isinstance(vals, dict):
@@ -198,18 +207,29 @@ def write_report(result: BacktestResult, out_dir: str | os.PathLike[str]) -> Pat
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result.to_json(), indent=2, sort_keys=False)
     _atomic_write(out / "metrics.json", lambda p: Path(p).write_text(text, encoding="utf-8"))
-    levels = [lv for lv in ("item", "type", "category")
-              if any(lv in m for m in result.systems.values())]
-    parts = [f"# Backtest: {result.dataset}", "",
-             f"Split: `{json.dumps(result.split)}`; queries: {result.queries:,}", ""]
+    levels = [
+        lv for lv in ("item", "type", "category") if any(lv in m for m in result.systems.values())
+    ]
+    parts = [
+        f"# Backtest: {result.dataset}",
+        "",
+        f"Split: `{json.dumps(result.split)}`; queries: {result.queries:,}",
+        "",
+    ]
     for lv in levels:
         parts += [f"## {lv} level", "", format_table(result, lv), ""]
-    parts += ["## Coverage and diversity", "", "| system | coverage@10 | type_diversity@10 | "
-              "catalog_coverage@10 |", "|---|---:|---:|---:|"]
+    parts += [
+        "## Coverage and diversity",
+        "",
+        "| system | coverage@10 | type_diversity@10 | catalog_coverage@10 |",
+        "|---|---:|---:|---:|",
+    ]
     for name, m in result.systems.items():
-        parts.append(f"| {name} | {m.get('coverage@10', 0):.4f} | "
-                     f"{m.get('type_diversity@10', float('nan')):.2f} | "
-                     f"{m.get('catalog_coverage@10', 0):.4f} |")
+        parts.append(
+            f"| {name} | {m.get('coverage@10', 0):.4f} | "
+            f"{m.get('type_diversity@10', float('nan')):.2f} | "
+            f"{m.get('catalog_coverage@10', 0):.4f} |"
+        )
     report = "\n".join(parts) + "\n"
     _atomic_write(out / "report.md", lambda p: Path(p).write_text(report, encoding="utf-8"))
     return out

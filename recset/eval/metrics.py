@@ -83,7 +83,9 @@ def hit_matrix(recs: NDArray[np.integer], targets: Targets) -> NDArray[np.bool_]
     return hits & first_mask
 
 
-def per_query(hits: NDArray[np.bool_], n_targets: NDArray[np.integer], k: int) -> dict[str, NDArray[np.float64]]:
+def per_query(
+    hits: NDArray[np.bool_], n_targets: NDArray[np.integer], k: int
+) -> dict[str, NDArray[np.float64]]:
     """Per-query hit@k, ndcg@k, recall@k and reciprocal rank (over all K columns)."""
     h = hits[:, :k]
     n_t = np.asarray(n_targets, dtype=np.float64)
@@ -101,7 +103,9 @@ def per_query(hits: NDArray[np.bool_], n_targets: NDArray[np.integer], k: int) -
     }
 
 
-def summarize(hits: NDArray[np.bool_], targets: Targets, ks: tuple[int, ...] = KS) -> dict[str, float]:
+def summarize(
+    hits: NDArray[np.bool_], targets: Targets, ks: tuple[int, ...] = KS
+) -> dict[str, float]:
     """Mean hit@k for every k, ndcg@10, recall@10 and MRR over queries with >= 1 target."""
     n_t = targets.sizes()
     valid = n_t > 0

@@ -29,8 +29,13 @@ def time_split(dataset: Dataset, t: int | None = None, *, test_share: float = 0.
     if t is None:
         t = dataset.order_time_quantile(1.0 - test_share)
     train, test = dataset.split_time(t)
-    info = {"kind": "time", "t": int(t), "train_events": len(train.events),
-            "test_events": len(test.events), "test_share": test_share}
+    info = {
+        "kind": "time",
+        "t": int(t),
+        "train_events": len(train.events),
+        "test_events": len(test.events),
+        "test_share": test_share,
+    }
     return Split(train, test, info)
 
 

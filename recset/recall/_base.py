@@ -65,8 +65,9 @@ class Candidates:
         return (self.item >= 0).sum(axis=1)
 
 
-def compact(item: NDArray[np.int32], score: NDArray[np.float32], keep: NDArray[np.bool_],
-            n: int) -> Candidates:
+def compact(
+    item: NDArray[np.int32], score: NDArray[np.float32], keep: NDArray[np.bool_], n: int
+) -> Candidates:
     """Drop entries where ``keep`` is false, shift the rest left, and cut to ``n`` columns."""
     order = np.argsort(~keep, axis=1, kind="stable")
     item = np.take_along_axis(np.where(keep, item, -1), order, axis=1)[:, :n]
@@ -144,8 +145,11 @@ class RecallBase:
     def save(self, directory: Path) -> None:
         self._check_fitted()
         directory.mkdir(parents=True, exist_ok=True)
-        np.savez(directory / "state.npz", allow_pickle=False,
-                 **{a: getattr(self, a) for a in self._state})
+        np.savez(
+            directory / "state.npz",
+            allow_pickle=False,
+            **{a: getattr(self, a) for a in self._state},
+        )
         (directory / "config.json").write_text(
             json.dumps({"name": self.name, "config": self.config.model_dump(mode="json")}),
             encoding="utf-8",

@@ -58,12 +58,16 @@ def test_interactions(ds: Dataset) -> None:
 def test_baskets_and_sessions(ds: Dataset) -> None:
     b = ds.baskets
     assert len(b) == 3
-    sets = {ds.orders_map.id_of(int(k)): ds.items.ids(b.items_of(g)).tolist()
-            for g, k in enumerate(b.key)}
+    sets = {
+        ds.orders_map.id_of(int(k)): ds.items.ids(b.items_of(g)).tolist()
+        for g, k in enumerate(b.key)
+    }
     assert sets == {"o1": ["a"], "o2": ["b", "c"], "o3": ["d"]}  # distinct, in time order
     s = ds.sessions
-    sess = {ds.sessions_map.id_of(int(k)): ds.items.ids(s.items_of(g)).tolist()
-            for g, k in enumerate(s.key)}
+    sess = {
+        ds.sessions_map.id_of(int(k)): ds.items.ids(s.items_of(g)).tolist()
+        for g, k in enumerate(s.key)
+    }
     assert sess == {"s1": ["a", "b"], "s2": ["b", "c"]}
     assert ds.session_events("view").sizes().tolist() == [2]
     assert b.matrix(ds.n_items).sum() == 4

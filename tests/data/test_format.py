@@ -63,10 +63,14 @@ BAD_ROWS = {
 }
 
 
-@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture],
-          deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(sorted(BAD_ROWS)), st.integers(0, 3)),
-                min_size=1, max_size=6))
+@settings(
+    max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(sorted(BAD_ROWS)), st.integers(0, 3)), min_size=1, max_size=6
+    )
+)
 def test_bad_rows_reported_with_row_numbers(tmp_path: Path, bad: list[tuple[str, int]]) -> None:
     rows = EVENTS.astype(object).to_dict("records")
     expected_rows = set()

@@ -18,8 +18,10 @@ def test_round_trip(ids: list[str]) -> None:
         assert m.id_of(i) == x
 
 
-@given(st.lists(st.text(min_size=1, max_size=5), unique=True, min_size=1, max_size=20),
-       st.lists(st.text(min_size=1, max_size=5), max_size=20))
+@given(
+    st.lists(st.text(min_size=1, max_size=5), unique=True, min_size=1, max_size=20),
+    st.lists(st.text(min_size=1, max_size=5), max_size=20),
+)
 def test_unknown_ids_are_negative(known: list[str], queried: list[str]) -> None:
     m = IdMap(known)
     idx = m.index(queried)

@@ -47,10 +47,16 @@ def test_map_to_groups() -> None:
 
 queries = st.integers(1, 6).flatmap(
     lambda n: st.tuples(
-        st.lists(st.lists(st.integers(0, 15), min_size=1, max_size=20, unique=True),
-                 min_size=n, max_size=n),
-        st.lists(st.lists(st.integers(0, 15), min_size=1, max_size=5, unique=True),
-                 min_size=n, max_size=n),
+        st.lists(
+            st.lists(st.integers(0, 15), min_size=1, max_size=20, unique=True),
+            min_size=n,
+            max_size=n,
+        ),
+        st.lists(
+            st.lists(st.integers(0, 15), min_size=1, max_size=5, unique=True),
+            min_size=n,
+            max_size=n,
+        ),
     )
 )
 
