@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from recset.data import Dataset
 from recset.errors import ConfigError, NotFittedError
+from recset.signals import Signals
 
 _log = logging.getLogger(__name__)
 
@@ -89,17 +90,41 @@ class SourceConfig(BaseModel):
 class RecallSet(Protocol):
     """A pluggable candidate source.
 
-    ``fit`` learns from a :class:`Dataset` and returns ``self``; ``recall_many`` answers for a
-    batch of dense seed ids (``-1`` for a seed unknown to the dataset) and never raises for a
-    seed it cannot answer: that row is simply padded.
+    ``fit`` learns from a :class:`Dataset` (reading shared :class:`~recset.signals.Signals`)
+    and returns ``self``; ``recall_many`` answers for a batch of dense seed ids (``-1`` for a
+    seed unknown to the dataset) and never raises for a seed it cannot answer: that row is
+    simply padded. A source that needs another fitted source (e.g. ``popular`` scoped by
+    ``related_categories``) names its type in ``requires`` and finds it in ``fitted``.
     """
 
     name: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]]
     config: SourceConfig
 
-    def fit(self, dataset: Dataset) -> Self: ...
+    def fit(
+        self,
+        dataset: Dataset,
+        signals: Signals | None = None,
+        *,
+        fitted: Mapping[str, RecallSet] | None = None,
+    ) -> Self: ...
 
     def recall_many(self, seeds: NDArray[np.int32], n: int) -> Candidates: ...
+
+    @staticmethod
+    def _signals(dataset: Dataset, signals: Signals | None) -> Signals:
+        if signals is None:
+            return Signals(dataset)
+        if signals.dataset is not dataset:
+            raise ValueError("the 'signals' parameter was computed on another dataset")
+        return signals
+
+    def _dependency(self, fitted: Mapping[str, RecallSet] | None, kind: str) -> RecallSet | None:
+        """The fitted source of type ``kind`` among ``fitted`` (by type name), if any."""
+        for src in (fitted or {}).values():
+            if getattr(src, "name", None) == kind:
+                return src
+        return None
 
     def recall(self, seed: int, n: int) -> Candidates: ...
 
@@ -117,6 +142,7 @@ class RecallBase:
     """
 
     name: ClassVar[str] = ""
+    requires: ClassVar[tuple[str, ...]] = ()
     Config: ClassVar[type[SourceConfig]] = SourceConfig
     _state: ClassVar[tuple[str, ...]] = ()
 
@@ -138,6 +164,21 @@ class RecallBase:
             raise NotFittedError(
                 f"This {type(self).__name__} is not fitted yet; call fit(dataset) first."
             )
+
+    @staticmethod
+    def _signals(dataset: Dataset, signals: Signals | None) -> Signals:
+        if signals is None:
+            return Signals(dataset)
+        if signals.dataset is not dataset:
+            raise ValueError("the 'signals' parameter was computed on another dataset")
+        return signals
+
+    def _dependency(self, fitted: Mapping[str, RecallSet] | None, kind: str) -> RecallSet | None:
+        """The fitted source of type ``kind`` among ``fitted`` (by type name), if any."""
+        for src in (fitted or {}).values():
+            if getattr(src, "name", None) == kind:
+                return src
+        return None
 
     def recall(self, seed: int, n: int) -> Candidates:
         return self.recall_many(np.array([seed], dtype=np.int32), n)  # type: ignore[attr-defined]

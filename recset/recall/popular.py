@@ -7,6 +7,7 @@ it the fallback and cold-start path of the engine.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import ClassVar, Literal, Self
 
 import numpy as np
@@ -14,7 +15,15 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 from recset.data import Dataset
-from recset.recall._base import Candidates, RecallBase, SourceConfig, compact, register_recall
+from recset.recall._base import (
+    Candidates,
+    RecallBase,
+    RecallSet,
+    SourceConfig,
+    compact,
+    register_recall,
+)
+from recset.signals import Signals
 
 _log = logging.getLogger(__name__)
 
@@ -62,7 +71,13 @@ class PopularRecall(RecallBase):
     config: PopularConfig
     _state: ClassVar[tuple[str, ...]] = ("lists_", "scores_", "item_category_")
 
-    def fit(self, dataset: Dataset) -> Self:
+    def fit(
+        self,
+        dataset: Dataset,
+        signals: Signals | None = None,
+        *,
+        fitted: Mapping[str, RecallSet] | None = None,
+    ) -> Self:
         cfg = self.config
         pop = np.zeros(dataset.n_items, dtype=np.float64)
         for event in ("purchase", "add_to_cart", "view"):

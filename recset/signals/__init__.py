@@ -1,1 +1,6 @@
-"""recset.signals (see ARCHITECTURE.md)."""
+"""Behaviour signals: co-purchase, co-view, purchase-after-view, co-purchase-only, user x category."""
+
+from recset.signals._signals import Signals
+from recset.signals._topk import topk_rows
+
+__all__ = ["Signals", "topk_rows"]

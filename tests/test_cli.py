@@ -1,0 +1,127 @@
+"""End-to-end through the ``recset`` command line."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from recset.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "data"
+    main(
+        [
+            "generate",
+            "--items",
+            "400",
+            "--users",
+            "150",
+            "--events",
+            "12000",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
+    return out
+
+
+def test_help_everywhere(capsys: pytest.CaptureFixture[str]) -> None:
+    for cmd in ([], ["generate"], ["ingest"], ["build"], ["recommend"], ["backtest"]):
+        code, out, _ = run(capsys, *cmd, "--help")
+        assert code == 0 and "Usage:" in out
+
+
+def test_build_recommend_backtest(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    code, out, err = run(capsys, "build", "--data", str(data_dir), "--store", str(store))
+    assert code == 0, err
+    assert "engine v1 is active" in out
+    seed = pd.read_parquet(data_dir / "catalog.parquet")["item_id"].iloc[0]
+    code, out, err = run(
+        capsys, "recommend", "--store", str(store), seed, "unknown-item", "--k", "4", "--json"
+    )
+    assert code == 0, err
+    lines = [json.loads(x) for x in out.strip().splitlines()]
+    assert [x["seed"] for x in lines] == [seed, "unknown-item"]
+    for x in lines:
+        assert len(x["recommendations"]) == 4
+        assert all(r["reasons"] and r["item_id"] != x["seed"] for r in x["recommendations"])
+    code, out, err = run(capsys, "recommend", "--store", str(store), "--examples", "2")
+    assert code == 0 and out.count("seed ") == 2 and "because:" in out
+
+    report = tmp_path / "bt"
+    code, out, err = run(
+        capsys, "backtest", "--data", str(data_dir), "--out", str(report), "--store", str(store)
+    )
+    assert code == 0, err
+    assert "| mix | recset |" in out and "| popular | baseline |" in out
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["queries"] > 0 and set(metrics["systems"]) >= {"mix", "popular"}
+    item = metrics["systems"]["mix"]["item"]
+    assert {"hit@1", "hit@10", "hit@20", "ndcg@10", "mrr"} <= set(item)
+    assert (report / "report.md").exists()
+    assert "recorded as backtest run 1" in out
+
+
+def test_bad_rows_error_then_skip(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "catalog.parquet").write_bytes((data_dir / "catalog.parquet").read_bytes())
+    ev = pd.read_parquet(data_dir / "events.parquet")
+    ev.loc[5, "event"] = "click"
+    ev.loc[7, "item_id"] = "ghost"
+    ev.to_parquet(bad / "events.parquet")
+    store = tmp_path / "store"
+    code, _, err = run(capsys, "build", "--data", str(bad), "--store", str(store))
+    assert code == 2
+    assert "2 bad rows" in err and "events.parquet: row 6: unknown event 'click'" in err
+    assert "row 8: item_id 'ghost' is not in the catalog" in err
+    assert not (store / "recset.sqlite").exists()  # nothing written on failure
+    code, out, err = run(
+        capsys, "build", "--data", str(bad), "--store", str(store), "--on-bad-rows", "skip"
+    )
+    assert code == 0, err
+    q = pd.read_csv(store / "quarantine" / "events.bad-rows.csv")
+    assert sorted(q["row"]) == [6, 8]
+
+
+def test_bad_config_is_named(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[sources.co_purchse]\n")
+    code, _, err = run(
+        capsys,
+        "build",
+        "--data",
+        str(data_dir),
+        "--config",
+        str(cfg),
+        "--store",
+        str(tmp_path / "s"),
+    )
+    assert code == 2 and str(cfg) in err and "co_purchse" in err and "allowed values" in err
+
+
+def test_generate_refuses_overwrite(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "generate", "--items", "100", "--out", str(data_dir))
+    assert code == 2 and str(data_dir) in err
