@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,7 +16,10 @@ from numpy.typing import NDArray
 from recset.config import Config, config_from_dict
 from recset.data import Dataset, IdMap, catalog_frame
 from recset.errors import StorageError
-from recset.recall import Candidates, RecallBase, get_recall
+from recset.recall import RecallBase, get_recall
+from recset.recall._lists import PrecomputedLists
+from recset.recall.mixer import MixedCandidates, Mixer
+from recset.signals import Signals
 
 if TYPE_CHECKING:
     from recset.storage import ArtifactRecord
@@ -24,12 +27,13 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 ENGINE_ARTIFACT = "engine"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+_CHUNK = 2048
 
 
 @dataclass(frozen=True)
 class Reason:
-    """Why an item was recommended: a source that proposed it, with its score and rank (0-based)."""
+    """Why an item was recommended: a source that proposed it, its score and 0-based rank there."""
 
     source: str
     score: float
@@ -45,27 +49,39 @@ class Recommendation:
     reasons: tuple[Reason, ...]
 
 
-@dataclass(frozen=True)
-class Batch:
-    """Recommendations for a batch of seeds in dense ids (see :meth:`Engine.recommend_many`).
+def _fit_order(specs: dict[str, tuple[str, Any]]) -> list[str]:
+    """Source names ordered so that every source comes after the types it requires."""
+    from recset.recall import registered_recall_sets
 
-    ``item`` (n_seeds, k) int32 padded with -1; ``score`` float32 padded with -inf; ``source``
-    (n_seeds, k) int16 index into ``sources`` of the source that placed the item, -1 for padding;
-    ``rank`` (n_seeds, k) the item's 0-based rank in that source's own list.
-    """
+    known = registered_recall_sets()
+    done: list[str] = []
 
-    item: NDArray[np.int32]
-    score: NDArray[np.float32]
-    source: NDArray[np.int16]
-    rank: NDArray[np.int32]
-    sources: tuple[str, ...]
+    def visit(name: str, stack: tuple[str, ...]) -> None:
+        if name in done:
+            return
+        if name in stack:
+            raise ValueError(f"recall sources depend on each other in a cycle: {stack + (name,)}")
+        kind, cfg = specs[name]
+        needs = list(known[kind].requires)
+        if kind == "popular" and getattr(cfg, "scope", "") == "related_categories":
+            needs.append("related_categories")
+        for dep in needs:
+            for other, (other_kind, _) in specs.items():
+                if other_kind == dep:
+                    visit(other, stack + (name,))
+        done.append(name)
+
+    for name in specs:
+        visit(name, ())
+    return done
 
 
 class Engine:
-    """Complementary-product recommender: recall sources, merged, filtered, served.
+    """Complementary-product recommender: recall mix, filters, precomputed lists, serving.
 
-    Build it from a :class:`~recset.data.Dataset` with :meth:`build`, persist it with
-    :meth:`save` and bring it back in a host process with :meth:`load`.
+    Build it from a :class:`~recset.data.Dataset` with :meth:`build` (which fits every source
+    and precomputes the candidate list of every catalog item), persist it with :meth:`save`
+    and bring it back in a host process with :meth:`load`.
 
     Examples
     --------
@@ -74,8 +90,8 @@ class Engine:
     >>> syn = generate(SyntheticConfig(n_items=300, seed=1))
     >>> engine = Engine.build(Dataset.from_frames(syn.catalog, syn.events))
     >>> recs = engine.recommend(syn.catalog.item_id[0], k=3)
-    >>> len(recs), recs[0].reasons[0].source
-    (3, 'popular')
+    >>> len(recs)
+    3
     """
 
     def __init__(
@@ -84,90 +100,183 @@ class Engine:
         items: IdMap,
         available: NDArray[np.bool_],
         sources: dict[str, RecallBase],
+        seed_mix: NDArray[np.int32],
+        lists: PrecomputedLists | None = None,
     ) -> None:
-        if len(available) != len(items):
+        if len(available) != len(items) or len(seed_mix) != len(items):
             raise ValueError(
-                f"The 'available' parameter must have length {len(items)}. "
-                f"Got {len(available)} instead."
+                f"'available' and 'seed_mix' must have length {len(items)}. "
+                f"Got {len(available)} and {len(seed_mix)} instead."
             )
         if config.build.fallback not in sources:
             raise ValueError(f"the fallback source {config.build.fallback!r} is not fitted")
         self.config = config
         self.items = items
         self.available = np.asarray(available, dtype=bool)
-        # Fallback last: it fills what the other sources leave short.
-        names = [n for n in sources if n != config.build.fallback] + [config.build.fallback]
-        self.sources = {n: sources[n] for n in names}
+        self.sources = sources
+        mixes = list(config.mixes().values())
+        order: list[str] = []
+        for mix in mixes:
+            order += [s for s in mix.sources if s not in order]
+        if config.build.fallback not in order:
+            order.append(config.build.fallback)
+        self.mixer = Mixer(sources, mixes, seed_mix, order)
+        self.lists = lists
 
     def __repr__(self) -> str:
-        return f"Engine(items={len(self.items)}, sources={list(self.sources)})"
+        return (
+            f"Engine(items={len(self.items)}, sources={list(self.mixer.source_order)}, "
+            f"precomputed={self.lists.n_seeds if self.lists is not None else 0})"
+        )
+
+    @property
+    def source_names(self) -> tuple[str, ...]:
+        return self.mixer.source_order
 
     # -- building ---------------------------------------------------------------------
     @classmethod
     def build(
-        cls, dataset: Dataset, config: Config | None = None, *, show_progress: bool = False
+        cls,
+        dataset: Dataset,
+        config: Config | None = None,
+        *,
+        precompute: bool = True,
+        show_progress: bool = False,
     ) -> Engine:
-        """Fit every configured recall source on ``dataset``."""
+        """Fit every configured source on ``dataset`` and precompute every item's list."""
         from tqdm.auto import tqdm
 
         config = config or config_from_dict({})
-        fitted: dict[str, RecallBase] = {}
+        signals = Signals(
+            dataset,
+            half_life_days=config.build.half_life_days or None,
+            max_group_size=config.build.max_group_size,
+        )
         specs = config.source_configs()
-        for name, src_cfg in tqdm(specs.items(), desc="fit sources", disable=not show_progress):
-            fitted[name] = get_recall(name)(src_cfg).fit(dataset)  # type: ignore[attr-defined]
-        _log.info("built engine on %r with sources %s", dataset, list(fitted))
-        return cls(config, dataset.items, dataset.catalog.available.copy(), fitted)
+        fitted: dict[str, RecallBase] = {}
+        order = _fit_order(specs)
+        for name in tqdm(order, desc="fit sources", disable=not show_progress):
+            kind, cfg = specs[name]
+            fitted[name] = get_recall(kind)(cfg).fit(dataset, signals, fitted=dict(fitted))  # type: ignore[attr-defined]
+        seed_mix = config.mix_for_categories(
+            dataset.categories.ids(dataset.catalog.category),
+            np.array(
+                [
+                    dataset.catalog.category_path[c] if c >= 0 else None
+                    for c in dataset.catalog.category
+                ],
+                dtype=object,
+            ),
+        )
+        engine = cls(config, dataset.items, dataset.catalog.available.copy(), fitted, seed_mix)
+        if precompute:
+            engine.precompute(show_progress=show_progress)
+        _log.info("built %r", engine)
+        return engine
+
+    def precompute(self, *, show_progress: bool = False) -> PrecomputedLists:
+        """Compute and keep the fused candidate list of every item (in batches)."""
+        from tqdm.auto import tqdm
+
+        n = len(self.items)
+        width = self.config.build.candidates_per_seed
+        chunks = []
+        for start in tqdm(
+            range(0, n, _CHUNK),
+            desc="precompute lists",
+            disable=not show_progress,
+            unit_scale=_CHUNK,
+        ):
+            seeds = np.arange(start, min(start + _CHUNK, n), dtype=np.int32)
+            chunks.append(self.mixer.mix(seeds, width))
+        self.lists = PrecomputedLists.from_chunks(chunks)
+        return self.lists
 
     # -- serving ----------------------------------------------------------------------
+    def candidates(self, seeds: NDArray[np.int32], n: int) -> MixedCandidates:
+        """Fused candidates (with per-source reasons) of dense seeds: precomputed or live.
+
+        Seeds beyond the precomputed lists, or all seeds when nothing is precomputed, go
+        through the mixer on the fly; unknown seeds (-1) get empty rows.
+        """
+        seeds = np.asarray(seeds, dtype=np.int32)
+        lists = self.lists
+        if lists is None or n > lists.item.shape[1]:
+            return self.mixer.mix(seeds, n)
+        out = MixedCandidates.empty(len(seeds), n, self.source_names)
+        pre = (seeds >= 0) & (seeds < lists.n_seeds)
+        rows = np.flatnonzero(pre)
+        if len(rows):
+            s = seeds[rows]
+            out.item[rows] = lists.item[s, :n]
+            out.score[rows] = lists.score[s, :n]
+            for r, seed in zip(rows.tolist(), s.tolist(), strict=True):
+                pos, src, sc, rk = lists.reasons(seed)
+                m = pos < n
+                out.source_score[r, pos[m], src[m]] = sc[m]
+                out.source_rank[r, pos[m], src[m]] = rk[m]
+        live = np.flatnonzero(~pre & (seeds >= 0))
+        if len(live):
+            part = self.mixer.mix(seeds[live], n)
+            for f in ("item", "score", "source_score", "source_rank"):
+                getattr(out, f)[live] = getattr(part, f)
+        return out
+
     def recommend_many(
-        self,
-        seeds: NDArray[np.int32],
-        k: int = 10,
-        *,
-        exclude: NDArray[np.bool_] | None = None,
-    ) -> Batch:
+        self, seeds: NDArray[np.int32], k: int = 10, *, fill: bool = True
+    ) -> MixedCandidates:
         """Top-``k`` for a batch of dense seed ids (``-1`` = unknown seed, cold-start path).
 
-        Sources are merged in order: each candidate keeps the first source that placed it; the
-        fallback fills the rest. The seed itself and unavailable items are never returned.
-        ``exclude`` (n_seeds, n_items) bool, optional, removes further items per seed.
+        The fused list, without unavailable items and the seed itself, is filled up to ``k``
+        from the fallback source (unless ``fill`` is false).
         """
         if k < 1:
             raise ValueError(f"The 'k' parameter must be an int in [1, inf). Got {k} instead.")
         seeds = np.asarray(seeds, dtype=np.int32)
-        n = max(k * 3, k + 20)
-        parts: list[Candidates] = []
-        for src in self.sources.values():
-            parts.append(src.recall_many(seeds, n))  # type: ignore[attr-defined]
-        item = np.concatenate([p.item for p in parts], axis=1)
-        score = np.concatenate([p.score for p in parts], axis=1)
-        source = np.concatenate(
-            [np.full(p.item.shape, i, dtype=np.int16) for i, p in enumerate(parts)], axis=1
-        )
-        rank = np.concatenate(
-            [
-                np.broadcast_to(np.arange(p.item.shape[1], dtype=np.int32), p.item.shape)
-                for p in parts
-            ],
-            axis=1,
-        )
-        safe = np.maximum(item, 0)
-        keep = (item >= 0) & self.available[safe] & (item != seeds[:, None])
-        if exclude is not None:
-            keep &= ~np.take_along_axis(exclude, safe, axis=1)
-        keep &= _first_occurrence(item)
+        width = max(k, self.lists.item.shape[1] if self.lists is not None else k)
+        mixed = self.candidates(seeds, width)
+        item = mixed.item
+        keep = (item >= 0) & self.available[np.maximum(item, 0)] & (item != seeds[:, None])
+        n_keep = keep.sum(axis=1)
         order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-        item = np.where(np.take_along_axis(keep, order, 1), np.take_along_axis(item, order, 1), -1)
-        score = np.where(item >= 0, np.take_along_axis(score, order, 1), -np.inf)
-        source = np.where(item >= 0, np.take_along_axis(source, order, 1), -1)
-        rank = np.where(item >= 0, np.take_along_axis(rank, order, 1), -1)
-        return Batch(
-            item.astype(np.int32),
-            score.astype(np.float32),
-            source.astype(np.int16),
-            rank.astype(np.int32),
-            tuple(self.sources),
+        take = lambda a: np.take_along_axis(a, order if a.ndim == 2 else order[:, :, None], 1)  # noqa: E731
+        kept = np.take_along_axis(keep, order, 1)
+        out = MixedCandidates(
+            item=np.where(kept, take(item), -1).astype(np.int32),
+            score=np.where(kept, take(mixed.score), -np.inf).astype(np.float32),
+            source_score=np.where(kept[:, :, None], take(mixed.source_score), np.nan).astype(
+                np.float32
+            ),
+            source_rank=np.where(kept[:, :, None], take(mixed.source_rank), -1).astype(np.int32),
+            sources=mixed.sources,
         )
+        if fill and (n_keep < k).any():
+            self._fill(seeds, out, k)
+        return out
+
+    def _fill(self, seeds: NDArray[np.int32], out: MixedCandidates, k: int) -> None:
+        """Fill short rows from the fallback source, in place."""
+        name = self.config.build.fallback
+        s_idx = self.source_names.index(name)
+        rows = np.flatnonzero((out.item >= 0).sum(axis=1) < k)
+        fb = self.sources[name].recall_many(seeds[rows], 2 * k + 10)  # type: ignore[attr-defined]
+        for i, r in enumerate(rows.tolist()):
+            have = out.item[r][out.item[r] >= 0]
+            pos = len(have)
+            floor = float(out.score[r, pos - 1]) if pos else 0.0
+            for rank, (cand, sc) in enumerate(
+                zip(fb.item[i].tolist(), fb.score[i].tolist(), strict=True)
+            ):
+                if pos >= k:
+                    break
+                if cand < 0 or cand == seeds[r] or cand in have or not self.available[cand]:
+                    continue
+                out.item[r, pos] = cand
+                # below every fused candidate, in the fallback's order
+                out.score[r, pos] = min(floor, 0.0) - 1e-3 * (rank + 1)
+                out.source_score[r, pos, s_idx] = sc
+                out.source_rank[r, pos, s_idx] = rank
+                pos += 1
 
     def recommend(
         self,
@@ -178,26 +287,46 @@ class Engine:
     ) -> list[Recommendation]:
         """Up to ``k`` complements of ``seed_item`` (external id), best first.
 
-        An unknown seed never raises: it gets the cold-start path (globally popular items).
+        An unknown seed never raises: it gets the cold-start path (the fallback source).
         ``user`` is accepted for the personalization stage and not used by recall alone.
         Items in ``exclude`` (external ids) are never returned.
         """
         seed = self.items.index_one(seed_item)
         ex_idx = self.items.index(list(exclude)) if exclude else np.zeros(0, np.int32)
         ex_idx = ex_idx[ex_idx >= 0]
-        n = k + len(ex_idx)
-        batch = self.recommend_many(np.array([seed], dtype=np.int32), n)
-        items, scores, srcs, ranks = batch.item[0], batch.score[0], batch.source[0], batch.rank[0]
-        valid = (items >= 0) & ~np.isin(items, ex_idx)
-        items, scores, srcs, ranks = (a[valid][:k] for a in (items, scores, srcs, ranks))
-        return [
-            Recommendation(
-                item_id=self.items.id_of(int(i)),
-                score=float(s),
-                reasons=(Reason(batch.sources[int(src)], float(s), int(r)),),
+        batch = self.recommend_many(np.array([seed], dtype=np.int32), k + len(ex_idx))
+        item = batch.item[0]
+        valid = np.flatnonzero((item >= 0) & ~np.isin(item, ex_idx))[:k]
+        names = batch.sources
+        out = []
+        for p in valid.tolist():
+            ranks = batch.source_rank[0, p]
+            reasons = tuple(
+                Reason(names[s], float(batch.source_score[0, p, s]), int(ranks[s]))
+                for s in np.flatnonzero(ranks >= 0).tolist()
             )
-            for i, s, src, r in zip(items, scores, srcs, ranks, strict=True)
-        ]
+            out.append(
+                Recommendation(self.items.id_of(int(item[p])), float(batch.score[0, p]), reasons)
+            )
+        return out
+
+    def explain(self, seed_item: str, k: int = 20) -> dict[str, Any]:
+        """The seed's mix (category override or default) and its candidates with all reasons."""
+        seed = self.items.index_one(seed_item)
+        mix_index = int(self.mixer.mix_of(np.array([seed]))[0])
+        mix_key = list(self.config.mixes())[mix_index]
+        mix = self.mixer.mixes[mix_index]
+        recs = self.recommend(seed_item, k=k)
+        return {
+            "seed": seed_item,
+            "known": seed >= 0,
+            "precomputed": self.lists is not None and 0 <= seed < self.lists.n_seeds,
+            "mix": {"category_override": mix_key or None, **mix.model_dump(mode="json")},
+            "candidates": [
+                {"item_id": r.item_id, "score": r.score, "reasons": [vars(x) for x in r.reasons]}
+                for r in recs
+            ],
+        }
 
     # -- persistence ------------------------------------------------------------------
     def save(
@@ -206,12 +335,14 @@ class Engine:
         *,
         artifact_dir: str | os.PathLike[str] | None = None,
         dataset: Dataset | None = None,
+        metrics: dict[str, Any] | None = None,
     ) -> ArtifactRecord:
         """Write the engine to a store (a directory path or a SQLAlchemy URL).
 
-        The fitted sources go to a new version of the ``engine`` artifact (written to a
-        temporary directory, then renamed) which becomes the active one; when ``dataset`` is
-        given its catalog replaces the store's catalog in one transaction.
+        The fitted sources and precomputed lists go to a new version of the ``engine``
+        artifact (written to a temporary directory, then renamed) which becomes the active
+        one; when ``dataset`` is given its catalog replaces the store's catalog in one
+        transaction.
         """
         from recset.storage import Store
 
@@ -223,7 +354,7 @@ class Engine:
                 self._write,
                 params=self.config.to_dict(),
                 config_hash=self.config.hash(),
-                metrics={"n_items": len(self.items)},
+                metrics={"n_items": len(self.items), **(metrics or {})},
             )
 
     def _write(self, directory: Path) -> None:
@@ -231,16 +362,23 @@ class Engine:
             "format_version": _FORMAT_VERSION,
             "config": self.config.to_dict(),
             "config_hash": self.config.hash(),
-            "sources": list(self.sources),
+            "sources": {n: type(s).name for n, s in self.sources.items()},
         }
         (directory / "engine.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         # ids as JSON: exact for any string (numpy fixed-width strings drop trailing NULs)
         (directory / "items.json").write_text(
             json.dumps(self.items.values.tolist()), encoding="utf-8"
         )
-        np.savez(directory / "items.npz", allow_pickle=False, available=self.available)
+        np.savez(
+            directory / "items.npz",
+            allow_pickle=False,
+            available=self.available,
+            seed_mix=self.mixer.seed_mix,
+        )
         for name, src in self.sources.items():
             src.save(directory / "sources" / name)
+        if self.lists is not None:
+            self.lists.save(directory / "lists")
 
     @classmethod
     def load(
@@ -253,7 +391,8 @@ class Engine:
         """Load the active (or a given) version of the engine from a store.
 
         Item availability comes from the store's catalog when it holds one, so marking an item
-        unavailable there takes effect at the next load without a rebuild.
+        unavailable there takes effect at the next load without a rebuild. The precomputed
+        lists are memory-mapped.
         """
         from recset.storage import Store
 
@@ -283,21 +422,13 @@ class Engine:
         items = IdMap(json.loads((path / "items.json").read_text(encoding="utf-8")))
         with np.load(path / "items.npz", allow_pickle=False) as z:
             available = z["available"].astype(bool)
+            seed_mix = z["seed_mix"].astype(np.int32)
         if isinstance(catalog, pd.DataFrame) and len(catalog):
             flags = pd.Series(catalog["available"].to_numpy(bool), index=catalog["item_id"])
             current = flags.reindex(items.values)
             available = np.where(current.isna(), available, current.fillna(True).to_numpy(bool))
-        sources = {n: get_recall(n).load(path / "sources" / n) for n in meta["sources"]}
-        return cls(config, items, available, sources)
-
-
-def _first_occurrence(item: NDArray[np.int32]) -> NDArray[np.bool_]:
-    """Mask (same shape) that is true at the first occurrence of each id within a row."""
-    n_rows, width = item.shape
-    order = np.argsort(item, axis=1, kind="stable")
-    sorted_ = np.take_along_axis(item, order, axis=1)
-    first_sorted = np.ones_like(sorted_, dtype=bool)
-    first_sorted[:, 1:] = sorted_[:, 1:] != sorted_[:, :-1]
-    out = np.empty_like(first_sorted)
-    np.put_along_axis(out, order, first_sorted, axis=1)
-    return out
+        sources = {
+            n: get_recall(kind).load(path / "sources" / n) for n, kind in meta["sources"].items()
+        }
+        lists = PrecomputedLists.load(path / "lists") if (path / "lists").exists() else None
+        return cls(config, items, available, sources, seed_mix, lists)

@@ -1,7 +1,8 @@
-"""Config loading: defaults, the shipped default.toml, and clear errors."""
+"""Config loading: defaults, the shipped default.toml, mixes, overrides and clear errors."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from recset.config import Config, load_config
@@ -19,20 +20,67 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 def test_default_toml_equals_builtin_defaults() -> None:
     shipped = load_config(ROOT / "config" / "default.toml")
-    assert shipped.hash() == Config(sources={"popular": PopularConfig()}).hash()
+    builtin = load_config(None)
+    assert shipped.mixes() == builtin.mixes()
+    assert shipped.build == builtin.build
+    for name, (kind, cfg) in builtin.source_configs().items():
+        assert shipped.source_configs()[name] == (kind, cfg), name
 
 
-def test_source_settings(tmp_path: Path) -> None:
-    cfg = load_config(_write(tmp_path, "[sources.popular]\nhalf_life_days = 7\nscope = 'global'\n"))
+def test_source_settings_and_instances(tmp_path: Path) -> None:
+    cfg = load_config(
+        _write(
+            tmp_path,
+            "[sources.popular]\nhalf_life_days = 7\nscope = 'global'\n"
+            "[sources.popular_brand]\ntype = 'popular'\nmatch_aspect = 'brand'\n"
+            "[mix]\nsources = ['co_purchase', 'popular_brand', 'popular']\n",
+        )
+    )
     pop = cfg.sources["popular"]
     assert isinstance(pop, PopularConfig) and pop.half_life_days == 7 and pop.scope == "global"
+    specs = cfg.source_configs()
+    assert specs["popular_brand"][0] == "popular"
+    assert specs["popular_brand"][1].match_aspect == "brand"  # type: ignore[attr-defined]
+    assert {"co_purchase", "compatibility", "substitutes"} <= set(specs)
     assert cfg.hash() != load_config(None).hash()
+
+
+def test_related_scope_pulls_in_its_dependency(tmp_path: Path) -> None:
+    cfg = load_config(
+        _write(tmp_path, "[sources.popular]\nscope = 'related_categories'\n[mix]\nfilters = []\n")
+    )
+    assert "related_categories" in cfg.source_configs()
+
+
+def test_category_overrides_most_specific_wins(tmp_path: Path) -> None:
+    cfg = load_config(
+        _write(
+            tmp_path,
+            '[categories."A"]\nfilters = []\n'
+            '[categories."A > B"]\nsources = ["popular"]\n'
+            '[categories."c9"]\nfusion = "sequential"\n',
+        )
+    )
+    mixes = list(cfg.mixes().values())
+    idx = cfg.mix_for_categories(
+        np.array(["c1", "c2", "c3", "c9", "c5"], dtype=object),
+        np.array(["A > X", "A > B > C", "AB > C", "A > B", None], dtype=object),
+    )
+    assert idx.tolist() == [1, 2, 0, 3, 0]
+    # the override changes exactly its keys; the rest is the default mix
+    assert mixes[1].filters == () and mixes[1].sources == mixes[0].sources
+    assert mixes[2].sources == ("popular",) and mixes[2].filters == mixes[0].filters
+    assert mixes[3].fusion == "sequential"
 
 
 @pytest.mark.parametrize(
     ("text", "pattern"),
     [
-        ("[sources.nope]\n", r"unknown source 'sources.nope'; allowed values: \['popular'"),
+        (
+            "[sources.nope]\n",
+            r"unknown source type 'sources.nope'; allowed values: \['co_purchase'",
+        ),
+        ("[sources.x]\ntype = 'nope'\n", r"unknown source type 'sources.x.type' 'nope'"),
         (
             "[sources.popular]\nhalf_lif = 3\n",
             r"unknown key 'sources.popular.half_lif'; allowed keys: \[.*'half_life_days'",
@@ -42,9 +90,16 @@ def test_source_settings(tmp_path: Path) -> None:
             "[sources.popular.event_weights]\nclick = 1\n",
             r"unknown key 'sources.popular.event_weights.click'; allowed keys: \['add_to_cart'",
         ),
-        ("[buld]\n", r"unknown section 'buld'; allowed sections: \['build', 'sources'\]"),
+        ("[buld]\n", r"unknown section 'buld'; allowed sections: \['build', 'categories'"),
         ("[build]\nfallback = 'magic'\n", r"'build.fallback': unknown source 'magic'"),
         ("[build]\ncandidates_per_seed = 0\n", r"key 'build.candidates_per_seed'"),
+        ("[mix]\nsources = ['co_purchse']\n", r"'mix.sources': unknown source 'co_purchse'"),
+        ("[mix]\nfilters = ['popular']\n", r"'mix.filters': unknown filter 'popular'; allowed"),
+        ("[mix]\nfusion = 'avg'\n", r"key 'mix.fusion'"),
+        ("[mix.limits]\nco_veiw = 3\n", r"'mix.limits.co_veiw': unknown source"),
+        ("[mix]\nsorces = []\n", r"unknown key 'mix.sorces'; allowed keys: \['filters'"),
+        ('[categories."A"]\nfilters = ["x"]\n', r"'categories.\"A\".filters': unknown filter 'x'"),
+        ('[categories."A"]\nsauce = 1\n', r"unknown key 'categories.\"A\".sauce'"),
         ("not = [toml", r"not valid TOML"),
     ],
 )
@@ -58,3 +113,12 @@ def test_errors_name_file_and_key(tmp_path: Path, text: str, pattern: str) -> No
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_config_round_trips_through_dict() -> None:
+    from recset.config import config_from_dict
+
+    cfg = load_config(ROOT / "config" / "default.toml")
+    again = config_from_dict(cfg.to_dict())
+    assert again.hash() == cfg.hash()
+    assert isinstance(again, Config)

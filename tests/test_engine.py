@@ -7,7 +7,11 @@ import pandas as pd
 import pytest
 
 from recset import Engine, Recommendation, StorageError
+from recset.config import config_from_dict
 from recset.data import Dataset
+
+# popular alone, unfiltered: the foundation's fallback behaviour, checked exactly
+POPULAR_ONLY = config_from_dict({"mix": {"sources": ["popular"], "filters": []}})
 
 CATALOG = pd.DataFrame(
     {
@@ -41,7 +45,7 @@ def _events() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
-    return Engine.build(Dataset.from_frames(CATALOG, _events()))
+    return Engine.build(Dataset.from_frames(CATALOG, _events()), POPULAR_ONLY)
 
 
 def _ids(recs: list[Recommendation]) -> list[str]:

@@ -56,14 +56,19 @@ class BacktestResult:
         }
 
 
+BEHAVIOUR_TYPES = frozenset({"co_purchase", "co_view", "co_purchase_only", "gnn_neighbors"})
+"""Source types that count towards coverage (behaviour-based, before any fallback)."""
+
+
 def engine_system(engine: Engine, name: str = "mix") -> System:
-    fallback = engine.config.build.fallback
-    fb_index = list(engine.sources).index(fallback)
+    behaviour = np.array(
+        [type(engine.sources[s]).name in BEHAVIOUR_TYPES for s in engine.source_names], dtype=bool
+    )
 
     def rec(seeds: NDArray[np.int32], users: NDArray[np.int32], k: int):  # noqa: ANN202
         batch = engine.recommend_many(seeds, k)
-        own = ((batch.source != fb_index) & (batch.item >= 0)).sum(axis=1) >= k
-        return batch.item, own
+        from_behaviour = ((batch.source_rank >= 0) & behaviour).any(axis=2).sum(axis=1)
+        return batch.item, from_behaviour >= k
 
     return System(name, "recset", rec)
 

@@ -1,11 +1,14 @@
-"""``popular``: the most popular items in the seed's category, then globally.
+"""``popular``: popular items in the seed's related categories, then globally.
 
 It always answers (for a seed unknown to the dataset it returns the global list), which makes
-it the fallback and cold-start path of the engine.
+it the fallback and cold-start path of the engine. With ``match_aspect`` (e.g. ``"brand"``)
+items sharing that aspect with the seed come first: the "popular in category + important
+aspect" variant of shared/seeds/recall-sets-at-marketplace-scale.txt.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import ClassVar, Literal, Self
@@ -41,8 +44,14 @@ class PopularConfig(SourceConfig):
 
     Attributes
     ----------
-    scope : {"category", "global"}
-        Rank within the seed's category first (then fill globally), or globally only.
+    scope : {"related_categories", "category", "global"}
+        Where popular items are taken from first: the seed's related categories (needs the
+        ``related_categories`` source; its own category only when that source includes it),
+        the seed's own category, or everywhere. Lists are always filled up with globally
+        popular items, so the source always answers.
+    match_aspect : str or None
+        Put items that share this aspect with the seed first: ``"brand"``, ``"product_type"``
+        or a key of the catalog's ``aspects`` JSON (e.g. ``"color"``).
     half_life_days : float
         Half-life of the temporal decay of event counts, in days; ``0`` counts every event
         fully (no decay).
@@ -52,24 +61,47 @@ class PopularConfig(SourceConfig):
         Longest list kept per category.
     """
 
-    scope: Literal["category", "global"] = "category"
+    scope: Literal["related_categories", "category", "global"] = "category"
+    match_aspect: str | None = None
     half_life_days: float = Field(30.0, ge=0)
     event_weights: EventWeights = EventWeights()
     max_candidates: int = Field(200, ge=1)
 
 
+def aspect_codes(dataset: Dataset, key: str) -> NDArray[np.int32]:
+    """Dense codes (n_items,) of one aspect's values, -1 where an item has none."""
+    c = dataset.catalog
+    if key == "brand":
+        return c.brand.astype(np.int32)
+    if key == "product_type":
+        return c.product_type.astype(np.int32)
+    values = [None if a is None else json.loads(a).get(key) for a in c.aspects]
+    codes, _ = _factorize(values)
+    return codes
+
+
+def _factorize(values: list[object]) -> tuple[NDArray[np.int32], list[str]]:
+    import pandas as pd
+
+    s = pd.Series([None if v is None else str(v) for v in values], dtype=object)
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    return codes.astype(np.int32), [str(u) for u in uniques]
+
+
 @register_recall("popular")
 class PopularRecall(RecallBase):
-    """Popular items in the seed's category, filled up with globally popular items.
+    """Popular items of the seed's scope, filled up with globally popular items.
 
-    Fitted state: ``lists_`` (n_categories + 1, L) int32 item ids padded with -1 (the last row
-    is the global list), ``scores_`` the matching popularity, ``item_category_`` (n_items,).
-    Unavailable items are never listed.
+    Fitted state: ``lists_`` (n_categories + 1, L) int32 item ids padded with -1 (row ``c``:
+    the scope of a seed in category ``c``; the last row is the global list), ``scores_`` the
+    matching popularity, ``item_category_`` (n_items,), ``match_`` (n_items,) aspect codes
+    (all -1 without ``match_aspect``). Unavailable items are never listed.
     """
 
     Config: ClassVar[type[SourceConfig]] = PopularConfig
     config: PopularConfig
-    _state: ClassVar[tuple[str, ...]] = ("lists_", "scores_", "item_category_")
+    requires: ClassVar[tuple[str, ...]] = ()
+    _state: ClassVar[tuple[str, ...]] = ("lists_", "scores_", "item_category_", "match_")
 
     def fit(
         self,
@@ -91,38 +123,64 @@ class PopularRecall(RecallBase):
         n_cat = dataset.n_categories
         L = cfg.max_candidates
         eligible = np.flatnonzero(dataset.catalog.available & (popularity > 0))
-        # global list: by popularity, ties broken by item id for determinism
+        # global order: by popularity, ties broken by item id for determinism
         order = eligible[np.lexsort((eligible, -popularity[eligible]))]
         glob = order[: L + 1]
-        # Row c: category c's items by popularity, then global items outside c, so that a
-        # seed's list never runs short; the last row is the global list itself.
-        lists = np.full((n_cat + 1, L + 1), -1, dtype=np.int32)
-        lists[n_cat, : len(glob)] = glob
         by_cat = order[np.argsort(cat[order], kind="stable")]  # stable: popularity order kept
         cats = cat[by_cat]
         starts = np.searchsorted(cats, np.arange(n_cat))
         ends = np.searchsorted(cats, np.arange(n_cat), side="right")
-        for c in range(n_cat):
-            members = by_cat[starts[c] : min(ends[c], starts[c] + L + 1)]
-            fill = glob[cat[glob] != c][: L + 1 - len(members)]
+        top = [by_cat[starts[c] : min(ends[c], starts[c] + L + 1)] for c in range(n_cat)]
+        related = self._dependency(fitted, "related_categories")
+        if cfg.scope == "related_categories" and related is None:
+            _log.warning(
+                "popular: scope 'related_categories' without that source; using 'category'"
+            )
+        # Row c: popular items of c's scope, then global items outside it, so that a seed's
+        # list never runs short; the last row is the global list itself.
+        lists = np.full((n_cat + 1, L + 1), -1, dtype=np.int32)
+        lists[n_cat, : len(glob)] = glob
+        for c in range(n_cat if cfg.scope != "global" else 0):
+            if cfg.scope == "related_categories" and related is not None:
+                scope = related.related(c)  # type: ignore[attr-defined]
+                members = np.concatenate([top[s] for s in scope]) if len(scope) else glob[:0]
+                members = members[np.argsort(-popularity[members], kind="stable")][: L + 1]
+            else:
+                members = top[c]
+            fill = glob[~np.isin(glob, members)][: L + 1 - len(members)]
             row = np.concatenate([members, fill])
             lists[c, : len(row)] = row
         scores = np.where(lists >= 0, popularity[np.maximum(lists, 0)], -np.inf).astype(np.float32)
         self.lists_ = lists
         self.scores_ = scores
         self.item_category_ = cat.astype(np.int32)
+        self.match_ = (
+            aspect_codes(dataset, cfg.match_aspect)
+            if cfg.match_aspect
+            else np.full(dataset.n_items, -1, dtype=np.int32)
+        )
         _log.info("popular: %d categories, %d eligible items", n_cat, len(eligible))
         return self
 
     def recall_many(self, seeds: NDArray[np.int32], n: int) -> Candidates:
-        """Top ``n`` per seed: its category's popular items, then global ones (seed excluded)."""
+        """Top ``n`` per seed from its scope, then global ones (seed excluded)."""
         self._check_fitted()
         seeds = np.asarray(seeds, dtype=np.int32)
         glob_row = self.lists_.shape[0] - 1
         known = (seeds >= 0) & (seeds < len(self.item_category_))
-        cat = np.where(known, self.item_category_[np.where(known, seeds, 0)], -1)
-        if self.config.scope == "global":
-            cat[:] = -1
+        safe = np.where(known, seeds, 0)
+        cat = np.where(known, self.item_category_[safe], -1)
         rows = np.where(cat >= 0, cat, glob_row)
         item, score = self.lists_[rows], self.scores_[rows]
-        return compact(item, score, (item >= 0) & (item != seeds[:, None]), n)
+        keep = (item >= 0) & (item != seeds[:, None])
+        if self.config.match_aspect:
+            seed_code = np.where(known, self.match_[safe], -1)
+            same = (self.match_[np.maximum(item, 0)] == seed_code[:, None]) & (
+                seed_code[:, None] >= 0
+            )
+            # matching items first, popularity order kept within each group
+            order = np.argsort(~(same & keep), axis=1, kind="stable")
+            item = np.take_along_axis(item, order, axis=1)
+            score = np.take_along_axis(score, order, axis=1)
+            keep = np.take_along_axis(keep, order, axis=1)
+        return compact(item, score, keep, n)

@@ -1,4 +1,4 @@
-"""Behaviour signals: co-purchase, co-view, purchase-after-view, co-purchase-only, user x category."""
+"""Behaviour signals: co-purchase, co-view, purchase-after-view, user x category, ..."""
 
 from recset.signals._signals import Signals
 from recset.signals._topk import topk_rows

@@ -1,0 +1,195 @@
+"""Shared machinery of the behaviour-based pair sources (co_purchase, co_view, ...).
+
+A pair source scores (seed, candidate) pairs from how often they occur in the same group
+(basket, session or user history), normalised with the Ochiai coefficient
+``C[a, b] / sqrt(n_a * n_b)`` (cosine on binary group vectors), keeps pairs above a minimum
+support and similarity, and stores the top candidates of every seed.
+
+At product level, items of one ``product_id`` are pooled into one unit before counting, and
+every candidate product is served as its representative item: its most viewed available item
+(then most bought), as in the marketplace design (shared/seeds/recall-sets-at-marketplace-scale).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import ClassVar, Literal, Self
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+from pydantic import Field
+
+from recset.data import Dataset
+from recset.recall._base import Candidates, RecallBase, RecallSet, SourceConfig, compact
+from recset.signals import Signals, topk_rows
+
+_log = logging.getLogger(__name__)
+
+
+class PairConfig(SourceConfig):
+    """Settings shared by the pair sources.
+
+    Attributes
+    ----------
+    level : {"auto", "item", "product"}
+        Count at item level, at product level (items pooled by ``product_id``), or product
+        level when the catalog has multi-item products ("auto").
+    min_support : float
+        Pairs seen in fewer (decayed) groups than this are dropped.
+    min_similarity : float
+        Pairs with a lower Ochiai coefficient are dropped.
+    max_candidates : int
+        Candidates kept per seed.
+    """
+
+    level: Literal["auto", "item", "product"] = "auto"
+    min_support: float = Field(1.0, ge=0)
+    min_similarity: float = Field(0.0, ge=0, le=1)
+    max_candidates: int = Field(100, ge=1, le=10_000)
+
+
+def ochiai(counts: sp.csr_matrix, occurrences: NDArray[np.floating]) -> sp.csr_matrix:
+    """``counts[a, b] / sqrt(occ[a] * occ[b])`` on the sparsity pattern of ``counts``."""
+    inv = np.zeros(len(occurrences), dtype=np.float32)
+    pos = occurrences > 0
+    inv[pos] = 1.0 / np.sqrt(occurrences[pos]).astype(np.float32)
+    d = sp.diags(inv)
+    out = (d @ counts @ d).tocsr().astype(np.float32)
+    # rounding can push a self-normalised value a hair above 1
+    np.minimum(out.data, 1.0, out=out.data)
+    return out
+
+
+def units_of(dataset: Dataset, level: str) -> tuple[NDArray[np.int32], int]:
+    """Map items to counting units: their product (level "product") or themselves.
+
+    Returns ``(unit_of_item (n_items,), n_units)``. Items without a product are units of
+    their own. ``level="auto"`` pools by product when some product has several items.
+    """
+    n = dataset.n_items
+    prod = dataset.catalog.product
+    if level == "auto":
+        has = prod[prod >= 0]
+        level = "product" if len(has) and np.bincount(has).max() > 1 else "item"
+    if level == "item" or not (prod >= 0).any():
+        return np.arange(n, dtype=np.int32), n
+    n_prod = len(dataset.products)
+    solo = prod < 0
+    unit = prod.astype(np.int64).copy()
+    unit[solo] = n_prod + np.arange(int(solo.sum()))
+    # renumber densely (products with no item in this catalog disappear)
+    uniq, dense = np.unique(unit, return_inverse=True)
+    return dense.astype(np.int32), len(uniq)
+
+
+def representatives(
+    unit_of_item: NDArray[np.int32],
+    n_units: int,
+    views: NDArray[np.floating],
+    purchases: NDArray[np.floating],
+    available: NDArray[np.bool_],
+) -> NDArray[np.int32]:
+    """The item that stands for each unit: available first, then most viewed, most bought."""
+    n = len(unit_of_item)
+    order = np.lexsort((np.arange(n), -purchases, -views, ~available, unit_of_item))
+    u_sorted = unit_of_item[order]
+    first = np.r_[True, u_sorted[1:] != u_sorted[:-1]]
+    rep = np.full(n_units, -1, dtype=np.int32)
+    rep[u_sorted[first]] = order[first]
+    return rep
+
+
+class PairRecall(RecallBase):
+    """Base of the pair sources: subclasses say which counts to read in :meth:`_counts`.
+
+    Fitted state: ``unit_of_item_`` (n_items,), ``rep_`` (n_units,) representative item of each
+    unit, ``neighbors_`` (n_units, k) unit ids padded with -1, ``scores_`` (n_units, k) Ochiai
+    scores padded with -inf.
+    """
+
+    Config: ClassVar[type[SourceConfig]] = PairConfig
+    config: PairConfig
+    _state: ClassVar[tuple[str, ...]] = ("unit_of_item_", "rep_", "neighbors_", "scores_")
+    #: whether the source may count at product level
+    product_level: ClassVar[bool] = True
+
+    def _counts(
+        self, signals: Signals, unit_of_item: NDArray[np.int32], n_units: int
+    ) -> tuple[sp.csr_matrix, NDArray[np.float32]]:
+        """(unit x unit counts with zero diagonal, occurrences per unit)."""
+        raise NotImplementedError
+
+    def fit(
+        self,
+        dataset: Dataset,
+        signals: Signals | None = None,
+        *,
+        fitted: Mapping[str, RecallSet] | None = None,
+    ) -> Self:
+        sig = self._signals(dataset, signals)
+        level = self.config.level if self.product_level else "item"
+        unit, n_units = units_of(dataset, level)
+        counts, occ = self._counts(sig, unit, n_units)
+        if self.config.min_support > 0:
+            counts = counts.multiply(counts >= self.config.min_support).tocsr()
+        sim = ochiai(counts, occ)
+        neighbors, scores = topk_rows(
+            sim, self.config.max_candidates, min_value=max(self.config.min_similarity, 1e-12)
+        )
+        self.unit_of_item_ = unit
+        self.rep_ = representatives(
+            unit, n_units, sig.item_views, sig.item_purchases, dataset.catalog.available
+        )
+        self.neighbors_ = neighbors
+        self.scores_ = scores
+        _log.info(
+            "%s: %d units, %d pairs kept, %.1f%% of units with a candidate",
+            self.name,
+            n_units,
+            int((neighbors >= 0).sum()),
+            100.0 * float((neighbors[:, 0] >= 0).mean()) if n_units else 0.0,
+        )
+        return self
+
+    def recall_many(self, seeds: NDArray[np.int32], n: int) -> Candidates:
+        self._check_fitted()
+        seeds = np.asarray(seeds, dtype=np.int32)
+        known = (seeds >= 0) & (seeds < len(self.unit_of_item_))
+        rows = self.unit_of_item_[np.where(known, seeds, 0)]
+        nb = self.neighbors_[rows]
+        item = np.where(nb >= 0, self.rep_[np.maximum(nb, 0)], -1)
+        item[~known] = -1
+        score = np.where(item >= 0, self.scores_[rows], -np.inf).astype(np.float32)
+        return compact(item, score, (item >= 0) & (item != seeds[:, None]), n)
+
+
+def unit_groups(
+    signals: Signals, kind: str, unit_of_item: NDArray[np.int32], n_units: int
+) -> tuple[sp.csr_matrix, NDArray[np.float32]]:
+    """Group x unit binary matrix (items pooled into units) and the group weights."""
+    g, w = signals.group_matrix(kind)
+    if n_units != len(unit_of_item) or not np.array_equal(
+        unit_of_item, np.arange(len(unit_of_item))
+    ):
+        pool = sp.csr_matrix(
+            (np.ones(len(unit_of_item), np.float32), (np.arange(len(unit_of_item)), unit_of_item)),
+            shape=(len(unit_of_item), n_units),
+        )
+        g = (g @ pool).tocsr()
+        g.data[:] = 1.0
+    return g, w
+
+
+def cooccurrence_counts(
+    g: sp.csr_matrix, w: NDArray[np.float32]
+) -> tuple[sp.csr_matrix, NDArray[np.float32]]:
+    """``G^T diag(w) G`` with a zero diagonal, and the weighted occurrence of each column."""
+    usable = w * (np.diff(g.indptr) >= 2)
+    weighted = (sp.diags(usable.astype(np.float32)) @ g).tocsr()
+    counts = (g.T @ weighted).tocsr().astype(np.float32)
+    counts.setdiag(0)
+    counts.eliminate_zeros()
+    occ = np.asarray(g.T @ w, dtype=np.float32).ravel()
+    return counts, occ
