@@ -150,21 +150,80 @@ def ingest(fmt: str, src: Path, out: Path) -> None:
     default=None,
     help="Where artifact files go when --store is a database URL.",
 )
+@click.option(
+    "--lists-to-db",
+    is_flag=True,
+    help="Also write every seed's candidate list (with reasons) to the store's recall_list "
+    "table, for hosts that read lists with SQL.",
+)
 @_on_bad_rows
 def build(
-    data: Path, config_path: Path | None, store: str, artifact_dir: Path | None, on_bad_rows: str
+    data: Path,
+    config_path: Path | None,
+    store: str,
+    artifact_dir: Path | None,
+    lists_to_db: bool,
+    on_bad_rows: str,
 ) -> None:
-    """Fit the engine on a dataset and save it as the store's active version."""
+    """Fit the recall sources, precompute every item's candidates, save as the active version."""
     from recset.config import load_config
     from recset.engine import Engine
 
     config = load_config(config_path)
     ds = _load(data, on_bad_rows, _quarantine_dir(store, data.parent))
-    with _step("fit recall sources"):
+    with _step("fit recall sources and precompute candidate lists"):
         engine = Engine.build(ds, config, show_progress=True)
     with _step(f"save to {store}"):
         record = engine.save(store, artifact_dir=artifact_dir, dataset=ds)
+    if lists_to_db:
+        from recset.storage import Store
+
+        build_id = f"engine-v{record.version}"
+        with _step("write candidate lists to the recall_list table"):
+            with Store.open(store, artifact_dir=artifact_dir) as st:
+                n = st.write_recall_lists(build_id, engine.iter_lists(show_progress=True))
+        click.echo(f"  {n:,} lists written as build {build_id!r}", err=True)
     click.echo(f"engine v{record.version} is active in {store}")
+
+
+@cli.command()
+@click.argument("seed")
+@click.option("--store", required=True, help="Store written by `recset build`.")
+@click.option(
+    "--artifact-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Artifact files location when --store is a database URL.",
+)
+@click.option("--k", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def explain(seed: str, store: str, artifact_dir: Path | None, k: int, as_json: bool) -> None:
+    """Show SEED's recall mix and every candidate with the score and rank from each source."""
+    from recset.engine import Engine
+
+    engine = Engine.load(store, artifact_dir=artifact_dir)
+    info = engine.explain(seed, k=k)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    mix = info["mix"]
+    where = mix["category_override"] or "default mix"
+    if info["precomputed"]:
+        state = "precomputed"
+    elif info["known"]:
+        state = "computed live"
+    else:
+        state = "unknown seed: cold-start path"
+    click.echo(f"seed {seed} ({state}); mix: {where}")
+    filters = ", ".join(mix["filters"]) or "-"
+    click.echo(
+        f"  sources: {', '.join(mix['sources'])}; filters: {filters}; fusion: {mix['fusion']}"
+    )
+    for i, c in enumerate(info["candidates"], 1):
+        why = "; ".join(
+            f"{r['source']} #{r['rank'] + 1} score {r['score']:.4g}" for r in c["reasons"]
+        )
+        click.echo(f"  {i:>3}. {c['item_id']:<14} {c['score']:.4g}  <- {why}")
 
 
 @cli.command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -255,15 +255,20 @@ class Engine:
         return out
 
     def _fill(self, seeds: NDArray[np.int32], out: MixedCandidates, k: int) -> None:
-        """Fill short rows from the fallback source, in place."""
+        """Fill short rows from the fallback source, in place.
+
+        A filled item's score is the fallback's reciprocal-rank share of the fusion, kept
+        below every fused candidate already in the row.
+        """
         name = self.config.build.fallback
         s_idx = self.source_names.index(name)
+        mix = self.mixer.mixes[0]
         rows = np.flatnonzero((out.item >= 0).sum(axis=1) < k)
         fb = self.sources[name].recall_many(seeds[rows], 2 * k + 10)  # type: ignore[attr-defined]
         for i, r in enumerate(rows.tolist()):
-            have = out.item[r][out.item[r] >= 0]
+            have = set(out.item[r][out.item[r] >= 0].tolist())
             pos = len(have)
-            floor = float(out.score[r, pos - 1]) if pos else 0.0
+            floor = float(out.score[r, pos - 1]) if pos else np.inf
             for rank, (cand, sc) in enumerate(
                 zip(fb.item[i].tolist(), fb.score[i].tolist(), strict=True)
             ):
@@ -271,11 +276,12 @@ class Engine:
                     break
                 if cand < 0 or cand == seeds[r] or cand in have or not self.available[cand]:
                     continue
+                rrf = mix.weight(name) / (mix.rrf_k + rank + 1.0)
                 out.item[r, pos] = cand
-                # below every fused candidate, in the fallback's order
-                out.score[r, pos] = min(floor, 0.0) - 1e-3 * (rank + 1)
+                out.score[r, pos] = min(rrf, floor * (1.0 - 1e-6 * (rank + 1)))
                 out.source_score[r, pos, s_idx] = sc
                 out.source_rank[r, pos, s_idx] = rank
+                have.add(cand)
                 pos += 1
 
     def recommend(
@@ -291,9 +297,14 @@ class Engine:
         ``user`` is accepted for the personalization stage and not used by recall alone.
         Items in ``exclude`` (external ids) are never returned.
         """
+        if k < 1:
+            raise ValueError(f"The 'k' parameter must be an int in [1, inf). Got {k} instead.")
         seed = self.items.index_one(seed_item)
         ex_idx = self.items.index(list(exclude)) if exclude else np.zeros(0, np.int32)
         ex_idx = ex_idx[ex_idx >= 0]
+        fast = self._recommend_precomputed(seed, k, ex_idx)
+        if fast is not None:
+            return fast
         batch = self.recommend_many(np.array([seed], dtype=np.int32), k + len(ex_idx))
         item = batch.item[0]
         valid = np.flatnonzero((item >= 0) & ~np.isin(item, ex_idx))[:k]
@@ -309,6 +320,37 @@ class Engine:
                 Recommendation(self.items.id_of(int(item[p])), float(batch.score[0, p]), reasons)
             )
         return out
+
+    def _recommend_precomputed(
+        self, seed: int, k: int, exclude: NDArray[np.int32]
+    ) -> list[Recommendation] | None:
+        """The hot path: a precomputed row with at least ``k`` servable items, else None."""
+        lists = self.lists
+        if lists is None or not 0 <= seed < lists.n_seeds or k > lists.item.shape[1]:
+            return None
+        row = lists.item[seed]
+        ok = row >= 0
+        ok[ok] = self.available[row[ok]]
+        if len(exclude):
+            ok &= ~np.isin(row, exclude)
+        pos = np.flatnonzero(ok)[:k]
+        if len(pos) < k:
+            return None
+        r_pos, r_src, r_score, r_rank = lists.reasons(seed)
+        by_pos: dict[int, list[Reason]] = {}
+        names = self.source_names
+        wanted = set(pos.tolist())
+        for p, s_, v, r in zip(
+            r_pos.tolist(), r_src.tolist(), r_score.tolist(), r_rank.tolist(), strict=True
+        ):
+            if p in wanted:
+                by_pos.setdefault(p, []).append(Reason(names[s_], v, r))
+        ids = self.items.values
+        scores = lists.score[seed]
+        return [
+            Recommendation(str(ids[row[p]]), float(scores[p]), tuple(by_pos.get(p, ())))
+            for p in pos.tolist()
+        ]
 
     def explain(self, seed_item: str, k: int = 20) -> dict[str, Any]:
         """The seed's mix (category override or default) and its candidates with all reasons."""
@@ -327,6 +369,30 @@ class Engine:
                 for r in recs
             ],
         }
+
+    def iter_lists(
+        self, *, show_progress: bool = False
+    ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+        """Every precomputed list as ``(seed item id, [{item_id, score, sources}])`` rows."""
+        from tqdm.auto import tqdm
+
+        lists = self.lists if self.lists is not None else self.precompute()
+        names = self.source_names
+        ids = self.items.values
+        for seed in tqdm(range(lists.n_seeds), desc="lists", disable=not show_progress):
+            row = lists.item[seed]
+            pos, src, sc, rk = lists.reasons(seed)
+            entries = [
+                {"item_id": str(ids[i]), "score": float(lists.score[seed, p]), "sources": {}}
+                for p, i in enumerate(row.tolist())
+                if i >= 0
+            ]
+            for p, s_, v, r in zip(
+                pos.tolist(), src.tolist(), sc.tolist(), rk.tolist(), strict=True
+            ):
+                if p < len(entries):
+                    entries[p]["sources"][names[s_]] = {"score": v, "rank": r}
+            yield str(ids[seed]), entries
 
     # -- persistence ------------------------------------------------------------------
     def save(
