@@ -36,6 +36,7 @@ DEFAULT_MIX_SOURCES = (
     "co_purchase",
     "co_view",
     "compatibility",
+    "complementary_of_similar",
     "popular",
 )
 

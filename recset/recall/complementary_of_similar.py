@@ -97,12 +97,14 @@ def neighbor_table(
     members = np.flatnonzero(indexed).astype(np.int32)
     if k == 0 or len(members) == 0:
         return idx, sim
+    t0 = time.perf_counter()
     index = AnnoyIndex(d, metric)
     index.set_seed(seed)
     # dense ids 0..m-1 inside the index: Annoy allocates max(id) + 1 slots
     for j, row in enumerate(members.tolist()):
         index.add_item(j, vectors[row])
     index.build(n_trees, n_jobs=1)
+    t1 = time.perf_counter()
     want = k + 1 if exclude_self else k
     get = index.get_nns_by_vector
     for row in np.flatnonzero(queries).tolist():
@@ -117,6 +119,15 @@ def neighbor_table(
         m = min(k, len(found))
         idx[row, :m] = found[:m]
         sim[row, :m] = s[:m]
+    _log.debug(
+        "annoy: built %d items x %d trees in %.2fs; %d queries (k=%d) in %.2fs",
+        len(members),
+        n_trees,
+        t1 - t0,
+        int(queries.sum()),
+        k,
+        time.perf_counter() - t1,
+    )
     return idx, sim
 
 

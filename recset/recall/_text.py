@@ -1,0 +1,269 @@
+"""Item text embeddings from title, aspects, category path, product type and brand.
+
+A :class:`gensim.models.FastText` model is trained on the catalog's own token lists (one
+"sentence" per item), so every word gets a vector and words never seen in training still
+get one from their character n-grams. An item's vector is the weighted mean of its tokens'
+vectors (SIF weights ``a / (a + p(w))`` by default, which damp words such as colours that
+appear all over the catalog), optionally minus the catalog's common direction (the first
+principal component, as in the SIF paper), L2-normalised. Items without any text get a zero
+vector.
+
+gensim is imported inside :func:`embed_items` so that ``import recset`` never pays for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+from pydantic import Field
+
+from recset.data import Dataset
+from recset.recall._base import SourceConfig
+
+_log = logging.getLogger(__name__)
+
+# words, keeping model codes such as "cam-117" or "2.5" whole
+_WORD = re.compile(r"[^\W_]+(?:[-_.][^\W_]+)*")
+
+
+class TextEmbeddingConfig(SourceConfig):
+    """Settings of :func:`embed_items`.
+
+    Attributes
+    ----------
+    embedding_size : int
+        Dimension of the word and item vectors.
+    epochs : int
+        FastText training epochs over the catalog's token lists.
+    window : int
+        Context window (items are short bags of about 15 tokens; training cost grows
+        linearly with it).
+    min_count : int
+        Words seen in fewer items than this get no own vector during training (they are
+        still embedded from their character n-grams).
+    min_n, max_n : int
+        Character n-gram lengths of FastText's subword vectors.
+    bucket : int
+        Number of hash buckets for n-gram vectors (memory: ``bucket * embedding_size * 4``
+        bytes).
+    max_train_items : int
+        At most this many distinct token lists (sampled with ``seed``) train the model;
+        every item is embedded. Bounds fit time on large catalogs.
+    weighting : {"sif", "idf", "none"}
+        Token weights in the item mean: smooth inverse frequency ``a / (a + p(w))``, inverse
+        document frequency ``log(N / df)``, or uniform.
+    sif_a : float
+        The ``a`` of the SIF weights.
+    remove_common_component : bool
+        Subtract the projection on the first principal component of the item vectors.
+    use_aspects, use_category, use_product_type, use_brand : bool
+        Which fields besides the title contribute tokens.
+    seed : int
+        Seed of FastText (trained with one worker, so results repeat exactly).
+    """
+
+    embedding_size: int = Field(48, ge=2, le=1024)
+    epochs: int = Field(3, ge=1)
+    window: int = Field(5, ge=1)
+    min_count: int = Field(2, ge=1)
+    min_n: int = Field(3, ge=1)
+    max_n: int = Field(5, ge=0)
+    bucket: int = Field(200_000, ge=1)
+    max_train_items: int = Field(20_000, ge=1)
+    weighting: Literal["sif", "idf", "none"] = "sif"
+    sif_a: float = Field(1e-3, gt=0)
+    remove_common_component: bool = True
+    use_aspects: bool = True
+    use_category: bool = True
+    use_product_type: bool = True
+    use_brand: bool = True
+    seed: int = 0
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _aspect_tokens(raw: str | None) -> list[str]:
+    """Value words of every scalar aspect, plus one ``key=value`` token per aspect.
+
+    The qualified token tells ``model=cam-117`` (a camera) apart from
+    ``compatible_model=cam-117`` (a lens for it), which share the bare word.
+    """
+    if not raw:
+        return []
+    try:
+        aspects = json.loads(raw)
+    except ValueError:
+        return []
+    if not isinstance(aspects, dict):
+        return []
+    out: list[str] = []
+    for key, value in aspects.items():
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            words = _words(str(value))
+            out.extend(words)
+            if words:
+                out.append(f"{str(key).lower()}={'_'.join(words)}")
+    return out
+
+
+def item_tokens(dataset: Dataset, config: TextEmbeddingConfig) -> list[list[str]]:
+    """The token list of every item, in dense item id order (possibly empty lists).
+
+    Returns
+    -------
+    list of list of str, length n_items
+    """
+    cat = dataset.catalog
+    n = dataset.n_items
+
+    def per_id(values: NDArray[np.object_], fn: object) -> list[list[str]]:
+        return [fn(str(v)) for v in values]  # type: ignore[operator]
+
+    cat_tokens: list[list[str]] = []
+    if config.use_category:
+        # path words ("electronics", "cameras", ...) plus the leaf as one token
+        cat_tokens = per_id(
+            cat.category_path,
+            lambda p: _words(p) + [f"cat={'_'.join(_words(p.split('>')[-1]))}"],
+        )
+    type_tokens: list[list[str]] = []
+    if config.use_product_type:
+        type_tokens = per_id(dataset.product_types.values, lambda t: [*_words(t), f"type={t}"])
+    brand_tokens: list[list[str]] = []
+    if config.use_brand:
+        brand_tokens = per_id(dataset.brands.values, lambda b: _words(b))
+
+    out: list[list[str]] = []
+    for i in range(n):
+        title = cat.title[i]
+        toks = _words(title) if title else []
+        if config.use_aspects:
+            toks.extend(_aspect_tokens(cat.aspects[i]))
+        if cat_tokens and cat.category[i] >= 0:
+            toks.extend(cat_tokens[cat.category[i]])
+        if type_tokens and cat.product_type[i] >= 0:
+            toks.extend(type_tokens[cat.product_type[i]])
+        if brand_tokens and cat.brand[i] >= 0:
+            toks.extend(brand_tokens[cat.brand[i]])
+        out.append(toks)
+    return out
+
+
+def embed_items(dataset: Dataset, config: TextEmbeddingConfig | None = None) -> NDArray[np.float32]:
+    """Text embeddings of every item of ``dataset``.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    config : TextEmbeddingConfig, optional
+
+    Returns
+    -------
+    ndarray of float32, shape (n_items, config.embedding_size)
+        L2-normalised rows; all-zero rows for items without any text.
+    """
+    from gensim.models import FastText  # heavy: imported only when embedding
+
+    cfg = config or TextEmbeddingConfig()
+    t0 = time.perf_counter()
+    tokens = item_tokens(dataset, cfg)
+    n = len(tokens)
+    dim = cfg.embedding_size
+    out = np.zeros((n, dim), dtype=np.float32)
+
+    # vocabulary of every token in the catalog, and the item x token count matrix
+    vocab: dict[str, int] = {}
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    cols: list[int] = []
+    for i, toks in enumerate(tokens):
+        for t in toks:
+            cols.append(vocab.setdefault(t, len(vocab)))
+        indptr[i + 1] = len(cols)
+    if not vocab:
+        _log.warning("text embeddings: no item has any text; all vectors are zero")
+        return out
+    col_arr = np.asarray(cols, dtype=np.int32)
+    counts = sp.csr_matrix(
+        (np.ones(len(col_arr), dtype=np.float32), col_arr, indptr), shape=(n, len(vocab))
+    )
+    counts.sum_duplicates()
+    t_tok = time.perf_counter()
+
+    # train on distinct token lists (colour variants repeat almost the same text)
+    uniq: dict[tuple[str, ...], None] = dict.fromkeys(tuple(t) for t in tokens if t)
+    corpus = [list(t) for t in uniq]
+    if len(corpus) > cfg.max_train_items:
+        rng = np.random.default_rng(cfg.seed)
+        pick = np.sort(rng.choice(len(corpus), cfg.max_train_items, replace=False))
+        corpus = [corpus[j] for j in pick]
+    model = FastText(
+        vector_size=dim,
+        window=cfg.window,
+        min_count=cfg.min_count,
+        min_n=cfg.min_n,
+        max_n=cfg.max_n,
+        bucket=cfg.bucket,
+        epochs=cfg.epochs,
+        seed=cfg.seed,
+        workers=1,  # one worker thread: the only way gensim training repeats exactly
+        sg=0,
+    )
+    model.build_vocab(corpus_iterable=corpus)
+    model.train(corpus_iterable=corpus, total_examples=len(corpus), epochs=cfg.epochs)
+    t_train = time.perf_counter()
+
+    words = list(vocab)
+    word_vecs = np.stack([model.wv[w] for w in words]).astype(np.float32)
+    norms = np.linalg.norm(word_vecs, axis=1, keepdims=True)
+    word_vecs /= np.where(norms > 0, norms, 1.0)
+
+    df = np.asarray((counts > 0).sum(axis=0)).ravel().astype(np.float64)
+    if cfg.weighting == "sif":
+        tf = np.asarray(counts.sum(axis=0)).ravel().astype(np.float64)
+        weight = cfg.sif_a / (cfg.sif_a + tf / tf.sum())
+    elif cfg.weighting == "idf":
+        weight = np.log((1.0 + n) / (1.0 + df)) + 1.0
+    else:
+        weight = np.ones(len(words))
+    weighted = counts @ sp.diags(weight.astype(np.float32))
+    total = np.asarray(weighted.sum(axis=1)).ravel()
+    has_text = total > 0
+    out = np.asarray(weighted @ word_vecs, dtype=np.float32)
+    out[has_text] /= total[has_text, None].astype(np.float32)
+
+    if cfg.remove_common_component and has_text.sum() > 1:
+        rows = np.flatnonzero(has_text)
+        if len(rows) > 20_000:
+            rows = np.sort(np.random.default_rng(cfg.seed).choice(rows, 20_000, replace=False))
+        _, _, vt = np.linalg.svd(out[rows].astype(np.float64), full_matrices=False)
+        pc = vt[0].astype(np.float32)
+        out[has_text] -= np.outer(out[has_text] @ pc, pc)
+
+    norms = np.linalg.norm(out, axis=1)
+    ok = norms > 1e-8
+    out[ok] /= norms[ok, None]
+    out[~ok] = 0.0
+    _log.debug(
+        "text embeddings: tokenise %.2fs, train %.2fs (%d lists), embed %.2fs",
+        t_tok - t0,
+        t_train - t_tok,
+        len(corpus),
+        time.perf_counter() - t_train,
+    )
+    _log.info(
+        "text embeddings: %d items (%d without text), %d distinct tokens, dim %d",
+        n,
+        int((~ok).sum()),
+        len(words),
+        dim,
+    )
+    return out
