@@ -192,6 +192,31 @@ class Engine:
         self.lists = PrecomputedLists.from_chunks(chunks)
         return self.lists
 
+    def variant(self, sources: Iterable[str]) -> Engine:
+        """The same fitted engine serving only ``sources`` of every mix, computed live.
+
+        Used for ablations: nothing is refitted; the precomputed lists are not shared.
+        """
+        keep = set(sources)
+        unknown = keep - set(self.source_names)
+        if unknown:
+            raise ValueError(
+                f"The 'sources' parameter names sources this engine does not mix: "
+                f"{sorted(unknown)}; allowed: {list(self.source_names)}"
+            )
+        new = object.__new__(Engine)
+        new.config = self.config
+        new.items = self.items
+        new.available = self.available
+        new.sources = self.sources
+        mixes = [
+            m.model_copy(update={"sources": tuple(s for s in m.sources if s in keep)})
+            for m in self.mixer.mixes
+        ]
+        new.mixer = Mixer(self.sources, mixes, self.mixer.seed_mix, self.mixer.source_order)
+        new.lists = None
+        return new
+
     # -- serving ----------------------------------------------------------------------
     def candidates(self, seeds: NDArray[np.int32], n: int) -> MixedCandidates:
         """Fused candidates (with per-source reasons) of dense seeds: precomputed or live.
@@ -210,11 +235,17 @@ class Engine:
             s = seeds[rows]
             out.item[rows] = lists.item[s, :n]
             out.score[rows] = lists.score[s, :n]
-            for r, seed in zip(rows.tolist(), s.tolist(), strict=True):
-                pos, src, sc, rk = lists.reasons(seed)
-                m = pos < n
-                out.source_score[r, pos[m], src[m]] = sc[m]
-                out.source_rank[r, pos[m], src[m]] = rk[m]
+            # every reason entry of every requested seed, gathered at once
+            starts, ends = lists.ptr[s], lists.ptr[s + 1]
+            counts = ends - starts
+            entry = np.repeat(starts - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(
+                int(counts.sum())
+            )
+            row_of = np.repeat(rows, counts)
+            pos, src = lists.pos[entry].astype(np.int64), lists.src[entry].astype(np.int64)
+            m = pos < n
+            out.source_score[row_of[m], pos[m], src[m]] = lists.src_score[entry][m]
+            out.source_rank[row_of[m], pos[m], src[m]] = lists.src_rank[entry][m]
         live = np.flatnonzero(~pre & (seeds >= 0))
         if len(live):
             part = self.mixer.mix(seeds[live], n)
@@ -233,7 +264,9 @@ class Engine:
         if k < 1:
             raise ValueError(f"The 'k' parameter must be an int in [1, inf). Got {k} instead.")
         seeds = np.asarray(seeds, dtype=np.int32)
-        width = max(k, self.lists.item.shape[1] if self.lists is not None else k)
+        # a margin over k for unavailable items; the fallback fills what is still short
+        pre_width = self.lists.item.shape[1] if self.lists is not None else k
+        width = max(k, min(pre_width, 2 * k + 10))
         mixed = self.candidates(seeds, width)
         item = mixed.item
         keep = (item >= 0) & self.available[np.maximum(item, 0)] & (item != seeds[:, None])

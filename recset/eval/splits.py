@@ -39,6 +39,38 @@ def time_split(dataset: Dataset, t: int | None = None, *, test_share: float = 0.
     return Split(train, test, info)
 
 
+def leave_last_split(dataset: Dataset) -> Split:
+    """Each user's last basket is the test set; training keeps everything that user did before.
+
+    Events of a user from the start of their last basket on are left out of training, so no
+    model sees the test baskets. (Other users' later events stay in training: this is the
+    usual per-user protocol, for data without absolute dates such as Instacart's.)
+    """
+    b = dataset.baskets
+    if len(b) == 0:
+        from recset.errors import DataError
+
+        raise DataError(f"{dataset.name}: no baskets (purchases with an order_id) to split on")
+    order = np.lexsort((b.timestamp, b.user))
+    last = order[np.r_[b.user[order][1:] != b.user[order][:-1], True]]
+    t_user = np.full(dataset.n_users, np.iinfo(np.int64).max, dtype=np.int64)
+    t_user[b.user[last]] = b.timestamp[last]
+    ev = dataset.events
+    train_mask = ev.timestamp < t_user[ev.user]
+    last_orders = np.zeros(len(dataset.orders_map), dtype=bool)
+    last_orders[b.key[last]] = True
+    test_mask = (ev.order >= 0) & last_orders[np.maximum(ev.order, 0)]
+    train = dataset.with_events(train_mask, name=f"{dataset.name}[train]")
+    test = dataset.with_events(test_mask, name=f"{dataset.name}[last baskets]")
+    info = {
+        "kind": "leave_last_order_out",
+        "test_baskets": int(len(last)),
+        "train_events": len(train.events),
+        "test_events": len(test.events),
+    }
+    return Split(train, test, info)
+
+
 @dataclass(frozen=True)
 class Queries:
     """One query per (test basket, seed item): the other items of the basket are targets.
@@ -53,6 +85,18 @@ class Queries:
 
     def __len__(self) -> int:
         return len(self.seed)
+
+    def take(self, rows: NDArray[np.integer]) -> Queries:
+        """The queries at ``rows`` (in that order)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        tg = self.targets
+        sizes = tg.sizes()[rows]
+        starts = tg.indptr[rows]
+        idx = np.repeat(starts - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(sizes.sum())
+        indptr = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+        return Queries(
+            self.seed[rows], self.user[rows], self.basket[rows], Targets(indptr, tg.item[idx])
+        )
 
 
 def basket_queries(test: Dataset, *, first_item_only: bool = False) -> Queries:
