@@ -38,16 +38,41 @@ class PairConfig(SourceConfig):
         level when the catalog has multi-item products ("auto").
     min_support : float
         Pairs seen in fewer (decayed) groups than this are dropped.
+    similarity : {"ochiai", "confidence", "asymmetric_cosine"}
+        ``ochiai``: ``C[a,b] / sqrt(n_a n_b)`` (cosine of binary group vectors; favours
+        specific pairs); ``confidence``: ``C[a,b] / n_a``, the share of the seed's groups that
+        also hold the candidate (favours popular candidates: "frequently bought together");
+        ``asymmetric_cosine``: ``C[a,b] / (n_a^alpha n_b^(1-alpha))``, between the two.
+    alpha : float
+        Exponent of ``asymmetric_cosine`` (0.5 is Ochiai, 1 is confidence).
     min_similarity : float
-        Pairs with a lower Ochiai coefficient are dropped.
+        Pairs with a lower similarity are dropped.
     max_candidates : int
         Candidates kept per seed.
     """
 
     level: Literal["auto", "item", "product"] = "auto"
     min_support: float = Field(1.0, ge=0)
+    similarity: Literal["ochiai", "confidence", "asymmetric_cosine"] = "confidence"
+    alpha: float = Field(0.5, ge=0, le=1)
     min_similarity: float = Field(0.0, ge=0, le=1)
     max_candidates: int = Field(100, ge=1, le=10_000)
+
+
+def asymmetric_cosine(
+    counts: sp.csr_matrix, occurrences: NDArray[np.floating], alpha: float
+) -> sp.csr_matrix:
+    """``counts[a, b] / (occ[a]**alpha * occ[b]**(1 - alpha))`` on the pattern of ``counts``."""
+    occ = np.asarray(occurrences, dtype=np.float64)
+    pos = occ > 0
+    left = np.zeros(len(occ))
+    right = np.zeros(len(occ))
+    left[pos] = occ[pos] ** -alpha
+    right[pos] = occ[pos] ** -(1.0 - alpha)
+    out = (sp.diags(left.astype(np.float32)) @ counts @ sp.diags(right.astype(np.float32))).tocsr()
+    out = out.astype(np.float32)
+    np.minimum(out.data, 1.0, out=out.data)
+    return out
 
 
 def ochiai(counts: sp.csr_matrix, occurrences: NDArray[np.floating]) -> sp.csr_matrix:
@@ -134,7 +159,12 @@ class PairRecall(RecallBase):
         counts, occ = self._counts(sig, unit, n_units)
         if self.config.min_support > 0:
             counts = counts.multiply(counts >= self.config.min_support).tocsr()
-        sim = ochiai(counts, occ)
+        cfg = self.config
+        if cfg.similarity == "ochiai":
+            sim = ochiai(counts, occ)
+        else:
+            alpha = 1.0 if cfg.similarity == "confidence" else cfg.alpha
+            sim = asymmetric_cosine(counts, occ, alpha)
         neighbors, scores = topk_rows(
             sim, self.config.max_candidates, min_value=max(self.config.min_similarity, 1e-12)
         )
