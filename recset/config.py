@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from recset.errors import ConfigError
+from recset.ranking._ranker import RankerConfig
 from recset.recall import SourceConfig, registered_recall_sets
 
 FILTER_TYPES = ("related_categories", "compatibility", "substitutes")
@@ -126,6 +127,8 @@ class Config(BaseModel):
     mix : MixConfig
     categories : dict of str to MixOverride
         Overrides by category id or category path prefix.
+    ranker : RankerConfig
+        The LightGBM ranker's training windows and hyperparameters.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -134,6 +137,7 @@ class Config(BaseModel):
     source_types: dict[str, str] = Field(default_factory=dict)
     mix: MixConfig = MixConfig()
     categories: dict[str, MixOverride] = Field(default_factory=dict)
+    ranker: RankerConfig = RankerConfig()
 
     # -- resolved views ------------------------------------------------------------------
     def type_of(self, name: str) -> str:
@@ -188,6 +192,7 @@ class Config(BaseModel):
                 k: v.model_dump(mode="json", exclude_none=True)
                 for k, v in sorted(self.categories.items())
             },
+            "ranker": self.ranker.model_dump(mode="json"),
         }
 
     def hash(self) -> str:
@@ -281,7 +286,7 @@ def _check_mix(mix: BaseModel, where: str, prefix: str, names: dict[str, str]) -
 
 def config_from_dict(data: dict[str, Any], *, where: str = "<config>") -> Config:
     """Validate a parsed TOML document into a :class:`Config`."""
-    allowed_top = ["build", "categories", "mix", "sources"]
+    allowed_top = ["build", "categories", "mix", "ranker", "sources"]
     for key in data:
         if key not in allowed_top:
             raise ConfigError(f"{where}: unknown section {key!r}; allowed sections: {allowed_top}")
@@ -318,7 +323,15 @@ def config_from_dict(data: dict[str, Any], *, where: str = "<config>") -> Config
         prefix = f'categories."{key}"'
         categories[key] = _validate(MixOverride, section, where, prefix)
         _check_mix(categories[key], where, prefix, names)
-    return Config(build=build, sources=sources, source_types=types, mix=mix, categories=categories)
+    ranker = _validate(RankerConfig, data.get("ranker", {}), where, "ranker")
+    return Config(
+        build=build,
+        sources=sources,
+        source_types=types,
+        mix=mix,
+        categories=categories,
+        ranker=ranker,
+    )
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

@@ -22,6 +22,7 @@ from recset.recall.mixer import MixedCandidates, Mixer
 from recset.signals import Signals
 
 if TYPE_CHECKING:
+    from recset.ranking import Ranker
     from recset.storage import ArtifactRecord
 
 _log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class Engine:
         sources: dict[str, RecallBase],
         seed_mix: NDArray[np.int32],
         lists: PrecomputedLists | None = None,
+        ranker: Ranker | None = None,
     ) -> None:
         if len(available) != len(items) or len(seed_mix) != len(items):
             raise ValueError(
@@ -122,6 +124,9 @@ class Engine:
             order.append(config.build.fallback)
         self.mixer = Mixer(sources, mixes, seed_mix, order)
         self.lists = lists
+        self.ranker: Ranker | None = None
+        if ranker is not None:
+            self.attach_ranker(ranker)
 
     def __repr__(self) -> str:
         return (
@@ -215,7 +220,30 @@ class Engine:
         ]
         new.mixer = Mixer(self.sources, mixes, self.mixer.seed_mix, self.mixer.source_order)
         new.lists = None
+        new.ranker = None
         return new
+
+    def with_ranker(self, ranker: Ranker | None) -> Engine:
+        """A shallow copy of this engine (same sources and lists) ranked by ``ranker``."""
+        import copy
+
+        new = copy.copy(self)
+        new.attach_ranker(ranker)
+        return new
+
+    def attach_ranker(self, ranker: Ranker | None) -> None:
+        """Rank candidates with ``ranker`` (None: back to the mix's own order).
+
+        The ranker's features must read this engine's sources; otherwise ``ConfigError``.
+        """
+        if ranker is not None and ranker.features.sources != self.source_names:
+            from recset.errors import ConfigError
+
+            raise ConfigError(
+                f"the ranker reads sources {list(ranker.features.sources)}, this engine mixes "
+                f"{list(self.source_names)}; retrain it with `recset train-ranker`"
+            )
+        self.ranker = ranker
 
     # -- serving ----------------------------------------------------------------------
     def candidates(self, seeds: NDArray[np.int32], n: int) -> MixedCandidates:
@@ -254,15 +282,46 @@ class Engine:
         return out
 
     def recommend_many(
-        self, seeds: NDArray[np.int32], k: int = 10, *, fill: bool = True
+        self,
+        seeds: NDArray[np.int32],
+        k: int = 10,
+        *,
+        users: NDArray[np.int32] | None = None,
+        fill: bool = True,
     ) -> MixedCandidates:
         """Top-``k`` for a batch of dense seed ids (``-1`` = unknown seed, cold-start path).
 
-        The fused list, without unavailable items and the seed itself, is filled up to ``k``
-        from the fallback source (unless ``fill`` is false).
+        Without a ranker: the fused list, without unavailable items and the seed itself, filled
+        up to ``k`` from the fallback source (unless ``fill`` is false). With a ranker: the
+        top ``ranker.config.candidates`` of that list re-scored by the ranker; ``users`` are
+        dense ids of the ranker's user map (-1 = unknown user).
         """
         if k < 1:
             raise ValueError(f"The 'k' parameter must be an int in [1, inf). Got {k} instead.")
+        seeds = np.asarray(seeds, dtype=np.int32)
+        if self.ranker is None:
+            return self.mix_top(seeds, k, fill=fill)
+        n = max(k, self.ranker.config.candidates)
+        mixed = self.mix_top(seeds, n, fill=fill)
+        if users is None:
+            users = np.full(len(seeds), -1, dtype=np.int32)
+        X = self.ranker.features.transform(seeds, np.asarray(users), mixed)
+        score = self.ranker.score(X).reshape(mixed.item.shape)
+        score[mixed.item < 0] = -np.inf
+        order = np.argsort(-score, axis=1, kind="stable")[:, :k]
+        item = np.take_along_axis(mixed.item, order, 1)
+        return MixedCandidates(
+            item=item,
+            score=np.where(item >= 0, np.take_along_axis(score, order, 1), -np.inf).astype(
+                np.float32
+            ),
+            source_score=np.take_along_axis(mixed.source_score, order[:, :, None], 1),
+            source_rank=np.take_along_axis(mixed.source_rank, order[:, :, None], 1),
+            sources=mixed.sources,
+        )
+
+    def mix_top(self, seeds: NDArray[np.int32], k: int, *, fill: bool = True) -> MixedCandidates:
+        """The mix's own top-``k`` (no ranker): available, not the seed, filled by the fallback."""
         seeds = np.asarray(seeds, dtype=np.int32)
         # a margin over k for unavailable items; the fallback fills what is still short
         pre_width = self.lists.item.shape[1] if self.lists is not None else k
@@ -327,7 +386,8 @@ class Engine:
         """Up to ``k`` complements of ``seed_item`` (external id), best first.
 
         An unknown seed never raises: it gets the cold-start path (the fallback source).
-        ``user`` is accepted for the personalization stage and not used by recall alone.
+        ``user`` (external id) feeds the ranker's personal features when a ranker is active;
+        an unknown user is served like an anonymous one.
         Items in ``exclude`` (external ids) are never returned.
         """
         if k < 1:
@@ -335,10 +395,15 @@ class Engine:
         seed = self.items.index_one(seed_item)
         ex_idx = self.items.index(list(exclude)) if exclude else np.zeros(0, np.int32)
         ex_idx = ex_idx[ex_idx >= 0]
-        fast = self._recommend_precomputed(seed, k, ex_idx)
-        if fast is not None:
-            return fast
-        batch = self.recommend_many(np.array([seed], dtype=np.int32), k + len(ex_idx))
+        if self.ranker is None:
+            fast = self._recommend_precomputed(seed, k, ex_idx)
+            if fast is not None:
+                return fast
+            users = None
+        else:
+            u = self.ranker.users.index_one(user) if user is not None else -1
+            users = np.array([u], dtype=np.int32)
+        batch = self.recommend_many(np.array([seed], dtype=np.int32), k + len(ex_idx), users=users)
         item = batch.item[0]
         valid = np.flatnonzero((item >= 0) & ~np.isin(item, ex_idx))[:k]
         names = batch.sources
@@ -505,7 +570,16 @@ class Engine:
                 raise StorageError(f"{store.url}: no active engine; run `recset build` first")
             path = store.artifact_path(record)
             catalog = store.read_catalog()
-        return cls._read(path, catalog)
+            ranker_record = store.active_artifact("ranker")
+            ranker_path = store.artifact_path(ranker_record) if ranker_record else None
+        engine = cls._read(path, catalog)
+        if ranker_path is None:
+            _log.info("no active ranker in %s: serving the mix's order", store.url)
+        else:
+            from recset.ranking import Ranker
+
+            engine.attach_ranker(Ranker.load(ranker_path, sources=engine.source_names))
+        return engine
 
     @classmethod
     def _read(cls, path: Path, catalog: object) -> Engine:

@@ -23,6 +23,7 @@ def test_default_toml_equals_builtin_defaults() -> None:
     builtin = load_config(None)
     assert shipped.mixes() == builtin.mixes()
     assert shipped.build == builtin.build
+    assert shipped.ranker == builtin.ranker
     for name, (kind, cfg) in builtin.source_configs().items():
         assert shipped.source_configs()[name] == (kind, cfg), name
 

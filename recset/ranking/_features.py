@@ -1,0 +1,319 @@
+"""Ranker features for (seed, candidate) pairs, computed in batch with numpy.
+
+:class:`FeatureSpace` is fitted on a training :class:`~recset.data.Dataset` (popularity,
+per-user purchase history, category relatedness, text embeddings) and turns the mixer's
+:class:`~recset.recall.mixer.MixedCandidates` into a feature matrix. Missing values are NaN,
+never 0: LightGBM learns what absence means.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from recset.data import PURCHASE, Dataset
+from recset.recall.mixer import MixedCandidates
+
+_log = logging.getLogger(__name__)
+
+_DAY = 86_400.0
+
+BASE_FEATURES: tuple[str, ...] = (
+    "n_sources",
+    "fused_score",
+    "fused_rank",
+    "cand_pop",
+    "cand_pop_log",
+    "cand_pop_in_category",
+    "cand_trend",
+    "seed_pop_log",
+    "category_relatedness",
+    "same_brand",
+    "same_category",
+    "same_type",
+    "price_ratio_log",
+    "text_similarity",
+    "compatible",
+    "cand_age_days",
+    "user_bought_cand",
+    "user_days_since_cand",
+    "user_category_share",
+    "user_brand_share",
+    "user_n_purchases_log",
+)
+
+
+def feature_names(sources: tuple[str, ...]) -> list[str]:
+    """The feature list for a mix with these sources (per-source score and rank first)."""
+    per_source = [f"{s}__{kind}" for s in sources for kind in ("score", "rank")]
+    return per_source + list(BASE_FEATURES)
+
+
+def _pair_lookup(
+    keys_sorted: NDArray[np.int64], values: NDArray[np.float64], query: NDArray[np.int64]
+) -> NDArray[np.float64]:
+    """values[k] for each query key present in ``keys_sorted``, NaN where absent."""
+    pos = np.searchsorted(keys_sorted, query)
+    pos_c = np.minimum(pos, max(len(keys_sorted) - 1, 0))
+    found = (
+        (len(keys_sorted) > 0) & (keys_sorted[pos_c] == query)
+        if len(keys_sorted)
+        else (np.zeros(len(query), dtype=bool))
+    )
+    out = np.full(len(query), np.nan)
+    if len(keys_sorted):
+        out[found] = values[pos_c[found]]
+    return out
+
+
+@dataclass
+class FeatureSpace:
+    """Fitted state of the features (all arrays indexed by dense ids).
+
+    Build with :meth:`fit`; persist with :meth:`save` / :meth:`load` (``.npz``, no pickle).
+    """
+
+    sources: tuple[str, ...]
+    item_pop: NDArray[np.float32]
+    item_trend: NDArray[np.float32]
+    item_pop_in_cat: NDArray[np.float32]
+    item_first_seen: NDArray[np.float64]
+    ref_time: float
+    category: NDArray[np.int32]
+    product_type: NDArray[np.int32]
+    brand: NDArray[np.int32]
+    price: NDArray[np.float32]
+    cat_rel_keys: NDArray[np.int64]
+    cat_rel_vals: NDArray[np.float64]
+    embeddings: NDArray[np.float32]
+    ui_keys: NDArray[np.int64]
+    ui_count: NDArray[np.float64]
+    ui_last: NDArray[np.float64]
+    uc_keys: NDArray[np.int64]
+    uc_share: NDArray[np.float64]
+    ub_keys: NDArray[np.int64]
+    ub_share: NDArray[np.float64]
+    user_n: NDArray[np.float32]
+    compat_seed: NDArray[np.int32]
+    compat_cand: NDArray[np.int32]
+
+    @property
+    def names(self) -> list[str]:
+        return feature_names(self.sources)
+
+    @classmethod
+    def fit(
+        cls,
+        dataset: Dataset,
+        sources: tuple[str, ...],
+        *,
+        embeddings: NDArray[np.float32] | None = None,
+        category_relatedness: sp.csr_matrix | None = None,
+        compat_codes: tuple[NDArray[np.int32], NDArray[np.int32]] | None = None,
+        trend_half_life_days: float = 14.0,
+    ) -> FeatureSpace:
+        """Compute every per-item, per-user and per-category statistic from ``dataset``.
+
+        ``embeddings`` (n_items, d) text vectors (catalog only, so they may be shared across
+        splits); ``category_relatedness`` (n_categories, n_categories); ``compat_codes`` the
+        compatibility source's (seed_codes, cand_codes) of shape (n_rules, n_items).
+        """
+        n_items, n_users = dataset.n_items, dataset.n_users
+        ev = dataset.events
+        buy = ev.event == PURCHASE
+        pop = dataset.item_counts("purchase")
+        recent = dataset.item_counts("purchase", half_life_days=trend_half_life_days)
+        total = max(float(pop.sum()), 1.0)
+        total_recent = max(float(recent.sum()), 1e-9)
+        trend = np.divide(
+            recent / total_recent, pop / total, out=np.full(n_items, np.nan), where=pop > 0
+        )
+        cat = dataset.catalog.category
+        cat_tot = np.bincount(
+            np.maximum(cat, 0), weights=pop * (cat >= 0), minlength=max(dataset.n_categories, 1)
+        )
+        in_cat = np.divide(
+            pop,
+            cat_tot[np.maximum(cat, 0)],
+            out=np.full(n_items, np.nan),
+            where=(cat >= 0) & (cat_tot[np.maximum(cat, 0)] > 0),
+        )
+        first = np.full(n_items, np.inf)
+        np.minimum.at(first, ev.item, ev.timestamp.astype(np.float64))
+        ref = float(dataset.time_range[1])
+        # per (user, item): purchase count and last purchase time
+        ui_key = ev.user[buy].astype(np.int64) * n_items + ev.item[buy]
+        ui_keys, inv = np.unique(ui_key, return_inverse=True)
+        ui_count = np.bincount(inv, minlength=len(ui_keys)).astype(np.float64)
+        ui_last = np.full(len(ui_keys), -np.inf)
+        np.maximum.at(ui_last, inv, ev.timestamp[buy].astype(np.float64))
+        user_n = np.bincount(ev.user[buy], minlength=n_users).astype(np.float32)
+
+        def share(
+            groups: NDArray[np.int32], n_groups: int
+        ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+            g = groups[ev.item[buy]]
+            ok = g >= 0
+            key = ev.user[buy][ok].astype(np.int64) * max(n_groups, 1) + g[ok]
+            keys, counts = np.unique(key, return_counts=True)
+            users = keys // max(n_groups, 1)
+            return keys, counts / np.maximum(user_n[users], 1.0)
+
+        uc_keys, uc_share = share(cat, dataset.n_categories)
+        ub_keys, ub_share = share(dataset.catalog.brand, len(dataset.brands))
+        if category_relatedness is not None and category_relatedness.nnz:
+            coo = category_relatedness.tocoo()
+            ck = coo.row.astype(np.int64) * max(dataset.n_categories, 1) + coo.col
+            order = np.argsort(ck)
+            cat_rel_keys, cat_rel_vals = ck[order], coo.data[order].astype(np.float64)
+        else:
+            cat_rel_keys, cat_rel_vals = np.zeros(0, np.int64), np.zeros(0)
+        emb = embeddings if embeddings is not None else np.zeros((n_items, 0), np.float32)
+        if compat_codes is None:
+            compat_codes = (
+                np.full((0, n_items), -1, np.int32),
+                np.full((0, n_items), -1, np.int32),
+            )
+        return cls(
+            sources=tuple(sources),
+            # popularity as purchases per million purchases: comparable across windows
+            item_pop=(pop / total * 1e6).astype(np.float32),
+            item_trend=trend.astype(np.float32),
+            item_pop_in_cat=in_cat.astype(np.float32),
+            item_first_seen=first,
+            ref_time=ref,
+            category=cat.astype(np.int32),
+            product_type=dataset.catalog.product_type.astype(np.int32),
+            brand=dataset.catalog.brand.astype(np.int32),
+            price=dataset.catalog.price.astype(np.float32),
+            cat_rel_keys=cat_rel_keys,
+            cat_rel_vals=cat_rel_vals,
+            embeddings=np.asarray(emb, dtype=np.float32),
+            ui_keys=ui_keys,
+            ui_count=ui_count,
+            ui_last=ui_last,
+            uc_keys=uc_keys,
+            uc_share=uc_share,
+            ub_keys=ub_keys,
+            ub_share=ub_share,
+            user_n=user_n,
+            compat_seed=compat_codes[0].astype(np.int32),
+            compat_cand=compat_codes[1].astype(np.int32),
+        )
+
+    # -- transform -------------------------------------------------------------------
+    def transform(
+        self, seeds: NDArray[np.int32], users: NDArray[np.int32], mixed: MixedCandidates
+    ) -> NDArray[np.float32]:
+        """Features of every (seed, candidate) slot: shape (n_seeds * n, n_features).
+
+        Rows follow ``mixed.item`` in C order; padded slots (item -1) get all-NaN rows (drop
+        them with ``mixed.item.ravel() >= 0``). ``users`` is -1 where the user is unknown.
+        """
+        if mixed.sources != self.sources:
+            raise ValueError(
+                f"candidates come from sources {mixed.sources}, the features expect {self.sources}"
+            )
+        n_seeds, width = mixed.item.shape
+        cand = mixed.item.ravel().astype(np.int64)
+        valid = cand >= 0
+        c = np.maximum(cand, 0)
+        s = np.repeat(np.asarray(seeds, dtype=np.int64), width)
+        s_ok = (s >= 0) & (s < len(self.category))
+        sc = np.maximum(s, 0)
+        u = np.repeat(np.asarray(users, dtype=np.int64), width)
+        u_ok = (u >= 0) & (u < len(self.user_n))
+        cols: list[NDArray[np.float64]] = []
+        src_score = mixed.source_score.reshape(-1, len(self.sources))
+        src_rank = mixed.source_rank.reshape(-1, len(self.sources)).astype(np.float64)
+        src_rank[src_rank < 0] = np.nan
+        for j in range(len(self.sources)):
+            cols.append(src_score[:, j].astype(np.float64))
+            cols.append(src_rank[:, j])
+        nan = np.full(len(cand), np.nan)
+
+        def seed_val(a: NDArray[np.floating] | NDArray[np.integer]) -> NDArray[np.float64]:
+            return np.where(s_ok, a[sc], np.nan).astype(np.float64)
+
+        cols.append(
+            (mixed.source_rank.reshape(-1, len(self.sources)) >= 0).sum(axis=1).astype(float)
+        )
+        cols.append(mixed.score.ravel().astype(np.float64))
+        cols.append(np.tile(np.arange(width, dtype=np.float64), n_seeds))
+        cols.append(self.item_pop[c].astype(np.float64))
+        cols.append(np.log1p(self.item_pop[c]).astype(np.float64))
+        cols.append(self.item_pop_in_cat[c].astype(np.float64))
+        cols.append(self.item_trend[c].astype(np.float64))
+        cols.append(np.log1p(seed_val(self.item_pop)))
+        # category relatedness between the seed's and the candidate's categories
+        n_cat = int(max(self.category.max(initial=-1) + 1, 1))
+        s_cat = np.where(s_ok, self.category[sc], -1).astype(np.int64)
+        c_cat = self.category[c].astype(np.int64)
+        rel = _pair_lookup(self.cat_rel_keys, self.cat_rel_vals, s_cat * n_cat + c_cat)
+        rel[(s_cat < 0) | (c_cat < 0)] = np.nan
+        cols.append(rel)
+        for arr in (self.brand, self.category, self.product_type):
+            a, b = np.where(s_ok, arr[sc], -1), arr[c]
+            cols.append(np.where((a >= 0) & (b >= 0), (a == b).astype(float), np.nan))
+        ratio = self.price[c].astype(np.float64) / seed_val(self.price)
+        cols.append(np.where(ratio > 0, np.log(np.where(ratio > 0, ratio, 1.0)), np.nan))
+        if self.embeddings.shape[1]:
+            sim = np.einsum("ij,ij->i", self.embeddings[sc], self.embeddings[c]).astype(np.float64)
+            zero = (~self.embeddings[sc].any(axis=1)) | (~self.embeddings[c].any(axis=1))
+            cols.append(np.where(s_ok & ~zero, sim, np.nan))
+        else:
+            cols.append(nan.copy())
+        if self.compat_seed.shape[0]:
+            agree = np.zeros(len(cand), dtype=bool)
+            clash = np.zeros(len(cand), dtype=bool)
+            for r in range(self.compat_seed.shape[0]):
+                sv = np.where(s_ok, self.compat_seed[r, sc], -1)
+                cv = self.compat_cand[r, c]
+                both = (sv >= 0) & (cv >= 0)
+                agree |= both & (sv == cv)
+                clash |= both & (sv != cv)
+            cols.append(np.where(clash, 0.0, np.where(agree, 1.0, np.nan)))
+        else:
+            cols.append(nan.copy())
+        age = (self.ref_time - self.item_first_seen[c]) / _DAY
+        cols.append(np.where(np.isfinite(age), age, np.nan))
+        n_items = len(self.category)
+        ui = np.where(u_ok, u, 0) * n_items + c
+        count = _pair_lookup(self.ui_keys, self.ui_count, ui)
+        last = _pair_lookup(self.ui_keys, self.ui_last, ui)
+        cols.append(np.where(u_ok, np.nan_to_num(count, nan=0.0), np.nan))
+        cols.append(np.where(u_ok, (self.ref_time - last) / _DAY, np.nan))
+        n_brands = int(max(self.brand.max(initial=-1) + 1, 1))
+        uc = _pair_lookup(self.uc_keys, self.uc_share, np.where(u_ok, u, 0) * n_cat + c_cat)
+        c_brand = self.brand[c].astype(np.int64)
+        ub = _pair_lookup(self.ub_keys, self.ub_share, np.where(u_ok, u, 0) * n_brands + c_brand)
+        cols.append(np.where(u_ok & (c_cat >= 0), np.nan_to_num(uc, nan=0.0), np.nan))
+        cols.append(np.where(u_ok & (c_brand >= 0), np.nan_to_num(ub, nan=0.0), np.nan))
+        cols.append(np.where(u_ok, np.log1p(self.user_n[np.where(u_ok, u, 0)]), np.nan))
+        X = np.column_stack(cols).astype(np.float32)
+        X[~valid] = np.nan
+        return X
+
+    # -- persistence -----------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        arrays = {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
+        np.savez(
+            path,
+            allow_pickle=False,
+            ref_time=np.array(self.ref_time),
+            sources=np.array(list(self.sources), dtype=str),
+            **arrays,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureSpace:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+        data["ref_time"] = float(data["ref_time"])
+        data["sources"] = tuple(str(x) for x in data["sources"])
+        return cls(**data)

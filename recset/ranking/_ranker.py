@@ -1,0 +1,263 @@
+"""The LightGBM lambdarank stage: training data, training, scoring, artifacts.
+
+Training never sees the window it is evaluated on: :func:`train_ranker` splits the data it is
+given into a *fit* part (the recall sources and features are fitted on it) and a *label*
+window after it (the last ``label_share`` of its baskets), whose baskets label the candidates:
+a candidate is positive when it was bought in the same order as the seed. The last
+``valid_share`` of the label window (by time) is held out for early stopping.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+
+from recset.data import Dataset, IdMap
+from recset.errors import ConfigError, DataError
+from recset.ranking._features import FeatureSpace, feature_names
+
+_log = logging.getLogger(__name__)
+
+RANKER_ARTIFACT = "ranker"
+
+
+class RankerConfig(BaseModel):
+    """Hyperparameters and training-window settings of the ranker (``[ranker]`` in TOML).
+
+    Attributes
+    ----------
+    candidates : int
+        Candidates per seed that the ranker scores (taken from the mix).
+    label_share : float
+        Share of the training baskets (the most recent) that label the training queries.
+    valid_share : float
+        Share of the label window (the most recent) used for early stopping.
+    max_queries : int
+        Training queries sampled from the label window (reproducibly).
+    num_leaves, learning_rate, n_estimators, min_child_samples, feature_fraction,
+    bagging_fraction, lambda_l2 : LightGBM parameters.
+    early_stopping_rounds : int
+    seed : int
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    candidates: int = Field(100, ge=2, le=2000)
+    label_share: float = Field(0.2, gt=0, lt=1)
+    valid_share: float = Field(0.25, gt=0, lt=1)
+    max_queries: int = Field(30_000, ge=10)
+    num_leaves: int = Field(31, ge=2)
+    learning_rate: float = Field(0.05, gt=0)
+    n_estimators: int = Field(300, ge=1)
+    min_child_samples: int = Field(20, ge=1)
+    feature_fraction: float = Field(0.9, gt=0, le=1)
+    bagging_fraction: float = Field(0.8, gt=0, le=1)
+    lambda_l2: float = Field(1.0, ge=0)
+    early_stopping_rounds: int = Field(30, ge=1)
+    seed: int = 0
+
+
+@dataclass
+class Ranker:
+    """A trained LightGBM model plus the feature space it reads."""
+
+    booster: Any
+    features: FeatureSpace
+    config: RankerConfig
+    users: IdMap
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.features.names
+
+    def score(self, X: NDArray[np.float32]) -> NDArray[np.float64]:
+        """Scores of feature rows (higher is better)."""
+        return np.asarray(self.booster.predict(X, num_threads=1), dtype=np.float64)
+
+    def importance(self) -> list[tuple[str, float]]:
+        """(feature, total gain) pairs, largest first."""
+        gains = self.booster.feature_importance(importance_type="gain")
+        return sorted(zip(self.feature_names, map(float, gains), strict=True), key=lambda x: -x[1])
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(directory / "model.txt"))
+        self.features.save(directory / "features.npz")
+        meta = {
+            "feature_names": self.feature_names,
+            "config": self.config.model_dump(mode="json"),
+            "metrics": self.metrics,
+        }
+        (directory / "ranker.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        (directory / "users.json").write_text(json.dumps(self.users.values.tolist()), "utf-8")
+
+    @classmethod
+    def load(cls, directory: Path, *, sources: tuple[str, ...] | None = None) -> Ranker:
+        """Load a saved ranker; refuse one whose feature list does not match this code."""
+        import lightgbm as lgb
+
+        meta = json.loads((directory / "ranker.json").read_text(encoding="utf-8"))
+        features = FeatureSpace.load(directory / "features.npz")
+        expected = feature_names(sources if sources is not None else features.sources)
+        if meta["feature_names"] != expected:
+            raise ConfigError(
+                f"{directory}: the ranker was trained on features {meta['feature_names']}, "
+                f"this recset computes {expected}; retrain it with `recset train-ranker`"
+            )
+        booster = lgb.Booster(model_file=str(directory / "model.txt"))
+        if booster.num_feature() != len(expected):
+            raise ConfigError(
+                f"{directory}/model.txt: the model reads {booster.num_feature()} features, "
+                f"expected {len(expected)}"
+            )
+        users = IdMap(json.loads((directory / "users.json").read_text(encoding="utf-8")))
+        config = RankerConfig.model_validate(meta["config"])
+        return cls(booster, features, config, users, meta["metrics"])
+
+
+def _labels(mixed_item: NDArray[np.int32], queries: Any) -> NDArray[np.float32]:
+    """1 where a candidate is one of its query's targets (bought in the same order)."""
+    n, w = mixed_item.shape
+    tg = queries.targets
+    width = int(max(mixed_item.max(initial=0), tg.item.max(initial=0))) + 2
+    keys = np.arange(n, dtype=np.int64)[:, None] * width + np.where(
+        mixed_item >= 0, mixed_item, width - 1
+    )
+    tkeys = tg.query_of_entry() * width + tg.item
+    return (np.isin(keys, tkeys) & (mixed_item >= 0)).astype(np.float32)
+
+
+def training_matrix(
+    engine: Any, features: FeatureSpace, queries: Any, n: int
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
+    """(X, y, group sizes) for queries: the engine's top-``n`` per seed, labelled."""
+    mixed = engine.recommend_many(queries.seed, n)
+    y = _labels(mixed.item, queries)
+    X = features.transform(queries.seed, queries.user, mixed)
+    valid = mixed.item.ravel() >= 0
+    has_pos = y.sum(axis=1) > 0
+    keep_rows = np.repeat(has_pos, mixed.item.shape[1]) & valid
+    group = ((mixed.item >= 0) & has_pos[:, None]).sum(axis=1)
+    return X[keep_rows], y.ravel()[keep_rows], group[group > 0]
+
+
+def train_ranker(
+    dataset: Dataset,
+    config: Any = None,
+    ranker_config: RankerConfig | None = None,
+    *,
+    embeddings: NDArray[np.float32] | None = None,
+    show_progress: bool = False,
+) -> Ranker:
+    """Train a ranker on ``dataset`` (see the module docstring for the windows).
+
+    Returns the ranker, whose :class:`FeatureSpace` is fitted on the *fit* part; before it
+    serves an engine built on the whole ``dataset``, refit its features there with
+    :func:`fit_features` (the statistics then cover the latest data).
+    """
+    import lightgbm as lgb
+
+    from recset.engine import Engine
+    from recset.eval.splits import basket_queries, time_split
+
+    rc = ranker_config or (config.ranker if config is not None else RankerConfig())
+    split = time_split(dataset, test_share=rc.label_share)
+    fit_part, label = split.train, split.test
+    engine = Engine.build(fit_part, config, precompute=False, show_progress=show_progress)
+    features = fit_features(fit_part, engine, embeddings=embeddings)
+    queries = basket_queries(label)
+    if len(queries) < 10:
+        raise DataError(
+            f"{dataset.name}: only {len(queries)} labelled queries in the ranker's label window; "
+            "the ranker needs baskets with >= 2 items after the fit part"
+        )
+    t_valid = np.quantile(label.baskets.timestamp, 1 - rc.valid_share)
+    basket_time = label.baskets.timestamp[queries.basket]
+    rng = np.random.default_rng(rc.seed)
+    idx_train = np.flatnonzero(basket_time < t_valid)
+    idx_valid = np.flatnonzero(basket_time >= t_valid)
+    cap_t = int(rc.max_queries * (1 - rc.valid_share))
+    cap_v = rc.max_queries - cap_t
+    if len(idx_train) > cap_t:
+        idx_train = np.sort(rng.choice(idx_train, cap_t, replace=False))
+    if len(idx_valid) > cap_v:
+        idx_valid = np.sort(rng.choice(idx_valid, cap_v, replace=False))
+    Xt, yt, gt = training_matrix(engine, features, queries.take(idx_train), rc.candidates)
+    Xv, yv, gv = training_matrix(engine, features, queries.take(idx_valid), rc.candidates)
+    if len(gt) == 0:
+        raise DataError(f"{dataset.name}: no training query has a positive among its candidates")
+    params = {
+        "objective": "lambdarank",
+        "metric": "ndcg",
+        "eval_at": [10],
+        "num_leaves": rc.num_leaves,
+        "learning_rate": rc.learning_rate,
+        "min_child_samples": rc.min_child_samples,
+        "feature_fraction": rc.feature_fraction,
+        "bagging_fraction": rc.bagging_fraction,
+        "bagging_freq": 1,
+        "lambda_l2": rc.lambda_l2,
+        "seed": rc.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": 2,
+        "verbosity": -1,
+    }
+    names = features.names
+    dtrain = lgb.Dataset(Xt, yt, group=gt, feature_name=names, free_raw_data=True)
+    valid_sets, callbacks = [], []
+    if len(gv):
+        dvalid = lgb.Dataset(Xv, yv, group=gv, reference=dtrain)
+        valid_sets = [dvalid]
+        callbacks.append(lgb.early_stopping(rc.early_stopping_rounds, verbose=False))
+    booster = lgb.train(
+        params, dtrain, num_boost_round=rc.n_estimators, valid_sets=valid_sets, callbacks=callbacks
+    )
+    metrics = {
+        "train_queries": int(len(gt)),
+        "valid_queries": int(len(gv)),
+        "train_rows": int(len(yt)),
+        "best_iteration": int(booster.best_iteration or booster.current_iteration()),
+        "valid_ndcg@10": float(booster.best_score["valid_0"]["ndcg@10"]) if len(gv) else None,
+        "positive_rate": float(yt.mean()) if len(yt) else 0.0,
+    }
+    _log.info("ranker trained: %s", metrics)
+    return Ranker(booster, features, rc, dataset.users, metrics)
+
+
+def fit_features(
+    dataset: Dataset, engine: Any, *, embeddings: NDArray[np.float32] | None = None
+) -> FeatureSpace:
+    """A :class:`FeatureSpace` on ``dataset`` for the candidates of ``engine``."""
+    import scipy.sparse as sp
+
+    rel = None
+    compat = None
+    for src in engine.sources.values():
+        kind = type(src).name
+        if kind == "related_categories" and rel is None:
+            related, sim = src.related_, src.similarity_
+            n = len(related)
+            rows = np.repeat(np.arange(n), related.shape[1])
+            ok = related.ravel() >= 0
+            rel = sp.csr_matrix((sim.ravel()[ok], (rows[ok], related.ravel()[ok])), shape=(n, n))
+        if kind == "compatibility" and compat is None:
+            compat = (src.seed_codes_, src.cand_codes_)
+    if embeddings is None:
+        from recset.recall._text import embed_items
+
+        embeddings = embed_items(dataset)
+    return FeatureSpace.fit(
+        dataset,
+        engine.source_names,
+        embeddings=embeddings,
+        category_relatedness=rel,
+        compat_codes=compat,
+    )
