@@ -186,6 +186,84 @@ def build(
     click.echo(f"engine v{record.version} is active in {store}")
 
 
+@cli.command("train-ranker")
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset directory.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Config TOML (its [ranker] section; default: built-in defaults).",
+)
+@click.option("--store", required=True, help="Store holding the engine from `recset build`.")
+@click.option(
+    "--artifact-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Artifact files location when --store is a database URL.",
+)
+@click.option(
+    "--report",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the feature importance table and plot here.",
+)
+@_on_bad_rows
+def train_ranker_cmd(
+    data: Path,
+    config_path: Path | None,
+    store: str,
+    artifact_dir: Path | None,
+    report: Path | None,
+    on_bad_rows: str,
+) -> None:
+    """Train the LightGBM ranker and register it as the store's active ranker."""
+    from recset.config import load_config
+    from recset.engine import Engine
+    from recset.ranking import RANKER_ARTIFACT, fit_features, train_ranker
+    from recset.recall._text import embed_items
+    from recset.storage import Store
+
+    config = load_config(config_path)
+    engine = Engine.load(store, artifact_dir=artifact_dir)
+    if engine.config.hash() != config.hash():
+        raise click.UsageError(
+            f"the active engine in {store} was built with another config "
+            f"(hash {engine.config.hash()}, this one {config.hash()}); rebuild it or pass the "
+            "same --config"
+        )
+    ds = _load(data, on_bad_rows, _quarantine_dir(store, data.parent))
+    if ds.items != engine.items:
+        raise click.UsageError(
+            f"{data} is not the dataset the active engine in {store} was built on (items differ)"
+        )
+    with _step("text embeddings"):
+        emb = embed_items(ds)
+    with _step("train the ranker (fit window + label window)"):
+        ranker = train_ranker(ds, config, embeddings=emb, show_progress=True)
+    with _step("refit ranker features on the whole dataset"):
+        ranker.features = fit_features(ds, engine, embeddings=emb)
+    importance = ranker.importance()
+    metrics = {**ranker.metrics, "importance_gain": dict(importance)}
+    with Store.open(store, artifact_dir=artifact_dir) as st:
+        record = st.save_artifact(
+            RANKER_ARTIFACT,
+            ranker.save,
+            metrics=metrics,
+            params=config.ranker.model_dump(mode="json"),
+            config_hash=config.hash(),
+        )
+    click.echo(f"ranker v{record.version} is active in {store}: {ranker.metrics}")
+    click.echo("\nfeature importance (gain), top 15:")
+    for name, gain in importance[:15]:
+        click.echo(f"  {name:<36} {gain:14.1f}")
+    if report is not None:
+        from recset.ranking._report import write_importance
+
+        write_importance(importance, report)
+        click.echo(f"importance table and plot in {report}")
+
+
 @cli.command()
 @click.argument("seed")
 @click.option("--store", required=True, help="Store written by `recset build`.")
@@ -299,12 +377,7 @@ def recommend(
 
 
 @cli.command()
-@click.option(
-    "--data",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Dataset directory (catalog + events).",
-)
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset directory.")
 @click.option(
     "--config",
     "config_path",
@@ -316,19 +389,44 @@ def recommend(
     "--out",
     type=click.Path(path_type=Path),
     required=True,
-    help="Report directory (report.md, metrics.json).",
+    help="Report directory (report.md, metrics.json, plots).",
+)
+@click.option(
+    "--split",
+    "split_kind",
+    type=click.Choice(["time", "leave_last"]),
+    default="time",
+    show_default=True,
+    help="Time split, or each user's last basket held out (for data without dates).",
 )
 @click.option(
     "--split-date",
     default=None,
-    help="Test window start (ISO date or epoch seconds); default: last 20% of orders.",
+    help="Test window start (ISO date or epoch seconds); default: last --test-share of orders.",
 )
 @click.option("--test-share", type=click.FloatRange(0.01, 0.99), default=0.2, show_default=True)
+@click.option(
+    "--first-item-only", is_flag=True, help="Only the first-added item of a basket is a seed."
+)
 @click.option(
     "--max-queries",
     type=click.IntRange(min=1),
     default=None,
     help="Sample this many queries (reproducibly) to bound run time.",
+)
+@click.option(
+    "--baselines",
+    default=None,
+    help="Comma-separated baseline names (default: all); '' for none.",
+)
+@click.option("--no-ablations", is_flag=True, help="Skip the per-source ablation systems.")
+@click.option("--no-ranker", is_flag=True, help="Skip training and evaluating the ranker.")
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(min=10),
+    default=1000,
+    show_default=True,
+    help="Bootstrap resamples for the confidence intervals.",
 )
 @click.option("--store", default=None, help="Also record the run in this store.")
 @_on_bad_rows
@@ -336,19 +434,26 @@ def backtest(
     data: Path,
     config_path: Path | None,
     out: Path,
+    split_kind: str,
     split_date: str | None,
     test_share: float,
+    first_item_only: bool,
     max_queries: int | None,
+    baselines: str | None,
+    no_ablations: bool,
+    no_ranker: bool,
+    bootstrap: int,
     store: str | None,
     on_bad_rows: str,
 ) -> None:
-    """Time-split Hit@k backtest of the engine against baselines."""
+    """Hit@k backtest of the engine, its ablations and the baselines on held-out baskets."""
     from datetime import UTC, datetime
 
     import pandas as pd
 
     from recset.config import load_config
-    from recset.eval.backtest import format_table, run_backtest, write_report
+    from recset.eval.backtest import format_table, run_backtest, summary_systems, write_report
+    from recset.eval.baselines import BASELINES
 
     config = load_config(config_path)
     t = None
@@ -363,15 +468,36 @@ def backtest(
             raise click.BadParameter(
                 f"{split_date!r} is not a date", param_hint="--split-date"
             ) from None
+    names = None
+    if baselines is not None:
+        names = [b.strip() for b in baselines.split(",") if b.strip()]
+        bad = [b for b in names if b not in BASELINES]
+        if bad:
+            raise click.BadParameter(
+                f"unknown baselines {bad}; allowed: {sorted(BASELINES)}", param_hint="--baselines"
+            )
     ds = _load(data, on_bad_rows, out)
     started = datetime.now(UTC)
     with _step("backtest"):
         result = run_backtest(
-            ds, config, t=t, test_share=test_share, max_queries=max_queries, show_progress=True
+            ds,
+            config,
+            split=split_kind,  # type: ignore[arg-type]
+            t=t,
+            test_share=test_share,
+            max_queries=max_queries,
+            first_item_only=first_item_only,
+            baselines=names,
+            ablations=not no_ablations,
+            ranker=not no_ranker,
+            n_boot=bootstrap,
+            show_progress=True,
         )
     write_report(result, out)
-    click.echo(f"\nHit@k on {result.queries:,} queries (item level; {out}/report.md has more)\n")
-    click.echo(format_table(result, "item"))
+    click.echo(f"\nItem-level Hit@k on {result.queries:,} queries ({out}/report.md has more)\n")
+    click.echo(format_table(result, "item", summary_systems(result)))
+    for name, ci in result.confidence.items():
+        click.echo(f"  {name}: hit@10 {ci['hit@10']:.4f} (95% CI {ci['low']:.4f}-{ci['high']:.4f})")
     if store:
         from recset.storage import Store
 

@@ -80,6 +80,47 @@ def test_build_recommend_backtest(
     assert "recorded as backtest run 1" in out
 
 
+def test_train_ranker_then_personal_recommendations(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    assert run(capsys, "build", "--data", str(data_dir), "--store", str(store))[0] == 0
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[ranker]\nmax_queries = 2000\nn_estimators = 30\n")
+    code, out, err = run(capsys, "train-ranker", "--data", str(data_dir), "--store", str(store),
+                         "--config", str(cfg))
+    assert code == 2 and "another config" in err  # the engine was built with the defaults
+    assert (
+        run(capsys, "build", "--data", str(data_dir), "--store", str(store), "--config", str(cfg))[
+            0
+        ]
+        == 0
+    )
+    code, out, err = run(
+        capsys,
+        "train-ranker",
+        "--data",
+        str(data_dir),
+        "--store",
+        str(store),
+        "--config",
+        str(cfg),
+        "--report",
+        str(tmp_path / "rep"),
+    )
+    assert code == 0, err
+    assert "ranker v1 is active" in out and "feature importance" in out
+    assert (tmp_path / "rep" / "importance.md").exists()
+    events = pd.read_parquet(data_dir / "events.parquet")
+    seed, user = events["item_id"].iloc[0], events["user_id"].iloc[0]
+    code, out, err = run(
+        capsys, "recommend", "--store", str(store), seed, "--user", user, "--k", "5", "--json"
+    )
+    assert code == 0, err
+    recs = json.loads(out)["recommendations"]
+    assert len(recs) == 5 and all(r["item_id"] != seed for r in recs)
+
+
 def test_bad_rows_error_then_skip(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,13 +1,20 @@
-"""Offline backtest: time split, basket queries, Hit@k of recset and baselines, report files."""
+"""Offline backtest: splits, basket queries, Hit@k of recset, its ablations and baselines.
+
+``run_backtest`` builds the engine on the training part only, evaluates it, every recall source
+alone and the mix minus each source (same fitted sources, no refit), and the baselines of
+:mod:`recset.eval.baselines`, all on the same queries; ``write_report`` writes ``report.md``,
+``metrics.json`` (stable keys, see docs/benchmarks.md) and PNG plots.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -15,14 +22,15 @@ from numpy.typing import NDArray
 from recset.config import Config
 from recset.data import PURCHASE, Dataset
 from recset.engine import Engine
-from recset.eval.metrics import KS, Targets, hit_matrix, summarize
-from recset.eval.splits import Queries, Split, basket_queries, time_split
+from recset.eval.metrics import KS, Targets, hit_matrix, per_query, summarize
+from recset.eval.splits import Queries, Split, basket_queries, leave_last_split, time_split
 from recset.recall import PopularConfig, PopularRecall
 
 _log = logging.getLogger(__name__)
 
 K_MAX = max(KS)
 CHUNK = 20_000
+LEVELS = ("item", "type", "category")
 
 # recs(seeds, users, k) -> (n, k) dense item ids padded with -1, and a bool (n,) telling per
 # query whether the system had >= k candidates of its own (before any fallback)
@@ -30,37 +38,62 @@ Recommender = Callable[
     [NDArray[np.int32], NDArray[np.int32], int], tuple[NDArray[np.int32], NDArray[np.bool_]]
 ]
 
+BEHAVIOUR_TYPES = frozenset({"co_purchase", "co_view", "co_purchase_only", "gnn_neighbors"})
+"""Source types that count towards coverage (behaviour-based, before any fallback)."""
+
 
 @dataclass
 class System:
-    """A named recommender under test: ``kind`` is "recset" or "baseline"."""
+    """A named recommender under test.
+
+    ``kind`` is "recset" or "baseline"; a ``personal`` system uses the query's user (others
+    are evaluated once per distinct seed).
+    """
 
     name: str
     kind: str
     recommend: Recommender
+    personal: bool = False
 
 
 @dataclass
 class BacktestResult:
-    dataset: str
-    split: dict[str, object]
-    queries: int
-    systems: dict[str, dict[str, object]] = field(default_factory=dict)
+    """Everything a backtest measured; ``to_json`` gives the stable metrics.json layout."""
 
-    def to_json(self) -> dict[str, object]:
+    dataset: str
+    split: dict[str, Any]
+    queries: int
+    systems: dict[str, dict[str, Any]] = field(default_factory=dict)
+    per_category: list[dict[str, Any]] = field(default_factory=list)
+    confidence: dict[str, dict[str, float]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    importance: list[tuple[str, float]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
             "split": self.split,
             "queries": self.queries,
             "systems": self.systems,
+            "per_category": self.per_category,
+            "confidence_95": self.confidence,
+            "seconds": self.timings,
+            "ranker_importance_gain": dict(self.importance),
         }
 
+    def best(self, kind: str, level: str = "item", metric: str = "hit@10") -> str | None:
+        """Name of the best system of one kind by a metric."""
+        scored = [
+            (m.get(level, {}).get(metric, -1.0), name)
+            for name, m in self.systems.items()
+            if m["kind"] == kind
+        ]
+        return max(scored)[1] if scored else None
 
-BEHAVIOUR_TYPES = frozenset({"co_purchase", "co_view", "co_purchase_only", "gnn_neighbors"})
-"""Source types that count towards coverage (behaviour-based, before any fallback)."""
 
-
+# -- systems -------------------------------------------------------------------------------
 def engine_system(engine: Engine, name: str = "mix") -> System:
+    """The engine's top-k (precomputed lists when it has them, else live)."""
     behaviour = np.array(
         [type(engine.sources[s]).name in BEHAVIOUR_TYPES for s in engine.source_names], dtype=bool
     )
@@ -73,6 +106,29 @@ def engine_system(engine: Engine, name: str = "mix") -> System:
     return System(name, "recset", rec)
 
 
+def ranked_system(engine: Engine, name: str = "mix+ranker") -> System:
+    """The engine with its ranker: personal (the ranker reads the query's user)."""
+
+    def rec(seeds: NDArray[np.int32], users: NDArray[np.int32], k: int):  # noqa: ANN202
+        batch = engine.recommend_many(seeds, k, users=users)
+        return batch.item, (batch.item >= 0).sum(axis=1) >= k
+
+    return System(name, "recset", rec, personal=True)
+
+
+def ablation_systems(engine: Engine) -> list[System]:
+    """``only-X`` and ``mix-minus-X`` for every source X of the default mix."""
+    mixed = [s for s in engine.mixer.mixes[0].sources]
+    out = []
+    for s in mixed:
+        out.append(engine_system(engine.variant([s]), f"only-{s}"))
+    for s in mixed:
+        rest = [x for x in mixed if x != s]
+        if rest:
+            out.append(engine_system(engine.variant(rest), f"mix-minus-{s}"))
+    return out
+
+
 def popular_system(train: Dataset, name: str, scope: str) -> System:
     model = PopularRecall(PopularConfig(scope=scope)).fit(train)  # type: ignore[arg-type]
 
@@ -83,12 +139,13 @@ def popular_system(train: Dataset, name: str, scope: str) -> System:
     return System(name, "baseline", rec)
 
 
+# -- evaluation ----------------------------------------------------------------------------
 def _levels(ds: Dataset) -> dict[str, NDArray[np.int32] | None]:
     """Item -> group id for each reporting level; a level the dataset lacks is left out."""
     levels: dict[str, NDArray[np.int32] | None] = {"item": None}
-    if ds.n_product_types > 0 and (ds.catalog.product_type >= 0).any():
+    if (ds.catalog.product_type >= 0).any():
         levels["type"] = ds.catalog.product_type
-    if ds.n_categories > 0 and (ds.catalog.category >= 0).any():
+    if (ds.catalog.category >= 0).any():
         levels["category"] = ds.catalog.category
     return levels
 
@@ -103,30 +160,52 @@ def _explore_mask(train: Dataset, queries: Queries) -> NDArray[np.bool_]:
     return ~np.isin(users * n_items + queries.targets.item, keys)
 
 
-def evaluate_system(system: System, split: Split, queries: Queries) -> dict[str, object]:
-    """All metrics of one system on one set of queries."""
-    recs = np.full((len(queries), K_MAX), -1, dtype=np.int32)
-    own = np.zeros(len(queries), dtype=bool)
-    for start in range(0, len(queries), CHUNK):
+def recommendations(
+    system: System, queries: Queries
+) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
+    """(n_queries, K_MAX) recommendations and the per-query coverage flag, in batches.
+
+    Non-personal systems are asked once per distinct seed.
+    """
+    if system.personal:
+        seeds, users, back = queries.seed, queries.user, None
+    else:
+        seeds, back = np.unique(queries.seed, return_inverse=True)
+        users = np.full(len(seeds), -1, dtype=np.int32)
+    recs = np.full((len(seeds), K_MAX), -1, dtype=np.int32)
+    own = np.zeros(len(seeds), dtype=bool)
+    for start in range(0, len(seeds), CHUNK):
         sl = slice(start, start + CHUNK)
-        r, o = system.recommend(queries.seed[sl], queries.user[sl], K_MAX)
-        recs[sl, : r.shape[1]] = r[:, :K_MAX]
+        r, o = system.recommend(seeds[sl].astype(np.int32), users[sl].astype(np.int32), K_MAX)
+        recs[sl, : min(r.shape[1], K_MAX)] = r[:, :K_MAX]
         own[sl] = o
+    if back is not None:
+        recs, own = recs[back], own[back]
+    return recs, own
+
+
+def evaluate(
+    system: System, split: Split, queries: Queries, recs: NDArray[np.int32], own: NDArray[np.bool_]
+) -> tuple[dict[str, Any], NDArray[np.float64]]:
+    """All metrics of one system, and its per-query item-level hit@10."""
     explore = _explore_mask(split.train, queries)
-    out: dict[str, object] = {"kind": system.kind}
+    out: dict[str, Any] = {"kind": system.kind}
+    hit10 = np.zeros(len(queries))
     for level, mapping in _levels(split.train).items():
-        targets = queries.targets
         level_recs = recs
         if mapping is not None:
             level_recs = np.where(recs >= 0, mapping[np.maximum(recs, 0)], -1)
         parts: dict[str, float] = {}
         for label, sel in (("", None), ("explore_", explore), ("repeat_", ~explore)):
-            t: Targets = targets if sel is None else targets.select(sel)
+            t: Targets = queries.targets if sel is None else queries.targets.select(sel)
             if mapping is not None:
                 t = t.map(mapping)
-            metrics = summarize(hit_matrix(level_recs, t), t)
+            hits = hit_matrix(level_recs, t)
+            metrics = summarize(hits, t)
             if not label:
                 parts.update(metrics)
+                if level == "item":
+                    hit10 = per_query(hits, t.sizes(), 10)["hit"]
             elif "hit@10" in metrics:
                 parts[f"{label}hit@10"] = metrics["hit@10"]
         out[level] = parts
@@ -139,63 +218,177 @@ def evaluate_system(system: System, split: Split, queries: Queries) -> dict[str,
         distinct = ((s[:, 1:] != s[:, :-1]) & (s[:, 1:] >= 0)).sum(axis=1) + (s[:, 0] >= 0)
         out["type_diversity@10"] = float(distinct.mean())
     out["catalog_coverage@10"] = float(len(np.unique(top[top >= 0])) / max(split.train.n_items, 1))
-    return out
+    return out, hit10
+
+
+def evaluate_system(system: System, split: Split, queries: Queries) -> dict[str, Any]:
+    """All metrics of one system on one set of queries."""
+    recs, own = recommendations(system, queries)
+    return evaluate(system, split, queries, recs, own)[0]
+
+
+def bootstrap_ci(
+    hits: NDArray[np.float64], clusters: NDArray[np.int64], *, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean, resampling whole clusters (baskets).
+
+    Queries of one basket share targets, so they are resampled together.
+    """
+    uniq, inv = np.unique(clusters, return_inverse=True)
+    sums = np.bincount(inv, weights=hits, minlength=len(uniq))
+    counts = np.bincount(inv, minlength=len(uniq)).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    for b0 in range(0, n_boot, 100):
+        nb = min(100, n_boot - b0)
+        idx = rng.integers(0, len(uniq), size=(nb, len(uniq)))
+        means[b0 : b0 + nb] = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
 
 
 def run_backtest(
     dataset: Dataset,
     config: Config | None = None,
     *,
+    split: Literal["time", "leave_last"] = "time",
     t: int | None = None,
     test_share: float = 0.2,
     max_queries: int | None = None,
+    first_item_only: bool = False,
+    baselines: Sequence[str] | None = None,
+    ablations: bool = True,
+    ranker: bool = True,
+    n_boot: int = 1000,
     seed: int = 0,
     show_progress: bool = False,
 ) -> BacktestResult:
-    """Time-split backtest of the engine built with ``config`` against popularity baselines.
+    """Backtest the engine built with ``config`` against its ablations and the baselines.
 
-    ``max_queries`` samples that many queries (reproducibly, with ``seed``) to bound run time.
+    Parameters
+    ----------
+    split : {"time", "leave_last"}
+        Train before a time ``t`` (default: the last ``test_share`` of orders are the test),
+        or hold out each user's last basket.
+    max_queries : int, optional
+        Sample that many queries (reproducibly, with ``seed``) to bound run time.
+    first_item_only : bool
+        Only the first-added item of each test basket is a seed.
+    baselines : sequence of str, optional
+        Baseline names (default: all of :data:`recset.eval.baselines.BASELINES`).
+    ranker : bool
+        Also train the LightGBM ranker on the training part (its own fit and label windows
+        inside it) and evaluate ``mix+ranker``.
     """
+    import time as _time
+
     from tqdm.auto import tqdm
 
-    split = time_split(dataset, t, test_share=test_share)
-    queries = basket_queries(split.test)
+    from recset.eval.baselines import baseline_systems
+
+    timings: dict[str, float] = {}
+    t0 = _time.perf_counter()
+    sp = (
+        leave_last_split(dataset)
+        if split == "leave_last"
+        else time_split(dataset, t, test_share=test_share)
+    )
+    queries = basket_queries(sp.test, first_item_only=first_item_only)
     if len(queries) == 0:
         from recset.errors import DataError
 
         raise DataError(f"{dataset.name}: the test window holds no basket with >= 2 items")
     if max_queries is not None and len(queries) > max_queries:
         rng = np.random.default_rng(seed)
-        keep = np.sort(rng.choice(len(queries), size=max_queries, replace=False))
-        tg = queries.targets
-        sizes = tg.sizes()[keep]
-        starts = tg.indptr[keep]
-        idx = np.repeat(starts - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(sizes.sum())
-        indptr = np.r_[0, np.cumsum(sizes)].astype(np.int64)
-        queries = Queries(
-            queries.seed[keep],
-            queries.user[keep],
-            queries.basket[keep],
-            Targets(indptr, tg.item[idx]),
+        queries = queries.take(np.sort(rng.choice(len(queries), size=max_queries, replace=False)))
+    info = dict(sp.info)
+    info["first_item_only"] = first_item_only
+    t1 = _time.perf_counter()
+    engine = Engine.build(sp.train, config, show_progress=show_progress)
+    timings["build_engine"] = _time.perf_counter() - t1
+    systems = [engine_system(engine, "mix")]
+    if ranker:
+        from recset.ranking import fit_features, train_ranker
+        from recset.recall._text import embed_items
+
+        t1 = _time.perf_counter()
+        emb = embed_items(sp.train)  # catalog text only: no events, nothing from the test
+        model = train_ranker(sp.train, config, embeddings=emb, show_progress=show_progress)
+        model.features = fit_features(sp.train, engine, embeddings=emb)
+        systems.append(ranked_system(engine.with_ranker(model)))
+        timings["train_ranker"] = _time.perf_counter() - t1
+        info["ranker"] = model.metrics
+        result_importance = model.importance()
+    else:
+        result_importance = []
+    if ablations:
+        systems += ablation_systems(engine)
+    t1 = _time.perf_counter()
+    systems += baseline_systems(sp.train, baselines)
+    timings["fit_baselines"] = _time.perf_counter() - t1
+    result = BacktestResult(dataset.name, info, len(queries))
+    result.importance = result_importance
+    per_query_hits: dict[str, NDArray[np.float64]] = {}
+    t1 = _time.perf_counter()
+    for system in tqdm(systems, desc="evaluate systems", disable=not show_progress):
+        recs, own = recommendations(system, queries)
+        result.systems[system.name], per_query_hits[system.name] = evaluate(
+            system, sp, queries, recs, own
         )
-    engine = Engine.build(split.train, config, show_progress=show_progress)
-    systems = [
-        engine_system(engine, "mix"),
-        popular_system(split.train, "popular", "global"),
-        popular_system(split.train, "popular_in_category", "category"),
-    ]
-    result = BacktestResult(dataset.name, split.info, len(queries))
-    for system in tqdm(systems, desc="backtest systems", disable=not show_progress):
-        result.systems[system.name] = evaluate_system(system, split, queries)
         _log.info("%s: %s", system.name, result.systems[system.name].get("item"))
+    timings["evaluate"] = _time.perf_counter() - t1
+    # confidence intervals on item hit@10: the mix and the best baseline
+    for name in {"mix", result.best("baseline")} - {None}:
+        lo, hi = bootstrap_ci(per_query_hits[name], queries.basket, n_boot=n_boot, seed=seed)
+        result.confidence[name] = {
+            "hit@10": float(per_query_hits[name].mean()),
+            "low": lo,
+            "high": hi,
+        }
+    result.per_category = _per_category(sp.train, queries, per_query_hits, result)
+    timings["total"] = _time.perf_counter() - t0
+    result.timings = timings
     return result
 
 
-def format_table(result: BacktestResult, level: str = "item") -> str:
-    """A Markdown table of one level's metrics for every system."""
+def _per_category(
+    train: Dataset,
+    queries: Queries,
+    hits: dict[str, NDArray[np.float64]],
+    result: BacktestResult,
+    top: int = 10,
+) -> list[dict[str, Any]]:
+    """Item hit@10 of every system in the ``top`` categories with the most queries."""
+    cat = train.catalog.category
+    seed_cat = np.where(queries.seed >= 0, cat[np.maximum(queries.seed, 0)], -1)
+    if not (seed_cat >= 0).any():
+        return []
+    counts = np.bincount(seed_cat[seed_cat >= 0], minlength=train.n_categories)
+    rows = []
+    for c in np.argsort(-counts, kind="stable")[:top]:
+        if counts[c] == 0:
+            break
+        sel = seed_cat == c
+        rows.append(
+            {
+                "category": str(train.catalog.category_path[c]),
+                "queries": int(sel.sum()),
+                "hit@10": {name: float(h[sel].mean()) for name, h in hits.items()},
+            }
+        )
+    return rows
+
+
+# -- reports -------------------------------------------------------------------------------
+def format_table(
+    result: BacktestResult, level: str = "item", systems: Sequence[str] | None = None
+) -> str:
+    """A Markdown table of one level's metrics for (some of) the systems."""
     cols = [f"hit@{k}" for k in KS] + ["ndcg@10", "mrr", "explore_hit@10", "repeat_hit@10"]
     lines = ["| system | kind | " + " | ".join(cols) + " |", "|---|---|" + "---:|" * len(cols)]
     for name, m in result.systems.items():
+        if systems is not None and name not in systems:
+            continue
         vals = m.get(level)
         if not isinstance(vals, dict):
             continue
@@ -204,17 +397,72 @@ def format_table(result: BacktestResult, level: str = "item") -> str:
     return "\n".join(lines)
 
 
+def summary_systems(result: BacktestResult) -> list[str]:
+    """The recset systems and the baselines (no ablations): the short table."""
+    return [n for n, m in result.systems.items() if not n.startswith(("only-", "mix-minus-"))]
+
+
+def _plots(result: BacktestResult, out: Path) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        _log.warning("matplotlib is not installed: no plots (pip install 'recset[dev]')")
+        return []
+    from recset.storage import atomic_write_bytes
+
+    written = []
+    import io
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in summary_systems(result):
+        item = result.systems[name]["item"]
+        ax.plot(
+            KS,
+            [item.get(f"hit@{k}", np.nan) for k in KS],
+            marker="o",
+            label=name,
+            linewidth=2.5 if name == "mix" else 1.2,
+        )
+    ax.set_xlabel("k")
+    ax.set_ylabel("item Hit@k")
+    ax.set_xticks(KS)
+    ax.set_title(f"Hit@k — {result.dataset} ({result.queries:,} queries)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(out / "hit_at_k.png", buf.getvalue())
+    written.append("hit_at_k.png")
+
+    names = [n for n in result.systems if n == "mix" or n.startswith(("only-", "mix-minus-"))]
+    if len(names) > 1:
+        fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1))
+        vals = [result.systems[n]["item"].get("hit@10", 0.0) for n in names]
+        ax.barh(names[::-1], vals[::-1], color=["C3" if n == "mix" else "C0" for n in names[::-1]])
+        ax.set_xlabel("item Hit@10")
+        ax.set_title(f"Ablation — {result.dataset}")
+        ax.grid(alpha=0.3, axis="x")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        atomic_write_bytes(out / "ablation.png", buf.getvalue())
+        written.append("ablation.png")
+    return written
+
+
 def write_report(result: BacktestResult, out_dir: str | os.PathLike[str]) -> Path:
-    """Write ``metrics.json`` and ``report.md`` into ``out_dir`` (each atomically)."""
-    from recset.data._format import _atomic_write
+    """Write ``metrics.json``, ``report.md`` and the plots into ``out_dir`` (atomically)."""
+    from recset.storage import atomic_write_text
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(result.to_json(), indent=2, sort_keys=False)
-    _atomic_write(out / "metrics.json", lambda p: Path(p).write_text(text, encoding="utf-8"))
-    levels = [
-        lv for lv in ("item", "type", "category") if any(lv in m for m in result.systems.values())
-    ]
+    atomic_write_text(out / "metrics.json", json.dumps(result.to_json(), indent=2))
+    plots = _plots(result, out)
+    levels = [lv for lv in LEVELS if any(lv in m for m in result.systems.values())]
     parts = [
         f"# Backtest: {result.dataset}",
         "",
@@ -223,8 +471,22 @@ def write_report(result: BacktestResult, out_dir: str | os.PathLike[str]) -> Pat
     ]
     for lv in levels:
         parts += [f"## {lv} level", "", format_table(result, lv), ""]
+    if result.confidence:
+        parts += [
+            "## 95% bootstrap intervals (item Hit@10, baskets resampled)",
+            "",
+            "| system | hit@10 | low | high |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, ci in result.confidence.items():
+            parts.append(f"| {name} | {ci['hit@10']:.4f} | {ci['low']:.4f} | {ci['high']:.4f} |")
+        parts.append("")
     parts += [
         "## Coverage and diversity",
+        "",
+        "coverage@10: share of seeds with >= 10 candidates from behaviour-based sources "
+        "(co-purchase, co-view, co-purchase-only; before any fallback); for baselines, with "
+        ">= 10 candidates of their own.",
         "",
         "| system | coverage@10 | type_diversity@10 | catalog_coverage@10 |",
         "|---|---:|---:|---:|",
@@ -235,6 +497,30 @@ def write_report(result: BacktestResult, out_dir: str | os.PathLike[str]) -> Pat
             f"{m.get('type_diversity@10', float('nan')):.2f} | "
             f"{m.get('catalog_coverage@10', 0):.4f} |"
         )
-    report = "\n".join(parts) + "\n"
-    _atomic_write(out / "report.md", lambda p: Path(p).write_text(report, encoding="utf-8"))
+    if result.per_category:
+        names = summary_systems(result)
+        parts += [
+            "",
+            "## Item Hit@10 in the 10 largest categories (by queries)",
+            "",
+            "| category | queries | " + " | ".join(names) + " |",
+            "|---|---:|" + "---:|" * len(names),
+        ]
+        for row in result.per_category:
+            cells = " | ".join(f"{row['hit@10'][n]:.3f}" for n in names)
+            parts.append(f"| {row['category']} | {row['queries']:,} | {cells} |")
+    if result.importance:
+        total = sum(g for _, g in result.importance) or 1.0
+        parts += [
+            "",
+            "## Ranker feature importance (gain, top 15)",
+            "",
+            "| feature | share of gain |",
+            "|---|---:|",
+        ]
+        parts += [f"| {n} | {g / total:.1%} |" for n, g in result.importance[:15]]
+    if plots:
+        parts += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    parts += ["", f"Seconds: `{json.dumps({k: round(v, 1) for k, v in result.timings.items()})}`"]
+    atomic_write_text(out / "report.md", "\n".join(parts) + "\n")
     return out

@@ -63,3 +63,14 @@ def test_queries_take_keeps_targets(ds: Dataset) -> None:
         a = q.targets.item[q.targets.indptr[i] : q.targets.indptr[i + 1]]
         b = sub.targets.item[sub.targets.indptr[j] : sub.targets.indptr[j + 1]]
         assert np.array_equal(a, b) and sub.seed[j] == q.seed[i]
+
+
+def test_bootstrap_ci_brackets_the_mean() -> None:
+    from recset.eval.backtest import bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    hits = (rng.random(4000) < 0.3).astype(float)
+    clusters = np.repeat(np.arange(1000), 4)
+    lo, hi = bootstrap_ci(hits, clusters, n_boot=300)
+    assert lo < hits.mean() < hi
+    assert 0.0 < hi - lo < 0.1
