@@ -104,7 +104,6 @@ def item_knn(train: Dataset) -> System:
 def als(train: Dataset, *, factors: int = 64, iterations: int = 15, alpha: float = 10.0) -> System:
     """implicit's ALS on the user x item purchases (confidence 1 + alpha * count)."""
     from implicit.als import AlternatingLeastSquares
-
     from threadpoolctl import threadpool_limits
 
     ui = train.interactions("purchase").tocsr()
