@@ -357,6 +357,13 @@ class Engine:
         mix = self.mixer.mixes[0]
         rows = np.flatnonzero((out.item >= 0).sum(axis=1) < k)
         fb = self.sources[name].recall_many(seeds[rows], 2 * k + 10)  # type: ignore[attr-defined]
+        # the fallback's items pass the seed's mix filters too (compatibility, substitutes...)
+        allowed = fb.item >= 0
+        which = self.mixer.mix_of(seeds[rows])
+        for m in np.unique(which):
+            sel = which == m
+            for f in self.mixer.mixes[int(m)].filters:
+                allowed[sel] &= self.sources[f].keep(seeds[rows][sel], fb.item[sel])  # type: ignore[attr-defined]
         for i, r in enumerate(rows.tolist()):
             have = set(out.item[r][out.item[r] >= 0].tolist())
             pos = len(have)
@@ -366,7 +373,13 @@ class Engine:
             ):
                 if pos >= k:
                     break
-                if cand < 0 or cand == seeds[r] or cand in have or not self.available[cand]:
+                if (
+                    cand < 0
+                    or not allowed[i, rank]
+                    or cand == seeds[r]
+                    or cand in have
+                    or not self.available[cand]
+                ):
                     continue
                 rrf = mix.weight(name) / (mix.rrf_k + rank + 1.0)
                 out.item[r, pos] = cand

@@ -231,12 +231,58 @@ class Signals:
 
     @cached_property
     def co_purchase_only(self) -> sp.csr_matrix:
+        """Directed co-purchases never co-viewed nor purchased-after-viewed (strict)."""
+        return self._only(
+            self.co_view, self.purchase_after_view, self.purchase_after_view.T.tocsr()
+        )
+
+    @cached_property
+    def substitution_views(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """(co-view, view-then-buy-another) counted only where the views were comparisons.
+
+        A session where both items were bought is a bundle being assembled, not a comparison:
+        its co-view of the pair does not count. ``[a, b]`` of the second matrix counts sessions
+        where ``a`` was viewed but not bought and ``b`` was bought.
+        """
+        views, _ = self._session_matrix("view")
+        buys, _ = self._session_matrix("purchase")
+        both = views.multiply(buys).tocsr()
+        both.data[:] = 1.0
+        co_view = (views.T @ views - both.T @ both).tocsr()
+        co_view.setdiag(0)
+        co_view.data[co_view.data < 0] = 0
+        co_view.eliminate_zeros()
+        viewed_only = (views - both).tocsr()
+        viewed_only.eliminate_zeros()
+        pav = (viewed_only.T @ buys).tocsr()
+        pav.setdiag(0)
+        pav.eliminate_zeros()
+        return co_view.astype(np.float32), pav.astype(np.float32)
+
+    @cached_property
+    def co_purchase_only_substitution(self) -> sp.csr_matrix:
+        """Directed co-purchases whose co-views were never comparisons (see
+        :attr:`substitution_views`): the default signal of ``co_purchase_only``."""
+        co_view, pav = self.substitution_views
+        return self._only(co_view, pav, pav.T.tocsr())
+
+    def _session_matrix(self, event: str) -> tuple[sp.csr_matrix, NDArray[np.float32]]:
+        """Binary session x item matrix of one event type, over every session."""
+        ds = self.dataset
+        ev = ds.events
+        code = VIEW if event == "view" else PURCHASE
+        sel = (ev.event == code) & (ev.session >= 0)
+        m = sp.csr_matrix(
+            (np.ones(int(sel.sum()), np.float32), (ev.session[sel], ev.item[sel])),
+            shape=(len(ds.sessions_map), ds.n_items),
+        )
+        m.sum_duplicates()
+        m.data[:] = 1.0
+        return m, np.ones(m.shape[0], np.float32)
+
+    def _only(self, *exclusions: sp.csr_matrix) -> sp.csr_matrix:
         d = self.co_purchase_directed
-        excluded = (
-            (self.co_view != 0).astype(np.int8)
-            + (self.purchase_after_view != 0).astype(np.int8)
-            + (self.purchase_after_view.T != 0).astype(np.int8)
-        ).tocsr()
+        excluded = sum((e != 0).astype(np.int8) for e in exclusions).tocsr()  # type: ignore[union-attr]
         if excluded.nnz == 0:
             return d
         mask = (d != 0).astype(np.int8) - (d != 0).multiply(excluded != 0).astype(np.int8)
