@@ -242,7 +242,9 @@ def train_ranker_cmd(
     with _step("train the ranker (fit window + label window)"):
         ranker = train_ranker(ds, config, embeddings=emb, show_progress=True)
     with _step("refit ranker features on the whole dataset"):
-        ranker.features = fit_features(ds, engine, embeddings=emb)
+        ranker.features = fit_features(
+            ds, engine, embeddings=emb, user_candidates=ranker.config.user_candidates
+        )
     importance = ranker.importance()
     metrics = {**ranker.metrics, "importance_gain": dict(importance)}
     with Store.open(store, artifact_dir=artifact_dir) as st:

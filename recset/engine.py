@@ -236,7 +236,10 @@ class Engine:
 
         The ranker's features must read this engine's sources; otherwise ``ConfigError``.
         """
-        if ranker is not None and ranker.features.sources != self.source_names:
+        from recset.ranking._features import USER_HISTORY
+
+        own = tuple(s for s in ranker.features.sources if s != USER_HISTORY) if ranker else ()
+        if ranker is not None and own != self.source_names:
             from recset.errors import ConfigError
 
             raise ConfigError(
@@ -301,10 +304,12 @@ class Engine:
         seeds = np.asarray(seeds, dtype=np.int32)
         if self.ranker is None:
             return self.mix_top(seeds, k, fill=fill)
+        from recset.ranking._features import ranking_candidates
+
         n = max(k, self.ranker.config.candidates)
-        mixed = self.mix_top(seeds, n, fill=fill)
         if users is None:
             users = np.full(len(seeds), -1, dtype=np.int32)
+        mixed = ranking_candidates(self, self.ranker.features, seeds, np.asarray(users), n)
         X = self.ranker.features.transform(seeds, np.asarray(users), mixed)
         score = self.ranker.score(X).reshape(mixed.item.shape)
         score[mixed.item < 0] = -np.inf

@@ -87,8 +87,9 @@ def test_train_ranker_then_personal_recommendations(
     assert run(capsys, "build", "--data", str(data_dir), "--store", str(store))[0] == 0
     cfg = tmp_path / "c.toml"
     cfg.write_text("[ranker]\nmax_queries = 2000\nn_estimators = 30\n")
-    code, out, err = run(capsys, "train-ranker", "--data", str(data_dir), "--store", str(store),
-                         "--config", str(cfg))
+    code, out, err = run(
+        capsys, "train-ranker", "--data", str(data_dir), "--store", str(store), "--config", str(cfg)
+    )
     assert code == 2 and "another config" in err  # the engine was built with the defaults
     assert (
         run(capsys, "build", "--data", str(data_dir), "--store", str(store), "--config", str(cfg))[

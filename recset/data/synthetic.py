@@ -115,75 +115,217 @@ IntArray = NDArray[np.int64]
 
 # (department, group, anchor category, accessory category, anchor type, label, model code,
 #  price, [(complement type, label, price, compatibility-sensitive, consumable)])
-_FAMILIES: tuple[tuple[str, str, str, str, str, str, str, float, tuple[tuple[str, str, float, bool, bool], ...]], ...] = (  # noqa: E501
-    ("Electronics", "Cameras", "Digital Cameras", "Camera Accessories",
-     "camera", "Digital Camera", "CAM", 650.0, (
-         ("lens", "Lens", 220.0, True, False),
-         ("sd_card", "SD Card", 18.0, False, False),
-         ("camera_bag", "Camera Bag", 35.0, False, False),
-         ("tripod", "Tripod", 45.0, False, False))),
-    ("Electronics", "Phones", "Smartphones", "Phone Accessories",
-     "phone", "Smartphone", "PHN", 700.0, (
-         ("phone_case", "Phone Case", 19.0, True, False),
-         ("screen_protector", "Screen Protector", 12.0, True, False),
-         ("charger", "Charger", 25.0, True, False))),
-    ("Electronics", "Computers", "Laptops", "Computer Accessories",
-     "laptop", "Laptop", "LTP", 1100.0, (
-         ("laptop_sleeve", "Laptop Sleeve", 29.0, True, False),
-         ("mouse", "Wireless Mouse", 24.0, False, False),
-         ("usb_hub", "USB Hub", 32.0, False, False))),
-    ("Electronics", "TV & Video", "Televisions", "TV Accessories",
-     "tv", "Television", "TV", 800.0, (
-         ("tv_mount", "TV Wall Mount", 49.0, True, False),
-         ("hdmi_cable", "HDMI Cable", 12.0, False, False),
-         ("soundbar", "Soundbar", 180.0, False, False))),
-    ("Electronics", "Gaming", "Consoles", "Gaming Accessories",
-     "game_console", "Game Console", "GCN", 450.0, (
-         ("controller", "Controller", 59.0, True, False),
-         ("video_game", "Video Game", 55.0, True, False),
-         ("gaming_headset", "Gaming Headset", 70.0, False, False))),
-    ("Office", "Printing", "Printers", "Printer Supplies",
-     "printer", "Printer", "PRN", 220.0, (
-         ("ink_cartridge", "Ink Cartridge", 28.0, True, True),
-         ("printer_paper", "Printer Paper", 9.0, False, True))),
-    ("Sports", "Tennis", "Rackets", "Tennis Accessories",
-     "tennis_racket", "Tennis Racket", "TRK", 150.0, (
-         ("tennis_balls", "Tennis Balls", 8.0, False, True),
-         ("overgrip", "Overgrip", 6.0, False, True),
-         ("headband", "Headband", 10.0, False, False),
-         ("racket_string", "Racket String", 14.0, False, True))),
-    ("Sports", "Cycling", "Bikes", "Cycling Accessories",
-     "bicycle", "Bicycle", "BIK", 600.0, (
-         ("bike_helmet", "Bike Helmet", 55.0, False, False),
-         ("bike_lock", "Bike Lock", 30.0, False, False),
-         ("bike_light", "Bike Light", 22.0, False, False),
-         ("inner_tube", "Inner Tube", 7.0, False, True))),
-    ("Sports", "Running", "Running Shoes", "Running Gear",
-     "running_shoes", "Running Shoes", "RUN", 120.0, (
-         ("running_socks", "Running Socks", 12.0, False, True),
-         ("water_bottle", "Water Bottle", 15.0, False, False),
-         ("sports_watch", "Sports Watch", 160.0, False, False))),
-    ("Home", "Kitchen", "Coffee Machines", "Coffee Supplies",
-     "coffee_maker", "Coffee Maker", "COF", 250.0, (
-         ("coffee_beans", "Coffee Beans", 14.0, False, True),
-         ("filters", "Coffee Filters", 5.0, False, True),
-         ("descaler", "Descaler", 9.0, False, True),
-         ("milk_frother", "Milk Frother", 40.0, False, False))),
-    ("Home", "Garden", "Lawn Mowers", "Garden Tools",
-     "lawn_mower", "Lawn Mower", "MOW", 350.0, (
-         ("mower_blade", "Mower Blade", 25.0, True, False),
-         ("garden_gloves", "Garden Gloves", 11.0, False, True))),
+_FAMILIES: tuple[
+    tuple[str, str, str, str, str, str, str, float, tuple[tuple[str, str, float, bool, bool], ...]],
+    ...,
+] = (  # noqa: E501
+    (
+        "Electronics",
+        "Cameras",
+        "Digital Cameras",
+        "Camera Accessories",
+        "camera",
+        "Digital Camera",
+        "CAM",
+        650.0,
+        (
+            ("lens", "Lens", 220.0, True, False),
+            ("sd_card", "SD Card", 18.0, False, False),
+            ("camera_bag", "Camera Bag", 35.0, False, False),
+            ("tripod", "Tripod", 45.0, False, False),
+        ),
+    ),
+    (
+        "Electronics",
+        "Phones",
+        "Smartphones",
+        "Phone Accessories",
+        "phone",
+        "Smartphone",
+        "PHN",
+        700.0,
+        (
+            ("phone_case", "Phone Case", 19.0, True, False),
+            ("screen_protector", "Screen Protector", 12.0, True, False),
+            ("charger", "Charger", 25.0, True, False),
+        ),
+    ),
+    (
+        "Electronics",
+        "Computers",
+        "Laptops",
+        "Computer Accessories",
+        "laptop",
+        "Laptop",
+        "LTP",
+        1100.0,
+        (
+            ("laptop_sleeve", "Laptop Sleeve", 29.0, True, False),
+            ("mouse", "Wireless Mouse", 24.0, False, False),
+            ("usb_hub", "USB Hub", 32.0, False, False),
+        ),
+    ),
+    (
+        "Electronics",
+        "TV & Video",
+        "Televisions",
+        "TV Accessories",
+        "tv",
+        "Television",
+        "TV",
+        800.0,
+        (
+            ("tv_mount", "TV Wall Mount", 49.0, True, False),
+            ("hdmi_cable", "HDMI Cable", 12.0, False, False),
+            ("soundbar", "Soundbar", 180.0, False, False),
+        ),
+    ),
+    (
+        "Electronics",
+        "Gaming",
+        "Consoles",
+        "Gaming Accessories",
+        "game_console",
+        "Game Console",
+        "GCN",
+        450.0,
+        (
+            ("controller", "Controller", 59.0, True, False),
+            ("video_game", "Video Game", 55.0, True, False),
+            ("gaming_headset", "Gaming Headset", 70.0, False, False),
+        ),
+    ),
+    (
+        "Office",
+        "Printing",
+        "Printers",
+        "Printer Supplies",
+        "printer",
+        "Printer",
+        "PRN",
+        220.0,
+        (
+            ("ink_cartridge", "Ink Cartridge", 28.0, True, True),
+            ("printer_paper", "Printer Paper", 9.0, False, True),
+        ),
+    ),
+    (
+        "Sports",
+        "Tennis",
+        "Rackets",
+        "Tennis Accessories",
+        "tennis_racket",
+        "Tennis Racket",
+        "TRK",
+        150.0,
+        (
+            ("tennis_balls", "Tennis Balls", 8.0, False, True),
+            ("overgrip", "Overgrip", 6.0, False, True),
+            ("headband", "Headband", 10.0, False, False),
+            ("racket_string", "Racket String", 14.0, False, True),
+        ),
+    ),
+    (
+        "Sports",
+        "Cycling",
+        "Bikes",
+        "Cycling Accessories",
+        "bicycle",
+        "Bicycle",
+        "BIK",
+        600.0,
+        (
+            ("bike_helmet", "Bike Helmet", 55.0, False, False),
+            ("bike_lock", "Bike Lock", 30.0, False, False),
+            ("bike_light", "Bike Light", 22.0, False, False),
+            ("inner_tube", "Inner Tube", 7.0, False, True),
+        ),
+    ),
+    (
+        "Sports",
+        "Running",
+        "Running Shoes",
+        "Running Gear",
+        "running_shoes",
+        "Running Shoes",
+        "RUN",
+        120.0,
+        (
+            ("running_socks", "Running Socks", 12.0, False, True),
+            ("water_bottle", "Water Bottle", 15.0, False, False),
+            ("sports_watch", "Sports Watch", 160.0, False, False),
+        ),
+    ),
+    (
+        "Home",
+        "Kitchen",
+        "Coffee Machines",
+        "Coffee Supplies",
+        "coffee_maker",
+        "Coffee Maker",
+        "COF",
+        250.0,
+        (
+            ("coffee_beans", "Coffee Beans", 14.0, False, True),
+            ("filters", "Coffee Filters", 5.0, False, True),
+            ("descaler", "Descaler", 9.0, False, True),
+            ("milk_frother", "Milk Frother", 40.0, False, False),
+        ),
+    ),
+    (
+        "Home",
+        "Garden",
+        "Lawn Mowers",
+        "Garden Tools",
+        "lawn_mower",
+        "Lawn Mower",
+        "MOW",
+        350.0,
+        (
+            ("mower_blade", "Mower Blade", 25.0, True, False),
+            ("garden_gloves", "Garden Gloves", 11.0, False, True),
+        ),
+    ),
 )
 
 _BRANDS: tuple[str, ...] = (
-    "Aurex", "Borealis", "Corvo", "Dunmore", "Elara", "Fennick",
-    "Galvan", "Helio", "Istra", "Jorvik", "Kestrel", "Lumio",
+    "Aurex",
+    "Borealis",
+    "Corvo",
+    "Dunmore",
+    "Elara",
+    "Fennick",
+    "Galvan",
+    "Helio",
+    "Istra",
+    "Jorvik",
+    "Kestrel",
+    "Lumio",
 )
 _COLORS: tuple[str, ...] = (
-    "black", "white", "silver", "red", "blue", "green", "yellow", "pink", "grey", "orange",
+    "black",
+    "white",
+    "silver",
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "pink",
+    "grey",
+    "orange",
 )
-_LINES: tuple[str, ...] = ("Pro", "Lite", "Max", "Classic", "Sport", "Plus", "Mini", "Ultra",
-                           "Air", "Prime")
+_LINES: tuple[str, ...] = (
+    "Pro",
+    "Lite",
+    "Max",
+    "Classic",
+    "Sport",
+    "Plus",
+    "Mini",
+    "Ultra",
+    "Air",
+    "Prime",
+)
 
 # Within-session event ordering: phase, then a sub-position inside the phase.
 _PHASE_VIEW, _PHASE_COMPLEMENT_VIEW, _PHASE_CART, _PHASE_PURCHASE = 0, 1, 2, 3
@@ -288,10 +430,18 @@ class SyntheticConfig:
             raise bad("seed", "an int in [0, inf)")
         if not is_prob(self.cold_start_share) or self.cold_start_share > 0.9:
             raise bad("cold_start_share", "a float in [0, 0.9]")
-        for name in ("unavailable_share", "brand_affinity", "color_affinity",
-                     "purchase_session_share", "view_session_share", "cart_prob",
-                     "complement_view_prob", "favorite_addon_prob", "noise_prob",
-                     "product_id_share"):
+        for name in (
+            "unavailable_share",
+            "brand_affinity",
+            "color_affinity",
+            "purchase_session_share",
+            "view_session_share",
+            "cart_prob",
+            "complement_view_prob",
+            "favorite_addon_prob",
+            "noise_prob",
+            "product_id_share",
+        ):
             if not is_prob(getattr(self, name)):
                 raise bad(name, "a float in [0, 1]")
         if self.purchase_session_share + self.view_session_share > 1.0:
@@ -536,18 +686,18 @@ def _make_items(cfg: SyntheticConfig, voc: _Vocab, rng: np.random.Generator) -> 
     for t in range(n_types):
         lo, n = prod_offset[t], n_prod_type[t]
         if voc.is_anchor[t]:
-            pr_model[lo:lo + n] = np.arange(lo, lo + n)
+            pr_model[lo : lo + n] = np.arange(lo, lo + n)
         elif voc.is_compat[t]:
             a = voc.family_anchor[voc.family[t]]
             a_lo, a_n = prod_offset[a], n_prod_type[a]
             # Cover every anchor model once (as far as products allow), then at random.
             first = rng.permutation(a_n)[: min(n, a_n)]
             rest = rng.integers(0, a_n, size=n - len(first))
-            pr_model[lo:lo + n] = a_lo + np.r_[first, rest]
+            pr_model[lo : lo + n] = a_lo + np.r_[first, rest]
     names = np.full(n_products, "", dtype=object)
     for t in np.flatnonzero(voc.is_anchor):
         lo, n = prod_offset[t], n_prod_type[t]
-        names[lo:lo + n] = [f"{voc.codes[t]}-{k}" for k in range(100, 100 + n)]
+        names[lo : lo + n] = [f"{voc.codes[t]}-{k}" for k in range(100, 100 + n)]
 
     # Items: each product gets one item, the remaining items go to random products of the
     # type; variants of a product get distinct colours (cycling after 10).
@@ -716,7 +866,11 @@ class _Users:
 
 
 def _make_users(
-    cfg: SyntheticConfig, voc: _Vocab, it: _Items, ch: _Chooser, rng: np.random.Generator,
+    cfg: SyntheticConfig,
+    voc: _Vocab,
+    it: _Items,
+    ch: _Chooser,
+    rng: np.random.Generator,
     family_pop: NDArray[np.float64],
 ) -> _Users:
     n = cfg.resolved_n_users
@@ -787,8 +941,13 @@ class _Block:
 
 
 def _make_events(
-    cfg: SyntheticConfig, voc: _Vocab, it: _Items, ch: _Chooser, us: _Users,
-    rng: np.random.Generator, family_pop: NDArray[np.float64],
+    cfg: SyntheticConfig,
+    voc: _Vocab,
+    it: _Items,
+    ch: _Chooser,
+    us: _Users,
+    rng: np.random.Generator,
+    family_pop: NDArray[np.float64],
 ) -> tuple[dict[str, NDArray[Any]], IntArray]:
     """Event columns sorted by time (internal numbers) and each session's rank in time."""
     n_users = len(us.brand)
@@ -1010,7 +1169,12 @@ def generate(config: SyntheticConfig) -> SyntheticData:
     truth = _truth(config, voc, it, us, ext, user_ids, len(events))
     _log.info(
         "synthetic: %d items, %d users, %d events (seed %d) in %.1f s (+%.1f s ids, truth)",
-        n, len(user_ids), len(events), config.seed, t1 - t0, time.perf_counter() - t1,
+        n,
+        len(user_ids),
+        len(events),
+        config.seed,
+        t1 - t0,
+        time.perf_counter() - t1,
     )
     return SyntheticData(catalog=catalog, events=events, truth=truth)
 
@@ -1020,12 +1184,17 @@ def _group_lists(keys: IntArray, values: NDArray[np.object_], n: int) -> list[li
     order = np.argsort(keys, kind="stable")
     bounds = np.searchsorted(keys[order], np.arange(n + 1))
     vals = values[order].tolist()
-    return [vals[bounds[k]:bounds[k + 1]] for k in range(n)]
+    return [vals[bounds[k] : bounds[k + 1]] for k in range(n)]
 
 
 def _truth(
-    cfg: SyntheticConfig, voc: _Vocab, it: _Items, us: _Users, ext: NDArray[np.object_],
-    user_ids: NDArray[np.object_], n_events: int,
+    cfg: SyntheticConfig,
+    voc: _Vocab,
+    it: _Items,
+    us: _Users,
+    ext: NDArray[np.object_],
+    user_ids: NDArray[np.object_],
+    n_events: int,
 ) -> dict[str, Any]:
     names = voc.names
     n_types = len(names)
@@ -1078,8 +1247,12 @@ def _truth(
             "favorites": [x for x in favs if x is not None],
         }
         for u, b, c, ints, favs in zip(
-            user_ids.tolist(), brands.tolist(), colors.tolist(), interests.tolist(),
-            fav_ext.tolist(), strict=True,
+            user_ids.tolist(),
+            brands.tolist(),
+            colors.tolist(),
+            interests.tolist(),
+            fav_ext.tolist(),
+            strict=True,
         )
     }
     subs = _group_lists(it.type, ext, n_types)

@@ -314,7 +314,9 @@ def run_backtest(
         t1 = _time.perf_counter()
         emb = embed_items(sp.train)  # catalog text only: no events, nothing from the test
         model = train_ranker(sp.train, config, embeddings=emb, show_progress=show_progress)
-        model.features = fit_features(sp.train, engine, embeddings=emb)
+        model.features = fit_features(
+            sp.train, engine, embeddings=emb, user_candidates=model.config.user_candidates
+        )
         systems.append(ranked_system(engine.with_ranker(model)))
         timings["train_ranker"] = _time.perf_counter() - t1
         info["ranker"] = model.metrics

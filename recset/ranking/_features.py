@@ -23,6 +23,9 @@ _log = logging.getLogger(__name__)
 
 _DAY = 86_400.0
 
+USER_HISTORY = "user_history"
+"""Pseudo-source of the candidates taken from the user's own purchase history."""
+
 BASE_FEATURES: tuple[str, ...] = (
     "n_sources",
     "fused_score",
@@ -101,6 +104,8 @@ class FeatureSpace:
     user_n: NDArray[np.float32]
     compat_seed: NDArray[np.int32]
     compat_cand: NDArray[np.int32]
+    user_top: NDArray[np.int32]
+    user_top_count: NDArray[np.float32]
 
     @property
     def names(self) -> list[str]:
@@ -116,8 +121,13 @@ class FeatureSpace:
         category_relatedness: sp.csr_matrix | None = None,
         compat_codes: tuple[NDArray[np.int32], NDArray[np.int32]] | None = None,
         trend_half_life_days: float = 14.0,
+        user_candidates: int = 0,
     ) -> FeatureSpace:
         """Compute every per-item, per-user and per-category statistic from ``dataset``.
+
+        With ``user_candidates > 0`` each user's most-bought items (count, then recency) are
+        kept too: :func:`ranking_candidates` adds them to the mix's candidates as the
+        pseudo-source ``user_history`` (repeat purchases dominate grocery baskets).
 
         ``embeddings`` (n_items, d) text vectors (catalog only, so they may be shared across
         splits); ``category_relatedness`` (n_categories, n_categories); ``compat_codes`` the
@@ -174,6 +184,22 @@ class FeatureSpace:
         else:
             cat_rel_keys, cat_rel_vals = np.zeros(0, np.int64), np.zeros(0)
         emb = embeddings if embeddings is not None else np.zeros((n_items, 0), np.float32)
+        if user_candidates > 0 and len(ui_keys):
+            t0, t1 = dataset.time_range
+            recency = (ui_last - t0) / max(t1 - t0, 1)
+            hist = sp.csr_matrix(
+                (ui_count + 0.5 * recency, (ui_keys // n_items, ui_keys % n_items)),
+                shape=(n_users, n_items),
+            )
+            from recset.signals import topk_rows
+
+            user_top, top_val = topk_rows(hist, user_candidates, min_value=1e-12)
+            user_top_count = np.floor(np.where(user_top >= 0, top_val, 0)).astype(np.float32)
+        else:
+            user_top = np.full((n_users, 0), -1, np.int32)
+            user_top_count = np.zeros((n_users, 0), np.float32)
+        if user_candidates > 0:
+            sources = (*tuple(sources), USER_HISTORY)
         if compat_codes is None:
             compat_codes = (
                 np.full((0, n_items), -1, np.int32),
@@ -204,6 +230,8 @@ class FeatureSpace:
             user_n=user_n,
             compat_seed=compat_codes[0].astype(np.int32),
             compat_cand=compat_codes[1].astype(np.int32),
+            user_top=user_top.astype(np.int32),
+            user_top_count=user_top_count,
         )
 
     # -- transform -------------------------------------------------------------------
@@ -243,7 +271,8 @@ class FeatureSpace:
         cols.append(
             (mixed.source_rank.reshape(-1, len(self.sources)) >= 0).sum(axis=1).astype(float)
         )
-        cols.append(mixed.score.ravel().astype(np.float64))
+        fused = mixed.score.ravel().astype(np.float64)
+        cols.append(np.where(np.isfinite(fused), fused, np.nan))
         cols.append(np.tile(np.arange(width, dtype=np.float64), n_seeds))
         cols.append(self.item_pop[c].astype(np.float64))
         cols.append(np.log1p(self.item_pop[c]).astype(np.float64))
@@ -301,6 +330,7 @@ class FeatureSpace:
 
     # -- persistence -----------------------------------------------------------------
     def save(self, path: Path) -> None:
+        """Write the fitted arrays to one ``.npz`` (no pickle)."""
         arrays = {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
         np.savez(
             path,
@@ -317,3 +347,59 @@ class FeatureSpace:
         data["ref_time"] = float(data["ref_time"])
         data["sources"] = tuple(str(x) for x in data["sources"])
         return cls(**data)
+
+
+def ranking_candidates(
+    engine: object,
+    features: FeatureSpace,
+    seeds: NDArray[np.int32],
+    users: NDArray[np.int32] | None,
+    n: int,
+) -> MixedCandidates:
+    """The candidates a ranker scores: the mix's top ``n``, plus the user's history.
+
+    When ``features`` keeps users' histories, each user's most-bought items that the mix did
+    not propose are appended, and every candidate from the history carries its purchase
+    count and history rank under the pseudo-source ``user_history``. Unknown users (-1) add
+    nothing. The seed and unavailable items are never added.
+    """
+    mixed = engine.mix_top(seeds, n)  # type: ignore[attr-defined]
+    if USER_HISTORY not in features.sources:
+        return mixed
+    n_seeds, width = mixed.item.shape
+    if users is None:
+        users = np.full(n_seeds, -1, dtype=np.int32)
+    users = np.asarray(users)
+    ok = (users >= 0) & (users < len(features.user_top))
+    m = features.user_top.shape[1]
+    hist = np.where(ok[:, None], features.user_top[np.where(ok, users, 0)], -1)
+    count = np.where(ok[:, None], features.user_top_count[np.where(ok, users, 0)], 0.0)
+    available = engine.available  # type: ignore[attr-defined]
+    hist = np.where(
+        (hist >= 0) & (hist != seeds[:, None]) & available[np.maximum(hist, 0)], hist, -1
+    )
+    # history entries already among the mix's candidates: mark them there
+    in_mix = (hist[:, :, None] == mixed.item[:, None, :]) & (hist[:, :, None] >= 0)
+    s_hist = len(mixed.sources)
+    src_score = np.concatenate(
+        [mixed.source_score, np.full((n_seeds, width, 1), np.nan, np.float32)], axis=2
+    )
+    src_rank = np.concatenate(
+        [mixed.source_rank, np.full((n_seeds, width, 1), -1, np.int32)], axis=2
+    )
+    r_idx, h_idx, c_idx = np.nonzero(in_mix)
+    src_score[r_idx, c_idx, s_hist] = count[r_idx, h_idx]
+    src_rank[r_idx, c_idx, s_hist] = h_idx
+    new = (hist >= 0) & ~in_mix.any(axis=2)
+    extra_item = np.where(new, hist, -1).astype(np.int32)
+    extra_score = np.full((n_seeds, m, s_hist + 1), np.nan, np.float32)
+    extra_rank = np.full((n_seeds, m, s_hist + 1), -1, np.int32)
+    extra_score[:, :, s_hist] = np.where(new, count, np.nan)
+    extra_rank[:, :, s_hist] = np.where(new, np.arange(m)[None, :], -1)
+    return MixedCandidates(
+        item=np.concatenate([mixed.item, extra_item], axis=1),
+        score=np.concatenate([mixed.score, np.full((n_seeds, m), -np.inf, np.float32)], axis=1),
+        source_score=np.concatenate([src_score, extra_score], axis=1),
+        source_rank=np.concatenate([src_rank, extra_rank], axis=1),
+        sources=(*mixed.sources, USER_HISTORY),
+    )

@@ -21,7 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recset.data import Dataset, IdMap
 from recset.errors import ConfigError, DataError
-from recset.ranking._features import FeatureSpace, feature_names
+from recset.ranking._features import (
+    USER_HISTORY,
+    FeatureSpace,
+    feature_names,
+    ranking_candidates,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -35,6 +40,8 @@ class RankerConfig(BaseModel):
     ----------
     candidates : int
         Candidates per seed that the ranker scores (taken from the mix).
+    user_candidates : int
+        The user's most-bought items added to those candidates (0: none).
     label_share : float
         Share of the training baskets (the most recent) that label the training queries.
     valid_share : float
@@ -49,6 +56,7 @@ class RankerConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     candidates: int = Field(100, ge=2, le=2000)
+    user_candidates: int = Field(30, ge=0, le=1000)
     label_share: float = Field(0.2, gt=0, lt=1)
     valid_share: float = Field(0.25, gt=0, lt=1)
     max_queries: int = Field(30_000, ge=10)
@@ -105,7 +113,13 @@ class Ranker:
 
         meta = json.loads((directory / "ranker.json").read_text(encoding="utf-8"))
         features = FeatureSpace.load(directory / "features.npz")
-        expected = feature_names(sources if sources is not None else features.sources)
+        expected = feature_names(features.sources)
+        own = tuple(s for s in features.sources if s != USER_HISTORY)
+        if sources is not None and own != tuple(sources):
+            raise ConfigError(
+                f"{directory}: the ranker reads sources {list(own)}, the engine mixes "
+                f"{list(sources)}; retrain it with `recset train-ranker`"
+            )
         if meta["feature_names"] != expected:
             raise ConfigError(
                 f"{directory}: the ranker was trained on features {meta['feature_names']}, "
@@ -138,7 +152,7 @@ def training_matrix(
     engine: Any, features: FeatureSpace, queries: Any, n: int
 ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
     """(X, y, group sizes) for queries: the engine's top-``n`` per seed, labelled."""
-    mixed = engine.recommend_many(queries.seed, n)
+    mixed = ranking_candidates(engine, features, queries.seed, queries.user, n)
     y = _labels(mixed.item, queries)
     X = features.transform(queries.seed, queries.user, mixed)
     valid = mixed.item.ravel() >= 0
@@ -171,7 +185,9 @@ def train_ranker(
     split = time_split(dataset, test_share=rc.label_share)
     fit_part, label = split.train, split.test
     engine = Engine.build(fit_part, config, precompute=False, show_progress=show_progress)
-    features = fit_features(fit_part, engine, embeddings=embeddings)
+    features = fit_features(
+        fit_part, engine, embeddings=embeddings, user_candidates=rc.user_candidates
+    )
     queries = basket_queries(label)
     if len(queries) < 10:
         raise DataError(
@@ -233,7 +249,11 @@ def train_ranker(
 
 
 def fit_features(
-    dataset: Dataset, engine: Any, *, embeddings: NDArray[np.float32] | None = None
+    dataset: Dataset,
+    engine: Any,
+    *,
+    embeddings: NDArray[np.float32] | None = None,
+    user_candidates: int = 0,
 ) -> FeatureSpace:
     """A :class:`FeatureSpace` on ``dataset`` for the candidates of ``engine``."""
     import scipy.sparse as sp
@@ -260,4 +280,5 @@ def fit_features(
         embeddings=embeddings,
         category_relatedness=rel,
         compat_codes=compat,
+        user_candidates=user_candidates,
     )

@@ -27,8 +27,12 @@ def purchases(data: SyntheticData) -> pd.DataFrame:
     ev = data.events
     p = ev[ev["event"] == "purchase"].merge(data.catalog, on="item_id", how="left")
     prefs = pd.DataFrame.from_dict(data.truth["user_preferences"], orient="index")
-    p = p.merge(prefs[["brand", "color"]].add_prefix("user_"), left_on="user_id",
-                right_index=True, how="left")
+    p = p.merge(
+        prefs[["brand", "color"]].add_prefix("user_"),
+        left_on="user_id",
+        right_index=True,
+        how="left",
+    )
     p["model"] = p["aspects"].map(lambda s: json.loads(s).get("model"))
     p["compatible_model"] = p["aspects"].map(lambda s: json.loads(s).get("compatible_model"))
     return p
@@ -94,7 +98,8 @@ def test_written_dir_validates_without_bad_rows(tmp_path) -> None:
     assert truth["n_events"] == len(ev)
     expected = generate(config)
     pd.testing.assert_frame_equal(
-        ev.reset_index(drop=True), expected.events.astype(ev.dtypes.to_dict()),
+        ev.reset_index(drop=True),
+        expected.events.astype(ev.dtypes.to_dict()),
         check_dtype=False,
     )
 
@@ -234,8 +239,12 @@ def test_no_order_pairs_an_anchor_with_an_incompatible_accessory(
     anchors = purchases[purchases["model"].notna()][["order_id", "product_type", "model"]]
     acc = purchases[purchases["product_type"].isin(compat_types)]
     acc = acc.assign(anchor_type=acc["product_type"].map(compat_types))
-    pairs = anchors.merge(acc, left_on=["order_id", "product_type"],
-                          right_on=["order_id", "anchor_type"], suffixes=("", "_acc"))
+    pairs = anchors.merge(
+        acc,
+        left_on=["order_id", "product_type"],
+        right_on=["order_id", "anchor_type"],
+        suffixes=("", "_acc"),
+    )
     assert len(pairs) > 200
     assert (pairs["model"] == pairs["compatible_model"]).all()
     # the truth lists the pairs too

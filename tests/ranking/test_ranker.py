@@ -125,7 +125,10 @@ def test_ranker_beats_mix_order_on_label_window(ds: Dataset, ranker: Ranker) -> 
     sp = time_split(ds)
     engine = Engine.build(sp.train)
     ranker.features = fit_features(
-        sp.train, engine, embeddings=np.zeros((ds.n_items, 0), np.float32)
+        sp.train,
+        engine,
+        embeddings=np.zeros((ds.n_items, 0), np.float32),
+        user_candidates=ranker.config.user_candidates,
     )
     q = basket_queries(sp.test)
     plain = evaluate_system(engine_system(engine), sp, q)["item"]
@@ -171,3 +174,33 @@ def _tiny():  # noqa: ANN202
         }
     )
     return cat, ev
+
+
+def test_ranking_candidates_add_user_history(ds: Dataset, engine: Engine) -> None:
+    from recset.ranking._features import USER_HISTORY, ranking_candidates
+
+    feats = fit_features(
+        ds, engine, embeddings=np.zeros((ds.n_items, 0), np.float32), user_candidates=10
+    )
+    assert feats.sources[-1] == USER_HISTORY
+    users = np.array([0, 1, -1], np.int32)
+    seeds = np.array([5, int(feats.user_top[1, 0]), 7], np.int32)
+    mixed = ranking_candidates(engine, feats, seeds, users, 20)
+    h = len(mixed.sources) - 1
+    for r, u in enumerate(users.tolist()):
+        row = mixed.item[r]
+        real = row[row >= 0]
+        assert len(np.unique(real)) == len(real) and seeds[r] not in real
+        assert ds.catalog.available[real].all()
+        marked = set(row[mixed.source_rank[r, :, h] >= 0].tolist())
+        if u < 0:
+            assert not marked
+            continue
+        expect = {
+            int(i)
+            for i in feats.user_top[u]
+            if i >= 0 and i != seeds[r] and ds.catalog.available[i]
+        }
+        assert marked == expect  # every history item present and marked, nothing else
+    X = feats.transform(seeds, users, mixed)
+    assert X.shape == (mixed.item.size, len(feats.names))
