@@ -311,8 +311,11 @@ class Engine:
             users = np.full(len(seeds), -1, dtype=np.int32)
         mixed = ranking_candidates(self, self.ranker.features, seeds, np.asarray(users), n)
         X = self.ranker.features.transform(seeds, np.asarray(users), mixed)
-        score = self.ranker.score(X).reshape(mixed.item.shape)
-        score[mixed.item < 0] = -np.inf
+        valid = mixed.item.ravel() >= 0
+        flat = np.full(len(valid), -np.inf)
+        if valid.any():
+            flat[valid] = self.ranker.score(X[valid])  # padding is never scored
+        score = flat.reshape(mixed.item.shape)
         order = np.argsort(-score, axis=1, kind="stable")[:, :k]
         item = np.take_along_axis(mixed.item, order, 1)
         return MixedCandidates(
