@@ -30,7 +30,7 @@ demo: install
 	$(RECSET) generate --items 5000 --users 1500 --events 150000 --seed 7 --out $(DEMO)/data --force
 	$(RECSET) build --data $(DEMO)/data --store $(DEMO)/store
 	$(RECSET) recommend --store $(DEMO)/store --examples 3 --k 5
-	$(RECSET) backtest --data $(DEMO)/data --out $(DEMO)/backtest
+	$(RECSET) backtest --data $(DEMO)/data --out $(DEMO)/backtest --bootstrap 200
 
 test: install-dev
 	@$(PY) -m pytest -q; rc=$$?; \
