@@ -46,8 +46,11 @@ def _run_one(n_items: int, events_per_item: int, seed: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", default="100000,1000000",
-                        help="comma-separated catalog sizes (default: 100000,1000000)")
+    parser.add_argument(
+        "--items",
+        default="100000,1000000",
+        help="comma-separated catalog sizes (default: 100000,1000000)",
+    )
     parser.add_argument("--events-per-item", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
@@ -58,21 +61,33 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     sizes = [int(s.replace("_", "")) for s in args.items.split(",") if s.strip()]
-    header = (f"{'items':>10} {'events':>11} {'gen s':>7} {'write s':>8} {'seconds':>8} "
-              f"{'items/s':>10} {'events/s':>11} {'peak MiB':>9} {'disk MiB':>9}")
+    header = (
+        f"{'items':>10} {'events':>11} {'gen s':>7} {'write s':>8} {'seconds':>8} "
+        f"{'items/s':>10} {'events/s':>11} {'peak MiB':>9} {'disk MiB':>9}"
+    )
     print(header, flush=True)
     for n in sizes:
-        cmd = [sys.executable, __file__, "--child", str(n),
-               "--events-per-item", str(args.events_per_item), "--seed", str(args.seed)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            str(n),
+            "--events-per-item",
+            str(args.events_per_item),
+            "--seed",
+            str(args.seed),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{n:>10} failed (exit {proc.returncode}):\n{proc.stderr}", file=sys.stderr)
             return 1
         r = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"{r['items']:>10,} {r['events']:>11,} {r['generate_s']:>7.1f} {r['write_s']:>8.1f} "
-              f"{r['seconds']:>8.1f} {r['items'] / r['seconds']:>10,.0f} "
-              f"{r['events'] / r['seconds']:>11,.0f} {r['peak_mib']:>9,.0f} {r['disk_mib']:>9,.1f}",
-              flush=True)
+        print(
+            f"{r['items']:>10,} {r['events']:>11,} {r['generate_s']:>7.1f} {r['write_s']:>8.1f} "
+            f"{r['seconds']:>8.1f} {r['items'] / r['seconds']:>10,.0f} "
+            f"{r['events'] / r['seconds']:>11,.0f} {r['peak_mib']:>9,.0f} {r['disk_mib']:>9,.1f}",
+            flush=True,
+        )
     return 0
 
 

@@ -1,284 +1,503 @@
 """Baselines for the backtest, fitted on the training part only, scored in batch.
 
-Every baseline is a :class:`~recset.eval.backtest.System` of kind ``"baseline"``: popularity
-(global and in the seed's category), item-kNN cosine and ALS item similarity (implicit),
-association rules over baskets, SAR-style co-occurrence (Jaccard, lift), and two personal
-ones, ``user_repeat`` (the user's own most-bought items) and ``user_repeat+cooc`` (repeat
-count, ties broken by co-occurrence with the seed, then the seed's co-purchases): next-basket
-research (Li et al., "A Next Basket Recommendation Reality Check") shows that repeat
-purchases dominate grocery baskets.
+Every baseline is a :class:`~recset.eval.backtest.System` of kind ``"baseline"`` built by a
+``NAME_system(train, **params)`` function:
+
+- ``popular`` / ``popular_in_category``: global popularity, and popularity in the seed's
+  category (filled up globally);
+- ``item_knn``: implicit's ``CosineRecommender`` on the user x item purchase counts;
+- ``als``: implicit's ALS item factors (confidence ``1 + alpha * count``), cosine neighbours;
+- ``association_rules``: single-antecedent rules ``seed -> b`` over training baskets, ranked by
+  confidence (or lift);
+- ``sar`` / ``sar_lift``: SAR-style user co-occurrence ``C = U^T U`` with Jaccard or lift
+  similarity (microsoft/recommenders ``sar_singlenode.py``);
+- ``user_repeat``: the user's own most-bought items, and ``user_repeat+cooc``: the same, ties
+  broken by basket co-occurrence with the seed, then the seed's co-purchases. Next-basket
+  research (Li et al., "A Next Basket Recommendation Reality Check") shows that repeat
+  purchases dominate grocery baskets.
+
+Item-to-item baselines precompute each item's top-:data:`K_LIST` list at fit time and serve
+it by seed; the personal ones gather each query's user history in one vectorised pass. No
+baseline returns the seed, rows are deduplicated and padded with ``-1``, and ``own`` (the
+coverage flag) is True when the row holds ``k`` items of the baseline's own.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recset.data import PURCHASE, Dataset
+from recset.errors import ConfigError
 from recset.signals import topk_rows
 
 if TYPE_CHECKING:
-    from recset.eval.backtest import System
+    from recset.eval.backtest import Recommender, System
 
 _log = logging.getLogger(__name__)
 
-K_LIST = 50  # candidates kept per item / user at fit time (the backtest asks for <= 20)
+K_LIST = 50
+"""Candidates kept per item at fit time (the backtest asks for at most 20)."""
+
+_CHUNK = 4096
 
 
-def _system(name: str, rec: Callable, personal: bool = False) -> System:  # type: ignore[type-arg]
+# -- helpers ---------------------------------------------------------------------------------
+def _system(name: str, rec: Recommender, *, personal: bool = False) -> System:
     from recset.eval.backtest import System
 
     return System(name, "baseline", rec, personal=personal)
 
 
-def _table_system(name: str, table: NDArray[np.int32]) -> System:
-    """A baseline that serves a precomputed (n_items, K) table of neighbours by seed."""
+def _compact(
+    idx: NDArray[np.integer], keep: NDArray[np.bool_], k: int
+) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
+    """Kept entries of each row shifted left (order kept), cut or padded with -1 to ``k``."""
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    out = np.where(np.take_along_axis(keep, order, 1), np.take_along_axis(idx, order, 1), -1)
+    if out.shape[1] < k:
+        out = np.pad(out, ((0, 0), (0, k - out.shape[1])), constant_values=-1)
+    out = out.astype(np.int32)
+    return out, (out >= 0).sum(axis=1) >= k
 
-    def rec(seeds: NDArray[np.int32], users: NDArray[np.int32], k: int):  # noqa: ANN202
+
+def _table_system(name: str, table: NDArray[np.int32]) -> System:
+    """A baseline serving a precomputed (n_items, K) neighbour table by seed.
+
+    Rows must already exclude the item itself and be deduplicated; unknown seeds (``-1`` or
+    out of range) get an empty row.
+    """
+
+    def rec(
+        seeds: NDArray[np.int32], users: NDArray[np.int32], k: int
+    ) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
+        seeds = np.asarray(seeds)
         ok = (seeds >= 0) & (seeds < len(table))
-        rows = np.where(ok[:, None], table[np.where(ok, seeds, 0), :k], -1)
-        return rows.astype(np.int32), (rows >= 0).sum(axis=1) >= k
+        rows = table[np.where(ok, seeds, 0)]
+        return _compact(rows, ok[:, None] & (rows >= 0), k)
 
     return _system(name, rec)
 
 
-def _drop_self(idx: NDArray[np.int32]) -> NDArray[np.int32]:
-    """Remove each row's own id from a neighbour table, shifting the rest left."""
-    own = idx == np.arange(len(idx))[:, None]
-    keep = (idx >= 0) & ~own
-    order = np.argsort(~keep, axis=1, kind="stable")
-    return np.where(np.take_along_axis(keep, order, 1), np.take_along_axis(idx, order, 1), -1)
+def _drop_self(nb: NDArray[np.integer], own: NDArray[np.integer]) -> NDArray[np.int32]:
+    """Remove each row's own id (and -1s) from a neighbour table, shifting the rest left."""
+    return _compact(nb, (nb >= 0) & (nb != own[:, None]), K_LIST)[0]
 
 
-def popular(train: Dataset) -> System:
-    from recset.eval.backtest import popular_system
-
-    return popular_system(train, "popular", "global")
-
-
-def popular_in_category(train: Dataset) -> System:
-    from recset.eval.backtest import popular_system
-
-    return popular_system(train, "popular_in_category", "category")
-
-
-def _neighbors_from_implicit(
-    model: object, n_items: int, known: NDArray[np.bool_]
+def _ranked_table(
+    rows: NDArray[np.integer],
+    cols: NDArray[np.integer],
+    keys: Sequence[NDArray[np.floating]],
+    n: int,
 ) -> NDArray[np.int32]:
-    table = np.full((n_items, K_LIST), -1, dtype=np.int32)
+    """Per row, the top-:data:`K_LIST` columns by ``keys`` (descending, first key first).
+
+    Ties on every key go to the lower column id. The keys are folded into one global rank so
+    that :func:`topk_rows` does the row-wise selection.
+    """
+    if len(rows) == 0:
+        return np.full((n, K_LIST), -1, dtype=np.int32)
+    order = np.lexsort((cols, *(-np.asarray(k, np.float64) for k in reversed(keys))))
+    score = np.empty(len(rows), dtype=np.float64)
+    score[order] = np.arange(len(rows), 0, -1, dtype=np.float64)  # best = largest
+    m = sp.csr_matrix((score, (rows, cols)), shape=(n, n))
+    return topk_rows(m, K_LIST, min_value=0.5)[0]
+
+
+def _cooccurrence(m: sp.csr_matrix) -> tuple[sp.csr_matrix, NDArray[np.float64]]:
+    """``m^T m`` without its diagonal (CSR, float64, sorted indices) and the diagonal."""
+    c = (m.T @ m).tocsr().astype(np.float64)
+    d = c.diagonal().copy()
+    c.setdiag(0)
+    c.eliminate_zeros()
+    c.sort_indices()
+    return c, d
+
+
+def _check_choice(owner: str, param: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(
+            f"The {param!r} parameter of {owner} must be one of {list(allowed)}. "
+            f"Got {value!r} instead."
+        )
+
+
+def _check_min(owner: str, param: str, value: float, low: float) -> None:
+    if not value >= low:
+        raise ConfigError(
+            f"The {param!r} parameter of {owner} must be a number in [{low}, inf). "
+            f"Got {value!r} instead."
+        )
+
+
+# -- popularity ------------------------------------------------------------------------------
+def popular_system(train: Dataset) -> System:
+    """The globally most-bought items (seed excluded); wraps the backtest's popularity."""
+    from recset.eval.backtest import popular_system as _popular
+
+    return _popular(train, "popular", "global")
+
+
+def popular_in_category_system(train: Dataset) -> System:
+    """The most-bought items of the seed's category, filled up with global ones."""
+    from recset.eval.backtest import popular_system as _popular
+
+    return _popular(train, "popular_in_category", "category")
+
+
+# -- implicit --------------------------------------------------------------------------------
+def _similar_table(model: object, known: NDArray[np.bool_], *, restrict: bool) -> NDArray[np.int32]:
+    """Each known item's :data:`K_LIST` most similar items via ``model.similar_items``.
+
+    Unknown items (never bought in training) get an empty row; with ``restrict`` they are
+    not candidates either (their factors are untrained).
+    """
+    table = np.full((len(known), K_LIST), -1, dtype=np.int32)
     ids = np.flatnonzero(known).astype(np.int32)
-    for start in range(0, len(ids), 4096):
-        chunk = ids[start : start + 4096]
-        nb, _ = model.similar_items(chunk, N=K_LIST + 1)  # type: ignore[attr-defined]
-        table[chunk] = _drop_self_rows(np.asarray(nb, dtype=np.int32), chunk)
+    if len(ids) == 0:
+        return table
+    n = min(K_LIST + 1, len(ids))
+    kwargs = {"items": ids} if restrict else {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        nb, _ = model.similar_items(chunk, N=n, **kwargs)  # type: ignore[attr-defined]
+        table[chunk] = _drop_self(np.asarray(nb, dtype=np.int64), chunk)
     return table
 
 
-def _drop_self_rows(nb: NDArray[np.int32], own: NDArray[np.int32]) -> NDArray[np.int32]:
-    keep = (nb >= 0) & (nb != own[:, None])
-    order = np.argsort(~keep, axis=1, kind="stable")
-    out = np.where(np.take_along_axis(keep, order, 1), np.take_along_axis(nb, order, 1), -1)
-    return out[:, :K_LIST]
+def item_knn_system(train: Dataset, *, n_neighbors: int = K_LIST) -> System:
+    """Item-kNN: implicit's ``CosineRecommender`` on the user x item purchase counts.
 
+    Parameters
+    ----------
+    n_neighbors : int
+        Neighbours kept per item (``K`` of the recommender, plus the item itself).
 
-def item_knn(train: Dataset) -> System:
-    """implicit's ``CosineRecommender`` on the user x item purchase matrix."""
+    No fallback: a seed with fewer than ``k`` neighbours gets a short row.
+    """
     from implicit.nearest_neighbours import CosineRecommender
 
+    _check_min("item_knn_system", "n_neighbors", n_neighbors, 1)
     ui = train.interactions("purchase").tocsr()
-    model = CosineRecommender(K=K_LIST + 1)
+    model = CosineRecommender(K=n_neighbors + 1)  # +1: the item is its own nearest neighbour
     with warnings.catch_warnings():
-        # implicit 0.7 normalises to a COO matrix internally and then warns about it
+        # implicit 0.7 converts to COO internally and then warns that it expected CSR
         warnings.filterwarnings("ignore", message="Method expects CSR input")
         model.fit(ui, show_progress=False)
-    known = np.asarray(ui.sum(axis=0)).ravel() > 0
-    return _table_system("item_knn", _neighbors_from_implicit(model, train.n_items, known))
+    known = np.diff(ui.tocsc().indptr) > 0
+    return _table_system("item_knn", _similar_table(model, known, restrict=False))
 
 
-def als(train: Dataset, *, factors: int = 64, iterations: int = 15, alpha: float = 10.0) -> System:
-    """implicit's ALS on the user x item purchases (confidence 1 + alpha * count)."""
+def als_system(
+    train: Dataset,
+    *,
+    factors: int = 64,
+    iterations: int = 15,
+    regularization: float = 0.05,
+    alpha: float = 10.0,
+    num_threads: int = 2,
+) -> System:
+    """Item neighbours by cosine of implicit's ALS item factors (CPU, ``random_state=0``).
+
+    Parameters
+    ----------
+    alpha : float
+        Confidence ``c_ui = 1 + alpha * count``. implicit reads the matrix values as the
+        confidence itself (its solver weighs a positive by ``value - 1`` on top of the
+        unobserved baseline of 1), so the matrix passed holds ``1 + alpha * count``.
+
+    Items never bought in training keep their random initial factors (shrunk towards 0 by
+    the regularisation), which would make meaningless neighbours: they get an empty row and
+    are never recommended.
+    """
     from implicit.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
+    _check_min("als_system", "factors", factors, 1)
+    _check_min("als_system", "iterations", iterations, 1)
+    _check_min("als_system", "alpha", alpha, 0.0)
     ui = train.interactions("purchase").tocsr()
-    # implicit's own threads do the work; a BLAS thread pool on top only contends
+    conf = ui.copy()
+    conf.data = (1.0 + alpha * conf.data).astype(np.float32)
+    # implicit's own threads do the work; a BLAS thread pool on top only contends (and
+    # implicit warns about it)
     with threadpool_limits(1, "blas"):
         model = AlternatingLeastSquares(
             factors=factors,
             iterations=iterations,
-            regularization=0.05,
+            regularization=regularization,
             random_state=0,
-            num_threads=2,
+            num_threads=num_threads,
+            use_gpu=False,
         )
-        model.fit((ui * alpha).astype(np.float32).tocsr(), show_progress=False)
-    # items never bought in training have untrained factors: they neither query nor answer
-    known = np.asarray(ui.sum(axis=0)).ravel() > 0
-    table = _neighbors_from_implicit(model, train.n_items, known)
-    table = np.where(known[np.maximum(table, 0)] & (table >= 0), table, -1)
-    return _table_system("als", _drop_self(table))
+        model.fit(conf, show_progress=False)
+        known = np.diff(ui.tocsc().indptr) > 0
+        table = _similar_table(model, known, restrict=True)
+    return _table_system("als", table)
 
 
-def _basket_counts(train: Dataset) -> tuple[sp.csr_matrix, NDArray[np.float64]]:
-    b = train.baskets.matrix(train.n_items)
-    c = (b.T @ b).tocsr()
-    n = c.diagonal().astype(np.float64)
-    c.setdiag(0)
-    c.eliminate_zeros()
-    return c, n
-
-
-def association_rules(
-    train: Dataset, *, metric: str = "confidence", min_support: int = 2
+# -- co-occurrence ---------------------------------------------------------------------------
+def association_rules_system(
+    train: Dataset,
+    *,
+    metric: Literal["confidence", "lift"] = "confidence",
+    min_support: int = 2,
+    min_confidence: float = 0.01,
 ) -> System:
-    """Single-antecedent rules ``seed -> b`` over training baskets.
+    """Single-antecedent association rules ``seed -> b`` over the training baskets.
 
-    Ranked by confidence ``P(b | seed) = n_ab / n_seed`` (``metric="lift"``: by
-    ``P(b | seed) / P(b)``); pairs seen in fewer than ``min_support`` baskets are dropped.
+    With ``n_a`` the baskets holding ``a``, ``n_ab`` those holding both and ``N`` all
+    baskets: confidence ``P(b | a) = n_ab / n_a``, lift ``P(b | a) / P(b)``. Consequents are
+    ranked by ``metric``, ties by the other one, then by the lower item id.
+
+    Parameters
+    ----------
+    metric : {"confidence", "lift"}
+    min_support : int
+        Rules seen in fewer baskets than this are dropped.
+    min_confidence : float
+        Rules with a lower confidence are dropped.
     """
-    c, n = _basket_counts(train)
-    c = c.multiply(c >= min_support).tocsr()
+    owner = "association_rules_system"
+    _check_choice(owner, "metric", metric, ("confidence", "lift"))
+    _check_min(owner, "min_support", min_support, 1)
+    _check_min(owner, "min_confidence", min_confidence, 0.0)
+    b = train.baskets.matrix(train.n_items)
+    c, n = _cooccurrence(b)
     coo = c.tocoo()
     conf = coo.data / n[coo.row]
-    if metric == "lift":
-        n_baskets = max(len(train.baskets), 1)
-        val = conf / (n[coo.col] / n_baskets)
-        val = val + 1e-9 * conf  # ties by confidence
-    else:
-        val = conf + 1e-9 * (coo.data / np.maximum(n[coo.col], 1))  # ties by lift-ish
-    m = sp.csr_matrix((val, (coo.row, coo.col)), shape=c.shape)
-    idx, _ = topk_rows(m, K_LIST, min_value=1e-12)
-    return _table_system("association_rules", idx)
+    lift = conf * max(b.shape[0], 1) / n[coo.col]
+    ok = (coo.data >= min_support) & (conf >= min_confidence)
+    keys = (conf[ok], lift[ok]) if metric == "confidence" else (lift[ok], conf[ok])
+    table = _ranked_table(coo.row[ok], coo.col[ok], keys, train.n_items)
+    name = "association_rules" if metric == "confidence" else "association_rules_lift"
+    return _table_system(name, table)
 
 
-def sar(train: Dataset, *, similarity: str = "jaccard") -> System:
-    """SAR-style item similarity from user co-occurrence ``C = U^T U`` (Jaccard or lift)."""
+def sar_similarity(
+    train: Dataset,
+    similarity: Literal["jaccard", "lift"] = "jaccard",
+    *,
+    threshold: int = 1,
+) -> sp.csr_matrix:
+    """SAR item-item similarity from user co-occurrence, shape (n_items, n_items), float64.
+
+    ``C = U^T U`` on the binary user x item purchase matrix (users, not baskets); pairs with
+    ``C_ab < threshold`` are dropped. Jaccard: ``C_ab / (C_aa + C_bb - C_ab)``; lift:
+    ``C_ab / (C_aa * C_bb)``. The diagonal is left out.
+    """
+    _check_choice("sar_similarity", "similarity", similarity, ("jaccard", "lift"))
+    _check_min("sar_similarity", "threshold", threshold, 1)
     u = train.interactions("purchase", binary=True).tocsr()
-    c = (u.T @ u).tocsr().astype(np.float64)
-    d = c.diagonal()
-    c.setdiag(0)
-    c.eliminate_zeros()
+    c, d = _cooccurrence(u)
     coo = c.tocoo()
+    ok = coo.data >= threshold
+    r, cl, v = coo.row[ok], coo.col[ok], coo.data[ok]
     if similarity == "lift":
-        val = coo.data / (d[coo.row] * d[coo.col])
+        val = v / (d[r] * d[cl])
     else:
-        val = coo.data / (d[coo.row] + d[coo.col] - coo.data)
-    idx, _ = topk_rows(
-        sp.csr_matrix((val, (coo.row, coo.col)), shape=c.shape), K_LIST, min_value=1e-12
-    )
-    return _table_system("sar" if similarity == "jaccard" else "sar_lift", idx)
+        val = v / (d[r] + d[cl] - v)
+    return sp.csr_matrix((val, (r, cl)), shape=c.shape)
 
 
-def _user_history(train: Dataset) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
-    """Each user's top items by purchase count, ties by most recent purchase: (n_users, K)."""
+def sar_system(
+    train: Dataset, *, similarity: Literal["jaccard", "lift"] = "jaccard", threshold: int = 1
+) -> System:
+    """SAR-style item-to-item: the seed's most similar items by :func:`sar_similarity`.
+
+    Named ``"sar"`` (Jaccard) or ``"sar_lift"``; ties go to the lower item id.
+    """
+    # topk_rows already breaks ties by the lower column id
+    table = topk_rows(sar_similarity(train, similarity, threshold=threshold), K_LIST)[0]
+    return _table_system("sar" if similarity == "jaccard" else "sar_lift", table)
+
+
+# -- personal --------------------------------------------------------------------------------
+def _user_history(train: Dataset) -> sp.csr_matrix:
+    """User x item ``count + 0.5 * recency`` of training purchases (float64, sorted indices).
+
+    ``recency`` in [0, 1) is the normalised time of the user's last purchase of the item, so
+    ``floor`` gives the count back and the fraction breaks count ties (later first).
+    """
     ev = train.events
     buy = ev.event == PURCHASE
     n_items = train.n_items
     key = ev.user[buy].astype(np.int64) * n_items + ev.item[buy]
     keys, inv = np.unique(key, return_inverse=True)
-    count = np.bincount(inv).astype(np.float64)
-    last = np.zeros(len(keys))
+    count = np.bincount(inv, minlength=len(keys)).astype(np.float64)
+    last = np.zeros(len(keys), dtype=np.float64)
     np.maximum.at(last, inv, ev.timestamp[buy].astype(np.float64))
     t0, t1 = train.time_range
-    recency = (last - t0) / max(t1 - t0, 1)  # in [0, 1]: a tie-break below one purchase
+    recency = (last - t0) / (t1 - t0 + 1.0)
     m = sp.csr_matrix(
-        (count + 0.5 * recency, ((keys // n_items), (keys % n_items))),
+        (count + 0.5 * recency, (keys // n_items, keys % n_items)),
         shape=(train.n_users, n_items),
     )
-    idx, val = topk_rows(m, K_LIST, min_value=1e-12)
-    return idx, np.floor(np.where(idx >= 0, val, 0.0))
+    m.sort_indices()
+    return m
 
 
-def user_repeat(train: Dataset) -> System:
-    """The user's own most-bought items (ties: most recent first), the seed excluded."""
-    hist, _ = _user_history(train)
+def _gather_rows(
+    m: sp.csr_matrix, rows: NDArray[np.integer]
+) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64]]:
+    """The entries of ``m[rows]`` as flat (query, column, value) arrays; ``-1`` rows empty."""
+    ok = (rows >= 0) & (rows < m.shape[0])
+    safe = np.where(ok, rows, 0)
+    start = m.indptr[safe]
+    lens = np.where(ok, m.indptr[safe + 1] - start, 0)
+    q = np.repeat(np.arange(len(rows), dtype=np.int64), lens)
+    offset = np.cumsum(lens) - lens
+    pos = np.arange(int(lens.sum()), dtype=np.int64) - offset[q] + start[q]
+    return q, m.indices[pos].astype(np.int32), m.data[pos]
 
-    def rec(seeds: NDArray[np.int32], users: NDArray[np.int32], k: int):  # noqa: ANN202
-        ok = (users >= 0) & (users < len(hist))
-        rows = np.where(ok[:, None], hist[np.where(ok, users, 0)], -1)
-        keep = (rows >= 0) & (rows != seeds[:, None])
-        order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-        out = np.where(np.take_along_axis(keep, order, 1), np.take_along_axis(rows, order, 1), -1)
-        return out.astype(np.int32), (out >= 0).sum(axis=1) >= k
+
+def _pair_keys(m: sp.csr_matrix) -> NDArray[np.int64]:
+    """Sorted ``row * n_cols + col`` keys of ``m``'s entries (``m`` with sorted indices)."""
+    keys = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr)) * m.shape[1]
+    return keys + m.indices
+
+
+def _lookup(
+    m: sp.csr_matrix,
+    keys: NDArray[np.int64],
+    row: NDArray[np.integer],
+    col: NDArray[np.integer],
+) -> NDArray[np.float64]:
+    """``m[row[i], col[i]]`` for every i, vectorised (``keys`` from :func:`_pair_keys`)."""
+    out = np.zeros(len(row), dtype=np.float64)
+    if len(keys) == 0 or len(row) == 0:
+        return out
+    q = row.astype(np.int64) * m.shape[1] + col
+    pos = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+    hit = keys[pos] == q
+    out[hit] = m.data[pos[hit]]
+    return out
+
+
+def _ragged_topk(
+    q: NDArray[np.int64],
+    item: NDArray[np.int32],
+    sort_keys: Sequence[NDArray[np.float64]],
+    n: int,
+    k: int,
+) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
+    """Per query, the first ``k`` distinct items after sorting by ``sort_keys`` (ascending,
+    first key first, then the lower item id): (n, k) padded with -1, and rows full."""
+    out = np.full((n, k), -1, dtype=np.int32)
+    if len(q):
+        order = np.lexsort((item, *reversed(sort_keys), q))
+        q, item = q[order], item[order]
+        # keep an item's first (best) entry per query
+        _, first = np.unique(q * (int(item.max()) + 1) + item, return_index=True)
+        first.sort()
+        q, item = q[first], item[first]
+        starts = np.searchsorted(q, np.arange(n))
+        rank = np.arange(len(q)) - starts[q]
+        sel = rank < k
+        out[q[sel], rank[sel]] = item[sel]
+    return out, (out >= 0).sum(axis=1) >= k
+
+
+def user_repeat_system(train: Dataset) -> System:
+    """The user's own most-bought items (ties: most recently bought first), seed excluded.
+
+    Personal: a user without training purchases gets an empty row.
+    """
+    hist = _user_history(train)
+
+    def rec(
+        seeds: NDArray[np.int32], users: NDArray[np.int32], k: int
+    ) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
+        q, item, score = _gather_rows(hist, np.asarray(users))
+        keep = item != np.asarray(seeds)[q]
+        return _ragged_topk(q[keep], item[keep], (-score[keep],), len(seeds), k)
 
     return _system("user_repeat", rec, personal=True)
 
 
-def user_repeat_cooc(train: Dataset) -> System:
-    """Repeat count first, ties broken by basket co-occurrence with the seed; then the
-    seed's most co-purchased items fill the list."""
-    hist, counts = _user_history(train)
-    c, _ = _basket_counts(train)
-    n_items = train.n_items
-    coo = c.tocoo()
-    keys = coo.row.astype(np.int64) * n_items + coo.col
-    order = np.argsort(keys)
-    keys, vals = keys[order], coo.data[order].astype(np.float64)
-    co_idx, _ = topk_rows(c, K_LIST, min_value=1e-12)
+def user_repeat_cooc_system(train: Dataset) -> System:
+    """Repeat counts first, then the seed's co-purchases.
 
-    def cooc(seed: NDArray[np.int64], item: NDArray[np.int64]) -> NDArray[np.float64]:
-        q = seed * n_items + item
-        pos = np.minimum(np.searchsorted(keys, q), max(len(keys) - 1, 0))
-        hit = (len(keys) > 0) & (keys[pos] == q) if len(keys) else np.zeros(q.shape, bool)
-        return np.where(hit, vals[pos] if len(keys) else 0.0, 0.0)
+    The user's items are ranked by purchase count, ties by the number of training baskets
+    holding both the item and the seed, then by recency; when fewer than ``k`` remain, the
+    seed's most co-purchased items (by basket count) fill the row. A user without history
+    gets the seed's co-purchases only.
+    """
+    hist = _user_history(train)
+    cooc, _ = _cooccurrence(train.baskets.matrix(train.n_items))
+    cooc_keys = _pair_keys(cooc)
+    fill = topk_rows(cooc, K_LIST, min_value=1.0)[0]
 
-    def rec(seeds: NDArray[np.int32], users: NDArray[np.int32], k: int):  # noqa: ANN202
-        ok = (users >= 0) & (users < len(hist))
-        rows = np.where(ok[:, None], hist[np.where(ok, users, 0)], -1)
-        cnt = np.where(ok[:, None], counts[np.where(ok, users, 0)], 0.0)
-        s = np.maximum(seeds, 0).astype(np.int64)[:, None]
-        co = cooc(np.broadcast_to(s, rows.shape), np.maximum(rows, 0).astype(np.int64))
-        valid = (rows >= 0) & (rows != seeds[:, None])
-        # repeat count, then co-occurrence with the seed, then the history order (recency)
-        score = np.where(valid, cnt * 1e6 + np.minimum(co, 999_999.0), -np.inf)
-        srt = np.argsort(-score, axis=1, kind="stable")
-        rows = np.take_along_axis(rows, srt, 1)
-        valid = np.take_along_axis(valid, srt, 1)
-        fill = np.where((seeds >= 0)[:, None], co_idx[np.maximum(seeds, 0)], -1)
-        both = np.concatenate([np.where(valid, rows, -1), fill], axis=1)
-        keep = (both >= 0) & (both != seeds[:, None]) & _first(both)
-        srt = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-        out = np.where(np.take_along_axis(keep, srt, 1), np.take_along_axis(both, srt, 1), -1)
-        return out.astype(np.int32), (out >= 0).sum(axis=1) >= k
+    def rec(
+        seeds: NDArray[np.int32], users: NDArray[np.int32], k: int
+    ) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
+        seeds = np.asarray(seeds)
+        n = len(seeds)
+        q, item, score = _gather_rows(hist, np.asarray(users))
+        count = np.floor(score)
+        s = seeds[q]
+        co = _lookup(cooc, cooc_keys, np.maximum(s, 0), item)
+        co[s < 0] = 0.0
+        # the seed's co-purchases after the history, in their list order
+        ok = (seeds >= 0) & (seeds < len(fill))
+        f = np.where(ok[:, None], fill[np.where(ok, seeds, 0)], -1)
+        fq, fpos = np.nonzero(f >= 0)
+        q_all = np.r_[q, fq]
+        item_all = np.r_[item, f[fq, fpos]].astype(np.int32)
+        group = np.r_[np.zeros(len(q)), np.ones(len(fq))]
+        keys = (
+            group,
+            np.r_[-count, np.zeros(len(fq))],
+            np.r_[-co, fpos.astype(np.float64)],
+            np.r_[-(score - count), np.zeros(len(fq))],
+        )
+        keep = item_all != seeds[q_all]
+        return _ragged_topk(q_all[keep], item_all[keep], tuple(x[keep] for x in keys), n, k)
 
     return _system("user_repeat+cooc", rec, personal=True)
 
 
-def _first(item: NDArray[np.int32]) -> NDArray[np.bool_]:
-    order = np.argsort(item, axis=1, kind="stable")
-    s = np.take_along_axis(item, order, axis=1)
-    first = np.ones_like(s, dtype=bool)
-    first[:, 1:] = s[:, 1:] != s[:, :-1]
-    out = np.empty_like(first)
-    np.put_along_axis(out, order, first, axis=1)
-    return out
-
-
+# -- registry --------------------------------------------------------------------------------
 BASELINES: dict[str, Callable[[Dataset], System]] = {
-    "popular": popular,
-    "popular_in_category": popular_in_category,
-    "item_knn": item_knn,
-    "als": als,
-    "association_rules": association_rules,
-    "sar": sar,
-    "user_repeat": user_repeat,
-    "user_repeat+cooc": user_repeat_cooc,
+    "popular": popular_system,
+    "popular_in_category": popular_in_category_system,
+    "item_knn": item_knn_system,
+    "als": als_system,
+    "association_rules": association_rules_system,
+    "sar": sar_system,
+    "sar_lift": partial(sar_system, similarity="lift"),
+    "user_repeat": user_repeat_system,
+    "user_repeat+cooc": user_repeat_cooc_system,
 }
-"""Every baseline by the name it has in metrics.json."""
+"""Every baseline by the name it has in metrics.json, with its default parameters."""
 
 
 def baseline_systems(train: Dataset, names: Sequence[str] | None = None) -> list[System]:
-    """Fit the named baselines (default: all) on ``train``."""
-    out = []
-    for name in names if names is not None else BASELINES:
-        if name not in BASELINES:
-            from recset.errors import ConfigError
+    """Fit the named baselines (default: all of :data:`BASELINES`) on ``train``.
 
-            raise ConfigError(f"unknown baseline {name!r}; allowed: {sorted(BASELINES)}")
+    Raises
+    ------
+    ConfigError
+        When a name is not in :data:`BASELINES`.
+    """
+    names = list(BASELINES) if names is None else list(names)
+    bad = [n for n in names if n not in BASELINES]
+    if bad:
+        raise ConfigError(
+            f"The 'names' parameter of baseline_systems must hold names from "
+            f"{sorted(BASELINES)}. Got unknown {bad} instead."
+        )
+    out = []
+    for name in names:
+        t0 = time.perf_counter()
         out.append(BASELINES[name](train))
+        _log.debug("fitted baseline %s in %.2fs", name, time.perf_counter() - t0)
     return out

@@ -6,13 +6,37 @@ import pytest
 
 from recset.data import Dataset
 from recset.data.synthetic import SyntheticConfig, generate
-from recset.eval.backtest import evaluate_system
-from recset.eval.baselines import BASELINES, association_rules, sar, user_repeat, user_repeat_cooc
+from recset.errors import ConfigError
+from recset.eval.backtest import System, evaluate_system
+from recset.eval.baselines import (
+    BASELINES,
+    als_system,
+    association_rules_system,
+    baseline_systems,
+    item_knn_system,
+    popular_system,
+    sar_similarity,
+    sar_system,
+    user_repeat_cooc_system,
+    user_repeat_system,
+)
 from recset.eval.splits import basket_queries, time_split
 
+EXPECTED = {
+    "popular",
+    "popular_in_category",
+    "item_knn",
+    "als",
+    "association_rules",
+    "sar",
+    "sar_lift",
+    "user_repeat",
+    "user_repeat+cooc",
+}
 
-def _ds(baskets: list[tuple[str, list[str]]]) -> Dataset:
-    """One order per entry (user, items), one second apart."""
+
+def _ds(baskets: list[tuple[str, list[str]]], extra_items: tuple[str, ...] = ()) -> Dataset:
+    """One order per entry (user, items), one second apart; ``extra_items`` never bought."""
     rows, t = [], 0
     for o, (user, items) in enumerate(baskets):
         for it in items:
@@ -26,7 +50,7 @@ def _ds(baskets: list[tuple[str, list[str]]]) -> Dataset:
                     "order_id": f"o{o}",
                 }
             )
-    items = sorted({r["item_id"] for r in rows})
+    items = sorted({r["item_id"] for r in rows} | set(extra_items))
     cat = pd.DataFrame({"item_id": items, "category_id": ["c"] * len(items)})
     return Dataset.from_frames(cat, pd.DataFrame(rows))
 
@@ -35,51 +59,168 @@ def _ids(ds: Dataset, row: np.ndarray) -> list[str]:
     return [ds.items.id_of(int(i)) for i in row if i >= 0]
 
 
-def _ask(system, ds: Dataset, seed: str, user: str, k: int = 3) -> list[str]:  # noqa: ANN001
+def _ask(system: System, ds: Dataset, seed: str, user: str | None = None, k: int = 3) -> list[str]:
     items, _ = system.recommend(
         np.array([ds.items.index_one(seed)], np.int32),
-        np.array([ds.users.index_one(user)], np.int32),
+        np.array([-1 if user is None else ds.users.index_one(user)], np.int32),
         k,
     )
+    assert items.shape == (1, k) and items.dtype == np.int32
     return _ids(ds, items[0])
 
 
-def test_association_rules_rank_by_confidence() -> None:
+def _check_rows(items: np.ndarray, seeds: np.ndarray) -> None:
+    """Seed never returned, rows deduplicated, real items first and -1 padding after."""
+    for row, seed in zip(items, seeds, strict=True):
+        real = row[row >= 0]
+        assert seed not in real
+        assert len(np.unique(real)) == len(real)
+        assert (row[len(real) :] == -1).all()
+
+
+def _blocks() -> Dataset:
+    """Two item blocks; every user buys (most of) one block, in several baskets."""
+    rng = np.random.default_rng(0)
+    baskets = []
+    for u in range(40):
+        block = "ab"[u % 2]
+        items = [f"{block}{i}" for i in range(5)]
+        for _ in range(3):
+            baskets.append((f"u{u}", list(rng.choice(items, size=3, replace=False))))
+    return _ds(baskets, extra_items=("never",))
+
+
+# -- registry ----------------------------------------------------------------------------------
+def test_registry_names_and_unknown_name() -> None:
+    assert set(BASELINES) == EXPECTED
+    ds = _ds([("u", ["a", "b"]), ("v", ["a", "c"])])
+    systems = baseline_systems(ds, ["popular", "sar_lift"])
+    assert [s.name for s in systems] == ["popular", "sar_lift"]
+    assert all(s.kind == "baseline" for s in systems)
+    with pytest.raises(ConfigError, match="nope"):
+        baseline_systems(ds, ["popular", "nope"])
+
+
+def test_bad_parameters_raise() -> None:
+    ds = _ds([("u", ["a", "b"])])
+    with pytest.raises(ConfigError, match="metric"):
+        association_rules_system(ds, metric="support")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="similarity"):
+        sar_system(ds, similarity="cosine")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="min_support"):
+        association_rules_system(ds, min_support=0)
+
+
+def test_every_baseline_rows_on_hand_data() -> None:
+    ds = _blocks()
+    seeds = np.arange(ds.n_items, dtype=np.int32)
+    users = np.resize(np.arange(ds.n_users, dtype=np.int32), len(seeds))
+    for name, make in BASELINES.items():
+        items, own = make(ds).recommend(seeds, users, 6)
+        assert items.shape == (len(seeds), 6) and own.shape == (len(seeds),), name
+        _check_rows(items, seeds)
+        assert (own == ((items >= 0).sum(axis=1) >= 6)).all() or name.startswith("popular")
+        # k above the precomputed list length still gives well-formed rows
+        items, _ = make(ds).recommend(seeds[:3], users[:3], 60)
+        assert items.shape == (3, 60)
+        _check_rows(items, seeds[:3])
+
+
+# -- planted answers ----------------------------------------------------------------------------
+def test_popular_excludes_seed() -> None:
+    ds = _ds([("u", ["a", "b"]), ("v", ["a", "c"]), ("w", ["a", "b"])])
+    assert _ask(popular_system(ds), ds, "a") == ["b", "c"]
+    assert _ask(popular_system(ds), ds, "b") == ["a", "c"]
+
+
+def test_association_rules_rank_by_confidence_and_lift() -> None:
     # a with b in 3 baskets, a with c in 2, a alone in 1: P(b|a) = 3/6 > P(c|a) = 2/6
     ds = _ds([("u", ["a", "b"])] * 3 + [("u", ["a", "c"])] * 2 + [("u", ["a"]), ("u", ["d"])])
-    assert _ask(association_rules(ds), ds, "a", "u") == ["b", "c"]
+    assert _ask(association_rules_system(ds), ds, "a") == ["b", "c"]
     # support below 2 is dropped
     ds2 = _ds([("u", ["a", "b"]), ("u", ["a", "c"]), ("u", ["a", "c"])])
-    assert _ask(association_rules(ds2), ds2, "a", "u") == ["c"]
+    assert _ask(association_rules_system(ds2), ds2, "a") == ["c"]
+    # b is common (in 8 of 12 baskets), c rare (2): b wins on confidence, c on lift
+    ds3 = _ds(
+        [("u", ["a", "b"])] * 3
+        + [("u", ["a", "c"])] * 2
+        + [("u", ["b", "d"])] * 5
+        + [("u", ["e", "f"])] * 2
+    )
+    # conf(a->b) = 3/5, lift = 0.6 / (8/12) = 0.9; conf(a->c) = 2/5, lift = 0.4 / (2/12) = 2.4
+    assert _ask(association_rules_system(ds3), ds3, "a") == ["b", "c"]
+    assert _ask(association_rules_system(ds3, metric="lift"), ds3, "a") == ["c", "b"]
+    # equal confidence: the higher lift first (x is rarer than y)
+    ds4 = _ds([("u", ["s", "x"])] * 2 + [("u", ["s", "y"])] * 2 + [("u", ["y", "z"])] * 3)
+    assert _ask(association_rules_system(ds4), ds4, "s") == ["x", "y"]
+    # min_confidence cuts weak rules
+    assert _ask(association_rules_system(ds3, min_confidence=0.5), ds3, "a") == ["b"]
 
 
-def test_sar_jaccard_and_lift() -> None:
-    # users: u1 {a,b}, u2 {a,b}, u3 {a,c}, u4 {c}: C_ab = 2, C_ac = 1
+def test_sar_jaccard_and_lift_values() -> None:
+    # users: u1 {a,b}, u2 {a,b}, u3 {a,c}, u4 {c}: C_aa=3, C_bb=2, C_cc=2, C_ab=2, C_ac=1
     ds = _ds([("u1", ["a", "b"]), ("u2", ["a", "b"]), ("u3", ["a", "c"]), ("u4", ["c"])])
-    # jaccard(a,b) = 2 / (3 + 2 - 2) = 0.67 > jaccard(a,c) = 1 / (3 + 2 - 1) = 0.25
-    assert _ask(sar(ds), ds, "a", "u1") == ["b", "c"]
-    # lift(b,a) = 2 / (2*3) = 0.33 is the only neighbour of b
-    assert _ask(sar(ds, similarity="lift"), ds, "b", "u1") == ["a"]
+    a, b, c = (ds.items.index_one(x) for x in "abc")
+    jac = sar_similarity(ds, "jaccard").toarray()
+    assert jac[a, b] == pytest.approx(2 / (3 + 2 - 2)) and jac[b, a] == jac[a, b]
+    assert jac[a, c] == pytest.approx(1 / (3 + 2 - 1))
+    assert jac[b, c] == 0 and np.diag(jac).sum() == 0
+    lift = sar_similarity(ds, "lift").toarray()
+    assert lift[a, b] == pytest.approx(2 / (3 * 2))
+    assert lift[a, c] == pytest.approx(1 / (3 * 2))
+    # repeated purchases by one user count once (binary user x item)
+    ds2 = _ds([("u1", ["a", "b"]), ("u1", ["a", "b"]), ("u2", ["a"])])
+    assert sar_similarity(ds2, "jaccard").toarray()[0, 1] == pytest.approx(1 / (2 + 1 - 1))
+    assert _ask(sar_system(ds), ds, "a") == ["b", "c"]
+    assert _ask(sar_system(ds, similarity="lift"), ds, "b") == ["a"]
+    # threshold drops pairs seen by fewer users
+    assert _ask(sar_system(ds, threshold=2), ds, "a") == ["b"]
 
 
-def test_user_repeat_and_tie_break_by_cooccurrence() -> None:
+def test_user_repeat_most_bought_first_ties_by_recency() -> None:
+    ds = _ds([("u", ["x", "y"]), ("u", ["x", "z"]), ("u", ["y", "w"]), ("u", ["x"]), ("v", ["s"])])
+    # x bought 3 times, y twice, then w (last bought t=6) and z (t=4) once each
+    assert _ask(user_repeat_system(ds), ds, "s", "u", k=4) == ["x", "y", "w", "z"]
+    # the seed itself is excluded
+    assert _ask(user_repeat_system(ds), ds, "x", "u") == ["y", "w", "z"]
+    # a user without history (or unknown) gets nothing
+    assert _ask(user_repeat_system(ds), ds, "x", None) == []
+    assert _ask(user_repeat_system(ds), ds, "x", "v") == ["s"]
+
+
+def test_user_repeat_cooc_breaks_ties_by_cooccurrence_then_fills() -> None:
     ds = _ds(
-        [("u", ["x", "y"]), ("u", ["x", "z"]), ("u", ["y"]), ("u", ["z"]), ("v", ["s", "z"])]
-        + [("v", ["s", "z"])]
+        [("u", ["x"]), ("u", ["x"]), ("u", ["y"]), ("u", ["y"])]  # tie: y more recent
+        + [("v", ["s", "x", "t"]), ("v", ["s", "x", "t"]), ("w", ["s", "t"])]
     )
-    # u bought x, y, z twice each: ties broken by recency (z last) in user_repeat
-    assert _ask(user_repeat(ds), ds, "s", "u") == ["z", "y", "x"]
-    # with seed s: z co-occurs with s (2 baskets), so it leads; then fill by co-purchase
-    got = _ask(user_repeat_cooc(ds), ds, "s", "u", k=4)
-    assert got[0] == "z" and set(got[:3]) == {"x", "y", "z"}
-    # the seed itself is never returned, and an unknown user gets the seed's co-purchases
-    assert "z" not in _ask(user_repeat(ds), ds, "z", "u")
-    items, _ = user_repeat_cooc(ds).recommend(
-        np.array([ds.items.index_one("s")], np.int32), np.array([-1], np.int32), 3
-    )
-    assert _ids(ds, items[0]) == ["z"]
+    # plain repeat: y first (most recent)
+    assert _ask(user_repeat_system(ds), ds, "s", "u") == ["y", "x"]
+    # with seed s: x co-occurs with s in 2 baskets, y in none; then s's co-purchases fill
+    # (t: 3 baskets with s; x already listed)
+    assert _ask(user_repeat_cooc_system(ds), ds, "s", "u", k=4) == ["x", "y", "t"]
+    # no history: the seed's co-purchases by count
+    assert _ask(user_repeat_cooc_system(ds), ds, "s", None) == ["t", "x"]
+    # the count still dominates co-occurrence
+    ds2 = _ds([("u", ["y"])] * 3 + [("u", ["x"])] + [("v", ["s", "x"])] * 2)
+    assert _ask(user_repeat_cooc_system(ds2), ds2, "s", "u") == ["y", "x"]
 
 
+def test_item_knn_and_als_find_the_block() -> None:
+    ds = _blocks()
+    never = ds.items.index_one("never")
+    for system in (item_knn_system(ds), als_system(ds, factors=8), als_system(ds)):
+        for seed in ("a0", "b3"):
+            got = _ask(system, ds, seed, k=3)
+            assert len(got) == 3 and all(g[0] == seed[0] for g in got), (system.name, got)
+        items, own = system.recommend(np.array([never], np.int32), np.array([-1], np.int32), 3)
+        assert (items == -1).all() and not own[0]
+        everything, _ = system.recommend(
+            np.arange(ds.n_items, dtype=np.int32), np.full(ds.n_items, -1, np.int32), 20
+        )
+        assert never not in everything
+
+
+# -- synthetic: better than random -----------------------------------------------------------
 @pytest.fixture(scope="module")
 def synthetic_split():  # noqa: ANN201
     syn = generate(SyntheticConfig(n_items=1200, seed=5))
@@ -88,17 +229,16 @@ def synthetic_split():  # noqa: ANN201
     return sp, basket_queries(sp.test)
 
 
-@pytest.mark.parametrize("name", sorted(BASELINES))
+@pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_every_baseline_beats_random(synthetic_split, name: str) -> None:  # noqa: ANN001
     sp, q = synthetic_split
     system = BASELINES[name](sp.train)
     m = evaluate_system(system, sp, q)["item"]
-    # random: 10 distinct items out of n_items; expected hit@10 <= sum over targets of 10/n
-    sizes = q.targets.sizes()
-    random_hit10 = float(np.mean(1 - (1 - 10 / sp.train.n_items) ** sizes))
+    # random: 10 distinct items out of n_items - 1 (not the seed); a query hits when one of
+    # its targets is drawn: 1 - C(n - 1 - t, 10) / C(n - 1, 10) <= 1 - (1 - 10 / (n - 1))^t
+    n = sp.train.n_items
+    t = q.targets.sizes()
+    random_hit10 = float(np.mean(1 - (1 - 10 / (n - 1)) ** t))
     assert m["hit@10"] > 2 * random_hit10, (name, m["hit@10"], random_hit10)
-    items, _ = system.recommend(q.seed[:200], q.user[:200], 20)
-    for row, seed in zip(items, q.seed[:200], strict=True):
-        real = row[row >= 0]
-        assert seed not in real and len(np.unique(real)) == len(real)
-        assert (row[len(real) :] == -1).all()
+    items, _ = system.recommend(q.seed[:500], q.user[:500], 20)
+    _check_rows(items, q.seed[:500])
