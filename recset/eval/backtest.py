@@ -308,12 +308,16 @@ def run_backtest(
     timings["build_engine"] = _time.perf_counter() - t1
     systems = [engine_system(engine, "mix")]
     if ranker:
-        from recset.ranking import fit_features, train_ranker
+        from recset.ranking import RankerConfig, fit_features, train_ranker
         from recset.recall._text import embed_items
 
         t1 = _time.perf_counter()
         emb = embed_items(sp.train)  # catalog text only: no events, nothing from the test
-        model = train_ranker(sp.train, config, embeddings=emb, show_progress=show_progress)
+        # the ranker's own label window is cut the way the test window is
+        rc = (config.ranker if config is not None else RankerConfig()).model_copy(
+            update={"label_split": split}
+        )
+        model = train_ranker(sp.train, config, rc, embeddings=emb, show_progress=show_progress)
         model.features = fit_features(
             sp.train, engine, embeddings=emb, user_candidates=model.config.user_candidates
         )

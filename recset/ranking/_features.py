@@ -34,6 +34,7 @@ BASE_FEATURES: tuple[str, ...] = (
     "cand_pop_log",
     "cand_pop_in_category",
     "cand_trend",
+    "cand_repeat_rate",
     "seed_pop_log",
     "category_relatedness",
     "same_brand",
@@ -45,9 +46,12 @@ BASE_FEATURES: tuple[str, ...] = (
     "cand_age_days",
     "user_bought_cand",
     "user_days_since_cand",
+    "user_trips_since_cand",
+    "user_cand_trip_share",
     "user_category_share",
     "user_brand_share",
     "user_n_purchases_log",
+    "user_n_trips_log",
 )
 
 
@@ -74,6 +78,49 @@ def _pair_lookup(
     return out
 
 
+def _trip_history(
+    user: NDArray[np.int32],
+    timestamp: NDArray[np.int64],
+    order: NDArray[np.int32],
+    pair: NDArray[np.intp],
+    n_pairs: int,
+    n_users: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float32]]:
+    """Shopping-trip statistics of purchase events.
+
+    A trip is an order (``order >= 0``), else one purchase timestamp of the user. Returns,
+    per (user, item) pair id ``pair`` (n_pairs,): the number of the user's trips holding the
+    item and the index of the last such trip (0 = the user's first trip); per user
+    (n_users,): the time of the last purchase (-inf without any) and the number of trips.
+    """
+    ts = timestamp.astype(np.int64)
+    # a trip key per event: the order, or (for purchases without one) the event's time
+    trip_key = np.where(order >= 0, order.astype(np.int64), -1 - ts)
+    keys = np.unique(
+        np.column_stack([user.astype(np.int64), trip_key]), axis=0, return_inverse=True
+    )
+    trip_of = np.asarray(keys[1]).ravel()
+    trips = keys[0]
+    n_trips_total = len(trips)
+    start = np.full(n_trips_total, np.iinfo(np.int64).max)
+    np.minimum.at(start, trip_of, ts)
+    t_user = trips[:, 0]
+    by_time = np.lexsort((start, t_user))
+    first_of_user = np.searchsorted(t_user[by_time], np.arange(n_users))
+    idx = np.empty(n_trips_total, dtype=np.int64)
+    idx[by_time] = np.arange(n_trips_total) - first_of_user[t_user[by_time]]
+    user_trips = np.bincount(t_user, minlength=n_users).astype(np.float32)
+    user_last = np.full(n_users, -np.inf)
+    np.maximum.at(user_last, user, ts.astype(np.float64))
+    # distinct (pair, trip) for the trip counts
+    pt = np.unique(pair.astype(np.int64) * max(n_trips_total, 1) + trip_of)
+    p_of, t_of = pt // max(n_trips_total, 1), pt % max(n_trips_total, 1)
+    ui_trips = np.bincount(p_of, minlength=n_pairs).astype(np.float64)
+    ui_last_trip = np.full(n_pairs, -1.0)
+    np.maximum.at(ui_last_trip, p_of, idx[t_of].astype(np.float64))
+    return ui_trips, ui_last_trip, user_last, user_trips
+
+
 @dataclass
 class FeatureSpace:
     """Fitted state of the features (all arrays indexed by dense ids).
@@ -84,6 +131,7 @@ class FeatureSpace:
     sources: tuple[str, ...]
     item_pop: NDArray[np.float32]
     item_trend: NDArray[np.float32]
+    item_repeat: NDArray[np.float32]
     item_pop_in_cat: NDArray[np.float32]
     item_first_seen: NDArray[np.float64]
     ref_time: float
@@ -97,6 +145,10 @@ class FeatureSpace:
     ui_keys: NDArray[np.int64]
     ui_count: NDArray[np.float64]
     ui_last: NDArray[np.float64]
+    ui_trips: NDArray[np.float64]
+    ui_last_trip: NDArray[np.float64]
+    user_last: NDArray[np.float64]
+    user_trips: NDArray[np.float32]
     uc_keys: NDArray[np.int64]
     uc_share: NDArray[np.float64]
     ub_keys: NDArray[np.int64]
@@ -163,6 +215,14 @@ class FeatureSpace:
         ui_last = np.full(len(ui_keys), -np.inf)
         np.maximum.at(ui_last, inv, ev.timestamp[buy].astype(np.float64))
         user_n = np.bincount(ev.user[buy], minlength=n_users).astype(np.float32)
+        ui_trips, ui_last_trip, user_last, user_trips = _trip_history(
+            ev.user[buy], ev.timestamp[buy], ev.order[buy], inv, len(ui_keys), n_users
+        )
+        # share of an item's buyers who bought it on two trips or more (its repeat propensity)
+        pair_item = ui_keys % n_items
+        buyers = np.bincount(pair_item, minlength=n_items).astype(np.float64)
+        repeaters = np.bincount(pair_item, weights=ui_trips >= 2, minlength=n_items)
+        repeat = np.divide(repeaters, buyers, out=np.full(n_items, np.nan), where=buyers > 0)
 
         def share(
             groups: NDArray[np.int32], n_groups: int
@@ -210,6 +270,7 @@ class FeatureSpace:
             # popularity as purchases per million purchases: comparable across windows
             item_pop=(pop / total * 1e6).astype(np.float32),
             item_trend=trend.astype(np.float32),
+            item_repeat=repeat.astype(np.float32),
             item_pop_in_cat=in_cat.astype(np.float32),
             item_first_seen=first,
             ref_time=ref,
@@ -223,6 +284,10 @@ class FeatureSpace:
             ui_keys=ui_keys,
             ui_count=ui_count,
             ui_last=ui_last,
+            ui_trips=ui_trips,
+            ui_last_trip=ui_last_trip,
+            user_last=user_last,
+            user_trips=user_trips,
             uc_keys=uc_keys,
             uc_share=uc_share,
             ub_keys=ub_keys,
@@ -278,6 +343,7 @@ class FeatureSpace:
         cols.append(np.log1p(self.item_pop[c]).astype(np.float64))
         cols.append(self.item_pop_in_cat[c].astype(np.float64))
         cols.append(self.item_trend[c].astype(np.float64))
+        cols.append(self.item_repeat[c].astype(np.float64))
         cols.append(np.log1p(seed_val(self.item_pop)))
         # category relatedness between the seed's and the candidate's categories
         n_cat = int(max(self.category.max(initial=-1) + 1, 1))
@@ -315,15 +381,26 @@ class FeatureSpace:
         ui = np.where(u_ok, u, 0) * n_items + c
         count = _pair_lookup(self.ui_keys, self.ui_count, ui)
         last = _pair_lookup(self.ui_keys, self.ui_last, ui)
+        trips = _pair_lookup(self.ui_keys, self.ui_trips, ui)
+        last_trip = _pair_lookup(self.ui_keys, self.ui_last_trip, ui)
+        uu = np.where(u_ok, u, 0)
+        n_trips = self.user_trips[uu].astype(np.float64)
         cols.append(np.where(u_ok, np.nan_to_num(count, nan=0.0), np.nan))
-        cols.append(np.where(u_ok, (self.ref_time - last) / _DAY, np.nan))
+        # recency relative to the user's own last purchase, not to the end of the data: the
+        # same at training and serving time whenever the user last shopped
+        cols.append(np.where(u_ok, (self.user_last[uu] - last) / _DAY, np.nan))
+        cols.append(np.where(u_ok, n_trips - 1.0 - last_trip, np.nan))
+        cols.append(
+            np.where(u_ok, np.nan_to_num(trips, nan=0.0) / np.maximum(n_trips, 1.0), np.nan)
+        )
         n_brands = int(max(self.brand.max(initial=-1) + 1, 1))
         uc = _pair_lookup(self.uc_keys, self.uc_share, np.where(u_ok, u, 0) * n_cat + c_cat)
         c_brand = self.brand[c].astype(np.int64)
         ub = _pair_lookup(self.ub_keys, self.ub_share, np.where(u_ok, u, 0) * n_brands + c_brand)
         cols.append(np.where(u_ok & (c_cat >= 0), np.nan_to_num(uc, nan=0.0), np.nan))
         cols.append(np.where(u_ok & (c_brand >= 0), np.nan_to_num(ub, nan=0.0), np.nan))
-        cols.append(np.where(u_ok, np.log1p(self.user_n[np.where(u_ok, u, 0)]), np.nan))
+        cols.append(np.where(u_ok, np.log1p(self.user_n[uu]), np.nan))
+        cols.append(np.where(u_ok, np.log1p(n_trips), np.nan))
         X = np.column_stack(cols).astype(np.float32)
         X[~valid] = np.nan
         return X

@@ -13,7 +13,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -42,10 +42,16 @@ class RankerConfig(BaseModel):
         Candidates per seed that the ranker scores (taken from the mix).
     user_candidates : int
         The user's most-bought items added to those candidates (0: none).
+    label_split : {"time", "leave_last"}
+        How the label window is cut from the training data, mirroring the evaluation
+        protocol: "time" takes the last ``label_share`` of the baskets; "leave_last" takes
+        each user's last basket (for data without absolute dates, such as Instacart's).
     label_share : float
-        Share of the training baskets (the most recent) that label the training queries.
+        Share of the training baskets (the most recent) that label the training queries
+        (``label_split = "time"``).
     valid_share : float
-        Share of the label window (the most recent) used for early stopping.
+        Share of the label window used for early stopping: the most recent baskets
+        ("time"), or the baskets of a random share of the users ("leave_last").
     max_queries : int
         Training queries sampled from the label window (reproducibly).
     num_leaves, learning_rate, n_estimators, min_child_samples, feature_fraction,
@@ -57,6 +63,7 @@ class RankerConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     candidates: int = Field(100, ge=2, le=2000)
     user_candidates: int = Field(30, ge=0, le=1000)
+    label_split: Literal["time", "leave_last"] = "time"
     label_share: float = Field(0.2, gt=0, lt=1)
     valid_share: float = Field(0.25, gt=0, lt=1)
     max_queries: int = Field(30_000, ge=10)
@@ -179,10 +186,13 @@ def train_ranker(
     import lightgbm as lgb
 
     from recset.engine import Engine
-    from recset.eval.splits import basket_queries, time_split
+    from recset.eval.splits import basket_queries, leave_last_split, time_split
 
     rc = ranker_config or (config.ranker if config is not None else RankerConfig())
-    split = time_split(dataset, test_share=rc.label_share)
+    if rc.label_split == "leave_last":
+        split = leave_last_split(dataset)
+    else:
+        split = time_split(dataset, test_share=rc.label_share)
     fit_part, label = split.train, split.test
     engine = Engine.build(fit_part, config, precompute=False, show_progress=show_progress)
     features = fit_features(
@@ -194,11 +204,15 @@ def train_ranker(
             f"{dataset.name}: only {len(queries)} labelled queries in the ranker's label window; "
             "the ranker needs baskets with >= 2 items after the fit part"
         )
-    t_valid = np.quantile(label.baskets.timestamp, 1 - rc.valid_share)
-    basket_time = label.baskets.timestamp[queries.basket]
     rng = np.random.default_rng(rc.seed)
-    idx_train = np.flatnonzero(basket_time < t_valid)
-    idx_valid = np.flatnonzero(basket_time >= t_valid)
+    if rc.label_split == "leave_last":
+        valid_user = rng.random(dataset.n_users) < rc.valid_share
+        is_valid = valid_user[queries.user]
+    else:
+        t_valid = np.quantile(label.baskets.timestamp, 1 - rc.valid_share)
+        is_valid = label.baskets.timestamp[queries.basket] >= t_valid
+    idx_train = np.flatnonzero(~is_valid)
+    idx_valid = np.flatnonzero(is_valid)
     cap_t = int(rc.max_queries * (1 - rc.valid_share))
     cap_v = rc.max_queries - cap_t
     if len(idx_train) > cap_t:

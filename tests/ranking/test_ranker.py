@@ -51,8 +51,39 @@ def _reference_row(ds: Dataset, seed: int, user: int, cand: int) -> dict[str, fl
     mine = buy & (ev.user == user)
     bought = mine & (ev.item == cand)
     out["user_bought_cand"] = float(bought.sum())
+    last_mine = ev.timestamp[mine].max() if mine.any() else math.nan
     out["user_days_since_cand"] = (
-        (ref - ev.timestamp[bought].max()) / 86400 if bought.any() else math.nan
+        (last_mine - ev.timestamp[bought].max()) / 86400 if bought.any() else math.nan
+    )
+    # trips: the user's orders (or single purchase times without one), by start time
+    trips: dict[object, int] = {}
+    for o, t in zip(ev.order[mine].tolist(), ev.timestamp[mine].tolist(), strict=True):
+        key = ("o", o) if o >= 0 else ("t", t)
+        trips[key] = min(trips.get(key, t), t)
+    ordered = sorted(trips, key=lambda k: (trips[k], k))
+    with_cand = {
+        ("o", o) if o >= 0 else ("t", t)
+        for o, t in zip(ev.order[bought].tolist(), ev.timestamp[bought].tolist(), strict=True)
+    }
+    if mine.any():
+        last_idx = max((ordered.index(k) for k in with_cand), default=None)
+        out["user_trips_since_cand"] = (
+            len(ordered) - 1 - last_idx if last_idx is not None else math.nan
+        )
+        out["user_cand_trip_share"] = len(with_cand) / len(ordered)
+    out["user_n_trips_log"] = math.log1p(len(ordered))
+    # repeat propensity of the candidate: buyers with >= 2 trips holding it / its buyers
+    trips_by_user: dict[int, set[object]] = {}
+    for uu, o, t in zip(
+        ev.user[buy & (ev.item == cand)].tolist(),
+        ev.order[buy & (ev.item == cand)].tolist(),
+        ev.timestamp[buy & (ev.item == cand)].tolist(),
+        strict=True,
+    ):
+        trips_by_user.setdefault(uu, set()).add(("o", o) if o >= 0 else ("t", t))
+    n_buyers = len(trips_by_user)
+    out["cand_repeat_rate"] = (
+        sum(len(v) >= 2 for v in trips_by_user.values()) / n_buyers if n_buyers else math.nan
     )
     n_mine = mine.sum()
     in_cat = (cat[ev.item[mine]] == cat[cand]).sum()
@@ -100,7 +131,14 @@ def test_unknown_user_has_nan_personal_features(ds: Dataset, engine: Engine) -> 
     feats = fit_features(ds, engine, embeddings=np.zeros((ds.n_items, 0), np.float32))
     mixed = engine.recommend_many(np.array([1], np.int32), 5)
     X = feats.transform(np.array([1]), np.array([-1]), mixed)
-    for name in ("user_bought_cand", "user_days_since_cand", "user_brand_share"):
+    for name in (
+        "user_bought_cand",
+        "user_days_since_cand",
+        "user_trips_since_cand",
+        "user_cand_trip_share",
+        "user_n_trips_log",
+        "user_brand_share",
+    ):
         assert np.isnan(X[:, feats.names.index(name)]).all()
 
 
@@ -204,3 +242,17 @@ def test_ranking_candidates_add_user_history(ds: Dataset, engine: Engine) -> Non
         assert marked == expect  # every history item present and marked, nothing else
     X = feats.transform(seeds, users, mixed)
     assert X.shape == (mixed.item.size, len(feats.names))
+
+
+def test_leave_last_label_window(ds: Dataset) -> None:
+    # the label window is each user's last basket: at most one labelled basket per user
+    from recset.eval.splits import basket_queries, leave_last_split
+
+    cfg = config_from_dict(
+        {"ranker": {"max_queries": 3000, "n_estimators": 20, "label_split": "leave_last"}}
+    )
+    model = train_ranker(ds, cfg, embeddings=np.zeros((ds.n_items, 0), np.float32))
+    n_queries = len(basket_queries(leave_last_split(ds).test))
+    used = model.metrics["train_queries"] + model.metrics["valid_queries"]
+    assert 0 < used <= n_queries
+    assert model.metrics["valid_queries"] > 0
