@@ -424,6 +424,14 @@ def recommend(
 @click.option("--no-ablations", is_flag=True, help="Skip the per-source ablation systems.")
 @click.option("--no-ranker", is_flag=True, help="Skip training and evaluating the ranker.")
 @click.option(
+    "--explore-slots",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Also evaluate mix+ranker+explore: this many of the top-k places kept for items "
+    "the user never bought (0: skip).",
+)
+@click.option(
     "--bootstrap",
     type=click.IntRange(min=10),
     default=1000,
@@ -444,6 +452,7 @@ def backtest(
     baselines: str | None,
     no_ablations: bool,
     no_ranker: bool,
+    explore_slots: int,
     bootstrap: int,
     store: str | None,
     on_bad_rows: str,
@@ -492,6 +501,7 @@ def backtest(
             baselines=names,
             ablations=not no_ablations,
             ranker=not no_ranker,
+            explore_slots=explore_slots,
             n_boot=bootstrap,
             show_progress=True,
         )

@@ -77,6 +77,32 @@ def _fit_order(specs: dict[str, tuple[str, Any]]) -> list[str]:
     return done
 
 
+def _reserve_slots(
+    order: NDArray[np.intp],
+    valid: NDArray[np.bool_],
+    novel: NDArray[np.bool_],
+    k: int,
+    slots: int,
+) -> NDArray[np.intp]:
+    """Reorder ranked columns so that the top ``k`` keeps ``slots`` places for novel items.
+
+    ``order`` (B, N) are column indices best first; ``valid`` and ``novel`` (B, N) flag, in
+    that ranked order, the real candidates and those the user never bought. The first
+    ``k - slots`` stay; the next places go to the best novel candidates below them, then (if
+    there are too few) to the best of the rest. Chosen columns keep their ranked order.
+    """
+    pos = np.arange(order.shape[1])[None, :]
+    head = (pos < k - slots) & valid
+    tail_novel = novel & valid & ~head
+    pick = tail_novel & (np.cumsum(tail_novel, axis=1) <= slots)
+    chosen = head | pick
+    short = k - chosen.sum(axis=1, keepdims=True)
+    rest = valid & ~chosen
+    chosen |= rest & (np.cumsum(rest, axis=1) <= short)
+    moved = np.argsort(~chosen, axis=1, kind="stable")
+    return np.take_along_axis(order, moved, 1)
+
+
 class Engine:
     """Complementary-product recommender: recall mix, filters, precomputed lists, serving.
 
@@ -316,7 +342,14 @@ class Engine:
         if valid.any():
             flat[valid] = self.ranker.score(X[valid])  # padding is never scored
         score = flat.reshape(mixed.item.shape)
-        order = np.argsort(-score, axis=1, kind="stable")[:, :k]
+        order = np.argsort(-score, axis=1, kind="stable")
+        slots = min(self.ranker.config.explore_slots, k)
+        if slots:
+            novel = ~self.ranker.features.bought(users, np.take_along_axis(mixed.item, order, 1))
+            order = _reserve_slots(
+                order, np.isfinite(np.take_along_axis(score, order, 1)), novel, k, slots
+            )
+        order = order[:, :k]
         item = np.take_along_axis(mixed.item, order, 1)
         return MixedCandidates(
             item=item,

@@ -1,11 +1,14 @@
 """Ranker: batch features vs a slow reference, planted signal, artifacts, refusal."""
 
+import copy
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from recset.config import config_from_dict
 from recset.data import PURCHASE, Dataset
@@ -256,3 +259,59 @@ def test_leave_last_label_window(ds: Dataset) -> None:
     used = model.metrics["train_queries"] + model.metrics["valid_queries"]
     assert 0 < used <= n_queries
     assert model.metrics["valid_queries"] > 0
+
+
+@given(
+    st.integers(1, 12).flatmap(
+        lambda n: st.tuples(
+            st.just(n),
+            st.lists(st.booleans(), min_size=n, max_size=n),
+            st.lists(st.booleans(), min_size=n, max_size=n),
+            st.integers(1, n),
+            st.integers(0, n),
+        )
+    )
+)
+def test_reserve_slots_properties(case: tuple) -> None:
+    from recset.engine import _reserve_slots
+
+    n, valid_l, novel_l, k, slots = case
+    slots = min(slots, k)
+    valid = np.array([sorted(valid_l, reverse=True)])  # real candidates first, padding after
+    novel = np.array([novel_l]) & valid
+    order = np.arange(n)[None, :]
+    out = _reserve_slots(order, valid, novel, k, slots)[0]
+    assert sorted(out.tolist()) == list(range(n))  # a permutation of the columns
+    top = out[:k]
+    n_valid = int(valid.sum())
+    top_real = top[valid[0, top]]
+    assert len(top_real) == min(k, n_valid)  # never fewer real items than available
+    head = [c for c in range(min(k - slots, n_valid))]
+    assert set(head) <= set(top_real.tolist())  # the best k - slots stay
+    novel_below = [c for c in range(k - slots, n_valid) if novel[0, c]]
+    got_novel = [c for c in top_real.tolist() if c >= k - slots and novel[0, c]]
+    assert len(got_novel) >= min(slots, len(novel_below))
+    assert list(top_real) == sorted(top_real)  # chosen keep their ranked order
+
+
+def test_explore_slots_serve_items_the_user_never_bought(ds: Dataset, ranker: Ranker) -> None:
+    engine = Engine.build(ds)
+    ranker.features = fit_features(
+        ds,
+        engine,
+        embeddings=np.zeros((ds.n_items, 0), np.float32),
+        user_candidates=ranker.config.user_candidates,
+    )
+    seeds = np.arange(40, dtype=np.int32)
+    users = (np.arange(40) % ds.n_users).astype(np.int32)
+    plain = engine.with_ranker(ranker).recommend_many(seeds, 10, users=users)
+    explorer = copy.copy(ranker)
+    explorer.config = ranker.config.model_copy(update={"explore_slots": 4})
+    explored = engine.with_ranker(explorer).recommend_many(seeds, 10, users=users)
+    novel_plain = (~ranker.features.bought(users, plain.item) & (plain.item >= 0)).sum(axis=1)
+    novel_expl = (~ranker.features.bought(users, explored.item) & (explored.item >= 0)).sum(axis=1)
+    assert (novel_expl >= novel_plain).all()
+    assert (novel_expl >= 4).mean() > 0.9, novel_expl
+    assert novel_expl.sum() > novel_plain.sum(), (novel_plain, novel_expl)
+    # the first six places are the plain ranking's first six
+    assert (explored.item[:, :6] == plain.item[:, :6]).all()
