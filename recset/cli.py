@@ -424,12 +424,12 @@ def recommend(
 @click.option("--no-ablations", is_flag=True, help="Skip the per-source ablation systems.")
 @click.option("--no-ranker", is_flag=True, help="Skip training and evaluating the ranker.")
 @click.option(
-    "--explore-slots",
-    type=click.IntRange(min=0),
-    default=3,
+    "--explore-share",
+    type=click.FloatRange(0, 1),
+    default=0.3,
     show_default=True,
-    help="Also evaluate mix+ranker+explore: this many of the top-k places kept for items "
-    "the user never bought (0: skip).",
+    help="Also evaluate mix+ranker+explore: this share of every prefix of the list kept "
+    "for items the user never bought (0: skip).",
 )
 @click.option(
     "--bootstrap",
@@ -452,7 +452,7 @@ def backtest(
     baselines: str | None,
     no_ablations: bool,
     no_ranker: bool,
-    explore_slots: int,
+    explore_share: float,
     bootstrap: int,
     store: str | None,
     on_bad_rows: str,
@@ -501,7 +501,7 @@ def backtest(
             baselines=names,
             ablations=not no_ablations,
             ranker=not no_ranker,
-            explore_slots=explore_slots,
+            explore_share=explore_share,
             n_boot=bootstrap,
             show_progress=True,
         )

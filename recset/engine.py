@@ -77,30 +77,52 @@ def _fit_order(specs: dict[str, tuple[str, Any]]) -> list[str]:
     return done
 
 
-def _reserve_slots(
+def _reserve_share(
     order: NDArray[np.intp],
     valid: NDArray[np.bool_],
     novel: NDArray[np.bool_],
     k: int,
-    slots: int,
+    share: float,
 ) -> NDArray[np.intp]:
-    """Reorder ranked columns so that the top ``k`` keeps ``slots`` places for novel items.
+    """Reorder ranked columns so that every prefix of the top ``k`` holds novel items.
 
     ``order`` (B, N) are column indices best first; ``valid`` and ``novel`` (B, N) flag, in
-    that ranked order, the real candidates and those the user never bought. The first
-    ``k - slots`` stay; the next places go to the best novel candidates below them, then (if
-    there are too few) to the best of the rest. Chosen columns keep their ranked order.
+    that ranked order, the real candidates and those the user never bought. Position ``p``
+    (0-based) takes the best remaining novel candidate when fewer than
+    ``floor(share * (p + 1))`` novel items are placed so far, else the best remaining one;
+    so a list cut at any length ``m`` holds ``floor(share * m)`` novel items when the row
+    has them. Returns (B, N) columns: the top ``k`` so chosen, then the rest in order.
     """
-    pos = np.arange(order.shape[1])[None, :]
-    head = (pos < k - slots) & valid
-    tail_novel = novel & valid & ~head
-    pick = tail_novel & (np.cumsum(tail_novel, axis=1) <= slots)
-    chosen = head | pick
-    short = k - chosen.sum(axis=1, keepdims=True)
-    rest = valid & ~chosen
-    chosen |= rest & (np.cumsum(rest, axis=1) <= short)
-    moved = np.argsort(~chosen, axis=1, kind="stable")
-    return np.take_along_axis(order, moved, 1)
+    n_rows, n = order.shape
+    k = min(k, n)
+    rows = np.arange(n_rows)
+    left = valid.copy()
+    novel_left = novel & valid
+    picks = np.empty((n_rows, k), dtype=np.intp)
+    placed = np.zeros(n_rows, dtype=np.int64)
+    for p in range(k):
+        want = (placed < np.floor(share * (p + 1) + 1e-9)) & novel_left.any(axis=1)
+        pool = np.where(want[:, None], novel_left, left)
+        has = pool.any(axis=1)
+        # rows with nothing left take a padded (invalid) column, the first not yet used
+        col = np.where(
+            has, np.argmax(pool, axis=1), np.argmax(~valid & ~_used(picks, p, n), axis=1)
+        )
+        picks[:, p] = col
+        left[rows, col] = False
+        placed += novel_left[rows, col]
+        novel_left[rows, col] = False
+    used = _used(picks, k, n)
+    rest = np.argsort(used, axis=1, kind="stable")[:, : n - k]
+    return np.take_along_axis(order, np.concatenate([picks, rest], axis=1), 1)
+
+
+def _used(picks: NDArray[np.intp], upto: int, n: int) -> NDArray[np.bool_]:
+    """(B, n) mask of the columns among ``picks[:, :upto]``."""
+    out = np.zeros((len(picks), n), dtype=bool)
+    if upto:
+        np.put_along_axis(out, picks[:, :upto], True, 1)
+    return out
 
 
 class Engine:
@@ -343,12 +365,11 @@ class Engine:
             flat[valid] = self.ranker.score(X[valid])  # padding is never scored
         score = flat.reshape(mixed.item.shape)
         order = np.argsort(-score, axis=1, kind="stable")
-        slots = min(self.ranker.config.explore_slots, k)
-        if slots:
+        share = self.ranker.config.explore_share
+        if share > 0:
             novel = ~self.ranker.features.bought(users, np.take_along_axis(mixed.item, order, 1))
-            order = _reserve_slots(
-                order, np.isfinite(np.take_along_axis(score, order, 1)), novel, k, slots
-            )
+            valid_sorted = np.isfinite(np.take_along_axis(score, order, 1))
+            order = _reserve_share(order, valid_sorted, novel, k, share)
         order = order[:, :k]
         item = np.take_along_axis(mixed.item, order, 1)
         return MixedCandidates(

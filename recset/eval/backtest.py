@@ -260,7 +260,7 @@ def run_backtest(
     baselines: Sequence[str] | None = None,
     ablations: bool = True,
     ranker: bool = True,
-    explore_slots: int = 3,
+    explore_share: float = 0.3,
     n_boot: int = 1000,
     seed: int = 0,
     show_progress: bool = False,
@@ -281,10 +281,10 @@ def run_backtest(
     ranker : bool
         Also train the LightGBM ranker on the training part (its own fit and label windows
         inside it) and evaluate ``mix+ranker``.
-    explore_slots : int
-        Also evaluate ``mix+ranker+explore``: the ranker with this many of the top-k places
-        kept for items the user never bought (0: skip; skipped too when the config's ranker
-        already reserves slots).
+    explore_share : float
+        Also evaluate ``mix+ranker+explore``: the ranker with this share of every prefix of
+        the list kept for items the user never bought (0: skip; skipped too when the
+        config's ranker already reserves a share).
     """
     import time as _time
 
@@ -328,9 +328,9 @@ def run_backtest(
             sp.train, engine, embeddings=emb, user_candidates=model.config.user_candidates
         )
         systems.append(ranked_system(engine.with_ranker(model)))
-        if explore_slots and not model.config.explore_slots:
+        if explore_share and not model.config.explore_share:
             explorer = copy.copy(model)
-            explorer.config = model.config.model_copy(update={"explore_slots": explore_slots})
+            explorer.config = model.config.model_copy(update={"explore_share": explore_share})
             systems.append(ranked_system(engine.with_ranker(explorer), "mix+ranker+explore"))
         timings["train_ranker"] = _time.perf_counter() - t1
         info["ranker"] = model.metrics

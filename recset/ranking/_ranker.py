@@ -42,11 +42,12 @@ class RankerConfig(BaseModel):
         Candidates per seed that the ranker scores (taken from the mix).
     user_candidates : int
         The user's most-bought items added to those candidates (0: none).
-    explore_slots : int
-        Of the ``k`` items served to a known user, the last ``explore_slots`` go to the
-        best-ranked candidates that user never bought (0: rank purely by score). Repeat
-        purchases dominate grocery baskets, so a pure ranking serves mostly what the user
-        already buys; these slots keep room for new complements.
+    explore_share : float
+        For a known user, every prefix of length ``m`` of the served list holds at least
+        ``floor(explore_share * m)`` candidates that user never bought (when there are
+        that many); 0: rank purely by score. Repeat purchases dominate grocery baskets, so
+        a pure ranking serves mostly what the user already buys; this keeps room for new
+        complements.
     label_split : {"time", "leave_last"}
         How the label window is cut from the training data, mirroring the evaluation
         protocol: "time" takes the last ``label_share`` of the baskets; "leave_last" takes
@@ -68,7 +69,7 @@ class RankerConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     candidates: int = Field(100, ge=2, le=2000)
     user_candidates: int = Field(30, ge=0, le=1000)
-    explore_slots: int = Field(0, ge=0)
+    explore_share: float = Field(0.0, ge=0, le=1)
     label_split: Literal["time", "leave_last"] = "time"
     label_share: float = Field(0.2, gt=0, lt=1)
     valid_share: float = Field(0.25, gt=0, lt=1)
