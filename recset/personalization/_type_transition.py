@@ -440,10 +440,14 @@ class TypeTransition:
         p[:, ~seen] = np.nan
         known = np.flatnonzero(self.known_seed_)
         p[known, known] = 0.0  # same type: a substitute, known not to be complementary
-        self.score_table_ = p.astype(np.float32)
-        self.threshold_ = 1.0 / max(int(seen.sum()) - 1, 1)
+        self._set_scores(p.astype(np.float32))
+
+    def _set_scores(self, table: NDArray[np.float32]) -> None:
+        """Set ``score_table_`` and derive ``threshold_`` and the complement lists from it."""
+        self.score_table_ = table
+        self.threshold_ = 1.0 / max(int(self.known_type_.sum()) - 1, 1)
         m = self.config.n_complements
-        filled = np.nan_to_num(self.score_table_, nan=-1.0)
+        filled = np.nan_to_num(table, nan=-1.0)
         top = np.argsort(-filled, axis=1, kind="stable")[:, :m]
         top_score = np.take_along_axis(filled, top, axis=1)
         ok = top_score >= self.threshold_
