@@ -415,16 +415,35 @@ def test_popular_match_aspect_brand_first(
     assert n_moved > 50
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PopularRecall stores max_candidates + 1 items per list (to make up for the "
-    "seed) and recall_many returns all of them when the seed is not in its list, one more "
-    "than PopularConfig.max_candidates ('Longest list kept per category')",
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        PopularConfig(max_candidates=5),
+        PopularConfig(max_candidates=5, match_aspect="brand"),
+        PopularConfig(max_candidates=5, scope="global"),
+    ],
+    ids=["category", "match_aspect", "global"],
 )
-def test_popular_respects_max_candidates(ds: Dataset, sig: Signals) -> None:
-    pop = PopularRecall(PopularConfig(max_candidates=5)).fit(ds, sig)
-    c = pop.recall_many(np.array([0, -1], np.int32), 50)
-    assert (c.counts() <= 5).all(), c.counts()
+def test_popular_respects_max_candidates(
+    ds: Dataset, sig: Signals, all_seeds: NDArray[np.int32], cfg: PopularConfig
+) -> None:
+    """Exactly ``max_candidates`` items however many are asked for, whether or not the seed
+    is in its own list (lists hold one spare item for the seed): the list's most popular
+    ones, the seed left out. ``match_aspect`` only reorders them."""
+    pop = PopularRecall(cfg).fit(ds, sig)
+    seeds = np.r_[all_seeds, -1].astype(np.int32)
+    c = pop.recall_many(seeds, 50)
+    assert c.item.shape == (len(seeds), 50)
+    assert (c.counts() == 5).all(), np.unique(c.counts())
+    glob_row = pop.lists_.shape[0] - 1
+    n_in_own_list = 0
+    for r, s in enumerate(seeds.tolist()):
+        row = pop.lists_[glob_row if s < 0 or pop.item_category_[s] < 0 else pop.item_category_[s]]
+        n_in_own_list += s in row.tolist()
+        expected = [x for x in row.tolist() if x >= 0 and x != s][:5]
+        assert sorted(c.row(r)[0].tolist()) == sorted(expected), s
+    assert 0 < n_in_own_list < len(seeds)  # both cases were checked
+    assert (pop.recall_many(seeds[:50], 3).counts() == 3).all()
 
 
 # -- the engine: availability and full lists -------------------------------------------
