@@ -81,9 +81,11 @@ class MixConfig(BaseModel):
     fusion : {"rrf", "sequential"}
         ``rrf``: score = sum over proposing sources of ``weight / (rrf_k + rank + 1)``, so
         items proposed by several sources rise; ``sequential``: all of the first source's
-        candidates, then the second's, ...
+        candidates, then the second's, ..., with score ``1 / (rrf_k + position + 1)`` (the
+        reciprocal of the candidate's 0-based position in the fused list; ``weights`` do not
+        apply).
     rrf_k : float
-        Rank offset of the reciprocal-rank fusion.
+        Rank offset of the reciprocal-rank fusion (and of the sequential score).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
