@@ -19,7 +19,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -64,6 +64,12 @@ class BuildConfig(BaseModel):
     max_group_size: int = Field(100, ge=2)
 
 
+# a source's limit (0 takes nothing from it) and weight: never negative, since fused scores
+# must be non-negative for Engine._fill to keep fallback items below them
+_Limit = Annotated[int, Field(ge=0)]
+_Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
 class MixConfig(BaseModel):
     """A recall mix: which sources, how many candidates from each, how they are fused.
 
@@ -72,24 +78,26 @@ class MixConfig(BaseModel):
     sources : list of str
         Source names, in order of preference.
     limits : dict of str to int
-        Most candidates taken from a source (default: ``build.candidates_per_seed``).
+        Most candidates taken from a source (default: ``build.candidates_per_seed``), >= 0.
     weights : dict of str to float
-        Weight of a source in the fusion (default 1).
+        Weight of a source in the fusion (default 1), finite and >= 0.
     filters : list of str
         Filters applied to every candidate: ``related_categories`` (category scope),
         ``compatibility`` (aspect rules), ``substitutes`` (the seed's own kind).
     fusion : {"rrf", "sequential"}
         ``rrf``: score = sum over proposing sources of ``weight / (rrf_k + rank + 1)``, so
         items proposed by several sources rise; ``sequential``: all of the first source's
-        candidates, then the second's, ...
+        candidates, then the second's, ..., with score ``1 / (rrf_k + position + 1)`` (the
+        reciprocal of the candidate's 0-based position in the fused list; ``weights`` do not
+        apply).
     rrf_k : float
-        Rank offset of the reciprocal-rank fusion.
+        Rank offset of the reciprocal-rank fusion (and of the sequential score).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     sources: tuple[str, ...] = DEFAULT_MIX_SOURCES
-    limits: dict[str, int] = Field(default_factory=dict)
-    weights: dict[str, float] = Field(default_factory=dict)
+    limits: dict[str, _Limit] = Field(default_factory=dict)
+    weights: dict[str, _Weight] = Field(default_factory=dict)
     filters: tuple[str, ...] = ("compatibility", "substitutes")
     fusion: Literal["rrf", "sequential"] = "rrf"
     rrf_k: float = Field(10.0, ge=0)
@@ -106,8 +114,8 @@ class MixOverride(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     sources: tuple[str, ...] | None = None
-    limits: dict[str, int] | None = None
-    weights: dict[str, float] | None = None
+    limits: dict[str, _Limit] | None = None
+    weights: dict[str, _Weight] | None = None
     filters: tuple[str, ...] | None = None
     fusion: Literal["rrf", "sequential"] | None = None
     rrf_k: float | None = Field(None, ge=0)

@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from recset.config import Config, config_from_dict
 from recset.data import Dataset, IdMap, catalog_frame
 from recset.errors import StorageError
-from recset.recall import RecallBase, get_recall
+from recset.recall import Candidates, RecallBase, get_recall
 from recset.recall._lists import PrecomputedLists
 from recset.recall.mixer import MixedCandidates, Mixer
 from recset.signals import Signals
@@ -30,6 +30,8 @@ _log = logging.getLogger(__name__)
 ENGINE_ARTIFACT = "engine"
 _FORMAT_VERSION = 2
 _CHUNK = 2048
+# most (seed, candidate) entries asked of the fallback at once when filling short lists
+_FILL_ENTRIES = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -409,47 +411,130 @@ class Engine:
         return out
 
     def _fill(self, seeds: NDArray[np.int32], out: MixedCandidates, k: int) -> None:
-        """Fill short rows from the fallback source, in place.
+        """Fill rows shorter than ``k`` from the fallback source, in place.
 
-        A filled item's score is the fallback's reciprocal-rank share of the fusion, kept
-        below every fused candidate already in the row.
+        A row takes, in the fallback's order, its candidates that are available, pass the
+        seed's mix filters, and are neither the seed nor already in the row. The fallback is
+        asked for the seed's top ``2k + 10`` first; rows still short ask again for twice as
+        many, up to the fallback's whole list for the seed; rows still short after that take
+        the fallback's cold-start list (its answer for an unknown seed: for ``popular``, the
+        global list) the same way. So a row stays short only when those lists together hold
+        fewer than ``k`` such items, and only short rows pay for the longer lists.
+
+        Parameters
+        ----------
+        seeds : ndarray of int32, shape (n_seeds,)
+            Dense seed ids (-1: unknown seed).
+        out : MixedCandidates
+            Rows of width ``k`` whose items are packed at the start of each row, best first.
+        k : int
+            The length to fill rows to.
+
+        Notes
+        -----
+        A filled item's score is the fallback's reciprocal-rank share of the seed's mix,
+        ``weight / (rrf_k + rank + 1)``, kept below every score already in the row so that
+        scores never rise along it; its reason is the fallback's score and rank (in the
+        cold-start list for items taken from it).
+        """
+        rows = np.flatnonzero((out.item >= 0).sum(axis=1) < k)
+        if not len(rows):
+            return
+        self._fill_from(seeds, seeds, out, k, rows)
+        n = (out.item[rows] >= 0).sum(axis=1)
+        # known seeds still short: the cold-start list (unknown seeds were just given it)
+        rows = rows[(n < k) & (seeds[rows] >= 0)]
+        if len(rows):
+            self._fill_from(seeds, np.full(len(seeds), -1, np.int32), out, k, rows)
+
+    def _fill_from(
+        self,
+        seeds: NDArray[np.int32],
+        query: NDArray[np.int32],
+        out: MixedCandidates,
+        k: int,
+        rows: NDArray[np.intp],
+    ) -> None:
+        """Fill ``rows`` of ``out`` from the fallback's lists for ``query`` (see :meth:`_fill`).
+
+        ``seeds`` give the filters, the mix and the item to leave out; ``query`` the seeds the
+        fallback is asked about. Lists are asked for in doubling widths, for the rows still
+        short only, until the fallback returns fewer items than asked (its list is exhausted).
+        """
+        source = self.sources[self.config.build.fallback]
+        n_items = len(self.items)
+        # the floor is the row's last score when this stage starts: every filled score stays
+        # below it, whatever the width the row ends up being filled from
+        n_have = (out.item[rows] >= 0).sum(axis=1)
+        floor = np.where(
+            n_have > 0, out.score[rows, np.maximum(n_have - 1, 0)].astype(np.float64), np.inf
+        )
+        width = min(2 * k + 10, max(n_items, 1))
+        while len(rows):
+            more = np.zeros(len(rows), dtype=bool)
+            step = max(1, _FILL_ENTRIES // width)  # bounds the memory of long lists
+            for a in range(0, len(rows), step):
+                b = min(a + step, len(rows))
+                cand = source.recall_many(query[rows[a:b]], width)  # type: ignore[attr-defined]
+                self._append(seeds[rows[a:b]], out, k, rows[a:b], cand, floor[a:b])
+                more[a:b] = cand.counts() >= width  # else the list is exhausted
+            if width >= n_items:
+                break
+            more &= (out.item[rows] >= 0).sum(axis=1) < k
+            rows, floor = rows[more], floor[more]
+            width = min(2 * width, n_items)
+
+    def _append(
+        self,
+        seeds: NDArray[np.int32],
+        out: MixedCandidates,
+        k: int,
+        rows: NDArray[np.intp],
+        cand: Candidates,
+        floor: NDArray[np.float64],
+    ) -> None:
+        """Write the valid items of ``cand`` after the current items of ``out[rows]``.
+
+        One vectorised pass over the batch: ``cand`` and ``floor`` have one row per entry of
+        ``rows``, ``seeds`` are those rows' seeds; rows are filled up to ``k``, in place.
         """
         name = self.config.build.fallback
         s_idx = self.source_names.index(name)
-        mix = self.mixer.mixes[0]
-        rows = np.flatnonzero((out.item >= 0).sum(axis=1) < k)
-        fb = self.sources[name].recall_many(seeds[rows], 2 * k + 10)  # type: ignore[attr-defined]
-        # the fallback's items pass the seed's mix filters too (compatibility, substitutes...)
-        allowed = fb.item >= 0
-        which = self.mixer.mix_of(seeds[rows])
-        for m in np.unique(which):
-            sel = which == m
-            for f in self.mixer.mixes[int(m)].filters:
-                allowed[sel] &= self.sources[f].keep(seeds[rows][sel], fb.item[sel])  # type: ignore[attr-defined]
-        for i, r in enumerate(rows.tolist()):
-            have = set(out.item[r][out.item[r] >= 0].tolist())
-            pos = len(have)
-            floor = float(out.score[r, pos - 1]) if pos else np.inf
-            for rank, (cand, sc) in enumerate(
-                zip(fb.item[i].tolist(), fb.score[i].tolist(), strict=True)
-            ):
-                if pos >= k:
-                    break
-                if (
-                    cand < 0
-                    or not allowed[i, rank]
-                    or cand == seeds[r]
-                    or cand in have
-                    or not self.available[cand]
-                ):
-                    continue
-                rrf = mix.weight(name) / (mix.rrf_k + rank + 1.0)
-                out.item[r, pos] = cand
-                out.score[r, pos] = min(rrf, floor * (1.0 - 1e-6 * (rank + 1)))
-                out.source_score[r, pos, s_idx] = sc
-                out.source_rank[r, pos, s_idx] = rank
-                have.add(cand)
-                pos += 1
+        weight = np.array([m.weight(name) for m in self.mixer.mixes], dtype=np.float64)
+        rrf_k = np.array([m.rrf_k for m in self.mixer.mixes], dtype=np.float64)
+        item = cand.item
+        ok = (item >= 0) & (item != seeds[:, None]) & self.available[np.maximum(item, 0)]
+        # the seed's mix filters (compatibility, substitutes, ...), one mix at a time
+        which = self.mixer.mix_of(seeds)
+        for m in np.unique(which).tolist():
+            sel = np.flatnonzero(which == m)
+            for f in self.mixer.mixes[m].filters:
+                ok[sel] &= self.sources[f].keep(seeds[sel], item[sel])  # type: ignore[attr-defined]
+        # not already in the row: (row, item) keys, sorted by sorting each row (the -1 padding
+        # keys fall between rows), looked up with one searchsorted over the batch
+        have = out.item[rows]
+        n_have = (have >= 0).sum(axis=1)
+        span = np.int64(len(self.items)) + 1
+        row_key = np.arange(len(rows), dtype=np.int64)[:, None] * span
+        present = (row_key + np.sort(have, axis=1)).ravel()
+        r_ok, c_ok = np.nonzero(ok)
+        key = r_ok * span + item[r_ok, c_ok]
+        at = np.minimum(np.searchsorted(present, key), len(present) - 1)
+        ok[r_ok, c_ok] = present[at] != key
+        pos = n_have[:, None] + np.cumsum(ok, axis=1) - 1
+        r, rank = np.nonzero(ok & (pos < k))
+        if not len(r):
+            return
+        p = pos[r, rank]
+        mix = which[r]
+        rrf = weight[mix] / (rrf_k[mix] + rank + 1.0)
+        f = floor[r]
+        below = np.where(np.isinf(f), f, f * np.maximum(1.0 - 1e-6 * (rank + 1.0), 0.0))
+        target = rows[r]
+        out.item[target, p] = item[r, rank]
+        out.score[target, p] = np.minimum(rrf, below).astype(np.float32)
+        out.source_score[target, p, s_idx] = cand.score[r, rank]
+        out.source_rank[target, p, s_idx] = rank.astype(np.int32)
 
     def recommend(
         self,

@@ -98,6 +98,11 @@ def test_category_overrides_most_specific_wins(tmp_path: Path) -> None:
         ("[mix]\nfilters = ['popular']\n", r"'mix.filters': unknown filter 'popular'; allowed"),
         ("[mix]\nfusion = 'avg'\n", r"key 'mix.fusion'"),
         ("[mix.limits]\nco_veiw = 3\n", r"'mix.limits.co_veiw': unknown source"),
+        # negative weights / limits used to pass: a negative limit sliced all but the last
+        # candidates, a negative weight broke the fill's floor below the fused scores
+        ("[mix.weights]\npopular = -0.5\n", r"key 'mix.weights.popular': .*greater than or eq"),
+        ("[mix.limits]\nco_view = -1\n", r"key 'mix.limits.co_view': .*greater than or equal"),
+        ('[categories."A"]\nweights = { popular = nan }\n', r"weights.popular': .*finite"),
         ("[mix]\nsorces = []\n", r"unknown key 'mix.sorces'; allowed keys: \['filters'"),
         ('[categories."A"]\nfilters = ["x"]\n', r"'categories.\"A\".filters': unknown filter 'x'"),
         ('[categories."A"]\nsauce = 1\n', r"unknown key 'categories.\"A\".sauce'"),

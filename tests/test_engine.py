@@ -1,14 +1,17 @@
 """Engine: build, recommend (incl. cold start), exclusions, availability, save/load."""
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import pytest
+from numpy.typing import NDArray
 
 from recset import Engine, Recommendation, StorageError
 from recset.config import config_from_dict
-from recset.data import Dataset
+from recset.data import Dataset, IdMap
+from recset.recall import Candidates, RecallBase
 
 # popular alone, unfiltered: the foundation's fallback behaviour, checked exactly
 POPULAR_ONLY = config_from_dict({"mix": {"sources": ["popular"], "filters": []}})
@@ -111,3 +114,102 @@ def test_availability_from_store_catalog(engine: Engine, tmp_path: Path) -> None
 def test_load_without_engine_is_clear(tmp_path: Path) -> None:
     with pytest.raises(StorageError):
         Engine.load(tmp_path / "empty")
+
+
+# -- filling short lists from the fallback ------------------------------------------------
+
+N_STUB = 1000
+
+
+class _Nothing(RecallBase):
+    """A mix source that never answers: every row is left to the fallback."""
+
+    name: ClassVar[str] = "nothing"
+
+    def recall_many(self, seeds: NDArray[np.int32], n: int) -> Candidates:
+        return Candidates.empty(len(seeds), n)
+
+
+class _Lists(RecallBase):
+    """A fallback: items 1..300 for a known seed (the seed left out), 500..999 for -1."""
+
+    name: ClassVar[str] = "lists"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[tuple[int, ...], int]] = []
+
+    def recall_many(self, seeds: NDArray[np.int32], n: int) -> Candidates:
+        self.asked.append((tuple(np.asarray(seeds).tolist()), n))
+        out = Candidates.empty(len(seeds), n)
+        for r, s in enumerate(np.asarray(seeds).tolist()):
+            row = np.arange(500, N_STUB) if s < 0 else np.setdiff1d(np.arange(1, 301), [s])
+            row = row[:n]
+            out.item[r, : len(row)] = row
+            out.score[r, : len(row)] = 1000.0 - np.arange(len(row))
+        return out
+
+
+class _Rules(RecallBase):
+    """A filter: seed 0 takes items >= 250 only, seed 2 nothing; other seeds anything."""
+
+    name: ClassVar[str] = "rules"
+
+    def keep(self, seeds: NDArray[np.int32], items: NDArray[np.int32]) -> NDArray[np.bool_]:
+        s = np.asarray(seeds)[:, None]
+        return np.where(s == 0, items >= 250, s != 2)
+
+
+def _stub_engine(fallback: _Lists) -> Engine:
+    config = config_from_dict({"mix": {"sources": ["co_view"], "filters": ["compatibility"]}})
+    available = np.ones(N_STUB, dtype=bool)
+    available[[260, 501]] = False
+    return Engine(
+        config,
+        IdMap([f"i{i}" for i in range(N_STUB)]),
+        available,
+        {"co_view": _Nothing(), "popular": fallback, "compatibility": _Rules()},
+        np.zeros(N_STUB, np.int32),
+    )
+
+
+def test_fill_goes_deeper_only_for_short_rows() -> None:
+    """A row the filter starves gets the fallback's list in doubling widths, then its
+    cold-start list; a row filled at once asks nothing more; a row nothing can fill stops
+    once the lists are exhausted. Filled scores never rise; reasons give the list ranks.
+    Regression: _fill asked for a fixed 2k + 10 candidates and left such rows short."""
+    fallback = _Lists()
+    engine = _stub_engine(fallback)
+    k = 100
+    m = engine.recommend_many(np.array([0, 1, 2], np.int32), k)
+    # seed 0: nothing valid in the first 210 (items 1..211), 250..300 but 260 in 420 (the
+    # whole list: 300 items, exhausted), then the cold-start list without 501
+    own = [i for i in range(250, 301) if i != 260]
+    cold = [i for i in range(500, N_STUB) if i != 501][: k - len(own)]
+    assert m.item[0].tolist() == own + cold
+    src = engine.source_names.index("popular")
+    assert m.source_rank[0, :, src].tolist() == [i - 1 for i in own] + [i - 500 for i in cold]
+    assert m.item[1].tolist() == list(range(2, 102))  # filled from the first 210
+    assert (m.item[2] == -1).all()  # nothing passes: left empty, after finite asks
+    assert fallback.asked == [
+        ((0, 1, 2), 210),
+        ((0, 2), 420),  # 299 and 300 items < 420: both lists exhausted
+        ((-1, -1), 210),  # seed 0 filled here; seed 2 goes on to the end of the list
+        ((-1,), 420),
+        ((-1,), 840),
+    ]
+    filled = m.score[:2]
+    assert np.isfinite(filled).all() and (np.diff(filled, axis=1) < 0).all()
+    np.testing.assert_allclose(m.score[1, :3], 1.0 / (10.0 + np.arange(1, 4)), rtol=1e-6)
+
+
+def test_fill_in_chunks_gives_the_same_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bounding the entries asked of the fallback at once changes the calls, not the lists."""
+    seeds = np.array([0, 1, 2, 0, -1, 5], np.int32)
+    whole = _stub_engine(_Lists()).recommend_many(seeds, 100)
+    monkeypatch.setattr("recset.engine._FILL_ENTRIES", 500)  # 2 rows of 210 per call
+    fallback = _Lists()
+    chunked = _stub_engine(fallback).recommend_many(seeds, 100)
+    assert max(len(s) for s, _ in fallback.asked) <= 2
+    for f in ("item", "score", "source_score", "source_rank"):
+        np.testing.assert_array_equal(getattr(whole, f), getattr(chunked, f))

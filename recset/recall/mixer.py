@@ -31,7 +31,8 @@ class MixedCandidates:
     item : ndarray of int32, shape (n_seeds, n)
         Candidates best first, padded with -1.
     score : ndarray of float32, shape (n_seeds, n)
-        Fused score (see :class:`~recset.config.MixConfig`), padded with -inf.
+        Fused score (see :class:`~recset.config.MixConfig`), non-increasing along each row,
+        padded with -inf.
     source_score : ndarray of float32, shape (n_seeds, n, n_sources)
         Each source's score for the candidate, NaN where the source did not propose it.
     source_rank : ndarray of int32, shape (n_seeds, n, n_sources)
@@ -148,7 +149,9 @@ class Mixer:
         u_rank[inv, s_idx] = rk
         weights = np.array([mix.weight(s) for s in self.source_order], dtype=np.float64)
         present = u_rank >= 0
-        rrf = np.where(present, weights / (mix.rrf_k + u_rank + 1.0), 0.0).sum(axis=1)
+        # absent ranks (-1) masked before dividing: with rrf_k = 0 they would divide by 0
+        rrf = np.where(present, weights / (mix.rrf_k + np.maximum(u_rank, 0) + 1.0), 0.0)
+        rrf = rrf.sum(axis=1)
         if mix.fusion == "sequential":
             first_src = np.full(u, np.iinfo(np.int64).max)
             np.minimum.at(first_src, inv, pos.astype(np.int64) * (1 << 20) + rk)
@@ -167,7 +170,12 @@ class Mixer:
         o = order[keep]
         rr, pp = u_row_s[keep], p[keep]
         out.item[rr, pp] = u_item[o]
-        out.score[rr, pp] = rrf[o].astype(np.float32)
+        if mix.fusion == "sequential":
+            # the order is by source precedence, not by RRF: score the fused list's own
+            # reciprocal rank so that scores fall along the row like the order does
+            out.score[rr, pp] = (1.0 / (mix.rrf_k + pp + 1.0)).astype(np.float32)
+        else:
+            out.score[rr, pp] = rrf[o].astype(np.float32)
         out.source_score[rr, pp] = u_score[o]
         out.source_rank[rr, pp] = u_rank[o]
         return out

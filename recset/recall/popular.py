@@ -163,7 +163,10 @@ class PopularRecall(RecallBase):
         return self
 
     def recall_many(self, seeds: NDArray[np.int32], n: int) -> Candidates:
-        """Top ``n`` per seed from its scope, then global ones (seed excluded)."""
+        """Top ``n`` per seed from its scope, then global ones (seed excluded).
+
+        At most ``config.max_candidates`` items per seed, whatever ``n``.
+        """
         self._check_fitted()
         seeds = np.asarray(seeds, dtype=np.int32)
         glob_row = self.lists_.shape[0] - 1
@@ -173,6 +176,10 @@ class PopularRecall(RecallBase):
         rows = np.where(cat >= 0, cat, glob_row)
         item, score = self.lists_[rows], self.scores_[rows]
         keep = (item >= 0) & (item != seeds[:, None])
+        # lists hold max_candidates + 1 items so that dropping the seed leaves max_candidates;
+        # when the seed is not in its list the extra one must go too (before the
+        # match_aspect reordering, which reorders the list but does not change it)
+        keep &= np.cumsum(keep, axis=1) <= self.config.max_candidates
         if self.config.match_aspect:
             seed_code = np.where(known, self.match_[safe], -1)
             same = (self.match_[np.maximum(item, 0)] == seed_code[:, None]) & (

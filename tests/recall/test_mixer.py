@@ -93,10 +93,10 @@ def test_rrf_fusion_math() -> None:
     np.testing.assert_array_equal(m.n_sources_per_candidate()[0, :4], [2, 1, 1, 1])
 
 
-# rrf_k=0 makes mixer.py divide 0 by 0 for absent sources (masked out by np.where, harmless)
-@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # rrf_k=0 used to divide by 0
 def test_rrf_ties_broken_by_item_id_and_rrf_k() -> None:
-    """Equal fused scores keep a deterministic order (lower item id first); rrf_k=0 works."""
+    """Equal fused scores keep a deterministic order (lower item id first); rrf_k=0 works
+    without dividing by zero for absent sources."""
     mixer, _, _ = _mixer(rrf_k=0.0)
     m = mixer.mix(np.array([1], np.int32), 10)
     # seed 1: a -> [0 (rank 0), 2 (rank 1)], b -> [2 (rank 0)]: 2 scores 1/2 + 1, 0 scores 1
@@ -124,19 +124,24 @@ def test_sequential_fusion_order() -> None:
     assert _row(reversed_mixer.mix(np.array([0], np.int32), 10)) == [3, 4, 1, 2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with fusion='sequential' MixedCandidates.score is still the RRF score, so "
-    "the fused scores of a row are not in its order (seed 0: items [1, 2, 3, 4] get scores "
-    "[0.091, 0.083, 0.168, 0.083]); Engine.recommend returns them as the items' scores and "
-    "Engine._fill's 'kept below every fused candidate' floor (the last score) is not the "
-    "lowest",
-)
 def test_sequential_scores_follow_the_order() -> None:
-    mixer, _, _ = _mixer(fusion="sequential")
-    m = mixer.mix(np.array([0], np.int32), 10)
-    s = m.score[0, :4]
-    assert (np.diff(s) <= 0).all(), s.tolist()
+    """Sequential fusion scores the fused list's own reciprocal rank, 1 / (rrf_k + pos + 1):
+    strictly falling along the row whatever the sources' ranks (the RRF score of item 3,
+    proposed by both sources, would put it first), and ``weights`` do not apply."""
+    for mixer, seed, row in [
+        (_mixer(fusion="sequential")[0], 0, [1, 2, 3, 4]),
+        (_mixer(fusion="sequential", rrf_k=0.0, weights={"b": 5.0})[0], 0, [1, 2, 3, 4]),
+        (_mixer(fusion="sequential", sources=["b", "a"])[0], 0, [3, 4, 1, 2]),
+        (_mixer(fusion="sequential")[0], 1, [0, 2]),
+    ]:
+        m = mixer.mix(np.array([seed], np.int32), 10)
+        assert _row(m) == row
+        n = len(row)
+        s = m.score[0, :n]
+        assert (np.diff(s) < 0).all(), s.tolist()
+        rrf_k = mixer.mixes[0].rrf_k
+        np.testing.assert_allclose(s, 1.0 / (rrf_k + np.arange(n) + 1.0), rtol=1e-6)
+        assert np.isneginf(m.score[0, n:]).all()
 
 
 def test_limits_cap_each_source() -> None:
@@ -343,6 +348,24 @@ def test_override_limits_weights_and_filters(ds: Dataset, engine: Engine) -> Non
             fused[p] += w[engine.source_names[j]] / (5.0 + r + 1.0)
         n = int((engine.lists.item[s] >= 0).sum())
         np.testing.assert_allclose(engine.lists.score[s, :n], fused[:n], rtol=1e-5)
+
+
+def test_served_scores_fall_along_every_list(ds: Dataset, engine: Engine) -> None:
+    """Served scores never rise along a list, under sequential fusion (Cameras) as under RRF,
+    fallback fills included; Engine.recommend returns the same falling scores."""
+    cameras = _seeds_in(ds, lambda _, p: p.startswith(CAMERAS))
+    seeds = np.arange(ds.n_items, dtype=np.int32)
+    for k in (5, 20, 60):  # limits co_view to 3 in Cameras: most camera rows are filled
+        m = engine.recommend_many(seeds, k)
+        s = np.where(m.item >= 0, m.score.astype(np.float64), np.finfo(np.float64).min)
+        rising = np.diff(s, axis=1) > 0
+        assert not rising.any(), np.argwhere(rising)[:5].tolist()
+        assert np.isfinite(m.score[m.item >= 0]).all()
+        filled = m.source_rank[:, :, engine.source_names.index("popular")] >= 0
+        assert filled[cameras].any()
+    for s_ in cameras[:20].tolist():
+        scores = [r.score for r in engine.recommend(ds.items.id_of(s_), k=10)]
+        assert len(scores) == 10 and scores == sorted(scores, reverse=True), scores
 
 
 def test_every_candidate_keeps_every_source_reason(ds: Dataset, default_engine: Engine) -> None:

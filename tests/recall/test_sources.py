@@ -415,16 +415,35 @@ def test_popular_match_aspect_brand_first(
     assert n_moved > 50
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PopularRecall stores max_candidates + 1 items per list (to make up for the "
-    "seed) and recall_many returns all of them when the seed is not in its list, one more "
-    "than PopularConfig.max_candidates ('Longest list kept per category')",
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        PopularConfig(max_candidates=5),
+        PopularConfig(max_candidates=5, match_aspect="brand"),
+        PopularConfig(max_candidates=5, scope="global"),
+    ],
+    ids=["category", "match_aspect", "global"],
 )
-def test_popular_respects_max_candidates(ds: Dataset, sig: Signals) -> None:
-    pop = PopularRecall(PopularConfig(max_candidates=5)).fit(ds, sig)
-    c = pop.recall_many(np.array([0, -1], np.int32), 50)
-    assert (c.counts() <= 5).all(), c.counts()
+def test_popular_respects_max_candidates(
+    ds: Dataset, sig: Signals, all_seeds: NDArray[np.int32], cfg: PopularConfig
+) -> None:
+    """Exactly ``max_candidates`` items however many are asked for, whether or not the seed
+    is in its own list (lists hold one spare item for the seed): the list's most popular
+    ones, the seed left out. ``match_aspect`` only reorders them."""
+    pop = PopularRecall(cfg).fit(ds, sig)
+    seeds = np.r_[all_seeds, -1].astype(np.int32)
+    c = pop.recall_many(seeds, 50)
+    assert c.item.shape == (len(seeds), 50)
+    assert (c.counts() == 5).all(), np.unique(c.counts())
+    glob_row = pop.lists_.shape[0] - 1
+    n_in_own_list = 0
+    for r, s in enumerate(seeds.tolist()):
+        row = pop.lists_[glob_row if s < 0 or pop.item_category_[s] < 0 else pop.item_category_[s]]
+        n_in_own_list += s in row.tolist()
+        expected = [x for x in row.tolist() if x >= 0 and x != s][:5]
+        assert sorted(c.row(r)[0].tolist()) == sorted(expected), s
+    assert 0 < n_in_own_list < len(seeds)  # both cases were checked
+    assert (pop.recall_many(seeds[:50], 3).counts() == 3).all()
 
 
 # -- the engine: availability and full lists -------------------------------------------
@@ -453,8 +472,8 @@ def test_lists_full_except_compatibility_bound_seeds(
 ) -> None:
     """Every seed without a ``compatible_model`` gets k items, and no list is empty.
 
-    Measured short lists: 17 of 3000 seeds at k=10, 201 at k=20 (at least 7 items), all
-    phone accessories (screen_protector 70, phone_case 69, charger 62): see the xfail below.
+    Compatibility-bound seeds (phone accessories) used to stay short (17 of 3000 seeds at
+    k=10, 201 at k=20): see test_lists_full_when_enough_candidates for them.
     """
     bound = np.array(["compatible_model" in a for a in aspects])
     for k in (10, 20):
@@ -463,24 +482,33 @@ def test_lists_full_except_compatibility_bound_seeds(
         assert (counts > 0).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Engine._fill asks the fallback for a fixed 2k+10 candidates and then applies "
-    "the seed's filters; for an accessory seed (e.g. a screen protector for one phone model) "
-    "the category-scoped popular list starts with accessories of other models, the "
-    "compatibility filter rejects nearly all of them and the list stays short of k although "
-    "thousands of valid, available items exist",
-)
 def test_lists_full_when_enough_candidates(
     ds: Dataset, engine: Engine, all_seeds: NDArray[np.int32], aspects: list[dict[str, Any]]
 ) -> None:
     """Every seed gets k items: every seed has far more than k available candidates that
-    pass its filters (all items of other families without a model aspect)."""
+    pass its filters (all items of other families without a model aspect). Every item is
+    available, not the seed, unique in its row and passes the seed's filters; scores never
+    rise along a row. Regression: Engine._fill asked the fallback for a fixed 2k + 10
+    candidates, which for accessory seeds were nearly all other models' accessories."""
     fam_free = np.array(["model" not in a and "compatible_model" not in a for a in aspects])
     assert (fam_free & ds.catalog.available).sum() > 1000
+    bound = np.array(["compatible_model" in a for a in aspects])
     short = []
-    for k in (10, 20):
-        counts = (engine.recommend_many(all_seeds, k).item >= 0).sum(axis=1)
+    for k in (10, 20, 100):  # 100: the ranker's candidate list
+        m = engine.recommend_many(all_seeds, k)
+        counts = (m.item >= 0).sum(axis=1)
         short += [(k, int(s), int(counts[s])) for s in np.flatnonzero(counts < k)]
+        item = m.item
+        assert ds.catalog.available[item].all()
+        assert not (item == all_seeds[:, None]).any()
+        srt = np.sort(item, axis=1)
+        assert not (srt[:, 1:] == srt[:, :-1]).any()
+        for f in engine.mixer.mixes[0].filters:
+            assert engine.sources[f].keep(all_seeds, item).all(), f  # type: ignore[attr-defined]
+        assert not (np.diff(m.score.astype(np.float64), axis=1) > 0).any()
     assert not short, short[:10]
     assert len(engine.recommend(ds.items.id_of(280), k=10)) == 10
+    batch = engine.recommend_many(all_seeds[bound], 20)
+    for r, s in enumerate(all_seeds[bound][::10].tolist()):
+        ids = [x.item_id for x in engine.recommend(ds.items.id_of(s), k=20)]
+        assert ids == ds.items.ids(batch.item[r * 10]).tolist()
