@@ -212,7 +212,9 @@ def _fit(
             triples.basket_user,
             triples.basket_time,
         )
-        for _epoch in tqdm(range(cfg.joint_epochs), desc="neural: joint", disable=not show_progress):
+        for _epoch in tqdm(
+            range(cfg.joint_epochs), desc="neural: joint", disable=not show_progress
+        ):
             sums = {"L_G": 0.0, "L_PR": 0.0, "L_CL": 0.0}
             steps = 0
             for rows in kept.batches(cfg.joint_batch_size, rng):
@@ -816,8 +818,7 @@ class NeuralModel:
             arr = np.load(directory / name, allow_pickle=False)
             if arr.shape != (n, k):
                 raise ConfigError(
-                    f"{directory / name}: shape {arr.shape}, expected ({n}, {k}) from "
-                    "neural.json"
+                    f"{directory / name}: shape {arr.shape}, expected ({n}, {k}) from neural.json"
                 )
             arrays[name] = arr.astype(np.float32)
         with np.load(directory / "histories.npz", allow_pickle=False) as z:
