@@ -1,0 +1,171 @@
+"""Training on planted data, re-ranking, save / load (small and fast)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recset.data import Dataset
+from recset.errors import ConfigError
+from recset.personalization import NeuralConfig
+
+pytest.importorskip("torch")
+pytest.importorskip("torch_geometric")
+
+from recset.personalization import NeuralModel, train_neural  # noqa: E402
+
+FAST = dict(
+    device="cpu",
+    embedding_size=16,
+    gnn_layers=1,
+    max_history=5,
+    transformer_layers=1,
+    transformer_heads=2,
+    contrastive_batch_size=16,
+    gnn_batch_size=256,
+    joint_batch_size=128,
+)
+
+
+def _planted(n_pairs: int = 20, seed: int = 0) -> tuple[Dataset, np.ndarray]:
+    """``a_k`` (category A) is always bought with, then followed by, ``b_k`` (category B).
+
+    Users buy 3 random pairs each; nothing else. Returns the dataset and the pairs as
+    dense ids, shape (n_pairs, 2).
+    """
+    rng = np.random.default_rng(seed)
+    items = [f"a{k:02d}" for k in range(n_pairs)] + [f"b{k:02d}" for k in range(n_pairs)]
+    cat = pd.DataFrame(
+        {"item_id": items, "category_id": ["A"] * n_pairs + ["B"] * n_pairs, "title": items}
+    )
+    rows = []
+    t = 1_000_000
+    for u in range(4 * n_pairs):
+        for k in rng.choice(n_pairs, 3, replace=False):
+            o = f"o{u}_{k}"
+            rows.append((f"u{u}", f"a{k:02d}", "purchase", t, o))
+            rows.append((f"u{u}", f"b{k:02d}", "purchase", t + 10, o))
+            t += 100
+    ev = pd.DataFrame(rows, columns=["user_id", "item_id", "event", "timestamp", "order_id"])
+    ds = Dataset.from_frames(cat, ev, name="planted")
+    pairs = np.array(
+        [
+            [ds.items.index([f"a{k:02d}"])[0], ds.items.index([f"b{k:02d}"])[0]]
+            for k in range(n_pairs)
+        ]
+    )
+    return ds, pairs
+
+
+@pytest.fixture(scope="module")
+def planted() -> tuple[Dataset, np.ndarray, NeuralModel]:
+    ds, pairs = _planted()
+    feats = np.random.default_rng(1).normal(size=(ds.n_items, 8)).astype(np.float32)
+    cfg = NeuralConfig(**FAST, gnn_epochs=60, joint_epochs=3, blend_weight=0.5)
+    return ds, pairs, train_neural(ds, cfg, features=feats)
+
+
+def test_linked_items_nearer_than_unlinked(planted) -> None:
+    ds, pairs, model = planted
+    theta, query = model.item_embeddings(), model.query_embeddings()
+    assert theta.shape == (ds.n_items, 16) and theta.dtype == np.float32
+    a, b = pairs[:, 0], pairs[:, 1]
+    linked = ((query[a] - theta[b]) ** 2).sum(1)
+    # every unlinked (a_k, b_m), m != k
+    d_all = ((query[a][:, None, :] - theta[b][None, :, :]) ** 2).sum(-1)
+    unlinked = d_all[~np.eye(len(a), dtype=bool)]
+    assert linked.mean() < 0.5 * unlinked.mean()
+    # and for most seeds the linked item is the nearest of the B items
+    assert (d_all.argmin(axis=1) == np.arange(len(a))).mean() >= 0.8
+
+
+def test_rerank_padding_and_unknown_users(planted) -> None:
+    ds, pairs, model = planted
+    rng = np.random.default_rng(3)
+    b = 6
+    items = rng.choice(ds.n_items, size=(b, 10)).astype(np.int32)
+    items[:, 7:] = -1
+    base = rng.normal(size=(b, 10)).astype(np.float32) * 1000.0
+    base[:, 7:] = -np.inf
+    seeds = pairs[:b, 0].astype(np.int32)
+    users = np.array([0, 1, -1, 10_000, 2, -1], dtype=np.int32)
+    out = model.rerank(seeds, users, items, base)
+    assert out.shape == items.shape and out.dtype == np.float32
+    assert np.isneginf(out[:, 7:]).all()
+    assert np.isfinite(out[:, :7]).all()
+    for r in (2, 3, 5):  # unknown users keep the base order
+        assert (
+            np.argsort(-out[r, :7], kind="stable") == np.argsort(-base[r, :7], kind="stable")
+        ).all()
+    # unknown users get the neutral vector
+    u = model.user_vectors(np.array([-1, 10_000], dtype=np.int32))
+    assert (u == 1.0).all()
+
+
+def test_rerank_is_scale_free(planted) -> None:
+    ds, pairs, model = planted
+    rng = np.random.default_rng(4)
+    items = rng.choice(ds.n_items, size=(4, 12)).astype(np.int32)
+    base = rng.normal(size=(4, 12))
+    seeds, users = pairs[:4, 0].astype(np.int32), np.arange(4, dtype=np.int32)
+    a = model.rerank(seeds, users, items, base)
+    b = model.rerank(seeds, users, items, 1e6 * base + 7.0)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_save_load_roundtrip(planted, tmp_path: Path) -> None:
+    ds, pairs, model = planted
+    model.save(tmp_path / "neural")
+    model.save(tmp_path / "neural")  # replacing an existing directory works
+    loaded = NeuralModel.load(tmp_path / "neural", device="cpu", n_items=ds.n_items)
+    np.testing.assert_array_equal(loaded.item_embeddings(), model.item_embeddings())
+    users = np.arange(8, dtype=np.int32)
+    np.testing.assert_array_equal(loaded.user_vectors(users), model.user_vectors(users))
+    rng = np.random.default_rng(5)
+    items = rng.choice(ds.n_items, size=(8, 9)).astype(np.int32)
+    base = rng.normal(size=(8, 9)).astype(np.float32)
+    seeds = pairs[:8, 0].astype(np.int32)
+    np.testing.assert_array_equal(
+        loaded.rerank(seeds, users, items, base), model.rerank(seeds, users, items, base)
+    )
+    assert loaded.blend_weight_ == model.blend_weight_
+    emb = np.load(tmp_path / "neural" / "embeddings.npy")
+    assert emb.shape == (ds.n_items, 16) and emb.dtype == np.float32
+
+
+def test_load_errors_name_the_file(planted, tmp_path: Path) -> None:
+    ds, _, model = planted
+    model.save(tmp_path / "m")
+    with pytest.raises(ConfigError, match="neural.json"):
+        NeuralModel.load(tmp_path / "m", device="cpu", n_items=ds.n_items + 1)
+    np.save(tmp_path / "m" / "embeddings.npy", np.zeros((3, 16), np.float32))
+    with pytest.raises(ConfigError, match="embeddings.npy"):
+        NeuralModel.load(tmp_path / "m", device="cpu")
+    (tmp_path / "m" / "graph.pt").unlink()
+    with pytest.raises(ConfigError, match="graph.pt"):
+        NeuralModel.load(tmp_path / "m", device="cpu")
+
+
+def test_training_is_deterministic_on_cpu() -> None:
+    ds, _ = _planted(n_pairs=8, seed=2)
+    feats = np.random.default_rng(0).normal(size=(ds.n_items, 6)).astype(np.float32)
+    cfg = NeuralConfig(**FAST, gnn_epochs=3, joint_epochs=1, blend_weight=0.3)
+    a = train_neural(ds, cfg, features=feats)
+    b = train_neural(ds, cfg, features=feats)
+    np.testing.assert_array_equal(a.item_embeddings(), b.item_embeddings())
+    users = np.arange(ds.n_users, dtype=np.int32)
+    np.testing.assert_array_equal(a.user_vectors(users), b.user_vectors(users))
+
+
+def test_gnn_only_stage_and_validation_blend() -> None:
+    ds, _ = _planted(n_pairs=10, seed=4)
+    feats = np.random.default_rng(0).normal(size=(ds.n_items, 6)).astype(np.float32)
+    model = train_neural(ds, NeuralConfig(**FAST, stages="gnn", gnn_epochs=3), features=feats)
+    assert model.encoder_ is None
+    assert 0.0 <= model.blend_weight_ <= 1.0
+    assert model.metadata_["blend_source"].startswith(("validation", "default"))
+    # with no user encoder every user vector is neutral
+    assert (model.user_vectors(np.arange(3, dtype=np.int32)) == 1.0).all()
