@@ -266,6 +266,105 @@ def train_ranker_cmd(
         click.echo(f"importance table and plot in {report}")
 
 
+@cli.command("train-neural")
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset directory.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Config TOML (its [neural] and [type_transition] sections; default: built-ins).",
+)
+@click.option("--store", required=True, help="Store holding the engine from `recset build`.")
+@click.option(
+    "--artifact-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Artifact files location when --store is a database URL.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where to train: CUDA when available (auto), or forced.",
+)
+@click.option(
+    "--no-type-transition", is_flag=True, help="Train the personalizer only, not the type step."
+)
+@_on_bad_rows
+def train_neural_cmd(
+    data: Path,
+    config_path: Path | None,
+    store: str,
+    artifact_dir: Path | None,
+    device: str,
+    no_type_transition: bool,
+    on_bad_rows: str,
+) -> None:
+    """Train the neural stages (personalization, type transition) and register them.
+
+    The engine in --store then re-ranks its ranker's head for known users and diversifies
+    the final list by complementary type. Needs the neural extra (torch, torch_geometric).
+    """
+    from recset.config import load_config
+    from recset.engine import Engine
+    from recset.personalization import (
+        PERSONALIZER_ARTIFACT,
+        TYPE_TRANSITION_ARTIFACT,
+        train_personalizer,
+        train_type_transition,
+    )
+    from recset.storage import Store
+
+    config = load_config(config_path)
+    engine = Engine.load(store, artifact_dir=artifact_dir)
+    ds = _load(data, on_bad_rows, _quarantine_dir(store, data.parent))
+    if ds.items != engine.items:
+        raise click.UsageError(
+            f"{data} is not the dataset the active engine in {store} was built on (items differ)"
+        )
+    if engine.ranker is not None and engine.ranker.users != ds.users:
+        raise click.UsageError(
+            f"{data} has other users than the active ranker in {store} was trained on; "
+            "retrain the ranker on this dataset first (`recset train-ranker`)"
+        )
+    with _step("train the personalizer (GNN, user encoder, contrastive)"):
+        personal = train_personalizer(
+            ds, config.neural.model_copy(update={"device": device}), show_progress=True
+        )
+    with Store.open(store, artifact_dir=artifact_dir) as st:
+        rec = st.save_artifact(
+            PERSONALIZER_ARTIFACT,
+            personal.save,
+            metrics=_jsonable(personal.model.metadata_),
+            params=config.neural.model_dump(mode="json"),
+            config_hash=config.hash(),
+        )
+    click.echo(f"personalizer v{rec.version} is active in {store}: {personal.model!r}")
+    if no_type_transition:
+        return
+    with _step("train the type-transition step"):
+        transition = train_type_transition(
+            ds, config.type_transition.model_copy(update={"device": device}), show_progress=True
+        )
+    with Store.open(store, artifact_dir=artifact_dir) as st:
+        rec = st.save_artifact(
+            TYPE_TRANSITION_ARTIFACT,
+            transition.save,
+            params=config.type_transition.model_dump(mode="json"),
+            config_hash=config.hash(),
+        )
+    click.echo(f"type transition v{rec.version} is active in {store}")
+
+
+def _jsonable(value: object) -> object:
+    """``value`` with anything JSON cannot hold turned into a string."""
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
 @cli.command()
 @click.argument("seed")
 @click.option("--store", required=True, help="Store written by `recset build`.")
@@ -424,6 +523,12 @@ def recommend(
 @click.option("--no-ablations", is_flag=True, help="Skip the per-source ablation systems.")
 @click.option("--no-ranker", is_flag=True, help="Skip training and evaluating the ranker.")
 @click.option(
+    "--neural",
+    is_flag=True,
+    help="Also train and evaluate the neural stages (GNN neighbours, personalization, "
+    "contrastive learning, type transition); needs recset[neural].",
+)
+@click.option(
     "--explore-share",
     type=click.FloatRange(0, 1),
     default=0.3,
@@ -453,6 +558,7 @@ def backtest(
     no_ablations: bool,
     no_ranker: bool,
     explore_share: float,
+    neural: bool,
     bootstrap: int,
     store: str | None,
     on_bad_rows: str,
@@ -502,6 +608,7 @@ def backtest(
             ablations=not no_ablations,
             ranker=not no_ranker,
             explore_share=explore_share,
+            neural=neural,
             n_boot=bootstrap,
             show_progress=True,
         )

@@ -26,6 +26,8 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from recset.errors import ConfigError
+from recset.personalization._config import NeuralConfig
+from recset.personalization._type_transition_config import TypeTransitionConfig
 from recset.ranking._ranker import RankerConfig
 from recset.recall import SourceConfig, registered_recall_sets
 
@@ -137,6 +139,10 @@ class Config(BaseModel):
         Overrides by category id or category path prefix.
     ranker : RankerConfig
         The LightGBM ranker's training windows and hyperparameters.
+    neural : NeuralConfig
+        The personalization stage (`recset train-neural`): GNN, user encoder, re-ranking.
+    type_transition : TypeTransitionConfig
+        The type-transition diversification step (`recset train-neural`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -146,6 +152,8 @@ class Config(BaseModel):
     mix: MixConfig = MixConfig()
     categories: dict[str, MixOverride] = Field(default_factory=dict)
     ranker: RankerConfig = RankerConfig()
+    neural: NeuralConfig = NeuralConfig()
+    type_transition: TypeTransitionConfig = TypeTransitionConfig()
 
     # -- resolved views ------------------------------------------------------------------
     def type_of(self, name: str) -> str:
@@ -201,6 +209,8 @@ class Config(BaseModel):
                 for k, v in sorted(self.categories.items())
             },
             "ranker": self.ranker.model_dump(mode="json"),
+            "neural": self.neural.model_dump(mode="json"),
+            "type_transition": self.type_transition.model_dump(mode="json"),
         }
 
     def hash(self) -> str:
@@ -294,7 +304,7 @@ def _check_mix(mix: BaseModel, where: str, prefix: str, names: dict[str, str]) -
 
 def config_from_dict(data: dict[str, Any], *, where: str = "<config>") -> Config:
     """Validate a parsed TOML document into a :class:`Config`."""
-    allowed_top = ["build", "categories", "mix", "ranker", "sources"]
+    allowed_top = ["build", "categories", "mix", "neural", "ranker", "sources", "type_transition"]
     for key in data:
         if key not in allowed_top:
             raise ConfigError(f"{where}: unknown section {key!r}; allowed sections: {allowed_top}")
@@ -332,6 +342,10 @@ def config_from_dict(data: dict[str, Any], *, where: str = "<config>") -> Config
         categories[key] = _validate(MixOverride, section, where, prefix)
         _check_mix(categories[key], where, prefix, names)
     ranker = _validate(RankerConfig, data.get("ranker", {}), where, "ranker")
+    neural = _validate(NeuralConfig, data.get("neural", {}), where, "neural")
+    transition = _validate(
+        TypeTransitionConfig, data.get("type_transition", {}), where, "type_transition"
+    )
     return Config(
         build=build,
         sources=sources,
@@ -339,6 +353,8 @@ def config_from_dict(data: dict[str, Any], *, where: str = "<config>") -> Config
         mix=mix,
         categories=categories,
         ranker=ranker,
+        neural=neural,
+        type_transition=transition,
     )
 
 

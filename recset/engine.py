@@ -22,6 +22,7 @@ from recset.recall.mixer import MixedCandidates, Mixer
 from recset.signals import Signals
 
 if TYPE_CHECKING:
+    from recset.personalization import Personalizer, TypeTransition
     from recset.ranking import Ranker
     from recset.storage import ArtifactRecord
 
@@ -77,6 +78,32 @@ def _fit_order(specs: dict[str, tuple[str, Any]]) -> list[str]:
     for name in specs:
         visit(name, ())
     return done
+
+
+def _diversified(
+    diversifier: TypeTransition,
+    seeds: NDArray[np.int32],
+    items: NDArray[np.int32],
+    score: NDArray[np.floating],
+    order: NDArray[np.intp],
+) -> NDArray[np.intp]:
+    """``order`` (B, N) rearranged by the type-transition step over the whole row."""
+    sorted_items = np.take_along_axis(items, order, 1)
+    sorted_score = np.take_along_axis(score, order, 1)
+    cols = diversifier.diversify(seeds, sorted_items, sorted_score, order.shape[1])
+    n = order.shape[1]
+    ok = cols >= 0
+    cols = np.take_along_axis(cols, np.argsort(~ok, axis=1, kind="stable"), 1)  # real first
+    n_ok = ok.sum(axis=1, keepdims=True)
+    # complete each row to a permutation with the columns it left out (padding), in order
+    used = np.zeros(order.shape, dtype=bool)
+    r, c = np.nonzero(cols >= 0)
+    used[r, cols[r, c]] = True
+    rest = np.argsort(used, axis=1, kind="stable")
+    pos = np.arange(n)[None, :]
+    tail = np.take_along_axis(rest, np.clip(pos - n_ok, 0, n - 1), 1)
+    full = np.where(pos < n_ok, cols, tail)
+    return np.take_along_axis(order, full, 1)
 
 
 def _reserve_share(
@@ -175,6 +202,8 @@ class Engine:
         self.mixer = Mixer(sources, mixes, seed_mix, order)
         self.lists = lists
         self.ranker: Ranker | None = None
+        self.personalizer: Personalizer | None = None
+        self.diversifier: TypeTransition | None = None
         if ranker is not None:
             self.attach_ranker(ranker)
 
@@ -271,6 +300,8 @@ class Engine:
         new.mixer = Mixer(self.sources, mixes, self.mixer.seed_mix, self.mixer.source_order)
         new.lists = None
         new.ranker = None
+        new.personalizer = None
+        new.diversifier = None
         return new
 
     def with_ranker(self, ranker: Ranker | None) -> Engine:
@@ -280,6 +311,27 @@ class Engine:
         new = copy.copy(self)
         new.attach_ranker(ranker)
         return new
+
+    def with_stages(
+        self,
+        *,
+        personalizer: Personalizer | None = None,
+        diversifier: TypeTransition | None = None,
+    ) -> Engine:
+        """A shallow copy of this engine with the neural stages set (None: stage off)."""
+        import copy
+
+        new = copy.copy(self)
+        new.personalizer = personalizer
+        new.diversifier = diversifier
+        return new
+
+    @property
+    def users(self) -> IdMap | None:
+        """The user map of the personal stages (the ranker's, else the personalizer's)."""
+        if self.ranker is not None:
+            return self.ranker.users
+        return self.personalizer.users if self.personalizer is not None else None
 
     def attach_ranker(self, ranker: Ranker | None) -> None:
         """Rank candidates with ``ranker`` (None: back to the mix's own order).
@@ -346,39 +398,56 @@ class Engine:
 
         Without a ranker: the fused list, without unavailable items and the seed itself, filled
         up to ``k`` from the fallback source (unless ``fill`` is false). With a ranker: the
-        top ``ranker.config.candidates`` of that list re-scored by the ranker; ``users`` are
-        dense ids of the ranker's user map (-1 = unknown user).
+        top ``ranker.config.candidates`` of that list re-scored by the ranker. Then, when set,
+        the personalizer re-ranks the head of the list for the user, the type-transition
+        step orders it by complementary type, and the ranker's ``explore_share`` keeps room
+        for items the user never bought. ``users`` are dense ids of :attr:`users` (-1 =
+        unknown user). Served scores never rise along a row.
         """
         if k < 1:
             raise ValueError(f"The 'k' parameter must be an int in [1, inf). Got {k} instead.")
         seeds = np.asarray(seeds, dtype=np.int32)
-        if self.ranker is None:
+        staged = self.personalizer is not None or self.diversifier is not None
+        if self.ranker is None and not staged:
             return self.mix_top(seeds, k, fill=fill)
-        from recset.ranking._features import ranking_candidates
-
-        n = max(k, self.ranker.config.candidates)
         if users is None:
             users = np.full(len(seeds), -1, dtype=np.int32)
-        mixed = ranking_candidates(self, self.ranker.features, seeds, np.asarray(users), n)
-        X = self.ranker.features.transform(seeds, np.asarray(users), mixed)
-        valid = mixed.item.ravel() >= 0
-        flat = np.full(len(valid), -np.inf)
-        if valid.any():
-            flat[valid] = self.ranker.score(X[valid])  # padding is never scored
-        score = flat.reshape(mixed.item.shape)
+        users = np.asarray(users, dtype=np.int32)
+        if self.ranker is not None:
+            from recset.ranking._features import ranking_candidates
+
+            n = max(k, self.ranker.config.candidates)
+            mixed = ranking_candidates(self, self.ranker.features, seeds, users, n)
+            X = self.ranker.features.transform(seeds, users, mixed)
+            valid = mixed.item.ravel() >= 0
+            flat = np.full(len(valid), -np.inf)
+            if valid.any():
+                flat[valid] = self.ranker.score(X[valid])  # padding is never scored
+            score = flat.reshape(mixed.item.shape)
+        else:
+            n = max(k, self.personalizer.config.rerank_n if self.personalizer else 2 * k)
+            mixed = self.mix_top(seeds, n, fill=fill)
+            score = np.where(mixed.item >= 0, mixed.score, -np.inf).astype(np.float64)
+        if self.personalizer is not None:
+            score = self.personalizer.model.rerank(seeds, users, mixed.item, score)
         order = np.argsort(-score, axis=1, kind="stable")
-        share = self.ranker.config.explore_share
+        if self.diversifier is not None:
+            order = _diversified(self.diversifier, seeds, mixed.item, score, order)
+        share = self.ranker.config.explore_share if self.ranker is not None else 0.0
         if share > 0:
-            novel = ~self.ranker.features.bought(users, np.take_along_axis(mixed.item, order, 1))
+            novel = ~self.ranker.features.bought(users, np.take_along_axis(mixed.item, order, 1))  # type: ignore[union-attr]
             valid_sorted = np.isfinite(np.take_along_axis(score, order, 1))
             order = _reserve_share(order, valid_sorted, novel, k, share)
         order = order[:, :k]
         item = np.take_along_axis(mixed.item, order, 1)
+        served = np.where(item >= 0, np.take_along_axis(score, order, 1), -np.inf)
+        if staged or share > 0:
+            # a reordered list keeps falling scores: each is capped by the ones above it
+            served = np.minimum.accumulate(np.where(item >= 0, served, np.inf), axis=1)
+            served = np.where(item >= 0, served, -np.inf)
         return MixedCandidates(
             item=item,
-            score=np.where(item >= 0, np.take_along_axis(score, order, 1), -np.inf).astype(
-                np.float32
-            ),
+            score=served.astype(np.float32),
             source_score=np.take_along_axis(mixed.source_score, order[:, :, None], 1),
             source_rank=np.take_along_axis(mixed.source_rank, order[:, :, None], 1),
             sources=mixed.sources,
@@ -555,13 +624,14 @@ class Engine:
         seed = self.items.index_one(seed_item)
         ex_idx = self.items.index(list(exclude)) if exclude else np.zeros(0, np.int32)
         ex_idx = ex_idx[ex_idx >= 0]
-        if self.ranker is None:
+        user_map = self.users
+        if self.ranker is None and self.personalizer is None and self.diversifier is None:
             fast = self._recommend_precomputed(seed, k, ex_idx)
             if fast is not None:
                 return fast
             users = None
         else:
-            u = self.ranker.users.index_one(user) if user is not None else -1
+            u = user_map.index_one(user) if user is not None and user_map is not None else -1
             users = np.array([u], dtype=np.int32)
         batch = self.recommend_many(np.array([seed], dtype=np.int32), k + len(ex_idx), users=users)
         item = batch.item[0]
@@ -711,8 +781,12 @@ class Engine:
         *,
         artifact_dir: str | os.PathLike[str] | None = None,
         version: int | None = None,
+        device: str = "auto",
     ) -> Engine:
         """Load the active (or a given) version of the engine from a store.
+
+        The active ranker and neural stages (personalizer, type transition) are attached
+        when the store has them; ``device`` is where the neural stages run.
 
         Item availability comes from the store's catalog when it holds one, so marking an item
         unavailable there takes effect at the next load without a rebuild. The precomputed
@@ -732,6 +806,11 @@ class Engine:
             catalog = store.read_catalog()
             ranker_record = store.active_artifact("ranker")
             ranker_path = store.artifact_path(ranker_record) if ranker_record else None
+            stage_paths = {}
+            for name in ("personalizer", "type_transition"):
+                rec = store.active_artifact(name)
+                if rec is not None:
+                    stage_paths[name] = store.artifact_path(rec)
         engine = cls._read(path, catalog)
         if ranker_path is None:
             _log.info("no active ranker in %s: serving the mix's order", store.url)
@@ -739,7 +818,29 @@ class Engine:
             from recset.ranking import Ranker
 
             engine.attach_ranker(Ranker.load(ranker_path, sources=engine.source_names))
+        if stage_paths:
+            engine._load_stages(stage_paths, device)
         return engine
+
+    def _load_stages(self, paths: dict[str, Path], device: str) -> None:
+        """Attach the active neural stages; without torch, serve without them (warned)."""
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            _log.warning(
+                "the store holds neural stages %s but torch is not installed "
+                "(pip install 'recset[neural]'): serving without them",
+                sorted(paths),
+            )
+            return
+        from recset.personalization import Personalizer, TypeTransition
+
+        if "personalizer" in paths:
+            self.personalizer = Personalizer.load(
+                paths["personalizer"], device=device, n_items=len(self.items)
+            )
+        if "type_transition" in paths:
+            self.diversifier = TypeTransition.load(paths["type_transition"], device=device)
 
     @classmethod
     def _read(cls, path: Path, catalog: object) -> Engine:

@@ -69,6 +69,7 @@ class BacktestResult:
     confidence: dict[str, dict[str, float]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     importance: list[tuple[str, float]] = field(default_factory=list)
+    rerank_curve: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -80,6 +81,7 @@ class BacktestResult:
             "confidence_95": self.confidence,
             "seconds": self.timings,
             "ranker_importance_gain": dict(self.importance),
+            "rerank_curve": self.rerank_curve,
         }
 
     def best(self, kind: str, level: str = "item", metric: str = "hit@10") -> str | None:
@@ -128,6 +130,87 @@ def ablation_systems(engine: Engine) -> list[System]:
         if rest:
             out.append(engine_system(engine.variant(rest), f"mix-minus-{s}"))
     return out
+
+
+NEURAL_SYSTEMS = (
+    "mix+ranker+gnn",
+    "mix+ranker+gnn+personalization",
+    "mix+ranker+gnn+personalization+contrastive",
+    "mix+ranker+gnn+personalization+contrastive+type_transition",
+)
+RERANK_SIZES = (20, 50, 100, 200)
+
+
+def _with_gnn(config: Config | None) -> Config:
+    """``config`` with a trained ``gnn_neighbors`` source in the default mix (before the
+    fallback), unless a mix already has one."""
+    from recset.config import config_from_dict
+
+    base = config or config_from_dict({})
+    data = base.to_dict()
+    if any("gnn_neighbors" in m.sources for m in base.mixes().values()):
+        return base
+    sources = list(base.mix.sources)
+    fb = base.build.fallback
+    sources.insert(sources.index(fb) if fb in sources else len(sources), "gnn_neighbors")
+    data["mix"]["sources"] = sources
+    gnn = data["sources"].get("gnn_neighbors", {})
+    gnn.update({"train": True, "neural": {**data["neural"], "stages": "gnn"}})
+    data["sources"]["gnn_neighbors"] = gnn
+    return config_from_dict(data, where="<backtest: mix + gnn_neighbors>")
+
+
+def _neural_systems(
+    train: Dataset,
+    config: Config | None,
+    rc: Any,
+    emb: NDArray[np.float32],
+    *,
+    show_progress: bool = False,
+) -> tuple[list[System], list[tuple[int, System]]]:
+    """The neural systems, each on top of the one before, and the re-rank size curve."""
+    from recset.config import config_from_dict
+    from recset.personalization import train_personalizer, train_type_transition
+    from recset.ranking import fit_features, train_ranker
+
+    base_cfg = config or config_from_dict({})
+    cfg = _with_gnn(config)
+    engine = Engine.build(train, cfg, show_progress=show_progress)
+    model = train_ranker(train, cfg, rc, embeddings=emb, show_progress=show_progress)
+    model.features = fit_features(
+        train, engine, embeddings=emb, user_candidates=model.config.user_candidates
+    )
+    ranked = engine.with_ranker(model)
+    personal = train_personalizer(
+        train, base_cfg.neural.model_copy(update={"stages": "gnn+pr"}), show_progress=show_progress
+    )
+    contrastive = train_personalizer(
+        train,
+        base_cfg.neural.model_copy(update={"stages": "gnn+pr+cl"}),
+        show_progress=show_progress,
+    )
+    transition = train_type_transition(train, base_cfg.type_transition)
+    names = NEURAL_SYSTEMS
+    systems = [
+        ranked_system(ranked, names[0]),
+        ranked_system(ranked.with_stages(personalizer=personal), names[1]),
+        ranked_system(ranked.with_stages(personalizer=contrastive), names[2]),
+        ranked_system(
+            ranked.with_stages(personalizer=contrastive, diversifier=transition), names[3]
+        ),
+    ]
+    curve = []
+    for n_head in RERANK_SIZES:
+        # the head re-ranked is the ranker's top N: the ranker scores at least N candidates
+        wide = copy.copy(model)
+        wide.config = model.config.model_copy(update={"candidates": max(n_head, rc.candidates)})
+        sized = copy.copy(contrastive.model)
+        sized.config = contrastive.model.config.model_copy(update={"rerank_n": n_head})
+        stage = type(contrastive)(sized, contrastive.users)
+        curve.append(
+            (n_head, ranked_system(engine.with_ranker(wide).with_stages(personalizer=stage)))
+        )
+    return systems, curve
 
 
 def popular_system(train: Dataset, name: str, scope: str) -> System:
@@ -261,6 +344,7 @@ def run_backtest(
     ablations: bool = True,
     ranker: bool = True,
     explore_share: float = 0.3,
+    neural: bool = False,
     n_boot: int = 1000,
     seed: int = 0,
     show_progress: bool = False,
@@ -281,6 +365,12 @@ def run_backtest(
     ranker : bool
         Also train the LightGBM ranker on the training part (its own fit and label windows
         inside it) and evaluate ``mix+ranker``.
+    neural : bool
+        Also train the neural stages on the training part and evaluate, each on top of the
+        one before, ``mix+ranker+gnn`` (the ``gnn_neighbors`` source, trained, in the mix,
+        ranker retrained), ``…+personalization`` (re-ranking, no contrastive loss),
+        ``…+contrastive`` and ``…+type_transition``; and Hit@1/3/10 of ``…+contrastive``
+        against the re-rank list size N (needs ``ranker`` and the ``neural`` extra).
     explore_share : float
         Also evaluate ``mix+ranker+explore``: the ranker with this share of every prefix of
         the list kept for items the user never bought (0: skip; skipped too when the
@@ -313,6 +403,7 @@ def run_backtest(
     engine = Engine.build(sp.train, config, show_progress=show_progress)
     timings["build_engine"] = _time.perf_counter() - t1
     systems = [engine_system(engine, "mix")]
+    curve: list[tuple[int, System]] = []
     if ranker:
         from recset.ranking import RankerConfig, fit_features, train_ranker
         from recset.recall._text import embed_items
@@ -335,6 +426,13 @@ def run_backtest(
         timings["train_ranker"] = _time.perf_counter() - t1
         info["ranker"] = model.metrics
         result_importance = model.importance()
+        if neural:
+            t1 = _time.perf_counter()
+            neural_systems, curve = _neural_systems(
+                sp.train, config, rc, emb, show_progress=show_progress
+            )
+            systems += neural_systems
+            timings["train_neural"] = _time.perf_counter() - t1
     else:
         result_importance = []
     if ablations:
@@ -342,6 +440,7 @@ def run_backtest(
     t1 = _time.perf_counter()
     systems += baseline_systems(sp.train, baselines)
     timings["fit_baselines"] = _time.perf_counter() - t1
+    curve_systems = dict(curve)
     result = BacktestResult(dataset.name, info, len(queries))
     result.importance = result_importance
     per_query_hits: dict[str, NDArray[np.float64]] = {}
@@ -352,6 +451,10 @@ def run_backtest(
             system, sp, queries, recs, own
         )
         _log.info("%s: %s", system.name, result.systems[system.name].get("item"))
+    for n_head, system in curve_systems.items():
+        recs, own = recommendations(system, queries)
+        item = evaluate(system, sp, queries, recs, own)[0]["item"]
+        result.rerank_curve[str(n_head)] = {m: item[m] for m in ("hit@1", "hit@3", "hit@10")}
     timings["evaluate"] = _time.perf_counter() - t1
     # confidence intervals on item hit@10: the mix and the best baseline
     for name in {"mix", result.best("baseline")} - {None}:
@@ -467,6 +570,27 @@ def _plots(result: BacktestResult, out: Path) -> list[str]:
         plt.close(fig)
         atomic_write_bytes(out / "ablation.png", buf.getvalue())
         written.append("ablation.png")
+    if result.rerank_curve:
+        sizes = [int(n) for n in result.rerank_curve]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for metric in ("hit@1", "hit@3", "hit@10"):
+            ax.plot(
+                sizes,
+                [result.rerank_curve[str(n)][metric] for n in sizes],
+                marker="o",
+                label=metric,
+            )
+        ax.set_xlabel("re-rank list size N")
+        ax.set_ylabel("item Hit@k")
+        ax.set_xticks(sizes)
+        ax.set_title(f"Personalized re-ranking vs N — {result.dataset}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        atomic_write_bytes(out / "rerank_n.png", buf.getvalue())
+        written.append("rerank_n.png")
     return written
 
 
@@ -535,6 +659,18 @@ def write_report(result: BacktestResult, out_dir: str | os.PathLike[str]) -> Pat
             "|---|---:|",
         ]
         parts += [f"| {n} | {g / total:.1%} |" for n, g in result.importance[:15]]
+    if result.rerank_curve:
+        parts += [
+            "",
+            "## Personalized re-ranking: item Hit@k against the re-rank list size N",
+            "",
+            "| N | hit@1 | hit@3 | hit@10 |",
+            "|---:|---:|---:|---:|",
+        ]
+        parts += [
+            f"| {n} | {v['hit@1']:.4f} | {v['hit@3']:.4f} | {v['hit@10']:.4f} |"
+            for n, v in result.rerank_curve.items()
+        ]
     if plots:
         parts += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     parts += ["", f"Seconds: `{json.dumps({k: round(v, 1) for k, v in result.timings.items()})}`"]

@@ -1,6 +1,7 @@
-"""Neural personalization: GNN product embeddings, transformer user encoder, re-ranking.
+"""Neural personalization: GNN product embeddings, transformer user encoder, re-ranking,
+type-transition diversification.
 
-``NeuralConfig`` is importable without torch. :func:`train_neural` and
+``NeuralConfig`` and ``TypeTransitionConfig`` are importable without torch. :func:`train_neural` and
 :class:`NeuralModel` need the ``neural`` extra (torch, torch_geometric) and import it on
 first access, so ``import recset`` (and this package) never imports torch.
 """
@@ -10,11 +11,30 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from recset.personalization._config import NeuralConfig
+from recset.personalization._stage import (
+    PERSONALIZER_ARTIFACT,
+    TYPE_TRANSITION_ARTIFACT,
+    Personalizer,
+    train_personalizer,
+)
+from recset.personalization._type_transition_config import TypeTransitionConfig
 
 if TYPE_CHECKING:
     from recset.personalization._model import NeuralModel, train_neural
+    from recset.personalization._type_transition import TypeTransition, train_type_transition
 
-__all__ = ["NeuralConfig", "NeuralModel", "train_neural"]
+__all__ = [
+    "PERSONALIZER_ARTIFACT",
+    "TYPE_TRANSITION_ARTIFACT",
+    "NeuralConfig",
+    "NeuralModel",
+    "Personalizer",
+    "TypeTransition",
+    "TypeTransitionConfig",
+    "train_neural",
+    "train_personalizer",
+    "train_type_transition",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -25,4 +45,8 @@ def __getattr__(name: str) -> Any:
         from recset.personalization import _model
 
         return getattr(_model, name)
+    if name in ("TypeTransition", "train_type_transition"):
+        from recset.personalization import _type_transition
+
+        return getattr(_type_transition, name)
     raise AttributeError(f"module 'recset.personalization' has no attribute {name!r}")

@@ -60,6 +60,7 @@ def neighbor_table(
     search_k: int = -1,
     seed: int = 0,
     exclude_self: bool = False,
+    query_vectors: NDArray[np.float32] | None = None,
 ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
     """The ``k`` approximate nearest indexed rows of every query row, via Annoy.
 
@@ -81,6 +82,9 @@ def neighbor_table(
         Annoy's seed; the index is built with one thread so the trees repeat exactly.
     exclude_self : bool
         Leave a row out of its own neighbours.
+    query_vectors : ndarray of float32, shape (n, d), optional
+        The vector a row searches with (default: its own row of ``vectors``), for
+        asymmetric scores such as a complement projection of the seed.
 
     Returns
     -------
@@ -107,8 +111,9 @@ def neighbor_table(
     t1 = time.perf_counter()
     want = k + 1 if exclude_self else k
     get = index.get_nns_by_vector
+    qv = vectors if query_vectors is None else query_vectors
     for row in np.flatnonzero(queries).tolist():
-        ids, dist = get(vectors[row], want, search_k, True)
+        ids, dist = get(qv[row], want, search_k, True)
         found = members[np.asarray(ids, dtype=np.int64)]
         s = np.asarray(dist, dtype=np.float32)
         if metric == "angular":

@@ -6,10 +6,13 @@ dense item id order. This source indexes them with Annoy and precomputes every i
 ``max_candidates`` nearest neighbours at fit time, so recall is pure numpy and the file is
 not needed after ``fit``.
 
-Until the neural stage has produced a file (``embeddings`` unset or the file missing), the
-source logs a warning when fitted and answers nothing: every row is padded. It never
-imports torch. All-zero embedding rows mean "no embedding": such items are neither
-proposed nor answered; unavailable items are never proposed.
+With ``train = true`` the source trains the product graph itself when fitted (the GNN of
+``recset.personalization``, stage ``"gnn"``, settings under ``[sources.NAME.neural]``), so
+an engine built on a training window gets embeddings of that window only; this needs the
+``neural`` extra. Otherwise, until the neural stage has produced a file (``embeddings`` unset
+or the file missing), the source logs a warning when fitted and answers nothing: every row
+is padded, and it never imports torch. All-zero embedding rows mean "no embedding": such
+items are neither proposed nor answered; unavailable items are never proposed.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pydantic import Field
 
 from recset.data import Dataset
 from recset.errors import ConfigError
+from recset.personalization._config import NeuralConfig
 from recset.recall._base import (
     Candidates,
     RecallBase,
@@ -46,7 +50,11 @@ class GnnNeighborsConfig(SourceConfig):
     ----------
     embeddings : str or None
         Path of the item embeddings (``.npy`` or ``.npz``), shape (n_items, d); ``None``:
-        the source answers nothing.
+        the source answers nothing (unless ``train``).
+    train : bool
+        Train the GNN on the dataset at fit time instead of reading ``embeddings``.
+    neural : NeuralConfig
+        Settings of that training (only the graph stage runs).
     metric : {"angular", "dot"}
         Cosine similarity, or inner product (for embeddings trained with a dot-product
         score, where the norm carries popularity).
@@ -61,6 +69,8 @@ class GnnNeighborsConfig(SourceConfig):
     """
 
     embeddings: str | None = None
+    train: bool = False
+    neural: NeuralConfig = NeuralConfig(stages="gnn")
     metric: Literal["angular", "dot"] = "angular"
     n_trees: int = Field(20, ge=1)
     search_k: int = Field(-1, ge=-1)
@@ -152,6 +162,15 @@ class GnnNeighborsRecall(RecallBase):
         cfg = self.config
         n = dataset.n_items
         path = Path(cfg.embeddings) if cfg.embeddings else None
+        if cfg.train:
+            from recset.personalization import train_neural
+
+            graph_cfg = cfg.neural.model_copy(update={"stages": "gnn"})
+            model = train_neural(dataset, graph_cfg, signals=signals)
+            # the seed searches with its complement-side vector (asymmetric scores)
+            return self._index(
+                model.item_embeddings(), dataset, "trained GNN", model.query_embeddings()
+            )
         if path is None or not path.is_file():
             _log.warning(
                 "gnn_neighbors: %s; the source answers nothing until the neural stage "
@@ -164,6 +183,22 @@ class GnnNeighborsRecall(RecallBase):
             self.neighbor_sim_ = np.full((n, 0), -np.inf, dtype=np.float32)
             return self
         vectors = load_embeddings(path)
+        return self._index(vectors, dataset, str(path))
+
+    def _index(
+        self,
+        vectors: NDArray[np.float32],
+        dataset: Dataset,
+        origin: str,
+        queries: NDArray[np.float32] | None = None,
+    ) -> Self:
+        """Index ``vectors`` (n_items, d) and precompute every item's neighbours.
+
+        ``queries`` (n_items, d): the vectors seeds search with (default ``vectors``).
+        """
+        cfg = self.config
+        n = dataset.n_items
+        path = origin
         if vectors.shape[0] != n:
             raise ConfigError(
                 f"{path}: item embeddings must have one row per catalog item: expected shape "
@@ -180,6 +215,7 @@ class GnnNeighborsRecall(RecallBase):
             search_k=cfg.search_k,
             seed=cfg.seed,
             exclude_self=True,
+            query_vectors=queries,
         )
         _log.info(
             "gnn_neighbors: %d items with embeddings of dim %d from %s",
