@@ -575,6 +575,97 @@ class TypeTransition:
     ) -> NDArray[np.int64]:
         """Reorder each row's candidates into a type-diverse final list of ``k``.
 
+        Dispatches on ``config.strategy``: ``"cap"`` (:meth:`diversify_capped`, the
+        default) or ``"rounds"`` (:meth:`diversify_rounds`). Same parameters and result.
+        """
+        if self.config.strategy == "cap":
+            return self.diversify_capped(seeds, items, scores, k)
+        return self.diversify_rounds(seeds, items, scores, k)
+
+    def diversify_capped(
+        self,
+        seeds: NDArray[np.integer],
+        items: NDArray[np.integer],
+        scores: NDArray[np.floating],
+        k: int,
+    ) -> NDArray[np.int64]:
+        """The score order, with at most ``max_per_type`` items of one type in the top ``k``
+        and the reverse direction of a complement pair demoted.
+
+        Position by position, the best remaining candidate whose type has fewer than
+        ``max_per_type`` items in the list is taken (the others wait for the positions
+        after); a candidate is *demoted* (placed only when nothing else is left) when its
+        type is predicted not complementary for the seed's type while the seed's type is a
+        predicted complement of *its* type: the reverse of an asymmetric pair, such as a
+        camera for an SD-card seed. Unlike :meth:`diversify_rounds`, the candidates' own
+        scores decide everything else, so a ranker's order is kept wherever types allow.
+
+        Parameters and result as in :meth:`diversify_rounds`.
+        """
+        self._check_fitted()
+        seeds = _int_array(seeds, "seeds", ndim=1)
+        items = _int_array(items, "items", ndim=2)
+        scores = np.asarray(scores, dtype=np.float64)
+        if items.shape[0] != seeds.shape[0] or scores.shape != items.shape:
+            raise DataError(
+                "The 'items' and 'scores' parameters must have shape (len(seeds), N). "
+                f"Got {items.shape} and {scores.shape} for {seeds.shape[0]} seeds instead."
+            )
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise ConfigError(f"The 'k' parameter must be an int in [1, inf). Got {k!r} instead.")
+        n_rows, n = items.shape
+        k = min(int(k), n)
+        if n == 0:
+            return np.full((n_rows, int(k) or 1, 0), -1, dtype=np.int64)[:, :, 0]
+        valid = items >= 0
+        key = np.where(np.isnan(scores), np.inf, -scores)
+        key = np.where(np.isposinf(key), np.finfo(np.float64).max, key)
+        key[~valid] = np.inf
+        order = np.argsort(key, axis=1, kind="stable")
+        valid = np.take_along_axis(valid, order, axis=1)
+        st = self.type_of(seeds)
+        ct = np.where(valid, self.type_of(np.take_along_axis(items, order, axis=1)), -1)
+        both = (st[:, None] >= 0) & (ct >= 0)
+        sti = np.broadcast_to(np.maximum(st, 0)[:, None], ct.shape)
+        cti = np.maximum(ct, 0)
+        forward = np.where(both, self.score_table_[sti, cti], np.nan)
+        backward = np.where(both, self.score_table_[cti, sti], np.nan)
+        demoted = valid & both & (forward < self.threshold_) & (backward >= self.threshold_)
+        demoted &= (ct != st[:, None]) & self.config.demote_reverse
+        rows = np.arange(n_rows)
+        left = valid.copy()
+        count = np.zeros((n_rows, n), dtype=np.int32)  # items of each candidate's type placed
+        picks = np.full((n_rows, k), -1, dtype=np.int64)
+        cap = self.config.max_per_type
+        for p in range(k):
+            tiers = (
+                left & ~demoted & ((count < cap) | (ct < 0)),
+                left & ~demoted,
+                left,
+            )
+            col = np.full(n_rows, -1, dtype=np.int64)
+            for tier in tiers:
+                need = (col < 0) & tier.any(axis=1)
+                col[need] = np.argmax(tier[need], axis=1)
+            got = col >= 0
+            if not got.any():
+                break
+            r, c = rows[got], col[got]
+            picks[r, p] = order[r, c]
+            left[r, c] = False
+            t = ct[r, c]
+            count[r] += ((ct[r] == t[:, None]) & (t[:, None] >= 0)).astype(np.int32)
+        return picks
+
+    def diversify_rounds(
+        self,
+        seeds: NDArray[np.integer],
+        items: NDArray[np.integer],
+        scores: NDArray[np.floating],
+        k: int,
+    ) -> NDArray[np.int64]:
+        """Reorder each row's candidates into a type-diverse final list of ``k``.
+
         The list is built in this order (scores only order candidates within a step):
 
         1. *Rounds over the predicted complementary types*: round ``j`` takes the

@@ -53,6 +53,17 @@ class TypeTransitionConfig(BaseModel):
         added as one more negative: same-type items are substitutes, not complements).
     min_pair_count : float
         Type pairs with a (decayed) co-purchase count below this are dropped before training.
+    strategy : {"cap", "rounds"}
+        How a list is diversified. ``"cap"`` keeps the incoming (ranker) order, allows at
+        most ``max_per_type`` items of one type in the top ``k`` and demotes the reverse of
+        an asymmetric complement pair (a camera for an SD-card seed). ``"rounds"`` builds
+        the list in rounds over the seed type's predicted complementary types (the
+        paper's "best candidates per predicted type"), demoting every type predicted not
+        complementary; it spreads types more but overrides the ranker's order.
+    demote_reverse : bool
+        ``"cap"`` strategy: demote the reverse of an asymmetric complement pair. Under a
+        basket protocol where every item of an order is a seed, the camera *is* a target
+        of its SD card, so this trades Hit@k on accessory seeds for the asymmetry.
     max_per_type : int
         In a diversified list, at most this many items of one type before every other type
         has had its turn.
@@ -88,6 +99,8 @@ class TypeTransitionConfig(BaseModel):
     batch_size: int = Field(1024, ge=1)
     negatives: int = Field(16, ge=1)
     min_pair_count: float = Field(1.0, ge=0.0)
+    strategy: Literal["cap", "rounds"] = "cap"
+    demote_reverse: bool = True
     max_per_type: int = Field(3, ge=1)
     min_types: int = Field(3, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -225,27 +225,27 @@ def test_handmade_complement_lists() -> None:
 
 def test_diversify_exact_order() -> None:
     tt = _handmade()
-    out = tt.diversify(np.array([CAMERA_SEED]), _ITEMS, _SCORES, 12)
+    out = tt.diversify_rounds(np.array([CAMERA_SEED]), _ITEMS, _SCORES, 12)
     # round 0: sd(2) bag(5); round 1: sd(3); rest by score, capped: untyped(11) tripod(7, 8);
     # held back by the cap: sd(4) tripod(9); demoted by score: camera(0, 1) bike(6); padding
     assert out.tolist() == [[2, 5, 3, 11, 7, 8, 4, 9, 0, 1, 6, -1]]
     assert out.dtype == np.int64
     # a shuffled input gives the same items in the same order
     perm = np.random.default_rng(1).permutation(_ITEMS.shape[1])
-    out2 = tt.diversify(np.array([CAMERA_SEED]), _ITEMS[:, perm], _SCORES[:, perm], 12)
+    out2 = tt.diversify_rounds(np.array([CAMERA_SEED]), _ITEMS[:, perm], _SCORES[:, perm], 12)
     assert perm[out2[0, :11]].tolist() == out[0, :11].tolist()
 
 
 def test_diversify_min_types_promotes_other_types() -> None:
     tt = _handmade(min_types=3)
-    out = tt.diversify(np.array([CAMERA_SEED]), _ITEMS, _SCORES, 12)
+    out = tt.diversify_rounds(np.array([CAMERA_SEED]), _ITEMS, _SCORES, 12)
     # tripod (best other non-demoted type) joins round 0; the untyped item does not count
     assert out.tolist() == [[2, 5, 7, 3, 11, 8, 4, 9, 0, 1, 6, -1]]
 
 
 def test_diversify_demotes_anchor_for_accessory_seed() -> None:
     tt = _handmade()
-    out = tt.diversify(np.array([SD_SEED]), _ITEMS, _SCORES, 5)
+    out = tt.diversify_rounds(np.array([SD_SEED]), _ITEMS, _SCORES, 5)
     types = _ITEM_TYPE[_ITEMS[0, out[0]]]
     assert 0 not in types and 1 not in types  # no camera, no other SD card
     assert types[:2].tolist() == [2, 3]  # bag, tripod
@@ -256,30 +256,30 @@ def test_diversify_unknown_seed_and_unseen_types() -> None:
     items = np.array([[0, 1, 2, 14, 3, 4, -1]])
     scores = np.array([[0.9, 0.8, 0.7, 0.65, 0.6, 0.5, 0.0]])
     # unknown seed: by score, at most 2 per type before others
-    out = tt.diversify(np.array([-1]), items, scores, 7)
+    out = tt.diversify_rounds(np.array([-1]), items, scores, 7)
     assert out.tolist() == [[0, 1, 2, 3, 4, 5, -1]]
     tt1 = _handmade(max_per_type=1)
-    out = tt1.diversify(np.array([-1]), items, scores, 7)
+    out = tt1.diversify_rounds(np.array([-1]), items, scores, 7)
     assert out.tolist() == [[0, 2, 3, 1, 4, 5, -1]]  # camera, sd, new; then the capped
     # bike seed: helmet is the only complement; type "new" (never seen) is not demoted
     items = np.array([[15, 14, 0, 6]])
-    out = tt.diversify(np.array([BIKE_SEED]), items, np.array([[0.1, 0.2, 0.9, 0.95]]), 4)
+    out = tt.diversify_rounds(np.array([BIKE_SEED]), items, np.array([[0.1, 0.2, 0.9, 0.95]]), 4)
     assert out.tolist() == [[0, 1, 3, 2]]  # helmet, new; demoted by score: bike, camera
 
 
 def test_diversify_shapes_and_errors() -> None:
     tt = _handmade()
-    out = tt.diversify(np.array([CAMERA_SEED]), _ITEMS[:, :3], _SCORES[:, :3], 5)
+    out = tt.diversify_rounds(np.array([CAMERA_SEED]), _ITEMS[:, :3], _SCORES[:, :3], 5)
     assert out.shape == (1, 5) and (out[0, 3:] == -1).all()
-    assert tt.diversify(
+    assert tt.diversify_rounds(
         np.zeros(0, np.int64), np.zeros((0, 4), np.int64), np.zeros((0, 4)), 3
     ).shape == (0, 3)
     with pytest.raises(DataError):
-        tt.diversify(np.array([1, 2]), _ITEMS, _SCORES, 3)
+        tt.diversify_rounds(np.array([1, 2]), _ITEMS, _SCORES, 3)
     with pytest.raises(ConfigError, match="'k'"):
-        tt.diversify(np.array([1]), _ITEMS, _SCORES, 0)
+        tt.diversify_rounds(np.array([1]), _ITEMS, _SCORES, 0)
     with pytest.raises(DataError, match="'items'"):
-        tt.diversify(np.array([1]), _ITEMS.astype(float), _SCORES, 3)
+        tt.diversify_rounds(np.array([1]), _ITEMS.astype(float), _SCORES, 3)
 
 
 def _reference_checks(tt: TypeTransition, seed: int, items, scores, k: int, out) -> None:  # noqa: ANN001
@@ -356,7 +356,7 @@ def test_diversify_properties(rows, k: int, cap: int, min_types: int, m: int) ->
     for i, (_, cands) in enumerate(rows):
         items[i, : len(cands)] = [c[0] for c in cands]
         scores[i, : len(cands)] = [c[1] for c in cands]
-    out = tt.diversify(seeds, items, scores, k)
+    out = tt.diversify_rounds(seeds, items, scores, k)
     assert out.shape == (len(rows), k)
     for i in range(len(rows)):
         _reference_checks(tt, int(seeds[i]), items[i], scores[i], k, out[i])
@@ -370,7 +370,7 @@ def test_diversify_on_trained_model_and_speed(ds: Dataset, tt: TypeTransition) -
     others = np.concatenate([_item_of(tt, n, 3) for n in ("tripod", "camera_bag", "lens")])
     items = np.concatenate([cams, others])[None, :]
     scores = np.r_[np.full(5, 10.0), np.arange(9.0)][None, :]
-    out = tt.diversify(np.array([sd_seed]), items, scores, 9)
+    out = tt.diversify_rounds(np.array([sd_seed]), items, scores, 9)
     top = tt.type_of(items[0, out[0]])
     assert _tid(tt, "camera") not in top.tolist()
     assert len(set(top[:3].tolist())) == 3
@@ -380,7 +380,7 @@ def test_diversify_on_trained_model_and_speed(ds: Dataset, tt: TypeTransition) -
     items = rng.integers(-1, ds.n_items, (10_000, 100))
     scores = rng.random((10_000, 100)).astype(np.float32)
     t0 = time.perf_counter()
-    out = tt.diversify(seeds, items, scores, 10)
+    out = tt.diversify_rounds(seeds, items, scores, 10)
     assert time.perf_counter() - t0 < 3.0  # ~0.3 s measured on a busy 2-core runner
     assert out.shape == (10_000, 10)
 
@@ -396,7 +396,7 @@ def _outputs(tt: TypeTransition, ds: Dataset):  # noqa: ANN202
     return (
         tt.complement_types(np.arange(-1, tt.n_types)),
         tt.type_scores(seeds, items),
-        tt.diversify(seeds, items, scores, 10),
+        tt.diversify_rounds(seeds, items, scores, 10),
         tt.score_table_,
     )
 
@@ -522,3 +522,45 @@ def test_category_level_and_strict_signal_fallback(syn) -> None:  # noqa: ANN001
     acc_cat = tt.type_of(ds.items.index(ptype.index[ptype == "sd_card"][:1]))
     types, _ = tt.complement_types(cam_cat)
     assert types[0, 0] == acc_cat[0]
+
+
+def test_capped_keeps_score_order_under_the_cap() -> None:
+    tt = _handmade()  # strategy "cap" is the default of diversify()
+    out = tt.diversify(np.array([CAMERA_SEED]), _ITEMS, _SCORES, 12)
+    # by score, at most 2 per type until the other types are used up: the third SD card (4)
+    # and third tripod (9) wait; nothing is demoted for a camera seed; padding last
+    assert out.tolist() == [[0, 1, 6, 2, 11, 3, 5, 7, 8, 4, 9, -1]]
+
+
+def test_capped_demotes_the_reverse_of_an_asymmetric_pair() -> None:
+    tt = _handmade()
+    out = tt.diversify(np.array([SD_SEED]), _ITEMS, _SCORES, 5)
+    # cameras (P(camera | sd) = 0.05 below chance, P(sd | camera) = 0.30 above) go last
+    assert out.tolist() == [[6, 2, 11, 3, 5]]
+    full = tt.diversify(np.array([SD_SEED]), _ITEMS, _SCORES, 12)
+    assert full[0, -3:].tolist() == [0, 1, -1]
+    keep = _handmade(demote_reverse=False).diversify(np.array([SD_SEED]), _ITEMS, _SCORES, 3)
+    assert keep.tolist() == [[0, 1, 6]]
+
+
+@given(
+    st.integers(1, 12).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.integers(-1, 15), min_size=n, max_size=n),
+            st.lists(st.floats(-5, 5), min_size=n, max_size=n),
+            st.integers(1, n),
+            st.sampled_from([CAMERA_SEED, SD_SEED, BIKE_SEED, -1]),
+        )
+    )
+)
+def test_capped_properties(case: tuple) -> None:
+    items_l, scores_l, k, seed = case
+    tt = _handmade()
+    items = np.array([items_l])
+    scores = np.where(items >= 0, np.array([scores_l]), -np.inf)
+    out = tt.diversify(np.array([seed]), items, scores, k)[0]
+    real = out[out >= 0]
+    assert len(set(real.tolist())) == len(real)  # no column twice
+    assert (items[0, real] >= 0).all()  # never padding
+    assert len(real) == min(k, int((items >= 0).sum()))  # as many as the row has
+    assert (out[len(real) :] == -1).all()
