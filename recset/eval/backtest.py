@@ -456,8 +456,8 @@ def run_backtest(
         item = evaluate(system, sp, queries, recs, own)[0]["item"]
         result.rerank_curve[str(n_head)] = {m: item[m] for m in ("hit@1", "hit@3", "hit@10")}
     timings["evaluate"] = _time.perf_counter() - t1
-    # confidence intervals on item hit@10: the mix and the best baseline
-    for name in {"mix", result.best("baseline")} - {None}:
+    # confidence intervals on item hit@10: the mix, the best recset system, the best baseline
+    for name in {"mix", result.best("recset"), result.best("baseline")} - {None}:
         lo, hi = bootstrap_ci(per_query_hits[name], queries.basket, n_boot=n_boot, seed=seed)
         result.confidence[name] = {
             "hit@10": float(per_query_hits[name].mean()),
