@@ -218,6 +218,12 @@ def embed_items(dataset: Dataset, config: TextEmbeddingConfig | None = None) -> 
         sg=0,
     )
     model.build_vocab(corpus_iterable=corpus)
+    if not model.wv.key_to_index:
+        # e.g. a catalog whose only text is ids that each appear once (below min_count)
+        _log.warning(
+            "text embeddings: no word reaches min_count=%d; all vectors are zero", cfg.min_count
+        )
+        return out
     model.train(corpus_iterable=corpus, total_examples=len(corpus), epochs=cfg.epochs)
     t_train = time.perf_counter()
 

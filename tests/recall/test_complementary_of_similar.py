@@ -191,3 +191,28 @@ def test_text_embeddings_without_title(syn: SyntheticData) -> None:
     sims[np.arange(20), untitled] = -2
     nearest = sims.argmax(axis=1)
     assert (types[nearest] == types[untitled]).mean() >= 0.8
+
+
+def test_catalog_without_usable_text_degrades_to_no_answers() -> None:
+    # regression: a catalog whose only text is one id per category (Taobao: each distinct
+    # token list once, every word below min_count) crashed gensim's training
+    import pandas as pd
+
+    items = [f"i{j}" for j in range(12)]
+    cat = pd.DataFrame({"item_id": items, "category_id": [str(1000 + j) for j in range(12)]})
+    rows = [
+        {
+            "user_id": f"u{j % 3}",
+            "item_id": items[j],
+            "event": "purchase",
+            "timestamp": j,
+            "order_id": f"o{j // 2}",
+        }
+        for j in range(12)
+    ]
+    data = Dataset.from_frames(cat, pd.DataFrame(rows))
+    vectors = embed_items(data)
+    assert vectors.shape[0] == 12 and not vectors.any()
+    src = get_recall("complementary_of_similar")().fit(data, Signals(data))
+    c = src.recall_many(np.arange(12, dtype=np.int32), 5)
+    assert (c.item == -1).all()
