@@ -121,7 +121,7 @@ class NeuralConfig(BaseModel):
     joint_epochs: int = Field(2, ge=0)
     joint_learning_rate: float = Field(2e-3, gt=0)
     joint_batch_size: int = Field(1024, ge=1)
-    max_triples: int = Field(200_000, ge=1)
+    max_triples: int = Field(50_000, ge=1)
     contrastive_batch_size: int = Field(256, ge=2)
     user_offset: bool = True
     max_history: int = Field(20, ge=1, le=512)
