@@ -167,9 +167,16 @@ def _fit(
     opt = torch.optim.Adam(graph.parameters(), lr=cfg.gnn_learning_rate)
     losses: list[float] = []
     graph.train()
+    n_edges = edges.shape[1]
+    per_epoch = min(n_edges, cfg.max_edges)
     for _epoch in tqdm(range(cfg.gnn_epochs), desc="neural: graph", disable=not show_progress):
         total, steps = 0.0, 0
-        for batch in _batches(edges.shape[1], cfg.gnn_batch_size, rng):
+        # dense real co-purchase graphs hold millions of edges: each epoch trains on a fresh
+        # uniform sample of at most max_edges of them (message passing still sees them all)
+        pick = rng.choice(n_edges, per_epoch, replace=False) if per_epoch < n_edges else None
+        for batch in _batches(per_epoch, cfg.gnn_batch_size, rng):
+            if pick is not None:
+                batch = pick[batch]
             i, j = edges[0, batch], edges[1, batch]
             neg = sampler.sample(i, j, cfg.negatives, rng)
             x, message, local = sub.around(np.concatenate([i, j, neg.ravel()]))
