@@ -61,9 +61,11 @@ class TypeTransitionConfig(BaseModel):
         paper's "best candidates per predicted type"), demoting every type predicted not
         complementary; it spreads types more but overrides the ranker's order.
     demote_reverse : bool
-        ``"cap"`` strategy: demote the reverse of an asymmetric complement pair. Under a
-        basket protocol where every item of an order is a seed, the camera *is* a target
-        of its SD card, so this trades Hit@k on accessory seeds for the asymmetry.
+        ``"cap"`` strategy: demote the reverse of an asymmetric complement pair (no camera
+        for an SD-card seed). Off by default: in baskets the camera *is* bought with its
+        SD card, and on the demo backtest (every basket item a seed) demotion cost 21% of
+        Hit@10; with the first-added item as the seed it cost nothing more (see
+        docs/type-transition.md). Turn it on for strictly directed complement lists.
     max_per_type : int
         In a diversified list, at most this many items of one type before every other type
         has had its turn.
@@ -100,7 +102,7 @@ class TypeTransitionConfig(BaseModel):
     negatives: int = Field(16, ge=1)
     min_pair_count: float = Field(1.0, ge=0.0)
     strategy: Literal["cap", "rounds"] = "cap"
-    demote_reverse: bool = True
+    demote_reverse: bool = False
     max_per_type: int = Field(3, ge=1)
     min_types: int = Field(3, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"

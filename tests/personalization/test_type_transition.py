@@ -533,13 +533,13 @@ def test_capped_keeps_score_order_under_the_cap() -> None:
 
 
 def test_capped_demotes_the_reverse_of_an_asymmetric_pair() -> None:
-    tt = _handmade()
+    tt = _handmade(demote_reverse=True)
     out = tt.diversify(np.array([SD_SEED]), _ITEMS, _SCORES, 5)
     # cameras (P(camera | sd) = 0.05 below chance, P(sd | camera) = 0.30 above) go last
     assert out.tolist() == [[6, 2, 11, 3, 5]]
     full = tt.diversify(np.array([SD_SEED]), _ITEMS, _SCORES, 12)
     assert full[0, -3:].tolist() == [0, 1, -1]
-    keep = _handmade(demote_reverse=False).diversify(np.array([SD_SEED]), _ITEMS, _SCORES, 3)
+    keep = _handmade().diversify(np.array([SD_SEED]), _ITEMS, _SCORES, 3)  # default: off
     assert keep.tolist() == [[0, 1, 6]]
 
 
