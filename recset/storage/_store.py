@@ -459,7 +459,7 @@ def _prepare_schema(engine: Engine, t: Tables, masked: str, create: bool) -> Non
             if not create:
                 raise StorageError(
                     f"There is no recset store at {where}: table {t.meta.name!r} does not "
-                    "exist. Open it with create=True to make one."
+                    "exist. Build one with `recset build` (or Store.open(..., create=True))."
                 )
             t.metadata.create_all(conn)
             conn.execute(insert(t.meta).values(key=SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION)))
@@ -617,7 +617,7 @@ class Store:
             if not create:
                 raise StorageError(
                     f"There is no recset store at {masked}: {sqlite_file} does not exist. "
-                    "Open it with create=True to make one."
+                    "Build one with `recset build` (or Store.open(..., create=True))."
                 )
             sqlite_file.parent.mkdir(parents=True, exist_ok=True)
         engine = _create_engine(url, masked)
