@@ -59,6 +59,10 @@ class NeuralConfig(BaseModel):
     joint_epochs, joint_learning_rate, joint_batch_size : int, float, int
         The joint stage (``L_G + lambda1 L_PR + lambda2 L_CL``): passes over the
         (seed, co-purchased, user) triples, Adam learning rate, triples per step.
+    max_neighbors : int
+        Each item keeps its ``max_neighbors`` strongest complement edges (by co-purchase
+        count), as PinSage keeps the top neighbours: dense grocery graphs (Complete
+        Journey: 23M co-purchase-only pairs) are otherwise too large to pass messages over.
     max_edges : int
         At most this many complement edges (a fresh uniform sample each epoch) train the
         graph stage per epoch; message passing always uses every edge.
@@ -124,6 +128,7 @@ class NeuralConfig(BaseModel):
     joint_epochs: int = Field(2, ge=0)
     joint_learning_rate: float = Field(2e-3, gt=0)
     joint_batch_size: int = Field(1024, ge=1)
+    max_neighbors: int = Field(20, ge=1)
     max_edges: int = Field(50_000, ge=1)
     max_triples: int = Field(50_000, ge=1)
     contrastive_batch_size: int = Field(256, ge=2)

@@ -126,7 +126,7 @@ def _fit(
     rng = np.random.default_rng(cfg.seed)
     stats: dict[str, Any] = {}
     n = dataset.n_items
-    edges, used = complement_edges(signals, cfg.edge_signal)
+    edges, used = complement_edges(signals, cfg.edge_signal, cfg.max_neighbors)
     stats["edge_signal"] = used
     stats["n_edges"] = int(edges.shape[1])
     if edges.shape[1] == 0:

@@ -127,3 +127,21 @@ def test_import_recset_does_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def test_complement_edges_keep_the_strongest_neighbours() -> None:
+    import scipy.sparse as sp
+
+    from recset.personalization._data import complement_edges
+
+    class _Sig:  # the one attribute complement_edges reads
+        co_purchase_only = sp.csr_matrix(
+            np.array([[0, 3, 1, 2], [5, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 0]], dtype=np.float32)
+        )
+
+    edges, used = complement_edges(_Sig(), "co_purchase_only", max_neighbors=2)  # type: ignore[arg-type]
+    assert used == "co_purchase_only"
+    # row 0 keeps 1 (3) and 3 (2); row 1 keeps 0; row 3 keeps its two lowest ids on ties
+    assert edges.T.tolist() == [[0, 1], [0, 3], [1, 0], [3, 0], [3, 1]]
+    full, _ = complement_edges(_Sig(), "co_purchase_only")
+    assert full.shape[1] == 7
