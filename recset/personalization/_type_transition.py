@@ -582,6 +582,48 @@ class TypeTransition:
             return self.diversify_capped(seeds, items, scores, k)
         return self.diversify_rounds(seeds, items, scores, k)
 
+    def _ranked(
+        self,
+        seeds: NDArray[np.integer],
+        items: NDArray[np.integer],
+        scores: NDArray[np.floating],
+        k: int,
+    ) -> tuple[
+        NDArray[np.int32],
+        NDArray[np.int32],
+        int,
+        NDArray[np.intp],
+        NDArray[np.bool_],
+        NDArray[np.int32],
+        NDArray[np.int32],
+    ]:
+        """Validate ``diversify`` arguments and put each row in score order.
+
+        Returns ``(seeds, items, k, order, valid, seed_types, cand_types)``: ``order``
+        (B, N) columns best first (a real candidate scored -inf or NaN still before the
+        padding); ``valid`` and ``cand_types`` follow that order (-1 type for padding).
+        """
+        self._check_fitted()
+        seeds = _int_array(seeds, "seeds", ndim=1)
+        items = _int_array(items, "items", ndim=2)
+        scores = np.asarray(scores, dtype=np.float64)
+        if items.shape[0] != seeds.shape[0] or scores.shape != items.shape:
+            raise DataError(
+                "The 'items' and 'scores' parameters must have shape (len(seeds), N). "
+                f"Got {items.shape} and {scores.shape} for {seeds.shape[0]} seeds instead."
+            )
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise ConfigError(f"The 'k' parameter must be an int in [1, inf). Got {k!r} instead.")
+        valid = items >= 0
+        key = np.where(np.isnan(scores), np.inf, -scores)
+        key = np.where(np.isposinf(key), np.finfo(np.float64).max, key)
+        key[~valid] = np.inf
+        order = np.argsort(key, axis=1, kind="stable")
+        valid = np.take_along_axis(valid, order, axis=1)
+        st = self.type_of(seeds)
+        ct = np.where(valid, self.type_of(np.take_along_axis(items, order, axis=1)), -1)
+        return seeds, items, int(k), order, valid, st, ct
+
     def diversify_capped(
         self,
         seeds: NDArray[np.integer],
@@ -602,29 +644,8 @@ class TypeTransition:
 
         Parameters and result as in :meth:`diversify_rounds`.
         """
-        self._check_fitted()
-        seeds = _int_array(seeds, "seeds", ndim=1)
-        items = _int_array(items, "items", ndim=2)
-        scores = np.asarray(scores, dtype=np.float64)
-        if items.shape[0] != seeds.shape[0] or scores.shape != items.shape:
-            raise DataError(
-                "The 'items' and 'scores' parameters must have shape (len(seeds), N). "
-                f"Got {items.shape} and {scores.shape} for {seeds.shape[0]} seeds instead."
-            )
-        if not isinstance(k, int | np.integer) or k < 1:
-            raise ConfigError(f"The 'k' parameter must be an int in [1, inf). Got {k!r} instead.")
+        seeds, items, k, order, valid, st, ct = self._ranked(seeds, items, scores, k)
         n_rows, n = items.shape
-        k = min(int(k), n)
-        if n == 0:
-            return np.full((n_rows, int(k) or 1, 0), -1, dtype=np.int64)[:, :, 0]
-        valid = items >= 0
-        key = np.where(np.isnan(scores), np.inf, -scores)
-        key = np.where(np.isposinf(key), np.finfo(np.float64).max, key)
-        key[~valid] = np.inf
-        order = np.argsort(key, axis=1, kind="stable")
-        valid = np.take_along_axis(valid, order, axis=1)
-        st = self.type_of(seeds)
-        ct = np.where(valid, self.type_of(np.take_along_axis(items, order, axis=1)), -1)
         both = (st[:, None] >= 0) & (ct >= 0)
         sti = np.broadcast_to(np.maximum(st, 0)[:, None], ct.shape)
         cti = np.maximum(ct, 0)
@@ -637,7 +658,7 @@ class TypeTransition:
         count = np.zeros((n_rows, n), dtype=np.int32)  # items of each candidate's type placed
         picks = np.full((n_rows, k), -1, dtype=np.int64)
         cap = self.config.max_per_type
-        for p in range(k):
+        for p in range(min(k, n)):
             tiers = (
                 left & ~demoted & ((count < cap) | (ct < 0)),
                 left & ~demoted,
@@ -702,35 +723,12 @@ class TypeTransition:
             Column indices into ``items`` (distinct within a row), ``-1`` padding when a
             row has fewer than ``k`` real candidates.
         """
-        self._check_fitted()
-        seeds = _int_array(seeds, "seeds", ndim=1)
-        items = _int_array(items, "items", ndim=2)
-        scores = np.asarray(scores, dtype=np.float64)
-        if items.shape[0] != seeds.shape[0] or scores.shape != items.shape:
-            raise DataError(
-                "The 'items' and 'scores' parameters must have shape (len(seeds), N). "
-                f"Got {items.shape} and {scores.shape} for {seeds.shape[0]} seeds instead."
-            )
-        if not isinstance(k, int | np.integer) or k < 1:
-            raise ConfigError(f"The 'k' parameter must be an int in [1, inf). Got {k!r} instead.")
-        k = int(k)
+        seeds, items, k, order, valid, st, ct = self._ranked(seeds, items, scores, k)
         n_rows, n = items.shape
         cfg = self.config
         cap, n_comp = cfg.max_per_type, cfg.n_complements
         if n == 0:
             return np.full((n_rows, k), -1, dtype=np.int64)
-
-        # work in score order: column `order[r, p]` is row r's p-th best candidate
-        valid = items >= 0
-        # ascending sort key: best score first; a real candidate scored -inf or NaN still
-        # comes before the padding
-        key = np.where(np.isnan(scores), np.inf, -scores)
-        key = np.where(np.isposinf(key), np.finfo(np.float64).max, key)
-        key[~valid] = np.inf
-        order = np.argsort(key, axis=1, kind="stable")
-        valid = np.take_along_axis(valid, order, axis=1)
-        st = self.type_of(seeds)
-        ct = np.where(valid, self.type_of(np.take_along_axis(items, order, axis=1)), -1)
         pos = np.broadcast_to(np.arange(n, dtype=np.int64), (n_rows, n))
 
         # tier of each candidate relative to its seed's type
