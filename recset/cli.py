@@ -56,6 +56,55 @@ _on_bad_rows = click.option(
 )
 
 
+def _training_options(sections: str):  # noqa: ANN202
+    """--data, --config, --store, --artifact-dir of the commands that train on a built engine."""
+
+    def apply(f):  # noqa: ANN001, ANN202
+        for option in reversed(
+            [
+                click.option(
+                    "--data",
+                    type=click.Path(path_type=Path),
+                    required=True,
+                    help="Dataset directory.",
+                ),
+                click.option(
+                    "--config",
+                    "config_path",
+                    type=click.Path(path_type=Path),
+                    default=None,
+                    help=f"Config TOML ({sections}; default: built-in defaults).",
+                ),
+                click.option(
+                    "--store", required=True, help="Store holding the engine from `recset build`."
+                ),
+                click.option(
+                    "--artifact-dir",
+                    type=click.Path(path_type=Path),
+                    default=None,
+                    help="Artifact files location when --store is a database URL.",
+                ),
+            ]
+        ):
+            f = option(f)
+        return f
+
+    return apply
+
+
+def _built_engine_and_data(data: Path, store: str, artifact_dir: Path | None, on_bad_rows: str):  # noqa: ANN202
+    """The store's active engine (without its neural stages) and the dataset it was built on."""
+    from recset.engine import Engine
+
+    engine = Engine.load(store, artifact_dir=artifact_dir, neural=False)
+    ds = _load(data, on_bad_rows, _quarantine_dir(store, data.parent))
+    if ds.items != engine.items:
+        raise click.UsageError(
+            f"{data} is not the dataset the active engine in {store} was built on (items differ)"
+        )
+    return engine, ds
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def cli(verbose: int) -> None:
@@ -187,21 +236,7 @@ def build(
 
 
 @cli.command("train-ranker")
-@click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset directory.")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Config TOML (its [ranker] section; default: built-in defaults).",
-)
-@click.option("--store", required=True, help="Store holding the engine from `recset build`.")
-@click.option(
-    "--artifact-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Artifact files location when --store is a database URL.",
-)
+@_training_options("its [ranker] section")
 @click.option(
     "--report",
     type=click.Path(path_type=Path),
@@ -219,23 +254,17 @@ def train_ranker_cmd(
 ) -> None:
     """Train the LightGBM ranker and register it as the store's active ranker."""
     from recset.config import load_config
-    from recset.engine import Engine
     from recset.ranking import RANKER_ARTIFACT, fit_features, train_ranker
     from recset.recall._text import embed_items
     from recset.storage import Store
 
     config = load_config(config_path)
-    engine = Engine.load(store, artifact_dir=artifact_dir)
+    engine, ds = _built_engine_and_data(data, store, artifact_dir, on_bad_rows)
     if engine.config.hash() != config.hash():
         raise click.UsageError(
             f"the active engine in {store} was built with another config "
             f"(hash {engine.config.hash()}, this one {config.hash()}); rebuild it or pass the "
             "same --config"
-        )
-    ds = _load(data, on_bad_rows, _quarantine_dir(store, data.parent))
-    if ds.items != engine.items:
-        raise click.UsageError(
-            f"{data} is not the dataset the active engine in {store} was built on (items differ)"
         )
     with _step("text embeddings"):
         emb = embed_items(ds)
@@ -267,21 +296,7 @@ def train_ranker_cmd(
 
 
 @cli.command("train-neural")
-@click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset directory.")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Config TOML (its [neural] and [type_transition] sections; default: built-ins).",
-)
-@click.option("--store", required=True, help="Store holding the engine from `recset build`.")
-@click.option(
-    "--artifact-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Artifact files location when --store is a database URL.",
-)
+@_training_options("its [neural] and [type_transition] sections")
 @click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "cuda"]),
@@ -308,7 +323,6 @@ def train_neural_cmd(
     the final list by complementary type. Needs the neural extra (torch, torch_geometric).
     """
     from recset.config import load_config
-    from recset.engine import Engine
     from recset.personalization import (
         PERSONALIZER_ARTIFACT,
         TYPE_TRANSITION_ARTIFACT,
@@ -318,12 +332,7 @@ def train_neural_cmd(
     from recset.storage import Store
 
     config = load_config(config_path)
-    engine = Engine.load(store, artifact_dir=artifact_dir)
-    ds = _load(data, on_bad_rows, _quarantine_dir(store, data.parent))
-    if ds.items != engine.items:
-        raise click.UsageError(
-            f"{data} is not the dataset the active engine in {store} was built on (items differ)"
-        )
+    engine, ds = _built_engine_and_data(data, store, artifact_dir, on_bad_rows)
     if engine.ranker is not None and engine.ranker.users != ds.users:
         raise click.UsageError(
             f"{data} has other users than the active ranker in {store} was trained on; "

@@ -782,11 +782,13 @@ class Engine:
         artifact_dir: str | os.PathLike[str] | None = None,
         version: int | None = None,
         device: str = "auto",
+        neural: bool = True,
     ) -> Engine:
         """Load the active (or a given) version of the engine from a store.
 
-        The active ranker and neural stages (personalizer, type transition) are attached
-        when the store has them; ``device`` is where the neural stages run.
+        The active ranker and (unless ``neural`` is false) neural stages (personalizer,
+        type transition) are attached when the store has them; ``device`` is where the
+        neural stages run.
 
         Item availability comes from the store's catalog when it holds one, so marking an item
         unavailable there takes effect at the next load without a rebuild. The precomputed
@@ -807,7 +809,7 @@ class Engine:
             ranker_record = store.active_artifact("ranker")
             ranker_path = store.artifact_path(ranker_record) if ranker_record else None
             stage_paths = {}
-            for name in ("personalizer", "type_transition"):
+            for name in ("personalizer", "type_transition") if neural else ():
                 rec = store.active_artifact(name)
                 if rec is not None:
                     stage_paths[name] = store.artifact_path(rec)
