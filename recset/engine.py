@@ -127,31 +127,21 @@ def _reserve_share(
     rows = np.arange(n_rows)
     left = valid.copy()
     novel_left = novel & valid
+    taken = np.zeros((n_rows, n), dtype=bool)
     picks = np.empty((n_rows, k), dtype=np.intp)
     placed = np.zeros(n_rows, dtype=np.int64)
     for p in range(k):
         want = (placed < np.floor(share * (p + 1) + 1e-9)) & novel_left.any(axis=1)
         pool = np.where(want[:, None], novel_left, left)
-        has = pool.any(axis=1)
-        # rows with nothing left take a padded (invalid) column, the first not yet used
-        col = np.where(
-            has, np.argmax(pool, axis=1), np.argmax(~valid & ~_used(picks, p, n), axis=1)
-        )
+        # rows with nothing left take a padded (invalid) column, the first not yet taken
+        col = np.where(pool.any(axis=1), np.argmax(pool, axis=1), np.argmax(~taken, axis=1))
         picks[:, p] = col
+        taken[rows, col] = True
         left[rows, col] = False
         placed += novel_left[rows, col]
         novel_left[rows, col] = False
-    used = _used(picks, k, n)
-    rest = np.argsort(used, axis=1, kind="stable")[:, : n - k]
+    rest = np.argsort(taken, axis=1, kind="stable")[:, : n - k]
     return np.take_along_axis(order, np.concatenate([picks, rest], axis=1), 1)
-
-
-def _used(picks: NDArray[np.intp], upto: int, n: int) -> NDArray[np.bool_]:
-    """(B, n) mask of the columns among ``picks[:, :upto]``."""
-    out = np.zeros((len(picks), n), dtype=bool)
-    if upto:
-        np.put_along_axis(out, picks[:, :upto], True, 1)
-    return out
 
 
 class Engine:

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -141,6 +141,13 @@ NEURAL_SYSTEMS = (
 RERANK_SIZES = (20, 50, 100, 200)
 
 
+def _reconfigured(model: Any, **update: Any) -> Any:
+    """A shallow copy of a trained model (ranker, neural model) with config keys changed."""
+    new = copy.copy(model)
+    new.config = model.config.model_copy(update=update)
+    return new
+
+
 def _with_gnn(config: Config | None) -> Config:
     """``config`` with a trained ``gnn_neighbors`` source in the default mix (before the
     fallback), unless a mix already has one."""
@@ -202,11 +209,8 @@ def _neural_systems(
     curve = []
     for n_head in RERANK_SIZES:
         # the head re-ranked is the ranker's top N: the ranker scores at least N candidates
-        wide = copy.copy(model)
-        wide.config = model.config.model_copy(update={"candidates": max(n_head, rc.candidates)})
-        sized = copy.copy(contrastive.model)
-        sized.config = contrastive.model.config.model_copy(update={"rerank_n": n_head})
-        stage = type(contrastive)(sized, contrastive.users)
+        wide = _reconfigured(model, candidates=max(n_head, rc.candidates))
+        stage = replace(contrastive, model=_reconfigured(contrastive.model, rerank_n=n_head))
         curve.append(
             (n_head, ranked_system(engine.with_ranker(wide).with_stages(personalizer=stage)))
         )
@@ -420,8 +424,7 @@ def run_backtest(
         )
         systems.append(ranked_system(engine.with_ranker(model)))
         if explore_share and not model.config.explore_share:
-            explorer = copy.copy(model)
-            explorer.config = model.config.model_copy(update={"explore_share": explore_share})
+            explorer = _reconfigured(model, explore_share=explore_share)
             systems.append(ranked_system(engine.with_ranker(explorer), "mix+ranker+explore"))
         timings["train_ranker"] = _time.perf_counter() - t1
         info["ranker"] = model.metrics

@@ -302,12 +302,10 @@ class FeatureSpace:
     def bought(self, users: NDArray[np.int32], items: NDArray[np.int32]) -> NDArray[np.bool_]:
         """Whether each user (B,) bought each item (B, N) in the fitted data; False for -1."""
         users = np.asarray(users, dtype=np.int64)
-        n_items = len(self.category)
         ok = (users >= 0) & (users < len(self.user_n))
-        key = np.where(ok, users, 0)[:, None] * n_items + np.maximum(items, 0)
-        pos = np.minimum(np.searchsorted(self.ui_keys, key), max(len(self.ui_keys) - 1, 0))
-        hit = self.ui_keys[pos] == key if len(self.ui_keys) else np.zeros(key.shape, bool)
-        return hit & ok[:, None] & (items >= 0)
+        key = np.where(ok, users, 0)[:, None] * len(self.category) + np.maximum(items, 0)
+        count = _pair_lookup(self.ui_keys, self.ui_count, key.ravel()).reshape(key.shape)
+        return ~np.isnan(count) & ok[:, None] & (items >= 0)
 
     # -- transform -------------------------------------------------------------------
     def transform(

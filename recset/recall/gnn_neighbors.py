@@ -198,10 +198,9 @@ class GnnNeighborsRecall(RecallBase):
         """
         cfg = self.config
         n = dataset.n_items
-        path = origin
         if vectors.shape[0] != n:
             raise ConfigError(
-                f"{path}: item embeddings must have one row per catalog item: expected shape "
+                f"{origin}: item embeddings must have one row per catalog item: expected shape "
                 f"({n}, d). Got {vectors.shape} instead."
             )
         has_vec = np.any(vectors != 0, axis=1)
@@ -221,7 +220,7 @@ class GnnNeighborsRecall(RecallBase):
             "gnn_neighbors: %d items with embeddings of dim %d from %s",
             int(has_vec.sum()),
             vectors.shape[1],
-            path,
+            origin,
         )
         return self
 
