@@ -22,9 +22,8 @@ def main() -> None:
     sig = Signals(ds)
     for name in ("co_view", "purchase_after_view", "co_purchase", "co_purchase_only"):
         m = getattr(sig, name)
-        print(
-            f"{name:<22} pairs {m.nnz:>10,}  items with a pair {int((m.getnnz(axis=1) > 0).sum()):>7,}"
-        )
+        answered = int((m.getnnz(axis=1) > 0).sum())
+        print(f"{name:<22} pairs {m.nnz:>10,}  items with a pair {answered:>7,}")
     engine = Engine.build(ds)
     seeds = np.arange(ds.n_items, dtype=np.int32)
     mixed = engine.candidates(seeds, 20)

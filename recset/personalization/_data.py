@@ -195,15 +195,6 @@ class Purchases:
         return hist.astype(np.int64), length.astype(np.int64)
 
 
-def csr_gather(indptr: NDArray[np.int64], rows: NDArray[np.integer]) -> NDArray[np.int64]:
-    """Positions ``indptr[r]..indptr[r+1]-1`` of every row ``r`` of ``rows``, concatenated."""
-    rows = np.asarray(rows, dtype=np.int64)
-    lo = indptr[rows]
-    counts = indptr[rows + 1] - lo
-    total = int(counts.sum())
-    return np.repeat(lo, counts) + np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-
-
 def _segment_searchsorted(
     values: NDArray[np.int64],
     lo: NDArray[np.int64],

@@ -28,7 +28,6 @@ from recset.personalization._data import (
     Triples,
     augment,
     complement_edges,
-    csr_gather,
 )
 from recset.personalization._modules import (
     ProductGraph,
@@ -38,7 +37,7 @@ from recset.personalization._modules import (
     squared_distance,
 )
 from recset.personalization._torch import autocast, grad_scaler, resolve_device
-from recset.signals import Signals
+from recset.signals import Signals, csr_gather
 
 _log = logging.getLogger(__name__)
 

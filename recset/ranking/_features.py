@@ -8,8 +8,9 @@ never 0: LightGBM learns what absence means.
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,16 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recset.data import PURCHASE, Dataset
+from recset.errors import ConfigError
 from recset.recall.mixer import MixedCandidates
+from recset.signals import csr_gather
 
 _log = logging.getLogger(__name__)
 
 _DAY = 86_400.0
+
+MAX_ASPECT_TOKENS = 1024
+"""Most frequent ``key=value`` aspect tokens kept for the ``user_aspect_share`` feature."""
 
 USER_HISTORY = "user_history"
 """Pseudo-source of the candidates taken from the user's own purchase history."""
@@ -50,6 +56,7 @@ BASE_FEATURES: tuple[str, ...] = (
     "user_cand_trip_share",
     "user_category_share",
     "user_brand_share",
+    "user_aspect_share",
     "user_n_purchases_log",
     "user_n_trips_log",
 )
@@ -76,6 +83,37 @@ def _pair_lookup(
     if len(keys_sorted):
         out[found] = values[pos_c[found]]
     return out
+
+
+def aspect_tokens(
+    aspects: NDArray[np.object_], max_tokens: int = MAX_ASPECT_TOKENS
+) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
+    """Each item's ``key=value`` aspect tokens as CSR ``(indptr (n+1,), token ids)``.
+
+    Only tokens carried by at least two items are kept (a value unique to one item says
+    nothing about taste), and of those the ``max_tokens`` most frequent (ties by token text).
+    Values that are not scalars (lists, objects) and nulls are skipped.
+    """
+    parsed: list[list[str]] = []
+    for raw in aspects:
+        toks: list[str] = []
+        if raw is not None:
+            for key, value in json.loads(raw).items():
+                if value is None or isinstance(value, list | dict):
+                    continue
+                toks.append(f"{key}={value}")
+        parsed.append(sorted(set(toks)))
+    counts: dict[str, int] = {}
+    for toks in parsed:
+        for t in toks:
+            counts[t] = counts.get(t, 0) + 1
+    frequent = sorted((t for t, c in counts.items() if c >= 2), key=lambda t: (-counts[t], t))
+    vocab = {t: j for j, t in enumerate(frequent[:max_tokens])}
+    rows = [[vocab[t] for t in toks if t in vocab] for toks in parsed]
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum([len(r) for r in rows], out=indptr[1:])
+    flat = np.fromiter((j for r in rows for j in r), dtype=np.int32, count=int(indptr[-1]))
+    return indptr, flat
 
 
 def _trip_history(
@@ -153,6 +191,10 @@ class FeatureSpace:
     uc_share: NDArray[np.float64]
     ub_keys: NDArray[np.int64]
     ub_share: NDArray[np.float64]
+    item_tok_indptr: NDArray[np.int64]
+    item_tok: NDArray[np.int32]
+    ut_keys: NDArray[np.int64]
+    ut_share: NDArray[np.float64]
     user_n: NDArray[np.float32]
     compat_seed: NDArray[np.int32]
     compat_cand: NDArray[np.int32]
@@ -236,6 +278,16 @@ class FeatureSpace:
 
         uc_keys, uc_share = share(cat, dataset.n_categories)
         ub_keys, ub_share = share(dataset.catalog.brand, len(dataset.brands))
+        # the user's share of purchases carrying each aspect token (colour, organic, ...)
+        tok_indptr, tok = aspect_tokens(dataset.catalog.aspects)
+        n_tok = int(tok.max(initial=-1)) + 1
+        bought_items = ev.item[buy].astype(np.int64)
+        n_of = (tok_indptr[1:] - tok_indptr[:-1])[bought_items]
+        buyer = np.repeat(ev.user[buy].astype(np.int64), n_of)
+        ut = np.unique(
+            buyer * max(n_tok, 1) + tok[csr_gather(tok_indptr, bought_items)], return_counts=True
+        )
+        ut_keys, ut_share = ut[0], ut[1] / np.maximum(user_n[ut[0] // max(n_tok, 1)], 1.0)
         if category_relatedness is not None and category_relatedness.nnz:
             coo = category_relatedness.tocoo()
             ck = coo.row.astype(np.int64) * max(dataset.n_categories, 1) + coo.col
@@ -292,6 +344,10 @@ class FeatureSpace:
             uc_share=uc_share,
             ub_keys=ub_keys,
             ub_share=ub_share,
+            item_tok_indptr=tok_indptr,
+            item_tok=tok,
+            ut_keys=ut_keys.astype(np.int64),
+            ut_share=ut_share.astype(np.float64),
             user_n=user_n,
             compat_seed=compat_codes[0].astype(np.int32),
             compat_cand=compat_codes[1].astype(np.int32),
@@ -407,11 +463,24 @@ class FeatureSpace:
         ub = _pair_lookup(self.ub_keys, self.ub_share, np.where(u_ok, u, 0) * n_brands + c_brand)
         cols.append(np.where(u_ok & (c_cat >= 0), np.nan_to_num(uc, nan=0.0), np.nan))
         cols.append(np.where(u_ok & (c_brand >= 0), np.nan_to_num(ub, nan=0.0), np.nan))
+        cols.append(self._aspect_share(np.where(u_ok, u, -1), c))
         cols.append(np.where(u_ok, np.log1p(self.user_n[uu]), np.nan))
         cols.append(np.where(u_ok, np.log1p(n_trips), np.nan))
         X = np.column_stack(cols).astype(np.float32)
         X[~valid] = np.nan
         return X
+
+    def _aspect_share(self, u: NDArray[np.int64], c: NDArray[np.int64]) -> NDArray[np.float64]:
+        """Mean over the candidate's aspect tokens of the user's share of purchases carrying
+        each; NaN for an unknown user (-1) or a candidate without kept tokens."""
+        n_tok = max(int(self.item_tok.max(initial=-1)) + 1, 1)
+        n_of = self.item_tok_indptr[c + 1] - self.item_tok_indptr[c]
+        row = np.repeat(np.arange(len(c)), n_of)
+        keys = np.repeat(u, n_of) * n_tok + self.item_tok[csr_gather(self.item_tok_indptr, c)]
+        share = np.nan_to_num(_pair_lookup(self.ut_keys, self.ut_share, keys), nan=0.0)
+        total = np.bincount(row, weights=share, minlength=len(c))
+        mean = total / np.maximum(n_of, 1)
+        return np.where((u >= 0) & (n_of > 0), mean, np.nan)
 
     # -- persistence -----------------------------------------------------------------
     def save(self, path: Path) -> None:
@@ -431,6 +500,12 @@ class FeatureSpace:
             data = {k: z[k] for k in z.files}
         data["ref_time"] = float(data["ref_time"])
         data["sources"] = tuple(str(x) for x in data["sources"])
+        missing = sorted({f.name for f in fields(cls)} - set(data))
+        if missing:
+            raise ConfigError(
+                f"{path}: written by an older recset (no {', '.join(missing)}); retrain the "
+                "ranker with `recset train-ranker`"
+            )
         return cls(**data)
 
 

@@ -36,3 +36,12 @@ def topk_rows(
     idx[rows[keep], pos[keep]] = cols[keep]
     val[rows[keep], pos[keep]] = data[keep]
     return idx, val
+
+
+def csr_gather(indptr: NDArray[np.int64], rows: NDArray[np.integer]) -> NDArray[np.int64]:
+    """Positions ``indptr[r]..indptr[r+1]-1`` of every row ``r`` of ``rows``, concatenated."""
+    rows = np.asarray(rows, dtype=np.int64)
+    lo = indptr[rows]
+    counts = indptr[rows + 1] - lo
+    total = int(counts.sum())
+    return np.repeat(lo, counts) + np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)

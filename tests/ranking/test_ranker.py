@@ -15,7 +15,8 @@ from recset.data import PURCHASE, Dataset
 from recset.data.synthetic import SyntheticConfig, generate
 from recset.engine import Engine
 from recset.errors import ConfigError
-from recset.ranking import Ranker, feature_names, fit_features, train_ranker
+from recset.ranking import FeatureSpace, Ranker, feature_names, fit_features, train_ranker
+from recset.ranking._features import aspect_tokens
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +95,64 @@ def _reference_row(ds: Dataset, seed: int, user: int, cand: int) -> dict[str, fl
     br = ds.catalog.brand
     out["user_brand_share"] = (br[ev.item[mine]] == br[cand]).sum() / n_mine if n_mine else 0.0
     out["user_n_purchases_log"] = math.log1p(n_mine)
+    out["user_aspect_share"] = _reference_aspect_share(ds, ev.item[mine], cand)
     first = ev.timestamp[ev.item == cand]
     out["cand_age_days"] = (ref - first.min()) / 86400 if len(first) else math.nan
     return out
+
+
+def _item_tokens(ds: Dataset, item: int) -> set[str]:
+    raw = ds.catalog.aspects[item]
+    return {f"{k}={v}" for k, v in (json.loads(raw) if raw else {}).items() if v is not None}
+
+
+def _reference_aspect_share(ds: Dataset, bought: np.ndarray, cand: int) -> float:
+    """Mean over the candidate's shared tokens (on >= 2 items) of the user's purchase share."""
+    counts: dict[str, int] = {}
+    for i in range(ds.n_items):
+        for t in _item_tokens(ds, i):
+            counts[t] = counts.get(t, 0) + 1
+    toks = [t for t in _item_tokens(ds, cand) if counts[t] >= 2]
+    if not toks:
+        return math.nan
+    shares = [
+        sum(t in _item_tokens(ds, int(i)) for i in bought) / len(bought) if len(bought) else 0.0
+        for t in toks
+    ]
+    return sum(shares) / len(shares)
+
+
+def test_aspect_tokens_keep_shared_scalar_values() -> None:
+    aspects = np.array(
+        [
+            '{"color": "red", "size": [1, 2], "model": "A-1"}',
+            '{"color": "red", "organic": true}',
+            None,
+            '{"color": "blue", "organic": true, "note": null}',
+            '{"color": "blue", "model": "B-2"}',
+        ],
+        dtype=object,
+    )
+    indptr, tok = aspect_tokens(aspects)
+    rows = [sorted(tok[indptr[i] : indptr[i + 1]].tolist()) for i in range(len(aspects))]
+    # kept: color=blue, color=red, organic=True (two items each); ids by (-count, text)
+    assert rows == [[1], [1, 2], [], [0, 2], [0]]
+    indptr, tok = aspect_tokens(aspects, max_tokens=1)
+    assert tok.tolist() == [0, 0]  # only color=blue, on items 3 and 4
+    assert indptr.tolist() == [0, 0, 0, 0, 1, 2]
+
+
+def test_feature_file_of_older_version_is_refused(
+    ds: Dataset, engine: Engine, tmp_path: Path
+) -> None:
+    feats = fit_features(ds, engine, embeddings=np.zeros((ds.n_items, 0), np.float32))
+    feats.save(tmp_path / "f.npz")
+    with np.load(tmp_path / "f.npz", allow_pickle=False) as z:
+        old = {k: z[k] for k in z.files if k != "ut_share"}
+    np.savez(tmp_path / "old.npz", allow_pickle=False, **old)
+    with pytest.raises(ConfigError, match=r"old\.npz.*ut_share.*train-ranker"):
+        FeatureSpace.load(tmp_path / "old.npz")
+    assert FeatureSpace.load(tmp_path / "f.npz").ut_share.shape == feats.ut_share.shape
 
 
 def test_batch_features_equal_slow_reference(ds: Dataset, engine: Engine) -> None:
@@ -141,6 +197,7 @@ def test_unknown_user_has_nan_personal_features(ds: Dataset, engine: Engine) -> 
         "user_cand_trip_share",
         "user_n_trips_log",
         "user_brand_share",
+        "user_aspect_share",
     ):
         assert np.isnan(X[:, feats.names.index(name)]).all()
 
