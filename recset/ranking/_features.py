@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -103,10 +105,7 @@ def aspect_tokens(
                     continue
                 toks.append(f"{key}={value}")
         parsed.append(sorted(set(toks)))
-    counts: dict[str, int] = {}
-    for toks in parsed:
-        for t in toks:
-            counts[t] = counts.get(t, 0) + 1
+    counts = Counter(t for toks in parsed for t in toks)
     frequent = sorted((t for t, c in counts.items() if c >= 2), key=lambda t: (-counts[t], t))
     vocab = {t: j for j, t in enumerate(frequent[:max_tokens])}
     rows = [[vocab[t] for t in toks if t in vocab] for toks in parsed]
@@ -114,6 +113,11 @@ def aspect_tokens(
     np.cumsum([len(r) for r in rows], out=indptr[1:])
     flat = np.fromiter((j for r in rows for j in r), dtype=np.int32, count=int(indptr[-1]))
     return indptr, flat
+
+
+def _n_tokens(tok: NDArray[np.int32]) -> int:
+    """Size of the aspect-token vocabulary (at least 1, so keys stay user * n + token)."""
+    return max(int(tok.max(initial=-1)) + 1, 1)
 
 
 def _trip_history(
@@ -267,27 +271,25 @@ class FeatureSpace:
         repeat = np.divide(repeaters, buyers, out=np.full(n_items, np.nan), where=buyers > 0)
 
         def share(
-            groups: NDArray[np.int32], n_groups: int
+            buyer: NDArray[np.integer], g: NDArray[np.integer], n_groups: int
         ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-            g = groups[ev.item[buy]]
+            """Sorted (user, group) keys and the share of the user's purchases in each."""
             ok = g >= 0
-            key = ev.user[buy][ok].astype(np.int64) * max(n_groups, 1) + g[ok]
+            key = buyer[ok].astype(np.int64) * max(n_groups, 1) + g[ok]
             keys, counts = np.unique(key, return_counts=True)
             users = keys // max(n_groups, 1)
             return keys, counts / np.maximum(user_n[users], 1.0)
 
-        uc_keys, uc_share = share(cat, dataset.n_categories)
-        ub_keys, ub_share = share(dataset.catalog.brand, len(dataset.brands))
+        buyer, bought = ev.user[buy], ev.item[buy].astype(np.int64)
+        uc_keys, uc_share = share(buyer, cat[bought], dataset.n_categories)
+        ub_keys, ub_share = share(buyer, dataset.catalog.brand[bought], len(dataset.brands))
         # the user's share of purchases carrying each aspect token (colour, organic, ...)
         tok_indptr, tok = aspect_tokens(dataset.catalog.aspects)
-        n_tok = int(tok.max(initial=-1)) + 1
-        bought_items = ev.item[buy].astype(np.int64)
-        n_of = (tok_indptr[1:] - tok_indptr[:-1])[bought_items]
-        buyer = np.repeat(ev.user[buy].astype(np.int64), n_of)
-        ut = np.unique(
-            buyer * max(n_tok, 1) + tok[csr_gather(tok_indptr, bought_items)], return_counts=True
+        ut_keys, ut_share = share(
+            np.repeat(buyer, np.diff(tok_indptr)[bought]),
+            tok[csr_gather(tok_indptr, bought)],
+            _n_tokens(tok),
         )
-        ut_keys, ut_share = ut[0], ut[1] / np.maximum(user_n[ut[0] // max(n_tok, 1)], 1.0)
         if category_relatedness is not None and category_relatedness.nnz:
             coo = category_relatedness.tocoo()
             ck = coo.row.astype(np.int64) * max(dataset.n_categories, 1) + coo.col
@@ -346,8 +348,8 @@ class FeatureSpace:
             ub_share=ub_share,
             item_tok_indptr=tok_indptr,
             item_tok=tok,
-            ut_keys=ut_keys.astype(np.int64),
-            ut_share=ut_share.astype(np.float64),
+            ut_keys=ut_keys,
+            ut_share=ut_share,
             user_n=user_n,
             compat_seed=compat_codes[0].astype(np.int32),
             compat_cand=compat_codes[1].astype(np.int32),
@@ -470,13 +472,18 @@ class FeatureSpace:
         X[~valid] = np.nan
         return X
 
+    @cached_property
+    def _n_tokens(self) -> int:
+        """The key multiplier of ``ut_keys`` (computed once, not on every transform)."""
+        return _n_tokens(self.item_tok)
+
     def _aspect_share(self, u: NDArray[np.int64], c: NDArray[np.int64]) -> NDArray[np.float64]:
         """Mean over the candidate's aspect tokens of the user's share of purchases carrying
         each; NaN for an unknown user (-1) or a candidate without kept tokens."""
-        n_tok = max(int(self.item_tok.max(initial=-1)) + 1, 1)
         n_of = self.item_tok_indptr[c + 1] - self.item_tok_indptr[c]
         row = np.repeat(np.arange(len(c)), n_of)
-        keys = np.repeat(u, n_of) * n_tok + self.item_tok[csr_gather(self.item_tok_indptr, c)]
+        tok = self.item_tok[csr_gather(self.item_tok_indptr, c)]
+        keys = np.repeat(u, n_of) * self._n_tokens + tok
         share = np.nan_to_num(_pair_lookup(self.ut_keys, self.ut_share, keys), nan=0.0)
         total = np.bincount(row, weights=share, minlength=len(c))
         mean = total / np.maximum(n_of, 1)
