@@ -40,7 +40,7 @@ def main() -> None:
     emb = embed_items(sp.train)
     ranker = train_ranker(sp.train, None, RankerConfig(), embeddings=emb)
     ranker.features = fit_features(
-        sp.train, engine, embeddings=emb, user_candidates=ranker.config.user_candidates
+        sp.train, engine.mixer, embeddings=emb, user_candidates=ranker.config.user_candidates
     )
     ranked = engine.with_ranker(ranker)
     tt = train_type_transition(sp.train, TypeTransitionConfig(device="cpu"))

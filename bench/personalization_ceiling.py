@@ -112,7 +112,7 @@ def main() -> None:
     rc = RankerConfig(label_split="time")
     ranker = train_ranker(sp.train, None, rc, embeddings=emb)
     ranker.features = fit_features(
-        sp.train, engine, embeddings=emb, user_candidates=rc.user_candidates
+        sp.train, engine.mixer, embeddings=emb, user_candidates=rc.user_candidates
     )
     mixed = ranking_candidates(engine, ranker.features, q.seed, q.user, rc.candidates)
     items = mixed.item

@@ -43,7 +43,7 @@ def main() -> None:
     engine = Engine.build(ds, cfg)
     t1 = time.perf_counter()
     ranker = train_ranker(ds, cfg)
-    ranker.features = fit_features(ds, engine, user_candidates=ranker.config.user_candidates)
+    ranker.features = fit_features(ds, engine.mixer, user_candidates=ranker.config.user_candidates)
     t2 = time.perf_counter()
     print(
         f"{ds!r}: engine build {t1 - t0:.1f} s, ranker training {t2 - t1:.1f} s "

@@ -254,8 +254,8 @@ def train_ranker_cmd(
 ) -> None:
     """Train the LightGBM ranker and register it as the store's active ranker."""
     from recset.config import load_config
-    from recset.ranking import RANKER_ARTIFACT, fit_features, train_ranker
-    from recset.recall._text import embed_items
+    from recset.ranking import RANKER_ARTIFACT, train_ranker
+    from recset.recall import embed_items
     from recset.storage import Store
 
     config = load_config(config_path)
@@ -268,12 +268,9 @@ def train_ranker_cmd(
         )
     with _step("text embeddings"):
         emb = embed_items(ds)
-    with _step("train the ranker (fit window + label window)"):
-        ranker = train_ranker(ds, config, embeddings=emb, show_progress=True)
-    with _step("refit ranker features on the whole dataset"):
-        ranker.features = fit_features(
-            ds, engine, embeddings=emb, user_candidates=ranker.config.user_candidates
-        )
+    with _step("train the ranker (fit window + label window, features refit on all data)"):
+        ranker = train_ranker(ds, config, mixer=engine.mixer, embeddings=emb, show_progress=True)
+    engine.with_ranker(ranker)  # the engine's own check: the ranker reads its sources
     importance = ranker.importance()
     metrics = {**ranker.metrics, "importance_gain": dict(importance)}
     with Store.open(store, artifact_dir=artifact_dir) as st:
@@ -342,6 +339,7 @@ def train_neural_cmd(
         personal = train_personalizer(
             ds, config.neural.model_copy(update={"device": device}), show_progress=True
         )
+    engine.with_stages(personalizer=personal)  # the engine's own check: items and users
     with Store.open(store, artifact_dir=artifact_dir) as st:
         rec = st.save_artifact(
             PERSONALIZER_ARTIFACT,

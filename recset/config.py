@@ -19,179 +19,46 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import numpy as np
-from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from recset.errors import ConfigError
-from recset.personalization._config import NeuralConfig
-from recset.personalization._type_transition_config import TypeTransitionConfig
-from recset.ranking._ranker import RankerConfig
-from recset.recall import SourceConfig, registered_recall_sets
-
-FILTER_TYPES = ("related_categories", "compatibility", "substitutes")
-"""Source types that act as filters (they implement ``keep``)."""
-
-DEFAULT_MIX_SOURCES = (
-    "co_purchase_only",
-    "co_purchase",
-    "co_view",
-    "compatibility",
-    "complementary_of_similar",
-    "popular",
+from recset.personalization import NeuralConfig, TypeTransitionConfig
+from recset.pipeline import PipelineConfig, registered_stages
+from recset.ranking import RankerConfig
+from recset.recall import (
+    BuildConfig,
+    MixConfig,
+    MixOverride,
+    RecallConfig,
+    SourceConfig,
+    registered_recall_sets,
 )
 
-
-class BuildConfig(BaseModel):
-    """How the engine is built and served.
-
-    Attributes
-    ----------
-    candidates_per_seed : int
-        Length of the candidate list precomputed per seed.
-    fallback : str
-        The source that answers for unknown (cold-start) seeds and fills short lists.
-    half_life_days : float
-        Temporal decay of the behaviour counts (co-purchase, co-view...) in days; 0 = none.
-    max_group_size : int
-        Baskets / sessions with more distinct items are left out of pair counts.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    candidates_per_seed: int = Field(100, ge=1, le=10_000)
-    fallback: str = "popular"
-    half_life_days: float = Field(0.0, ge=0)
-    max_group_size: int = Field(100, ge=2)
+__all__ = ["BuildConfig", "Config", "MixConfig", "MixOverride", "config_from_dict", "load_config"]
 
 
-# a source's limit (0 takes nothing from it) and weight: never negative, since fused scores
-# must be non-negative for Engine._fill to keep fallback items below them
-_Limit = Annotated[int, Field(ge=0)]
-_Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-
-
-class MixConfig(BaseModel):
-    """A recall mix: which sources, how many candidates from each, how they are fused.
+class Config(RecallConfig):
+    """The validated configuration of an :class:`~recset.Engine`: the recall sections of
+    :class:`~recset.recall.RecallConfig` plus each later stage's own section.
 
     Attributes
     ----------
-    sources : list of str
-        Source names, in order of preference.
-    limits : dict of str to int
-        Most candidates taken from a source (default: ``build.candidates_per_seed``), >= 0.
-    weights : dict of str to float
-        Weight of a source in the fusion (default 1), finite and >= 0.
-    filters : list of str
-        Filters applied to every candidate: ``related_categories`` (category scope),
-        ``compatibility`` (aspect rules), ``substitutes`` (the seed's own kind).
-    fusion : {"rrf", "sequential"}
-        ``rrf``: score = sum over proposing sources of ``weight / (rrf_k + rank + 1)``, so
-        items proposed by several sources rise; ``sequential``: all of the first source's
-        candidates, then the second's, ..., with score ``1 / (rrf_k + position + 1)`` (the
-        reciprocal of the candidate's 0-based position in the fused list; ``weights`` do not
-        apply).
-    rrf_k : float
-        Rank offset of the reciprocal-rank fusion (and of the sequential score).
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    sources: tuple[str, ...] = DEFAULT_MIX_SOURCES
-    limits: dict[str, _Limit] = Field(default_factory=dict)
-    weights: dict[str, _Weight] = Field(default_factory=dict)
-    filters: tuple[str, ...] = ("compatibility", "substitutes")
-    fusion: Literal["rrf", "sequential"] = "rrf"
-    rrf_k: float = Field(10.0, ge=0)
-
-    def limit(self, source: str, default: int) -> int:
-        return int(self.limits.get(source, default))
-
-    def weight(self, source: str) -> float:
-        return float(self.weights.get(source, 1.0))
-
-
-class MixOverride(BaseModel):
-    """A category's changes to the default mix (any key of ``[mix]``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    sources: tuple[str, ...] | None = None
-    limits: dict[str, _Limit] | None = None
-    weights: dict[str, _Weight] | None = None
-    filters: tuple[str, ...] | None = None
-    fusion: Literal["rrf", "sequential"] | None = None
-    rrf_k: float | None = Field(None, ge=0)
-
-
-class Config(BaseModel):
-    """The validated configuration of an :class:`~recset.Engine`.
-
-    Attributes
-    ----------
-    build : BuildConfig
-    sources : dict of str to SourceConfig
-        Configured source instances by name (sources named in a mix but not configured here
-        get their type's defaults).
-    source_types : dict of str to str
-        The registered type of each configured instance.
-    mix : MixConfig
-    categories : dict of str to MixOverride
-        Overrides by category id or category path prefix.
     ranker : RankerConfig
         The LightGBM ranker's training windows and hyperparameters.
     neural : NeuralConfig
         The personalization stage (`recset train-neural`): GNN, user encoder, re-ranking.
     type_transition : TypeTransitionConfig
         The type-transition diversification step (`recset train-neural`).
+    pipeline : PipelineConfig
+        The serving stages, in order.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
-    build: BuildConfig = BuildConfig()
-    sources: dict[str, SourceConfig] = Field(default_factory=dict)
-    source_types: dict[str, str] = Field(default_factory=dict)
-    mix: MixConfig = MixConfig()
-    categories: dict[str, MixOverride] = Field(default_factory=dict)
     ranker: RankerConfig = RankerConfig()
     neural: NeuralConfig = NeuralConfig()
     type_transition: TypeTransitionConfig = TypeTransitionConfig()
-
-    # -- resolved views ------------------------------------------------------------------
-    def type_of(self, name: str) -> str:
-        return self.source_types.get(name, name)
-
-    def mixes(self) -> dict[str, MixConfig]:
-        """The default mix (key ``""``) and each category override merged over it."""
-        out = {"": self.mix}
-        for key, override in self.categories.items():
-            changes = {k: v for k, v in override.model_dump().items() if v is not None}
-            out[key] = self.mix.model_copy(update=changes)
-        return out
-
-    def source_configs(self) -> dict[str, tuple[str, SourceConfig]]:
-        """Every source instance to fit: ``name -> (type, config)``, dependencies included.
-
-        That is the configured instances, every source and filter named in any mix, the
-        fallback, and the sources those require (with their type's default config).
-        """
-        known = registered_recall_sets()
-        out: dict[str, tuple[str, SourceConfig]] = {
-            n: (self.type_of(n), c) for n, c in self.sources.items()
-        }
-        wanted = [self.build.fallback]
-        for mix in self.mixes().values():
-            wanted += list(mix.sources) + list(mix.filters)
-        pending = list(dict.fromkeys(wanted))
-        while pending:
-            name = pending.pop(0)
-            if name not in out:
-                out[name] = (name, known[name].Config())
-            kind = out[name][0]
-            needs = list(known[kind].requires)
-            cfg = out[name][1]
-            if kind == "popular" and getattr(cfg, "scope", "") == "related_categories":
-                needs.append("related_categories")
-            pending += [r for r in needs if r not in out and r not in pending]
-        return out
+    pipeline: PipelineConfig = PipelineConfig()
 
     def to_dict(self) -> dict[str, Any]:
         srcs = {}
@@ -211,35 +78,13 @@ class Config(BaseModel):
             "ranker": self.ranker.model_dump(mode="json"),
             "neural": self.neural.model_dump(mode="json"),
             "type_transition": self.type_transition.model_dump(mode="json"),
+            "pipeline": self.pipeline.model_dump(mode="json"),
         }
 
     def hash(self) -> str:
         """A stable hash of the validated config (stored with artifacts to detect staleness)."""
         text = json.dumps(self.to_dict(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-    def mix_for_categories(
-        self, category_ids: NDArray[np.object_], category_paths: NDArray[np.object_]
-    ) -> NDArray[np.int32]:
-        """Index into ``list(self.mixes())`` of the mix of each category (0 = default).
-
-        A key matches a category when it equals its id, or when it is a prefix of its path at a
-        level boundary (``"A > B"`` matches ``"A > B"`` and ``"A > B > C"``). The most specific
-        key wins: an id match, then the longest matching path prefix.
-        """
-        keys = list(self.mixes())[1:]
-        out = np.zeros(len(category_ids), dtype=np.int32)
-        for i, (cid, path) in enumerate(zip(category_ids, category_paths, strict=True)):
-            best, best_len = 0, -1
-            for j, key in enumerate(keys, start=1):
-                if key == cid:
-                    best, best_len = j, 1 << 30
-                    break
-                if isinstance(path, str) and (path == key or path.startswith(key + " > ")):
-                    if len(key) > best_len:
-                        best, best_len = j, len(key)
-            out[i] = best
-        return out
 
 
 def _format_validation(
@@ -286,7 +131,8 @@ def _check_mix(mix: BaseModel, where: str, prefix: str, names: dict[str, str]) -
                 f"{where}: key '{prefix}.sources': unknown source {s!r}; "
                 f"allowed values: {allowed_sources}"
             )
-    allowed_filters = sorted(n for n, t in names.items() if t in FILTER_TYPES)
+    known = registered_recall_sets()
+    allowed_filters = sorted(n for n, t in names.items() if known[t].is_filter)
     for f in filters:
         if f not in allowed_filters:
             raise ConfigError(
@@ -304,7 +150,7 @@ def _check_mix(mix: BaseModel, where: str, prefix: str, names: dict[str, str]) -
 
 def config_from_dict(data: dict[str, Any], *, where: str = "<config>") -> Config:
     """Validate a parsed TOML document into a :class:`Config`."""
-    allowed_top = ["build", "categories", "mix", "neural", "ranker", "sources", "type_transition"]
+    allowed_top = sorted(set(Config.model_fields) - {"source_types"})
     for key in data:
         if key not in allowed_top:
             raise ConfigError(f"{where}: unknown section {key!r}; allowed sections: {allowed_top}")
@@ -346,6 +192,19 @@ def config_from_dict(data: dict[str, Any], *, where: str = "<config>") -> Config
     transition = _validate(
         TypeTransitionConfig, data.get("type_transition", {}), where, "type_transition"
     )
+    pipeline = _validate(PipelineConfig, data.get("pipeline", {}), where, "pipeline")
+    stages = registered_stages()
+    for name in pipeline.stages:
+        if name not in stages:
+            raise ConfigError(
+                f"{where}: key 'pipeline.stages': unknown stage {name!r}; "
+                f"allowed values: {sorted(stages)}"
+            )
+    if not pipeline.stages or pipeline.stages[0] != "recall":
+        raise ConfigError(
+            f"{where}: key 'pipeline.stages': the first stage must be 'recall' (the mix). "
+            f"Got {list(pipeline.stages)} instead."
+        )
     return Config(
         build=build,
         sources=sources,
@@ -355,6 +214,7 @@ def config_from_dict(data: dict[str, Any], *, where: str = "<config>") -> Config
         ranker=ranker,
         neural=neural,
         type_transition=transition,
+        pipeline=pipeline,
     )
 
 

@@ -11,7 +11,8 @@ from numpy.typing import NDArray
 from recset import Engine, Recommendation, StorageError
 from recset.config import config_from_dict
 from recset.data import Dataset, IdMap
-from recset.recall import Candidates, RecallBase
+from recset.recall import Candidates, Mixer, RecallBase
+from recset.testing import recommend_dense
 
 # popular alone, unfiltered: the foundation's fallback behaviour, checked exactly
 POPULAR_ONLY = config_from_dict({"mix": {"sources": ["popular"], "filters": []}})
@@ -82,7 +83,7 @@ def test_never_serves_unavailable(engine: Engine) -> None:
 
 def test_batch_matches_single(engine: Engine) -> None:
     seeds = np.array([0, 4, -1], dtype=np.int32)
-    batch = engine.recommend_many(seeds, 3)
+    batch = recommend_dense(engine, seeds, 3)
     for row, seed in enumerate(["i0", "i4", "zzz"]):
         single = _ids(engine.recommend(seed, k=3))
         assert engine.items.ids(batch.item[row]).tolist() == single
@@ -121,7 +122,17 @@ def test_load_without_engine_is_clear(tmp_path: Path) -> None:
 N_STUB = 1000
 
 
-class _Nothing(RecallBase):
+class _Stub(RecallBase):
+    """A source fitted by construction."""
+
+    def fit(self, dataset, signals=None, *, fitted=None):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201
+        return self
+
+    def recall_many(self, seeds: NDArray[np.int32], n: int) -> Candidates:
+        return Candidates.empty(len(seeds), n)
+
+
+class _Nothing(_Stub):
     """A mix source that never answers: every row is left to the fallback."""
 
     name: ClassVar[str] = "nothing"
@@ -130,7 +141,7 @@ class _Nothing(RecallBase):
         return Candidates.empty(len(seeds), n)
 
 
-class _Lists(RecallBase):
+class _Lists(_Stub):
     """A fallback: items 1..300 for a known seed (the seed left out), 500..999 for -1."""
 
     name: ClassVar[str] = "lists"
@@ -150,10 +161,11 @@ class _Lists(RecallBase):
         return out
 
 
-class _Rules(RecallBase):
+class _Rules(_Stub):
     """A filter: seed 0 takes items >= 250 only, seed 2 nothing; other seeds anything."""
 
     name: ClassVar[str] = "rules"
+    is_filter = True
 
     def keep(self, seeds: NDArray[np.int32], items: NDArray[np.int32]) -> NDArray[np.bool_]:
         s = np.asarray(seeds)[:, None]
@@ -164,13 +176,9 @@ def _stub_engine(fallback: _Lists) -> Engine:
     config = config_from_dict({"mix": {"sources": ["co_view"], "filters": ["compatibility"]}})
     available = np.ones(N_STUB, dtype=bool)
     available[[260, 501]] = False
-    return Engine(
-        config,
-        IdMap([f"i{i}" for i in range(N_STUB)]),
-        available,
-        {"co_view": _Nothing(), "popular": fallback, "compatibility": _Rules()},
-        np.zeros(N_STUB, np.int32),
-    )
+    sources = {"co_view": _Nothing(), "popular": fallback, "compatibility": _Rules()}
+    mixer = Mixer.from_config(config, sources, np.zeros(N_STUB, np.int32), available)
+    return Engine(config, IdMap([f"i{i}" for i in range(N_STUB)]), mixer)
 
 
 def test_fill_goes_deeper_only_for_short_rows() -> None:
@@ -181,7 +189,7 @@ def test_fill_goes_deeper_only_for_short_rows() -> None:
     fallback = _Lists()
     engine = _stub_engine(fallback)
     k = 100
-    m = engine.recommend_many(np.array([0, 1, 2], np.int32), k)
+    m = recommend_dense(engine, np.array([0, 1, 2], np.int32), k)
     # seed 0: nothing valid in the first 210 (items 1..211), 250..300 but 260 in 420 (the
     # whole list: 300 items, exhausted), then the cold-start list without 501
     own = [i for i in range(250, 301) if i != 260]
@@ -206,10 +214,10 @@ def test_fill_goes_deeper_only_for_short_rows() -> None:
 def test_fill_in_chunks_gives_the_same_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bounding the entries asked of the fallback at once changes the calls, not the lists."""
     seeds = np.array([0, 1, 2, 0, -1, 5], np.int32)
-    whole = _stub_engine(_Lists()).recommend_many(seeds, 100)
-    monkeypatch.setattr("recset.engine._FILL_ENTRIES", 500)  # 2 rows of 210 per call
+    whole = recommend_dense(_stub_engine(_Lists()), seeds, 100)
+    monkeypatch.setattr("recset.recall.mixer._FILL_ENTRIES", 500)  # 2 rows of 210 per call
     fallback = _Lists()
-    chunked = _stub_engine(fallback).recommend_many(seeds, 100)
+    chunked = recommend_dense(_stub_engine(fallback), seeds, 100)
     assert max(len(s) for s, _ in fallback.asked) <= 2
     for f in ("item", "score", "source_score", "source_rank"):
         np.testing.assert_array_equal(getattr(whole, f), getattr(chunked, f))

@@ -21,6 +21,14 @@ from recset.data._format import (
     write_dataset,
 )
 from recset.data._ids import IdMap
+from recset.data._splits import (
+    Queries,
+    Split,
+    Targets,
+    basket_queries,
+    leave_last_split,
+    time_split,
+)
 
 __all__ = [
     "ADD_TO_CART",
@@ -35,9 +43,15 @@ __all__ = [
     "Groups",
     "IdMap",
     "LoadReport",
+    "Queries",
     "RowError",
+    "Split",
+    "Targets",
+    "basket_queries",
     "catalog_frame",
+    "leave_last_split",
     "load_dataset",
     "read_validated",
+    "time_split",
     "write_dataset",
 ]

@@ -12,7 +12,7 @@ import copy
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -20,42 +20,31 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from recset.config import Config
-from recset.data import PURCHASE, Dataset
+from recset.config import Config, config_from_dict
+from recset.data import (
+    PURCHASE,
+    Dataset,
+    Queries,
+    Split,
+    Targets,
+    basket_queries,
+    leave_last_split,
+    time_split,
+)
 from recset.engine import Engine
-from recset.eval.metrics import KS, Targets, hit_matrix, per_query, summarize
-from recset.eval.splits import Queries, Split, basket_queries, leave_last_split, time_split
-from recset.recall import PopularConfig, PopularRecall
+from recset.errors import DataError
+from recset.eval._systems import System
+from recset.eval.baselines import baseline_systems
+from recset.eval.metrics import KS, hit_matrix, per_query, summarize
+from recset.pipeline import Request
+from recset.ranking import RankerConfig, train_ranker
+from recset.recall import embed_items
 
 _log = logging.getLogger(__name__)
 
 K_MAX = max(KS)
 CHUNK = 20_000
 LEVELS = ("item", "type", "category")
-
-# recs(seeds, users, k) -> (n, k) dense item ids padded with -1, and a bool (n,) telling per
-# query whether the system had >= k candidates of its own (before any fallback)
-Recommender = Callable[
-    [NDArray[np.int32], NDArray[np.int32], int], tuple[NDArray[np.int32], NDArray[np.bool_]]
-]
-
-BEHAVIOUR_TYPES = frozenset({"co_purchase", "co_view", "co_purchase_only", "gnn_neighbors"})
-"""Source types that count towards coverage (behaviour-based, before any fallback)."""
-
-
-@dataclass
-class System:
-    """A named recommender under test.
-
-    ``kind`` is "recset" or "baseline"; a ``personal`` system uses the query's user (others
-    are evaluated once per distinct seed).
-    """
-
-    name: str
-    kind: str
-    recommend: Recommender
-    personal: bool = False
-
 
 @dataclass
 class BacktestResult:
@@ -96,13 +85,18 @@ class BacktestResult:
 
 # -- systems -------------------------------------------------------------------------------
 def engine_system(engine: Engine, name: str = "mix") -> System:
-    """The engine's top-k (precomputed lists when it has them, else live)."""
+    """The engine's top-k (precomputed lists when it has them, else live).
+
+    Its coverage counts the queries with ``k`` candidates from behavioural sources (those
+    whose ``basis`` is ``"behaviour"``), before any fallback.
+    """
+    sources = engine.mixer.sources
     behaviour = np.array(
-        [type(engine.sources[s]).name in BEHAVIOUR_TYPES for s in engine.source_names], dtype=bool
+        [type(sources[s]).basis == "behaviour" for s in engine.source_names], dtype=bool
     )
 
     def rec(seeds: NDArray[np.int32], users: NDArray[np.int32], k: int):  # noqa: ANN202
-        batch = engine.recommend_many(seeds, k)
+        batch = engine.run_pipeline(Request.of(seeds, None, k))
         from_behaviour = ((batch.source_rank >= 0) & behaviour).any(axis=2).sum(axis=1)
         return batch.item, from_behaviour >= k
 
@@ -113,7 +107,7 @@ def ranked_system(engine: Engine, name: str = "mix+ranker") -> System:
     """The engine with its ranker: personal (the ranker reads the query's user)."""
 
     def rec(seeds: NDArray[np.int32], users: NDArray[np.int32], k: int):  # noqa: ANN202
-        batch = engine.recommend_many(seeds, k, users=users)
+        batch = engine.run_pipeline(Request.of(seeds, users, k))
         return batch.item, (batch.item >= 0).sum(axis=1) >= k
 
     return System(name, "recset", rec, personal=True)
@@ -121,7 +115,7 @@ def ranked_system(engine: Engine, name: str = "mix+ranker") -> System:
 
 def ablation_systems(engine: Engine) -> list[System]:
     """``only-X`` and ``mix-minus-X`` for every source X of the default mix."""
-    mixed = [s for s in engine.mixer.mixes[0].sources]
+    mixed = list(engine.mixer.mixes[0].sources)
     out = []
     for s in mixed:
         out.append(engine_system(engine.variant([s]), f"only-{s}"))
@@ -151,8 +145,6 @@ def _reconfigured(model: Any, **update: Any) -> Any:
 def _with_gnn(config: Config | None) -> Config:
     """``config`` with a trained ``gnn_neighbors`` source in the default mix (before the
     fallback), unless a mix already has one."""
-    from recset.config import config_from_dict
-
     base = config or config_from_dict({})
     data = base.to_dict()
     if any("gnn_neighbors" in m.sources for m in base.mixes().values()):
@@ -176,16 +168,13 @@ def _neural_systems(
     show_progress: bool = False,
 ) -> tuple[list[System], list[tuple[int, System]]]:
     """The neural systems, each on top of the one before, and the re-rank size curve."""
-    from recset.config import config_from_dict
     from recset.personalization import train_personalizer, train_type_transition
-    from recset.ranking import fit_features, train_ranker
 
     base_cfg = config or config_from_dict({})
     cfg = _with_gnn(config)
     engine = Engine.build(train, cfg, show_progress=show_progress)
-    model = train_ranker(train, cfg, rc, embeddings=emb, show_progress=show_progress)
-    model.features = fit_features(
-        train, engine, embeddings=emb, user_candidates=model.config.user_candidates
+    model = train_ranker(
+        train, cfg, rc, mixer=engine.mixer, embeddings=emb, show_progress=show_progress
     )
     ranked = engine.with_ranker(model)
     personal = train_personalizer(
@@ -215,16 +204,6 @@ def _neural_systems(
             (n_head, ranked_system(engine.with_ranker(wide).with_stages(personalizer=stage)))
         )
     return systems, curve
-
-
-def popular_system(train: Dataset, name: str, scope: str) -> System:
-    model = PopularRecall(PopularConfig(scope=scope)).fit(train)  # type: ignore[arg-type]
-
-    def rec(seeds: NDArray[np.int32], users: NDArray[np.int32], k: int):  # noqa: ANN202
-        c = model.recall_many(seeds, k)
-        return c.item, c.counts() >= k
-
-    return System(name, "baseline", rec)
 
 
 # -- evaluation ----------------------------------------------------------------------------
@@ -384,8 +363,6 @@ def run_backtest(
 
     from tqdm.auto import tqdm
 
-    from recset.eval.baselines import baseline_systems
-
     timings: dict[str, float] = {}
     t0 = _time.perf_counter()
     sp = (
@@ -395,8 +372,6 @@ def run_backtest(
     )
     queries = basket_queries(sp.test, first_item_only=first_item_only)
     if len(queries) == 0:
-        from recset.errors import DataError
-
         raise DataError(f"{dataset.name}: the test window holds no basket with >= 2 items")
     if max_queries is not None and len(queries) > max_queries:
         rng = np.random.default_rng(seed)
@@ -409,18 +384,14 @@ def run_backtest(
     systems = [engine_system(engine, "mix")]
     curve: list[tuple[int, System]] = []
     if ranker:
-        from recset.ranking import RankerConfig, fit_features, train_ranker
-        from recset.recall._text import embed_items
-
         t1 = _time.perf_counter()
         emb = embed_items(sp.train)  # catalog text only: no events, nothing from the test
         # the ranker's own label window is cut the way the test window is
         rc = (config.ranker if config is not None else RankerConfig()).model_copy(
             update={"label_split": split}
         )
-        model = train_ranker(sp.train, config, rc, embeddings=emb, show_progress=show_progress)
-        model.features = fit_features(
-            sp.train, engine, embeddings=emb, user_candidates=model.config.user_candidates
+        model = train_ranker(
+            sp.train, config, rc, mixer=engine.mixer, embeddings=emb, show_progress=show_progress
         )
         systems.append(ranked_system(engine.with_ranker(model)))
         if explore_share and not model.config.explore_share:

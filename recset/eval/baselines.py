@@ -29,7 +29,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -37,10 +37,9 @@ from numpy.typing import NDArray
 
 from recset.data import PURCHASE, Dataset
 from recset.errors import ConfigError
+from recset.eval._systems import Recommender, System
+from recset.eval._systems import popular_system as _popular
 from recset.signals import topk_rows
-
-if TYPE_CHECKING:
-    from recset.eval.backtest import Recommender, System
 
 _log = logging.getLogger(__name__)
 
@@ -52,8 +51,6 @@ _CHUNK = 4096
 
 # -- helpers ---------------------------------------------------------------------------------
 def _system(name: str, rec: Recommender, *, personal: bool = False) -> System:
-    from recset.eval.backtest import System
-
     return System(name, "baseline", rec, personal=personal)
 
 
@@ -141,15 +138,11 @@ def _check_min(owner: str, param: str, value: float, low: float) -> None:
 # -- popularity ------------------------------------------------------------------------------
 def popular_system(train: Dataset) -> System:
     """The globally most-bought items (seed excluded); wraps the backtest's popularity."""
-    from recset.eval.backtest import popular_system as _popular
-
     return _popular(train, "popular", "global")
 
 
 def popular_in_category_system(train: Dataset) -> System:
     """The most-bought items of the seed's category, filled up with global ones."""
-    from recset.eval.backtest import popular_system as _popular
-
     return _popular(train, "popular_in_category", "category")
 
 

@@ -7,54 +7,12 @@ paper, shared/seeds/personalized-complementary-recommendation.txt).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from numpy.typing import NDArray
 
+from recset.data import Targets
+
 KS: tuple[int, ...] = (1, 3, 5, 10, 20)
-
-
-@dataclass(frozen=True)
-class Targets:
-    """Target sets of ``n_queries`` queries as CSR-like arrays.
-
-    Query ``q`` has targets ``item[indptr[q]:indptr[q+1]]`` (distinct ids).
-    """
-
-    indptr: NDArray[np.int64]
-    item: NDArray[np.int64]
-
-    @property
-    def n_queries(self) -> int:
-        return len(self.indptr) - 1
-
-    def sizes(self) -> NDArray[np.int64]:
-        return np.diff(self.indptr)
-
-    def query_of_entry(self) -> NDArray[np.int64]:
-        return np.repeat(np.arange(self.n_queries, dtype=np.int64), self.sizes())
-
-    def map(self, mapping: NDArray[np.integer]) -> Targets:
-        """Targets mapped through ``mapping`` (e.g. item -> type), deduplicated, -1 dropped."""
-        q = self.query_of_entry()
-        mapped = np.asarray(mapping, dtype=np.int64)[self.item]
-        ok = mapped >= 0
-        q, mapped = q[ok], mapped[ok]
-        if len(q):
-            width = int(mapped.max()) + 1
-            keys = np.unique(q * width + mapped)
-            q, mapped = keys // width, keys % width
-        indptr = np.zeros(self.n_queries + 1, dtype=np.int64)
-        np.cumsum(np.bincount(q, minlength=self.n_queries), out=indptr[1:])
-        return Targets(indptr, mapped)
-
-    def select(self, keep: NDArray[np.bool_]) -> Targets:
-        """Keep only the target entries where ``keep`` (one flag per entry) is true."""
-        q = self.query_of_entry()[keep]
-        indptr = np.zeros(self.n_queries + 1, dtype=np.int64)
-        np.cumsum(np.bincount(q, minlength=self.n_queries), out=indptr[1:])
-        return Targets(indptr, self.item[keep])
 
 
 def hit_matrix(recs: NDArray[np.integer], targets: Targets) -> NDArray[np.bool_]:

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from recset.data import Dataset, IdMap
 from recset.errors import ConfigError
 from recset.personalization._config import NeuralConfig
+from recset.pipeline import Candidates, Request, Stage, register_stage
 
 if TYPE_CHECKING:
     from recset.personalization._model import NeuralModel
+    from recset.personalization._type_transition import TypeTransition
 
 _log = logging.getLogger(__name__)
 
@@ -90,3 +96,82 @@ def train_personalizer(
 
     model = train_neural(train, config, show_progress=show_progress)
     return Personalizer(model, train.users)
+
+
+@register_stage("personalization")
+class PersonalizeStage(Stage):
+    """Re-ranks the head of each row for the user with the :class:`Personalizer`
+    (a blend of the incoming order and the personalized distance; see ``NeuralModel.rerank``).
+    """
+
+    def __init__(self, personalizer: Personalizer) -> None:
+        self.personalizer = personalizer
+
+    @classmethod
+    def create(cls, parts: Mapping[str, Any]) -> PersonalizeStage | None:
+        p = parts.get("personalizer")
+        return None if p is None else cls(p)
+
+    def width(self, k: int) -> int:
+        return max(k, self.personalizer.config.rerank_n)
+
+    def run(self, request: Request, candidates: Candidates) -> Candidates:
+        base = np.where(candidates.item >= 0, candidates.score, -np.inf).astype(np.float64)
+        score = self.personalizer.model.rerank(request.seeds, request.users, candidates.item, base)
+        order = np.argsort(-score, axis=1, kind="stable")
+        return candidates.take(order, score).falling()
+
+    def __repr__(self) -> str:
+        return f"PersonalizeStage(rerank_n={self.personalizer.config.rerank_n})"
+
+
+@register_stage("type_transition")
+class TypeTransitionStage(Stage):
+    """Reorders each row by complementary product type (the :class:`TypeTransition` step)."""
+
+    def __init__(self, diversifier: TypeTransition) -> None:
+        self.diversifier = diversifier
+
+    @classmethod
+    def create(cls, parts: Mapping[str, Any]) -> TypeTransitionStage | None:
+        d = parts.get("type_transition")
+        return None if d is None else cls(d)
+
+    def width(self, k: int) -> int:
+        return 2 * k
+
+    def run(self, request: Request, candidates: Candidates) -> Candidates:
+        n = candidates.width
+        order = np.broadcast_to(np.arange(n), candidates.item.shape)
+        score = np.where(candidates.item >= 0, candidates.score, -np.inf)
+        order = _diversified(self.diversifier, request.seeds, candidates.item, score, order)
+        return candidates.take(order).falling()
+
+    def __repr__(self) -> str:
+        return "TypeTransitionStage()"
+
+
+def _diversified(
+    diversifier: TypeTransition,
+    seeds: NDArray[np.int32],
+    items: NDArray[np.int32],
+    score: NDArray[np.floating],
+    order: NDArray[np.intp],
+) -> NDArray[np.intp]:
+    """``order`` (B, N) rearranged by the type-transition step over the whole row."""
+    sorted_items = np.take_along_axis(items, order, 1)
+    sorted_score = np.take_along_axis(score, order, 1)
+    cols = diversifier.diversify(seeds, sorted_items, sorted_score, order.shape[1])
+    n = order.shape[1]
+    ok = cols >= 0
+    cols = np.take_along_axis(cols, np.argsort(~ok, axis=1, kind="stable"), 1)  # real first
+    n_ok = ok.sum(axis=1, keepdims=True)
+    # complete each row to a permutation with the columns it left out (padding), in order
+    used = np.zeros(order.shape, dtype=bool)
+    r, c = np.nonzero(cols >= 0)
+    used[r, cols[r, c]] = True
+    rest = np.argsort(used, axis=1, kind="stable")
+    pos = np.arange(n)[None, :]
+    tail = np.take_along_axis(rest, np.clip(pos - n_ok, 0, n - 1), 1)
+    full = np.where(pos < n_ok, cols, tail)
+    return np.take_along_axis(order, full, 1)

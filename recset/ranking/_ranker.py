@@ -19,14 +19,11 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from recset.data import Dataset, IdMap
+from recset.data import Dataset, IdMap, basket_queries, leave_last_split, time_split
 from recset.errors import ConfigError, DataError
-from recset.ranking._features import (
-    USER_HISTORY,
-    FeatureSpace,
-    feature_names,
-    ranking_candidates,
-)
+from recset.ranking._features import USER_HISTORY, FeatureSpace, feature_names
+from recset.ranking._stage import ranking_candidates
+from recset.recall import Mixer, RecallConfig, embed_items
 
 _log = logging.getLogger(__name__)
 
@@ -163,10 +160,12 @@ def _labels(mixed_item: NDArray[np.int32], queries: Any) -> NDArray[np.float32]:
 
 
 def training_matrix(
-    engine: Any, features: FeatureSpace, queries: Any, n: int
+    mixer: Mixer, features: FeatureSpace, queries: Any, n: int
 ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
-    """(X, y, group sizes) for queries: the engine's top-``n`` per seed, labelled."""
-    mixed = ranking_candidates(engine, features, queries.seed, queries.user, n)
+    """(X, y, group sizes) for queries: the mix's top-``n`` per seed, labelled."""
+    mixed = ranking_candidates(
+        mixer.top(queries.seed, n), features, queries.seed, queries.user, mixer.available
+    )
     y = _labels(mixed.item, queries)
     X = features.transform(queries.seed, queries.user, mixed)
     valid = mixed.item.ravel() >= 0
@@ -178,32 +177,44 @@ def training_matrix(
 
 def train_ranker(
     dataset: Dataset,
-    config: Any = None,
+    config: RecallConfig | None = None,
     ranker_config: RankerConfig | None = None,
     *,
+    mixer: Mixer | None = None,
     embeddings: NDArray[np.float32] | None = None,
     show_progress: bool = False,
 ) -> Ranker:
-    """Train a ranker on ``dataset`` (see the module docstring for the windows).
+    """Train a ranker on ``dataset`` and return it ready to serve (see the module docstring
+    for the windows).
 
-    Returns the ranker, whose :class:`FeatureSpace` is fitted on the *fit* part; before it
-    serves an engine built on the whole ``dataset``, refit its features there with
-    :func:`fit_features` (the statistics then cover the latest data).
+    The recall sources are fitted on the *fit* part to build the training candidates; the
+    returned ranker's :class:`FeatureSpace` is then refitted on the whole ``dataset`` for the
+    candidates of ``mixer`` (the mix it will serve: an engine's ``mixer``; fitted on
+    ``dataset`` with ``config`` when not given), so its statistics cover the latest data.
+
+    Parameters
+    ----------
+    config : RecallConfig, optional
+        The recall configuration (a root :class:`~recset.config.Config` is one); its
+        ``ranker`` section is used when ``ranker_config`` is not given.
+    embeddings : ndarray of float32, shape (n_items, d), optional
+        Item text embeddings (computed from the catalog when not given).
     """
     import lightgbm as lgb
 
-    from recset.engine import Engine
-    from recset.eval.splits import basket_queries, leave_last_split, time_split
-
-    rc = ranker_config or (config.ranker if config is not None else RankerConfig())
+    if config is None:
+        config = RecallConfig()
+    rc = ranker_config or getattr(config, "ranker", None) or RankerConfig()
+    if embeddings is None:
+        embeddings = embed_items(dataset)  # catalog text only: the same for every window
     if rc.label_split == "leave_last":
         split = leave_last_split(dataset)
     else:
         split = time_split(dataset, test_share=rc.label_share)
     fit_part, label = split.train, split.test
-    engine = Engine.build(fit_part, config, precompute=False, show_progress=show_progress)
+    fit_mixer = Mixer.fit(fit_part, config, show_progress=show_progress)
     features = fit_features(
-        fit_part, engine, embeddings=embeddings, user_candidates=rc.user_candidates
+        fit_part, fit_mixer, embeddings=embeddings, user_candidates=rc.user_candidates
     )
     queries = basket_queries(label)
     if len(queries) < 10:
@@ -226,8 +237,8 @@ def train_ranker(
         idx_train = np.sort(rng.choice(idx_train, cap_t, replace=False))
     if len(idx_valid) > cap_v:
         idx_valid = np.sort(rng.choice(idx_valid, cap_v, replace=False))
-    Xt, yt, gt = training_matrix(engine, features, queries.take(idx_train), rc.candidates)
-    Xv, yv, gv = training_matrix(engine, features, queries.take(idx_valid), rc.candidates)
+    Xt, yt, gt = training_matrix(fit_mixer, features, queries.take(idx_train), rc.candidates)
+    Xv, yv, gv = training_matrix(fit_mixer, features, queries.take(idx_valid), rc.candidates)
     if len(gt) == 0:
         raise DataError(f"{dataset.name}: no training query has a positive among its candidates")
     params = {
@@ -266,38 +277,41 @@ def train_ranker(
         "positive_rate": float(yt.mean()) if len(yt) else 0.0,
     }
     _log.info("ranker trained: %s", metrics)
-    return Ranker(booster, features, rc, dataset.users, metrics)
+    if mixer is None:
+        mixer = Mixer.fit(dataset, config, show_progress=show_progress)
+    served = fit_features(
+        dataset, mixer, embeddings=embeddings, user_candidates=rc.user_candidates
+    )
+    return Ranker(booster, served, rc, dataset.users, metrics)
 
 
 def fit_features(
     dataset: Dataset,
-    engine: Any,
+    mixer: Mixer,
     *,
     embeddings: NDArray[np.float32] | None = None,
     user_candidates: int = 0,
 ) -> FeatureSpace:
-    """A :class:`FeatureSpace` on ``dataset`` for the candidates of ``engine``."""
+    """A :class:`FeatureSpace` on ``dataset`` for the candidates of ``mixer``."""
     import scipy.sparse as sp
 
     rel = None
     compat = None
-    for src in engine.sources.values():
+    for src in mixer.sources.values():
         kind = type(src).name
         if kind == "related_categories" and rel is None:
-            related, sim = src.related_, src.similarity_
+            related, sim = src.related_, src.similarity_  # type: ignore[attr-defined]
             n = len(related)
             rows = np.repeat(np.arange(n), related.shape[1])
             ok = related.ravel() >= 0
             rel = sp.csr_matrix((sim.ravel()[ok], (rows[ok], related.ravel()[ok])), shape=(n, n))
         if kind == "compatibility" and compat is None:
-            compat = (src.seed_codes_, src.cand_codes_)
+            compat = (src.seed_codes_, src.cand_codes_)  # type: ignore[attr-defined]
     if embeddings is None:
-        from recset.recall._text import embed_items
-
         embeddings = embed_items(dataset)
     return FeatureSpace.fit(
         dataset,
-        engine.source_names,
+        mixer.source_order,
         embeddings=embeddings,
         category_relatedness=rel,
         compat_codes=compat,

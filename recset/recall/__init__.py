@@ -1,5 +1,6 @@
-"""Recall sets: pluggable candidate sources, registered by name."""
+"""Recall sets: pluggable candidate sources registered by name, the mix and its first stage."""
 
+from recset.pipeline import Candidates
 from recset.recall import co_purchase as _co_purchase  # noqa: F401
 from recset.recall import co_purchase_only as _co_purchase_only  # noqa: F401
 from recset.recall import co_view as _co_view  # noqa: F401
@@ -10,25 +11,35 @@ from recset.recall import popular as _popular  # noqa: F401  (registers the buil
 from recset.recall import related_categories as _related_categories  # noqa: F401
 from recset.recall import substitutes as _substitutes  # noqa: F401
 from recset.recall._base import (
-    Candidates,
     RecallBase,
-    RecallSet,
     SourceConfig,
     compact,
     get_recall,
     register_recall,
     registered_recall_sets,
 )
+from recset.recall._config import BuildConfig, MixConfig, MixOverride, RecallConfig
+from recset.recall._lists import PrecomputedLists
+from recset.recall._text import TextEmbeddingConfig, embed_items
+from recset.recall.mixer import Mixer, MixStage
 from recset.recall.popular import PopularConfig, PopularRecall
 
 __all__ = [
+    "BuildConfig",
     "Candidates",
+    "MixConfig",
+    "MixOverride",
+    "MixStage",
+    "Mixer",
     "PopularConfig",
     "PopularRecall",
+    "PrecomputedLists",
     "RecallBase",
-    "RecallSet",
+    "RecallConfig",
     "SourceConfig",
+    "TextEmbeddingConfig",
     "compact",
+    "embed_items",
     "get_recall",
     "register_recall",
     "registered_recall_sets",

@@ -1,14 +1,13 @@
-"""The RecallSet protocol, the columnar :class:`Candidates`, and the source registry."""
+"""The :class:`RecallBase` abstract base of every recall source, and the source registry."""
 
 from __future__ import annotations
 
-import json
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Self, TypeVar, runtime_checkable
+from typing import ClassVar, Literal, Self, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,54 +15,11 @@ from pydantic import BaseModel, ConfigDict
 
 from recset.data import Dataset
 from recset.errors import ConfigError, NotFittedError
+from recset.pipeline import Candidates
 from recset.signals import Signals
+from recset.storage import read_state, write_state
 
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """Candidates for a batch of seeds, padded to a common width.
-
-    Attributes
-    ----------
-    item : ndarray of int32, shape (n_seeds, n)
-        Dense item ids, best first, padded with ``-1``.
-    score : ndarray of float32, shape (n_seeds, n)
-        The source's score for each candidate, padded with ``-inf``.
-
-    The rank of a candidate is its column (0-based).
-    """
-
-    item: NDArray[np.int32]
-    score: NDArray[np.float32]
-
-    def __post_init__(self) -> None:
-        if self.item.shape != self.score.shape or self.item.ndim != 2:
-            raise ValueError(
-                "Candidates.item and .score must be 2-D arrays of one shape. "
-                f"Got {self.item.shape} and {self.score.shape} instead."
-            )
-
-    @classmethod
-    def empty(cls, n_seeds: int, n: int) -> Candidates:
-        return cls(
-            item=np.full((n_seeds, n), -1, dtype=np.int32),
-            score=np.full((n_seeds, n), -np.inf, dtype=np.float32),
-        )
-
-    @property
-    def n_seeds(self) -> int:
-        return int(self.item.shape[0])
-
-    def row(self, i: int) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
-        """The unpadded candidates and scores of seed row ``i``."""
-        valid = self.item[i] >= 0
-        return self.item[i][valid], self.score[i][valid]
-
-    def counts(self) -> NDArray[np.int64]:
-        """Number of real (unpadded) candidates per seed, shape (n_seeds,)."""
-        return (self.item >= 0).sum(axis=1)
 
 
 def compact(
@@ -86,63 +42,38 @@ class SourceConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-@runtime_checkable
-class RecallSet(Protocol):
-    """A pluggable candidate source.
+Basis = Literal["behaviour", "content", "popularity", "category"]
+_FORMAT_VERSION = 1
+
+
+class RecallBase(ABC):
+    """A pluggable candidate source (or filter): the abstract base every recall set derives from.
 
     ``fit`` learns from a :class:`Dataset` (reading shared :class:`~recset.signals.Signals`)
     and returns ``self``; ``recall_many`` answers for a batch of dense seed ids (``-1`` for a
     seed unknown to the dataset) and never raises for a seed it cannot answer: that row is
-    simply padded. A source that needs another fitted source (e.g. ``popular`` scoped by
-    ``related_categories``) names its type in ``requires`` and finds it in ``fitted``.
-    """
+    simply padded. A filter also implements ``keep``.
 
-    name: ClassVar[str]
-    requires: ClassVar[tuple[str, ...]]
-    config: SourceConfig
+    A source states what it is as class attributes, so nothing else keeps lists of types:
 
-    def fit(
-        self,
-        dataset: Dataset,
-        signals: Signals | None = None,
-        *,
-        fitted: Mapping[str, RecallSet] | None = None,
-    ) -> Self: ...
+    - ``is_filter``: implements ``keep(seeds, items)`` and may be named in a mix's filters;
+    - ``basis``: ``"behaviour"`` (counts of what people did together: counts towards a
+      backtest's behavioural coverage), ``"content"`` (catalog attributes), ``"popularity"``
+      or ``"category"``;
+    - ``signals``: the :class:`~recset.signals.Signals` it reads;
+    - ``requires``: the types of other fitted sources it reads (found in ``fitted``); a
+      source whose needs depend on its config overrides :meth:`requirements`.
 
-    def recall_many(self, seeds: NDArray[np.int32], n: int) -> Candidates: ...
-
-    @staticmethod
-    def _signals(dataset: Dataset, signals: Signals | None) -> Signals:
-        if signals is None:
-            return Signals(dataset)
-        if signals.dataset is not dataset:
-            raise ValueError("the 'signals' parameter was computed on another dataset")
-        return signals
-
-    def _dependency(self, fitted: Mapping[str, RecallSet] | None, kind: str) -> RecallSet | None:
-        """The fitted source of type ``kind`` among ``fitted`` (by type name), if any."""
-        for src in (fitted or {}).values():
-            if getattr(src, "name", None) == kind:
-                return src
-        return None
-
-    def recall(self, seed: int, n: int) -> Candidates: ...
-
-    def save(self, directory: Path) -> None: ...
-
-    @classmethod
-    def load(cls, directory: Path) -> Self: ...
-
-
-class RecallBase:
-    """Shared plumbing: config handling, the fitted check, save/load of arrays as ``.npz``.
-
-    Subclasses set ``name`` and ``Config``, implement ``fit`` (setting attributes that end in
-    ``_``) and ``recall_many``, and list their fitted array attributes in ``_state``.
+    Subclasses set ``Config``, implement ``fit`` (setting attributes that end in ``_``) and
+    ``recall_many``, and list their fitted array attributes in ``_state`` (saved as one
+    versioned artifact state by :meth:`save`).
     """
 
     name: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()
+    is_filter: ClassVar[bool] = False
+    basis: ClassVar[Basis] = "content"
+    signals: ClassVar[tuple[str, ...]] = ()
     Config: ClassVar[type[SourceConfig]] = SourceConfig
     _state: ClassVar[tuple[str, ...]] = ()
 
@@ -150,7 +81,7 @@ class RecallBase:
         if config is None:
             config = self.Config()
         if not isinstance(config, self.Config):
-            raise TypeError(
+            raise ConfigError(
                 f"The 'config' parameter of {type(self).__name__} must be a "
                 f"{self.Config.__name__}. Got {type(config).__name__} instead."
             )
@@ -158,6 +89,29 @@ class RecallBase:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
+
+    @classmethod
+    def requirements(cls, config: SourceConfig) -> tuple[str, ...]:
+        """Types of the other sources this one reads when configured with ``config``."""
+        return cls.requires
+
+    @abstractmethod
+    def fit(
+        self,
+        dataset: Dataset,
+        signals: Signals | None = None,
+        *,
+        fitted: Mapping[str, RecallBase] | None = None,
+    ) -> Self:
+        """Learn from ``dataset``; ``fitted`` holds the sources of :meth:`requirements`."""
+
+    @abstractmethod
+    def recall_many(self, seeds: NDArray[np.int32], n: int) -> Candidates:
+        """Up to ``n`` candidates per seed (B,), best first; padded rows for unknown seeds."""
+
+    def keep(self, seeds: NDArray[np.int32], items: NDArray[np.int32]) -> NDArray[np.bool_]:
+        """(B, N) mask of the ``items`` (B, N) this filter lets through for ``seeds`` (B,)."""
+        raise ConfigError(f"recall source {self.name!r} is not a filter (is_filter is false)")
 
     def _check_fitted(self) -> None:
         if not self._state or not all(hasattr(self, a) for a in self._state):
@@ -170,10 +124,10 @@ class RecallBase:
         if signals is None:
             return Signals(dataset)
         if signals.dataset is not dataset:
-            raise ValueError("the 'signals' parameter was computed on another dataset")
+            raise ConfigError("the 'signals' parameter was computed on another dataset")
         return signals
 
-    def _dependency(self, fitted: Mapping[str, RecallSet] | None, kind: str) -> RecallSet | None:
+    def _dependency(self, fitted: Mapping[str, RecallBase] | None, kind: str) -> RecallBase | None:
         """The fitted source of type ``kind`` among ``fitted`` (by type name), if any."""
         for src in (fitted or {}).values():
             if getattr(src, "name", None) == kind:
@@ -181,34 +135,34 @@ class RecallBase:
         return None
 
     def recall(self, seed: int, n: int) -> Candidates:
-        return self.recall_many(np.array([seed], dtype=np.int32), n)  # type: ignore[attr-defined]
+        return self.recall_many(np.array([seed], dtype=np.int32), n)
 
     def save(self, directory: Path) -> None:
+        """Write the config and the fitted arrays (one versioned artifact state)."""
         self._check_fitted()
-        directory.mkdir(parents=True, exist_ok=True)
-        np.savez(
-            directory / "state.npz",
-            allow_pickle=False,
-            **{a: getattr(self, a) for a in self._state},
-        )
-        (directory / "config.json").write_text(
-            json.dumps({"name": self.name, "config": self.config.model_dump(mode="json")}),
-            encoding="utf-8",
+        write_state(
+            directory,
+            "recall_set",
+            _FORMAT_VERSION,
+            meta={"name": self.name, "config": self.config.model_dump(mode="json")},
+            arrays={a: getattr(self, a) for a in self._state},
         )
 
     @classmethod
     def load(cls, directory: Path) -> Self:
-        meta = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-        if meta.get("name") != cls.name:
+        state = read_state(directory, "recall_set", _FORMAT_VERSION)
+        if state.meta.get("name") != cls.name:
             raise ConfigError(
-                f"{directory}: holds recall set {meta.get('name')!r}, not {cls.name!r}"
+                f"{directory}: holds recall set {state.meta.get('name')!r}, not {cls.name!r}"
             )
-        obj = cls(cls.Config.model_validate(meta["config"]))
-        with np.load(directory / "state.npz", allow_pickle=False) as z:
-            for a in cls._state:
-                setattr(obj, a, z[a])
+        obj = cls(cls.Config.model_validate(state.meta["config"]))
+        for a in cls._state:
+            setattr(obj, a, state.array(a, directory))
         return obj
 
+
+RecallSet = RecallBase
+"""The name the source modules type their ``fitted`` mappings with."""
 
 _REGISTRY: dict[str, type[RecallBase]] = {}
 _T = TypeVar("_T", bound=type[RecallBase])
@@ -219,7 +173,9 @@ def register_recall(name: str) -> Callable[[_T], _T]:
 
     def deco(cls: _T) -> _T:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"recall set {name!r} is already registered by {_REGISTRY[name]}")
+            raise ConfigError(f"recall set {name!r} is already registered by {_REGISTRY[name]}")
+        if cls.is_filter and cls.keep is RecallBase.keep:
+            raise ConfigError(f"recall set {name!r} says is_filter but does not implement keep")
         cls.name = name
         _REGISTRY[name] = cls
         return cls
@@ -255,7 +211,3 @@ def get_recall(name: str) -> type[RecallBase]:
     if name not in known:
         raise ConfigError(f"unknown recall source {name!r}; known sources: {sorted(known)}")
     return known[name]
-
-
-def config_to_json(config: Any) -> str:
-    return json.dumps(config.model_dump(mode="json"), sort_keys=True)

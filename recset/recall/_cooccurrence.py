@@ -136,6 +136,7 @@ class PairRecall(RecallBase):
 
     Config: ClassVar[type[SourceConfig]] = PairConfig
     config: PairConfig
+    basis = "behaviour"
     _state: ClassVar[tuple[str, ...]] = ("unit_of_item_", "rep_", "neighbors_", "scores_")
     #: whether the source may count at product level
     product_level: ClassVar[bool] = True

@@ -1,6 +1,7 @@
 """Precomputed candidate lists: dense top-N per seed plus sparse per-source reasons.
 
-Stored as plain ``.npy`` files (memory-mapped on load, no pickle): ``item`` and ``score`` of
+Stored as one versioned artifact state of plain ``.npy`` files (memory-mapped on load, no
+pickle): ``item`` and ``score`` of
 shape (n_seeds, N), and the reasons as CSR-like arrays: for seed ``s`` the entries
 ``ptr[s]:ptr[s+1]`` give ``pos`` (position in the row), ``src`` (source index), ``src_score``
 and ``src_rank``.
@@ -14,9 +15,11 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from recset.recall.mixer import MixedCandidates
+from recset.pipeline import Candidates
+from recset.storage import read_state, write_state
 
 _FILES = ("item", "score", "ptr", "pos", "src", "src_score", "src_rank")
+_FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class PrecomputedLists:
         return int(self.item.shape[0])
 
     @classmethod
-    def from_chunks(cls, chunks: list[MixedCandidates]) -> PrecomputedLists:
+    def from_chunks(cls, chunks: list[Candidates]) -> PrecomputedLists:
         """Concatenate the mixer's output for consecutive seed rows."""
         items, scores, ptrs, poss, srcs, sscores, sranks = [], [], [], [], [], [], []
         offset = 0
@@ -71,14 +74,15 @@ class PrecomputedLists:
         return self.pos[a:b], self.src[a:b], self.src_score[a:b], self.src_rank[a:b]
 
     def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        for name in _FILES:
-            np.save(directory / f"{name}.npy", getattr(self, name), allow_pickle=False)
+        write_state(
+            directory,
+            "lists",
+            _FORMAT_VERSION,
+            arrays={name: getattr(self, name) for name in _FILES},
+            mmap=True,
+        )
 
     @classmethod
-    def load(cls, directory: Path, *, mmap: bool = True) -> PrecomputedLists:
-        mode = "r" if mmap else None
-        arrays = {
-            n: np.load(directory / f"{n}.npy", mmap_mode=mode, allow_pickle=False) for n in _FILES
-        }
-        return cls(**arrays)
+    def load(cls, directory: Path) -> PrecomputedLists:
+        state = read_state(directory, "lists", _FORMAT_VERSION)
+        return cls(**{n: state.array(n, directory) for n in _FILES})

@@ -28,6 +28,8 @@ class CoPurchaseConfig(PairConfig):
 class CoPurchaseRecall(PairRecall):
     """Items bought together with the seed (Ochiai on basket or user purchase vectors)."""
 
+    signals = ("co_purchase",)
+
     Config: ClassVar[type[SourceConfig]] = CoPurchaseConfig
     config: CoPurchaseConfig
 

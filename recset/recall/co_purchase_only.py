@@ -38,6 +38,8 @@ class CoPurchaseOnlyConfig(PairConfig):
 class CoPurchaseOnlyRecall(PairRecall):
     """Directed co-purchase-only pairs, normalised by basket counts."""
 
+    signals = ("co_purchase_only",)
+
     Config: ClassVar[type[SourceConfig]] = CoPurchaseOnlyConfig
     config: CoPurchaseOnlyConfig
     product_level: ClassVar[bool] = False

@@ -20,6 +20,8 @@ from recset.signals import Signals
 class CoViewRecall(PairRecall):
     """Items co-viewed with the seed in sessions, at item or product level."""
 
+    signals = ("co_view",)
+
     def _counts(
         self, signals: Signals, unit_of_item: NDArray[np.int32], n_units: int
     ) -> tuple[sp.csr_matrix, NDArray[np.float32]]:

@@ -91,6 +91,8 @@ class CompatibilityRecall(RecallBase):
     matching popularity.
     """
 
+    is_filter = True
+
     Config: ClassVar[type[SourceConfig]] = CompatibilityConfig
     config: CompatibilityConfig
     _state: ClassVar[tuple[str, ...]] = ("seed_codes_", "cand_codes_", "table_", "table_score_")

@@ -262,6 +262,8 @@ class ComplementaryOfSimilarRecall(RecallBase):
     (2, 5)
     """
 
+    signals = ("co_purchase",)
+
     Config: ClassVar[type[SourceConfig]] = ComplementaryOfSimilarConfig
     config: ComplementaryOfSimilarConfig
     _state: ClassVar[tuple[str, ...]] = (

@@ -131,6 +131,8 @@ class GnnNeighborsRecall(RecallBase):
         Cosine similarity or inner product, padded with -inf.
     """
 
+    basis = "behaviour"
+
     Config: ClassVar[type[SourceConfig]] = GnnNeighborsConfig
     config: GnnNeighborsConfig
     _state: ClassVar[tuple[str, ...]] = ("neighbors_", "neighbor_sim_")

@@ -1,69 +1,41 @@
-"""The mixer: runs a category's recall mix and fuses it into one candidate list per seed.
+"""The mixer: runs a category's recall mix, fuses it into one candidate list per seed, and
+fills short lists from the fallback source, under one set of filters.
 
 Every candidate keeps the score and rank it had in every source that proposed it: these are the
-reasons shown to users and the ranker's features.
+reasons shown to users and the ranker's features. :class:`Mixer` owns the fitted sources, the
+mix of every seed (by its category), item availability and the precomputed lists;
+:class:`MixStage` is the first stage of the serving pipeline.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from recset.recall._base import RecallBase
-
-if TYPE_CHECKING:
-    from recset.config import MixConfig
+from recset.data import Dataset
+from recset.errors import ConfigError
+from recset.pipeline import Candidates, Request, Stage, register_stage
+from recset.recall._base import RecallBase, get_recall
+from recset.recall._config import MixConfig, RecallConfig
+from recset.recall._lists import PrecomputedLists
+from recset.signals import Signals
+from recset.storage import read_state, write_state
 
 _log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class MixedCandidates:
-    """Fused candidates for a batch of seeds.
-
-    Attributes
-    ----------
-    item : ndarray of int32, shape (n_seeds, n)
-        Candidates best first, padded with -1.
-    score : ndarray of float32, shape (n_seeds, n)
-        Fused score (see :class:`~recset.config.MixConfig`), non-increasing along each row,
-        padded with -inf.
-    source_score : ndarray of float32, shape (n_seeds, n, n_sources)
-        Each source's score for the candidate, NaN where the source did not propose it.
-    source_rank : ndarray of int32, shape (n_seeds, n, n_sources)
-        The candidate's 0-based rank in each source's own list, -1 where absent.
-    sources : tuple of str
-        The source names along the last axis.
-    """
-
-    item: NDArray[np.int32]
-    score: NDArray[np.float32]
-    source_score: NDArray[np.float32]
-    source_rank: NDArray[np.int32]
-    sources: tuple[str, ...]
-
-    @classmethod
-    def empty(cls, n_seeds: int, n: int, sources: tuple[str, ...]) -> MixedCandidates:
-        s = len(sources)
-        return cls(
-            np.full((n_seeds, n), -1, np.int32),
-            np.full((n_seeds, n), -np.inf, np.float32),
-            np.full((n_seeds, n, s), np.nan, np.float32),
-            np.full((n_seeds, n, s), -1, np.int32),
-            sources,
-        )
-
-    def n_sources_per_candidate(self) -> NDArray[np.int64]:
-        return (self.source_rank >= 0).sum(axis=2)
+_CHUNK = 2048
+# most (seed, candidate) entries asked of the fallback at once when filling short lists
+_FILL_ENTRIES = 1 << 22
+_FORMAT_VERSION = 1
 
 
 class Mixer:
-    """Runs recall mixes over fitted sources.
+    """Runs recall mixes over fitted sources, and fills short lists from the fallback.
 
     Parameters
     ----------
@@ -74,7 +46,13 @@ class Mixer:
     seed_mix : ndarray of int32, shape (n_items,)
         Index into ``mixes`` of each item's mix (by its category).
     source_order : sequence of str
-        The names along :attr:`MixedCandidates.sources` (all recall sources of all mixes).
+        The names along :attr:`Candidates.sources` (all recall sources of all mixes).
+    fallback : str
+        The source that answers unknown seeds and fills short lists.
+    available : ndarray of bool, shape (n_items,)
+        Items that may be served (defaults to all).
+    lists : PrecomputedLists, optional
+        Every seed's fused list, computed by :meth:`precompute`.
     """
 
     def __init__(
@@ -83,16 +61,114 @@ class Mixer:
         mixes: Sequence[MixConfig],
         seed_mix: NDArray[np.int32],
         source_order: Sequence[str],
+        *,
+        fallback: str,
+        available: NDArray[np.bool_] | None = None,
+        lists: PrecomputedLists | None = None,
     ) -> None:
         self.sources = dict(sources)
         self.mixes = list(mixes)
         self.seed_mix = np.asarray(seed_mix, dtype=np.int32)
         self.source_order = tuple(source_order)
         self._index = {s: i for i, s in enumerate(self.source_order)}
+        if fallback not in self.sources:
+            raise ConfigError(f"the fallback source {fallback!r} is not fitted")
+        self.fallback = fallback
+        n = len(self.seed_mix)
+        self.available = (
+            np.ones(n, dtype=bool) if available is None else np.asarray(available, dtype=bool)
+        )
+        if len(self.available) != n:
+            raise ConfigError(
+                f"'available' and 'seed_mix' must have the same length. "
+                f"Got {len(self.available)} and {n} instead."
+            )
+        self.lists = lists
         for mix in self.mixes:
             for name in (*mix.sources, *mix.filters):
                 if name not in self.sources:
-                    raise ValueError(f"mix names source {name!r}, which is not fitted")
+                    raise ConfigError(f"mix names source {name!r}, which is not fitted")
+
+    @classmethod
+    def from_config(
+        cls,
+        config: RecallConfig,
+        sources: Mapping[str, RecallBase],
+        seed_mix: NDArray[np.int32],
+        available: NDArray[np.bool_] | None = None,
+        lists: PrecomputedLists | None = None,
+    ) -> Mixer:
+        """The mixer of ``config``'s mixes over fitted ``sources``."""
+        mixes = list(config.mixes().values())
+        order: list[str] = []
+        for mix in mixes:
+            order += [s for s in mix.sources if s not in order]
+        if config.build.fallback not in order:
+            order.append(config.build.fallback)
+        return cls(
+            sources,
+            mixes,
+            seed_mix,
+            order,
+            fallback=config.build.fallback,
+            available=available,
+            lists=lists,
+        )
+
+    @classmethod
+    def fit(
+        cls, dataset: Dataset, config: RecallConfig, *, show_progress: bool = False
+    ) -> Mixer:
+        """Fit every source ``config`` needs on ``dataset`` (dependencies first)."""
+        from tqdm.auto import tqdm
+
+        signals = Signals(
+            dataset,
+            half_life_days=config.build.half_life_days or None,
+            max_group_size=config.build.max_group_size,
+        )
+        specs = config.source_configs()
+        fitted: dict[str, RecallBase] = {}
+        for name in tqdm(config.fit_order(), desc="fit sources", disable=not show_progress):
+            kind, cfg = specs[name]
+            fitted[name] = get_recall(kind)(cfg).fit(dataset, signals, fitted=dict(fitted))
+        cat = dataset.catalog
+        paths = np.array(
+            [cat.category_path[c] if c >= 0 else None for c in cat.category], dtype=object
+        )
+        seed_mix = config.mix_for_categories(dataset.categories.ids(cat.category), paths)
+        return cls.from_config(config, fitted, seed_mix, cat.available.copy())
+
+    def __repr__(self) -> str:
+        n = self.lists.n_seeds if self.lists is not None else 0
+        names = list(self.source_order)
+        return f"Mixer(items={len(self.seed_mix)}, sources={names}, precomputed={n})"
+
+    @property
+    def n_items(self) -> int:
+        return len(self.seed_mix)
+
+    def variant(self, sources: Iterable[str]) -> Mixer:
+        """The same fitted sources serving only ``sources`` of every mix, computed live."""
+        keep = set(sources)
+        unknown = keep - set(self.source_order)
+        if unknown:
+            raise ConfigError(
+                f"The 'sources' parameter names sources this engine does not mix: "
+                f"{sorted(unknown)}; allowed: {list(self.source_order)}"
+            )
+        mixes = [
+            m.model_copy(update={"sources": tuple(s for s in m.sources if s in keep)})
+            for m in self.mixes
+        ]
+        return Mixer(
+            self.sources,
+            mixes,
+            self.seed_mix,
+            self.source_order,
+            fallback=self.fallback,
+            available=self.available,
+        )
 
     def mix_of(self, seeds: NDArray[np.int32]) -> NDArray[np.int32]:
         """Mix index of each seed (unknown seeds get the default mix)."""
@@ -100,26 +176,87 @@ class Mixer:
         ok = (seeds >= 0) & (seeds < len(self.seed_mix))
         return np.where(ok, self.seed_mix[np.where(ok, seeds, 0)], 0)
 
-    def mix(self, seeds: NDArray[np.int32], n: int) -> MixedCandidates:
-        """Fused top-``n`` candidates of each seed under its category's mix."""
+    def _passes(
+        self, mix: MixConfig, seeds: NDArray[np.int32], item: NDArray[np.int32]
+    ) -> NDArray[np.bool_]:
+        """The one set of filters: a real item, not the seed, kept by every mix filter."""
+        ok = (item >= 0) & (item != seeds[:, None])
+        for f in mix.filters:
+            ok &= self.sources[f].keep(seeds, item)
+        return ok
+
+    def mix(self, seeds: NDArray[np.int32], n: int) -> Candidates:
+        """Fused top-``n`` candidates of each seed under its category's mix (computed live)."""
         seeds = np.asarray(seeds, dtype=np.int32)
-        out = MixedCandidates.empty(len(seeds), n, self.source_order)
+        out = Candidates.empty(len(seeds), n, self.source_order)
         which = self.mix_of(seeds)
         for m in np.unique(which):
             rows = np.flatnonzero(which == m)
             part = self._mix_one(self.mixes[int(m)], seeds[rows], n)
             out.item[rows] = part.item
             out.score[rows] = part.score
-            out.source_score[rows] = part.source_score
-            out.source_rank[rows] = part.source_rank
+            out.source_score[rows] = part.source_score  # type: ignore[index]
+            out.source_rank[rows] = part.source_rank  # type: ignore[index]
         return out
 
-    def _mix_one(self, mix: MixConfig, seeds: NDArray[np.int32], n: int) -> MixedCandidates:
+    def precompute(self, width: int, *, show_progress: bool = False) -> PrecomputedLists:
+        """Compute and keep the fused candidate list of every item (in batches)."""
+        from tqdm.auto import tqdm
+
+        n = self.n_items
+        chunks = []
+        for start in tqdm(
+            range(0, n, _CHUNK),
+            desc="precompute lists",
+            disable=not show_progress,
+            unit_scale=_CHUNK,
+        ):
+            seeds = np.arange(start, min(start + _CHUNK, n), dtype=np.int32)
+            chunks.append(self.mix(seeds, width))
+        self.lists = PrecomputedLists.from_chunks(chunks)
+        return self.lists
+
+    def candidates(self, seeds: NDArray[np.int32], n: int) -> Candidates:
+        """Fused candidates (with per-source reasons) of dense seeds: precomputed or live.
+
+        Seeds beyond the precomputed lists, or all seeds when nothing is precomputed, go
+        through the mixer on the fly; unknown seeds (-1) get empty rows.
+        """
+        seeds = np.asarray(seeds, dtype=np.int32)
+        lists = self.lists
+        if lists is None or n > lists.item.shape[1]:
+            return self.mix(seeds, n)
+        out = Candidates.empty(len(seeds), n, self.source_order)
+        pre = (seeds >= 0) & (seeds < lists.n_seeds)
+        rows = np.flatnonzero(pre)
+        if len(rows):
+            s = seeds[rows]
+            out.item[rows] = lists.item[s, :n]
+            out.score[rows] = lists.score[s, :n]
+            # every reason entry of every requested seed, gathered at once
+            starts, ends = lists.ptr[s], lists.ptr[s + 1]
+            counts = ends - starts
+            entry = np.repeat(starts - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(
+                int(counts.sum())
+            )
+            row_of = np.repeat(rows, counts)
+            pos, src = lists.pos[entry].astype(np.int64), lists.src[entry].astype(np.int64)
+            m = pos < n
+            out.source_score[row_of[m], pos[m], src[m]] = lists.src_score[entry][m]  # type: ignore[index]
+            out.source_rank[row_of[m], pos[m], src[m]] = lists.src_rank[entry][m]  # type: ignore[index]
+        live = np.flatnonzero(~pre & (seeds >= 0))
+        if len(live):
+            part = self.mix(seeds[live], n)
+            for f in ("item", "score", "source_score", "source_rank"):
+                getattr(out, f)[live] = getattr(part, f)
+        return out
+
+    def _mix_one(self, mix: MixConfig, seeds: NDArray[np.int32], n: int) -> Candidates:
         n_seeds = len(seeds)
         n_src = len(self.source_order)
         items, scores, src, ranks, order_of = [], [], [], [], []
         for j, name in enumerate(mix.sources):
-            c = self.sources[name].recall_many(seeds, mix.limit(name, n))  # type: ignore[attr-defined]
+            c = self.sources[name].recall_many(seeds, mix.limit(name, n))
             w = c.item.shape[1]
             items.append(c.item)
             scores.append(c.score)
@@ -127,11 +264,9 @@ class Mixer:
             ranks.append(np.broadcast_to(np.arange(w, dtype=np.int32), (n_seeds, w)))
             order_of.append(np.full((n_seeds, w), j, np.int16))
         if not items:
-            return MixedCandidates.empty(n_seeds, n, self.source_order)
+            return Candidates.empty(n_seeds, n, self.source_order)
         item = np.concatenate(items, axis=1)
-        valid = (item >= 0) & (item != seeds[:, None])
-        for f in mix.filters:
-            valid &= self.sources[f].keep(seeds, item)  # type: ignore[attr-defined]
+        valid = self._passes(mix, seeds, item)
         r_idx = np.repeat(np.arange(n_seeds, dtype=np.int64), item.shape[1])
         sel = valid.ravel()
         r_idx = r_idx[sel]
@@ -166,7 +301,7 @@ class Mixer:
         starts = np.r_[0, np.cumsum(counts)[:-1]]
         p = np.arange(len(order)) - starts[u_row_s]
         keep = p < n
-        out = MixedCandidates.empty(n_seeds, n, self.source_order)
+        out = Candidates.empty(n_seeds, n, self.source_order)
         o = order[keep]
         rr, pp = u_row_s[keep], p[keep]
         out.item[rr, pp] = u_item[o]
@@ -179,3 +314,217 @@ class Mixer:
         out.source_score[rr, pp] = u_score[o]
         out.source_rank[rr, pp] = u_rank[o]
         return out
+
+    def top(self, seeds: NDArray[np.int32], k: int, *, fill: bool = True) -> Candidates:
+        """The mix's own top-``k``: available, not the seed, filled by the fallback source."""
+        seeds = np.asarray(seeds, dtype=np.int32)
+        # a margin over k for unavailable items; the fallback fills what is still short
+        pre_width = self.lists.item.shape[1] if self.lists is not None else k
+        width = max(k, min(pre_width, 2 * k + 10))
+        mixed = self.candidates(seeds, width)
+        item = mixed.item
+        keep = (item >= 0) & self.available[np.maximum(item, 0)] & (item != seeds[:, None])
+        n_keep = keep.sum(axis=1)
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+        take = lambda a: np.take_along_axis(a, order if a.ndim == 2 else order[:, :, None], 1)  # noqa: E731
+        kept = np.take_along_axis(keep, order, 1)
+        out = Candidates(
+            item=np.where(kept, take(item), -1).astype(np.int32),
+            score=np.where(kept, take(mixed.score), -np.inf).astype(np.float32),
+            source_score=np.where(kept[:, :, None], take(mixed.source_score), np.nan).astype(
+                np.float32
+            ),
+            source_rank=np.where(kept[:, :, None], take(mixed.source_rank), -1).astype(np.int32),
+            sources=mixed.sources,
+        )
+        if fill and (n_keep < k).any():
+            self._fill(seeds, out, k)
+        return out
+
+    def _fill(self, seeds: NDArray[np.int32], out: Candidates, k: int) -> None:
+        """Fill rows shorter than ``k`` from the fallback source, in place.
+
+        A row takes, in the fallback's order, its candidates that are available, pass the
+        seed's mix filters, and are neither the seed nor already in the row. The fallback is
+        asked for the seed's top ``2k + 10`` first; rows still short ask again for twice as
+        many, up to the fallback's whole list for the seed; rows still short after that take
+        the fallback's cold-start list (its answer for an unknown seed: for ``popular``, the
+        global list) the same way. So a row stays short only when those lists together hold
+        fewer than ``k`` such items, and only short rows pay for the longer lists.
+
+        Parameters
+        ----------
+        seeds : ndarray of int32, shape (n_seeds,)
+            Dense seed ids (-1: unknown seed).
+        out : Candidates
+            Rows of width ``k`` whose items are packed at the start of each row, best first.
+        k : int
+            The length to fill rows to.
+
+        Notes
+        -----
+        A filled item's score is the fallback's reciprocal-rank share of the seed's mix,
+        ``weight / (rrf_k + rank + 1)``, kept below every score already in the row so that
+        scores never rise along it; its reason is the fallback's score and rank (in the
+        cold-start list for items taken from it).
+        """
+        rows = np.flatnonzero((out.item >= 0).sum(axis=1) < k)
+        if not len(rows):
+            return
+        self._fill_from(seeds, seeds, out, k, rows)
+        n = (out.item[rows] >= 0).sum(axis=1)
+        # known seeds still short: the cold-start list (unknown seeds were just given it)
+        rows = rows[(n < k) & (seeds[rows] >= 0)]
+        if len(rows):
+            self._fill_from(seeds, np.full(len(seeds), -1, np.int32), out, k, rows)
+
+    def _fill_from(
+        self,
+        seeds: NDArray[np.int32],
+        query: NDArray[np.int32],
+        out: Candidates,
+        k: int,
+        rows: NDArray[np.intp],
+    ) -> None:
+        """Fill ``rows`` of ``out`` from the fallback's lists for ``query`` (see :meth:`_fill`).
+
+        ``seeds`` give the filters, the mix and the item to leave out; ``query`` the seeds the
+        fallback is asked about. Lists are asked for in doubling widths, for the rows still
+        short only, until the fallback returns fewer items than asked (its list is exhausted).
+        """
+        source = self.sources[self.fallback]
+        n_items = self.n_items
+        # the floor is the row's last score when this stage starts: every filled score stays
+        # below it, whatever the width the row ends up being filled from
+        n_have = (out.item[rows] >= 0).sum(axis=1)
+        floor = np.where(
+            n_have > 0, out.score[rows, np.maximum(n_have - 1, 0)].astype(np.float64), np.inf
+        )
+        width = min(2 * k + 10, max(n_items, 1))
+        while len(rows):
+            more = np.zeros(len(rows), dtype=bool)
+            step = max(1, _FILL_ENTRIES // width)  # bounds the memory of long lists
+            for a in range(0, len(rows), step):
+                b = min(a + step, len(rows))
+                cand = source.recall_many(query[rows[a:b]], width)
+                self._append(seeds[rows[a:b]], out, k, rows[a:b], cand, floor[a:b])
+                more[a:b] = cand.counts() >= width  # else the list is exhausted
+            if width >= n_items:
+                break
+            more &= (out.item[rows] >= 0).sum(axis=1) < k
+            rows, floor = rows[more], floor[more]
+            width = min(2 * width, n_items)
+
+    def _append(
+        self,
+        seeds: NDArray[np.int32],
+        out: Candidates,
+        k: int,
+        rows: NDArray[np.intp],
+        cand: Candidates,
+        floor: NDArray[np.float64],
+    ) -> None:
+        """Write the valid items of ``cand`` after the current items of ``out[rows]``.
+
+        One vectorised pass over the batch: ``cand`` and ``floor`` have one row per entry of
+        ``rows``, ``seeds`` are those rows' seeds; rows are filled up to ``k``, in place.
+        """
+        name = self.fallback
+        s_idx = self.source_order.index(name)
+        weight = np.array([m.weight(name) for m in self.mixes], dtype=np.float64)
+        rrf_k = np.array([m.rrf_k for m in self.mixes], dtype=np.float64)
+        item = cand.item
+        ok = np.zeros(item.shape, dtype=bool)
+        # the seed's mix filters (compatibility, substitutes, ...), one mix at a time
+        which = self.mix_of(seeds)
+        for m in np.unique(which).tolist():
+            sel = np.flatnonzero(which == m)
+            ok[sel] = self._passes(self.mixes[m], seeds[sel], item[sel])
+        ok &= self.available[np.maximum(item, 0)]
+        # not already in the row: (row, item) keys, sorted by sorting each row (the -1 padding
+        # keys fall between rows), looked up with one searchsorted over the batch
+        have = out.item[rows]
+        n_have = (have >= 0).sum(axis=1)
+        span = np.int64(self.n_items) + 1
+        row_key = np.arange(len(rows), dtype=np.int64)[:, None] * span
+        present = (row_key + np.sort(have, axis=1)).ravel()
+        r_ok, c_ok = np.nonzero(ok)
+        key = r_ok * span + item[r_ok, c_ok]
+        at = np.minimum(np.searchsorted(present, key), len(present) - 1)
+        ok[r_ok, c_ok] = present[at] != key
+        pos = n_have[:, None] + np.cumsum(ok, axis=1) - 1
+        r, rank = np.nonzero(ok & (pos < k))
+        if not len(r):
+            return
+        p = pos[r, rank]
+        mix = which[r]
+        rrf = weight[mix] / (rrf_k[mix] + rank + 1.0)
+        f = floor[r]
+        below = np.where(np.isinf(f), f, f * np.maximum(1.0 - 1e-6 * (rank + 1.0), 0.0))
+        target = rows[r]
+        out.item[target, p] = item[r, rank]
+        out.score[target, p] = np.minimum(rrf, below).astype(np.float32)
+        out.source_score[target, p, s_idx] = cand.score[r, rank]  # type: ignore[index]
+        out.source_rank[target, p, s_idx] = rank.astype(np.int32)  # type: ignore[index]
+
+    # -- persistence -----------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        """Write every fitted source, the per-item state and the precomputed lists."""
+        write_state(
+            directory,
+            "mixer",
+            _FORMAT_VERSION,
+            meta={"sources": {n: type(s).name for n, s in self.sources.items()}},
+            arrays={"available": self.available, "seed_mix": self.seed_mix},
+        )
+        for name, src in self.sources.items():
+            src.save(directory / "sources" / _safe_dir(name))
+        if self.lists is not None:
+            self.lists.save(directory / "lists")
+
+    @classmethod
+    def load(cls, directory: Path, config: RecallConfig) -> Mixer:
+        """Read a mixer written by :meth:`save` (the precomputed lists memory-mapped)."""
+        state = read_state(directory, "mixer", _FORMAT_VERSION)
+        kinds: dict[str, Any] = state.meta.get("sources") or {}
+        sources = {
+            n: get_recall(kind).load(directory / "sources" / _safe_dir(n))
+            for n, kind in kinds.items()
+        }
+        lists_dir = directory / "lists"
+        lists = PrecomputedLists.load(lists_dir) if lists_dir.exists() else None
+        return cls.from_config(
+            config,
+            sources,
+            state.array("seed_mix", directory).astype(np.int32),
+            state.array("available", directory).astype(bool),
+            lists,
+        )
+
+
+def _safe_dir(name: str) -> str:
+    """A directory name for a source name (never a path: no separators, no dot-dot)."""
+    import hashlib
+    import re
+
+    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", name) and ".." not in name:
+        return name
+    return "src-" + hashlib.sha256(name.encode()).hexdigest()[:16]
+
+
+@register_stage("recall")
+class MixStage(Stage):
+    """The first stage: each seed's fused recall list, filtered, filled up to the width."""
+
+    def __init__(self, mixer: Mixer) -> None:
+        self.mixer = mixer
+
+    @classmethod
+    def create(cls, parts: Mapping[str, Any]) -> MixStage:
+        return cls(parts["mixer"])
+
+    def run(self, request: Request, candidates: Candidates) -> Candidates:
+        return self.mixer.top(request.seeds, max(candidates.width, request.k))
+
+    def __repr__(self) -> str:
+        return f"MixStage({self.mixer!r})"

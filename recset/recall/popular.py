@@ -100,7 +100,13 @@ class PopularRecall(RecallBase):
 
     Config: ClassVar[type[SourceConfig]] = PopularConfig
     config: PopularConfig
-    requires: ClassVar[tuple[str, ...]] = ()
+    basis = "popularity"
+
+    @classmethod
+    def requirements(cls, config: SourceConfig) -> tuple[str, ...]:
+        """``related_categories`` when scoped by it, else nothing."""
+        scope = getattr(config, "scope", "")
+        return ("related_categories",) if scope == "related_categories" else ()
     _state: ClassVar[tuple[str, ...]] = ("lists_", "scores_", "item_category_", "match_")
 
     def fit(

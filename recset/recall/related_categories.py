@@ -69,6 +69,9 @@ class RelatedCategories(RecallBase):
     ``item_category_`` (n_items,).
     """
 
+    is_filter = True
+    basis = "category"
+
     Config: ClassVar[type[SourceConfig]] = RelatedCategoriesConfig
     config: RelatedCategoriesConfig
     _state: ClassVar[tuple[str, ...]] = (

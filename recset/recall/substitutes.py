@@ -51,6 +51,8 @@ class SubstitutesFilter(RecallBase):
     product unit, ``drop_kind_`` (n_kinds,) bool, ``items_per_basket_`` (n_kinds,).
     """
 
+    is_filter = True
+
     Config: ClassVar[type[SourceConfig]] = SubstitutesConfig
     config: SubstitutesConfig
     _state: ClassVar[tuple[str, ...]] = ("kind_", "unit_", "drop_kind_", "items_per_basket_")

@@ -116,6 +116,10 @@ def read_state(directory: str | Path, kind: str, version: int) -> State:
         ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise StorageError(f"{path}: cannot read the artifact metadata ({exc})") from None
+    if isinstance(doc, dict) and "kind" not in doc:
+        raise StorageError(
+            f"{path}: written by an older recset (no artifact kind); rebuild or retrain it"
+        )
     if not isinstance(doc, dict) or doc.get("kind") != kind:
         got = doc.get("kind") if isinstance(doc, dict) else doc
         raise StorageError(f"{path}: holds a {got!r} artifact, expected {kind!r}")

@@ -7,3 +7,11 @@ subclasses it and provides the ``recall_cls`` and ``dataset`` fixtures (see its 
 from recset.testing._contract import RecallSetContract, dependency_specs, fit_dependencies
 
 __all__ = ["RecallSetContract", "dependency_specs", "fit_dependencies"]
+
+
+def recommend_dense(engine, seeds, k, *, users=None):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201
+    """``engine``'s served batch for dense ``seeds`` (and dense ``users``): the pipeline's
+    output on a :class:`~recset.pipeline.Request`, for tests that check arrays."""
+    from recset.pipeline import Request
+
+    return engine.run_pipeline(Request.of(seeds, users, k))

@@ -63,7 +63,16 @@ except ImportError as exc:  # pragma: no cover - pytest is in the dev extra
 
 from recset.data import Dataset
 from recset.errors import NotFittedError
-from recset.recall import Candidates, RecallBase, SourceConfig, get_recall, registered_recall_sets
+from recset.recall import (
+    BuildConfig,
+    Candidates,
+    MixConfig,
+    RecallBase,
+    RecallConfig,
+    SourceConfig,
+    get_recall,
+    registered_recall_sets,
+)
 from recset.recall.popular import PopularRecall
 from recset.signals import Signals
 
@@ -85,10 +94,8 @@ def dependency_specs(
     name = recall_cls.name
     known = registered_recall_sets()
     if known.get(name) is not recall_cls:
-        return {dep: (dep, known[dep].Config()) for dep in recall_cls.requires}
-    from recset.config import BuildConfig, Config, MixConfig
-
-    cfg = Config(
+        return {dep: (dep, known[dep].Config()) for dep in recall_cls.requirements(config)}
+    cfg = RecallConfig(
         build=BuildConfig(fallback=name),
         sources={name: config},
         source_types={name: name},
@@ -106,13 +113,19 @@ def fit_dependencies(
     signals: Signals | None = None,
 ) -> dict[str, RecallBase]:
     """Fit what ``recall_cls`` needs, in the engine's order, to pass as ``fitted=``."""
-    from recset.engine import _fit_order
-
     specs = dependency_specs(recall_cls, config)
     fitted: dict[str, RecallBase] = {}
-    for name in _fit_order(specs):
+    if not specs:
+        return fitted
+    order = RecallConfig(
+        build=BuildConfig(fallback=next(iter(specs))),
+        sources={n: c for n, (_, c) in specs.items()},
+        source_types={n: t for n, (t, _) in specs.items()},
+        mix=MixConfig(sources=tuple(specs), filters=()),
+    ).fit_order()
+    for name in order:
         kind, cfg = specs[name]
-        fitted[name] = get_recall(kind)(cfg).fit(dataset, signals, fitted=dict(fitted))  # type: ignore[attr-defined]
+        fitted[name] = get_recall(kind)(cfg).fit(dataset, signals, fitted=dict(fitted))
     return fitted
 
 

@@ -12,6 +12,7 @@ from recset.config import config_from_dict
 from recset.data import Dataset
 from recset.data.synthetic import SyntheticConfig, generate
 from recset.engine import Engine
+from recset.testing import recommend_dense
 
 pytest.importorskip("torch")
 pytest.importorskip("torch_geometric")
@@ -67,12 +68,12 @@ def _check_rows(batch, seeds: np.ndarray) -> None:  # noqa: ANN001
 def test_staged_engine_serves_valid_lists(ds: Dataset, staged: Engine) -> None:
     seeds = np.arange(60, dtype=np.int32)
     users = (np.arange(60) % ds.n_users).astype(np.int32)
-    batch = staged.recommend_many(seeds, 10, users=users)
+    batch = recommend_dense(staged, seeds, 10, users=users)
     assert batch.item.shape == (60, 10)
     assert ((batch.item >= 0).sum(axis=1) == 10).all()
     _check_rows(batch, seeds)
     # unknown seed and unknown user never raise
-    cold = staged.recommend_many(np.array([-1], np.int32), 5, users=np.array([-1], np.int32))
+    cold = recommend_dense(staged, np.array([-1], np.int32), 5, users=np.array([-1], np.int32))
     assert (cold.item >= 0).sum() == 5
 
 
@@ -80,18 +81,18 @@ def test_personalization_changes_lists_per_user(ds: Dataset, staged: Engine) -> 
     only_personal = staged.with_stages(personalizer=staged.personalizer)
     seeds = np.zeros(ds.n_users, dtype=np.int32) + 3
     users = np.arange(ds.n_users, dtype=np.int32)
-    batch = only_personal.recommend_many(seeds, 10, users=users)
-    anon = only_personal.recommend_many(seeds[:1], 10)
+    batch = recommend_dense(only_personal, seeds, 10, users=users)
+    anon = recommend_dense(only_personal, seeds[:1], 10)
     # with a blend weight above 0 the list depends on the user; unknown users keep the base
     assert len({tuple(r) for r in batch.item.tolist()}) > 1
-    base = staged.with_stages().recommend_many(seeds[:1], 10)
+    base = recommend_dense(staged.with_stages(), seeds[:1], 10)
     assert anon.item.tolist() == base.item.tolist()
 
 
 def test_type_transition_spreads_types(ds: Dataset, staged: Engine) -> None:
     seeds = np.arange(200, dtype=np.int32)
-    plain = staged.with_stages().recommend_many(seeds, 10)
-    diverse = staged.with_stages(diversifier=staged.diversifier).recommend_many(seeds, 10)
+    plain = recommend_dense(staged.with_stages(), seeds, 10)
+    diverse = recommend_dense(staged.with_stages(diversifier=staged.diversifier), seeds, 10)
     ptype = ds.catalog.product_type
 
     def n_types(items: np.ndarray) -> float:

@@ -17,6 +17,7 @@ from recset.engine import Engine
 from recset.errors import ConfigError
 from recset.ranking import FeatureSpace, Ranker, feature_names, fit_features, train_ranker
 from recset.ranking._features import aspect_tokens
+from recset.testing import recommend_dense
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,7 @@ def test_aspect_tokens_keep_shared_scalar_values() -> None:
 def test_feature_file_of_older_version_is_refused(
     ds: Dataset, engine: Engine, tmp_path: Path
 ) -> None:
-    feats = fit_features(ds, engine, embeddings=np.zeros((ds.n_items, 0), np.float32))
+    feats = fit_features(ds, engine.mixer, embeddings=np.zeros((ds.n_items, 0), np.float32))
     feats.save(tmp_path / "f.npz")
     with np.load(tmp_path / "f.npz", allow_pickle=False) as z:
         old = {k: z[k] for k in z.files if k != "ut_share"}
@@ -156,11 +157,11 @@ def test_feature_file_of_older_version_is_refused(
 
 
 def test_batch_features_equal_slow_reference(ds: Dataset, engine: Engine) -> None:
-    feats = fit_features(ds, engine, embeddings=np.zeros((ds.n_items, 0), np.float32))
+    feats = fit_features(ds, engine.mixer, embeddings=np.zeros((ds.n_items, 0), np.float32))
     rng = np.random.default_rng(0)
     seeds = rng.integers(0, ds.n_items, 12).astype(np.int32)
     users = rng.integers(0, ds.n_users, 12).astype(np.int32)
-    mixed = engine.recommend_many(seeds, 15)
+    mixed = recommend_dense(engine, seeds, 15)
     X = feats.transform(seeds, users, mixed)
     names = feats.names
     checked = 0
@@ -187,8 +188,8 @@ def test_batch_features_equal_slow_reference(ds: Dataset, engine: Engine) -> Non
 
 
 def test_unknown_user_has_nan_personal_features(ds: Dataset, engine: Engine) -> None:
-    feats = fit_features(ds, engine, embeddings=np.zeros((ds.n_items, 0), np.float32))
-    mixed = engine.recommend_many(np.array([1], np.int32), 5)
+    feats = fit_features(ds, engine.mixer, embeddings=np.zeros((ds.n_items, 0), np.float32))
+    mixed = recommend_dense(engine, np.array([1], np.int32), 5)
     X = feats.transform(np.array([1]), np.array([-1]), mixed)
     for name in (
         "user_bought_cand",
@@ -224,7 +225,7 @@ def test_ranker_beats_mix_order_on_label_window(ds: Dataset, ranker: Ranker) -> 
     engine = Engine.build(sp.train)
     ranker.features = fit_features(
         sp.train,
-        engine,
+        engine.mixer,
         embeddings=np.zeros((ds.n_items, 0), np.float32),
         user_candidates=ranker.config.user_candidates,
     )
@@ -233,7 +234,7 @@ def test_ranker_beats_mix_order_on_label_window(ds: Dataset, ranker: Ranker) -> 
     ranked_engine = engine.with_ranker(ranker)
 
     def rec(seeds, users, k):  # noqa: ANN001, ANN202
-        batch = ranked_engine.recommend_many(seeds, k, users=users)
+        batch = recommend_dense(ranked_engine, seeds, k, users=users)
         return batch.item, batch.item[:, -1] >= 0
 
     ranked = evaluate_system(System("mix+ranker", "recset", rec), sp, q)["item"]
@@ -254,7 +255,7 @@ def test_save_load_and_mismatch_refused(ranker: Ranker, engine: Engine, tmp_path
         Dataset.from_frames(*_tiny()), config_from_dict({"mix": {"sources": ["popular"]}})
     )
     with pytest.raises(ConfigError, match="reads sources"):
-        other.attach_ranker(again)
+        other.with_ranker(again)
     assert feature_names(("a",))[:2] == ["a__score", "a__rank"]
 
 
@@ -275,15 +276,17 @@ def _tiny():  # noqa: ANN202
 
 
 def test_ranking_candidates_add_user_history(ds: Dataset, engine: Engine) -> None:
-    from recset.ranking._features import USER_HISTORY, ranking_candidates
+    from recset.ranking import USER_HISTORY, ranking_candidates
 
     feats = fit_features(
-        ds, engine, embeddings=np.zeros((ds.n_items, 0), np.float32), user_candidates=10
+        ds, engine.mixer, embeddings=np.zeros((ds.n_items, 0), np.float32), user_candidates=10
     )
     assert feats.sources[-1] == USER_HISTORY
     users = np.array([0, 1, -1], np.int32)
     seeds = np.array([5, int(feats.user_top[1, 0]), 7], np.int32)
-    mixed = ranking_candidates(engine, feats, seeds, users, 20)
+    mixed = ranking_candidates(
+        engine.mixer.top(seeds, 20), feats, seeds, users, engine.mixer.available
+    )
     h = len(mixed.sources) - 1
     for r, u in enumerate(users.tolist()):
         row = mixed.item[r]
@@ -329,7 +332,7 @@ def test_leave_last_label_window(ds: Dataset) -> None:
     )
 )
 def test_reserve_share_properties(case: tuple) -> None:
-    from recset.engine import _reserve_share
+    from recset.ranking._stage import _reserve_share
 
     valid_l, novel_l, k, share = case
     n = len(valid_l)
@@ -357,16 +360,16 @@ def test_explore_share_serves_items_the_user_never_bought(ds: Dataset, ranker: R
     engine = Engine.build(ds)
     ranker.features = fit_features(
         ds,
-        engine,
+        engine.mixer,
         embeddings=np.zeros((ds.n_items, 0), np.float32),
         user_candidates=ranker.config.user_candidates,
     )
     seeds = np.arange(40, dtype=np.int32)
     users = (np.arange(40) % ds.n_users).astype(np.int32)
-    plain = engine.with_ranker(ranker).recommend_many(seeds, 10, users=users)
+    plain = recommend_dense(engine.with_ranker(ranker), seeds, 10, users=users)
     explorer = copy.copy(ranker)
     explorer.config = ranker.config.model_copy(update={"explore_share": 0.4})
-    explored = engine.with_ranker(explorer).recommend_many(seeds, 10, users=users)
+    explored = recommend_dense(engine.with_ranker(explorer), seeds, 10, users=users)
     novel_plain = (~ranker.features.bought(users, plain.item) & (plain.item >= 0)).sum(axis=1)
     novel_expl = (~ranker.features.bought(users, explored.item) & (explored.item >= 0)).sum(axis=1)
     assert (novel_expl >= novel_plain).all()

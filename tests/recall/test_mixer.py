@@ -13,7 +13,8 @@ from recset.data import Dataset
 from recset.data.synthetic import SyntheticConfig, generate
 from recset.engine import Engine
 from recset.recall import Candidates, RecallBase
-from recset.recall.mixer import MixedCandidates, Mixer
+from recset.recall.mixer import Mixer
+from recset.testing import recommend_dense
 
 # -- stub sources ------------------------------------------------------------------------
 
@@ -27,6 +28,9 @@ class Stub(RecallBase):
         super().__init__()
         self.table = table
         self.asked: list[int] = []
+
+    def fit(self, dataset, signals=None, *, fitted=None):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201
+        return self
 
     def recall_many(self, seeds: NDArray[np.int32], n: int) -> Candidates:
         self.asked.append(n)
@@ -42,10 +46,17 @@ class Ban(RecallBase):
     """A filter dropping fixed (seed, item) pairs."""
 
     name: ClassVar[str] = "ban"
+    is_filter = True
 
     def __init__(self, banned: set[tuple[int, int]]) -> None:
         super().__init__()
         self.banned = banned
+
+    def fit(self, dataset, signals=None, *, fitted=None):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201
+        return self
+
+    def recall_many(self, seeds: NDArray[np.int32], n: int) -> Candidates:
+        return Candidates.empty(len(seeds), n)
 
     def keep(self, seeds: NDArray[np.int32], items: NDArray[np.int32]) -> NDArray[np.bool_]:
         return np.array(
@@ -65,10 +76,10 @@ def _mixer(**mix: object) -> tuple[Mixer, Stub, Stub]:
     a, b = Stub(A_TABLE), Stub(B_TABLE)
     sources: dict[str, RecallBase] = {"a": a, "b": b, "ban": Ban({(0, 2)})}
     cfg = MixConfig.model_validate({"sources": ["a", "b"], "filters": [], **mix})
-    return Mixer(sources, [cfg], np.zeros(5, np.int32), ("a", "b")), a, b
+    return Mixer(sources, [cfg], np.zeros(5, np.int32), ("a", "b"), fallback="a"), a, b
 
 
-def _row(m: MixedCandidates, r: int = 0) -> list[int]:
+def _row(m: Candidates, r: int = 0) -> list[int]:
     return m.item[r][m.item[r] >= 0].tolist()
 
 
@@ -190,18 +201,22 @@ def test_per_seed_mix_selection() -> None:
         MixConfig(sources=("a", "b"), filters=()),
         MixConfig(sources=("b",), filters=()),
     ]
-    mixer = Mixer({"a": a, "b": b}, mixes, np.array([1, 0, 0], np.int32), ("a", "b"))
+    mixer = Mixer(
+        {"a": a, "b": b}, mixes, np.array([1, 0, 0], np.int32), ("a", "b"), fallback="a"
+    )
     m = mixer.mix(np.array([0, 1, -1], np.int32), 10)
     assert _row(m, 0) == [3, 4]  # seed 0 uses mix 1: only b
     assert (m.source_rank[0, :2, 0] == -1).all()
     assert _row(m, 1) == [2, 0]  # seed 1: default mix
     np.testing.assert_array_equal(mixer.mix_of(np.array([0, 1, -1, 99])), [1, 0, 0, 0])
     with pytest.raises(ValueError, match="not fitted"):
-        Mixer({"a": a}, mixes, np.zeros(3, np.int32), ("a", "b"))
+        Mixer({"a": a}, mixes, np.zeros(3, np.int32), ("a", "b"), fallback="a")
 
 
 def test_no_sources_gives_empty_rows() -> None:
-    mixer = Mixer({}, [MixConfig(sources=(), filters=())], np.zeros(2, np.int32), ())
+    _, a, _ = _mixer()
+    mixes = [MixConfig(sources=(), filters=())]
+    mixer = Mixer({"a": a}, mixes, np.zeros(2, np.int32), (), fallback="a")
     m = mixer.mix(np.array([0, 1], np.int32), 4)
     assert (m.item == -1).all() and m.source_rank.shape == (2, 4, 0)
 
@@ -260,8 +275,8 @@ def _seeds_in(ds: Dataset, test: object) -> NDArray[np.int32]:
 
 
 def _reason_sources(engine: Engine, seed: int) -> set[str]:
-    assert engine.lists is not None
-    _, src, _, _ = engine.lists.reasons(seed)
+    assert engine.mixer.lists is not None
+    _, src, _, _ = engine.mixer.lists.reasons(seed)
     return {engine.source_names[s] for s in src.tolist()}
 
 
@@ -327,27 +342,27 @@ def test_overridden_categories_use_only_their_sources(ds: Dataset, engine: Engin
 def test_override_limits_weights_and_filters(ds: Dataset, engine: Engine) -> None:
     """limits cap co_view at 3 in Cameras (filters off: co-viewed cameras come through);
     the phones' weights and rrf_k give each precomputed candidate its exact fused score."""
-    assert engine.lists is not None
+    assert engine.mixer.lists is not None
     idx = {n: i for i, n in enumerate(engine.source_names)}
     cameras = _seeds_in(ds, lambda _, p: p.startswith(CAMERAS))
     ranks = []
     same_type = 0
     for s in cameras.tolist():
-        _, src, _, rank = engine.lists.reasons(s)
+        _, src, _, rank = engine.mixer.lists.reasons(s)
         ranks += rank[src == idx["co_view"]].tolist()
-        row = engine.lists.item[s]
+        row = engine.mixer.lists.item[s]
         row = row[row >= 0]
         same_type += int((ds.catalog.product_type[row] == ds.catalog.product_type[s]).sum())
     assert ranks and max(ranks) <= 2
     assert same_type > 0  # no substitutes filter in this override
     w = {"co_purchase": 1.0, "popular": 0.5}
     for s in _seeds_in(ds, lambda i, _: i == PHONES_ID).tolist():
-        pos, src, _, rank = engine.lists.reasons(s)
-        fused = np.zeros(engine.lists.item.shape[1])
+        pos, src, _, rank = engine.mixer.lists.reasons(s)
+        fused = np.zeros(engine.mixer.lists.item.shape[1])
         for p, j, r in zip(pos.tolist(), src.tolist(), rank.tolist(), strict=True):
             fused[p] += w[engine.source_names[j]] / (5.0 + r + 1.0)
-        n = int((engine.lists.item[s] >= 0).sum())
-        np.testing.assert_allclose(engine.lists.score[s, :n], fused[:n], rtol=1e-5)
+        n = int((engine.mixer.lists.item[s] >= 0).sum())
+        np.testing.assert_allclose(engine.mixer.lists.score[s, :n], fused[:n], rtol=1e-5)
 
 
 def test_served_scores_fall_along_every_list(ds: Dataset, engine: Engine) -> None:
@@ -356,7 +371,7 @@ def test_served_scores_fall_along_every_list(ds: Dataset, engine: Engine) -> Non
     cameras = _seeds_in(ds, lambda _, p: p.startswith(CAMERAS))
     seeds = np.arange(ds.n_items, dtype=np.int32)
     for k in (5, 20, 60):  # limits co_view to 3 in Cameras: most camera rows are filled
-        m = engine.recommend_many(seeds, k)
+        m = recommend_dense(engine, seeds, k)
         s = np.where(m.item >= 0, m.score.astype(np.float64), np.finfo(np.float64).min)
         rising = np.diff(s, axis=1) > 0
         assert not rising.any(), np.argwhere(rising)[:5].tolist()
@@ -377,7 +392,7 @@ def test_every_candidate_keeps_every_source_reason(ds: Dataset, default_engine: 
     mixed = e.mixer.mix(seeds, 50)  # every source asked for its top 50 (no limits)
     checked = 0
     for j, name in enumerate(mixed.sources):
-        own = e.sources[name].recall_many(seeds, 50)  # type: ignore[attr-defined]
+        own = e.mixer.sources[name].recall_many(seeds, 50)  # type: ignore[attr-defined]
         for r in range(len(seeds)):
             ranks = {int(i): p for p, i in enumerate(own.item[r].tolist()) if i >= 0}
             for p, item in enumerate(mixed.item[r].tolist()):
@@ -392,10 +407,10 @@ def test_every_candidate_keeps_every_source_reason(ds: Dataset, default_engine: 
                     assert np.isnan(mixed.source_score[r, p, j])
     assert checked > 200
     # and the engine's precomputed reasons are the same as the live mix
-    assert e.lists is not None
-    width = e.lists.item.shape[1]
+    assert e.mixer.lists is not None
+    width = e.mixer.lists.item.shape[1]
     live = e.mixer.mix(seeds, width)
-    pre = e.candidates(seeds, width)
+    pre = e.mixer.candidates(seeds, width)
     np.testing.assert_array_equal(live.item, pre.item)
     np.testing.assert_array_equal(live.source_rank, pre.source_rank)
     np.testing.assert_array_equal(live.source_score, pre.source_score)

@@ -172,7 +172,7 @@ def test_every_candidate_keeps_every_source_reason(ds: Dataset, engine: Engine) 
     mixed = engine.mixer.mix(seeds, 50)  # each source asked for its top 50 (the limit)
     checked = 0
     for j, name in enumerate(mixed.sources):
-        own = engine.sources[name].recall_many(seeds, 50)
+        own = engine.mixer.sources[name].recall_many(seeds, 50)
         for r in range(len(seeds)):
             ranks = {int(i): p for p, i in enumerate(own.item[r]) if i >= 0}
             for p, item in enumerate(mixed.item[r].tolist()):
@@ -196,9 +196,9 @@ def test_registry_contract(ds: Dataset, engine: Engine, tmp_path) -> None:  # no
     for name, cls in registered_recall_sets().items():
         with pytest.raises(NotFittedError):
             cls().recall_many(seeds, 5)
-        src = engine.sources.get(name)
+        src = engine.mixer.sources.get(name)
         if src is None:
-            src = cls().fit(ds, fitted=engine.sources)
+            src = cls().fit(ds, fitted=engine.mixer.sources)
         c = src.recall_many(seeds, 15)
         assert c.item.shape == (len(seeds), 15) and c.item.dtype == np.int32
         if name == "popular":  # the fallback answers every seed, unknown ones too

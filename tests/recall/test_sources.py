@@ -26,6 +26,7 @@ from recset.recall.popular import PopularConfig, PopularRecall
 from recset.recall.related_categories import RelatedCategories, RelatedCategoriesConfig
 from recset.recall.substitutes import SubstitutesFilter
 from recset.signals import Signals
+from recset.testing import recommend_dense
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def all_seeds(ds: Dataset) -> NDArray[np.int32]:
 
 
 def _pairs(cands: Any) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
-    """(seed row, candidate) of every real entry of a Candidates / MixedCandidates."""
+    """(seed row, candidate) of every real entry of a Candidates / Candidates."""
     rows, cols = np.nonzero(cands.item >= 0)
     return rows, cands.item[rows, cols]
 
@@ -307,7 +308,7 @@ def test_compatibility_filter_in_engine(
             assert _check_compatible(aspects[s], cand), (s, r.item_id, aspects[s], cand)
             n_checked += ("compatible_model" in cand) or ("model" in cand)
     assert n_checked > 1000
-    rows, items = _pairs(engine.recommend_many(all_seeds, 20))
+    rows, items = _pairs(recommend_dense(engine, all_seeds, 20))
     bad = [
         (a, b)
         for a, b in zip(rows, items, strict=True)
@@ -335,7 +336,7 @@ def test_substitutes_filter_drops_same_type_for_anchors(
         kind = ds.product_types.index_one(t)
         assert sub.items_per_basket_[kind] < sub.config.keep_if_items_per_basket
         assert sub.drop_kind_[kind]
-    rows, items = _pairs(engine.recommend_many(all_seeds, 20))
+    rows, items = _pairs(recommend_dense(engine, all_seeds, 20))
     same = [
         (int(a), int(b))
         for a, b in zip(rows, items, strict=True)
@@ -456,7 +457,7 @@ def test_unavailable_items_never_recommended(
     unavailable = ~ds.catalog.available
     assert unavailable.sum() > 20
     for k in (10, 20):
-        _, items = _pairs(engine.recommend_many(all_seeds, k))
+        _, items = _pairs(recommend_dense(engine, all_seeds, k))
         assert not unavailable[items].any()
     unavailable_ids = set(ds.items.ids(np.flatnonzero(unavailable)).tolist())
     for s in range(0, ds.n_items, 5):
@@ -477,7 +478,7 @@ def test_lists_full_except_compatibility_bound_seeds(
     """
     bound = np.array(["compatible_model" in a for a in aspects])
     for k in (10, 20):
-        counts = (engine.recommend_many(all_seeds, k).item >= 0).sum(axis=1)
+        counts = (recommend_dense(engine, all_seeds, k).item >= 0).sum(axis=1)
         assert (counts[~bound] == k).all(), np.flatnonzero((counts < k) & ~bound)[:10]
         assert (counts > 0).all()
 
@@ -495,7 +496,7 @@ def test_lists_full_when_enough_candidates(
     bound = np.array(["compatible_model" in a for a in aspects])
     short = []
     for k in (10, 20, 100):  # 100: the ranker's candidate list
-        m = engine.recommend_many(all_seeds, k)
+        m = recommend_dense(engine, all_seeds, k)
         counts = (m.item >= 0).sum(axis=1)
         short += [(k, int(s), int(counts[s])) for s in np.flatnonzero(counts < k)]
         item = m.item
@@ -504,11 +505,11 @@ def test_lists_full_when_enough_candidates(
         srt = np.sort(item, axis=1)
         assert not (srt[:, 1:] == srt[:, :-1]).any()
         for f in engine.mixer.mixes[0].filters:
-            assert engine.sources[f].keep(all_seeds, item).all(), f  # type: ignore[attr-defined]
+            assert engine.mixer.sources[f].keep(all_seeds, item).all(), f  # type: ignore[attr-defined]
         assert not (np.diff(m.score.astype(np.float64), axis=1) > 0).any()
     assert not short, short[:10]
     assert len(engine.recommend(ds.items.id_of(280), k=10)) == 10
-    batch = engine.recommend_many(all_seeds[bound], 20)
+    batch = recommend_dense(engine, all_seeds[bound], 20)
     for r, s in enumerate(all_seeds[bound][::10].tolist()):
         ids = [x.item_id for x in engine.recommend(ds.items.id_of(s), k=20)]
         assert ids == ds.items.ids(batch.item[r * 10]).tolist()

@@ -1,0 +1,192 @@
+"""The ranking stages of the serving pipeline: the LightGBM ranker, and the explore share.
+
+:class:`RankerStage` scores the mix's candidates (plus the user's own history when the ranker
+keeps it) and orders each row by score; :class:`ExploreStage` then keeps a share of every
+prefix of the list for items the user never bought.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from recset.pipeline import Candidates, Request, Stage, register_stage
+from recset.ranking._features import USER_HISTORY, FeatureSpace
+
+if TYPE_CHECKING:
+    from recset.ranking._ranker import Ranker
+
+
+def ranking_candidates(
+    mixed: Candidates,
+    features: FeatureSpace,
+    seeds: NDArray[np.int32],
+    users: NDArray[np.int32] | None,
+    available: NDArray[np.bool_],
+) -> Candidates:
+    """The candidates a ranker scores: the mix's list ``mixed``, plus the user's history.
+
+    When ``features`` keeps users' histories, each user's most-bought items that the mix did
+    not propose are appended, and every candidate from the history carries its purchase
+    count and history rank under the pseudo-source ``user_history``. Unknown users (-1) add
+    nothing. The seed and unavailable items are never added.
+    """
+    if USER_HISTORY not in features.sources:
+        return mixed
+    n_seeds, width = mixed.item.shape
+    if users is None:
+        users = np.full(n_seeds, -1, dtype=np.int32)
+    users = np.asarray(users)
+    ok = (users >= 0) & (users < len(features.user_top))
+    m = features.user_top.shape[1]
+    hist = np.where(ok[:, None], features.user_top[np.where(ok, users, 0)], -1)
+    count = np.where(ok[:, None], features.user_top_count[np.where(ok, users, 0)], 0.0)
+    hist = np.where(
+        (hist >= 0) & (hist != seeds[:, None]) & available[np.maximum(hist, 0)], hist, -1
+    )
+    # history entries already among the mix's candidates: mark them there
+    in_mix = (hist[:, :, None] == mixed.item[:, None, :]) & (hist[:, :, None] >= 0)
+    s_hist = len(mixed.sources)
+    src_score = np.concatenate(
+        [mixed.source_score, np.full((n_seeds, width, 1), np.nan, np.float32)],  # type: ignore[list-item]
+        axis=2,
+    )
+    src_rank = np.concatenate(
+        [mixed.source_rank, np.full((n_seeds, width, 1), -1, np.int32)],  # type: ignore[list-item]
+        axis=2,
+    )
+    r_idx, h_idx, c_idx = np.nonzero(in_mix)
+    src_score[r_idx, c_idx, s_hist] = count[r_idx, h_idx]
+    src_rank[r_idx, c_idx, s_hist] = h_idx
+    new = (hist >= 0) & ~in_mix.any(axis=2)
+    extra_item = np.where(new, hist, -1).astype(np.int32)
+    extra_score = np.full((n_seeds, m, s_hist + 1), np.nan, np.float32)
+    extra_rank = np.full((n_seeds, m, s_hist + 1), -1, np.int32)
+    extra_score[:, :, s_hist] = np.where(new, count, np.nan)
+    extra_rank[:, :, s_hist] = np.where(new, np.arange(m)[None, :], -1)
+    return Candidates(
+        item=np.concatenate([mixed.item, extra_item], axis=1),
+        score=np.concatenate([mixed.score, np.full((n_seeds, m), -np.inf, np.float32)], axis=1),
+        source_score=np.concatenate([src_score, extra_score], axis=1),
+        source_rank=np.concatenate([src_rank, extra_rank], axis=1),
+        sources=(*mixed.sources, USER_HISTORY),
+    )
+
+
+def _reserve_share(
+    order: NDArray[np.intp],
+    valid: NDArray[np.bool_],
+    novel: NDArray[np.bool_],
+    k: int,
+    share: float,
+) -> NDArray[np.intp]:
+    """Reorder ranked columns so that every prefix of the top ``k`` holds novel items.
+
+    ``order`` (B, N) are column indices best first; ``valid`` and ``novel`` (B, N) flag, in
+    that ranked order, the real candidates and those the user never bought. Position ``p``
+    (0-based) takes the best remaining novel candidate when fewer than
+    ``floor(share * (p + 1))`` novel items are placed so far, else the best remaining one;
+    so a list cut at any length ``m`` holds ``floor(share * m)`` novel items when the row
+    has them. Returns (B, N) columns: the top ``k`` so chosen, then the rest in order.
+    """
+    n_rows, n = order.shape
+    k = min(k, n)
+    rows = np.arange(n_rows)
+    left = valid.copy()
+    novel_left = novel & valid
+    taken = np.zeros((n_rows, n), dtype=bool)
+    picks = np.empty((n_rows, k), dtype=np.intp)
+    placed = np.zeros(n_rows, dtype=np.int64)
+    for p in range(k):
+        want = (placed < np.floor(share * (p + 1) + 1e-9)) & novel_left.any(axis=1)
+        pool = np.where(want[:, None], novel_left, left)
+        # rows with nothing left take a padded (invalid) column, the first not yet taken
+        col = np.where(pool.any(axis=1), np.argmax(pool, axis=1), np.argmax(~taken, axis=1))
+        picks[:, p] = col
+        taken[rows, col] = True
+        left[rows, col] = False
+        placed += novel_left[rows, col]
+        novel_left[rows, col] = False
+    rest = np.argsort(taken, axis=1, kind="stable")[:, : n - k]
+    return np.take_along_axis(order, np.concatenate([picks, rest], axis=1), 1)
+
+
+def _ranked(candidates: Candidates, score: NDArray[np.float64]) -> Candidates:
+    """``candidates`` ordered by ``score`` (padding -inf last; ties keep their order)."""
+    order = np.argsort(-score, axis=1, kind="stable")
+    return candidates.take(order, score)
+
+
+@register_stage("ranker")
+class RankerStage(Stage):
+    """Scores the mix's top ``ranker.config.candidates`` (and the user's history) with the
+    LightGBM ranker and orders each row by that score.
+
+    Parameters
+    ----------
+    ranker : Ranker
+    available : ndarray of bool, shape (n_items,)
+        Items that may be served (history items that are not are never added).
+    """
+
+    def __init__(self, ranker: Ranker, available: NDArray[np.bool_]) -> None:
+        self.ranker = ranker
+        self.available = available
+
+    @classmethod
+    def create(cls, parts: Mapping[str, Any]) -> RankerStage | None:
+        ranker = parts.get("ranker")
+        return None if ranker is None else cls(ranker, parts["mixer"].available)
+
+    def width(self, k: int) -> int:
+        return max(k, self.ranker.config.candidates)
+
+    def run(self, request: Request, candidates: Candidates) -> Candidates:
+        features = self.ranker.features
+        mixed = ranking_candidates(
+            candidates, features, request.seeds, request.users, self.available
+        )
+        X = features.transform(request.seeds, request.users, mixed)
+        valid = mixed.item.ravel() >= 0
+        flat = np.full(len(valid), -np.inf)
+        if valid.any():
+            flat[valid] = self.ranker.score(X[valid])  # padding is never scored
+        return _ranked(mixed, flat.reshape(mixed.item.shape))
+
+    def __repr__(self) -> str:
+        return f"RankerStage(features={len(self.ranker.feature_names)})"
+
+
+@register_stage("explore")
+class ExploreStage(Stage):
+    """For a known user, every prefix of length ``m`` of the list holds at least
+    ``floor(share * m)`` items the user never bought (when the row has that many).
+
+    Built from the ranker (its ``explore_share`` and the purchase history its features keep);
+    skipped when the share is 0.
+    """
+
+    def __init__(self, features: FeatureSpace, share: float) -> None:
+        self.features = features
+        self.share = float(share)
+
+    @classmethod
+    def create(cls, parts: Mapping[str, Any]) -> ExploreStage | None:
+        ranker = parts.get("ranker")
+        if ranker is None or ranker.config.explore_share <= 0:
+            return None
+        return cls(ranker.features, ranker.config.explore_share)
+
+    def run(self, request: Request, candidates: Candidates) -> Candidates:
+        item = candidates.item
+        novel = ~self.features.bought(request.users, item)
+        valid = item >= 0
+        order = np.broadcast_to(np.arange(item.shape[1]), item.shape)
+        order = _reserve_share(order, valid, novel, request.k, self.share)
+        return candidates.take(order).falling()
+
+    def __repr__(self) -> str:
+        return f"ExploreStage(share={self.share})"
