@@ -1,5 +1,18 @@
-"""LightGBM ranking of the mixed candidates."""
+"""LightGBM ranking of the mixed candidates.
 
+Ranker features are :class:`RankerFeature` objects registered by name with
+:func:`register_feature` (third-party packages: the ``recset.ranker_features`` entry-point
+group); see :mod:`recset.ranking._feature_base`.
+"""
+
+from recset.ranking._feature_base import (
+    FeatureBatch,
+    FitContext,
+    RankerFeature,
+    get_feature,
+    register_feature,
+    registered_features,
+)
 from recset.ranking._features import BASE_FEATURES, FeatureSpace, feature_names
 from recset.ranking._ranker import (
     RANKER_ARTIFACT,
@@ -12,10 +25,16 @@ from recset.ranking._ranker import (
 __all__ = [
     "BASE_FEATURES",
     "RANKER_ARTIFACT",
+    "FeatureBatch",
     "FeatureSpace",
+    "FitContext",
     "Ranker",
     "RankerConfig",
+    "RankerFeature",
     "feature_names",
     "fit_features",
+    "get_feature",
+    "register_feature",
+    "registered_features",
     "train_ranker",
 ]
