@@ -168,9 +168,9 @@ class FitContext:
     def trip_history(
         self,
     ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float32]]:
-        """``(ui_trips, ui_last_trip, user_last, user_trips)``: see :func:`trip_history`."""
+        """``(ui_trips, ui_last_trip, user_last, user_trips)``: see :func:`_trip_history`."""
         ev = self.dataset.events
-        return trip_history(
+        return _trip_history(
             ev.user[self.buy],
             ev.timestamp[self.buy],
             ev.order[self.buy],
@@ -214,7 +214,7 @@ class FitContext:
         return keys, counts / np.maximum(self.user_n[users], 1.0)
 
 
-def trip_history(
+def _trip_history(
     user: NDArray[np.int32],
     timestamp: NDArray[np.int64],
     order: NDArray[np.int32],
