@@ -1,5 +1,18 @@
-"""LightGBM ranking of the mixed candidates, and the explore share."""
+"""LightGBM ranking of the mixed candidates, and the explore share.
 
+Ranker features are :class:`RankerFeature` objects registered by name with
+:func:`register_feature` (third-party packages: the ``recset.ranker_features`` entry-point
+group); see :mod:`recset.ranking._feature_base`.
+"""
+
+from recset.ranking._feature_base import (
+    FeatureBatch,
+    FitContext,
+    RankerFeature,
+    get_feature,
+    register_feature,
+    registered_features,
+)
 from recset.ranking._features import BASE_FEATURES, USER_HISTORY, FeatureSpace, feature_names
 from recset.ranking._ranker import (
     RANKER_ARTIFACT,
@@ -15,12 +28,18 @@ __all__ = [
     "RANKER_ARTIFACT",
     "USER_HISTORY",
     "ExploreStage",
+    "FeatureBatch",
     "FeatureSpace",
+    "FitContext",
     "Ranker",
     "RankerConfig",
+    "RankerFeature",
     "RankerStage",
     "feature_names",
     "fit_features",
+    "get_feature",
+    "register_feature",
+    "registered_features",
     "ranking_candidates",
     "train_ranker",
 ]

@@ -108,7 +108,7 @@ class Ranker:
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(directory / "model.txt"))
-        self.features.save(directory / "features.npz")
+        self.features.save(directory / "features")
         meta = {
             "feature_names": self.feature_names,
             "config": self.config.model_dump(mode="json"),
@@ -123,8 +123,8 @@ class Ranker:
         import lightgbm as lgb
 
         meta = json.loads((directory / "ranker.json").read_text(encoding="utf-8"))
-        features = FeatureSpace.load(directory / "features.npz")
-        expected = feature_names(features.sources)
+        features = FeatureSpace.load(directory / "features")
+        expected = feature_names(features.sources, features.feature_list)
         own = tuple(s for s in features.sources if s != USER_HISTORY)
         if sources is not None and own != tuple(sources):
             raise ConfigError(

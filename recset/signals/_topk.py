@@ -1,4 +1,4 @@
-"""Row-wise top-k of a sparse matrix, vectorised."""
+"""Row-wise top-k of a sparse matrix, CSR row gathering and sorted-key lookups, vectorised."""
 
 from __future__ import annotations
 
@@ -45,3 +45,34 @@ def csr_gather(indptr: NDArray[np.int64], rows: NDArray[np.integer]) -> NDArray[
     counts = indptr[rows + 1] - lo
     total = int(counts.sum())
     return np.repeat(lo, counts) + np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
+def pair_lookup(
+    keys_sorted: NDArray[np.int64], values: NDArray[np.floating], query: NDArray[np.int64]
+) -> NDArray[np.float64]:
+    """``values[k]`` for each query key present in ``keys_sorted``, NaN where absent.
+
+    Parameters
+    ----------
+    keys_sorted : ndarray of int64, shape (m,)
+        Sorted, unique keys (e.g. ``user * n_items + item``).
+    values : ndarray, shape (m,)
+        The value of each key.
+    query : ndarray of int64, shape (q,)
+        Keys to look up.
+
+    Returns
+    -------
+    ndarray of float64, shape (q,)
+    """
+    pos = np.searchsorted(keys_sorted, query)
+    pos_c = np.minimum(pos, max(len(keys_sorted) - 1, 0))
+    found = (
+        (len(keys_sorted) > 0) & (keys_sorted[pos_c] == query)
+        if len(keys_sorted)
+        else (np.zeros(len(query), dtype=bool))
+    )
+    out = np.full(len(query), np.nan)
+    if len(keys_sorted):
+        out[found] = values[pos_c[found]]
+    return out

@@ -3,10 +3,12 @@
 import copy
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sparse
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,7 +17,14 @@ from recset.data import PURCHASE, Dataset
 from recset.data.synthetic import SyntheticConfig, generate
 from recset.engine import Engine
 from recset.errors import ConfigError
-from recset.ranking import FeatureSpace, Ranker, feature_names, fit_features, train_ranker
+from recset.ranking import (
+    BASE_FEATURES,
+    FeatureSpace,
+    Ranker,
+    feature_names,
+    fit_features,
+    train_ranker,
+)
 from recset.ranking._features import aspect_tokens
 from recset.testing import recommend_dense
 
@@ -31,8 +40,24 @@ def engine(ds: Dataset) -> Engine:
     return Engine.build(ds)
 
 
-def _reference_row(ds: Dataset, seed: int, user: int, cand: int) -> dict[str, float]:
+@dataclass
+class _Slot:
+    """One (seed, user, candidate) slot of the mix and the extra inputs of the features."""
+
+    seed: int
+    user: int
+    cand: int
+    rank: int  # the candidate's position in the mix
+    fused: float
+    source_rank: np.ndarray  # (n_sources,)
+    embeddings: np.ndarray
+    relatedness: dict[tuple[int, int], float]
+    compat: tuple[np.ndarray, np.ndarray]
+
+
+def _reference_row(ds: Dataset, slot: _Slot) -> dict[str, float]:
     """The base features of one (seed, user, candidate), computed the slow, obvious way."""
+    seed, user, cand = slot.seed, slot.user, slot.cand
     ev = ds.events
     buy = ev.event == PURCHASE
     pop = np.bincount(ev.item[buy], minlength=ds.n_items).astype(float)
@@ -40,7 +65,30 @@ def _reference_row(ds: Dataset, seed: int, user: int, cand: int) -> dict[str, fl
     cat = ds.catalog.category
     ref = ds.time_range[1]
     out: dict[str, float] = {}
+    out["n_sources"] = float((slot.source_rank >= 0).sum())
+    out["fused_score"] = slot.fused if math.isfinite(slot.fused) else math.nan
+    out["fused_rank"] = float(slot.rank)
     out["cand_pop"] = pop[cand] / total * 1e6
+    out["cand_pop_log"] = math.log1p(out["cand_pop"])
+    out["seed_pop_log"] = math.log1p(pop[seed] / total * 1e6)
+    # recent popularity share (purchases decayed with a 14-day half-life) / overall share
+    age_days = np.maximum(ref - ev.timestamp[buy], 0) / 86400
+    recent = np.bincount(ev.item[buy], weights=0.5 ** (age_days / 14), minlength=ds.n_items)
+    out["cand_trend"] = (
+        (recent[cand] / recent.sum()) / (pop[cand] / total) if pop[cand] else math.nan
+    )
+    cs, cc = int(cat[seed]), int(cat[cand])
+    out["category_relatedness"] = (
+        slot.relatedness.get((cs, cc), math.nan) if cs >= 0 and cc >= 0 else math.nan
+    )
+    e_s, e_c = slot.embeddings[seed], slot.embeddings[cand]
+    out["text_similarity"] = float(e_s @ e_c) if e_s.any() and e_c.any() else math.nan
+    verdicts = {
+        bool(a == b)
+        for a, b in zip(slot.compat[0][:, seed], slot.compat[1][:, cand], strict=True)
+        if a >= 0 and b >= 0
+    }
+    out["compatible"] = 0.0 if False in verdicts else 1.0 if True in verdicts else math.nan
     cat_pop = pop[cat == cat[cand]].sum() if cat[cand] >= 0 else 0
     out["cand_pop_in_category"] = pop[cand] / cat_pop if cat_pop else math.nan
 
@@ -146,45 +194,99 @@ def test_aspect_tokens_keep_shared_scalar_values() -> None:
 def test_feature_file_of_older_version_is_refused(
     ds: Dataset, engine: Engine, tmp_path: Path
 ) -> None:
+    # a ranker directory from before the versioned format holds features.npz only
     feats = fit_features(ds, engine.mixer, embeddings=np.zeros((ds.n_items, 0), np.float32))
-    feats.save(tmp_path / "f.npz")
-    with np.load(tmp_path / "f.npz", allow_pickle=False) as z:
-        old = {k: z[k] for k in z.files if k != "ut_share"}
-    np.savez(tmp_path / "old.npz", allow_pickle=False, **old)
-    with pytest.raises(ConfigError, match=r"old\.npz.*ut_share.*train-ranker"):
-        FeatureSpace.load(tmp_path / "old.npz")
-    assert FeatureSpace.load(tmp_path / "f.npz").ut_share.shape == feats.ut_share.shape
+    np.savez(tmp_path / "features.npz", allow_pickle=False, user_n=np.zeros(3))
+    with pytest.raises(ConfigError, match=r"features.*missing.*train-ranker"):
+        FeatureSpace.load(tmp_path / "features")
+    feats.save(tmp_path / "features")
+    again = FeatureSpace.load(tmp_path / "features")
+    assert again.names == feats.names
 
 
-def test_batch_features_equal_slow_reference(ds: Dataset, engine: Engine) -> None:
-    feats = fit_features(ds, engine.mixer, embeddings=np.zeros((ds.n_items, 0), np.float32))
+def _compat_codes(engine: Engine) -> tuple[np.ndarray, np.ndarray]:
+    for src in engine.mixer.sources.values():
+        if type(src).name == "compatibility":
+            return src.seed_codes_, src.cand_codes_
+    raise AssertionError("the test engine has no compatibility source")
+
+
+@pytest.fixture(scope="module")
+def reference_case(ds: Dataset, engine: Engine) -> tuple:
+    """Batch features of 12 seeds x 15 candidates and the slow reference of every slot."""
     rng = np.random.default_rng(0)
+    emb = rng.standard_normal((ds.n_items, 4)).astype(np.float32)
+    emb[::5] = 0  # items without a text vector
+    n_cat = ds.n_categories
+    rel = sparse.random(n_cat, n_cat, density=0.5, random_state=0, format="coo")
+    compat = _compat_codes(engine)
+    feats = FeatureSpace.fit(
+        ds,
+        engine.source_names,
+        embeddings=emb,
+        category_relatedness=rel.tocsr(),
+        compat_codes=compat,
+    )
     seeds = rng.integers(0, ds.n_items, 12).astype(np.int32)
     users = rng.integers(0, ds.n_users, 12).astype(np.int32)
     mixed = recommend_dense(engine, seeds, 15)
     X = feats.transform(seeds, users, mixed)
-    names = feats.names
-    checked = 0
+    relatedness = {
+        (int(r), int(c)): float(v) for r, c, v in zip(rel.row, rel.col, rel.data, strict=True)
+    }
+    refs: dict[tuple[int, int], dict[str, float]] = {}
     for row in range(len(seeds)):
         for j in range(mixed.item.shape[1]):
             cand = int(mixed.item[row, j])
             if cand < 0:
                 continue
-            ref = _reference_row(ds, int(seeds[row]), int(users[row]), cand)
-            got = X[row * mixed.item.shape[1] + j]
-            for name, want in ref.items():
-                value = float(got[names.index(name)])
-                if math.isnan(want):
-                    assert math.isnan(value), (name, row, j)
-                else:
-                    assert value == pytest.approx(want, rel=1e-4, abs=1e-4), (name, row, j)
-                checked += 1
-            # per-source score/rank: NaN exactly where the source did not propose it
-            for s, src in enumerate(mixed.sources):
-                r = mixed.source_rank[row, j, s]
-                v = got[names.index(f"{src}__rank")]
-                assert (r < 0 and math.isnan(v)) or v == r
-    assert checked > 500
+            slot = _Slot(
+                int(seeds[row]),
+                int(users[row]),
+                cand,
+                j,
+                float(mixed.score[row, j]),
+                mixed.source_rank[row, j],
+                emb,
+                relatedness,
+                compat,
+            )
+            refs[row, j] = _reference_row(ds, slot)
+    return feats, mixed, X, refs
+
+
+@pytest.mark.parametrize("name", BASE_FEATURES)
+def test_batch_features_equal_slow_reference(name: str, reference_case: tuple) -> None:
+    feats, mixed, X, refs = reference_case
+    col = feats.names.index(name)
+    width = mixed.item.shape[1]
+    checked = known = 0
+    for (row, j), ref in refs.items():
+        assert name in ref, f"no slow reference for the built-in feature {name!r}"
+        want, value = ref[name], float(X[row * width + j, col])
+        if math.isnan(want):
+            assert math.isnan(value), (name, row, j, value)
+        else:
+            assert value == pytest.approx(want, rel=1e-4, abs=1e-4), (name, row, j)
+            known += 1
+        checked += 1
+    assert checked > 100 and known > 0
+
+
+def test_source_columns_equal_the_mix(reference_case: tuple) -> None:
+    # per-source score/rank: NaN exactly where the source did not propose it
+    feats, mixed, X, _ = reference_case
+    names = feats.names
+    Xr = X.reshape(*mixed.item.shape, -1)
+    for s, src in enumerate(mixed.sources):
+        r = mixed.source_rank[:, :, s]
+        rank = Xr[:, :, names.index(f"{src}__rank")]
+        score = Xr[:, :, names.index(f"{src}__score")]
+        ok = mixed.item >= 0
+        assert np.isnan(rank[ok & (r < 0)]).all()
+        assert (rank[ok & (r >= 0)] == r[ok & (r >= 0)]).all()
+        assert np.array_equal(score[ok], mixed.source_score[:, :, s][ok], equal_nan=True)
+    assert np.isnan(Xr[mixed.item < 0]).all()
 
 
 def test_unknown_user_has_nan_personal_features(ds: Dataset, engine: Engine) -> None:

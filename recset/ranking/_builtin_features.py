@@ -1,0 +1,547 @@
+"""The built-in ranker features, one class each, registered in the default column order.
+
+The order of the classes in this module *is* the order of the feature columns (after the
+per-source columns): LightGBM with ``feature_fraction < 1`` samples columns by position, so
+moving a class changes trained models. Append new features at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from functools import cached_property
+from typing import ClassVar, Self
+
+import numpy as np
+from numpy.typing import NDArray
+
+from recset.ranking._feature_base import FeatureBatch, FitContext, RankerFeature, register_feature
+from recset.signals import csr_gather, pair_lookup
+
+_log = logging.getLogger(__name__)
+
+_DAY = 86_400.0
+
+MAX_ASPECT_TOKENS = 1024
+"""Most frequent ``key=value`` aspect tokens kept for the ``user_aspect_share`` feature."""
+
+
+def aspect_tokens(
+    aspects: NDArray[np.object_], max_tokens: int = MAX_ASPECT_TOKENS
+) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
+    """Each item's ``key=value`` aspect tokens as CSR ``(indptr (n+1,), token ids)``.
+
+    Only tokens carried by at least two items are kept (a value unique to one item says
+    nothing about taste), and of those the ``max_tokens`` most frequent (ties by token text).
+    Values that are not scalars (lists, objects) and nulls are skipped.
+    """
+    parsed: list[list[str]] = []
+    for raw in aspects:
+        toks: list[str] = []
+        if raw is not None:
+            for key, value in json.loads(raw).items():
+                if value is None or isinstance(value, list | dict):
+                    continue
+                toks.append(f"{key}={value}")
+        parsed.append(sorted(set(toks)))
+    counts = Counter(t for toks in parsed for t in toks)
+    frequent = sorted((t for t, c in counts.items() if c >= 2), key=lambda t: (-counts[t], t))
+    vocab = {t: j for j, t in enumerate(frequent[:max_tokens])}
+    rows = [[vocab[t] for t in toks if t in vocab] for toks in parsed]
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum([len(r) for r in rows], out=indptr[1:])
+    flat = np.fromiter((j for r in rows for j in r), dtype=np.int32, count=int(indptr[-1]))
+    return indptr, flat
+
+
+def _n_groups(ids: NDArray[np.integer]) -> int:
+    """Key multiplier of (user, group) pairs: the largest id + 1, at least 1."""
+    return int(max(ids.max(initial=-1) + 1, 1))
+
+
+def _same(a: NDArray[np.integer], b: NDArray[np.integer]) -> NDArray[np.float64]:
+    """1 where two known (>= 0) ids agree, 0 where they differ, NaN where one is unknown."""
+    return np.where((a >= 0) & (b >= 0), (a == b).astype(float), np.nan)
+
+
+# -- the candidate in the mix ------------------------------------------------------------
+@register_feature("n_sources")
+class NSources(RankerFeature):
+    """Number of sources that proposed the candidate."""
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        return (batch.source_rank >= 0).sum(axis=1).astype(float)
+
+
+@register_feature("fused_score")
+class FusedScore(RankerFeature):
+    """The mixer's fused score (NaN where not finite)."""
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        fused = batch.mixed.score.ravel().astype(np.float64)
+        return np.where(np.isfinite(fused), fused, np.nan)
+
+
+@register_feature("fused_rank")
+class FusedRank(RankerFeature):
+    """The candidate's position in the mix (0-based)."""
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        return np.tile(np.arange(batch.width, dtype=np.float64), batch.n_seeds)
+
+
+# -- the candidate's popularity ----------------------------------------------------------
+@register_feature("cand_pop")
+class CandPop(RankerFeature):
+    """The candidate's purchases per million purchases."""
+
+    _state = ("item_pop_",)
+
+    def fit(self, data: FitContext) -> Self:
+        self.item_pop_ = data.item_pop
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        return self.item_pop_[batch.c].astype(np.float64)
+
+
+@register_feature("cand_pop_log")
+class CandPopLog(CandPop):
+    """``log1p`` of ``cand_pop``."""
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        return np.log1p(self.item_pop_[batch.c]).astype(np.float64)
+
+
+@register_feature("cand_pop_in_category")
+class CandPopInCategory(RankerFeature):
+    """The candidate's share of its category's purchases (NaN without a category)."""
+
+    _state = ("item_pop_in_cat_",)
+
+    def fit(self, data: FitContext) -> Self:
+        pop, cat = data.pop, data.dataset.catalog.category
+        cat_tot = np.bincount(
+            np.maximum(cat, 0),
+            weights=pop * (cat >= 0),
+            minlength=max(data.dataset.n_categories, 1),
+        )
+        in_cat = np.divide(
+            pop,
+            cat_tot[np.maximum(cat, 0)],
+            out=np.full(data.n_items, np.nan),
+            where=(cat >= 0) & (cat_tot[np.maximum(cat, 0)] > 0),
+        )
+        self.item_pop_in_cat_ = in_cat.astype(np.float32)
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        return self.item_pop_in_cat_[batch.c].astype(np.float64)
+
+
+@register_feature("cand_trend")
+class CandTrend(RankerFeature):
+    """The candidate's recent (decayed) popularity share over its overall share."""
+
+    _state = ("item_trend_",)
+
+    def fit(self, data: FitContext) -> Self:
+        pop = data.pop
+        recent = data.dataset.item_counts("purchase", half_life_days=data.trend_half_life_days)
+        total = max(float(pop.sum()), 1.0)
+        total_recent = max(float(recent.sum()), 1e-9)
+        trend = np.divide(
+            recent / total_recent, pop / total, out=np.full(data.n_items, np.nan), where=pop > 0
+        )
+        self.item_trend_ = trend.astype(np.float32)
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        return self.item_trend_[batch.c].astype(np.float64)
+
+
+@register_feature("cand_repeat_rate")
+class CandRepeatRate(RankerFeature):
+    """Share of the candidate's buyers who bought it on two trips or more."""
+
+    _state = ("item_repeat_",)
+
+    def fit(self, data: FitContext) -> Self:
+        pair_item = data.ui_keys % data.n_items
+        buyers = np.bincount(pair_item, minlength=data.n_items).astype(np.float64)
+        repeaters = np.bincount(pair_item, weights=data.ui_trips >= 2, minlength=data.n_items)
+        repeat = np.divide(repeaters, buyers, out=np.full(data.n_items, np.nan), where=buyers > 0)
+        self.item_repeat_ = repeat.astype(np.float32)
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        return self.item_repeat_[batch.c].astype(np.float64)
+
+
+@register_feature("seed_pop_log")
+class SeedPopLog(CandPop):
+    """``log1p`` of the seed's purchases per million (NaN for an unknown seed)."""
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        return np.log1p(batch.seed_value(self.item_pop_))
+
+
+# -- seed x candidate --------------------------------------------------------------------
+@register_feature("category_relatedness")
+class CategoryRelatedness(RankerFeature):
+    """Relatedness of the seed's and the candidate's categories (NaN when not related)."""
+
+    _state = ("category_", "cat_rel_keys_", "cat_rel_vals_")
+
+    def fit(self, data: FitContext) -> Self:
+        rel = data.category_relatedness
+        if rel is not None and rel.nnz:
+            coo = rel.tocoo()
+            ck = coo.row.astype(np.int64) * max(data.dataset.n_categories, 1) + coo.col
+            order = np.argsort(ck)
+            self.cat_rel_keys_, self.cat_rel_vals_ = ck[order], coo.data[order].astype(np.float64)
+        else:
+            self.cat_rel_keys_, self.cat_rel_vals_ = np.zeros(0, np.int64), np.zeros(0)
+        self.category_ = data.category
+        return self
+
+    @cached_property
+    def _n_cat(self) -> int:
+        return _n_groups(self.category_)
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        s_cat = np.where(batch.s_ok, self.category_[batch.sc], -1).astype(np.int64)
+        c_cat = self.category_[batch.c].astype(np.int64)
+        rel = pair_lookup(self.cat_rel_keys_, self.cat_rel_vals_, s_cat * self._n_cat + c_cat)
+        rel[(s_cat < 0) | (c_cat < 0)] = np.nan
+        return rel
+
+
+@register_feature("same_brand")
+class SameBrand(RankerFeature):
+    """1 when seed and candidate share their brand, 0 when not, NaN when one has none."""
+
+    _state = ("brand_",)
+
+    def fit(self, data: FitContext) -> Self:
+        self.brand_ = data.brand
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        a = self.brand_
+        return _same(np.where(batch.s_ok, a[batch.sc], -1), a[batch.c])
+
+
+@register_feature("same_category")
+class SameCategory(RankerFeature):
+    """1 when seed and candidate share their category, 0 when not, NaN when one has none."""
+
+    _state = ("category_",)
+
+    def fit(self, data: FitContext) -> Self:
+        self.category_ = data.category
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        a = self.category_
+        return _same(np.where(batch.s_ok, a[batch.sc], -1), a[batch.c])
+
+
+@register_feature("same_type")
+class SameType(RankerFeature):
+    """1 when seed and candidate share their product type, 0 when not, NaN when unknown."""
+
+    _state = ("product_type_",)
+
+    def fit(self, data: FitContext) -> Self:
+        self.product_type_ = data.product_type
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        a = self.product_type_
+        return _same(np.where(batch.s_ok, a[batch.sc], -1), a[batch.c])
+
+
+@register_feature("price_ratio_log")
+class PriceRatioLog(RankerFeature):
+    """``log(candidate price / seed price)``; NaN unless both prices are positive."""
+
+    _state = ("price_",)
+
+    def fit(self, data: FitContext) -> Self:
+        self.price_ = data.price
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        ratio = self.price_[batch.c].astype(np.float64) / batch.seed_value(self.price_)
+        return np.where(ratio > 0, np.log(np.where(ratio > 0, ratio, 1.0)), np.nan)
+
+
+@register_feature("text_similarity")
+class TextSimilarity(RankerFeature):
+    """Dot product of the seed's and candidate's text embeddings (NaN for a zero vector)."""
+
+    _state = ("embeddings_",)
+
+    def fit(self, data: FitContext) -> Self:
+        emb = data.embeddings
+        if emb is None:
+            emb = np.zeros((data.n_items, 0), np.float32)
+        self.embeddings_ = np.asarray(emb, dtype=np.float32)
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        emb = self.embeddings_
+        if not emb.shape[1]:
+            return batch.nan()
+        sc, c = batch.sc, batch.c
+        sim = np.einsum("ij,ij->i", emb[sc], emb[c]).astype(np.float64)
+        zero = (~emb[sc].any(axis=1)) | (~emb[c].any(axis=1))
+        return np.where(batch.s_ok & ~zero, sim, np.nan)
+
+
+@register_feature("compatible")
+class Compatible(RankerFeature):
+    """0 when a compatibility rule codes seed and candidate differently, 1 when some rule
+    codes them alike (and none differently), NaN when no rule applies to both."""
+
+    _state = ("compat_seed_", "compat_cand_")
+
+    def fit(self, data: FitContext) -> Self:
+        codes = data.compat_codes
+        if codes is None:
+            codes = (
+                np.full((0, data.n_items), -1, np.int32),
+                np.full((0, data.n_items), -1, np.int32),
+            )
+        self.compat_seed_ = codes[0].astype(np.int32)
+        self.compat_cand_ = codes[1].astype(np.int32)
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        if not self.compat_seed_.shape[0]:
+            return batch.nan()
+        agree = np.zeros(len(batch), dtype=bool)
+        clash = np.zeros(len(batch), dtype=bool)
+        for r in range(self.compat_seed_.shape[0]):
+            sv = np.where(batch.s_ok, self.compat_seed_[r, batch.sc], -1)
+            cv = self.compat_cand_[r, batch.c]
+            both = (sv >= 0) & (cv >= 0)
+            agree |= both & (sv == cv)
+            clash |= both & (sv != cv)
+        return np.where(clash, 0.0, np.where(agree, 1.0, np.nan))
+
+
+@register_feature("cand_age_days")
+class CandAgeDays(RankerFeature):
+    """Days from the candidate's first event to the end of the fitted data."""
+
+    _state = ("item_first_seen_", "ref_time_")
+
+    def fit(self, data: FitContext) -> Self:
+        ev = data.dataset.events
+        first = np.full(data.n_items, np.inf)
+        np.minimum.at(first, ev.item, ev.timestamp.astype(np.float64))
+        self.item_first_seen_ = first
+        self.ref_time_ = np.array(float(data.dataset.time_range[1]))
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        age = (float(self.ref_time_) - self.item_first_seen_[batch.c]) / _DAY
+        return np.where(np.isfinite(age), age, np.nan)
+
+
+# -- the user x the candidate ------------------------------------------------------------
+class _UserItem(RankerFeature):
+    """Base of the features reading the per-(user, item) purchase table."""
+
+    _state: ClassVar[tuple[str, ...]] = ("ui_keys_",)
+
+    def fit(self, data: FitContext) -> Self:
+        self.ui_keys_ = data.ui_keys
+        return self
+
+    def _lookup(self, values: NDArray[np.float64], batch: FeatureBatch) -> NDArray[np.float64]:
+        return pair_lookup(self.ui_keys_, values, batch.ui_key)
+
+
+@register_feature("user_bought_cand")
+class UserBoughtCand(_UserItem):
+    """How many times the user bought the candidate (NaN for an unknown user)."""
+
+    _state = ("ui_keys_", "ui_count_")
+
+    def fit(self, data: FitContext) -> Self:
+        self.ui_count_ = data.ui_count
+        return super().fit(data)
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        count = self._lookup(self.ui_count_, batch)
+        return np.where(batch.u_ok, np.nan_to_num(count, nan=0.0), np.nan)
+
+
+@register_feature("user_days_since_cand")
+class UserDaysSinceCand(_UserItem):
+    """Days between the user's last purchase of the candidate and their last purchase.
+
+    Relative to the user's own last purchase, not to the end of the data: the same at
+    training and serving time whenever the user last shopped.
+    """
+
+    _state = ("ui_keys_", "ui_last_", "user_last_")
+
+    def fit(self, data: FitContext) -> Self:
+        self.ui_last_, self.user_last_ = data.ui_last, data.user_last
+        return super().fit(data)
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        last = self._lookup(self.ui_last_, batch)
+        return np.where(batch.u_ok, (self.user_last_[batch.uu] - last) / _DAY, np.nan)
+
+
+@register_feature("user_trips_since_cand")
+class UserTripsSinceCand(_UserItem):
+    """The user's trips since the last one holding the candidate."""
+
+    _state = ("ui_keys_", "ui_last_trip_", "user_trips_")
+
+    def fit(self, data: FitContext) -> Self:
+        self.ui_last_trip_, self.user_trips_ = data.ui_last_trip, data.user_trips
+        return super().fit(data)
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        last_trip = self._lookup(self.ui_last_trip_, batch)
+        n_trips = self.user_trips_[batch.uu].astype(np.float64)
+        return np.where(batch.u_ok, n_trips - 1.0 - last_trip, np.nan)
+
+
+@register_feature("user_cand_trip_share")
+class UserCandTripShare(_UserItem):
+    """Share of the user's trips holding the candidate."""
+
+    _state = ("ui_keys_", "ui_trips_", "user_trips_")
+
+    def fit(self, data: FitContext) -> Self:
+        self.ui_trips_, self.user_trips_ = data.ui_trips, data.user_trips
+        return super().fit(data)
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        trips = self._lookup(self.ui_trips_, batch)
+        n_trips = self.user_trips_[batch.uu].astype(np.float64)
+        return np.where(
+            batch.u_ok, np.nan_to_num(trips, nan=0.0) / np.maximum(n_trips, 1.0), np.nan
+        )
+
+
+@register_feature("user_category_share")
+class UserCategoryShare(RankerFeature):
+    """Share of the user's purchases in the candidate's category."""
+
+    _state = ("category_", "uc_keys_", "uc_share_")
+
+    def fit(self, data: FitContext) -> Self:
+        self.category_ = data.category
+        cat = data.dataset.catalog.category
+        self.uc_keys_, self.uc_share_ = data.share(
+            data.buyer, cat[data.bought], data.dataset.n_categories
+        )
+        return self
+
+    @cached_property
+    def _n_cat(self) -> int:
+        return _n_groups(self.category_)
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        c_cat = self.category_[batch.c].astype(np.int64)
+        uc = pair_lookup(self.uc_keys_, self.uc_share_, batch.uu * self._n_cat + c_cat)
+        return np.where(batch.u_ok & (c_cat >= 0), np.nan_to_num(uc, nan=0.0), np.nan)
+
+
+@register_feature("user_brand_share")
+class UserBrandShare(RankerFeature):
+    """Share of the user's purchases of the candidate's brand."""
+
+    _state = ("brand_", "ub_keys_", "ub_share_")
+
+    def fit(self, data: FitContext) -> Self:
+        self.brand_ = data.brand
+        self.ub_keys_, self.ub_share_ = data.share(
+            data.buyer, data.dataset.catalog.brand[data.bought], len(data.dataset.brands)
+        )
+        return self
+
+    @cached_property
+    def _n_brands(self) -> int:
+        return _n_groups(self.brand_)
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        c_brand = self.brand_[batch.c].astype(np.int64)
+        ub = pair_lookup(self.ub_keys_, self.ub_share_, batch.uu * self._n_brands + c_brand)
+        return np.where(batch.u_ok & (c_brand >= 0), np.nan_to_num(ub, nan=0.0), np.nan)
+
+
+@register_feature("user_aspect_share")
+class UserAspectShare(RankerFeature):
+    """Mean over the candidate's aspect tokens (colour, organic, ...) of the user's share of
+    purchases carrying each; NaN for an unknown user or a candidate without kept tokens."""
+
+    _state = ("item_tok_indptr_", "item_tok_", "ut_keys_", "ut_share_")
+
+    def fit(self, data: FitContext) -> Self:
+        indptr, tok = aspect_tokens(data.dataset.catalog.aspects)
+        bought = data.bought
+        self.item_tok_indptr_, self.item_tok_ = indptr, tok
+        self.ut_keys_, self.ut_share_ = data.share(
+            np.repeat(data.buyer, np.diff(indptr)[bought]),
+            tok[csr_gather(indptr, bought)],
+            _n_groups(tok),
+        )
+        return self
+
+    @cached_property
+    def _n_tokens(self) -> int:
+        """The key multiplier of ``ut_keys_`` (computed once, not on every transform)."""
+        return _n_groups(self.item_tok_)
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        u = np.where(batch.u_ok, batch.u, -1)
+        c = batch.c
+        n_of = self.item_tok_indptr_[c + 1] - self.item_tok_indptr_[c]
+        row = np.repeat(np.arange(len(c)), n_of)
+        tok = self.item_tok_[csr_gather(self.item_tok_indptr_, c)]
+        keys = np.repeat(u, n_of) * self._n_tokens + tok
+        share = np.nan_to_num(pair_lookup(self.ut_keys_, self.ut_share_, keys), nan=0.0)
+        total = np.bincount(row, weights=share, minlength=len(c))
+        mean = total / np.maximum(n_of, 1)
+        return np.where((u >= 0) & (n_of > 0), mean, np.nan)
+
+
+# -- the user ----------------------------------------------------------------------------
+@register_feature("user_n_purchases_log")
+class UserNPurchasesLog(RankerFeature):
+    """``log1p`` of the user's purchases."""
+
+    _state = ("user_n_",)
+
+    def fit(self, data: FitContext) -> Self:
+        self.user_n_ = data.user_n
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        return np.where(batch.u_ok, np.log1p(self.user_n_[batch.uu]), np.nan)
+
+
+@register_feature("user_n_trips_log")
+class UserNTripsLog(RankerFeature):
+    """``log1p`` of the user's trips."""
+
+    _state = ("user_trips_",)
+
+    def fit(self, data: FitContext) -> Self:
+        self.user_trips_ = data.user_trips
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        n_trips = self.user_trips_[batch.uu].astype(np.float64)
+        return np.where(batch.u_ok, np.log1p(n_trips), np.nan)

@@ -1,0 +1,435 @@
+"""The ranker-feature registry: :class:`RankerFeature`, :class:`FitContext`, :class:`FeatureBatch`.
+
+A ranker feature is one named object that learns what it needs from the training data
+(:meth:`RankerFeature.fit`, reading the shared tables of a :class:`FitContext`) and turns a
+batch of (seed, user, candidate) slots into one column (:meth:`RankerFeature.transform`,
+reading the shared flattened arrays of a :class:`FeatureBatch`). Features register under a
+name with :func:`register_feature`; third-party packages declare theirs in the
+``recset.ranker_features`` entry-point group.
+
+Built-in features (registered from inside recset) form the default feature list, in
+registration order; plug-in features are only computed when named in
+``FeatureSpace.fit(..., extra_features=...)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from functools import cached_property
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Self, TypeVar
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from recset.data import PURCHASE, Dataset
+from recset.errors import ConfigError, NotFittedError
+
+_log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "recset.ranker_features"
+"""Entry-point group through which third-party packages register ranker features."""
+
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+class FitContext:
+    """The training data of a feature space and the tables several features share.
+
+    Every shared table is a :func:`functools.cached_property`: computed on first use, once
+    per fit, and the *same* array object for every feature that keeps it (so
+    :meth:`FeatureSpace.save` stores it once).
+
+    Parameters
+    ----------
+    dataset : Dataset
+        The training data.
+    embeddings : ndarray of float32, shape (n_items, d), optional
+        Text vectors of the items (zero columns when absent).
+    category_relatedness : scipy.sparse matrix, shape (n_categories, n_categories), optional
+        How related two categories are.
+    compat_codes : tuple of two int32 arrays of shape (n_rules, n_items), optional
+        The compatibility source's (seed_codes, cand_codes).
+    trend_half_life_days : float
+        Half-life of the recent popularity behind ``cand_trend``.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        embeddings: NDArray[np.float32] | None = None,
+        category_relatedness: sp.spmatrix | None = None,
+        compat_codes: tuple[NDArray[np.int32], NDArray[np.int32]] | None = None,
+        trend_half_life_days: float = 14.0,
+    ) -> None:
+        self.dataset = dataset
+        self.embeddings = embeddings
+        self.category_relatedness = category_relatedness
+        self.compat_codes = compat_codes
+        self.trend_half_life_days = float(trend_half_life_days)
+
+    @property
+    def n_items(self) -> int:
+        return int(self.dataset.n_items)
+
+    @property
+    def n_users(self) -> int:
+        return int(self.dataset.n_users)
+
+    # -- catalog ---------------------------------------------------------------------
+    @cached_property
+    def category(self) -> NDArray[np.int32]:
+        """Category id of each item (-1 without one)."""
+        return self.dataset.catalog.category.astype(np.int32)
+
+    @cached_property
+    def brand(self) -> NDArray[np.int32]:
+        """Brand id of each item (-1 without one)."""
+        return self.dataset.catalog.brand.astype(np.int32)
+
+    @cached_property
+    def product_type(self) -> NDArray[np.int32]:
+        """Product-type id of each item (-1 without one)."""
+        return self.dataset.catalog.product_type.astype(np.int32)
+
+    @cached_property
+    def price(self) -> NDArray[np.float32]:
+        """Price of each item."""
+        return self.dataset.catalog.price.astype(np.float32)
+
+    # -- purchases -------------------------------------------------------------------
+    @cached_property
+    def buy(self) -> NDArray[np.bool_]:
+        """Mask of the purchase events."""
+        return self.dataset.events.event == PURCHASE
+
+    @cached_property
+    def buyer(self) -> NDArray[np.int32]:
+        """User of each purchase event."""
+        return self.dataset.events.user[self.buy]
+
+    @cached_property
+    def bought(self) -> NDArray[np.int64]:
+        """Item of each purchase event."""
+        return self.dataset.events.item[self.buy].astype(np.int64)
+
+    @cached_property
+    def pop(self) -> NDArray[np.float64]:
+        """Purchases of each item."""
+        return self.dataset.item_counts("purchase")
+
+    @cached_property
+    def item_pop(self) -> NDArray[np.float32]:
+        """Popularity as purchases per million purchases (comparable across windows)."""
+        total = max(float(self.pop.sum()), 1.0)
+        return (self.pop / total * 1e6).astype(np.float32)
+
+    @cached_property
+    def _ui(self) -> tuple[NDArray[np.int64], NDArray[np.intp]]:
+        ev = self.dataset.events
+        ui_key = ev.user[self.buy].astype(np.int64) * self.n_items + ev.item[self.buy]
+        keys, inv = np.unique(ui_key, return_inverse=True)
+        return keys, inv
+
+    @cached_property
+    def ui_keys(self) -> NDArray[np.int64]:
+        """Sorted ``user * n_items + item`` keys of the (user, item) pairs with a purchase."""
+        return self._ui[0]
+
+    @cached_property
+    def ui_inv(self) -> NDArray[np.intp]:
+        """Pair id (index in :attr:`ui_keys`) of each purchase event."""
+        return self._ui[1]
+
+    @cached_property
+    def ui_count(self) -> NDArray[np.float64]:
+        """Purchases of each (user, item) pair."""
+        return np.bincount(self.ui_inv, minlength=len(self.ui_keys)).astype(np.float64)
+
+    @cached_property
+    def ui_last(self) -> NDArray[np.float64]:
+        """Time of the last purchase of each (user, item) pair."""
+        last = np.full(len(self.ui_keys), -np.inf)
+        ev = self.dataset.events
+        np.maximum.at(last, self.ui_inv, ev.timestamp[self.buy].astype(np.float64))
+        return last
+
+    @cached_property
+    def user_n(self) -> NDArray[np.float32]:
+        """Purchases of each user."""
+        return np.bincount(self.buyer, minlength=self.n_users).astype(np.float32)
+
+    @cached_property
+    def trip_history(
+        self,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float32]]:
+        """``(ui_trips, ui_last_trip, user_last, user_trips)``: see :func:`_trip_history`."""
+        ev = self.dataset.events
+        return _trip_history(
+            ev.user[self.buy],
+            ev.timestamp[self.buy],
+            ev.order[self.buy],
+            self.ui_inv,
+            len(self.ui_keys),
+            self.n_users,
+        )
+
+    @property
+    def ui_trips(self) -> NDArray[np.float64]:
+        """Trips holding each (user, item) pair."""
+        return self.trip_history[0]
+
+    @property
+    def ui_last_trip(self) -> NDArray[np.float64]:
+        """Index of the user's last trip holding each (user, item) pair (0 = first trip)."""
+        return self.trip_history[1]
+
+    @property
+    def user_last(self) -> NDArray[np.float64]:
+        """Time of each user's last purchase (-inf without any)."""
+        return self.trip_history[2]
+
+    @property
+    def user_trips(self) -> NDArray[np.float32]:
+        """Trips of each user."""
+        return self.trip_history[3]
+
+    def share(
+        self, buyer: NDArray[np.integer], group: NDArray[np.integer], n_groups: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        """Sorted ``user * n_groups + group`` keys and the share of the user's purchases in each.
+
+        ``buyer`` and ``group`` are parallel, one entry per purchase (or per purchased token);
+        entries with ``group < 0`` are skipped.
+        """
+        ok = group >= 0
+        key = buyer[ok].astype(np.int64) * max(n_groups, 1) + group[ok]
+        keys, counts = np.unique(key, return_counts=True)
+        users = keys // max(n_groups, 1)
+        return keys, counts / np.maximum(self.user_n[users], 1.0)
+
+
+def _trip_history(
+    user: NDArray[np.int32],
+    timestamp: NDArray[np.int64],
+    order: NDArray[np.int32],
+    pair: NDArray[np.intp],
+    n_pairs: int,
+    n_users: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float32]]:
+    """Shopping-trip statistics of purchase events.
+
+    A trip is an order (``order >= 0``), else one purchase timestamp of the user. Returns,
+    per (user, item) pair id ``pair`` (n_pairs,): the number of the user's trips holding the
+    item and the index of the last such trip (0 = the user's first trip); per user
+    (n_users,): the time of the last purchase (-inf without any) and the number of trips.
+    """
+    ts = timestamp.astype(np.int64)
+    # a trip key per event: the order, or (for purchases without one) the event's time
+    trip_key = np.where(order >= 0, order.astype(np.int64), -1 - ts)
+    keys = np.unique(
+        np.column_stack([user.astype(np.int64), trip_key]), axis=0, return_inverse=True
+    )
+    trip_of = np.asarray(keys[1]).ravel()
+    trips = keys[0]
+    n_trips_total = len(trips)
+    start = np.full(n_trips_total, np.iinfo(np.int64).max)
+    np.minimum.at(start, trip_of, ts)
+    t_user = trips[:, 0]
+    by_time = np.lexsort((start, t_user))
+    first_of_user = np.searchsorted(t_user[by_time], np.arange(n_users))
+    idx = np.empty(n_trips_total, dtype=np.int64)
+    idx[by_time] = np.arange(n_trips_total) - first_of_user[t_user[by_time]]
+    user_trips = np.bincount(t_user, minlength=n_users).astype(np.float32)
+    user_last = np.full(n_users, -np.inf)
+    np.maximum.at(user_last, user, ts.astype(np.float64))
+    # distinct (pair, trip) for the trip counts
+    pt = np.unique(pair.astype(np.int64) * max(n_trips_total, 1) + trip_of)
+    p_of, t_of = pt // max(n_trips_total, 1), pt % max(n_trips_total, 1)
+    ui_trips = np.bincount(p_of, minlength=n_pairs).astype(np.float64)
+    ui_last_trip = np.full(n_pairs, -1.0)
+    np.maximum.at(ui_last_trip, p_of, idx[t_of].astype(np.float64))
+    return ui_trips, ui_last_trip, user_last, user_trips
+
+
+class FeatureBatch:
+    """The (seed, user, candidate) slots of one ``transform`` call, flattened.
+
+    Slot ``i`` is ``mixed.item.ravel()[i]`` (C order), for seed row ``i // width``.
+
+    Attributes
+    ----------
+    mixed : Candidates
+        The candidates (``item``, ``score``, ``source_score``, ``source_rank``, ``sources``).
+    n_seeds, width : int
+        Shape of ``mixed.item``.
+    n_items, n_users : int
+        Sizes of the fitted data (ids outside them are unknown).
+    cand : ndarray of int64
+        Candidate of each slot (-1 for padding); ``valid`` where it is real.
+    c : ndarray of int64
+        ``cand`` with padding mapped to item 0 (safe to index with).
+    s, s_ok, sc : ndarray
+        Seed of each slot, whether it is a known item, and ``s`` clipped to a valid index.
+    u, u_ok, uu : ndarray
+        User of each slot, whether it is a known user, and ``u`` with unknowns mapped to 0.
+    """
+
+    def __init__(
+        self,
+        seeds: NDArray[np.integer],
+        users: NDArray[np.integer],
+        mixed: Any,
+        *,
+        n_items: int,
+        n_users: int,
+    ) -> None:
+        self.mixed = mixed
+        self.n_items, self.n_users = int(n_items), int(n_users)
+        self.n_seeds, self.width = mixed.item.shape
+        self.cand = mixed.item.ravel().astype(np.int64)
+        self.valid = self.cand >= 0
+        self.c = np.maximum(self.cand, 0)
+        self.s = np.repeat(np.asarray(seeds, dtype=np.int64), self.width)
+        self.s_ok = (self.s >= 0) & (self.s < self.n_items)
+        self.sc = np.maximum(self.s, 0)
+        self.u = np.repeat(np.asarray(users, dtype=np.int64), self.width)
+        self.u_ok = (self.u >= 0) & (self.u < self.n_users)
+        self.uu = np.where(self.u_ok, self.u, 0)
+
+    def __len__(self) -> int:
+        return len(self.cand)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(self.mixed.sources)
+
+    @cached_property
+    def source_rank(self) -> NDArray[np.int32]:
+        """Each slot's rank in each source (n_slots, n_sources), -1 where not proposed."""
+        return self.mixed.source_rank.reshape(-1, len(self.sources))
+
+    @cached_property
+    def source_score(self) -> NDArray[np.float32]:
+        """Each slot's score in each source (n_slots, n_sources), NaN where not proposed."""
+        return self.mixed.source_score.reshape(-1, len(self.sources))
+
+    @cached_property
+    def ui_key(self) -> NDArray[np.int64]:
+        """``user * n_items + candidate`` of each slot (user 0 for unknown users)."""
+        return self.uu * self.n_items + self.c
+
+    def seed_value(self, a: NDArray[np.floating] | NDArray[np.integer]) -> NDArray[np.float64]:
+        """``a[seed]`` of each slot as float64, NaN for unknown seeds."""
+        return np.where(self.s_ok, a[self.sc], np.nan).astype(np.float64)
+
+    def nan(self) -> NDArray[np.float64]:
+        """A fresh all-NaN column."""
+        return np.full(len(self.cand), np.nan)
+
+
+class RankerFeature(ABC):
+    """One ranker feature: a named column of the feature matrix.
+
+    Subclasses are registered with :func:`register_feature` (which sets ``name``), learn in
+    :meth:`fit` (setting array attributes ending in ``_``, listed in ``_state`` so
+    ``FeatureSpace.save`` / ``load`` persist them generically), and compute their column in
+    :meth:`transform`. Missing values are NaN, never 0: LightGBM learns what absence means.
+    """
+
+    name: ClassVar[str] = ""
+    _state: ClassVar[tuple[str, ...]] = ()
+
+    def fit(self, data: FitContext) -> Self:
+        """Learn the feature's state from ``data``; stateless features just return self."""
+        return self
+
+    @abstractmethod
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        """The feature of every slot of ``batch``: shape (n_seeds * width,)."""
+
+    def state(self) -> dict[str, NDArray[Any]]:
+        """The fitted arrays by attribute name (``NotFittedError`` before :meth:`fit`)."""
+        missing = [a for a in self._state if not hasattr(self, a)]
+        if missing:
+            raise NotFittedError(
+                f"ranker feature {self.name!r} is not fitted (no {', '.join(missing)}); "
+                "call fit first"
+            )
+        return {a: getattr(self, a) for a in self._state}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+_REGISTRY: dict[str, type[RankerFeature]] = {}
+_F = TypeVar("_F", bound=type[RankerFeature])
+
+
+def register_feature(name: str) -> Callable[[_F], _F]:
+    """Class decorator: register a :class:`RankerFeature` under ``name``.
+
+    Names are lower-case identifiers (``[a-z][a-z0-9_]*``, no ``__``, which marks the
+    per-source columns). Registering a name already taken by another class raises
+    ``ValueError``. Classes defined inside recset are the built-in default features, in
+    registration order; any other is a plug-in, computed only when asked for.
+    """
+    if not _NAME.fullmatch(name) or "__" in name:
+        raise ValueError(f"ranker feature name {name!r} must match [a-z][a-z0-9_]* without '__'")
+
+    def deco(cls: _F) -> _F:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"ranker feature {name!r} is already registered by {_REGISTRY[name]}")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+_plugins_loaded = False
+
+
+def _load_plugins() -> None:
+    """Import the built-in features and the plug-ins of the ``recset.ranker_features`` group."""
+    global _plugins_loaded
+    import recset.ranking._builtin_features  # noqa: F401  (registers the built-ins)
+
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception:  # a broken plugin must not break recset
+            _log.exception("could not load ranker-feature plugin %s", ep.name)
+
+
+def registered_features() -> dict[str, type[RankerFeature]]:
+    """All registered ranker features by name (built-in and plug-ins)."""
+    _load_plugins()
+    return dict(_REGISTRY)
+
+
+def _is_builtin(cls: type[RankerFeature]) -> bool:
+    return cls.__module__.split(".", 1)[0] == "recset"
+
+
+def default_features() -> tuple[str, ...]:
+    """Names of the built-in features, in registration order (the default feature list)."""
+    import recset.ranking._builtin_features  # noqa: F401  (registers the built-ins)
+
+    return tuple(name for name, cls in _REGISTRY.items() if _is_builtin(cls))
+
+
+def get_feature(name: str) -> type[RankerFeature]:
+    """The feature class registered as ``name``; ``ConfigError`` lists the known names."""
+    known = registered_features()
+    if name not in known:
+        raise ConfigError(f"unknown ranker feature {name!r}; known features: {sorted(known)}")
+    return known[name]

@@ -1,0 +1,268 @@
+"""The ranker-feature registry: plug-in features, lookups, and FeatureSpace save / load."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import pytest
+import scipy.sparse as sparse
+
+from recset.data import PURCHASE, Dataset
+from recset.data.synthetic import SyntheticConfig, generate
+from recset.engine import Engine
+from recset.errors import ConfigError
+from recset.ranking import (
+    BASE_FEATURES,
+    USER_HISTORY,
+    FeatureBatch,
+    FeatureSpace,
+    FitContext,
+    RankerFeature,
+    _feature_base,
+    feature_names,
+    get_feature,
+    ranking_candidates,
+    register_feature,
+    registered_features,
+)
+from recset.signals import pair_lookup
+
+TOY = "toy_user_cand"
+
+# the column order of the built-ins before the registry: a reorder changes trained models
+_COLUMN_ORDER = (
+    "n_sources",
+    "fused_score",
+    "fused_rank",
+    "cand_pop",
+    "cand_pop_log",
+    "cand_pop_in_category",
+    "cand_trend",
+    "cand_repeat_rate",
+    "seed_pop_log",
+    "category_relatedness",
+    "same_brand",
+    "same_category",
+    "same_type",
+    "price_ratio_log",
+    "text_similarity",
+    "compatible",
+    "cand_age_days",
+    "user_bought_cand",
+    "user_days_since_cand",
+    "user_trips_since_cand",
+    "user_cand_trip_share",
+    "user_category_share",
+    "user_brand_share",
+    "user_aspect_share",
+    "user_n_purchases_log",
+    "user_n_trips_log",
+)
+
+
+@pytest.fixture(scope="module")
+def ds() -> Dataset:
+    syn = generate(SyntheticConfig(n_items=300, seed=11))
+    return Dataset.from_frames(syn.catalog, syn.events)
+
+
+@pytest.fixture(scope="module")
+def engine(ds: Dataset) -> Engine:
+    return Engine.build(ds, precompute=False)
+
+
+@pytest.fixture
+def clean_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Registrations made in the test are undone afterwards."""
+    registered_features()  # built-ins and installed plug-ins first
+    monkeypatch.setattr(_feature_base, "_REGISTRY", dict(_feature_base._REGISTRY))
+    yield
+
+
+@pytest.fixture
+def toy(clean_registry: None) -> type[RankerFeature]:
+    @register_feature(TOY)
+    class ToyUserCand(RankerFeature):
+        """2 * candidate + the user's purchases; NaN for an unknown user."""
+
+        _state = ("double_", "user_n_")
+
+        def fit(self, data: FitContext) -> Self:
+            self.double_ = 2.0 * np.arange(data.n_items)
+            self.user_n_ = data.user_n  # shared with user_n_purchases_log: stored once
+            return self
+
+        def transform(self, batch: FeatureBatch) -> np.ndarray:
+            return np.where(batch.u_ok, self.double_[batch.c] + self.user_n_[batch.uu], np.nan)
+
+    return ToyUserCand
+
+
+def _fit(ds: Dataset, engine: Engine, **kw: object) -> FeatureSpace:
+    rng = np.random.default_rng(2)
+    emb = rng.standard_normal((ds.n_items, 3)).astype(np.float32)
+    n_cat = ds.n_categories
+    rel = sparse.random(n_cat, n_cat, density=0.4, random_state=2, format="csr")
+    return FeatureSpace.fit(ds, engine.source_names, embeddings=emb, category_relatedness=rel, **kw)
+
+
+def _batch(ds: Dataset, engine: Engine, feats: FeatureSpace) -> tuple:
+    rng = np.random.default_rng(3)
+    seeds = rng.integers(0, ds.n_items, 20).astype(np.int32)
+    users = rng.integers(0, ds.n_users, 20).astype(np.int32)
+    users[:3] = -1
+    mixed = ranking_candidates(
+        engine.mixer.top(seeds, 12), feats, seeds, users, engine.mixer.available
+    )
+    return seeds, users, mixed
+
+
+def test_builtin_column_order_is_unchanged() -> None:
+    assert BASE_FEATURES == _COLUMN_ORDER
+    assert feature_names(("a", "b")) == ["a__score", "a__rank", "b__score", "b__rank"] + list(
+        _COLUMN_ORDER
+    )
+    assert all(get_feature(n).name == n for n in BASE_FEATURES)
+
+
+def test_plugin_feature_is_computed_saved_and_loaded(
+    ds: Dataset, engine: Engine, toy: type[RankerFeature], tmp_path: Path
+) -> None:
+    assert TOY not in _feature_base.default_features()  # plug-ins are not defaults
+    feats = _fit(ds, engine, user_candidates=5, extra_features=(TOY,))
+    assert feats.names == feature_names(feats.sources) + [TOY]
+    assert feats.sources[-1] == USER_HISTORY
+    seeds, users, mixed = _batch(ds, engine, feats)
+    X = feats.transform(seeds, users, mixed)
+    u = np.repeat(users, mixed.item.shape[1])
+    cand = mixed.item.ravel()
+    user_n = np.bincount(ds.events.user[ds.events.event == PURCHASE], minlength=ds.n_users)
+    ok = (cand >= 0) & (u >= 0)
+    want = 2.0 * cand[ok] + user_n[u[ok]]
+    assert np.array_equal(X[ok, -1], want.astype(np.float32))
+    assert np.isnan(X[(cand >= 0) & (u < 0), -1]).all()
+    feats.save(tmp_path / "f")
+    meta = json.loads((tmp_path / "f" / "ranker_features.json").read_text())
+    assert meta["meta"]["features"][-1] == TOY
+    assert meta["meta"]["aliases"][f"{TOY}.user_n_"] == "user_n_purchases_log.user_n_"
+    again = FeatureSpace.load(tmp_path / "f")
+    assert isinstance(again.features[-1], toy)
+    assert again.names == feats.names
+    assert np.array_equal(again.transform(seeds, users, mixed), X, equal_nan=True)
+
+
+def test_unloadable_plugin_after_unregistering(
+    ds: Dataset, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registered_features()
+    saved = dict(_feature_base._REGISTRY)
+    monkeypatch.setattr(_feature_base, "_REGISTRY", dict(saved))
+
+    @register_feature(TOY)
+    class Toy(RankerFeature):
+        def transform(self, batch: FeatureBatch) -> np.ndarray:
+            return batch.nan()
+
+    feats = _fit(ds, engine, extra_features=(TOY,))
+    feats.save(tmp_path / "f")
+    monkeypatch.setattr(_feature_base, "_REGISTRY", dict(saved))  # the plug-in is gone
+    with pytest.raises(ConfigError, match=rf"{TOY}.*does not register.*recset train-ranker"):
+        FeatureSpace.load(tmp_path / "f")
+
+
+def test_duplicate_registration_raises(clean_registry: None) -> None:
+    with pytest.raises(ValueError, match="already registered"):
+
+        @register_feature("cand_pop")
+        class Other(RankerFeature):
+            def transform(self, batch: FeatureBatch) -> np.ndarray:
+                return batch.nan()
+
+    with pytest.raises(ValueError, match="must match"):
+        register_feature("Bad__Name")
+    assert get_feature("cand_pop").__name__ == "CandPop"
+
+
+def test_unknown_feature_lists_known_names(ds: Dataset, engine: Engine) -> None:
+    with pytest.raises(ConfigError, match=r"unknown ranker feature 'nope'.*cand_pop"):
+        get_feature("nope")
+    with pytest.raises(ConfigError, match="known features"):
+        FeatureSpace.fit(ds, engine.source_names, extra_features=("nope",))
+    with pytest.raises(ConfigError, match="twice"):
+        FeatureSpace.fit(ds, engine.source_names, extra_features=("cand_pop",))
+
+
+def test_save_load_round_trip(ds: Dataset, engine: Engine, tmp_path: Path) -> None:
+    feats = _fit(ds, engine, user_candidates=5)
+    seeds, users, mixed = _batch(ds, engine, feats)
+    X = feats.transform(seeds, users, mixed)
+    feats.save(tmp_path / "f")
+    again = FeatureSpace.load(tmp_path / "f")
+    assert again.sources == feats.sources and again.names == feats.names
+    assert np.array_equal(again.user_top, feats.user_top)
+    assert np.array_equal(again.user_top_count, feats.user_top_count)
+    assert np.array_equal(again.transform(seeds, users, mixed), X, equal_nan=True)
+    items = mixed.item[:, :6]
+    assert np.array_equal(again.bought(users, items), feats.bought(users, items))
+    # the purchase table, read by several features, is stored once and shared again
+    with np.load(tmp_path / "f" / "ranker_features.npz") as z:
+        stored = set(z.files)
+    assert sum(k.endswith(".ui_keys_") or k.endswith(".ui_keys") for k in stored) == 1
+    keys = {id(f.ui_keys_) for f in again.features if hasattr(f, "ui_keys_")}
+    assert len(keys) == 1 and id(again.ui_keys) in keys
+    again.save(tmp_path / "g")  # a loaded space saves to the same arrays
+    with np.load(tmp_path / "g" / "ranker_features.npz") as z:
+        assert set(z.files) == stored
+
+
+def test_damaged_or_foreign_feature_directory_is_refused(
+    ds: Dataset, engine: Engine, tmp_path: Path
+) -> None:
+    feats = _fit(ds, engine)
+    d = tmp_path / "f"
+    feats.save(d)
+    doc_path = d / "ranker_features.json"
+    doc = json.loads(doc_path.read_text())
+    # an array missing (e.g. a feature whose state grew since the file was written)
+    with np.load(d / "ranker_features.npz") as z:
+        kept = {k: z[k] for k in z.files if k != "user_aspect_share.ut_share_"}
+    np.savez(d / "ranker_features.npz", allow_pickle=False, **kept)
+    doc["arrays"] = sorted(kept)
+    doc_path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=r"ut_share_.*recset train-ranker"):
+        FeatureSpace.load(d)
+    # a feature this recset does not register
+    feats.save(d)
+    doc = json.loads(doc_path.read_text())
+    doc["meta"]["features"][0] = "renamed_feature"
+    doc_path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=r"renamed_feature.*recset train-ranker"):
+        FeatureSpace.load(d)
+    # another format version
+    feats.save(d)
+    doc = json.loads(doc_path.read_text())
+    doc["format_version"] = 0
+    doc_path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=r"version 0.*recset train-ranker"):
+        FeatureSpace.load(d)
+    # nothing there at all
+    with pytest.raises(ConfigError, match=r"missing.*recset train-ranker"):
+        FeatureSpace.load(tmp_path / "none")
+
+
+def test_mismatched_sources_are_refused(ds: Dataset, engine: Engine) -> None:
+    feats = _fit(ds, engine, user_candidates=5)
+    mixed = engine.mixer.top(np.array([1, 2], np.int32), 5)  # no user_history source
+    with pytest.raises(ValueError, match="the features expect"):
+        feats.transform(np.array([1, 2]), np.array([0, 1]), mixed)
+
+
+def test_pair_lookup() -> None:
+    keys = np.array([3, 7, 10], np.int64)
+    vals = np.array([0.5, 1.5, 2.5])
+    got = pair_lookup(keys, vals, np.array([7, 0, 10, 11, 3], np.int64))
+    assert np.array_equal(got, [1.5, np.nan, 2.5, np.nan, 0.5], equal_nan=True)
+    empty = pair_lookup(np.zeros(0, np.int64), np.zeros(0), np.array([1, 2], np.int64))
+    assert np.isnan(empty).all()
