@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from recset.data._format import EVENT_TYPES, LoadReport, OnBadRows, read_validated
 from recset.data._ids import IdMap
-from recset.errors import DataError
+from recset.errors import ConfigError, DataError
 
 EventName = Literal["view", "add_to_cart", "purchase"]
 
@@ -29,7 +29,7 @@ def _event_code(event: str) -> int:
     try:
         return EVENT_TYPES.index(event)
     except ValueError:
-        raise ValueError(
+        raise ConfigError(
             f"The 'event' parameter must be one of {list(EVENT_TYPES)}. Got {event!r} instead."
         ) from None
 
@@ -357,7 +357,7 @@ class Dataset:
         if half_life_days is None:
             return np.ones(n, dtype=np.float32)
         if half_life_days <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"The 'half_life_days' parameter must be > 0. Got {half_life_days} instead."
             )
         ref = self.time_range[1] if now is None else now
@@ -401,7 +401,7 @@ class Dataset:
         Keeping the id maps means models fitted on one part can score the other.
         """
         if mask.shape != (len(self.events),):
-            raise ValueError(
+            raise ConfigError(
                 f"The 'mask' parameter must have shape ({len(self.events)},). "
                 f"Got {mask.shape} instead."
             )
@@ -423,7 +423,7 @@ class Dataset:
         in the window from the returned time on.
         """
         if not 0.0 < q < 1.0:
-            raise ValueError(f"The 'q' parameter must be in (0, 1). Got {q} instead.")
+            raise ConfigError(f"The 'q' parameter must be in (0, 1). Got {q} instead.")
         times = np.sort(self.baskets.timestamp)
         if times.size == 0:
             raise DataError(f"{self.name}: no baskets (purchases with an order_id) to split on")

@@ -19,7 +19,7 @@ from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
 from recset.data import Dataset
-from recset.errors import ConfigError, DataError
+from recset.errors import ConfigError, DataError, ParameterTypeError
 from recset.personalization._config import NeuralConfig
 from recset.personalization._data import (
     NegativeSampler,
@@ -355,7 +355,7 @@ def train_neural(
     cfg = config or NeuralConfig()
     device = resolve_device(cfg.device)
     if signals is not None and signals.dataset is not train:
-        raise ValueError("the 'signals' parameter was computed on another dataset")
+        raise ConfigError("the 'signals' parameter was computed on another dataset")
     sig = signals or Signals(train)
     if features is None:
         from recset.recall._text import TextEmbeddingConfig, embed_items
@@ -517,7 +517,7 @@ class NeuralModel:
     config: NeuralConfig
 
     def __init__(self) -> None:  # use train_neural or load
-        raise TypeError("build a NeuralModel with train_neural() or NeuralModel.load()")
+        raise ParameterTypeError("build a NeuralModel with train_neural() or NeuralModel.load()")
 
     @classmethod
     def _build(
@@ -613,7 +613,7 @@ class NeuralModel:
         """``(u, v)``: weighting (neutral: ones) and seed offset (neutral: zeros), (B, k)."""
         users = np.asarray(users)
         if users.ndim != 1:
-            raise ValueError(f"The 'users' parameter must be 1-D. Got shape {users.shape}.")
+            raise ConfigError(f"The 'users' parameter must be 1-D. Got shape {users.shape}.")
         k = self.config.embedding_size
         u_out = np.ones((len(users), k), dtype=np.float32)
         v_out = np.zeros((len(users), k), dtype=np.float32)
@@ -721,12 +721,12 @@ class NeuralModel:
         items = np.asarray(items)
         base_scores = np.asarray(base_scores)
         if items.ndim != 2 or base_scores.shape != items.shape:
-            raise ValueError(
+            raise ConfigError(
                 "The 'items' and 'base_scores' parameters must be 2-D arrays of one shape. "
                 f"Got {items.shape} and {base_scores.shape} instead."
             )
         if seeds.shape != (len(items),) or users.shape != (len(items),):
-            raise ValueError(
+            raise ConfigError(
                 f"The 'seeds' and 'users' parameters must have shape ({len(items)},). "
                 f"Got {seeds.shape} and {users.shape} instead."
             )
