@@ -1,5 +1,11 @@
 """Datasets: the canonical format, validation, id maps, loaders and the synthetic generator."""
 
+from recset.data._aspects import (
+    MAX_ASPECT_TOKENS,
+    aspect_tokens,
+    aspect_values,
+    decode_aspects,
+)
 from recset.data._dataset import (
     ADD_TO_CART,
     PURCHASE,
@@ -33,10 +39,14 @@ __all__ = [
     "Dataset",
     "Events",
     "Groups",
+    "MAX_ASPECT_TOKENS",
     "IdMap",
     "LoadReport",
     "RowError",
+    "aspect_tokens",
+    "aspect_values",
     "catalog_frame",
+    "decode_aspects",
     "load_dataset",
     "read_validated",
     "write_dataset",

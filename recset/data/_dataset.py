@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -14,6 +13,7 @@ import pandas as pd
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from recset.data._aspects import aspect_values, decode_aspects
 from recset.data._format import EVENT_TYPES, LoadReport, OnBadRows, read_validated
 from recset.data._ids import IdMap
 from recset.errors import ConfigError, DataError
@@ -72,15 +72,11 @@ class Catalog:
 
     def aspect(self, item: int) -> dict[str, object]:
         """The decoded aspects of one item (an empty dict when it has none)."""
-        raw = self.aspects[item]
-        return {} if raw is None else dict(json.loads(raw))
+        return decode_aspects(self.aspects[item])
 
     def aspect_values(self, key: str) -> NDArray[np.object_]:
         """The value of aspect ``key`` for every item (``None`` where absent), shape (n_items,)."""
-        out = np.empty(len(self.aspects), dtype=object)
-        for i, raw in enumerate(self.aspects):
-            out[i] = None if raw is None else json.loads(raw).get(key)
-        return out
+        return aspect_values(self.aspects, key)
 
 
 @dataclass(frozen=True)
