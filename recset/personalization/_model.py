@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -867,3 +869,50 @@ def _load_state(module: torch.nn.Module, path: Path, device: torch.device) -> No
         module.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError, OSError) as e:
         raise ConfigError(f"{path}: cannot load the weights ({e})") from e
+
+
+def save_item_embeddings(model: NeuralModel, path: str | os.PathLike[str]) -> Path:
+    """Write a trained model's item embeddings for the ``gnn_neighbors`` recall source.
+
+    The file is the artifact that connects the neural stage to recall: neural training
+    writes it, ``gnn_neighbors`` (``embeddings = "<path>"``) only reads it, so recall never
+    trains or imports the neural stage.
+
+    Parameters
+    ----------
+    model : NeuralModel
+        A trained model (e.g. ``train_neural(ds, NeuralConfig(stages="gnn"))``).
+    path : str or PathLike
+        Destination file, conventionally ``*.npz``; parent directories are created and an
+        existing file is replaced.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Notes
+    -----
+    One ``.npz`` (written without pickle) with two float32 arrays of shape
+    ``(n_items, embedding_size)``: ``embeddings`` (:meth:`NeuralModel.item_embeddings`,
+    ``theta``) and ``query_embeddings`` (:meth:`NeuralModel.query_embeddings`, the seed-side
+    vectors ``P(theta)``, which ``gnn_neighbors`` searches with). The bytes go to a temporary
+    file in the same directory that is then renamed over ``path``, so a reader sees the old
+    file or the new one, never a partial one.
+    """
+    from recset.storage import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        embeddings=model.item_embeddings(),
+        query_embeddings=model.query_embeddings(),
+        allow_pickle=False,
+    )
+    out = atomic_write_bytes(path, buf.getvalue())
+    _log.info(
+        "neural: item embeddings %s and query embeddings written to %s",
+        model.theta_.shape,
+        out,
+    )
+    return out
