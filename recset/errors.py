@@ -16,6 +16,10 @@ class ConfigError(RecsetError, ValueError):
     """A configuration file or value is invalid (names the file, key and allowed values)."""
 
 
+class ParameterTypeError(ConfigError, TypeError):
+    """An argument has the wrong type (also a ``TypeError``, for code that catches that)."""
+
+
 class DataError(RecsetError, ValueError):
     """Input data is missing, unreadable or malformed (names the file and rows)."""
 

@@ -1,5 +1,11 @@
 """Datasets: the canonical format, validation, id maps, loaders and the synthetic generator."""
 
+from recset.data._aspects import (
+    MAX_ASPECT_TOKENS,
+    aspect_tokens,
+    aspect_values,
+    decode_aspects,
+)
 from recset.data._dataset import (
     ADD_TO_CART,
     PURCHASE,
@@ -41,14 +47,18 @@ __all__ = [
     "Dataset",
     "Events",
     "Groups",
+    "MAX_ASPECT_TOKENS",
     "IdMap",
     "LoadReport",
     "Queries",
     "RowError",
     "Split",
     "Targets",
+    "aspect_tokens",
+    "aspect_values",
     "basket_queries",
     "catalog_frame",
+    "decode_aspects",
     "leave_last_split",
     "load_dataset",
     "read_validated",

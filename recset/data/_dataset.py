@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -14,9 +13,10 @@ import pandas as pd
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from recset.data._aspects import aspect_values, decode_aspects
 from recset.data._format import EVENT_TYPES, LoadReport, OnBadRows, read_validated
 from recset.data._ids import IdMap
-from recset.errors import DataError
+from recset.errors import ConfigError, DataError
 
 EventName = Literal["view", "add_to_cart", "purchase"]
 
@@ -29,7 +29,7 @@ def _event_code(event: str) -> int:
     try:
         return EVENT_TYPES.index(event)
     except ValueError:
-        raise ValueError(
+        raise ConfigError(
             f"The 'event' parameter must be one of {list(EVENT_TYPES)}. Got {event!r} instead."
         ) from None
 
@@ -72,15 +72,11 @@ class Catalog:
 
     def aspect(self, item: int) -> dict[str, object]:
         """The decoded aspects of one item (an empty dict when it has none)."""
-        raw = self.aspects[item]
-        return {} if raw is None else dict(json.loads(raw))
+        return decode_aspects(self.aspects[item])
 
     def aspect_values(self, key: str) -> NDArray[np.object_]:
         """The value of aspect ``key`` for every item (``None`` where absent), shape (n_items,)."""
-        out = np.empty(len(self.aspects), dtype=object)
-        for i, raw in enumerate(self.aspects):
-            out[i] = None if raw is None else json.loads(raw).get(key)
-        return out
+        return aspect_values(self.aspects, key)
 
 
 @dataclass(frozen=True)
@@ -357,7 +353,7 @@ class Dataset:
         if half_life_days is None:
             return np.ones(n, dtype=np.float32)
         if half_life_days <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"The 'half_life_days' parameter must be > 0. Got {half_life_days} instead."
             )
         ref = self.time_range[1] if now is None else now
@@ -401,7 +397,7 @@ class Dataset:
         Keeping the id maps means models fitted on one part can score the other.
         """
         if mask.shape != (len(self.events),):
-            raise ValueError(
+            raise ConfigError(
                 f"The 'mask' parameter must have shape ({len(self.events)},). "
                 f"Got {mask.shape} instead."
             )
@@ -423,7 +419,7 @@ class Dataset:
         in the window from the returned time on.
         """
         if not 0.0 < q < 1.0:
-            raise ValueError(f"The 'q' parameter must be in (0, 1). Got {q} instead.")
+            raise ConfigError(f"The 'q' parameter must be in (0, 1). Got {q} instead.")
         times = np.sort(self.baskets.timestamp)
         if times.size == 0:
             raise DataError(f"{self.name}: no baskets (purchases with an order_id) to split on")

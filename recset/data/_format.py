@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from recset.errors import DataError
+from recset.errors import ConfigError, DataError
 
 _log = logging.getLogger(__name__)
 
@@ -320,9 +320,9 @@ def read_validated(
     (``quarantine_dir`` is required then) and the rest is returned.
     """
     if on_bad_rows not in ("error", "skip"):
-        raise ValueError(f"on_bad_rows must be 'error' or 'skip'. Got {on_bad_rows!r} instead.")
+        raise ConfigError(f"on_bad_rows must be 'error' or 'skip'. Got {on_bad_rows!r} instead.")
     if on_bad_rows == "skip" and quarantine_dir is None:
-        raise ValueError("on_bad_rows='skip' needs a quarantine_dir for the bad rows")
+        raise ConfigError("on_bad_rows='skip' needs a quarantine_dir for the bad rows")
     directory = Path(path)
     if not directory.is_dir():
         raise DataError(f"{directory}: not a dataset directory (it does not exist or is a file)")

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from recset.errors import DataError
+
 
 class IdMap:
     """A bijection between external string ids and dense ``int32`` indices ``0..n-1``.
@@ -33,7 +35,7 @@ class IdMap:
         index = pd.Index([v if isinstance(v, str) else str(v) for v in ids], dtype=object)
         if not index.is_unique:
             dup = index[index.duplicated()][:5].tolist()
-            raise ValueError(f"IdMap ids must be unique; duplicated: {dup}")
+            raise DataError(f"IdMap ids must be unique; duplicated: {dup}")
         self._ids: NDArray[np.object_] = index.to_numpy(dtype=object)
         self._index = index
 

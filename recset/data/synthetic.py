@@ -105,7 +105,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from recset.data._format import EVENT_TYPES, write_dataset
-from recset.errors import DataError
+from recset.errors import ConfigError, DataError
 
 __all__ = ["SyntheticConfig", "SyntheticData", "generate", "write_synthetic"]
 
@@ -405,8 +405,8 @@ class SyntheticConfig:
     max_truth_pairs: int = 200_000
 
     def __post_init__(self) -> None:
-        def bad(name: str, expected: str) -> ValueError:
-            return ValueError(
+        def bad(name: str, expected: str) -> ConfigError:
+            return ConfigError(
                 f"The {name!r} parameter of SyntheticConfig must be {expected}. "
                 f"Got {getattr(self, name)!r} instead."
             )

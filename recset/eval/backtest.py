@@ -12,6 +12,7 @@ import copy
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,12 +40,14 @@ from recset.eval.metrics import KS, hit_matrix, per_query, summarize
 from recset.pipeline import Request
 from recset.ranking import RankerConfig, train_ranker
 from recset.recall import embed_items
+from recset.signals import Signals
 
 _log = logging.getLogger(__name__)
 
 K_MAX = max(KS)
 CHUNK = 20_000
 LEVELS = ("item", "type", "category")
+
 
 @dataclass
 class BacktestResult:
@@ -142,21 +145,57 @@ def _reconfigured(model: Any, **update: Any) -> Any:
     return new
 
 
-def _with_gnn(config: Config | None) -> Config:
-    """``config`` with a trained ``gnn_neighbors`` source in the default mix (before the
-    fallback), unless a mix already has one."""
+def _with_gnn(config: Config | None, embeddings: str | os.PathLike[str]) -> Config:
+    """``config`` with a ``gnn_neighbors`` source reading ``embeddings`` in the default mix
+    (before the fallback), unless a mix already has one."""
     base = config or config_from_dict({})
     data = base.to_dict()
-    if any("gnn_neighbors" in m.sources for m in base.mixes().values()):
+    if _has_gnn(base):
         return base
     sources = list(base.mix.sources)
     fb = base.build.fallback
     sources.insert(sources.index(fb) if fb in sources else len(sources), "gnn_neighbors")
     data["mix"]["sources"] = sources
     gnn = data["sources"].get("gnn_neighbors", {})
-    gnn.update({"train": True, "neural": {**data["neural"], "stages": "gnn"}})
+    gnn["embeddings"] = os.fspath(embeddings)
     data["sources"]["gnn_neighbors"] = gnn
     return config_from_dict(data, where="<backtest: mix + gnn_neighbors>")
+
+
+def _has_gnn(config: Config) -> bool:
+    """Whether a mix of ``config`` already has a ``gnn_neighbors`` source."""
+    return any("gnn_neighbors" in m.sources for m in config.mixes().values())
+
+
+def _gnn_embeddings(
+    data: Dataset, config: Config, path: Path, *, show_progress: bool = False
+) -> Path:
+    """Train the GNN (``config.neural``, stage ``"gnn"``) on ``data``; write its embeddings.
+
+    The embeddings are the neural stage's artifact, which ``gnn_neighbors`` only reads; the
+    signals are the ones the engine's build computes for ``data`` and ``config``.
+    """
+    from recset.personalization import save_item_embeddings, train_neural
+
+    signals = Signals(
+        data,
+        half_life_days=config.build.half_life_days or None,
+        max_group_size=config.build.max_group_size,
+    )
+    model = train_neural(
+        data,
+        config.neural.model_copy(update={"stages": "gnn"}),
+        signals=signals,
+        show_progress=show_progress,
+    )
+    return save_item_embeddings(model, path)
+
+
+def _ranker_fit_part(train: Dataset, rc: Any) -> Dataset:
+    """The part of ``train`` that :func:`train_ranker` fits its recall sources on."""
+    if rc.label_split == "leave_last":
+        return leave_last_split(train).train
+    return time_split(train, test_share=rc.label_share).train
 
 
 def _neural_systems(
@@ -171,11 +210,30 @@ def _neural_systems(
     from recset.personalization import train_personalizer, train_type_transition
 
     base_cfg = config or config_from_dict({})
-    cfg = _with_gnn(config)
-    engine = Engine.build(train, cfg, show_progress=show_progress)
-    model = train_ranker(
-        train, cfg, rc, mixer=engine.mixer, embeddings=emb, show_progress=show_progress
-    )
+    with tempfile.TemporaryDirectory(prefix="recset-gnn-") as tmp:
+        # the GNN is trained on the data of each fit: all of ``train`` for the engine, the
+        # ranker's fit part for the sources the ranker trains on (no label-window leak)
+        if _has_gnn(base_cfg):
+            cfg = ranker_cfg = base_cfg
+        else:
+            cfg = _with_gnn(
+                config,
+                _gnn_embeddings(
+                    train, base_cfg, Path(tmp) / "train.npz", show_progress=show_progress
+                ),
+            )
+            fit_part = _ranker_fit_part(train, rc)
+            ranker_cfg = _with_gnn(
+                config,
+                _gnn_embeddings(
+                    fit_part, base_cfg, Path(tmp) / "fit.npz", show_progress=show_progress
+                ),
+            )
+        # the files are read when the sources are fitted, and not needed after
+        engine = Engine.build(train, cfg, show_progress=show_progress)
+        model = train_ranker(
+            train, ranker_cfg, rc, mixer=engine.mixer, embeddings=emb, show_progress=show_progress
+        )
     ranked = engine.with_ranker(model)
     personal = train_personalizer(
         train, base_cfg.neural.model_copy(update={"stages": "gnn+pr"}), show_progress=show_progress

@@ -11,6 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from recset.data import Targets
+from recset.errors import DataError
 
 KS: tuple[int, ...] = (1, 3, 5, 10, 20)
 
@@ -23,7 +24,7 @@ def hit_matrix(recs: NDArray[np.integer], targets: Targets) -> NDArray[np.bool_]
     """
     recs = np.asarray(recs, dtype=np.int64)
     if recs.shape[0] != targets.n_queries:
-        raise ValueError(
+        raise DataError(
             f"recs has {recs.shape[0]} rows but there are {targets.n_queries} target sets"
         )
     width = int(max(recs.max(initial=0), targets.item.max(initial=0))) + 2

@@ -1,9 +1,10 @@
 """Neural personalization: GNN product embeddings, transformer user encoder, re-ranking,
 type-transition diversification.
 
-``NeuralConfig`` and ``TypeTransitionConfig`` are importable without torch. :func:`train_neural` and
-:class:`NeuralModel` need the ``neural`` extra (torch, torch_geometric) and import it on
-first access, so ``import recset`` (and this package) never imports torch.
+``NeuralConfig`` and ``TypeTransitionConfig`` are importable without torch.
+:func:`train_neural`, :func:`save_item_embeddings` and :class:`NeuralModel` need the
+``neural`` extra (torch, torch_geometric) and import it on first access, so ``import recset``
+(and this package) never imports torch.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from recset.personalization._stage import (
 from recset.personalization._type_transition_config import TypeTransitionConfig
 
 if TYPE_CHECKING:
-    from recset.personalization._model import NeuralModel, train_neural
+    from recset.personalization._model import NeuralModel, save_item_embeddings, train_neural
     from recset.personalization._type_transition import TypeTransition, train_type_transition
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Personalizer",
     "TypeTransition",
     "TypeTransitionConfig",
+    "save_item_embeddings",
     "train_neural",
     "train_personalizer",
     "train_type_transition",
@@ -38,7 +40,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("NeuralModel", "train_neural"):
+    if name in ("NeuralModel", "save_item_embeddings", "train_neural"):
         from recset.personalization._torch import require_torch
 
         require_torch()

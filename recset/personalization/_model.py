@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -19,7 +21,7 @@ from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
 from recset.data import Dataset
-from recset.errors import ConfigError, DataError
+from recset.errors import ConfigError, DataError, ParameterTypeError
 from recset.personalization._config import NeuralConfig
 from recset.personalization._data import (
     NegativeSampler,
@@ -355,7 +357,7 @@ def train_neural(
     cfg = config or NeuralConfig()
     device = resolve_device(cfg.device)
     if signals is not None and signals.dataset is not train:
-        raise ValueError("the 'signals' parameter was computed on another dataset")
+        raise ConfigError("the 'signals' parameter was computed on another dataset")
     sig = signals or Signals(train)
     if features is None:
         from recset.recall._text import TextEmbeddingConfig, embed_items
@@ -517,7 +519,7 @@ class NeuralModel:
     config: NeuralConfig
 
     def __init__(self) -> None:  # use train_neural or load
-        raise TypeError("build a NeuralModel with train_neural() or NeuralModel.load()")
+        raise ParameterTypeError("build a NeuralModel with train_neural() or NeuralModel.load()")
 
     @classmethod
     def _build(
@@ -613,7 +615,7 @@ class NeuralModel:
         """``(u, v)``: weighting (neutral: ones) and seed offset (neutral: zeros), (B, k)."""
         users = np.asarray(users)
         if users.ndim != 1:
-            raise ValueError(f"The 'users' parameter must be 1-D. Got shape {users.shape}.")
+            raise ConfigError(f"The 'users' parameter must be 1-D. Got shape {users.shape}.")
         k = self.config.embedding_size
         u_out = np.ones((len(users), k), dtype=np.float32)
         v_out = np.zeros((len(users), k), dtype=np.float32)
@@ -721,12 +723,12 @@ class NeuralModel:
         items = np.asarray(items)
         base_scores = np.asarray(base_scores)
         if items.ndim != 2 or base_scores.shape != items.shape:
-            raise ValueError(
+            raise ConfigError(
                 "The 'items' and 'base_scores' parameters must be 2-D arrays of one shape. "
                 f"Got {items.shape} and {base_scores.shape} instead."
             )
         if seeds.shape != (len(items),) or users.shape != (len(items),):
-            raise ValueError(
+            raise ConfigError(
                 f"The 'seeds' and 'users' parameters must have shape ({len(items)},). "
                 f"Got {seeds.shape} and {users.shape} instead."
             )
@@ -867,3 +869,50 @@ def _load_state(module: torch.nn.Module, path: Path, device: torch.device) -> No
         module.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError, OSError) as e:
         raise ConfigError(f"{path}: cannot load the weights ({e})") from e
+
+
+def save_item_embeddings(model: NeuralModel, path: str | os.PathLike[str]) -> Path:
+    """Write a trained model's item embeddings for the ``gnn_neighbors`` recall source.
+
+    The file is the artifact that connects the neural stage to recall: neural training
+    writes it, ``gnn_neighbors`` (``embeddings = "<path>"``) only reads it, so recall never
+    trains or imports the neural stage.
+
+    Parameters
+    ----------
+    model : NeuralModel
+        A trained model (e.g. ``train_neural(ds, NeuralConfig(stages="gnn"))``).
+    path : str or PathLike
+        Destination file, conventionally ``*.npz``; parent directories are created and an
+        existing file is replaced.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Notes
+    -----
+    One ``.npz`` (written without pickle) with two float32 arrays of shape
+    ``(n_items, embedding_size)``: ``embeddings`` (:meth:`NeuralModel.item_embeddings`,
+    ``theta``) and ``query_embeddings`` (:meth:`NeuralModel.query_embeddings`, the seed-side
+    vectors ``P(theta)``, which ``gnn_neighbors`` searches with). The bytes go to a temporary
+    file in the same directory that is then renamed over ``path``, so a reader sees the old
+    file or the new one, never a partial one.
+    """
+    from recset.storage import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        embeddings=model.item_embeddings(),
+        query_embeddings=model.query_embeddings(),
+        allow_pickle=False,
+    )
+    out = atomic_write_bytes(path, buf.getvalue())
+    _log.info(
+        "neural: item embeddings %s and query embeddings written to %s",
+        model.theta_.shape,
+        out,
+    )
+    return out

@@ -22,15 +22,34 @@ def require_torch() -> None:
         raise ImportError(f"{_INSTALL} (missing: {', '.join(missing)})")
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without CUDA is an error."""
+def resolve_device(device: str, owner: str = "NeuralConfig") -> torch.device:
+    """The torch device for a ``device`` setting: the one rule of every neural component.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda"}
+        ``"auto"`` is CUDA when torch sees a CUDA device, else CPU.
+    owner : str, default="NeuralConfig"
+        What the setting belongs to, named in the error message (e.g.
+        ``"TypeTransitionConfig"``).
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ConfigError
+        ``device`` is ``"cuda"`` but torch sees no CUDA device, or ``device`` is not one of
+        the three values.
+    """
     import torch
 
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
-            "The 'device' parameter of NeuralConfig is 'cuda' but torch sees no CUDA device; "
+            f"The 'device' parameter of {owner} is 'cuda' but torch sees no CUDA device; "
             "use 'auto' or 'cpu'."
         )
     if device not in ("cpu", "cuda"):

@@ -47,6 +47,7 @@ from pydantic import ValidationError
 
 from recset.data import Dataset
 from recset.errors import ConfigError, DataError, NotFittedError
+from recset.personalization._torch import resolve_device
 from recset.personalization._type_transition_config import TypeTransitionConfig
 from recset.signals import Signals
 
@@ -170,19 +171,13 @@ def type_pair_counts(
 # --------------------------------------------------------------------------- torch parts
 
 
-def _resolve_device(device: str) -> str:
-    import torch
+def _resolve_device(device: str, owner: str) -> str:
+    """``"cpu"`` or ``"cuda"`` by the shared rule of :func:`resolve_device`, as a str.
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("The 'device' parameter is 'cuda', but torch finds no CUDA device.")
-    if device not in ("cpu", "cuda"):
-        raise ConfigError(
-            "The 'device' parameter must be one of ['auto', 'cpu', 'cuda']. "
-            f"Got {device!r} instead."
-        )
-    return device
+    The training statistics store the device as this str. Asking for CUDA when torch sees
+    none is a :class:`ConfigError` naming ``owner``.
+    """
+    return resolve_device(device, owner=owner).type
 
 
 def _build_module(n_types: int, config: TypeTransitionConfig) -> torch.nn.Module:
@@ -363,7 +358,7 @@ class TypeTransition:
         if len(pool) < 2:
             raise DataError(f"{train.name}: fewer than two {level}s co-purchased")
 
-        device = _resolve_device(cfg.device)
+        device = _resolve_device(cfg.device, "TypeTransitionConfig")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             module = _build_module(n_types, cfg).to(device)
@@ -886,7 +881,7 @@ class TypeTransition:
                 f"({n_items} items, {n_types} types)"
             )
 
-        dev = _resolve_device(device)
+        dev = _resolve_device(device, "TypeTransition.load")
         weights_path = directory / _WEIGHTS
         try:
             state = torch.load(weights_path, map_location=dev, weights_only=True)

@@ -7,53 +7,20 @@ moving a class changes trained models. Append new features at the end.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections import Counter
 from functools import cached_property
 from typing import ClassVar, Self
 
 import numpy as np
 from numpy.typing import NDArray
 
+from recset.data import aspect_tokens
 from recset.ranking._feature_base import FeatureBatch, FitContext, RankerFeature, register_feature
 from recset.signals import csr_gather, pair_lookup
 
 _log = logging.getLogger(__name__)
 
 _DAY = 86_400.0
-
-MAX_ASPECT_TOKENS = 1024
-"""Most frequent ``key=value`` aspect tokens kept for the ``user_aspect_share`` feature."""
-
-
-def aspect_tokens(
-    aspects: NDArray[np.object_], max_tokens: int = MAX_ASPECT_TOKENS
-) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
-    """Each item's ``key=value`` aspect tokens as CSR ``(indptr (n+1,), token ids)``.
-
-    Only tokens carried by at least two items are kept (a value unique to one item says
-    nothing about taste), and of those the ``max_tokens`` most frequent (ties by token text).
-    Values that are not scalars (lists, objects) and nulls are skipped.
-    """
-    parsed: list[list[str]] = []
-    for raw in aspects:
-        toks: list[str] = []
-        if raw is not None:
-            for key, value in json.loads(raw).items():
-                if value is None or isinstance(value, list | dict):
-                    continue
-                toks.append(f"{key}={value}")
-        parsed.append(sorted(set(toks)))
-    counts = Counter(t for toks in parsed for t in toks)
-    frequent = sorted((t for t, c in counts.items() if c >= 2), key=lambda t: (-counts[t], t))
-    vocab = {t: j for j, t in enumerate(frequent[:max_tokens])}
-    rows = [[vocab[t] for t in toks if t in vocab] for toks in parsed]
-    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum([len(r) for r in rows], out=indptr[1:])
-    flat = np.fromiter((j for r in rows for j in r), dtype=np.int32, count=int(indptr[-1]))
-    return indptr, flat
-
 
 def _n_groups(ids: NDArray[np.integer]) -> int:
     """Key multiplier of (user, group) pairs: the largest id + 1, at least 1."""

@@ -396,10 +396,9 @@ _plugins_loaded = False
 
 
 def _load_plugins() -> None:
-    """Import the built-in features and the plug-ins of the ``recset.ranker_features`` group."""
+    """Import the plug-ins of the ``recset.ranker_features`` group (the built-ins register
+    when :mod:`recset.ranking` is imported)."""
     global _plugins_loaded
-    import recset.ranking._builtin_features  # noqa: F401  (registers the built-ins)
-
     if _plugins_loaded:
         return
     _plugins_loaded = True
@@ -422,8 +421,6 @@ def _is_builtin(cls: type[RankerFeature]) -> bool:
 
 def default_features() -> tuple[str, ...]:
     """Names of the built-in features, in registration order (the default feature list)."""
-    import recset.ranking._builtin_features  # noqa: F401  (registers the built-ins)
-
     return tuple(name for name, cls in _REGISTRY.items() if _is_builtin(cls))
 
 

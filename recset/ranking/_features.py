@@ -19,10 +19,10 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from recset.data import Dataset
+from recset.data import MAX_ASPECT_TOKENS, Dataset, aspect_tokens
 from recset.errors import ConfigError, StorageError
 from recset.pipeline import Candidates
-from recset.ranking._builtin_features import MAX_ASPECT_TOKENS, aspect_tokens
+from recset.ranking import _builtin_features  # noqa: F401  (registers the built-in features)
 from recset.ranking._feature_base import (
     FeatureBatch,
     FitContext,

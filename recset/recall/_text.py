@@ -13,7 +13,6 @@ gensim is imported inside :func:`embed_items` so that ``import recset`` never pa
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -24,7 +23,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 from pydantic import Field
 
-from recset.data import Dataset
+from recset.data import Dataset, decode_aspects
 from recset.recall._base import SourceConfig
 
 _log = logging.getLogger(__name__)
@@ -97,16 +96,8 @@ def _aspect_tokens(raw: str | None) -> list[str]:
     The qualified token tells ``model=cam-117`` (a camera) apart from
     ``compatible_model=cam-117`` (a lens for it), which share the bare word.
     """
-    if not raw:
-        return []
-    try:
-        aspects = json.loads(raw)
-    except ValueError:
-        return []
-    if not isinstance(aspects, dict):
-        return []
     out: list[str] = []
-    for key, value in aspects.items():
+    for key, value in decode_aspects(raw).items():
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             words = _words(str(value))
             out.extend(words)

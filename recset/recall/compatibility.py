@@ -15,7 +15,6 @@ seed's ``model`` (shared/seeds/recall-sets-at-marketplace-scale.txt, "Compatibil
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import ClassVar, Self
@@ -25,7 +24,7 @@ import pandas as pd
 from numpy.typing import NDArray
 from pydantic import Field
 
-from recset.data import Dataset
+from recset.data import Dataset, decode_aspects
 from recset.recall._base import (
     Candidates,
     RecallBase,
@@ -74,7 +73,7 @@ class CompatibilityConfig(SourceConfig):
 def _aspect_table(aspects: NDArray[np.object_], keys: list[str]) -> dict[str, list[object]]:
     cols: dict[str, list[object]] = {k: [] for k in keys}
     for raw in aspects:
-        d = {} if raw is None else json.loads(raw)
+        d = decode_aspects(raw)
         for k in keys:
             v = d.get(k)
             cols[k].append(None if v is None or v == "" else str(v))

@@ -1,18 +1,20 @@
 """``gnn_neighbors``: nearest neighbours in the item embedding space of the neural stage.
 
-The GNN (``recset.personalization``) writes item embeddings of shape ``(n_items, d)`` to an
-``.npy`` file (or an ``.npz`` holding one array, or an array named ``embeddings``), rows in
-dense item id order. This source indexes them with Annoy and precomputes every item's
-``max_candidates`` nearest neighbours at fit time, so recall is pure numpy and the file is
-not needed after ``fit``.
+The embeddings are an artifact of the neural stage: training writes them
+(``recset.personalization.save_item_embeddings``: an ``.npz`` with ``embeddings`` and
+``query_embeddings``), this source only reads them, so recall never trains a model or
+imports torch. It reads item embeddings of shape ``(n_items, d)`` from an ``.npy`` file (or
+an ``.npz`` holding one array, or an array named ``embeddings``), rows in dense item id
+order, indexes them with Annoy and precomputes every item's ``max_candidates`` nearest
+neighbours at fit time, so recall is pure numpy and the file is not needed after ``fit``.
+When the ``.npz`` also holds ``query_embeddings`` (same shape), a seed searches with its row
+of that matrix (the trained model's complement-side vector: asymmetric scores) instead of
+its own embedding.
 
-With ``train = true`` the source trains the product graph itself when fitted (the GNN of
-``recset.personalization``, stage ``"gnn"``, settings under ``[sources.NAME.neural]``), so
-an engine built on a training window gets embeddings of that window only; this needs the
-``neural`` extra. Otherwise, until the neural stage has produced a file (``embeddings`` unset
-or the file missing), the source logs a warning when fitted and answers nothing: every row
-is padded, and it never imports torch. All-zero embedding rows mean "no embedding": such
-items are neither proposed nor answered; unavailable items are never proposed.
+Until the neural stage has produced a file (``embeddings`` unset or the file missing), the
+source logs a warning when fitted and answers nothing: every row is padded. All-zero
+embedding rows mean "no embedding": such items are neither proposed nor answered;
+unavailable items are never proposed.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from pydantic import Field
 
 from recset.data import Dataset
 from recset.errors import ConfigError
-from recset.personalization._config import NeuralConfig
 from recset.recall._base import (
     Candidates,
     RecallBase,
@@ -49,12 +50,9 @@ class GnnNeighborsConfig(SourceConfig):
     Attributes
     ----------
     embeddings : str or None
-        Path of the item embeddings (``.npy`` or ``.npz``), shape (n_items, d); ``None``:
-        the source answers nothing (unless ``train``).
-    train : bool
-        Train the GNN on the dataset at fit time instead of reading ``embeddings``.
-    neural : NeuralConfig
-        Settings of that training (only the graph stage runs).
+        Path of the item embeddings (``.npy`` or ``.npz``), shape (n_items, d), e.g. written
+        by ``recset.personalization.save_item_embeddings``; ``None``: the source answers
+        nothing.
     metric : {"angular", "dot"}
         Cosine similarity, or inner product (for embeddings trained with a dot-product
         score, where the norm carries popularity).
@@ -69,13 +67,15 @@ class GnnNeighborsConfig(SourceConfig):
     """
 
     embeddings: str | None = None
-    train: bool = False
-    neural: NeuralConfig = NeuralConfig(stages="gnn")
     metric: Literal["angular", "dot"] = "angular"
     n_trees: int = Field(20, ge=1)
     search_k: int = Field(-1, ge=-1)
     max_candidates: int = Field(100, ge=1)
     seed: int = 0
+
+
+QUERY_EMBEDDINGS = "query_embeddings"
+"""Name of the optional ``.npz`` array of seed-side search vectors."""
 
 
 def load_embeddings(path: Path) -> NDArray[np.float32]:
@@ -90,15 +90,45 @@ def load_embeddings(path: Path) -> NDArray[np.float32]:
     ConfigError
         When the file holds no single 2-D finite array.
     """
+    return load_embedding_file(path)[0]
+
+
+def load_embedding_file(
+    path: Path,
+) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+    """Read item embeddings and, when the file has them, the seed-side query vectors.
+
+    Parameters
+    ----------
+    path : Path
+        An ``.npy`` file, or an ``.npz`` holding one array or an array named
+        ``embeddings`` (and then optionally ``query_embeddings``).
+
+    Returns
+    -------
+    embeddings : ndarray of float32, shape (n, d)
+    queries : ndarray of float32, shape (n, d), or None
+        The ``query_embeddings`` array of an ``.npz`` that also holds ``embeddings``;
+        ``None`` otherwise.
+
+    Raises
+    ------
+    ConfigError
+        When the file holds no single 2-D finite array, or ``query_embeddings`` is not a
+        finite array of the shape of ``embeddings``.
+    """
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: cannot read item embeddings ({exc})") from exc
+    queries = None
     if isinstance(data, np.lib.npyio.NpzFile):
         with data:
             names = list(data.files)
             if "embeddings" in names:
                 arr = data["embeddings"]
+                if QUERY_EMBEDDINGS in names:
+                    queries = data[QUERY_EMBEDDINGS]
             elif len(names) == 1:
                 arr = data[names[0]]
             else:
@@ -115,7 +145,16 @@ def load_embeddings(path: Path) -> NDArray[np.float32]:
     arr = np.asarray(arr, dtype=np.float32)
     if not np.isfinite(arr).all():
         raise ConfigError(f"{path}: item embeddings hold non-finite values")
-    return arr
+    if queries is not None:
+        if queries.shape != arr.shape:
+            raise ConfigError(
+                f"{path}: '{QUERY_EMBEDDINGS}' must have the shape of 'embeddings' "
+                f"{arr.shape}. Got {queries.shape} instead."
+            )
+        queries = np.asarray(queries, dtype=np.float32)
+        if not np.isfinite(queries).all():
+            raise ConfigError(f"{path}: '{QUERY_EMBEDDINGS}' hold non-finite values")
+    return arr, queries
 
 
 @register_recall("gnn_neighbors")
@@ -146,6 +185,8 @@ class GnnNeighborsRecall(RecallBase):
     ) -> Self:
         """Index the embeddings file and precompute every item's neighbours.
 
+        Seeds search with the file's ``query_embeddings`` when it has them.
+
         Parameters
         ----------
         dataset : Dataset
@@ -164,15 +205,6 @@ class GnnNeighborsRecall(RecallBase):
         cfg = self.config
         n = dataset.n_items
         path = Path(cfg.embeddings) if cfg.embeddings else None
-        if cfg.train:
-            from recset.personalization import train_neural
-
-            graph_cfg = cfg.neural.model_copy(update={"stages": "gnn"})
-            model = train_neural(dataset, graph_cfg, signals=signals)
-            # the seed searches with its complement-side vector (asymmetric scores)
-            return self._index(
-                model.item_embeddings(), dataset, "trained GNN", model.query_embeddings()
-            )
         if path is None or not path.is_file():
             _log.warning(
                 "gnn_neighbors: %s; the source answers nothing until the neural stage "
@@ -184,8 +216,9 @@ class GnnNeighborsRecall(RecallBase):
             self.neighbors_ = np.full((n, 0), -1, dtype=np.int32)
             self.neighbor_sim_ = np.full((n, 0), -np.inf, dtype=np.float32)
             return self
-        vectors = load_embeddings(path)
-        return self._index(vectors, dataset, str(path))
+        vectors, queries = load_embedding_file(path)
+        # with query vectors the seed searches with its complement-side vector (asymmetric)
+        return self._index(vectors, dataset, str(path), queries)
 
     def _index(
         self,

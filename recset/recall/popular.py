@@ -8,7 +8,6 @@ aspect" variant of shared/seeds/recall-sets-at-marketplace-scale.txt.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import ClassVar, Literal, Self
@@ -17,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from recset.data import Dataset
+from recset.data import Dataset, aspect_values
 from recset.recall._base import (
     Candidates,
     RecallBase,
@@ -75,7 +74,7 @@ def aspect_codes(dataset: Dataset, key: str) -> NDArray[np.int32]:
         return c.brand.astype(np.int32)
     if key == "product_type":
         return c.product_type.astype(np.int32)
-    values = [None if a is None else json.loads(a).get(key) for a in c.aspects]
+    values = aspect_values(c.aspects, key).tolist()
     codes, _ = _factorize(values)
     return codes
 

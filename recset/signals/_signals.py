@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recset.data import PURCHASE, VIEW, Dataset, Groups
+from recset.errors import ConfigError
 
 _log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class Signals:
         elif kind == "view_session":
             groups = self.dataset.session_events("view")
         else:
-            raise ValueError(
+            raise ConfigError(
                 "The 'kind' parameter must be one of ['basket', 'view_session', "
                 f"'user_purchase']. Got {kind!r} instead."
             )

@@ -35,7 +35,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
-from recset.errors import DataError, StorageError
+from recset.errors import ConfigError, DataError, StorageError
 from recset.storage._models import (
     CATALOG_COLUMNS,
     CATALOG_STRING_COLUMNS,
@@ -780,7 +780,7 @@ class Store:
         """
         _check_build_id(build_id)
         if not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"The 'chunk_size' parameter of write_recall_lists must be an int in [1, inf). "
                 f"Got {chunk_size!r} instead."
             )

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from recset.data import Dataset, catalog_frame
+from recset.errors import ConfigError
 
 CATALOG = pd.DataFrame(
     {
@@ -51,7 +52,7 @@ def test_interactions(ds: Dataset) -> None:
     decayed = ds.interactions("purchase", half_life_days=0.001)
     assert decayed[v, b] < 2.0
     assert ds.interactions("view").nnz == 2
-    with pytest.raises(ValueError, match="'event' parameter"):
+    with pytest.raises(ConfigError, match="'event' parameter"):
         ds.interactions("click")  # type: ignore[arg-type]
 
 
@@ -79,7 +80,7 @@ def test_time_split_keeps_ids_and_leaks_nothing(ds: Dataset) -> None:
     assert train.items == ds.items and test.users == ds.users
     assert len(train.events) + len(test.events) == len(ds.events)
     assert ds.order_time_quantile(0.5) == 10
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="'q' parameter"):
         ds.order_time_quantile(1.0)
 
 

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recset.data import load_dataset, read_validated, write_dataset
-from recset.errors import DataError
+from recset.errors import ConfigError, DataError
 
 CATALOG = pd.DataFrame(
     {
@@ -108,7 +108,7 @@ def test_catalog_errors(tmp_path: Path) -> None:
 
 
 def test_skip_needs_quarantine_dir(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="quarantine_dir"):
+    with pytest.raises(ConfigError, match="quarantine_dir"):
         read_validated(tmp_path, on_bad_rows="skip")
 
 

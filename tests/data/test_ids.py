@@ -4,6 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recset.data import IdMap
+from recset.errors import DataError
 
 
 @given(st.lists(st.text(min_size=1, max_size=8), unique=True, max_size=50))
@@ -34,7 +35,7 @@ def test_missing_error_and_duplicates() -> None:
     m = IdMap(["a", "b"])
     with pytest.raises(KeyError, match="zz"):
         m.index(["a", "zz"], missing="error")
-    with pytest.raises(ValueError, match="unique"):
+    with pytest.raises(DataError, match="unique"):
         IdMap(["a", "a"])
     assert len(IdMap.from_values(["x", None, "y", "x"])) == 2
 

@@ -11,7 +11,7 @@ import pytest
 
 from recset.data._format import CATALOG_COLUMNS, EVENT_COLUMNS, EVENT_TYPES, read_validated
 from recset.data.synthetic import SyntheticConfig, SyntheticData, generate, write_synthetic
-from recset.errors import DataError
+from recset.errors import ConfigError, DataError
 
 SMALL = SyntheticConfig(n_items=3000, n_events=40_000, seed=11)
 
@@ -157,7 +157,7 @@ def test_different_seeds_differ() -> None:
     ],
 )
 def test_invalid_config_names_the_parameter(kwargs: dict, name: str) -> None:
-    with pytest.raises(ValueError, match=f"'{name}'"):
+    with pytest.raises(ConfigError, match=f"'{name}'"):
         SyntheticConfig(**kwargs)
 
 

@@ -469,6 +469,27 @@ def test_config_validation() -> None:
         TypeTransition({"epochs": 3})  # type: ignore[arg-type]
 
 
+def test_device_resolution_is_shared(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tt: TypeTransition
+) -> None:
+    from recset.personalization import _type_transition
+    from recset.personalization._torch import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _type_transition._resolve_device("auto", "TypeTransitionConfig") == "cpu"
+    assert _type_transition._resolve_device("cpu", "TypeTransitionConfig") == "cpu"
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="'device' parameter of NeuralConfig is 'cuda'"):
+        resolve_device("cuda")
+    with pytest.raises(ConfigError, match="'device' parameter of TypeTransitionConfig"):
+        _type_transition._resolve_device("cuda", "TypeTransitionConfig")
+    with pytest.raises(ConfigError, match=r"one of \['auto', 'cpu', 'cuda'\]. Got 'tpu'"):
+        _type_transition._resolve_device("tpu", "TypeTransitionConfig")
+    tt.save(tmp_path / "tt")
+    with pytest.raises(ConfigError, match="'device' parameter of TypeTransition.load"):
+        TypeTransition.load(tmp_path / "tt", device="cuda")
+
+
 def test_not_fitted() -> None:
     with pytest.raises(NotFittedError):
         TypeTransition().type_of(np.array([0]))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from recset.data import Dataset
@@ -118,6 +119,111 @@ def test_deterministic_and_save_load(ds: Dataset, tmp_path: Path) -> None:
     x, y = a.recall_many(seeds, 30), loaded.recall_many(seeds, 30)
     np.testing.assert_array_equal(x.item, y.item)
     np.testing.assert_array_equal(x.score, y.score)
+
+
+def test_query_embeddings_seed_the_search(ds: Dataset, tmp_path: Path) -> None:
+    # planted asymmetry: each item's query vector sits in the *other* cluster
+    emb, label = _clusters(ds.n_items)
+    queries = emb[np.arange(ds.n_items) ^ 1]  # item 2k <-> 2k + 1: the other label
+    path = tmp_path / "emb.npz"
+    np.savez(path, embeddings=emb, query_embeddings=queries)
+    src = GnnNeighborsRecall(_cfg(path)).fit(ds)
+    cand = src.recall_many(np.arange(ds.n_items, dtype=np.int32), 10)
+    real = cand.item >= 0
+    assert real.sum(axis=1).min() == 10
+    assert (label[cand.item] != label[:, None])[real].all()
+    # the same as indexing the vectors directly with those queries
+    direct = GnnNeighborsRecall(_cfg(path))._index(emb, ds, "direct", queries)
+    np.testing.assert_array_equal(src.neighbors_, direct.neighbors_)
+    np.testing.assert_array_equal(src.neighbor_sim_, direct.neighbor_sim_)
+    # without query_embeddings the file is read as before (seeds search with their own row)
+    np.savez(path, embeddings=emb)
+    plain = GnnNeighborsRecall(_cfg(path)).fit(ds)
+    cand = plain.recall_many(np.arange(ds.n_items, dtype=np.int32), 10)
+    assert (label[cand.item] == label[:, None])[cand.item >= 0].all()
+
+
+def test_bad_query_embeddings_are_config_errors(ds: Dataset, tmp_path: Path) -> None:
+    emb, _ = _clusters(ds.n_items)
+    path = tmp_path / "emb.npz"
+    np.savez(path, embeddings=emb, query_embeddings=emb[:, :4])
+    with pytest.raises(ConfigError, match=r"emb\.npz.*'query_embeddings'.*\(400, 8\)"):
+        GnnNeighborsRecall(_cfg(path)).fit(ds)
+    bad = emb.copy()
+    bad[3, 1] = np.nan
+    np.savez(path, embeddings=emb, query_embeddings=bad)
+    with pytest.raises(ConfigError, match="non-finite"):
+        GnnNeighborsRecall(_cfg(path)).fit(ds)
+
+
+def test_training_keys_are_gone(tmp_path: Path) -> None:
+    from recset.config import config_from_dict
+
+    with pytest.raises(ConfigError, match="train"):
+        config_from_dict({"sources": {"gnn_neighbors": {"train": True}}})
+    with pytest.raises(ValueError, match="train"):
+        GnnNeighborsConfig(train=True)  # type: ignore[call-arg]
+
+
+def _planted_pairs(n_pairs: int = 20, seed: int = 0) -> tuple[Dataset, np.ndarray]:
+    """``a_k`` (category A) is always bought with ``b_k`` (category B); pairs as dense ids."""
+    rng = np.random.default_rng(seed)
+    items = [f"a{k:02d}" for k in range(n_pairs)] + [f"b{k:02d}" for k in range(n_pairs)]
+    cat = pd.DataFrame(
+        {"item_id": items, "category_id": ["A"] * n_pairs + ["B"] * n_pairs, "title": items}
+    )
+    rows = []
+    t = 1_000_000
+    for u in range(4 * n_pairs):
+        for k in rng.choice(n_pairs, 3, replace=False):
+            o = f"o{u}_{k}"
+            rows.append((f"u{u}", f"a{k:02d}", "purchase", t, o))
+            rows.append((f"u{u}", f"b{k:02d}", "purchase", t + 10, o))
+            t += 100
+    ev = pd.DataFrame(rows, columns=["user_id", "item_id", "event", "timestamp", "order_id"])
+    planted = Dataset.from_frames(cat, ev, name="planted")
+    a = planted.items.index([f"a{k:02d}" for k in range(n_pairs)])
+    b = planted.items.index([f"b{k:02d}" for k in range(n_pairs)])
+    return planted, np.stack([a, b], axis=1)
+
+
+@pytest.mark.slow
+def test_trained_gnn_embeddings_artifact(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("torch_geometric")
+    from recset.personalization import NeuralConfig, save_item_embeddings, train_neural
+
+    planted, pairs = _planted_pairs()
+    feats = np.random.default_rng(1).normal(size=(planted.n_items, 8)).astype(np.float32)
+    cfg = NeuralConfig(
+        stages="gnn",
+        device="cpu",
+        embedding_size=16,
+        gnn_layers=1,
+        gnn_epochs=60,
+        gnn_batch_size=256,
+        blend_weight=0.5,
+    )
+    model = train_neural(planted, cfg, features=feats)
+    path = save_item_embeddings(model, tmp_path / "gnn" / "item_embeddings.npz")
+    assert path == tmp_path / "gnn" / "item_embeddings.npz"
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
+    with np.load(path, allow_pickle=False) as z:
+        assert sorted(z.files) == ["embeddings", "query_embeddings"]
+        np.testing.assert_array_equal(z["embeddings"], model.item_embeddings())
+        np.testing.assert_array_equal(z["query_embeddings"], model.query_embeddings())
+
+    src = GnnNeighborsRecall(_cfg(path)).fit(planted)
+    # the same neighbours as the model's vectors give (seeds search with P(theta))
+    direct = GnnNeighborsRecall(_cfg(path))._index(
+        model.item_embeddings(), planted, "model", model.query_embeddings()
+    )
+    np.testing.assert_array_equal(src.neighbors_, direct.neighbors_)
+    np.testing.assert_array_equal(src.neighbor_sim_, direct.neighbor_sim_)
+    # planted structure: a_k's complement b_k is among its first neighbours
+    cand = src.recall_many(pairs[:, 0].astype(np.int32), 5)
+    found = (cand.item == pairs[:, 1:]).any(axis=1)
+    assert found.mean() >= 0.8, found.mean()  # measured: 1.0
 
 
 def test_import_recset_does_not_import_heavy_backends() -> None:
