@@ -38,6 +38,7 @@ test: install-dev
 
 lint: install-dev
 	$(VENV)/bin/ruff check recset tests bench
+	$(VENV)/bin/lint-imports --config pyproject.toml
 
 bench: install-dev
 	$(PY) bench/generate.py

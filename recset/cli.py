@@ -286,7 +286,7 @@ def train_ranker_cmd(
     for name, gain in importance[:15]:
         click.echo(f"  {name:<36} {gain:14.1f}")
     if report is not None:
-        from recset.ranking._report import write_importance
+        from recset.ranking import write_importance
 
         write_importance(importance, report)
         click.echo(f"importance table and plot in {report}")

@@ -576,17 +576,15 @@ def _load_neural(
     wanted = [n for n in _NEURAL_ARTIFACTS if n in paths]
     if not wanted:
         return None, None
-    try:
-        import torch  # noqa: F401
-    except ImportError:
+    from recset.personalization import Personalizer, TypeTransition, neural_available
+
+    if not neural_available():
         _log.warning(
             "the store holds neural stages %s but torch is not installed "
             "(pip install 'recset[neural]'): serving without them",
             wanted,
         )
         return None, None
-    from recset.personalization import Personalizer, TypeTransition
-
     personalizer = (
         Personalizer.load(paths["personalizer"], device=device, n_items=n_items)
         if "personalizer" in paths

@@ -32,11 +32,19 @@ __all__ = [
     "Personalizer",
     "TypeTransition",
     "TypeTransitionConfig",
+    "neural_available",
     "save_item_embeddings",
     "train_neural",
     "train_personalizer",
     "train_type_transition",
 ]
+
+
+def neural_available() -> bool:
+    """Whether the ``neural`` extra (torch) is installed, without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 def __getattr__(name: str) -> Any:

@@ -360,7 +360,7 @@ def train_neural(
         raise ConfigError("the 'signals' parameter was computed on another dataset")
     sig = signals or Signals(train)
     if features is None:
-        from recset.recall._text import TextEmbeddingConfig, embed_items
+        from recset.recall import TextEmbeddingConfig, embed_items
 
         t0 = time.perf_counter()
         feats = embed_items(

@@ -5,6 +5,7 @@ Ranker features are :class:`RankerFeature` objects registered by name with
 group); see :mod:`recset.ranking._feature_base`.
 """
 
+from recset.ranking._candidates import ranking_candidates
 from recset.ranking._feature_base import (
     FeatureBatch,
     FitContext,
@@ -21,7 +22,8 @@ from recset.ranking._ranker import (
     fit_features,
     train_ranker,
 )
-from recset.ranking._stage import ExploreStage, RankerStage, ranking_candidates
+from recset.ranking._report import write_importance
+from recset.ranking._stage import ExploreStage, RankerStage
 
 __all__ = [
     "BASE_FEATURES",
@@ -42,4 +44,5 @@ __all__ = [
     "registered_features",
     "ranking_candidates",
     "train_ranker",
+    "write_importance",
 ]

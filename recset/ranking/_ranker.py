@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recset.data import Dataset, IdMap, basket_queries, leave_last_split, time_split
 from recset.errors import ConfigError, DataError
+from recset.ranking._candidates import ranking_candidates
 from recset.ranking._features import USER_HISTORY, FeatureSpace, feature_names
-from recset.ranking._stage import ranking_candidates
 from recset.recall import Mixer, RecallConfig, embed_items
 
 _log = logging.getLogger(__name__)

@@ -62,7 +62,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_integer_dtype
 
-from recset.data.loaders import (
+from recset.data.loaders._common import (
     IngestResult,
     _check_dir,
     _drop,

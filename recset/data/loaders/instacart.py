@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recset.data.loaders import (
+from recset.data.loaders._common import (
     IngestResult,
     _check_dir,
     _drop,

@@ -1,0 +1,65 @@
+"""The candidates the ranker scores: the mix's list plus the user's own history."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from recset.pipeline import Candidates
+from recset.ranking._features import USER_HISTORY, FeatureSpace
+
+
+def ranking_candidates(
+    mixed: Candidates,
+    features: FeatureSpace,
+    seeds: NDArray[np.int32],
+    users: NDArray[np.int32] | None,
+    available: NDArray[np.bool_],
+) -> Candidates:
+    """The candidates a ranker scores: the mix's list ``mixed``, plus the user's history.
+
+    When ``features`` keeps users' histories, each user's most-bought items that the mix did
+    not propose are appended, and every candidate from the history carries its purchase
+    count and history rank under the pseudo-source ``user_history``. Unknown users (-1) add
+    nothing. The seed and unavailable items are never added.
+    """
+    if USER_HISTORY not in features.sources:
+        return mixed
+    n_seeds, width = mixed.item.shape
+    if users is None:
+        users = np.full(n_seeds, -1, dtype=np.int32)
+    users = np.asarray(users)
+    ok = (users >= 0) & (users < len(features.user_top))
+    m = features.user_top.shape[1]
+    hist = np.where(ok[:, None], features.user_top[np.where(ok, users, 0)], -1)
+    count = np.where(ok[:, None], features.user_top_count[np.where(ok, users, 0)], 0.0)
+    hist = np.where(
+        (hist >= 0) & (hist != seeds[:, None]) & available[np.maximum(hist, 0)], hist, -1
+    )
+    # history entries already among the mix's candidates: mark them there
+    in_mix = (hist[:, :, None] == mixed.item[:, None, :]) & (hist[:, :, None] >= 0)
+    s_hist = len(mixed.sources)
+    src_score = np.concatenate(
+        [mixed.source_score, np.full((n_seeds, width, 1), np.nan, np.float32)],  # type: ignore[list-item]
+        axis=2,
+    )
+    src_rank = np.concatenate(
+        [mixed.source_rank, np.full((n_seeds, width, 1), -1, np.int32)],  # type: ignore[list-item]
+        axis=2,
+    )
+    r_idx, h_idx, c_idx = np.nonzero(in_mix)
+    src_score[r_idx, c_idx, s_hist] = count[r_idx, h_idx]
+    src_rank[r_idx, c_idx, s_hist] = h_idx
+    new = (hist >= 0) & ~in_mix.any(axis=2)
+    extra_item = np.where(new, hist, -1).astype(np.int32)
+    extra_score = np.full((n_seeds, m, s_hist + 1), np.nan, np.float32)
+    extra_rank = np.full((n_seeds, m, s_hist + 1), -1, np.int32)
+    extra_score[:, :, s_hist] = np.where(new, count, np.nan)
+    extra_rank[:, :, s_hist] = np.where(new, np.arange(m)[None, :], -1)
+    return Candidates(
+        item=np.concatenate([mixed.item, extra_item], axis=1),
+        score=np.concatenate([mixed.score, np.full((n_seeds, m), -np.inf, np.float32)], axis=1),
+        source_score=np.concatenate([src_score, extra_score], axis=1),
+        source_rank=np.concatenate([src_rank, extra_rank], axis=1),
+        sources=(*mixed.sources, USER_HISTORY),
+    )
