@@ -267,14 +267,14 @@ class Engine:
         return out.resized(request.k)
 
     def _dense_users(self, users: Sequence[str | None] | None, n: int) -> NDArray[np.int32]:
-        user_map = self.users
-        if users is None or user_map is None:
-            return np.full(n, -1, dtype=np.int32)
-        if len(users) != n:
+        if users is not None and len(users) != n:
             raise ConfigError(
                 f"The 'users' parameter must have one entry per seed ({n}). "
                 f"Got {len(users)} instead."
             )
+        user_map = self.users
+        if users is None or user_map is None:
+            return np.full(n, -1, dtype=np.int32)
         return np.array(
             [user_map.index_one(u) if u is not None else -1 for u in users], dtype=np.int32
         )

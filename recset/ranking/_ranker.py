@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +39,10 @@ class RankerConfig(BaseModel):
     candidates : int
         Candidates per seed that the ranker scores (taken from the mix).
     user_candidates : int
-        The user's most-bought items added to those candidates (0: none).
+        The user's most-bought items added to the candidates (0: none).
+    extra_features : list of str
+        Registered plug-in features (:func:`~recset.ranking.register_feature`) the ranker
+        reads after the built-in ones.
     explore_share : float
         For a known user, every prefix of length ``m`` of the served list holds at least
         ``floor(explore_share * m)`` candidates that user never bought (when there are
@@ -66,6 +70,7 @@ class RankerConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     candidates: int = Field(100, ge=2, le=2000)
     user_candidates: int = Field(30, ge=0, le=1000)
+    extra_features: tuple[str, ...] = ()
     explore_share: float = Field(0.0, ge=0, le=1)
     label_split: Literal["time", "leave_last"] = "time"
     label_share: float = Field(0.2, gt=0, lt=1)
@@ -214,7 +219,11 @@ def train_ranker(
     fit_part, label = split.train, split.test
     fit_mixer = Mixer.fit(fit_part, config, show_progress=show_progress)
     features = fit_features(
-        fit_part, fit_mixer, embeddings=embeddings, user_candidates=rc.user_candidates
+        fit_part,
+        fit_mixer,
+        embeddings=embeddings,
+        user_candidates=rc.user_candidates,
+        extra_features=rc.extra_features,
     )
     queries = basket_queries(label)
     if len(queries) < 10:
@@ -280,7 +289,11 @@ def train_ranker(
     if mixer is None:
         mixer = Mixer.fit(dataset, config, show_progress=show_progress)
     served = fit_features(
-        dataset, mixer, embeddings=embeddings, user_candidates=rc.user_candidates
+        dataset,
+        mixer,
+        embeddings=embeddings,
+        user_candidates=rc.user_candidates,
+        extra_features=rc.extra_features,
     )
     return Ranker(booster, served, rc, dataset.users, metrics)
 
@@ -291,6 +304,7 @@ def fit_features(
     *,
     embeddings: NDArray[np.float32] | None = None,
     user_candidates: int = 0,
+    extra_features: Sequence[str] = (),
 ) -> FeatureSpace:
     """A :class:`FeatureSpace` on ``dataset`` for the candidates of ``mixer``."""
     import scipy.sparse as sp
@@ -316,4 +330,5 @@ def fit_features(
         category_relatedness=rel,
         compat_codes=compat,
         user_candidates=user_candidates,
+        extra_features=extra_features,
     )
