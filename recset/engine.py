@@ -23,7 +23,8 @@ from numpy.typing import NDArray
 from recset.config import Config, config_from_dict
 from recset.data import Dataset, IdMap, catalog_frame
 from recset.errors import ConfigError, StorageError
-from recset.pipeline import Candidates, Request, Stage, get_stage
+from recset.personalization import load_stages
+from recset.pipeline import Candidates, Request, Stage, get_stage, insert_position
 from recset.ranking import USER_HISTORY, Ranker
 from recset.recall import Mixer
 from recset.storage import read_state, write_state
@@ -175,7 +176,7 @@ class Engine:
             if stage is not None:
                 stages.append(stage)
         for after, stage in self._host_stages:
-            stages.insert(_insert_at(stages, names, after), stage)
+            stages.insert(insert_position(stages, names, after), stage)
         self._stages = tuple(stages)
 
     def _copy(self) -> Engine:
@@ -393,31 +394,15 @@ class Engine:
         self, seed: int, k: int, exclude: NDArray[np.int32]
     ) -> list[Recommendation] | None:
         """The hot path: a precomputed row with at least ``k`` servable items, else None."""
-        lists = self.mixer.lists
-        if lists is None or not 0 <= seed < lists.n_seeds or k > lists.item.shape[1]:
+        row = self.mixer.precomputed(seed, k, exclude)
+        if row is None:
             return None
-        row = lists.item[seed]
-        ok = row >= 0
-        ok[ok] = self.mixer.available[row[ok]]
-        if len(exclude):
-            ok &= ~np.isin(row, exclude)
-        pos = np.flatnonzero(ok)[:k]
-        if len(pos) < k:
-            return None
-        r_pos, r_src, r_score, r_rank = lists.reasons(seed)
-        by_pos: dict[int, list[Reason]] = {}
-        names = self.source_names
-        wanted = set(pos.tolist())
-        for p, s_, v, r in zip(
-            r_pos.tolist(), r_src.tolist(), r_score.tolist(), r_rank.tolist(), strict=True
-        ):
-            if p in wanted:
-                by_pos.setdefault(p, []).append(Reason(names[s_], v, r))
-        ids = self.items.values
-        scores = lists.score[seed]
+        names, ids = self.source_names, self.items.values
         return [
-            Recommendation(str(ids[row[p]]), float(scores[p]), tuple(by_pos.get(p, ())))
-            for p in pos.tolist()
+            Recommendation(
+                str(ids[item]), score, tuple(Reason(names[s_], v, r) for s_, v, r in why)
+            )
+            for item, score, why in row
         ]
 
     def explain(self, seed_item: str, k: int = 20) -> dict[str, Any]:
@@ -444,27 +429,18 @@ class Engine:
         self, *, show_progress: bool = False
     ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         """Every precomputed list as ``(seed item id, [{item_id, score, sources}])`` rows."""
-        from tqdm.auto import tqdm
-
-        lists = self.mixer.lists
-        if lists is None:
-            lists = self.mixer.precompute(self.config.build.candidates_per_seed)
-        names = self.source_names
-        ids = self.items.values
-        for seed in tqdm(range(lists.n_seeds), desc="lists", disable=not show_progress):
-            row = lists.item[seed]
-            pos, src, sc, rk = lists.reasons(seed)
-            entries = [
-                {"item_id": str(ids[i]), "score": float(lists.score[seed, p]), "sources": {}}
-                for p, i in enumerate(row.tolist())
-                if i >= 0
+        if self.mixer.lists is None:
+            self.mixer.precompute(self.config.build.candidates_per_seed)
+        names, ids = self.source_names, self.items.values
+        for seed, row in self.mixer.iter_rows(show_progress=show_progress):
+            yield str(ids[seed]), [
+                {
+                    "item_id": str(ids[item]),
+                    "score": score,
+                    "sources": {names[s_]: {"score": v, "rank": r} for s_, v, r in why},
+                }
+                for item, score, why in row
             ]
-            for p, s_, v, r in zip(
-                pos.tolist(), src.tolist(), sc.tolist(), rk.tolist(), strict=True
-            ):
-                if p < len(entries):
-                    entries[p]["sources"][names[s_]] = {"score": v, "rank": r}
-            yield str(ids[seed]), entries
 
     # -- persistence ------------------------------------------------------------------
     def save(
@@ -548,7 +524,9 @@ class Engine:
             ranker = Ranker.load(paths["ranker"], sources=engine.source_names)
         else:
             _log.info("no active ranker in %s: serving the mix's order", store.url)
-        personalizer, transition = _load_neural(paths, device, len(engine.items))
+        personalizer, transition = load_stages(
+            {n: p for n, p in paths.items() if n in _NEURAL_ARTIFACTS}, device, len(engine.items)
+        )
         engine._set(ranker, personalizer, transition)
         return engine
 
@@ -567,47 +545,3 @@ class Engine:
                 current.isna(), mixer.available, current.fillna(True).to_numpy(bool)
             )
         return cls(config, items, mixer)
-
-
-def _load_neural(
-    paths: dict[str, Path], device: str, n_items: int
-) -> tuple[Personalizer | None, TypeTransition | None]:
-    """The active neural stages; without torch, none (warned)."""
-    wanted = [n for n in _NEURAL_ARTIFACTS if n in paths]
-    if not wanted:
-        return None, None
-    from recset.personalization import Personalizer, TypeTransition, neural_available
-
-    if not neural_available():
-        _log.warning(
-            "the store holds neural stages %s but torch is not installed "
-            "(pip install 'recset[neural]'): serving without them",
-            wanted,
-        )
-        return None, None
-    personalizer = (
-        Personalizer.load(paths["personalizer"], device=device, n_items=n_items)
-        if "personalizer" in paths
-        else None
-    )
-    transition = (
-        TypeTransition.load(paths["type_transition"], device=device)
-        if "type_transition" in paths
-        else None
-    )
-    return personalizer, transition
-
-
-def _insert_at(stages: list[Stage], names: Sequence[str], after: str | None) -> int:
-    """Where a host stage placed ``after`` a named stage goes in the active ``stages``."""
-    if after is None:
-        return len(stages)
-    active = [s.name for s in stages]
-    if after in active:
-        return len(active) - active[::-1].index(after)
-    # a configured stage that is not active: after the last active one configured before it
-    before = list(names[: list(names).index(after)]) if after in names else []
-    for i in range(len(active) - 1, -1, -1):
-        if active[i] in before:
-            return i + 1
-    return 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, TypeVar
@@ -34,6 +34,7 @@ __all__ = [
     "Request",
     "Stage",
     "get_stage",
+    "insert_position",
     "register_stage",
     "registered_stages",
 ]
@@ -281,6 +282,24 @@ def get_stage(name: str) -> type[Stage]:
     if name not in known:
         raise ConfigError(f"unknown stage {name!r}; known stages: {sorted(known)}")
     return known[name]
+
+
+def insert_position(stages: Sequence[Stage], names: Sequence[str], after: str | None) -> int:
+    """Where a stage placed ``after`` a named stage goes among the active ``stages``.
+
+    ``names`` is the configured order; a configured stage that is not active (no model)
+    places it after the last active stage configured before that one; ``None``: last.
+    """
+    if after is None:
+        return len(stages)
+    active = [s.name for s in stages]
+    if after in active:
+        return len(active) - active[::-1].index(after)
+    before = list(names[: list(names).index(after)]) if after in names else []
+    for i in range(len(active) - 1, -1, -1):
+        if active[i] in before:
+            return i + 1
+    return 0
 
 
 DEFAULT_STAGES = ("recall", "ranker", "personalization", "type_transition", "explore")

@@ -16,6 +16,7 @@ from recset.personalization._stage import (
     PERSONALIZER_ARTIFACT,
     TYPE_TRANSITION_ARTIFACT,
     Personalizer,
+    load_stages,
     train_personalizer,
 )
 from recset.personalization._type_transition_config import TypeTransitionConfig
@@ -32,19 +33,12 @@ __all__ = [
     "Personalizer",
     "TypeTransition",
     "TypeTransitionConfig",
-    "neural_available",
+    "load_stages",
     "save_item_embeddings",
     "train_neural",
     "train_personalizer",
     "train_type_transition",
 ]
-
-
-def neural_available() -> bool:
-    """Whether the ``neural`` extra (torch) is installed, without importing it."""
-    import importlib.util
-
-    return importlib.util.find_spec("torch") is not None
 
 
 def __getattr__(name: str) -> Any:

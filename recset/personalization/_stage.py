@@ -175,3 +175,37 @@ def _diversified(
     tail = np.take_along_axis(rest, np.clip(pos - n_ok, 0, n - 1), 1)
     full = np.where(pos < n_ok, cols, tail)
     return np.take_along_axis(order, full, 1)
+
+
+def load_stages(
+    paths: Mapping[str, Path], device: str, n_items: int
+) -> tuple[Personalizer | None, TypeTransition | None]:
+    """The neural stages saved at ``paths`` (keys ``"personalizer"``, ``"type_transition"``).
+
+    Without torch installed they are left out, with a warning: the engine then serves the
+    ranker's order.
+    """
+    import importlib.util
+
+    if not paths:
+        return None, None
+    if importlib.util.find_spec("torch") is None:
+        _log.warning(
+            "the store holds neural stages %s but torch is not installed "
+            "(pip install 'recset[neural]'): serving without them",
+            sorted(paths),
+        )
+        return None, None
+    from recset.personalization._type_transition import TypeTransition
+
+    personalizer = (
+        Personalizer.load(paths["personalizer"], device=device, n_items=n_items)
+        if "personalizer" in paths
+        else None
+    )
+    transition = (
+        TypeTransition.load(paths["type_transition"], device=device)
+        if "type_transition" in paths
+        else None
+    )
+    return personalizer, transition

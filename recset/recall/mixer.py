@@ -10,7 +10,7 @@ mix of every seed (by its category), item availability and the precomputed lists
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -466,6 +466,57 @@ class Mixer:
         out.score[target, p] = np.minimum(rrf, below).astype(np.float32)
         out.source_score[target, p, s_idx] = cand.score[r, rank]  # type: ignore[index]
         out.source_rank[target, p, s_idx] = rank.astype(np.int32)  # type: ignore[index]
+
+    def precomputed(
+        self, seed: int, k: int, exclude: NDArray[np.int32]
+    ) -> list[tuple[int, float, list[tuple[int, float, int]]]] | None:
+        """The serving hot path: ``k`` servable items of a precomputed row, else None.
+
+        Each entry is ``(item, score, [(source index, source score, source rank), ...])``;
+        unavailable and ``exclude``d items are skipped; None when the row has fewer than
+        ``k`` such items, or the seed has no precomputed row.
+        """
+        lists = self.lists
+        if lists is None or not 0 <= seed < lists.n_seeds or k > lists.item.shape[1]:
+            return None
+        row = lists.item[seed]
+        ok = row >= 0
+        ok[ok] = self.available[row[ok]]
+        if len(exclude):
+            ok &= ~np.isin(row, exclude)
+        pos = np.flatnonzero(ok)[:k]
+        if len(pos) < k:
+            return None
+        return self._row_entries(seed, pos)
+
+    def _row_entries(
+        self, seed: int, pos: NDArray[np.intp]
+    ) -> list[tuple[int, float, list[tuple[int, float, int]]]]:
+        lists = self.lists
+        if lists is None:
+            return []
+        r_pos, r_src, r_score, r_rank = lists.reasons(seed)
+        why: dict[int, list[tuple[int, float, int]]] = {}
+        wanted = set(pos.tolist())
+        for p, s_, v, r in zip(
+            r_pos.tolist(), r_src.tolist(), r_score.tolist(), r_rank.tolist(), strict=True
+        ):
+            if p in wanted:
+                why.setdefault(p, []).append((s_, v, r))
+        items, scores = lists.item[seed], lists.score[seed]
+        return [(int(items[p]), float(scores[p]), why.get(p, [])) for p in pos.tolist()]
+
+    def iter_rows(
+        self, *, show_progress: bool = False
+    ) -> Iterator[tuple[int, list[tuple[int, float, list[tuple[int, float, int]]]]]]:
+        """Every precomputed row as ``(seed, entries)`` (see :meth:`precomputed`)."""
+        from tqdm.auto import tqdm
+
+        lists = self.lists
+        if lists is None:
+            return
+        for seed in tqdm(range(lists.n_seeds), desc="lists", disable=not show_progress):
+            yield seed, self._row_entries(seed, np.flatnonzero(lists.item[seed] >= 0))
 
     # -- persistence -----------------------------------------------------------------
     def save(self, directory: Path) -> None:
