@@ -349,6 +349,12 @@ def train_neural_cmd(
             config_hash=config.hash(),
         )
     click.echo(f"personalizer v{rec.version} is active in {store}: {personal.model!r}")
+    with Store.open(store, artifact_dir=artifact_dir) as st:
+        emb_file = st.artifact_path(rec) / "item_embeddings.npz"
+    click.echo(
+        f"GNN item embeddings for the gnn_neighbors source: {emb_file} "
+        '(set [sources.gnn_neighbors] embeddings = "<that path>")'
+    )
     if no_type_transition:
         return
     with _step("train the type-transition step"):

@@ -31,6 +31,8 @@ _log = logging.getLogger(__name__)
 
 PERSONALIZER_ARTIFACT = "personalizer"
 TYPE_TRANSITION_ARTIFACT = "type_transition"
+ITEM_EMBEDDINGS_FILE = "item_embeddings.npz"
+"""File of a saved personalizer holding the GNN item embeddings (``gnn_neighbors`` reads it)."""
 
 
 @dataclass
@@ -53,10 +55,15 @@ class Personalizer:
         return self.model.config
 
     def save(self, directory: Path) -> None:
-        """Write the model (``model/``) and the user map (``users.json``) to ``directory``."""
+        """Write the model (``model/``), the user map (``users.json``) and the GNN item
+        embeddings (:data:`ITEM_EMBEDDINGS_FILE`, for ``gnn_neighbors``) to ``directory``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save(directory / "model")
+        # the GNN item embeddings, the artifact the gnn_neighbors recall source reads
+        from recset.personalization._model import save_item_embeddings
+
+        save_item_embeddings(self.model, directory / ITEM_EMBEDDINGS_FILE)
         (directory / "users.json").write_text(
             json.dumps(self.users.values.tolist()), encoding="utf-8"
         )

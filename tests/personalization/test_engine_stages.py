@@ -9,9 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from recset.config import config_from_dict
-from recset.data import Dataset
+from recset.data import Dataset, load_dataset
 from recset.data.synthetic import SyntheticConfig, generate
 from recset.engine import Engine
+from recset.recall import get_recall
 from recset.testing import recommend_dense
 
 pytest.importorskip("torch")
@@ -127,6 +128,12 @@ def test_cli_train_neural_then_recommend(tmp_path: Path, ds: Dataset) -> None:
     )
     assert r.exit_code == 0, r.output
     assert "personalizer v1 is active" in r.output and "type transition v1" in r.output
+    # the GNN embeddings are an artifact of the neural stage that gnn_neighbors reads
+    emb = next((store / "artifacts").rglob("item_embeddings.npz"))
+    assert str(emb) in r.output
+    gnn = get_recall("gnn_neighbors")
+    src = gnn(gnn.Config(embeddings=str(emb))).fit(load_dataset(data))
+    assert src.recall_many(np.arange(5, dtype=np.int32), 3).counts().max() == 3
     engine = Engine.load(store, device="cpu")
     assert engine.personalizer is not None and engine.diversifier is not None
     user = engine.personalizer.users.values[0]
