@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,8 +30,10 @@ from recset.errors import ConfigError
 _log = logging.getLogger(__name__)
 
 __all__ = [
+    "STAGES",
     "Candidates",
     "PipelineConfig",
+    "Registry",
     "Request",
     "Stage",
     "get_stage",
@@ -188,9 +191,7 @@ class Request:
     k: int
 
     @classmethod
-    def of(
-        cls, seeds: NDArray[np.integer], users: NDArray[np.integer] | None, k: int
-    ) -> Request:
+    def of(cls, seeds: NDArray[np.integer], users: NDArray[np.integer] | None, k: int) -> Request:
         """A request with checked shapes; ``users=None`` means every user is anonymous."""
         if not isinstance(k, int | np.integer) or k < 1:
             raise ConfigError(f"The 'k' parameter must be an int in [1, inf). Got {k!r} instead.")
@@ -238,50 +239,100 @@ class Stage(ABC):
         return f"{type(self).__name__}()"
 
 
-_STAGES: dict[str, type[Stage]] = {}
-_T = TypeVar("_T", bound=type[Stage])
+_C = TypeVar("_C", bound=type)
 
 
-def register_stage(name: str) -> Callable[[_T], _T]:
-    """Class decorator: register a stage under ``name`` so ``[pipeline] stages`` can name it."""
+class Registry(Generic[_C]):
+    """Classes registered by name: recall sources, ranker features and stages each keep one.
 
-    def deco(cls: _T) -> _T:
-        if name in _STAGES and _STAGES[name] is not cls:
-            raise ConfigError(f"stage {name!r} is already registered by {_STAGES[name]}")
-        cls.name = name
-        _STAGES[name] = cls
-        return cls
+    :meth:`register` is a class decorator that sets the class's ``name``; third-party
+    classes come in through the entry-point ``group``, imported on first lookup. A name
+    registered twice by different classes, or an unknown name, is a ``ConfigError`` (the
+    latter lists the known names).
 
-    return deco
+    Parameters
+    ----------
+    what : str
+        What is registered, for messages (``"recall source"``).
+    group : str
+        The entry-point group of plug-ins.
+    check : callable, optional
+        ``check(name, cls)`` raising ``ConfigError`` when ``cls`` may not register.
+    check_name : callable, optional
+        ``check_name(name)`` raising ``ConfigError`` for a name that may not be used.
+    """
 
+    def __init__(
+        self,
+        what: str,
+        group: str,
+        check: Callable[[str, type], None] | None = None,
+        check_name: Callable[[str], None] | None = None,
+    ) -> None:
+        self.what = what
+        self.group = group
+        self._check = check
+        self._check_name = check_name
+        self._classes: dict[str, _C] = {}
+        self._plugins_loaded = False
 
-_plugins_loaded = False
+    def register(self, name: str) -> Callable[[_C], _C]:
+        """Class decorator: register the class under ``name``."""
+        if self._check_name is not None:
+            self._check_name(name)
 
+        def deco(cls: _C) -> _C:
+            old = self._classes.get(name)
+            if old is not None and old is not cls:
+                raise ConfigError(f"{self.what} {name!r} is already registered by {old}")
+            if self._check is not None:
+                self._check(name, cls)
+            cls.name = name  # type: ignore[attr-defined]
+            self._classes[name] = cls
+            return cls
 
-def _load_plugins() -> None:
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for ep in entry_points(group="recset.stages"):
+        return deco
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for ep in entry_points(group=self.group):
+            try:
+                ep.load()
+            except Exception:  # a broken plugin must not break recset
+                _log.exception("could not load %s plugin %s", self.what, ep.name)
+
+    def all(self) -> dict[str, _C]:
+        """Every registered class by name, in registration order (plug-ins loaded first)."""
+        self._load_plugins()
+        return dict(self._classes)
+
+    def get(self, name: str) -> _C:
+        """The class registered as ``name``; ``ConfigError`` lists the known names."""
+        known = self.all()
+        if name not in known:
+            plural = self.what.split()[-1] + "s"
+            raise ConfigError(f"unknown {self.what} {name!r}; known {plural}: {sorted(known)}")
+        return known[name]
+
+    @contextmanager
+    def isolated(self) -> Iterator[None]:
+        """Registrations made inside the block are undone when it ends (for tests)."""
+        self._load_plugins()
+        saved = dict(self._classes)
         try:
-            ep.load()
-        except Exception:  # a broken plugin must not break recset
-            _log.exception("could not load stage plugin %s", ep.name)
+            yield
+        finally:
+            self._classes = saved
 
 
-def registered_stages() -> dict[str, type[Stage]]:
-    """All registered stages by name (built-in and plugins)."""
-    _load_plugins()
-    return dict(_STAGES)
+STAGES: Registry[type[Stage]] = Registry("stage", "recset.stages")
+"""The registered pipeline stages."""
 
-
-def get_stage(name: str) -> type[Stage]:
-    """The stage class registered as ``name``; ``ConfigError`` lists the known names."""
-    known = registered_stages()
-    if name not in known:
-        raise ConfigError(f"unknown stage {name!r}; known stages: {sorted(known)}")
-    return known[name]
+register_stage = STAGES.register
+registered_stages = STAGES.all
+get_stage = STAGES.get
 
 
 def insert_position(stages: Sequence[Stage], names: Sequence[str], after: str | None) -> int:

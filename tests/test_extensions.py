@@ -4,7 +4,7 @@ through :meth:`Engine.recommend_batch`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Self
 
 import numpy as np
@@ -12,28 +12,25 @@ import pytest
 from numpy.typing import NDArray
 
 from recset import Engine
-from recset import pipeline as _pipeline
 from recset.config import config_from_dict
 from recset.data import Dataset
 from recset.data.synthetic import SyntheticConfig, generate
-from recset.pipeline import Candidates, Request, Stage, register_stage
+from recset.pipeline import STAGES, Candidates, Request, Stage, get_stage, register_stage
 from recset.ranking import (
+    FEATURES,
     FeatureBatch,
     RankerFeature,
-    _feature_base,
     register_feature,
     train_ranker,
 )
-from recset.recall import RecallBase, SourceConfig, compact, register_recall
-from recset.recall import _base as _recall_base
+from recset.recall import RECALL_SETS, RecallBase, SourceConfig, compact, register_recall
 
 
 @pytest.fixture
-def registries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Registrations made by a test are gone after it (copies of the three registries)."""
-    monkeypatch.setattr(_recall_base, "_REGISTRY", dict(_recall_base._REGISTRY))
-    monkeypatch.setattr(_feature_base, "_REGISTRY", dict(_feature_base._REGISTRY))
-    monkeypatch.setattr(_pipeline, "_STAGES", dict(_pipeline._STAGES))
+def registries() -> Iterator[None]:
+    """Registrations made by a test are gone after it (in all three registries)."""
+    with RECALL_SETS.isolated(), FEATURES.isolated(), STAGES.isolated():
+        yield
 
 
 def _register_toys() -> None:
@@ -119,7 +116,7 @@ def test_toy_source_feature_and_stage_are_served(registries: None) -> None:
     two["sources"] = {"toy_next": {"step": 2}}
     del two["pipeline"]  # the default stages; the rule is added to this engine instance only
     engine2 = Engine.build(ds, config_from_dict(two))
-    engine2 = engine2.with_stage(_pipeline.get_stage("toy_even_only")(), after="ranker")
+    engine2 = engine2.with_stage(get_stage("toy_even_only")(), after="ranker")
     assert [s.name for s in engine2.stages] == ["recall", "toy_even_only"]
     recs = engine2.recommend_batch(even_seeds, k=10)
     hits = sum(any(x.source == "toy_next" for r in rs for x in r.reasons) for rs in recs)

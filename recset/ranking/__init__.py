@@ -7,9 +7,11 @@ group); see :mod:`recset.ranking._feature_base`.
 
 from recset.ranking._candidates import ranking_candidates
 from recset.ranking._feature_base import (
+    FEATURES,
     FeatureBatch,
     FitContext,
     RankerFeature,
+    default_features,
     get_feature,
     register_feature,
     registered_features,
@@ -26,6 +28,7 @@ from recset.ranking._report import write_importance
 from recset.ranking._stage import ExploreStage, RankerStage
 
 __all__ = [
+    "FEATURES",
     "BASE_FEATURES",
     "RANKER_ARTIFACT",
     "USER_HISTORY",
@@ -37,6 +40,7 @@ __all__ = [
     "RankerConfig",
     "RankerFeature",
     "RankerStage",
+    "default_features",
     "feature_names",
     "fit_features",
     "get_feature",

@@ -17,10 +17,8 @@ from __future__ import annotations
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from functools import cached_property
-from importlib.metadata import entry_points
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,6 +26,7 @@ from numpy.typing import NDArray
 
 from recset.data import PURCHASE, Dataset
 from recset.errors import ConfigError, NotFittedError
+from recset.pipeline import Registry
 
 _log = logging.getLogger(__name__)
 
@@ -367,52 +366,20 @@ class RankerFeature(ABC):
         return f"{type(self).__name__}()"
 
 
-_REGISTRY: dict[str, type[RankerFeature]] = {}
-_F = TypeVar("_F", bound=type[RankerFeature])
-
-
-def register_feature(name: str) -> Callable[[_F], _F]:
-    """Class decorator: register a :class:`RankerFeature` under ``name``.
-
-    Names are lower-case identifiers (``[a-z][a-z0-9_]*``, no ``__``, which marks the
-    per-source columns). Registering a name already taken by another class raises
-    ``ValueError``. Classes defined inside recset are the built-in default features, in
-    registration order; any other is a plug-in, computed only when asked for.
-    """
+def _check_name(name: str) -> None:
     if not _NAME.fullmatch(name) or "__" in name:
-        raise ValueError(f"ranker feature name {name!r} must match [a-z][a-z0-9_]* without '__'")
-
-    def deco(cls: _F) -> _F:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"ranker feature {name!r} is already registered by {_REGISTRY[name]}")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
+        raise ConfigError(f"ranker feature name {name!r} must match [a-z][a-z0-9_]* without '__'")
 
 
-_plugins_loaded = False
+FEATURES: Registry[type[RankerFeature]] = Registry(
+    "ranker feature", ENTRY_POINT_GROUP, check_name=_check_name
+)
+"""The registered ranker features. Classes defined inside recset are the built-in default
+features, in registration order; any other is a plug-in, computed only when asked for."""
 
-
-def _load_plugins() -> None:
-    """Import the plug-ins of the ``recset.ranker_features`` group (the built-ins register
-    when :mod:`recset.ranking` is imported)."""
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            ep.load()
-        except Exception:  # a broken plugin must not break recset
-            _log.exception("could not load ranker-feature plugin %s", ep.name)
-
-
-def registered_features() -> dict[str, type[RankerFeature]]:
-    """All registered ranker features by name (built-in and plug-ins)."""
-    _load_plugins()
-    return dict(_REGISTRY)
+register_feature = FEATURES.register
+registered_features = FEATURES.all
+get_feature = FEATURES.get
 
 
 def _is_builtin(cls: type[RankerFeature]) -> bool:
@@ -421,12 +388,4 @@ def _is_builtin(cls: type[RankerFeature]) -> bool:
 
 def default_features() -> tuple[str, ...]:
     """Names of the built-in features, in registration order (the default feature list)."""
-    return tuple(name for name, cls in _REGISTRY.items() if _is_builtin(cls))
-
-
-def get_feature(name: str) -> type[RankerFeature]:
-    """The feature class registered as ``name``; ``ConfigError`` lists the known names."""
-    known = registered_features()
-    if name not in known:
-        raise ConfigError(f"unknown ranker feature {name!r}; known features: {sorted(known)}")
-    return known[name]
+    return tuple(name for name, cls in FEATURES.all().items() if _is_builtin(cls))

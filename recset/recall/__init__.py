@@ -11,6 +11,7 @@ from recset.recall import popular as _popular  # noqa: F401  (registers the buil
 from recset.recall import related_categories as _related_categories  # noqa: F401
 from recset.recall import substitutes as _substitutes  # noqa: F401
 from recset.recall._base import (
+    RECALL_SETS,
     RecallBase,
     SourceConfig,
     compact,
@@ -25,6 +26,7 @@ from recset.recall.mixer import Mixer, MixStage
 from recset.recall.popular import PopularConfig, PopularRecall
 
 __all__ = [
+    "RECALL_SETS",
     "BuildConfig",
     "Candidates",
     "MixConfig",

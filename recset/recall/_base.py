@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from importlib.metadata import entry_points
+from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar, Literal, Self, TypeVar
+from typing import ClassVar, Literal, Self
 
 import numpy as np
 from numpy.typing import NDArray
@@ -15,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from recset.data import Dataset
 from recset.errors import ConfigError, NotFittedError
-from recset.pipeline import Candidates
+from recset.pipeline import Candidates, Registry
 from recset.signals import Signals
 from recset.storage import read_state, write_state
 
@@ -161,53 +160,16 @@ class RecallBase(ABC):
         return obj
 
 
-RecallSet = RecallBase
-"""The name the source modules type their ``fitted`` mappings with."""
-
-_REGISTRY: dict[str, type[RecallBase]] = {}
-_T = TypeVar("_T", bound=type[RecallBase])
+def _check_filter(name: str, cls: type) -> None:
+    if getattr(cls, "is_filter", False) and cls.keep is RecallBase.keep:  # type: ignore[attr-defined]
+        raise ConfigError(f"recall source {name!r} says is_filter but does not implement keep")
 
 
-def register_recall(name: str) -> Callable[[_T], _T]:
-    """Class decorator: register a recall set under ``name`` so configs can name it."""
+RECALL_SETS: Registry[type[RecallBase]] = Registry(
+    "recall source", "recset.recall_sets", check=_check_filter
+)
+"""The registered recall sources (built-in and the ``recset.recall_sets`` plug-ins)."""
 
-    def deco(cls: _T) -> _T:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ConfigError(f"recall set {name!r} is already registered by {_REGISTRY[name]}")
-        if cls.is_filter and cls.keep is RecallBase.keep:
-            raise ConfigError(f"recall set {name!r} says is_filter but does not implement keep")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-_plugins_loaded = False
-
-
-def _load_plugins() -> None:
-    """Import third-party recall sets declared in the ``recset.recall_sets`` entry points."""
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for ep in entry_points(group="recset.recall_sets"):
-        try:
-            ep.load()
-        except Exception:  # a broken plugin must not break recset
-            _log.exception("could not load recall-set plugin %s", ep.name)
-
-
-def registered_recall_sets() -> dict[str, type[RecallBase]]:
-    """All registered recall sets by name (built-in and plugins)."""
-    _load_plugins()
-    return dict(_REGISTRY)
-
-
-def get_recall(name: str) -> type[RecallBase]:
-    """The recall-set class registered as ``name``; ``ConfigError`` lists the known names."""
-    known = registered_recall_sets()
-    if name not in known:
-        raise ConfigError(f"unknown recall source {name!r}; known sources: {sorted(known)}")
-    return known[name]
+register_recall = RECALL_SETS.register
+registered_recall_sets = RECALL_SETS.all
+get_recall = RECALL_SETS.get

@@ -165,7 +165,6 @@ class RecallConfig(BaseModel):
             pending += [r for r in needs if r not in out and r not in pending]
         return out
 
-
     def fit_order(self) -> list[str]:
         """Source names ordered so that every source comes after the types it requires."""
         specs = self.source_configs()

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 from recset.data import Dataset
-from recset.recall._base import Candidates, RecallBase, RecallSet, SourceConfig, compact
+from recset.recall._base import Candidates, RecallBase, SourceConfig, compact
 from recset.signals import Signals, topk_rows
 
 _log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class PairRecall(RecallBase):
         dataset: Dataset,
         signals: Signals | None = None,
         *,
-        fitted: Mapping[str, RecallSet] | None = None,
+        fitted: Mapping[str, RecallBase] | None = None,
     ) -> Self:
         sig = self._signals(dataset, signals)
         level = self.config.level if self.product_level else "item"

@@ -28,7 +28,6 @@ from recset.data import Dataset, decode_aspects
 from recset.recall._base import (
     Candidates,
     RecallBase,
-    RecallSet,
     SourceConfig,
     compact,
     register_recall,
@@ -101,7 +100,7 @@ class CompatibilityRecall(RecallBase):
         dataset: Dataset,
         signals: Signals | None = None,
         *,
-        fitted: Mapping[str, RecallSet] | None = None,
+        fitted: Mapping[str, RecallBase] | None = None,
     ) -> Self:
         sig = self._signals(dataset, signals)
         rules = self.config.rules

@@ -37,7 +37,6 @@ from recset.data import Dataset
 from recset.recall._base import (
     Candidates,
     RecallBase,
-    RecallSet,
     SourceConfig,
     register_recall,
 )
@@ -295,7 +294,7 @@ class ComplementaryOfSimilarRecall(RecallBase):
         dataset: Dataset,
         signals: Signals | None = None,
         *,
-        fitted: Mapping[str, RecallSet] | None = None,
+        fitted: Mapping[str, RecallBase] | None = None,
     ) -> Self:
         """Embed every item's text, index the items with complements, and precompute tables.
 

@@ -33,7 +33,6 @@ from recset.errors import ConfigError
 from recset.recall._base import (
     Candidates,
     RecallBase,
-    RecallSet,
     SourceConfig,
     compact,
     register_recall,
@@ -181,7 +180,7 @@ class GnnNeighborsRecall(RecallBase):
         dataset: Dataset,
         signals: Signals | None = None,
         *,
-        fitted: Mapping[str, RecallSet] | None = None,
+        fitted: Mapping[str, RecallBase] | None = None,
     ) -> Self:
         """Index the embeddings file and precompute every item's neighbours.
 

@@ -116,9 +116,7 @@ class Mixer:
         )
 
     @classmethod
-    def fit(
-        cls, dataset: Dataset, config: RecallConfig, *, show_progress: bool = False
-    ) -> Mixer:
+    def fit(cls, dataset: Dataset, config: RecallConfig, *, show_progress: bool = False) -> Mixer:
         """Fit every source ``config`` needs on ``dataset`` (dependencies first)."""
         from tqdm.auto import tqdm
 
@@ -315,7 +313,7 @@ class Mixer:
         out.source_rank[rr, pp] = u_rank[o]
         return out
 
-    def top(self, seeds: NDArray[np.int32], k: int, *, fill: bool = True) -> Candidates:
+    def top(self, seeds: NDArray[np.int32], k: int) -> Candidates:
         """The mix's own top-``k``: available, not the seed, filled by the fallback source."""
         seeds = np.asarray(seeds, dtype=np.int32)
         # a margin over k for unavailable items; the fallback fills what is still short
@@ -337,7 +335,7 @@ class Mixer:
             source_rank=np.where(kept[:, :, None], take(mixed.source_rank), -1).astype(np.int32),
             sources=mixed.sources,
         )
-        if fill and (n_keep < k).any():
+        if (n_keep < k).any():
             self._fill(seeds, out, k)
         return out
 

@@ -20,7 +20,6 @@ from recset.data import Dataset, aspect_values
 from recset.recall._base import (
     Candidates,
     RecallBase,
-    RecallSet,
     SourceConfig,
     compact,
     register_recall,
@@ -106,6 +105,7 @@ class PopularRecall(RecallBase):
         """``related_categories`` when scoped by it, else nothing."""
         scope = getattr(config, "scope", "")
         return ("related_categories",) if scope == "related_categories" else ()
+
     _state: ClassVar[tuple[str, ...]] = ("lists_", "scores_", "item_category_", "match_")
 
     def fit(
@@ -113,7 +113,7 @@ class PopularRecall(RecallBase):
         dataset: Dataset,
         signals: Signals | None = None,
         *,
-        fitted: Mapping[str, RecallSet] | None = None,
+        fitted: Mapping[str, RecallBase] | None = None,
     ) -> Self:
         cfg = self.config
         pop = np.zeros(dataset.n_items, dtype=np.float64)

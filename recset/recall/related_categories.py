@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 from recset.data import PURCHASE, Dataset
-from recset.recall._base import Candidates, RecallBase, RecallSet, SourceConfig, register_recall
+from recset.recall._base import Candidates, RecallBase, SourceConfig, register_recall
 from recset.recall._cooccurrence import ochiai
 from recset.signals import Signals, topk_rows
 
@@ -88,7 +88,7 @@ class RelatedCategories(RecallBase):
         dataset: Dataset,
         signals: Signals | None = None,
         *,
-        fitted: Mapping[str, RecallSet] | None = None,
+        fitted: Mapping[str, RecallBase] | None = None,
     ) -> Self:
         sig = self._signals(dataset, signals)
         cfg = self.config

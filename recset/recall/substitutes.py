@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 from recset.data import Dataset
-from recset.recall._base import Candidates, RecallBase, RecallSet, SourceConfig, register_recall
+from recset.recall._base import Candidates, RecallBase, SourceConfig, register_recall
 from recset.recall._cooccurrence import units_of
 from recset.signals import Signals
 
@@ -62,7 +62,7 @@ class SubstitutesFilter(RecallBase):
         dataset: Dataset,
         signals: Signals | None = None,
         *,
-        fitted: Mapping[str, RecallSet] | None = None,
+        fitted: Mapping[str, RecallBase] | None = None,
     ) -> Self:
         sig = self._signals(dataset, signals)
         cat = dataset.catalog

@@ -15,17 +15,17 @@ from recset.engine import Engine
 from recset.errors import ConfigError
 from recset.ranking import (
     BASE_FEATURES,
+    FEATURES,
     USER_HISTORY,
     FeatureBatch,
     FeatureSpace,
     FitContext,
     RankerFeature,
-    _feature_base,
+    default_features,
     feature_names,
     get_feature,
     ranking_candidates,
     register_feature,
-    registered_features,
 )
 from recset.signals import pair_lookup
 
@@ -76,9 +76,8 @@ def engine(ds: Dataset) -> Engine:
 @pytest.fixture
 def clean_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Registrations made in the test are undone afterwards."""
-    registered_features()  # built-ins and installed plug-ins first
-    monkeypatch.setattr(_feature_base, "_REGISTRY", dict(_feature_base._REGISTRY))
-    yield
+    with FEATURES.isolated():  # built-ins and installed plug-ins are kept
+        yield
 
 
 @pytest.fixture
@@ -130,7 +129,7 @@ def test_builtin_column_order_is_unchanged() -> None:
 def test_plugin_feature_is_computed_saved_and_loaded(
     ds: Dataset, engine: Engine, toy: type[RankerFeature], tmp_path: Path
 ) -> None:
-    assert TOY not in _feature_base.default_features()  # plug-ins are not defaults
+    assert TOY not in default_features()  # plug-ins are not defaults
     feats = _fit(ds, engine, user_candidates=5, extra_features=(TOY,))
     assert feats.names == feature_names(feats.sources) + [TOY]
     assert feats.sources[-1] == USER_HISTORY
@@ -153,21 +152,17 @@ def test_plugin_feature_is_computed_saved_and_loaded(
     assert np.array_equal(again.transform(seeds, users, mixed), X, equal_nan=True)
 
 
-def test_unloadable_plugin_after_unregistering(
-    ds: Dataset, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    registered_features()
-    saved = dict(_feature_base._REGISTRY)
-    monkeypatch.setattr(_feature_base, "_REGISTRY", dict(saved))
+def test_unloadable_plugin_after_unregistering(ds: Dataset, engine: Engine, tmp_path: Path) -> None:
+    with FEATURES.isolated():
 
-    @register_feature(TOY)
-    class Toy(RankerFeature):
-        def transform(self, batch: FeatureBatch) -> np.ndarray:
-            return batch.nan()
+        @register_feature(TOY)
+        class Toy(RankerFeature):
+            def transform(self, batch: FeatureBatch) -> np.ndarray:
+                return batch.nan()
 
-    feats = _fit(ds, engine, extra_features=(TOY,))
-    feats.save(tmp_path / "f")
-    monkeypatch.setattr(_feature_base, "_REGISTRY", dict(saved))  # the plug-in is gone
+        feats = _fit(ds, engine, extra_features=(TOY,))
+        feats.save(tmp_path / "f")
+    # the plug-in is gone
     with pytest.raises(ConfigError, match=rf"{TOY}.*does not register.*recset train-ranker"):
         FeatureSpace.load(tmp_path / "f")
 
