@@ -1,4 +1,4 @@
-"""The :class:`Engine`: build / save / load / recommend — the one object a host imports.
+"""The :class:`Engine` facade.
 
 The engine is a facade over a pipeline of stages (:mod:`recset.pipeline`): the recall mix
 with its fallback fill, the LightGBM ranker, the personalized re-rank, type-transition
@@ -13,8 +13,6 @@ import copy
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,40 +20,18 @@ from numpy.typing import NDArray
 
 from recset.config import Config, config_from_dict
 from recset.data import Dataset, IdMap, catalog_frame
-from recset.errors import ConfigError, StorageError
-from recset.personalization import load_stages
+from recset.engine._persist import load_parts, save_engine, write_engine
+from recset.engine._results import Reason, Recommendation, merge_basket, row_recommendations
+from recset.errors import ConfigError
 from recset.pipeline import Candidates, Request, Stage, get_stage, insert_position
 from recset.ranking import USER_HISTORY, Ranker
 from recset.recall import Mixer
-from recset.storage import read_state, write_state
 
 if TYPE_CHECKING:
     from recset.personalization import Personalizer, TypeTransition
     from recset.storage import ArtifactRecord
 
 _log = logging.getLogger(__name__)
-
-ENGINE_ARTIFACT = "engine"
-_FORMAT_VERSION = 3
-_NEURAL_ARTIFACTS = ("personalizer", "type_transition")
-
-
-@dataclass(frozen=True)
-class Reason:
-    """Why an item was recommended: a source that proposed it, its score and 0-based rank there."""
-
-    source: str
-    score: float
-    rank: int
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    """One recommended item (external id), its final score and the reasons behind it."""
-
-    item_id: str
-    score: float
-    reasons: tuple[Reason, ...]
 
 
 class Engine:
@@ -280,26 +256,6 @@ class Engine:
             [user_map.index_one(u) if u is not None else -1 for u in users], dtype=np.int32
         )
 
-    def _to_recommendations(
-        self, batch: Candidates, row: int, k: int, exclude: NDArray[np.int32]
-    ) -> list[Recommendation]:
-        item = batch.item[row]
-        valid = np.flatnonzero((item >= 0) & ~np.isin(item, exclude))[:k]
-        names = batch.sources
-        out = []
-        for p in valid.tolist():
-            reasons: tuple[Reason, ...] = ()
-            if batch.source_rank is not None:
-                ranks = batch.source_rank[row, p]
-                reasons = tuple(
-                    Reason(names[s], float(batch.source_score[row, p, s]), int(ranks[s]))  # type: ignore[index]
-                    for s in np.flatnonzero(ranks >= 0).tolist()
-                )
-            out.append(
-                Recommendation(self.items.id_of(int(item[p])), float(batch.score[row, p]), reasons)
-            )
-        return out
-
     def recommend_batch(
         self,
         seed_ids: Sequence[str],
@@ -326,14 +282,12 @@ class Engine:
                 f"The 'exclude' parameter must have one collection per seed ({n}). "
                 f"Got {len(exclude)} instead."
             )
-        ex = [
-            self._dense_exclude(exclude[i] if exclude is not None else ()) for i in range(n)
-        ]
+        ex = [self._dense_exclude(exclude[i] if exclude is not None else ()) for i in range(n)]
         extra = max((len(e) for e in ex), default=0)
         seeds = self.items.index(list(seed_ids)) if n else np.zeros(0, np.int32)
         request = Request.of(seeds, self._dense_users(users, n), k + extra)
         batch = self.run_pipeline(request)
-        return [self._to_recommendations(batch, i, k, ex[i]) for i in range(n)]
+        return [row_recommendations(batch, i, k, ex[i], self.items) for i in range(n)]
 
     def _dense_exclude(self, ids: Iterable[str]) -> NDArray[np.int32]:
         ids = list(ids)
@@ -379,16 +333,7 @@ class Engine:
         known = [i for i in cart if self.items.index_one(i) >= 0] or cart[:1]
         width = k + len(cart)
         lists = self.recommend_batch(known, [user] * len(known), width, [cart] * len(known))
-        rrf_k = self.config.mix.rrf_k
-        score: dict[str, float] = {}
-        best: dict[str, tuple[int, Recommendation]] = {}
-        for recs in lists:
-            for rank, rec in enumerate(recs):
-                score[rec.item_id] = score.get(rec.item_id, 0.0) + 1.0 / (rrf_k + rank + 1.0)
-                if rec.item_id not in best or rank < best[rec.item_id][0]:
-                    best[rec.item_id] = (rank, rec)
-        order = sorted(score, key=lambda i: (-score[i], best[i][0]))[:k]
-        return [Recommendation(i, score[i], best[i][1].reasons) for i in order]
+        return merge_basket(lists, self.config.mix.rrf_k, k)
 
     def _recommend_precomputed(
         self, seed: int, k: int, exclude: NDArray[np.int32]
@@ -433,14 +378,17 @@ class Engine:
             self.mixer.precompute(self.config.build.candidates_per_seed)
         names, ids = self.source_names, self.items.values
         for seed, row in self.mixer.iter_rows(show_progress=show_progress):
-            yield str(ids[seed]), [
-                {
-                    "item_id": str(ids[item]),
-                    "score": score,
-                    "sources": {names[s_]: {"score": v, "rank": r} for s_, v, r in why},
-                }
-                for item, score, why in row
-            ]
+            yield (
+                str(ids[seed]),
+                [
+                    {
+                        "item_id": str(ids[item]),
+                        "score": score,
+                        "sources": {names[s_]: {"score": v, "rank": r} for s_, v, r in why},
+                    }
+                    for item, score, why in row
+                ],
+            )
 
     # -- persistence ------------------------------------------------------------------
     def save(
@@ -455,31 +403,17 @@ class Engine:
 
         The fitted sources and precomputed lists go to a new version of the ``engine``
         artifact (written to a temporary directory, then renamed) which becomes the active
-        one; when ``dataset`` is given its catalog replaces the store's catalog in one
-        transaction.
+        one; when ``dataset`` is given its catalog replaces the store's catalog.
         """
-        from recset.storage import Store
-
-        with Store.open(target, artifact_dir=artifact_dir) as store:
-            if dataset is not None:
-                store.replace_catalog(catalog_frame(dataset))
-            return store.save_artifact(
-                ENGINE_ARTIFACT,
-                self._write,
-                params=self.config.to_dict(),
-                config_hash=self.config.hash(),
-                metrics={"n_items": len(self.items), **(metrics or {})},
-            )
-
-    def _write(self, directory: Path) -> None:
-        # ids as JSON: exact for any string (numpy fixed-width strings drop trailing NULs)
-        meta = {
-            "config": self.config.to_dict(),
-            "config_hash": self.config.hash(),
-            "items": self.items.values.tolist(),
-        }
-        write_state(directory, ENGINE_ARTIFACT, _FORMAT_VERSION, meta=meta)
-        self.mixer.save(directory / "mixer")
+        return save_engine(
+            target,
+            lambda d: write_engine(d, self.config, self.items, self.mixer),
+            self.config,
+            len(self.items),
+            artifact_dir=artifact_dir,
+            catalog=catalog_frame(dataset) if dataset is not None else None,
+            metrics=metrics,
+        )
 
     @classmethod
     def load(
@@ -495,53 +429,18 @@ class Engine:
 
         The active ranker and (unless ``neural`` is false) neural stages (personalizer,
         type transition) are attached when the store has them; ``device`` is where the
-        neural stages run.
-
-        Item availability comes from the store's catalog when it holds one, so marking an item
-        unavailable there takes effect at the next load without a rebuild. The precomputed
-        lists are memory-mapped.
+        neural stages run. Item availability comes from the store's catalog when it holds
+        one, so marking an item unavailable there takes effect at the next load without a
+        rebuild. The precomputed lists are memory-mapped.
         """
-        from recset.storage import Store
-
-        with Store.open(target, artifact_dir=artifact_dir, create=False) as store:
-            record = (
-                store.artifact(ENGINE_ARTIFACT, version)
-                if version is not None
-                else store.active_artifact(ENGINE_ARTIFACT)
-            )
-            if record is None:
-                raise StorageError(f"{store.url}: no active engine; run `recset build` first")
-            path = store.artifact_path(record)
-            catalog = store.read_catalog()
-            paths: dict[str, Path] = {}
-            for name in ("ranker", *(_NEURAL_ARTIFACTS if neural else ())):
-                rec = store.active_artifact(name)
-                if rec is not None:
-                    paths[name] = store.artifact_path(rec)
-        engine = cls._read(path, catalog)
-        ranker = None
-        if "ranker" in paths:
-            ranker = Ranker.load(paths["ranker"], sources=engine.source_names)
-        else:
-            _log.info("no active ranker in %s: serving the mix's order", store.url)
-        personalizer, transition = load_stages(
-            {n: p for n, p in paths.items() if n in _NEURAL_ARTIFACTS}, device, len(engine.items)
+        p = load_parts(
+            target, artifact_dir=artifact_dir, version=version, device=device, neural=neural
         )
-        engine._set(ranker, personalizer, transition)
-        return engine
-
-    @classmethod
-    def _read(cls, path: Path, catalog: object) -> Engine:
-        import pandas as pd
-
-        state = read_state(path, ENGINE_ARTIFACT, _FORMAT_VERSION)
-        config = config_from_dict(state.meta["config"], where=str(path / "engine.json"))
-        items = IdMap(state.meta["items"])
-        mixer = Mixer.load(path / "mixer", config)
-        if isinstance(catalog, pd.DataFrame) and len(catalog):
-            flags = pd.Series(catalog["available"].to_numpy(bool), index=catalog["item_id"])
-            current = flags.reindex(items.values)
-            mixer.available = np.where(
-                current.isna(), mixer.available, current.fillna(True).to_numpy(bool)
-            )
-        return cls(config, items, mixer)
+        return cls(
+            p.config,
+            p.items,
+            p.mixer,
+            ranker=p.ranker,
+            personalizer=p.personalizer,
+            type_transition=p.type_transition,
+        )
