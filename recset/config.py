@@ -34,6 +34,7 @@ from recset.recall import (
     RecallConfig,
     SourceConfig,
     registered_recall_sets,
+    validate_source_config,
 )
 
 __all__ = ["BuildConfig", "Config", "MixConfig", "MixOverride", "config_from_dict", "load_config"]
@@ -87,11 +88,9 @@ class Config(RecallConfig):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _format_validation(
-    error: ValidationError, where: str, prefix: str, model: type[BaseModel]
-) -> str:
+def _format_errors(errors: list[Any], where: str, prefix: str, model: type[BaseModel]) -> str:
     lines = []
-    for e in error.errors():
+    for e in errors:
         key = ".".join([prefix, *(str(p) for p in e["loc"])]).strip(".")
         if e["type"] == "extra_forbidden":
             lines.append(f"{where}: unknown key {key!r}; allowed keys: {_allowed(model, e['loc'])}")
@@ -117,7 +116,7 @@ def _validate(model: type[BaseModel], data: Any, where: str, prefix: str) -> Any
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, where, prefix, model)) from None
+        raise ConfigError(_format_errors(exc.errors(), where, prefix, model)) from None
 
 
 def _check_mix(mix: BaseModel, where: str, prefix: str, names: dict[str, str]) -> None:
@@ -169,7 +168,14 @@ def config_from_dict(data: dict[str, Any], *, where: str = "<config>") -> Config
             raise ConfigError(
                 f"{where}: unknown source type {what}; allowed values: {sorted(known)}"
             )
-        sources[name] = _validate(known[kind].Config, section, where, f"sources.{name}")
+        try:
+            sources[name] = validate_source_config(kind, section)
+        except ValidationError as exc:
+            # the union's errors start with the tag: the rest is the key inside the section
+            errors = [{**e, "loc": e["loc"][1:]} for e in exc.errors()]
+            raise ConfigError(
+                _format_errors(errors, where, f"sources.{name}", known[kind].Config)
+            ) from None
         types[name] = kind
     names = {n: n for n in known} | types
     if build.fallback not in names:

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recset.config import Config, load_config
+from recset.config import Config, config_from_dict, load_config
 from recset.errors import ConfigError
 from recset.recall import PopularConfig
 
@@ -128,3 +128,44 @@ def test_config_round_trips_through_dict() -> None:
     again = config_from_dict(cfg.to_dict())
     assert again.hash() == cfg.hash()
     assert isinstance(again, Config)
+
+
+def test_source_configs_validate_through_a_union_built_from_the_registry() -> None:
+    """The sources' settings are one pydantic discriminated union on ``type`` assembled from
+    the registry: a source registered later (a plug-in) takes part with no list to edit."""
+    from recset.recall import (
+        RECALL_SETS,
+        RecallBase,
+        SourceConfig,
+        register_recall,
+        registered_recall_sets,
+        source_config_union,
+        validate_source_config,
+    )
+
+    schema = source_config_union().json_schema()
+    assert set(schema["discriminator"]["mapping"]) == set(registered_recall_sets())
+    cfg = validate_source_config("popular", {"scope": "global"})
+    assert type(cfg) is PopularConfig and cfg == PopularConfig(scope="global")
+
+    class ToyConfig(SourceConfig):
+        depth: int = 1
+
+    with RECALL_SETS.isolated():
+
+        @register_recall("toy_union_source")
+        class Toy(RecallBase):
+            Config = ToyConfig
+
+            def fit(self, dataset, signals=None, *, fitted=None):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201
+                return self
+
+            def recall_many(self, seeds, n):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201
+                raise NotImplementedError
+
+        config = config_from_dict({"sources": {"t": {"type": "toy_union_source", "depth": 3}}})
+        assert config.sources["t"] == ToyConfig(depth=3)
+        with pytest.raises(ConfigError, match=r"key 'sources.t.depth'"):
+            config_from_dict({"sources": {"t": {"type": "toy_union_source", "depth": "x"}}})
+    mapping = source_config_union().json_schema()["discriminator"]["mapping"]
+    assert "toy_union_source" not in mapping

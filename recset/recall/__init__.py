@@ -19,7 +19,14 @@ from recset.recall._base import (
     register_recall,
     registered_recall_sets,
 )
-from recset.recall._config import BuildConfig, MixConfig, MixOverride, RecallConfig
+from recset.recall._config import (
+    BuildConfig,
+    MixConfig,
+    MixOverride,
+    RecallConfig,
+    source_config_union,
+    validate_source_config,
+)
 from recset.recall._lists import PrecomputedLists
 from recset.recall._text import TextEmbeddingConfig, embed_items
 from recset.recall.mixer import Mixer, MixStage
@@ -45,4 +52,6 @@ __all__ = [
     "get_recall",
     "register_recall",
     "registered_recall_sets",
+    "source_config_union",
+    "validate_source_config",
 ]

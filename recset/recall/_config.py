@@ -9,11 +9,11 @@ lists them.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
 from recset.errors import ConfigError
 from recset.recall._base import SourceConfig, registered_recall_sets
@@ -105,6 +105,43 @@ class MixOverride(BaseModel):
     filters: tuple[str, ...] | None = None
     fusion: Literal["rrf", "sequential"] | None = None
     rrf_k: float | None = Field(None, ge=0)
+
+
+_UNION: tuple[tuple[tuple[str, type], ...], TypeAdapter[Any]] | None = None
+
+
+def source_config_union() -> TypeAdapter[Any]:
+    """A pydantic discriminated union on ``type`` of every registered source's config.
+
+    Validating ``{"type": kind, **settings}`` with it gives an instance of a subclass of
+    ``kind``'s ``Config`` that carries the ``type`` tag (see :func:`validate_source_config`
+    for the plain config). Built from the registry, so a plug-in's config takes part as soon
+    as it registers.
+    """
+    global _UNION
+    known = tuple((n, c) for n, c in registered_recall_sets().items())
+    if _UNION is None or _UNION[0] != known:
+        members = [
+            create_model(
+                f"{cls.Config.__name__}_{name}",
+                __base__=cls.Config,
+                type=(Literal[name], Field(name, exclude=True)),  # type: ignore[valid-type]
+            )
+            for name, cls in known
+        ]
+        union: Any = members[0] if len(members) == 1 else Union[tuple(members)]  # noqa: UP007
+        _UNION = (known, TypeAdapter(Annotated[union, Field(discriminator="type")]))
+    return _UNION[1]
+
+
+def validate_source_config(kind: str, settings: dict[str, Any]) -> SourceConfig:
+    """``settings`` of a source of type ``kind`` validated through the discriminated union,
+    as an instance of that type's own ``Config`` (``ValidationError`` on bad settings; the
+    error locations start with the tag)."""
+    entry = source_config_union().validate_python({**settings, "type": kind})
+    cls = registered_recall_sets()[kind].Config
+    values = {k: getattr(entry, k) for k in cls.model_fields}
+    return cls.model_construct(_fields_set=entry.model_fields_set - {"type"}, **values)
 
 
 class RecallConfig(BaseModel):
