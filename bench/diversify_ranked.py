@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import copy
 
-from recset.data import load_dataset
+from recset.data import basket_queries, load_dataset, time_split
 from recset.engine import Engine
 from recset.eval.backtest import evaluate, ranked_system, recommendations
-from recset.eval.splits import basket_queries, time_split
 from recset.personalization import TypeTransitionConfig, train_type_transition
-from recset.ranking import RankerConfig, fit_features, train_ranker
-from recset.recall._text import embed_items
+from recset.ranking import RankerConfig, train_ranker
+from recset.recall import embed_items
 
 SETTINGS = (
     ("cap", 3, False),
@@ -38,10 +37,7 @@ def main() -> None:
     sp = time_split(ds)
     engine = Engine.build(sp.train)
     emb = embed_items(sp.train)
-    ranker = train_ranker(sp.train, None, RankerConfig(), embeddings=emb)
-    ranker.features = fit_features(
-        sp.train, engine.mixer, embeddings=emb, user_candidates=ranker.config.user_candidates
-    )
+    ranker = train_ranker(sp.train, None, RankerConfig(), mixer=engine.mixer, embeddings=emb)
     ranked = engine.with_ranker(ranker)
     tt = train_type_transition(sp.train, TypeTransitionConfig(device="cpu"))
     print("| queries | system | item hit@10 | type hit@10 | types in top-10 |")

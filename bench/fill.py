@@ -1,8 +1,8 @@
-"""Benchmark of filling short lists from the fallback (``Engine._fill``) in batch.
+"""Benchmark of filling short lists from the fallback (``Mixer._fill``) in batch.
 
-Builds an engine on synthetic data and times ``Engine.recommend_many`` on a batch of random
-seeds for several ``k`` (k = 100 is the ranker's candidate list), with the time spent in
-``_fill``, the rows it had to fill and the rows still short afterwards.
+Builds an engine on synthetic data and times ``Mixer.top`` (the recall stage) on a batch of
+random seeds for several ``k`` (k = 100 is the ranker's candidate list), with the time spent
+in ``_fill``, the rows it had to fill and the rows still short afterwards.
 
     .venv/bin/python bench/fill.py --items 20000 --seeds 20000
 """
@@ -13,8 +13,6 @@ import argparse
 import time
 
 import numpy as np
-
-from recset.testing import recommend_dense
 
 
 def main() -> None:
@@ -27,32 +25,33 @@ def main() -> None:
     from recset.data import Dataset
     from recset.data.synthetic import SyntheticConfig, generate
     from recset.engine import Engine
+    from recset.recall import Mixer
 
     syn = generate(SyntheticConfig(n_items=args.items, seed=0))
     engine = Engine.build(Dataset.from_frames(syn.catalog, syn.events))
     seeds = np.random.default_rng(0).integers(0, args.items, args.seeds).astype(np.int32)
-    fill = Engine._fill
+    fill = Mixer._fill
     spent = {"s": 0.0, "rows": 0}
 
-    def timed_fill(self: Engine, s: np.ndarray, out: object, k: int) -> None:
+    def timed_fill(self: Mixer, s: np.ndarray, out: object, k: int) -> None:
         spent["rows"] += int(((out.item >= 0).sum(axis=1) < k).sum())  # type: ignore[attr-defined]
         t0 = time.perf_counter()
         fill(self, s, out, k)  # type: ignore[arg-type]
         spent["s"] += time.perf_counter() - t0
 
-    Engine._fill = timed_fill  # type: ignore[method-assign]
+    Mixer._fill = timed_fill  # type: ignore[method-assign]
     print(f"fill benchmark: {args.items:,} items, {args.seeds:,} seeds, best of {args.repeat}")
     for k in (10, 20, 100):
         runs = []
         for _ in range(args.repeat):
             spent.update(s=0.0, rows=0)
             t0 = time.perf_counter()
-            m = recommend_dense(engine, seeds, k)
+            m = engine.mixer.top(seeds, k)
             runs.append((time.perf_counter() - t0, spent["s"], spent["rows"]))
         total, in_fill, rows = min(runs)
         short = int(((m.item >= 0).sum(axis=1) < k).sum())
         print(
-            f"  k={k:<3} recommend_many {total * 1e3:8.1f} ms, _fill {in_fill * 1e3:7.1f} ms "
+            f"  k={k:<3} Mixer.top {total * 1e3:8.1f} ms, _fill {in_fill * 1e3:7.1f} ms "
             f"on {rows:,} short rows; still short after: {short:,}"
         )
 

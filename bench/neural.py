@@ -15,7 +15,7 @@ import numpy as np
 from recset.data import Dataset
 from recset.data.synthetic import SyntheticConfig, generate
 from recset.personalization import NeuralConfig, train_neural
-from recset.recall._text import TextEmbeddingConfig, embed_items
+from recset.recall import TextEmbeddingConfig, embed_items
 from recset.signals import Signals
 
 

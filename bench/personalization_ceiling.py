@@ -32,13 +32,11 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.stats import rankdata
 
-from recset.data import load_dataset
+from recset.data import basket_queries, load_dataset, time_split
 from recset.engine import Engine
-from recset.eval.splits import basket_queries, time_split
 from recset.personalization import NeuralConfig, train_neural
-from recset.ranking import RankerConfig, fit_features, train_ranker
-from recset.ranking._features import ranking_candidates
-from recset.recall._text import embed_items
+from recset.ranking import RankerConfig, ranking_candidates, train_ranker
+from recset.recall import embed_items
 
 
 def _hits(items: NDArray[np.int32], queries, n_items: int) -> NDArray[np.bool_]:  # noqa: ANN001
@@ -110,11 +108,9 @@ def main() -> None:
     engine = Engine.build(sp.train)
     emb = embed_items(sp.train)
     rc = RankerConfig(label_split="time")
-    ranker = train_ranker(sp.train, None, rc, embeddings=emb)
-    ranker.features = fit_features(
-        sp.train, engine.mixer, embeddings=emb, user_candidates=rc.user_candidates
-    )
-    mixed = ranking_candidates(engine, ranker.features, q.seed, q.user, rc.candidates)
+    ranker = train_ranker(sp.train, None, rc, mixer=engine.mixer, embeddings=emb)
+    top = engine.mixer.top(q.seed, rc.candidates)
+    mixed = ranking_candidates(top, ranker.features, q.seed, q.user, engine.mixer.available)
     items = mixed.item
     valid = items >= 0
     X = ranker.features.transform(q.seed, q.user, mixed)

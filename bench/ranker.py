@@ -26,8 +26,7 @@ def main() -> None:
     from recset.data import Dataset
     from recset.data.synthetic import SyntheticConfig, generate
     from recset.engine import Engine
-    from recset.ranking import fit_features, train_ranker
-    from recset.ranking._features import ranking_candidates
+    from recset.ranking import ranking_candidates, train_ranker
 
     syn = generate(SyntheticConfig(n_items=args.items, seed=0))
     ds = Dataset.from_frames(syn.catalog, syn.events)
@@ -42,8 +41,7 @@ def main() -> None:
     t0 = time.perf_counter()
     engine = Engine.build(ds, cfg)
     t1 = time.perf_counter()
-    ranker = train_ranker(ds, cfg)
-    ranker.features = fit_features(ds, engine.mixer, user_candidates=ranker.config.user_candidates)
+    ranker = train_ranker(ds, cfg, mixer=engine.mixer)  # features refit on all of ds
     t2 = time.perf_counter()
     print(
         f"{ds!r}: engine build {t1 - t0:.1f} s, ranker training {t2 - t1:.1f} s "
@@ -55,7 +53,8 @@ def main() -> None:
     feat_t, score_t, n_cands = [], [], []
     for s, u in zip(seeds, users, strict=True):
         sa, ua = np.array([s], np.int32), np.array([u], np.int32)
-        mixed = ranking_candidates(engine, ranker.features, sa, ua, args.candidates)
+        top = engine.mixer.top(sa, args.candidates)
+        mixed = ranking_candidates(top, ranker.features, sa, ua, engine.mixer.available)
         a = time.perf_counter()
         X = ranker.features.transform(sa, ua, mixed)
         valid = mixed.item.ravel() >= 0

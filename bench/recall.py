@@ -54,8 +54,8 @@ def main() -> None:
     from recset.config import config_from_dict
     from recset.data import load_dataset
     from recset.data.synthetic import SyntheticConfig, write_synthetic
-    from recset.engine import Engine, _fit_order
-    from recset.recall import get_recall
+    from recset.engine import Engine
+    from recset.recall import Mixer, get_recall
     from recset.recall._cooccurrence import cooccurrence_counts, ochiai
     from recset.recall._lists import PrecomputedLists
     from recset.signals import Signals, topk_rows
@@ -75,7 +75,7 @@ def main() -> None:
     signals = Signals(ds)
     specs = config.source_configs()
     fitted = {}
-    for name in _fit_order(specs):
+    for name in config.fit_order():
         kind, cfg = specs[name]
         with t(f"fit {name}"):
             fitted[name] = get_recall(kind)(cfg).fit(ds, signals, fitted=dict(fitted))
@@ -86,9 +86,10 @@ def main() -> None:
             dtype=object,
         ),
     )
-    engine = Engine(config, ds.items, ds.catalog.available.copy(), fitted, seed_mix)
+    mixer = Mixer.from_config(config, fitted, seed_mix, ds.catalog.available.copy())
+    engine = Engine(config, ds.items, mixer)
     with t("precompute candidate lists (all items)"):
-        engine.precompute()
+        mixer.precompute(config.build.candidates_per_seed)
     fit_total = time.perf_counter() - fit_start
     with t("save engine to store (SQLite + artifacts)"):
         engine.save(tmp / "store", dataset=ds)
@@ -120,7 +121,7 @@ def main() -> None:
 
     # serving from the store
     loaded = Engine.load(tmp / "store")
-    assert isinstance(loaded.lists, PrecomputedLists)
+    assert isinstance(loaded.mixer.lists, PrecomputedLists)
     rng = np.random.default_rng(1)
     seeds = ds.items.values[rng.integers(0, ds.n_items, size=args.queries)]
     for s in seeds[:200]:

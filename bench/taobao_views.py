@@ -26,7 +26,7 @@ def main() -> None:
         print(f"{name:<22} pairs {m.nnz:>10,}  items with a pair {answered:>7,}")
     engine = Engine.build(ds)
     seeds = np.arange(ds.n_items, dtype=np.int32)
-    mixed = engine.candidates(seeds, 20)
+    mixed = engine.mixer.candidates(seeds, 20)
     for s, name in enumerate(mixed.sources):
         answered = (mixed.source_rank[:, :, s] >= 0).any(axis=1)
         print(f"seeds with a {name:<26} candidate: {answered.mean():.3f}")

@@ -13,10 +13,9 @@ import argparse
 import numpy as np
 
 from recset.config import config_from_dict
-from recset.data import load_dataset
+from recset.data import basket_queries, leave_last_split, load_dataset, time_split
 from recset.engine import Engine
 from recset.eval.backtest import engine_system, evaluate_system
-from recset.eval.splits import basket_queries, leave_last_split, time_split
 
 VARIANTS = {
     "ochiai": "ochiai",
