@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -132,21 +133,66 @@ def test_save_load_roundtrip(planted, tmp_path: Path) -> None:
         loaded.rerank(seeds, users, items, base), model.rerank(seeds, users, items, base)
     )
     assert loaded.blend_weight_ == model.blend_weight_
-    emb = np.load(tmp_path / "neural" / "embeddings.npy")
+    with np.load(tmp_path / "neural" / "neural_model.npz", allow_pickle=False) as z:
+        emb = z["embeddings"]
     assert emb.shape == (ds.n_items, 16) and emb.dtype == np.float32
 
 
 def test_load_errors_name_the_file(planted, tmp_path: Path) -> None:
     ds, _, model = planted
     model.save(tmp_path / "m")
-    with pytest.raises(ConfigError, match="neural.json"):
+    with pytest.raises(ConfigError, match="neural_model.json"):
         NeuralModel.load(tmp_path / "m", device="cpu", n_items=ds.n_items + 1)
-    np.save(tmp_path / "m" / "embeddings.npy", np.zeros((3, 16), np.float32))
-    with pytest.raises(ConfigError, match="embeddings.npy"):
+    npz = tmp_path / "m" / "neural_model.npz"
+    with np.load(npz, allow_pickle=False) as z:
+        arrays = dict(z)
+    np.savez(npz, **{**arrays, "embeddings": np.zeros((3, 16), np.float32)})
+    with pytest.raises(ConfigError, match=r"neural_model\.npz.*'embeddings'"):
         NeuralModel.load(tmp_path / "m", device="cpu")
+    np.savez(npz, **{**arrays, "history_items": np.full(3, ds.n_items, np.int32)})
+    with pytest.raises(ConfigError, match=r"neural_model\.npz.*histories"):
+        NeuralModel.load(tmp_path / "m", device="cpu")
+    npz.write_bytes(npz.read_bytes()[:100])  # truncated
+    with pytest.raises(ConfigError, match="neural_model"):
+        NeuralModel.load(tmp_path / "m", device="cpu")
+    model.save(tmp_path / "m")
     (tmp_path / "m" / "graph.pt").unlink()
     with pytest.raises(ConfigError, match="graph.pt"):
         NeuralModel.load(tmp_path / "m", device="cpu")
+    (tmp_path / "m" / "neural_model.json").unlink()
+    with pytest.raises(ConfigError, match="neural_model.json.*missing"):
+        NeuralModel.load(tmp_path / "m", device="cpu")
+
+
+def _old_layout(model: NeuralModel, directory: Path) -> None:
+    """The files NeuralModel.save wrote before the versioned state (format version 1)."""
+    model.save(directory)
+    doc = json.loads((directory / "neural_model.json").read_text())
+    with np.load(directory / "neural_model.npz", allow_pickle=False) as z:
+        arrays = dict(z)
+    (directory / "neural_model.json").unlink()
+    (directory / "neural_model.npz").unlink()
+    (directory / "neural.json").write_text(json.dumps({"format_version": 1, **doc["meta"]}))
+    np.save(directory / "embeddings.npy", arrays["embeddings"])
+    np.save(directory / "query.npy", arrays["query"])
+    np.savez(
+        directory / "histories.npz",
+        indptr=arrays["history_indptr"],
+        items=arrays["history_items"],
+    )
+
+
+def test_old_layout_is_refused_with_retrain(planted, tmp_path: Path) -> None:
+    ds, _, model = planted
+    _old_layout(model, tmp_path / "old")
+    with pytest.raises(ConfigError, match="retrain the neural model with `recset train-neural`"):
+        NeuralModel.load(tmp_path / "old", device="cpu", n_items=ds.n_items)
+    model.save(tmp_path / "v")
+    doc = json.loads((tmp_path / "v" / "neural_model.json").read_text())
+    doc["format_version"] = 1
+    (tmp_path / "v" / "neural_model.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="format version 1.*retrain the neural model"):
+        NeuralModel.load(tmp_path / "v", device="cpu")
 
 
 def test_training_is_deterministic_on_cpu() -> None:
