@@ -215,3 +215,51 @@ def test_gnn_only_stage_and_validation_blend() -> None:
     assert model.metadata_["blend_source"].startswith(("validation", "default"))
     # with no user encoder every user vector is neutral
     assert (model.user_vectors(np.arange(3, dtype=np.int32)) == 1.0).all()
+
+
+def test_personalizer_save_load(planted, tmp_path: Path) -> None:
+    from recset.data import IdMap
+    from recset.personalization import Personalizer
+
+    ds, pairs, model = planted
+    d = tmp_path / "p"
+    Personalizer(model, ds.users).save(d)
+    assert sorted(p.name for p in d.iterdir()) == [
+        "item_embeddings.npz",
+        "model",
+        "personalizer.json",
+        "personalizer.npz",
+    ]
+    back = Personalizer.load(d, device="cpu", n_items=ds.n_items)
+    assert back.users == ds.users
+    users = np.arange(8, dtype=np.int32)
+    rng = np.random.default_rng(5)
+    items = rng.choice(ds.n_items, size=(8, 9)).astype(np.int32)
+    base = rng.normal(size=(8, 9)).astype(np.float32)
+    seeds = pairs[:8, 0].astype(np.int32)
+    np.testing.assert_array_equal(
+        back.model.rerank(seeds, users, items, base), model.rerank(seeds, users, items, base)
+    )
+    # a user map that does not match the model's histories is refused
+    Personalizer(model, IdMap(ds.users.values[:-1])).save(tmp_path / "short")
+    with pytest.raises(ConfigError, match=r"personalizer\.json.*users, the model keeps"):
+        Personalizer.load(tmp_path / "short", device="cpu")
+    with pytest.raises(ConfigError, match="neural_model.json"):
+        Personalizer.load(d, device="cpu", n_items=ds.n_items + 1)
+
+
+def test_personalizer_old_layout_is_refused_with_retrain(planted, tmp_path: Path) -> None:
+    from recset.personalization import Personalizer
+
+    ds, _, model = planted
+    d = tmp_path / "p"
+    # the layout before the versioned state: users.json next to the old model files
+    _old_layout(model, d / "model")
+    (d / "users.json").write_text(json.dumps(ds.users.values.tolist()))
+    with pytest.raises(ConfigError, match="retrain the neural stages with `recset train-neural`"):
+        Personalizer.load(d, device="cpu", n_items=ds.n_items)
+    # the personalizer's own state written, the model still in the old layout
+    Personalizer(model, ds.users).save(tmp_path / "q")
+    _old_layout(model, tmp_path / "q" / "model")
+    with pytest.raises(ConfigError, match="retrain the neural model with `recset train-neural`"):
+        Personalizer.load(tmp_path / "q", device="cpu", n_items=ds.n_items)
