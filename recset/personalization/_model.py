@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import shutil
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
 from recset.data import Dataset
-from recset.errors import ConfigError, DataError, ParameterTypeError
+from recset.errors import ConfigError, DataError, ParameterTypeError, StorageError
 from recset.personalization._config import NeuralConfig
 from recset.personalization._data import (
     NegativeSampler,
@@ -40,11 +40,18 @@ from recset.personalization._modules import (
 )
 from recset.personalization._torch import autocast, grad_scaler, resolve_device
 from recset.signals import Signals, csr_gather
+from recset.storage import read_state, write_state
 
 _log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-_FILES = ("neural.json", "graph.pt", "embeddings.npy", "query.npy", "histories.npz")
+FORMAT_VERSION = 2
+"""Format version of the saved model (2: one ``neural_model`` state instead of loose files)."""
+_KIND = "neural_model"
+_META = f"{_KIND}.json"
+_ARRAYS = f"{_KIND}.npz"
+_GRAPH = "graph.pt"
+_ENCODER = "encoder.pt"
+_RETRAIN = "retrain the neural model with `recset train-neural`"
 _ENCODE_BATCH = 4096
 _MAX_VALIDATION_ROWS = 5000
 
@@ -742,9 +749,10 @@ class NeuralModel:
     def save(self, directory: Path) -> None:
         """Write the model to ``directory`` (replaced atomically when it exists).
 
-        Files: ``neural.json`` (config, metadata), ``graph.pt`` / ``encoder.pt`` (torch
-        ``state_dict``), ``embeddings.npy`` (``theta``, for ``gnn_neighbors``),
-        ``query.npy`` and ``histories.npz``.
+        Files: ``graph.pt`` / ``encoder.pt`` (torch ``state_dict``) and the ``"neural_model"``
+        state of :func:`~recset.storage.write_state`: ``neural_model.json`` (config, sizes,
+        blend weight, metadata) and ``neural_model.npz`` (``embeddings`` (``theta``),
+        ``query``, and the kept purchase histories ``history_indptr`` / ``history_items``).
         """
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
@@ -752,7 +760,6 @@ class NeuralModel:
         tmp.mkdir()
         try:
             meta = {
-                "format_version": FORMAT_VERSION,
                 "config": self.config.model_dump(mode="json"),
                 "n_items": self.n_items_,
                 "n_users": len(self.history_indptr_) - 1,
@@ -761,18 +768,16 @@ class NeuralModel:
                 "has_encoder": self.encoder_ is not None,
                 "metadata": self.metadata_,
             }
-            (tmp / "neural.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-            torch.save(self.graph_.state_dict(), tmp / "graph.pt")
+            arrays = {
+                "embeddings": self.theta_,
+                "query": self.query_,
+                "history_indptr": self.history_indptr_,
+                "history_items": self.history_items_,
+            }
+            write_state(tmp, _KIND, FORMAT_VERSION, meta=meta, arrays=arrays)
+            torch.save(self.graph_.state_dict(), tmp / _GRAPH)
             if self.encoder_ is not None:
-                torch.save(self.encoder_.state_dict(), tmp / "encoder.pt")
-            np.save(tmp / "embeddings.npy", self.theta_, allow_pickle=False)
-            np.save(tmp / "query.npy", self.query_, allow_pickle=False)
-            np.savez(
-                tmp / "histories.npz",
-                indptr=self.history_indptr_,
-                items=self.history_items_,
-                allow_pickle=False,
-            )
+                torch.save(self.encoder_.state_dict(), tmp / _ENCODER)
             old = None
             if directory.exists():
                 old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex}"
@@ -800,67 +805,77 @@ class NeuralModel:
         Raises
         ------
         ConfigError
-            A file is missing or does not match the others (naming the file).
+            A file is missing or does not match the others (naming the file), or the
+            directory was written by another recset version (an older layout, another format
+            version): the message says to retrain the neural model.
         """
         directory = Path(directory)
         dev = resolve_device(device)
-        for name in _FILES:
-            if not (directory / name).is_file():
-                raise ConfigError(f"{directory / name}: missing file of the neural model")
-        meta = json.loads((directory / "neural.json").read_text(encoding="utf-8"))
-        if meta.get("format_version") != FORMAT_VERSION:
+        meta_path = directory / _META
+        arrays_path = directory / _ARRAYS
+        try:
+            state = read_state(directory, _KIND, FORMAT_VERSION)
+        except StorageError as exc:
+            raise ConfigError(f"{exc}; {_RETRAIN}") from None
+        except (EOFError, zipfile.BadZipFile) as exc:  # a truncated .npz
+            raise ConfigError(f"{arrays_path}: unreadable ({exc!r}); {_RETRAIN}") from None
+        if not (directory / _GRAPH).is_file():
+            raise ConfigError(f"{directory / _GRAPH}: missing file of the neural model")
+        meta = state.meta
+        try:
+            config = NeuralConfig.model_validate(meta["config"])
+            n = int(meta["n_items"])
+            n_users = int(meta["n_users"])
+            in_dim = int(meta["in_dim"])
+            blend_weight = float(meta["blend_weight"])
+            has_encoder = bool(meta["has_encoder"])
+            metadata = dict(meta.get("metadata") or {})
+        except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(
-                f"{directory / 'neural.json'}: format version {meta.get('format_version')}, "
-                f"this recset reads {FORMAT_VERSION}; retrain the neural model"
-            )
-        config = NeuralConfig.model_validate(meta["config"])
+                f"{meta_path}: unreadable model metadata ({exc!r}); {_RETRAIN}"
+            ) from None
         k = config.embedding_size
-        n = int(meta["n_items"])
         if n_items is not None and n != n_items:
             raise ConfigError(
-                f"{directory / 'neural.json'}: the model has {n} items, the dataset {n_items}; "
-                "retrain the neural model"
+                f"{meta_path}: the model has {n} items, the dataset {n_items}; {_RETRAIN}"
             )
-        arrays = {}
-        for name in ("embeddings.npy", "query.npy"):
-            arr = np.load(directory / name, allow_pickle=False)
+        try:
+            theta, query, indptr, items = (
+                state.array(name, arrays_path)
+                for name in ("embeddings", "query", "history_indptr", "history_items")
+            )
+        except StorageError as exc:
+            raise ConfigError(str(exc)) from None
+        for name, arr in (("embeddings", theta), ("query", query)):
             if arr.shape != (n, k):
                 raise ConfigError(
-                    f"{directory / name}: shape {arr.shape}, expected ({n}, {k}) from neural.json"
+                    f"{arrays_path}: array {name!r} has shape {arr.shape}, expected ({n}, {k}) "
+                    f"from {_META}"
                 )
-            arrays[name] = arr.astype(np.float32)
-        with np.load(directory / "histories.npz", allow_pickle=False) as z:
-            indptr, items = z["indptr"].astype(np.int64), z["items"].astype(np.int32)
+        theta, query = theta.astype(np.float32), query.astype(np.float32)
+        indptr, items = indptr.astype(np.int64), items.astype(np.int32)
         if (
-            len(indptr) != int(meta["n_users"]) + 1
+            indptr.ndim != 1
+            or items.ndim != 1
+            or len(indptr) != n_users + 1
             or (len(items) and (items.min() < 0 or items.max() >= n))
             or indptr[-1] != len(items)
         ):
             raise ConfigError(
-                f"{directory / 'histories.npz'}: histories do not match {n} items / "
-                f"{meta['n_users']} users of neural.json"
+                f"{arrays_path}: the histories do not match {n} items / {n_users} users of {_META}"
             )
-        graph = ProductGraph(int(meta["in_dim"]), config)
-        _load_state(graph, directory / "graph.pt", dev)
+        graph = ProductGraph(in_dim, config)
+        _load_state(graph, directory / _GRAPH, dev)
         encoder = None
-        if meta["has_encoder"]:
-            if not (directory / "encoder.pt").is_file():
-                raise ConfigError(f"{directory / 'encoder.pt'}: missing file of the neural model")
+        if has_encoder:
+            if not (directory / _ENCODER).is_file():
+                raise ConfigError(f"{directory / _ENCODER}: missing file of the neural model")
             encoder = UserEncoder(config)
-            _load_state(encoder, directory / "encoder.pt", dev)
+            _load_state(encoder, directory / _ENCODER, dev)
             encoder.to(dev).eval()
         graph.to(dev).eval()
-        fitted = _Fitted(graph, encoder, arrays["embeddings.npy"], arrays["query.npy"], {})
-        return cls._build(
-            config,
-            fitted,
-            indptr,
-            items,
-            float(meta["blend_weight"]),
-            int(meta["in_dim"]),
-            meta.get("metadata", {}),
-            device=dev,
-        )
+        fitted = _Fitted(graph, encoder, theta, query, {})
+        return cls._build(config, fitted, indptr, items, blend_weight, in_dim, metadata, device=dev)
 
 
 def _load_state(module: torch.nn.Module, path: Path, device: torch.device) -> None:

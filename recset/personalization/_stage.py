@@ -8,7 +8,6 @@ re-ranking and type-transition diversification) from one training dataset.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,9 +18,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from recset.data import Dataset, IdMap
-from recset.errors import ConfigError
+from recset.errors import ConfigError, StorageError
 from recset.personalization._config import NeuralConfig
 from recset.pipeline import Candidates, Request, Stage, register_stage
+from recset.storage import read_state, write_state
 
 if TYPE_CHECKING:
     from recset.personalization._model import NeuralModel
@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 PERSONALIZER_ARTIFACT = "personalizer"
+PERSONALIZER_KIND = "personalizer"
+PERSONALIZER_FORMAT = 1
+"""Format version of the personalizer's own state (``personalizer.json``, the user map)."""
+_RETRAIN = "retrain the neural stages with `recset train-neural`"
 TYPE_TRANSITION_ARTIFACT = "type_transition"
 ITEM_EMBEDDINGS_FILE = "item_embeddings.npz"
 """File of a saved personalizer holding the GNN item embeddings (``gnn_neighbors`` reads it)."""
@@ -55,8 +59,12 @@ class Personalizer:
         return self.model.config
 
     def save(self, directory: Path) -> None:
-        """Write the model (``model/``), the user map (``users.json``) and the GNN item
-        embeddings (:data:`ITEM_EMBEDDINGS_FILE`, for ``gnn_neighbors``) to ``directory``."""
+        """Write the personalizer to ``directory``.
+
+        Files: ``model/`` (:meth:`NeuralModel.save`), the GNN item embeddings
+        (:data:`ITEM_EMBEDDINGS_FILE`, for ``gnn_neighbors``) and the ``"personalizer"`` state
+        of :func:`~recset.storage.write_state` (``personalizer.json``: the user map).
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save(directory / "model")
@@ -64,8 +72,11 @@ class Personalizer:
         from recset.personalization._model import save_item_embeddings
 
         save_item_embeddings(self.model, directory / ITEM_EMBEDDINGS_FILE)
-        (directory / "users.json").write_text(
-            json.dumps(self.users.values.tolist()), encoding="utf-8"
+        write_state(
+            directory,
+            PERSONALIZER_KIND,
+            PERSONALIZER_FORMAT,
+            meta={"users": self.users.values.tolist()},
         )
 
     @classmethod
@@ -77,15 +88,21 @@ class Personalizer:
         Raises
         ------
         ConfigError
-            When a file is missing, or the model's catalog size is not ``n_items``.
+            When a file is missing, the directory was written by another recset version
+            (the message says to retrain), or the model's catalog size is not ``n_items``.
         """
         from recset.personalization._model import NeuralModel
 
         directory = Path(directory)
-        users_file = directory / "users.json"
-        if not users_file.is_file():
-            raise ConfigError(f"{users_file}: missing (the personalizer's user map)")
-        users = IdMap(json.loads(users_file.read_text(encoding="utf-8")))
+        users_file = directory / f"{PERSONALIZER_KIND}.json"
+        try:
+            state = read_state(directory, PERSONALIZER_KIND, PERSONALIZER_FORMAT)
+        except StorageError as exc:
+            raise ConfigError(f"{exc}; {_RETRAIN}") from None
+        raw = state.meta.get("users")
+        if not isinstance(raw, list):
+            raise ConfigError(f"{users_file}: no user map (the personalizer's users); {_RETRAIN}")
+        users = IdMap(raw)
         model = NeuralModel.load(directory / "model", device=device, n_items=n_items)
         n_hist = len(model.history_indptr_) - 1
         if n_hist != len(users):

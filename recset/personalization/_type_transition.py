@@ -46,10 +46,11 @@ from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from recset.data import Dataset
-from recset.errors import ConfigError, DataError, NotFittedError
+from recset.errors import ConfigError, DataError, NotFittedError, RecsetError, StorageError
 from recset.personalization._torch import resolve_device
 from recset.personalization._type_transition_config import TypeTransitionConfig
 from recset.signals import Signals
+from recset.storage import read_state, write_state
 
 if TYPE_CHECKING:
     import torch
@@ -64,9 +65,12 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-_META = "type_transition.json"
-_ARRAYS = "type_transition.npz"
+FORMAT_VERSION = 2
+"""Format version of the saved model (2: the versioned ``type_transition`` state)."""
+_KIND = "type_transition"
+_META = f"{_KIND}.json"
+_ARRAYS = f"{_KIND}.npz"
+_RETRAIN = "retrain it with `recset train-neural`"
 _WEIGHTS = "weights.pt"
 
 Level = Literal["product_type", "category"]
@@ -780,9 +784,10 @@ class TypeTransition:
     def save(self, directory: Path) -> None:
         """Write the model to ``directory`` (replaced whole, via a temporary directory).
 
-        Files: ``weights.pt`` (torch ``state_dict``), ``type_transition.json`` (format
-        version, config, level, type names, training stats) and ``type_transition.npz``
-        (item -> type map and the known-type masks).
+        Files: ``weights.pt`` (torch ``state_dict``) and the ``"type_transition"`` state of
+        :func:`~recset.storage.write_state`: ``type_transition.json`` (config, level, type
+        names, training stats) and ``type_transition.npz`` (item -> type map and the
+        known-type masks).
         """
         import torch
 
@@ -793,15 +798,7 @@ class TypeTransition:
         try:
             state = {k: v.detach().cpu() for k, v in self.module_.state_dict().items()}
             torch.save(state, tmp / _WEIGHTS)
-            np.savez(
-                tmp / _ARRAYS,
-                allow_pickle=False,
-                item_type=self.item_type_,
-                known_seed=self.known_seed_,
-                known_type=self.known_type_,
-            )
             meta = {
-                "format_version": FORMAT_VERSION,
                 "config": self.config.model_dump(mode="json"),
                 "level": self.level_,
                 "n_types": self.n_types,
@@ -809,7 +806,12 @@ class TypeTransition:
                 "type_names": self.type_names_,
                 "stats": self.stats_,
             }
-            (tmp / _META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+            arrays = {
+                "item_type": self.item_type_,
+                "known_seed": self.known_seed_,
+                "known_type": self.known_type_,
+            }
+            write_state(tmp, _KIND, FORMAT_VERSION, meta=meta, arrays=arrays)
             _swap_in(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -841,20 +843,22 @@ class TypeTransition:
             if not (directory / name).is_file():
                 raise DataError(f"{directory / name}: missing; not a saved TypeTransition")
         meta_path = directory / _META
+        arrays_path = directory / _ARRAYS
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            version = meta["format_version"]
+            state = read_state(directory, _KIND, FORMAT_VERSION)
+        except StorageError as exc:
+            raise _refusal(directory, exc) from None
+        except (EOFError, zipfile.BadZipFile) as exc:  # a truncated .npz
+            raise DataError(f"{arrays_path}: unreadable or incomplete ({exc!r})") from None
+        meta = state.meta
+        try:
             raw_config = meta["config"]
             level = meta["level"]
             names = [str(x) for x in meta["type_names"]]
             n_types, n_items = int(meta["n_types"]), int(meta["n_items"])
             stats = dict(meta.get("stats", {}))
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             raise DataError(f"{meta_path}: unreadable or incomplete ({exc!r})") from None
-        if version != FORMAT_VERSION:
-            raise ConfigError(
-                f"{meta_path}: format version {version!r}; this recset reads {FORMAT_VERSION}"
-            )
         try:
             config = TypeTransitionConfig.model_validate(raw_config)
         except ValidationError as exc:
@@ -862,14 +866,12 @@ class TypeTransition:
         if level not in ("product_type", "category") or len(names) != n_types:
             raise ConfigError(f"{meta_path}: inconsistent level / type names")
 
-        arrays_path = directory / _ARRAYS
         try:
-            with np.load(arrays_path, allow_pickle=False) as z:
-                item_type = z["item_type"].astype(np.int32)
-                known_seed = z["known_seed"].astype(bool)
-                known_type = z["known_type"].astype(bool)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            raise DataError(f"{arrays_path}: unreadable or incomplete ({exc!r})") from None
+            item_type = state.array("item_type", arrays_path).astype(np.int32)
+            known_seed = state.array("known_seed", arrays_path).astype(bool)
+            known_type = state.array("known_type", arrays_path).astype(bool)
+        except StorageError as exc:
+            raise DataError(f"{arrays_path}: unreadable or incomplete ({exc})") from None
         if (
             item_type.shape != (n_items,)
             or known_seed.shape != (n_types,)
@@ -963,6 +965,21 @@ def _int_array(x: Any, name: str, *, ndim: int) -> NDArray[np.int64]:
             f"Got shape {arr.shape} and dtype {arr.dtype} instead."
         )
     return arr.astype(np.int64, copy=False)
+
+
+def _refusal(directory: Path, exc: StorageError) -> RecsetError:
+    """The error for a :class:`StorageError` of ``read_state``: a ``DataError`` when a file is
+    unreadable or corrupt, a ``ConfigError`` saying to retrain when the directory was written
+    by another recset version (an older layout, another kind or format version)."""
+    try:
+        doc = json.loads((directory / _META).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return DataError(f"{exc} (unreadable or corrupt)")
+    if not isinstance(doc, dict):
+        return DataError(f"{exc} (unreadable or corrupt)")
+    if doc.get("kind") == _KIND and doc.get("format_version") == FORMAT_VERSION:
+        return DataError(f"{directory / _ARRAYS}: unreadable or incomplete ({exc})")
+    return ConfigError(f"{exc}; {_RETRAIN}")
 
 
 def _swap_in(tmp: Path, directory: Path) -> None:

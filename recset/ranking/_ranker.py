@@ -9,7 +9,6 @@ a candidate is positive when it was bought in the same order as the seed. The la
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,14 +20,19 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from recset.data import Dataset, IdMap, basket_queries, leave_last_split, time_split
-from recset.errors import ConfigError, DataError
+from recset.errors import ConfigError, DataError, StorageError
 from recset.ranking._candidates import ranking_candidates
 from recset.ranking._features import USER_HISTORY, FeatureSpace, feature_names
 from recset.recall import Mixer, RecallConfig, embed_items
+from recset.storage import read_state, write_state
 
 _log = logging.getLogger(__name__)
 
 RANKER_ARTIFACT = "ranker"
+RANKER_KIND = "ranker"
+RANKER_FORMAT = 1
+"""Format version of the saved ranker state (``ranker.json``); bump it when the layout changes."""
+_RETRAIN = "retrain it with `recset train-ranker`"
 
 
 class RankerConfig(BaseModel):
@@ -111,6 +115,13 @@ class Ranker:
         return sorted(zip(self.feature_names, map(float, gains), strict=True), key=lambda x: -x[1])
 
     def save(self, directory: Path) -> None:
+        """Write the ranker into ``directory``.
+
+        Files: ``model.txt`` (the LightGBM text format), ``features/`` (the
+        :class:`FeatureSpace`) and the ``"ranker"`` state of :func:`~recset.storage.write_state`
+        (``ranker.json``: feature names, config, training metrics, the training users' ids).
+        """
+        directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(directory / "model.txt"))
         self.features.save(directory / "features")
@@ -118,38 +129,70 @@ class Ranker:
             "feature_names": self.feature_names,
             "config": self.config.model_dump(mode="json"),
             "metrics": self.metrics,
+            "users": self.users.values.tolist(),
         }
-        (directory / "ranker.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        (directory / "users.json").write_text(json.dumps(self.users.values.tolist()), "utf-8")
+        write_state(directory, RANKER_KIND, RANKER_FORMAT, meta=meta)
 
     @classmethod
     def load(cls, directory: Path, *, sources: tuple[str, ...] | None = None) -> Ranker:
-        """Load a saved ranker; refuse one whose feature list does not match this code."""
+        """Load a saved ranker; refuse one whose feature list does not match this code.
+
+        Parameters
+        ----------
+        directory : Path
+        sources : tuple of str, optional
+            The recall sources the engine mixes; a ranker trained on others is refused.
+
+        Raises
+        ------
+        ConfigError
+            When the directory was written by another recset version (an older layout,
+            another format version, a missing file), or the ranker does not fit this recset
+            or ``sources``: the message says to retrain it with ``recset train-ranker``.
+        """
         import lightgbm as lgb
 
-        meta = json.loads((directory / "ranker.json").read_text(encoding="utf-8"))
+        directory = Path(directory)
+        try:
+            state = read_state(directory, RANKER_KIND, RANKER_FORMAT)
+        except StorageError as exc:
+            raise ConfigError(f"{exc}; {_RETRAIN}") from None
+        meta = state.meta
+        try:
+            trained_on = [str(n) for n in meta["feature_names"]]
+            config = RankerConfig.model_validate(meta["config"])
+            metrics = dict(meta.get("metrics") or {})
+            if not isinstance(meta["users"], list):
+                raise TypeError(f"users is a {type(meta['users']).__name__}, not a list")
+            users = IdMap(meta["users"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"{directory / (RANKER_KIND + '.json')}: unreadable ranker metadata ({exc!r}); "
+                f"{_RETRAIN}"
+            ) from None
         features = FeatureSpace.load(directory / "features")
         expected = feature_names(features.sources, features.feature_list)
         own = tuple(s for s in features.sources if s != USER_HISTORY)
         if sources is not None and own != tuple(sources):
             raise ConfigError(
                 f"{directory}: the ranker reads sources {list(own)}, the engine mixes "
-                f"{list(sources)}; retrain it with `recset train-ranker`"
+                f"{list(sources)}; {_RETRAIN}"
             )
-        if meta["feature_names"] != expected:
+        if trained_on != expected:
             raise ConfigError(
-                f"{directory}: the ranker was trained on features {meta['feature_names']}, "
-                f"this recset computes {expected}; retrain it with `recset train-ranker`"
+                f"{directory}: the ranker was trained on features {trained_on}, "
+                f"this recset computes {expected}; {_RETRAIN}"
             )
-        booster = lgb.Booster(model_file=str(directory / "model.txt"))
+        model_file = directory / "model.txt"
+        if not model_file.is_file():
+            raise ConfigError(f"{model_file}: missing (the LightGBM model); {_RETRAIN}")
+        booster = lgb.Booster(model_file=str(model_file))
         if booster.num_feature() != len(expected):
             raise ConfigError(
-                f"{directory}/model.txt: the model reads {booster.num_feature()} features, "
-                f"expected {len(expected)}"
+                f"{model_file}: the model reads {booster.num_feature()} features, "
+                f"expected {len(expected)}; {_RETRAIN}"
             )
-        users = IdMap(json.loads((directory / "users.json").read_text(encoding="utf-8")))
-        config = RankerConfig.model_validate(meta["config"])
-        return cls(booster, features, config, users, meta["metrics"])
+        return cls(booster, features, config, users, metrics)
 
 
 def _labels(mixed_item: NDArray[np.int32], queries: Any) -> NDArray[np.float32]:

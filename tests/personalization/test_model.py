@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -132,21 +133,66 @@ def test_save_load_roundtrip(planted, tmp_path: Path) -> None:
         loaded.rerank(seeds, users, items, base), model.rerank(seeds, users, items, base)
     )
     assert loaded.blend_weight_ == model.blend_weight_
-    emb = np.load(tmp_path / "neural" / "embeddings.npy")
+    with np.load(tmp_path / "neural" / "neural_model.npz", allow_pickle=False) as z:
+        emb = z["embeddings"]
     assert emb.shape == (ds.n_items, 16) and emb.dtype == np.float32
 
 
 def test_load_errors_name_the_file(planted, tmp_path: Path) -> None:
     ds, _, model = planted
     model.save(tmp_path / "m")
-    with pytest.raises(ConfigError, match="neural.json"):
+    with pytest.raises(ConfigError, match="neural_model.json"):
         NeuralModel.load(tmp_path / "m", device="cpu", n_items=ds.n_items + 1)
-    np.save(tmp_path / "m" / "embeddings.npy", np.zeros((3, 16), np.float32))
-    with pytest.raises(ConfigError, match="embeddings.npy"):
+    npz = tmp_path / "m" / "neural_model.npz"
+    with np.load(npz, allow_pickle=False) as z:
+        arrays = dict(z)
+    np.savez(npz, **{**arrays, "embeddings": np.zeros((3, 16), np.float32)})
+    with pytest.raises(ConfigError, match=r"neural_model\.npz.*'embeddings'"):
         NeuralModel.load(tmp_path / "m", device="cpu")
+    np.savez(npz, **{**arrays, "history_items": np.full(3, ds.n_items, np.int32)})
+    with pytest.raises(ConfigError, match=r"neural_model\.npz.*histories"):
+        NeuralModel.load(tmp_path / "m", device="cpu")
+    npz.write_bytes(npz.read_bytes()[:100])  # truncated
+    with pytest.raises(ConfigError, match="neural_model"):
+        NeuralModel.load(tmp_path / "m", device="cpu")
+    model.save(tmp_path / "m")
     (tmp_path / "m" / "graph.pt").unlink()
     with pytest.raises(ConfigError, match="graph.pt"):
         NeuralModel.load(tmp_path / "m", device="cpu")
+    (tmp_path / "m" / "neural_model.json").unlink()
+    with pytest.raises(ConfigError, match="neural_model.json.*missing"):
+        NeuralModel.load(tmp_path / "m", device="cpu")
+
+
+def _old_layout(model: NeuralModel, directory: Path) -> None:
+    """The files NeuralModel.save wrote before the versioned state (format version 1)."""
+    model.save(directory)
+    doc = json.loads((directory / "neural_model.json").read_text())
+    with np.load(directory / "neural_model.npz", allow_pickle=False) as z:
+        arrays = dict(z)
+    (directory / "neural_model.json").unlink()
+    (directory / "neural_model.npz").unlink()
+    (directory / "neural.json").write_text(json.dumps({"format_version": 1, **doc["meta"]}))
+    np.save(directory / "embeddings.npy", arrays["embeddings"])
+    np.save(directory / "query.npy", arrays["query"])
+    np.savez(
+        directory / "histories.npz",
+        indptr=arrays["history_indptr"],
+        items=arrays["history_items"],
+    )
+
+
+def test_old_layout_is_refused_with_retrain(planted, tmp_path: Path) -> None:
+    ds, _, model = planted
+    _old_layout(model, tmp_path / "old")
+    with pytest.raises(ConfigError, match="retrain the neural model with `recset train-neural`"):
+        NeuralModel.load(tmp_path / "old", device="cpu", n_items=ds.n_items)
+    model.save(tmp_path / "v")
+    doc = json.loads((tmp_path / "v" / "neural_model.json").read_text())
+    doc["format_version"] = 1
+    (tmp_path / "v" / "neural_model.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="format version 1.*retrain the neural model"):
+        NeuralModel.load(tmp_path / "v", device="cpu")
 
 
 def test_training_is_deterministic_on_cpu() -> None:
@@ -169,3 +215,51 @@ def test_gnn_only_stage_and_validation_blend() -> None:
     assert model.metadata_["blend_source"].startswith(("validation", "default"))
     # with no user encoder every user vector is neutral
     assert (model.user_vectors(np.arange(3, dtype=np.int32)) == 1.0).all()
+
+
+def test_personalizer_save_load(planted, tmp_path: Path) -> None:
+    from recset.data import IdMap
+    from recset.personalization import Personalizer
+
+    ds, pairs, model = planted
+    d = tmp_path / "p"
+    Personalizer(model, ds.users).save(d)
+    assert sorted(p.name for p in d.iterdir()) == [
+        "item_embeddings.npz",
+        "model",
+        "personalizer.json",
+        "personalizer.npz",
+    ]
+    back = Personalizer.load(d, device="cpu", n_items=ds.n_items)
+    assert back.users == ds.users
+    users = np.arange(8, dtype=np.int32)
+    rng = np.random.default_rng(5)
+    items = rng.choice(ds.n_items, size=(8, 9)).astype(np.int32)
+    base = rng.normal(size=(8, 9)).astype(np.float32)
+    seeds = pairs[:8, 0].astype(np.int32)
+    np.testing.assert_array_equal(
+        back.model.rerank(seeds, users, items, base), model.rerank(seeds, users, items, base)
+    )
+    # a user map that does not match the model's histories is refused
+    Personalizer(model, IdMap(ds.users.values[:-1])).save(tmp_path / "short")
+    with pytest.raises(ConfigError, match=r"personalizer\.json.*users, the model keeps"):
+        Personalizer.load(tmp_path / "short", device="cpu")
+    with pytest.raises(ConfigError, match="neural_model.json"):
+        Personalizer.load(d, device="cpu", n_items=ds.n_items + 1)
+
+
+def test_personalizer_old_layout_is_refused_with_retrain(planted, tmp_path: Path) -> None:
+    from recset.personalization import Personalizer
+
+    ds, _, model = planted
+    d = tmp_path / "p"
+    # the layout before the versioned state: users.json next to the old model files
+    _old_layout(model, d / "model")
+    (d / "users.json").write_text(json.dumps(ds.users.values.tolist()))
+    with pytest.raises(ConfigError, match="retrain the neural stages with `recset train-neural`"):
+        Personalizer.load(d, device="cpu", n_items=ds.n_items)
+    # the personalizer's own state written, the model still in the old layout
+    Personalizer(model, ds.users).save(tmp_path / "q")
+    _old_layout(model, tmp_path / "q" / "model")
+    with pytest.raises(ConfigError, match="retrain the neural model with `recset train-neural`"):
+        Personalizer.load(tmp_path / "q", device="cpu", n_items=ds.n_items)

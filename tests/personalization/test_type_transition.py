@@ -431,22 +431,45 @@ def test_load_errors(tmp_path: Path, tt: TypeTransition) -> None:
     with pytest.raises(DataError, match="weights.pt"):
         TypeTransition.load(d, device="cpu")
     tt.save(d)
-    meta = json.loads((d / "type_transition.json").read_text())
-    meta["config"]["embedding_size"] = 8
-    (d / "type_transition.json").write_text(json.dumps(meta))
+    doc = json.loads((d / "type_transition.json").read_text())
+    doc["meta"]["config"]["embedding_size"] = 8
+    (d / "type_transition.json").write_text(json.dumps(doc))
     with pytest.raises(ConfigError, match="weights.pt"):
         TypeTransition.load(d, device="cpu")
-    meta["config"]["embedding_size"] = tt.config.embedding_size
-    meta["format_version"] = 99
-    (d / "type_transition.json").write_text(json.dumps(meta))
+    doc["meta"]["config"]["embedding_size"] = tt.config.embedding_size
+    doc["format_version"] = 99
+    (d / "type_transition.json").write_text(json.dumps(doc))
     with pytest.raises(ConfigError, match="format version"):
         TypeTransition.load(d, device="cpu")
     (d / "type_transition.json").write_text("{")
     with pytest.raises(DataError, match="type_transition.json"):
         TypeTransition.load(d, device="cpu")
     tt.save(d)
-    (d / "type_transition.npz").unlink()
+    npz = d / "type_transition.npz"
+    npz.write_bytes(npz.read_bytes()[:100])  # truncated
     with pytest.raises(DataError, match="type_transition.npz"):
+        TypeTransition.load(d, device="cpu")
+    tt.save(d)
+    with np.load(npz, allow_pickle=False) as z:
+        arrays = dict(z)
+    np.savez(npz, item_type=arrays["item_type"], known_seed=arrays["known_seed"])
+    with pytest.raises(DataError, match=r"type_transition\.npz.*known_type"):
+        TypeTransition.load(d, device="cpu")
+    np.savez(npz, **{**arrays, "item_type": arrays["item_type"][:-1]})
+    with pytest.raises(ConfigError, match=r"type_transition\.npz: arrays do not match"):
+        TypeTransition.load(d, device="cpu")
+    npz.unlink()
+    with pytest.raises(DataError, match="type_transition.npz"):
+        TypeTransition.load(d, device="cpu")
+
+
+def test_old_layout_is_refused_with_retrain(tmp_path: Path, tt: TypeTransition) -> None:
+    # format version 1 wrote the same file names, its JSON without the artifact kind
+    d = tmp_path / "tt"
+    tt.save(d)
+    doc = json.loads((d / "type_transition.json").read_text())
+    (d / "type_transition.json").write_text(json.dumps({"format_version": 1, **doc["meta"]}))
+    with pytest.raises(ConfigError, match="older recset.*retrain it with `recset train-neural`"):
         TypeTransition.load(d, device="cpu")
 
 

@@ -348,9 +348,11 @@ def test_save_load_and_mismatch_refused(ranker: Ranker, engine: Engine, tmp_path
     again = Ranker.load(tmp_path / "r", sources=engine.source_names)
     X = np.random.default_rng(1).random((7, len(ranker.feature_names))).astype(np.float32)
     assert np.allclose(again.score(X), ranker.score(X))
-    meta = json.loads((tmp_path / "r" / "ranker.json").read_text())
-    meta["feature_names"] = meta["feature_names"][:-1] + ["renamed_feature"]
-    (tmp_path / "r" / "ranker.json").write_text(json.dumps(meta))
+    assert again.users == ranker.users and again.metrics == ranker.metrics
+    assert again.config == ranker.config
+    doc = json.loads((tmp_path / "r" / "ranker.json").read_text())
+    doc["meta"]["feature_names"] = doc["meta"]["feature_names"][:-1] + ["renamed_feature"]
+    (tmp_path / "r" / "ranker.json").write_text(json.dumps(doc))
     with pytest.raises(ConfigError, match="retrain it"):
         Ranker.load(tmp_path / "r", sources=engine.source_names)
     other = Engine.build(
@@ -359,6 +361,26 @@ def test_save_load_and_mismatch_refused(ranker: Ranker, engine: Engine, tmp_path
     with pytest.raises(ConfigError, match="reads sources"):
         other.with_ranker(again)
     assert feature_names(("a",))[:2] == ["a__score", "a__rank"]
+
+
+def test_old_layout_is_refused_with_retrain(ranker: Ranker, tmp_path: Path) -> None:
+    # the layout before the versioned state: ranker.json without a kind, users.json
+    d = tmp_path / "r"
+    ranker.save(d)
+    doc = json.loads((d / "ranker.json").read_text())
+    users = doc["meta"].pop("users")
+    (d / "ranker.json").write_text(json.dumps(doc["meta"]))
+    (d / "users.json").write_text(json.dumps(users))
+    (d / "ranker.npz").unlink()
+    with pytest.raises(ConfigError, match=r"ranker\.json.*retrain it with `recset train-ranker`"):
+        Ranker.load(d)
+    # a ranker state of another format version is refused the same way
+    ranker.save(tmp_path / "v")
+    doc = json.loads((tmp_path / "v" / "ranker.json").read_text())
+    doc["format_version"] = 99
+    (tmp_path / "v" / "ranker.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="format version 99.*recset train-ranker"):
+        Ranker.load(tmp_path / "v")
 
 
 def _tiny():  # noqa: ANN202
