@@ -15,6 +15,7 @@ A file written for another kind or another format version is refused with a
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,7 +140,7 @@ def read_state(directory: str | Path, kind: str, version: int) -> State:
         elif names:
             with np.load(directory / f"{kind}.npz", allow_pickle=False) as z:
                 arrays = {name: z[name] for name in names}
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise StorageError(f"{directory}: cannot read the arrays of {kind!r} ({exc})") from None
     meta = doc.get("meta")
     return State(meta if isinstance(meta, dict) else {}, arrays)
