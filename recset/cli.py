@@ -6,6 +6,7 @@ logging and the only one that exits the process.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -90,6 +91,25 @@ def _training_options(sections: str):  # noqa: ANN202
         return f
 
     return apply
+
+
+def _store_locked(purpose: str):  # noqa: ANN202
+    """Run a command (with --store, --artifact-dir) holding the store's build lock, so that
+    it never trains on an engine a concurrent build is replacing."""
+
+    def wrap(f):  # noqa: ANN001, ANN202
+        @functools.wraps(f)
+        def run(**kwargs):  # noqa: ANN003, ANN202
+            from recset.storage import Store
+
+            target, artifact_dir = kwargs["store"], kwargs["artifact_dir"]
+            with Store.open(target, artifact_dir=artifact_dir, create=False) as st:
+                with st.build_lock(purpose):
+                    return f(**kwargs)
+
+        return run
+
+    return wrap
 
 
 def _built_engine_and_data(data: Path, store: str, artifact_dir: Path | None, on_bad_rows: str):  # noqa: ANN202
@@ -217,21 +237,22 @@ def build(
     """Fit the recall sources, precompute every item's candidates, save as the active version."""
     from recset.config import load_config
     from recset.engine import Engine
+    from recset.storage import Store, fault_point
 
     config = load_config(config_path)
     ds = _load(data, on_bad_rows, _quarantine_dir(store, data.parent))
-    with _step("fit recall sources and precompute candidate lists"):
-        engine = Engine.build(ds, config, show_progress=True)
-    with _step(f"save to {store}"):
-        record = engine.save(store, artifact_dir=artifact_dir, dataset=ds)
-    if lists_to_db:
-        from recset.storage import Store
-
-        build_id = f"engine-v{record.version}"
-        with _step("write candidate lists to the recall_list table"):
-            with Store.open(store, artifact_dir=artifact_dir) as st:
+    # The build lock before the fit: a second build into this store refuses at once.
+    with Store.open(store, artifact_dir=artifact_dir) as st, st.build_lock("recset build"):
+        with _step("fit recall sources and precompute candidate lists"):
+            engine = Engine.build(ds, config, show_progress=True)
+        fault_point("fit")
+        with _step(f"save to {store}"):
+            record = engine.save(store, artifact_dir=artifact_dir, dataset=ds)
+        if lists_to_db:
+            build_id = f"engine-v{record.version}"
+            with _step("write candidate lists to the recall_list table"):
                 n = st.write_recall_lists(build_id, engine.iter_lists(show_progress=True))
-        click.echo(f"  {n:,} lists written as build {build_id!r}", err=True)
+            click.echo(f"  {n:,} lists written as build {build_id!r}", err=True)
     click.echo(f"engine v{record.version} is active in {store}")
 
 
@@ -244,6 +265,7 @@ def build(
     help="Also write the feature importance table and plot here.",
 )
 @_on_bad_rows
+@_store_locked("recset train-ranker")
 def train_ranker_cmd(
     data: Path,
     config_path: Path | None,
@@ -305,6 +327,7 @@ def train_ranker_cmd(
     "--no-type-transition", is_flag=True, help="Train the personalizer only, not the type step."
 )
 @_on_bad_rows
+@_store_locked("recset train-neural")
 def train_neural_cmd(
     data: Path,
     config_path: Path | None,

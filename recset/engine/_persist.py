@@ -48,6 +48,53 @@ def write_engine(directory: Path, config: Config, items: IdMap, mixer: Mixer) ->
     mixer.save(directory / "mixer")
 
 
+def _refuse(path: Path, problem: str) -> StorageError:
+    return StorageError(
+        f"{path}: {problem}. The engine version is damaged and was not loaded; rebuild it, "
+        "or roll back to another version."
+    )
+
+
+def check_structure(path: Path, items: IdMap, mixer: Mixer) -> None:
+    """Cheap consistency checks of an engine version's arrays (catches damage the manifest
+    cannot, e.g. in a version saved before manifests): every array the right length, the
+    precomputed lists' item ids inside the catalog and their reason pointers monotone."""
+    n = len(items)
+    if mixer.available.shape != (n,):
+        raise _refuse(path / "mixer", f"'available' has shape {mixer.available.shape}, not ({n},)")
+    lists = mixer.lists
+    if lists is None:
+        return
+    where = path / "mixer" / "lists"
+    item, ptr = lists.item, lists.ptr
+    if item.ndim != 2 or item.shape[0] > n or lists.score.shape != item.shape:
+        raise _refuse(
+            where,
+            f"the lists have shape item {item.shape} / score {lists.score.shape}, expected "
+            f"(n_seeds <= {n}, width) for both",
+        )
+    if item.size and (int(item.min()) < -1 or int(item.max()) >= n):
+        raise _refuse(where, f"the lists hold item ids outside [-1, {n})")
+    if ptr.ndim != 1 or len(ptr) != item.shape[0] + 1:
+        raise _refuse(where, f"'ptr' has shape {ptr.shape}, expected ({item.shape[0] + 1},)")
+    n_reasons = len(lists.pos)
+    if int(ptr[0]) != 0 or int(ptr[-1]) != n_reasons or bool((np.diff(ptr) < 0).any()):
+        raise _refuse(
+            where,
+            f"'ptr' is not a monotone pointer array from 0 to {n_reasons} (the reasons' count)",
+        )
+    for name in ("src", "src_score", "src_rank"):
+        if len(getattr(lists, name)) != n_reasons:
+            raise _refuse(
+                where, f"{name!r} has {len(getattr(lists, name))} entries, not {n_reasons}"
+            )
+    if n_reasons and (int(lists.pos.min()) < 0 or int(lists.pos.max()) >= item.shape[1]):
+        raise _refuse(where, f"'pos' holds positions outside [0, {item.shape[1]})")
+    n_src = len(mixer.source_order)
+    if n_reasons and (int(lists.src.min()) < 0 or int(lists.src.max()) >= n_src):
+        raise _refuse(where, f"'src' holds source indices outside [0, {n_src})")
+
+
 def read_engine(path: Path, catalog: pd.DataFrame | None) -> tuple[Config, IdMap, Mixer]:
     """The config, item map and mixer of the engine version at ``path``.
 
@@ -57,9 +104,16 @@ def read_engine(path: Path, catalog: pd.DataFrame | None) -> tuple[Config, IdMap
     import pandas as pd
 
     state = read_state(path, ENGINE_ARTIFACT, FORMAT_VERSION)
-    config = config_from_dict(state.meta["config"], where=str(path / f"{ENGINE_ARTIFACT}.json"))
-    items = IdMap(state.meta["items"])
+    try:
+        where = str(path / f"{ENGINE_ARTIFACT}.json")
+        config = config_from_dict(state.meta["config"], where=where)
+        items = IdMap(state.meta["items"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _refuse(
+            path / f"{ENGINE_ARTIFACT}.json", f"unreadable engine state ({exc!r})"
+        ) from None
     mixer = Mixer.load(path / "mixer", config)
+    check_structure(path, items, mixer)
     if isinstance(catalog, pd.DataFrame) and len(catalog):
         flags = pd.Series(catalog["available"].to_numpy(bool), index=catalog["item_id"])
         current = flags.reindex(items.values)
@@ -93,20 +147,17 @@ def load_parts(
     from recset.storage import Store
 
     with Store.open(target, artifact_dir=artifact_dir, create=False) as store:
-        record = (
-            store.artifact(ENGINE_ARTIFACT, version)
-            if version is not None
-            else store.active_artifact(ENGINE_ARTIFACT)
-        )
-        if record is None:
+        names = ("ranker", *(NEURAL_ARTIFACTS if neural else ()))
+        # One consistent read: the active versions and the catalog activated with them.
+        active, catalog = store.active_release((ENGINE_ARTIFACT, *names))
+        if version is not None:
+            record = store.artifact(ENGINE_ARTIFACT, version)
+            if record.status != "active" and record.release is not None:
+                catalog = store.read_catalog(record.release)  # the catalog of ITS version
+        elif (record := active.get(ENGINE_ARTIFACT)) is None:
             raise StorageError(f"{store.url}: no active engine; run `recset build` first")
-        path = store.artifact_path(record)
-        catalog = store.read_catalog()
-        paths: dict[str, Path] = {}
-        for name in ("ranker", *(NEURAL_ARTIFACTS if neural else ())):
-            rec = store.active_artifact(name)
-            if rec is not None:
-                paths[name] = store.artifact_path(rec)
+        path = store.verify_artifact(record)
+        paths = {n: store.verify_artifact(r) for n, r in active.items() if n in names}
     config, items, mixer = read_engine(path, catalog)
     ranker = None
     if "ranker" in paths:
@@ -128,17 +179,22 @@ def save_engine(
     catalog: pd.DataFrame | None,
     metrics: dict[str, Any] | None,
 ) -> Any:
-    """Save a new engine version with ``write`` and make it active; replace the store's
-    catalog with ``catalog`` (when given) in the same store session."""
+    """Save a new engine version with ``write`` and make it active together with
+    ``catalog`` (when given): one transaction flips both, under the store's build lock, after
+    the written version has been loaded back once (a version that cannot load is refused)."""
     from recset.storage import Store
 
+    def check(directory: Path) -> None:
+        read_engine(directory, None)
+
     with Store.open(target, artifact_dir=artifact_dir) as store:
-        if catalog is not None:
-            store.replace_catalog(catalog)
-        return store.save_artifact(
-            ENGINE_ARTIFACT,
-            write,
-            params=config.to_dict(),
-            config_hash=config.hash(),
-            metrics={"n_items": n_items, **(metrics or {})},
-        )
+        with store.build_lock("Engine.save"):
+            return store.save_artifact(
+                ENGINE_ARTIFACT,
+                write,
+                params=config.to_dict(),
+                config_hash=config.hash(),
+                metrics={"n_items": n_items, **(metrics or {})},
+                catalog=catalog,
+                check=check,
+            )

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from recset.storage._artifacts import State, read_state, write_state
+from recset.storage._faults import FAULT_ENV, FAULT_EXIT_CODE, FAULT_PHASES, fault_point
 
 if TYPE_CHECKING:
     from recset.storage._models import SCHEMA_VERSION
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "FAULT_ENV",
+    "FAULT_EXIT_CODE",
+    "FAULT_PHASES",
     "SCHEMA_VERSION",
     "ArtifactRecord",
     "ArtifactStatus",
@@ -34,6 +38,7 @@ __all__ = [
     "Store",
     "atomic_write_bytes",
     "atomic_write_text",
+    "fault_point",
     "read_state",
     "write_state",
 ]

@@ -37,8 +37,13 @@ from sqlalchemy import (
 
 from recset.errors import ConfigError
 
-SCHEMA_VERSION: Final[int] = 1
-"""Version of the table layout below; bump it (and write a migration note) on any change."""
+SCHEMA_VERSION: Final[int] = 2
+"""Version of the table layout below; bump it (and write a migration note) on any change.
+
+Version 2 (from 1, migrated in place by :meth:`Store.open`): the ``catalog_release`` table
+(the catalog of every engine version, keyed by a release token) and the ``release`` and
+``manifest`` columns of ``artifact``.
+"""
 
 DEFAULT_TABLE_PREFIX: Final[str] = "recset_"
 
@@ -104,10 +109,18 @@ class Tables:
     recall_list: Table
     artifact: Table
     backtest_run: Table
+    catalog_release: Table
 
     def all(self) -> tuple[Table, ...]:
         """Every table, in creation order."""
-        return (self.meta, self.catalog, self.recall_list, self.artifact, self.backtest_run)
+        return (
+            self.meta,
+            self.catalog,
+            self.recall_list,
+            self.artifact,
+            self.backtest_run,
+            self.catalog_release,
+        )
 
 
 def check_table_prefix(prefix: str) -> str:
@@ -123,6 +136,24 @@ def check_table_prefix(prefix: str) -> str:
             f"characters long. Got {prefix!r} ({len(prefix)} characters) instead."
         )
     return prefix
+
+
+def _catalog_columns() -> list[Column[object]]:
+    return [
+        Column("item_id", String(255), primary_key=True),
+        Column("title", Text),
+        Column("category_id", String(255)),
+        Column("category_path", Text),
+        Column("product_id", String(255)),
+        Column("product_type", String(255)),
+        Column("brand", String(255)),
+        Column("price", Float),
+        Column("available", Boolean(create_constraint=False), nullable=False),
+        Column("aspects", Text),
+        # The row's position in the DataFrame given to replace_catalog, so that reading
+        # returns the catalog in the order it was written (dense ids may depend on it).
+        Column("position", Integer, nullable=False),
+    ]
 
 
 @functools.lru_cache(maxsize=64)
@@ -147,22 +178,15 @@ def tables(prefix: str = DEFAULT_TABLE_PREFIX) -> Tables:
         Column("key", String(64), primary_key=True),
         Column("value", Text, nullable=False),
     )
-    catalog = Table(
-        f"{p}catalog",
+    catalog = Table(f"{p}catalog", md, *_catalog_columns())
+    # The catalog each engine version was built with, keyed by the release token recorded in
+    # the engine's artifact row. A build writes its rows here first; the transaction that
+    # activates the version copies them into `catalog` (see Store.save_artifact).
+    catalog_release = Table(
+        f"{p}catalog_release",
         md,
-        Column("item_id", String(255), primary_key=True),
-        Column("title", Text),
-        Column("category_id", String(255)),
-        Column("category_path", Text),
-        Column("product_id", String(255)),
-        Column("product_type", String(255)),
-        Column("brand", String(255)),
-        Column("price", Float),
-        Column("available", Boolean(create_constraint=False), nullable=False),
-        Column("aspects", Text),
-        # The row's position in the DataFrame given to replace_catalog, so that reading
-        # returns the catalog in the order it was written (dense ids may depend on it).
-        Column("position", Integer, nullable=False),
+        Column("release", String(64), primary_key=True),
+        *_catalog_columns(),
     )
     recall_list = Table(
         f"{p}recall_list",
@@ -184,6 +208,10 @@ def tables(prefix: str = DEFAULT_TABLE_PREFIX) -> Tables:
         Column("metrics", Text, nullable=False),
         Column("params", Text, nullable=False),
         Column("config_hash", String(128)),
+        # The build token of the version's catalog in catalog_release (engine versions).
+        Column("release", String(64)),
+        # "sha256:<hex>" of the version's manifest.json (sizes, shapes, checksums).
+        Column("manifest", String(80)),
         CheckConstraint(f"status IN ({statuses})", name=f"{p}artifact_status"),
         # At most one active version per name, enforced by the database itself.
         Index(
@@ -215,6 +243,7 @@ def tables(prefix: str = DEFAULT_TABLE_PREFIX) -> Tables:
         recall_list=recall_list,
         artifact=artifact,
         backtest_run=backtest_run,
+        catalog_release=catalog_release,
     )
 
 

@@ -21,6 +21,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +37,14 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from recset.errors import ConfigError, DataError, StorageError
+from recset.storage._faults import fault_point
+from recset.storage._lock import LockTarget, build_lock, host_tag, process_alive, process_start
+from recset.storage._manifest import (
+    OWNER_NAME,
+    inside,
+    verify_manifest,
+    write_manifest,
+)
 from recset.storage._models import (
     CATALOG_COLUMNS,
     CATALOG_STRING_COLUMNS,
@@ -87,6 +96,12 @@ class ArtifactRecord:
         What was passed to :meth:`Store.save_artifact` (decoded JSON).
     config_hash : str or None
         Hash of the validated configuration the artifact was built with.
+    release : str or None
+        Token of the catalog saved with this version (``catalog=`` of
+        :meth:`Store.save_artifact`), or None.
+    manifest : str or None
+        ``"sha256:<hex>"`` of the version's ``manifest.json`` (None: saved by a recset
+        without manifests, loaded unchecked).
     """
 
     name: str
@@ -97,6 +112,8 @@ class ArtifactRecord:
     metrics: dict[str, Any]
     params: dict[str, Any]
     config_hash: str | None
+    release: str | None = None
+    manifest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -451,8 +468,40 @@ def _create_engine(url: URL, masked: str) -> Engine:
     return engine
 
 
-def _prepare_schema(engine: Engine, t: Tables, masked: str, create: bool) -> None:
-    """Create the tables (if asked) and check the recorded schema version."""
+_STORE_ID_KEY = "store_id"
+
+
+def _migrate_1_to_2(conn: Connection, t: Tables) -> None:
+    """Schema 1 -> 2: the catalog_release table and the release/manifest artifact columns."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns(t.artifact.name)}
+    prep = conn.dialect.identifier_preparer
+    for name in ("release", "manifest"):
+        if name not in have:
+            col = t.artifact.c[name]
+            conn.execute(
+                sa.text(
+                    f"ALTER TABLE {prep.format_table(t.artifact)} ADD COLUMN {prep.quote(name)} "
+                    f"{col.type.compile(dialect=conn.dialect)}"
+                )
+            )
+    t.catalog_release.create(conn, checkfirst=True)
+    conn.execute(
+        update(t.meta).where(t.meta.c.key == SCHEMA_VERSION_KEY).values(value=str(SCHEMA_VERSION))
+    )
+
+
+def _store_id(conn: Connection, t: Tables) -> str:
+    """The store's random id (stamped on its temporary and version directories)."""
+    sid = conn.execute(select(t.meta.c.value).where(t.meta.c.key == _STORE_ID_KEY)).scalar()
+    if sid is None:
+        sid = uuid.uuid4().hex[:16]
+        conn.execute(insert(t.meta).values(key=_STORE_ID_KEY, value=sid))
+    return str(sid)
+
+
+def _prepare_schema(engine: Engine, t: Tables, masked: str, create: bool) -> str:
+    """Create the tables (if asked), check the recorded schema version (migrating a version
+    1 store in place) and return the store id."""
     where = f"{masked} (table prefix {t.prefix!r})"
     with engine.begin() as conn:
         if not sa.inspect(conn).has_table(t.meta.name):
@@ -464,7 +513,7 @@ def _prepare_schema(engine: Engine, t: Tables, masked: str, create: bool) -> Non
             t.metadata.create_all(conn)
             conn.execute(insert(t.meta).values(key=SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION)))
             _log.info("created recset store at %s, schema version %d", where, SCHEMA_VERSION)
-            return
+            return _store_id(conn, t)
         found = conn.execute(
             select(t.meta.c.value).where(t.meta.c.key == SCHEMA_VERSION_KEY)
         ).scalar_one_or_none()
@@ -477,6 +526,10 @@ def _prepare_schema(engine: Engine, t: Tables, masked: str, create: bool) -> Non
                 f"The recset store at {where} records no valid schema version in table "
                 f"{t.meta.name!r} (found {found!r}); it was not written by recset or is damaged."
             )
+        if found_version == 1 and SCHEMA_VERSION == 2:
+            _migrate_1_to_2(conn, t)
+            _log.info("migrated the recset store at %s from schema version 1 to 2", where)
+            found_version = SCHEMA_VERSION
         if found_version != SCHEMA_VERSION:
             raise StorageError(
                 f"The recset store at {where} has schema version {found_version}, but this "
@@ -488,6 +541,7 @@ def _prepare_schema(engine: Engine, t: Tables, masked: str, create: bool) -> Non
             if not create:
                 raise StorageError(f"The recset store at {where} lacks tables {missing}.")
             t.metadata.create_all(conn)
+        return _store_id(conn, t)
 
 
 # --------------------------------------------------------------------------- the store
@@ -510,6 +564,10 @@ class Store:
         The underlying engine.
     table_prefix : str
         Prefix of every table name.
+    store_id : str
+        A random id recorded in the store at creation; its temporary and version
+        directories carry it, so leftovers of a dead build are told from another store's
+        files in a shared ``artifact_dir``.
 
     Examples
     --------
@@ -525,6 +583,7 @@ class Store:
     artifact_dir: Path
     engine: Engine
     table_prefix: str
+    store_id: str
 
     def __init__(
         self,
@@ -533,9 +592,11 @@ class Store:
         url: str,
         artifact_dir: Path,
         sqlite_file: Path | None = None,
+        store_id: str = "",
     ) -> None:
         # Private: use Store.open, which checks the schema.
         self.engine = engine
+        self.store_id = store_id
         self.url = url
         self.artifact_dir = artifact_dir
         self.table_prefix = tables_.prefix
@@ -622,7 +683,7 @@ class Store:
             sqlite_file.parent.mkdir(parents=True, exist_ok=True)
         engine = _create_engine(url, masked)
         try:
-            _prepare_schema(engine, tables_, masked, create)
+            store_id = _prepare_schema(engine, tables_, masked, create)
         except sa_exc.SQLAlchemyError as e:
             engine.dispose()
             raise StorageError(f"Cannot open the recset store at {masked}: {_describe(e)}") from e
@@ -632,7 +693,7 @@ class Store:
         if create:
             artifacts.mkdir(parents=True, exist_ok=True)
         _log.debug("opened recset store at %s, artifacts in %s", masked, artifacts)
-        return cls(engine, tables_, masked, artifacts, sqlite_file)
+        return cls(engine, tables_, masked, artifacts, sqlite_file, store_id)
 
     def close(self) -> None:
         """Release the database connections. Further calls raise StorageError."""
@@ -721,8 +782,14 @@ class Store:
         _log.info("replace_catalog: wrote %d items to %s", len(rows), self.url)
         return len(rows)
 
-    def read_catalog(self) -> pd.DataFrame:
+    def read_catalog(self, release: str | None = None) -> pd.DataFrame:
         """Return the catalog in the order it was written.
+
+        Parameters
+        ----------
+        release : str, optional
+            Read the catalog saved with an artifact version (its :attr:`ArtifactRecord.release`)
+            instead of the live one.
 
         Returns
         -------
@@ -730,11 +797,46 @@ class Store:
             The canonical columns: strings as object (``None`` for null), ``price`` float64
             (NaN for null), ``available`` bool, ``aspects`` JSON text or ``None``.
         """
-        t = self._t.catalog
+        t = self._t.catalog if release is None else self._t.catalog_release
         stmt = select(*(t.c[c] for c in CATALOG_COLUMNS)).order_by(t.c.position)
+        if release is not None:
+            stmt = stmt.where(t.c.release == release)
         with self._db("read_catalog"), self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
         return _catalog_frame(rows)
+
+    def _stage_catalog(self, catalog: pd.DataFrame) -> str:
+        """Write ``catalog`` to catalog_release under a new release token (not yet live)."""
+        rows = _catalog_rows(catalog)
+        ids = pd.Series([r["item_id"] for r in rows], dtype=object)
+        dups = ids[ids.duplicated()].unique().tolist()
+        if dups:
+            raise DataError(f"The catalog has duplicate item_id values: {dups[:10]}")
+        token = f"{host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        t = self._t.catalog_release
+        with self._db("save_artifact: writing the new catalog (nothing served changed)"):
+            with self.engine.begin() as conn:
+                for chunk in _chunks(rows, _CATALOG_CHUNK):
+                    _insert_rows(conn, t, [{"release": token, **r} for r in chunk])
+        return token
+
+    def _publish_catalog(self, conn: Connection, release: str) -> None:
+        """Inside ``conn``'s transaction: make the catalog of ``release`` the live one."""
+        live, saved = self._t.catalog, self._t.catalog_release
+        cols = [*CATALOG_COLUMNS, "position"]
+        conn.execute(delete(live))
+        conn.execute(
+            insert(live).from_select(
+                cols, select(*(saved.c[c] for c in cols)).where(saved.c.release == release)
+            )
+        )
+
+    def _release_rows(self, conn: Connection, release: str) -> int:
+        t = self._t.catalog_release
+        return int(
+            conn.execute(select(func.count()).select_from(t).where(t.c.release == release)).scalar()
+            or 0
+        )
 
     def catalog_item(self, item_id: str) -> dict[str, Any] | None:
         """Return one catalog row as a dict of the canonical columns, or None if unknown."""
@@ -899,13 +1001,21 @@ class Store:
         params: Mapping[str, Any] | None = None,
         config_hash: str | None = None,
         activate: bool = True,
+        catalog: pd.DataFrame | None = None,
+        check: Callable[[Path], None] | None = None,
     ) -> ArtifactRecord:
         """Write a new version of artifact ``name`` and register it.
 
-        ``write(tmp_dir)`` fills a fresh temporary directory inside :attr:`artifact_dir`;
-        it is then renamed to ``<artifact_dir>/<name>/v<version>/`` and its registry row is
-        committed together with the rename. If ``write`` raises, or registering fails, no
-        directory and no row remain and the exception propagates.
+        ``write(tmp_dir)`` fills a fresh temporary directory inside :attr:`artifact_dir`.
+        Every file is then recorded in the version's ``manifest.json`` (size, array shape
+        and dtype, sha256), ``check(tmp_dir)`` (when given) must accept the files, and one
+        transaction inserts the version's row, retires the previous active version, makes
+        ``catalog`` (when given) the live catalog and commits, with the directory renamed to
+        ``<artifact_dir>/<name>/v<version>/`` just before the commit. Readers therefore see
+        the old version with the old catalog, or the new version with the new catalog. If
+        anything fails, or the process dies, at any point, no row, no directory and no live
+        catalog change remain (the leftovers of a killed process are removed by the next
+        :meth:`build_lock`).
 
         Parameters
         ----------
@@ -920,6 +1030,14 @@ class Store:
         activate : bool, default True
             Make the new version the active one (retiring the previous active version);
             otherwise it is registered as ``"staged"``.
+        catalog : DataFrame, optional
+            The catalog this version serves with (the columns of :meth:`replace_catalog`).
+            It is saved with the version (:meth:`read_catalog` ``release=``) and becomes the
+            live catalog in the activating transaction (and again on :meth:`activate`).
+        check : callable, optional
+            Called with the written directory before anything is registered; raising
+            refuses the version (e.g. a load test: a version that cannot load is never
+            activated).
 
         Returns
         -------
@@ -929,14 +1047,32 @@ class Store:
         self._check_open()
         metrics_json = _dumps_dict(metrics, f"the metrics of artifact {name!r}")
         params_json = _dumps_dict(params, f"the params of artifact {name!r}")
+        release = None
+        if catalog is not None:
+            release = self._stage_catalog(catalog)
+            fault_point("catalog")
         self.artifact_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=self.artifact_dir))
+        tmp = Path(
+            tempfile.mkdtemp(
+                prefix=f".tmp-{self.store_id}-{host_tag()}-{os.getpid()}-{name}-",
+                dir=self.artifact_dir,
+            )
+        )
         try:
+            self._write_owner(tmp)
             write(tmp)
+            fault_point("artifact")
+            manifest = write_manifest(tmp)
+            if check is not None:
+                check(tmp)
             os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a serving process may run as another user
             record = self._register_artifact(
-                name, tmp, metrics_json, params_json, config_hash, activate
+                name, tmp, metrics_json, params_json, config_hash, activate, release, manifest
             )
+        except BaseException:
+            if release is not None:
+                self._drop_release(release)
+            raise
         finally:
             if tmp.exists():  # still there: write or registration failed
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -949,6 +1085,32 @@ class Store:
         )
         return record
 
+    def _write_owner(self, directory: Path) -> None:
+        pid = os.getpid()
+        owner = {
+            "store_id": self.store_id,
+            "host": host_tag(),
+            "pid": pid,
+            "start": process_start(pid),
+        }
+        (directory / OWNER_NAME).write_text(json.dumps(owner), encoding="utf-8")
+
+    def _dead_leftover(self, directory: Path) -> bool:
+        """Whether ``directory`` was written by this store in a process that is gone."""
+        try:
+            owner = json.loads((directory / OWNER_NAME).read_text(encoding="utf-8"))
+            return owner["store_id"] == self.store_id and not process_alive(
+                str(owner["host"]), int(owner["pid"]), owner.get("start")
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
+    def _drop_release(self, release: str) -> None:
+        t = self._t.catalog_release
+        with contextlib.suppress(StorageError), self._db("dropping a staged catalog"):
+            with self.engine.begin() as conn:
+                conn.execute(delete(t).where(t.c.release == release))
+
     def _register_artifact(
         self,
         name: str,
@@ -957,6 +1119,8 @@ class Store:
         params_json: str,
         config_hash: str | None,
         activate: bool,
+        release: str | None,
+        manifest: str,
     ) -> ArtifactRecord:
         a = self._t.artifact
         status: ArtifactStatus = "active" if activate else "staged"
@@ -990,9 +1154,19 @@ class Store:
                             metrics=metrics_json,
                             params=params_json,
                             config_hash=config_hash,
+                            release=release,
+                            manifest=manifest,
                         )
                     )
+                    if activate and release is not None:
+                        self._publish_catalog(conn, release)
+                    fault_point("activate")
                     final = self.artifact_dir / name / f"v{version}"
+                    if final.exists() and self._dead_leftover(final):
+                        # Renamed by a build that died before its commit: the row we just
+                        # inserted proves no live transaction owns this version.
+                        _log.warning("removing %s, left by a build that died", final)
+                        shutil.rmtree(final)
                     if final.exists():
                         raise StorageError(
                             f"Cannot save artifact {name!r} v{version}: {final} already exists "
@@ -1002,6 +1176,7 @@ class Store:
                         )
                     final.parent.mkdir(parents=True, exist_ok=True)
                     os.rename(tmp, final)
+                    fault_point("rename")
                     try:
                         trans.commit()
                     except BaseException:
@@ -1029,6 +1204,8 @@ class Store:
                 metrics=json.loads(metrics_json),
                 params=json.loads(params_json),
                 config_hash=config_hash,
+                release=release,
+                manifest=manifest,
             )
         raise StorageError(f"save_artifact({name!r}) could not register a version.")
 
@@ -1043,6 +1220,8 @@ class Store:
             metrics=json.loads(row.metrics),
             params=json.loads(row.params),
             config_hash=row.config_hash,
+            release=row.release,
+            manifest=row.manifest,
         )
 
     def active_artifact(self, name: str) -> ArtifactRecord | None:
@@ -1092,13 +1271,16 @@ class Store:
 
         The previously active version becomes ``"retired"``.
 
+        A version saved with a catalog (``catalog=`` of :meth:`save_artifact`) brings it
+        back as the live catalog in the same transaction.
+
         Raises
         ------
         StorageError
-            The version is unknown or its files are missing.
+            The version is unknown or its files are missing or damaged.
         """
         record = self.artifact(name, version)
-        self.artifact_path(record)  # never activate a version whose files are gone
+        self.verify_artifact(record)  # never activate a version whose files are gone or damaged
         if record.status == "active":
             return record
         a = self._t.artifact
@@ -1111,6 +1293,8 @@ class Store:
             ).rowcount
             if n != 1:
                 raise StorageError(f"activate: artifact {name!r} v{version} vanished.")
+            if record.release is not None and self._release_rows(conn, record.release):
+                self._publish_catalog(conn, record.release)  # the catalog it was built with
         _log.info("activated artifact %s v%d (was %s)", name, version, record.status)
         return self.artifact(name, version)
 
@@ -1120,15 +1304,131 @@ class Store:
         Raises
         ------
         StorageError
-            The directory does not exist (deleted, or another ``artifact_dir``).
+            The directory does not exist (deleted, or another ``artifact_dir``), or the
+            recorded path leads outside :attr:`artifact_dir`.
         """
-        path = self.artifact_dir / record.path
+        path = inside(self.artifact_dir, record.path, f"artifact {record.name!r} v{record.version}")
         if not path.is_dir():
             raise StorageError(
                 f"The files of artifact {record.name!r} v{record.version} are missing: "
                 f"{path} is not a directory (store {self.url})."
             )
         return path
+
+    def verify_artifact(self, record: ArtifactRecord) -> Path:
+        """Check a version's files against its manifest; return their directory.
+
+        Every file's size, array shape and dtype (``.npy``) and sha256 must match what
+        :meth:`save_artifact` recorded, and the manifest must match the checksum in the
+        version's row. A version saved without a manifest (by an older recset) is returned
+        unchecked, with a warning in the log.
+
+        Raises
+        ------
+        StorageError
+            Naming the file that is missing, truncated, transposed or changed.
+        """
+        path = self.artifact_path(record)
+        what = f"artifact {record.name!r} v{record.version} of the store at {self.url}"
+        if record.manifest is None:
+            _log.warning("%s has no manifest (saved by an older recset): not checked", what)
+            return path
+        verify_manifest(path, record.manifest, what)
+        return path
+
+    def active_release(
+        self, names: Sequence[str]
+    ) -> tuple[dict[str, ArtifactRecord], pd.DataFrame]:
+        """The active version of each of ``names`` (absent: not in the dict) and the live
+        catalog, read consistently: never the catalog of one release with the versions of
+        another (the versions are read again after the catalog, and the read is repeated
+        if a release was activated meanwhile)."""
+        for _ in range(20):
+            before = {n: r for n in names if (r := self.active_artifact(n)) is not None}
+            catalog = self.read_catalog()
+            after = {n: r for n in names if (r := self.active_artifact(n)) is not None}
+            if before == after:
+                return after, catalog
+            time.sleep(0.05)
+        raise StorageError(
+            f"The store at {self.url} kept activating new versions while reading; try again."
+        )
+
+    # ------------------------------------------------------------------ build lock
+
+    @contextlib.contextmanager
+    def build_lock(self, purpose: str = "build", *, wait: float = 0.0) -> Iterator[None]:
+        """Hold the store's build lock: builds into one store run one at a time.
+
+        A file lock beside a SQLite database, a PostgreSQL advisory lock (keyed by the
+        table prefix) on a server; either goes away with a process that dies. Re-entrant
+        within one process. When this process takes it, the leftovers of builds that died
+        (temporary directories, version directories renamed but never committed, staged
+        catalogs) are removed.
+
+        Parameters
+        ----------
+        purpose : str
+            What holds it (shown to a process that finds it taken).
+        wait : float, default 0
+            Seconds to wait for another holder; then (or at once) a StorageError saying
+            who holds it.
+        """
+        target = LockTarget(self.engine, self._t, self.url, self._sqlite_file)
+        with build_lock(target, purpose, wait, self.remove_leftovers):
+            yield
+
+    def remove_leftovers(self) -> list[str]:
+        """Remove what builds of this store that died left behind; return what was removed.
+
+        Only files and rows stamped with this store's id and a process of this host that no
+        longer runs are touched: temporary directories, version directories with no row,
+        staged catalogs no version refers to. Run by :meth:`build_lock`.
+        """
+        removed: list[str] = []
+        if self.artifact_dir.is_dir():
+            mine = f".tmp-{self.store_id}-"
+            for d in self.artifact_dir.iterdir():
+                if d.name.startswith(mine) and d.is_dir() and self._dead_leftover(d):
+                    shutil.rmtree(d, ignore_errors=True)
+                    removed.append(str(d))
+            known = {(r.name, r.path) for r in self.list_artifacts()}
+            for d in self.artifact_dir.glob("*/v*"):
+                rel = f"{d.parent.name}/{d.name}"
+                if (d.parent.name, rel) in known or not d.is_dir():
+                    continue
+                if self._dead_leftover(d) and not self._has_row(d.parent.name, rel):
+                    shutil.rmtree(d, ignore_errors=True)
+                    removed.append(str(d))
+        removed += self._remove_dead_releases()
+        for what in removed:
+            _log.warning("removed %s, left by a build of %s that died", what, self.url)
+        return removed
+
+    def _has_row(self, name: str, rel: str) -> bool:
+        a = self._t.artifact
+        with self._db("remove_leftovers"), self.engine.connect() as conn:
+            return (
+                conn.execute(select(a.c.version).where(a.c.name == name, a.c.path == rel)).first()
+                is not None
+            )
+
+    def _remove_dead_releases(self) -> list[str]:
+        a, cr = self._t.artifact, self._t.catalog_release
+        with self._db("remove_leftovers"), self.engine.begin() as conn:
+            used = select(a.c.release).where(a.c.release.is_not(None))
+            tokens = conn.execute(
+                select(cr.c.release).where(cr.c.release.not_in(used)).distinct()
+            ).scalars()
+            dead = []
+            for token in tokens:
+                host, _, rest = str(token).partition("-")
+                pid = rest.partition("-")[0]
+                if pid.isdigit() and not process_alive(host, int(pid)):
+                    dead.append(token)
+            if dead:
+                conn.execute(delete(cr).where(cr.c.release.in_(dead)))
+        return [f"staged catalog {t}" for t in dead]
 
     # ------------------------------------------------------------------ backtests
 
