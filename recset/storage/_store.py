@@ -644,7 +644,8 @@ class Store:
         table_prefix : str, default "recset_"
             Prefix of every table name, so recset can share a host's database. Stores with
             different prefixes in one database are independent (give them different
-            ``artifact_dir`` too).
+            ``artifact_dir`` too). A URL may carry it as a query parameter instead
+            (``postgresql://host/db?table_prefix=shop_``).
         create : bool, default True
             Create the database file, tables and artifact directory when missing. With
             ``False``, a missing store raises :class:`~recset.errors.StorageError`.
@@ -661,8 +662,19 @@ class Store:
         ConfigError
             ``table_prefix`` is not a valid prefix.
         """
-        tables_ = tables(check_table_prefix(table_prefix))
         url, sqlite_file, default_artifacts = _resolve_target(target, create)
+        in_url = url.query.get("table_prefix")
+        if in_url is not None:
+            # A URL may carry the prefix (e.g. for --store on the command line).
+            url = url.difference_update_query(["table_prefix"])
+            in_url = in_url if isinstance(in_url, str) else in_url[-1]
+            if table_prefix not in (DEFAULT_TABLE_PREFIX, in_url):
+                raise ConfigError(
+                    f"Store.open got table_prefix={table_prefix!r} and a URL with "
+                    f"table_prefix={in_url!r}; give one."
+                )
+            table_prefix = in_url
+        tables_ = tables(check_table_prefix(table_prefix))
         masked = url.render_as_string(hide_password=True)
         if artifact_dir is not None:
             artifacts = Path(os.fsdecode(os.fspath(artifact_dir))).expanduser().resolve()
@@ -804,6 +816,15 @@ class Store:
         with self._db("read_catalog"), self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
         return _catalog_frame(rows)
+
+    def staged_catalogs(self) -> list[str]:
+        """Release tokens of saved catalogs no version refers to: a build in progress (its
+        version not yet committed), or the leftovers of one that died."""
+        a, cr = self._t.artifact, self._t.catalog_release
+        used = select(a.c.release).where(a.c.release.is_not(None))
+        stmt = select(cr.c.release).where(cr.c.release.not_in(used)).distinct()
+        with self._db("staged_catalogs"), self.engine.connect() as conn:
+            return sorted(str(t) for t in conn.execute(stmt).scalars())
 
     def _stage_catalog(self, catalog: pd.DataFrame) -> str:
         """Write ``catalog`` to catalog_release under a new release token (not yet live)."""
@@ -1414,19 +1435,15 @@ class Store:
             )
 
     def _remove_dead_releases(self) -> list[str]:
-        a, cr = self._t.artifact, self._t.catalog_release
-        with self._db("remove_leftovers"), self.engine.begin() as conn:
-            used = select(a.c.release).where(a.c.release.is_not(None))
-            tokens = conn.execute(
-                select(cr.c.release).where(cr.c.release.not_in(used)).distinct()
-            ).scalars()
-            dead = []
-            for token in tokens:
-                host, _, rest = str(token).partition("-")
-                pid = rest.partition("-")[0]
-                if pid.isdigit() and not process_alive(host, int(pid)):
-                    dead.append(token)
-            if dead:
+        dead = []
+        for token in self.staged_catalogs():
+            host, _, rest = token.partition("-")
+            pid = rest.partition("-")[0]
+            if pid.isdigit() and not process_alive(host, int(pid)):
+                dead.append(token)
+        if dead:
+            cr = self._t.catalog_release
+            with self._db("remove_leftovers"), self.engine.begin() as conn:
                 conn.execute(delete(cr).where(cr.c.release.in_(dead)))
         return [f"staged catalog {t}" for t in dead]
 

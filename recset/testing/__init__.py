@@ -2,11 +2,13 @@
 
 :class:`RecallSetContract` is the contract every recall set must pass; a plugin's test suite
 subclasses it and provides the ``recall_cls`` and ``dataset`` fixtures (see its docstring).
+:mod:`recset.testing.releases` is the kill-test harness of atomic releases.
 """
 
+from recset.testing import _releases as releases
 from recset.testing._contract import RecallSetContract, dependency_specs, fit_dependencies
 
-__all__ = ["RecallSetContract", "dependency_specs", "fit_dependencies"]
+__all__ = ["RecallSetContract", "dependency_specs", "fit_dependencies", "releases"]
 
 
 def recommend_dense(engine, seeds, k, *, users=None):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201
