@@ -33,7 +33,7 @@ _log = logging.getLogger(__name__)
 
 _HOLDER_KEY = "build_lock"
 _GUARD = threading.Lock()
-_HELD: dict[str, list[Any]] = {}  # lock key -> [count, release callback]
+_HELD: dict[tuple[int, str], list[Any]] = {}  # (pid, lock key) -> [count, release callback]
 
 
 def host_tag() -> str:
@@ -186,7 +186,7 @@ def build_lock(
 ) -> Iterator[None]:
     """Hold the build lock of ``target`` (re-entrant in one process); ``on_acquire`` runs
     once when this process takes it (the store's cleanup of dead builds' leftovers)."""
-    key = target.key
+    key = (os.getpid(), target.key)  # a forked child does not inherit the parent's hold
     with _GUARD:
         held = _HELD.get(key)
         if held is not None:

@@ -9,6 +9,7 @@ together with their registry row.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import io
 import json
@@ -499,11 +500,32 @@ def _store_id(conn: Connection, t: Tables) -> str:
     return str(sid)
 
 
+def _schema_key(t: Tables) -> int:
+    digest = hashlib.blake2b(f"recset-schema:{t.prefix}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 def _prepare_schema(engine: Engine, t: Tables, masked: str, create: bool) -> str:
+    """:func:`_prepare_once`, again after a failed creation (another process created the
+    tables first: a SQLite store has no lock to serialize that)."""
+    for attempt in range(3):
+        try:
+            return _prepare_once(engine, t, masked, create)
+        except sa_exc.OperationalError:
+            if not create or attempt == 2:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _prepare_once(engine: Engine, t: Tables, masked: str, create: bool) -> str:
     """Create the tables (if asked), check the recorded schema version (migrating a version
     1 store in place) and return the store id."""
     where = f"{masked} (table prefix {t.prefix!r})"
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Two processes opening a new store at once would race on CREATE TABLE.
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _schema_key(t)})
         if not sa.inspect(conn).has_table(t.meta.name):
             if not create:
                 raise StorageError(

@@ -94,6 +94,33 @@ def make_datasets(
     return a, b
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """Datasets A and B on disk and loaded, the small config, and an engine of each."""
+
+    data_a: Path
+    data_b: Path
+    config: Path
+    a: Any  # recset.data.Dataset
+    b: Any
+    engine_a: Any  # recset.engine.Engine
+    engine_b: Any
+
+
+def prepare(root: Path) -> Prepared:
+    """Write datasets A and B and the small config under ``root``; build an engine of each."""
+    from recset.config import load_config
+    from recset.data import load_dataset
+    from recset.engine import Engine
+
+    data_a, data_b = make_datasets(root)
+    config = root / "small.toml"
+    config.write_text(SMALL_CONFIG, encoding="utf-8")
+    cfg = load_config(config)
+    a, b = load_dataset(data_a), load_dataset(data_b)
+    return Prepared(data_a, data_b, config, a, b, Engine.build(a, cfg), Engine.build(b, cfg))
+
+
 def recset_command(*args: str | os.PathLike[str]) -> list[str]:
     """The argv of ``recset ARGS`` run by this interpreter (so the same recset is used)."""
     return [sys.executable, "-m", "recset.cli", *(os.fspath(a) for a in args)]
@@ -261,6 +288,7 @@ def drop_store(url: str, prefixes: Sequence[str]) -> None:
 __all__ = [
     "SMALL_CONFIG",
     "BuildRun",
+    "Prepared",
     "Served",
     "build_args",
     "drop_store",
@@ -268,6 +296,7 @@ __all__ = [
     "make_datasets",
     "pg_unreachable_reason",
     "pg_url",
+    "prepare",
     "recset_command",
     "served",
     "start_build",

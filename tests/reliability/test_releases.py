@@ -18,33 +18,20 @@ from pathlib import Path
 import pytest
 
 from recset.cli import main
-from recset.config import load_config
-from recset.data import Dataset, catalog_frame, load_dataset
-from recset.engine import Engine
+from recset.data import catalog_frame
 from recset.storage import FAULT_EXIT_CODE, FAULT_PHASES, Store
 from recset.testing import releases
 
 
 @dataclass(frozen=True)
-class Fixture:
-    a: Dataset
-    b: Dataset
-    data_b: Path
-    config: Path
-    engine_a: Engine
-    engine_b: Engine
+class Fixture(releases.Prepared):
     root: Path
 
 
 @pytest.fixture(scope="module")
 def fx(tmp_path_factory: pytest.TempPathFactory) -> Fixture:
     root = tmp_path_factory.mktemp("releases")
-    data_a, data_b = releases.make_datasets(root)
-    config = root / "small.toml"
-    config.write_text(releases.SMALL_CONFIG)
-    cfg = load_config(config)
-    a, b = load_dataset(data_a), load_dataset(data_b)
-    return Fixture(a, b, data_b, config, Engine.build(a, cfg), Engine.build(b, cfg), root)
+    return Fixture(**vars(releases.prepare(root)), root=root)
 
 
 @dataclass(frozen=True)

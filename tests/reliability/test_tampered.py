@@ -1,0 +1,204 @@
+"""Damaged artifacts (issue 12): a version whose files were truncated, transposed, reordered
+or tampered with is refused at load with a StorageError naming the file, never served and
+never a traceback (the CLI exits 2 with one error line)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from recset import StorageError
+from recset.cli import main
+from recset.config import load_config
+from recset.data import load_dataset
+from recset.engine import Engine
+from recset.storage import Store
+from recset.testing import releases
+
+LISTS = "artifacts/engine/v1/mixer/lists"
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite store holding one engine version (copied by every test)."""
+    root = tmp_path_factory.mktemp("tampered")
+    data, _ = releases.make_datasets(root)
+    config = root / "small.toml"
+    config.write_text(releases.SMALL_CONFIG)
+    ds = load_dataset(data)
+    Engine.build(ds, load_config(config)).save(root / "store", dataset=ds)
+    return root / "store"
+
+
+@pytest.fixture
+def store(pristine: Path, tmp_path: Path) -> Path:
+    shutil.copytree(pristine, tmp_path / "store")
+    return tmp_path / "store"
+
+
+def _npy(rel: str, change: Callable[[np.ndarray], np.ndarray]) -> Callable[[Path], None]:
+    def tamper(store: Path) -> None:
+        path = store / rel
+        arr = np.load(path)
+        np.save(path, change(arr))
+
+    return tamper
+
+
+def _truncate(rel: str) -> Callable[[Path], None]:
+    def tamper(store: Path) -> None:
+        path = store / rel
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    return tamper
+
+
+def _overwrite(rel: str, data: bytes) -> Callable[[Path], None]:
+    return lambda store: (store / rel).write_bytes(data)
+
+
+def _flip_byte(rel: str) -> Callable[[Path], None]:
+    def tamper(store: Path) -> None:
+        raw = bytearray((store / rel).read_bytes())
+        raw[-1] ^= 0xFF
+        (store / rel).write_bytes(bytes(raw))
+
+    return tamper
+
+
+def _hide_in_manifest(store: Path) -> None:
+    """Reverse ptr.npy and rewrite its manifest entry to match: the registry's checksum of
+    the manifest still tells."""
+    _npy(f"{LISTS}/lists.ptr.npy", lambda a: a[::-1].copy())(store)
+    mpath = store / "artifacts/engine/v1/manifest.json"
+    doc = json.loads(mpath.read_text())
+    forged = hashlib.sha256((store / LISTS / "lists.ptr.npy").read_bytes()).hexdigest()
+    doc["files"]["mixer/lists/lists.ptr.npy"]["sha256"] = forged
+    mpath.write_text(json.dumps(doc))
+
+
+CASES: dict[str, tuple[Callable[[Path], None], str]] = {
+    "transposed lists.item": (
+        _npy(f"{LISTS}/lists.item.npy", lambda a: np.ascontiguousarray(a.T)),
+        r"lists\.item\.npy: holds an array of shape \(\d+, \d+\).*transposed",
+    ),
+    "truncated lists.score": (
+        _truncate(f"{LISTS}/lists.score.npy"),
+        r"lists\.score\.npy: .*truncated",
+    ),
+    "reversed lists.ptr": (
+        _npy(f"{LISTS}/lists.ptr.npy", lambda a: a[::-1].copy()),
+        r"lists\.ptr\.npy: its sha256 differs from the manifest",
+    ),
+    "non-monotone lists.ptr": (
+        _npy(f"{LISTS}/lists.ptr.npy", lambda a: np.r_[a[:1], a[2:], a[1:2]]),
+        r"lists\.ptr\.npy: its sha256 differs",
+    ),
+    "corrupt engine.json": (
+        _overwrite("artifacts/engine/v1/engine.json", b'{"kind": "engine", "meta": '),
+        r"engine\.json: \d+ bytes, the manifest records",
+    ),
+    "flipped byte in a source": (
+        _flip_byte("artifacts/engine/v1/mixer/sources/co_purchase/recall_set.npz"),
+        r"recall_set\.npz: its sha256 differs",
+    ),
+    "deleted lists.src": (
+        lambda s: (s / LISTS / "lists.src.npy").unlink(),
+        r"lists\.src\.npy: the file is missing",
+    ),
+    "manifest edited to match": (
+        _hide_in_manifest,
+        r"manifest\.json: the manifest differs from the checksum in the registry",
+    ),
+    "manifest deleted": (
+        lambda s: (s / "artifacts/engine/v1/manifest.json").unlink(),
+        r"manifest\.json: the manifest is missing",
+    ),
+}
+
+
+def _refused_by_cli(store: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(["recommend", "--store", str(store), "--examples", "1"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_damaged_version_is_refused(
+    store: Path, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Engine.load(store)  # loads before the damage
+    tamper, message = CASES[case]
+    tamper(store)
+    with pytest.raises(StorageError, match=message) as exc:
+        Engine.load(store)
+    assert "damaged and was not loaded" in str(exc.value)
+    assert "error: " in _refused_by_cli(store, capsys)
+    with Store.open(store) as st, pytest.raises(StorageError, match=message):
+        st.activate("engine", 1)  # never (re)activated either
+
+
+def _unchecked(store: Path) -> None:
+    """Make v1 look saved by a recset without manifests."""
+    engine = sa.create_engine(f"sqlite:///{store / 'recset.sqlite'}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE recset_artifact SET manifest = NULL"))
+    engine.dispose()
+
+
+STRUCTURE: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str, str]] = {
+    "reversed ptr": (lambda a: a[::-1].copy(), "ptr", r"'ptr' is not a monotone pointer array"),
+    "item ids past the catalog": (lambda a: a + 10_000, "item", r"item ids outside \[-1, \d+\)"),
+    "transposed item": (lambda a: np.ascontiguousarray(a.T), "item", r"the lists have shape"),
+    "truncated src": (lambda a: a[:-1].copy(), "src", r"'src' has \d+ entries"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STRUCTURE))
+def test_structure_checked_without_manifest(
+    store: Path, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A version from before manifests still gets the cheap structural checks."""
+    change, name, message = STRUCTURE[case]
+    _unchecked(store)
+    _npy(f"{LISTS}/lists.{name}.npy", change)(store)
+    with pytest.raises(StorageError, match=message):
+        Engine.load(store)
+    assert "damaged" in _refused_by_cli(store, capsys)
+
+
+def test_tampered_torch_file_is_refused(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch = pytest.importorskip("torch")
+
+    def write(directory: Path) -> None:
+        torch.save({"w": torch.arange(64, dtype=torch.float32)}, directory / "weights.pt")
+
+    with Store.open(store) as st:
+        st.save_artifact("personalizer", write)
+    _flip_byte("artifacts/personalizer/v1/weights.pt")(store)
+    with pytest.raises(StorageError, match=r"personalizer/v1/weights\.pt: its sha256 differs"):
+        Engine.load(store)
+    assert "weights.pt" in _refused_by_cli(store, capsys)
+
+
+def test_recorded_path_outside_the_artifact_dir_is_refused(store: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{store / 'recset.sqlite'}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE recset_artifact SET path = '../../etc'"))
+    engine.dispose()
+    with pytest.raises(StorageError, match=r"the path '\.\./\.\./etc' leads outside"):
+        Engine.load(store)
+
+
+def test_an_intact_copy_loads_and_answers_the_same(pristine: Path, store: Path) -> None:
+    """The checks refuse damage only: the untouched copy serves what the original serves."""
+    assert releases.served(str(store)).answers == releases.served(str(pristine)).answers
