@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,11 +127,12 @@ def recset_command(*args: str | os.PathLike[str]) -> list[str]:
 
 
 def build_args(
-    data: Path, store: str, config: Path, artifact_dir: Path | None = None
+    data: Path, store: str, config: Path | None, artifact_dir: Path | None = None
 ) -> list[str | os.PathLike[str]]:
-    """``recset build`` arguments for ``data`` into ``store``."""
+    """``recset build`` arguments for ``data`` into ``store`` (``config`` None: defaults)."""
     args: list[str | os.PathLike[str]] = ["build", "--data", data, "--store", store]
-    args += ["--config", config]
+    if config is not None:
+        args += ["--config", config]
     if artifact_dir is not None:
         args += ["--artifact-dir", artifact_dir]
     return args
@@ -188,7 +189,7 @@ def _forked_main(argv: list[str], fault: str | None, log: str) -> None:
 def start_build(
     data: Path,
     store: str,
-    config: Path,
+    config: Path | None,
     *,
     log: Path,
     artifact_dir: Path | None = None,
@@ -271,6 +272,90 @@ def leftovers(store: str, artifact_dir: Path | None = None) -> list[str]:
     return out
 
 
+def _npy(rel: str, change: Callable[[Any], Any]) -> Callable[[Path], None]:
+    def tamper(version: Path) -> None:
+        import numpy as np
+
+        arr = np.load(version / rel)
+        np.save(version / rel, change(arr))
+
+    return tamper
+
+
+def _truncate(rel: str) -> Callable[[Path], None]:
+    def tamper(version: Path) -> None:
+        path = version / rel
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    return tamper
+
+
+def _flip_last_byte(rel: str) -> Callable[[Path], None]:
+    def tamper(version: Path) -> None:
+        raw = bytearray((version / rel).read_bytes())
+        raw[-1] ^= 0xFF
+        (version / rel).write_bytes(bytes(raw))
+
+    return tamper
+
+
+def _forge_manifest(version: Path) -> None:
+    """Reverse ptr.npy and rewrite its manifest entry to match (the registry still has the
+    manifest's own checksum)."""
+    import hashlib
+    import json
+
+    rel = f"{LISTS}/lists.ptr.npy"
+    _npy(rel, lambda a: a[::-1].copy())(version)
+    doc = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
+    doc["files"][rel]["sha256"] = hashlib.sha256((version / rel).read_bytes()).hexdigest()
+    (version / "manifest.json").write_text(json.dumps(doc), encoding="utf-8")
+
+
+LISTS = "mixer/lists"
+"""The precomputed lists inside an engine version directory."""
+
+
+@dataclass(frozen=True)
+class Tamper:
+    """One way to damage an engine version: ``apply(version_dir)``; ``names`` is the file
+    the refusal must name."""
+
+    apply: Callable[[Path], None]
+    names: str
+
+
+def tamper_cases() -> dict[str, Tamper]:
+    """The damage the issue found served or crashing, and a few more."""
+    import numpy as np
+
+    return {
+        "transposed lists.item": Tamper(
+            _npy(f"{LISTS}/lists.item.npy", lambda a: np.ascontiguousarray(a.T)), "lists.item.npy"
+        ),
+        "truncated lists.score": Tamper(_truncate(f"{LISTS}/lists.score.npy"), "lists.score.npy"),
+        "reversed lists.ptr": Tamper(
+            _npy(f"{LISTS}/lists.ptr.npy", lambda a: a[::-1].copy()), "lists.ptr.npy"
+        ),
+        "non-monotone lists.ptr": Tamper(
+            _npy(f"{LISTS}/lists.ptr.npy", lambda a: np.r_[a[:1], a[2:], a[1:2]]),
+            "lists.ptr.npy",
+        ),
+        "corrupt engine.json": Tamper(
+            lambda v: (v / "engine.json").write_bytes(b'{"kind": "engine", "meta": '),
+            "engine.json",
+        ),
+        "flipped byte in a source": Tamper(
+            _flip_last_byte("mixer/sources/co_purchase/recall_set.npz"), "recall_set.npz"
+        ),
+        "deleted lists.src": Tamper(
+            lambda v: (v / LISTS / "lists.src.npy").unlink(), "lists.src.npy"
+        ),
+        "manifest edited to match": Tamper(_forge_manifest, "manifest.json"),
+        "manifest deleted": Tamper(lambda v: (v / "manifest.json").unlink(), "manifest.json"),
+    }
+
+
 def drop_store(url: str, prefixes: Sequence[str]) -> None:
     """Drop every table of the stores with ``prefixes`` at ``url`` (test clean-up)."""
     import sqlalchemy as sa
@@ -286,6 +371,7 @@ def drop_store(url: str, prefixes: Sequence[str]) -> None:
 
 
 __all__ = [
+    "LISTS",
     "SMALL_CONFIG",
     "BuildRun",
     "Prepared",
@@ -300,5 +386,7 @@ __all__ = [
     "recset_command",
     "served",
     "start_build",
+    "Tamper",
+    "tamper_cases",
     "with_prefix",
 ]

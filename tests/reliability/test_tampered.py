@@ -4,8 +4,6 @@ never a traceback (the CLI exits 2 with one error line)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -45,83 +43,27 @@ def store(pristine: Path, tmp_path: Path) -> Path:
 
 def _npy(rel: str, change: Callable[[np.ndarray], np.ndarray]) -> Callable[[Path], None]:
     def tamper(store: Path) -> None:
-        path = store / rel
-        arr = np.load(path)
-        np.save(path, change(arr))
+        np.save(store / rel, change(np.load(store / rel)))
 
     return tamper
 
 
-def _truncate(rel: str) -> Callable[[Path], None]:
-    def tamper(store: Path) -> None:
-        path = store / rel
-        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-
-    return tamper
-
-
-def _overwrite(rel: str, data: bytes) -> Callable[[Path], None]:
-    return lambda store: (store / rel).write_bytes(data)
-
-
-def _flip_byte(rel: str) -> Callable[[Path], None]:
-    def tamper(store: Path) -> None:
-        raw = bytearray((store / rel).read_bytes())
-        raw[-1] ^= 0xFF
-        (store / rel).write_bytes(bytes(raw))
-
-    return tamper
-
-
-def _hide_in_manifest(store: Path) -> None:
-    """Reverse ptr.npy and rewrite its manifest entry to match: the registry's checksum of
-    the manifest still tells."""
-    _npy(f"{LISTS}/lists.ptr.npy", lambda a: a[::-1].copy())(store)
-    mpath = store / "artifacts/engine/v1/manifest.json"
-    doc = json.loads(mpath.read_text())
-    forged = hashlib.sha256((store / LISTS / "lists.ptr.npy").read_bytes()).hexdigest()
-    doc["files"]["mixer/lists/lists.ptr.npy"]["sha256"] = forged
-    mpath.write_text(json.dumps(doc))
-
-
-CASES: dict[str, tuple[Callable[[Path], None], str]] = {
-    "transposed lists.item": (
-        _npy(f"{LISTS}/lists.item.npy", lambda a: np.ascontiguousarray(a.T)),
-        r"lists\.item\.npy: holds an array of shape \(\d+, \d+\).*transposed",
-    ),
-    "truncated lists.score": (
-        _truncate(f"{LISTS}/lists.score.npy"),
-        r"lists\.score\.npy: .*truncated",
-    ),
-    "reversed lists.ptr": (
-        _npy(f"{LISTS}/lists.ptr.npy", lambda a: a[::-1].copy()),
-        r"lists\.ptr\.npy: its sha256 differs from the manifest",
-    ),
-    "non-monotone lists.ptr": (
-        _npy(f"{LISTS}/lists.ptr.npy", lambda a: np.r_[a[:1], a[2:], a[1:2]]),
-        r"lists\.ptr\.npy: its sha256 differs",
-    ),
-    "corrupt engine.json": (
-        _overwrite("artifacts/engine/v1/engine.json", b'{"kind": "engine", "meta": '),
-        r"engine\.json: \d+ bytes, the manifest records",
-    ),
-    "flipped byte in a source": (
-        _flip_byte("artifacts/engine/v1/mixer/sources/co_purchase/recall_set.npz"),
-        r"recall_set\.npz: its sha256 differs",
-    ),
-    "deleted lists.src": (
-        lambda s: (s / LISTS / "lists.src.npy").unlink(),
-        r"lists\.src\.npy: the file is missing",
-    ),
-    "manifest edited to match": (
-        _hide_in_manifest,
-        r"manifest\.json: the manifest differs from the checksum in the registry",
-    ),
-    "manifest deleted": (
-        lambda s: (s / "artifacts/engine/v1/manifest.json").unlink(),
-        r"manifest\.json: the manifest is missing",
-    ),
+# Each case of the harness (recset.testing.releases.tamper_cases) and what the refusal says.
+MESSAGES = {
+    "transposed lists.item": r"lists\.item\.npy: holds an array of shape \(\d+, \d+\).*transposed",
+    "truncated lists.score": r"lists\.score\.npy: .*truncated",
+    "reversed lists.ptr": r"lists\.ptr\.npy: its sha256 differs from the manifest",
+    "non-monotone lists.ptr": r"lists\.ptr\.npy: its sha256 differs",
+    "corrupt engine.json": r"engine\.json: \d+ bytes, the manifest records",
+    "flipped byte in a source": r"co_purchase/recall_set\.npz: its sha256 differs",
+    "deleted lists.src": r"lists\.src\.npy: the file is missing",
+    "manifest edited to match": r"manifest\.json: the manifest differs from the checksum in the",
+    "manifest deleted": r"manifest\.json: the manifest is missing",
 }
+
+
+def test_every_harness_case_has_a_message() -> None:
+    assert sorted(MESSAGES) == sorted(releases.tamper_cases())
 
 
 def _refused_by_cli(store: Path, capsys: pytest.CaptureFixture[str]) -> str:
@@ -132,13 +74,13 @@ def _refused_by_cli(store: Path, capsys: pytest.CaptureFixture[str]) -> str:
     return err
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", sorted(MESSAGES))
 def test_damaged_version_is_refused(
     store: Path, case: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     Engine.load(store)  # loads before the damage
-    tamper, message = CASES[case]
-    tamper(store)
+    message = MESSAGES[case]
+    releases.tamper_cases()[case].apply(store / "artifacts/engine/v1")
     with pytest.raises(StorageError, match=message) as exc:
         Engine.load(store)
     assert "damaged and was not loaded" in str(exc.value)
@@ -184,7 +126,9 @@ def test_tampered_torch_file_is_refused(store: Path, capsys: pytest.CaptureFixtu
 
     with Store.open(store) as st:
         st.save_artifact("personalizer", write)
-    _flip_byte("artifacts/personalizer/v1/weights.pt")(store)
+    raw = bytearray((store / "artifacts/personalizer/v1/weights.pt").read_bytes())
+    raw[-1] ^= 0xFF
+    (store / "artifacts/personalizer/v1/weights.pt").write_bytes(bytes(raw))
     with pytest.raises(StorageError, match=r"personalizer/v1/weights\.pt: its sha256 differs"):
         Engine.load(store)
     assert "weights.pt" in _refused_by_cli(store, capsys)
