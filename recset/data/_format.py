@@ -12,6 +12,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,12 +278,18 @@ def _read_parquet_ids_as_text(path: Path, id_columns: tuple[str, ...]) -> pd.Dat
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
+    cast = False
     for i, name in enumerate(table.column_names):
         col = table.column(i)
         if name in id_columns and not pa.types.is_string(col.type):
             if pa.types.is_dictionary(col.type):
                 col = col.cast(col.type.value_type)
             table = table.set_column(i, name, col.cast(pa.string()))
+            cast = True
+    if cast:  # pandas metadata would restore the old dtype of a cast column
+        table = table.replace_schema_metadata(None)
+        index = [n for n in table.column_names if n.startswith("__index_level_")]
+        table = table.drop_columns(index)
     return table.to_pandas()
 
 
@@ -291,7 +298,12 @@ def _read_table(path: Path, id_columns: tuple[str, ...] = ()) -> pd.DataFrame:
         if path.suffix == ".csv":
             # every column as text: ids never pass through a float; NUL bytes and odd
             # encodings are the parser's to refuse
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+            # a row with more fields than the header is an error, not a shifted index
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                df = pd.read_csv(
+                    path, dtype=str, keep_default_na=False, na_values=[""], index_col=False
+                )
         else:
             df = _read_parquet_ids_as_text(path, id_columns)
     except Exception as exc:  # pyarrow and pandas raise many types here

@@ -263,6 +263,16 @@ class Engine:
         show_progress: bool = False,
     ) -> Engine:
         """Fit every configured source on ``dataset`` and precompute every item's list."""
+        if not isinstance(dataset, Dataset):
+            raise ParameterTypeError(
+                "The 'dataset' parameter must be a recset.data.Dataset (load_dataset(path) reads "
+                f"a directory). Got {dataset!r} ({_type_name(dataset)}) instead."
+            )
+        if config is not None and not isinstance(config, Config):
+            raise ParameterTypeError(
+                "The 'config' parameter must be a recset.config.Config (load_config(path) or "
+                f"config_from_dict(dict)). Got {_type_name(config)} instead."
+            )
         config = config or config_from_dict({})
         mixer = Mixer.fit(dataset, config, show_progress=show_progress)
         if precompute:

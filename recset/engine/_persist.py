@@ -57,8 +57,15 @@ def read_engine(path: Path, catalog: pd.DataFrame | None) -> tuple[Config, IdMap
     import pandas as pd
 
     state = read_state(path, ENGINE_ARTIFACT, FORMAT_VERSION)
-    config = config_from_dict(state.meta["config"], where=str(path / f"{ENGINE_ARTIFACT}.json"))
-    items = IdMap(state.meta["items"])
+    where = str(path / f"{ENGINE_ARTIFACT}.json")
+    meta_config, item_ids = state.meta.get("config"), state.meta.get("items")
+    if not isinstance(meta_config, dict) or not isinstance(item_ids, list):
+        raise StorageError(
+            f"{where}: damaged engine metadata (no 'config' table or no 'items' list); "
+            "rebuild the engine"
+        )
+    config = config_from_dict(meta_config, where=where)
+    items = IdMap(item_ids)
     mixer = Mixer.load(path / "mixer", config)
     if isinstance(catalog, pd.DataFrame) and len(catalog):
         flags = pd.Series(catalog["available"].to_numpy(bool), index=catalog["item_id"])
