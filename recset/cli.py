@@ -548,6 +548,7 @@ def recommend(
         catalog = st.read_catalog()
     if len(catalog):
         titles = dict(zip(catalog["item_id"], catalog["title"].fillna(""), strict=True))
+    examples = min(examples, len(catalog))  # no more examples than the catalog holds
     if examples:
         step = max(len(catalog) // (examples + 1), 1)
         seed_list += [str(catalog["item_id"].iloc[i * step]) for i in range(examples)]

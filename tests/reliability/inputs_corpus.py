@@ -978,7 +978,7 @@ def _(ctx: Context) -> object:
     "accepted",
     accept=True,
     note="ids with emoji, right-to-left text, quotes, SQL-looking text and spaces "
-    "round-trip unchanged (a NUL too, on SQLite)",
+    "are read unchanged (a NUL too, unless the store is PostgreSQL)",
 )
 def _(ctx: Context) -> object:
     odd = ["🛒 cart", "מוצר", "x'; DROP TABLE catalog; --", ' "quoted" ', "a\x00b", "12.0"]
@@ -1091,6 +1091,17 @@ def _(ctx: Context) -> object:
     recs = e.recommend(np.str_(ctx.seed), k=3, exclude={first})
     assert first not in {r.item_id for r in recs}
     assert e.recommend_batch(np.array([ctx.seed]), exclude=[(i for i in [first])])[0]
+
+
+@case(
+    "examples-above-catalog",
+    "accepted",
+    accept=True,
+    note="`recommend --examples N` with N above the catalog size shows every catalog item",
+)
+def _(ctx: Context) -> object:
+    out = cli("recommend", "--store", str(ctx.store), "--examples", "5000")
+    assert out.count("\nseed ") == len(ctx.catalog)
 
 
 @case(
