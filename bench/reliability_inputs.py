@@ -65,7 +65,8 @@ def main() -> None:
     ]
     for case, outcome in odd:
         lines = outcome.message.strip().splitlines()[-args.show :]
-        print(f"\n{case.group}/{case.id}: {outcome.kind}" + " (store changed)" * outcome.store_changed)
+        changed = " (store changed)" if outcome.store_changed else ""
+        print(f"\n{case.group}/{case.id}: {outcome.kind}{changed}")
         for line in lines:
             print(f"    {line}")
 

@@ -695,25 +695,28 @@ def _existing_file(ctx: Context) -> str:
     return str(p)
 
 
-bad_cli(
-    "cli-recommend-k-huge",
-    lambda c: ["recommend", "--store", str(c.store), c.seed, "--k", "1000000000"],
-    "--k",
-    "1<=x<=10000",
-)
-bad_cli(
-    "cli-recommend-k-zero",
-    lambda c: ["recommend", "--store", str(c.store), c.seed, "--k", "0"],
-    "--k",
-)
-bad_cli(
-    "recommend-k-word",
-    lambda c: ["recommend", "--store", str(c.store), c.seed, "--k", "ten"],
-    "--k",
-)
+def _build(*more: str) -> Callable[[Context], list[str]]:
+    return lambda c: ["build", "--data", str(c.data), "--store", str(c.store), *more]
+
+
+def _backtest(*more: str) -> Callable[[Context], list[str]]:
+    return lambda c: ["backtest", "--data", str(c.data), "--out", str(c.root / "bt"), *more]
+
+
+def _recommend(*more: str) -> Callable[[Context], list[str]]:
+    return lambda c: ["recommend", "--store", str(c.store), c.seed, *more]
+
+
+def _ingest(src: Callable[[Context], Path], out: Callable[[Context], Path | str]) -> Any:
+    return lambda c: ["ingest", "--format", "taobao", str(src(c)), "--out", str(out(c))]
+
+
+bad_cli("cli-recommend-k-huge", _recommend("--k", "1000000000"), "--k", "1<=x<=10000")
+bad_cli("cli-recommend-k-zero", _recommend("--k", "0"), "--k")
+bad_cli("recommend-k-word", _recommend("--k", "ten"), "--k")
 bad_cli(
     "explain-k-huge",
-    lambda c: ["explain", "--store", str(c.store), c.seed, "--k", "1000000000"],
+    lambda c: ["explain", "--store", str(c.store), c.seed, "--k", "2000000000"],
     "--k",
 )
 bad_cli(
@@ -727,117 +730,33 @@ bad_cli(
     lambda c: ["recommend", "--store", str(c.root / "nope"), "x"],
     "no recset store",
 )
-bad_cli(
-    "backtest-out-file",
-    lambda c: ["backtest", "--data", str(c.data), "--out", _existing_file(c)],
-    "--out",
-    "existing file",
-)
+bad_cli("backtest-out-file", lambda c: [*_backtest()(c)[:-1], _existing_file(c)], "existing file")
 bad_cli(
     "generate-out-file",
     lambda c: ["generate", "--items", "50", "--out", _existing_file(c)],
     "--out",
     "existing file",
 )
-bad_cli(
-    "ingest-out-file",
-    lambda c: ["ingest", "--format", "taobao", str(c.root), "--out", _existing_file(c)],
-    "--out",
-    "existing file",
-)
+bad_cli("ingest-out-file", _ingest(lambda c: c.root, _existing_file), "--out", "existing file")
 bad_cli(
     "backtest-store-typo",
-    lambda c: [
-        "backtest",
-        "--data",
-        str(c.data),
-        "--out",
-        str(c.root / "bt"),
-        "--store",
-        str(c.root / "stroe"),
-    ],
+    _backtest("--store", "/nonexistent/stroe"),
     "--store",
     "--create",
 )
-bad_cli(
-    "backtest-bootstrap-huge",
-    lambda c: [
-        "backtest",
-        "--data",
-        str(c.data),
-        "--out",
-        str(c.root / "bt"),
-        "--bootstrap",
-        "1000000000",
-    ],
-    "--bootstrap",
-)
-bad_cli(
-    "backtest-split-date",
-    lambda c: [
-        "backtest",
-        "--data",
-        str(c.data),
-        "--out",
-        str(c.root / "bt"),
-        "--split-date",
-        "soon",
-    ],
-    "--split-date",
-)
-bad_cli(
-    "backtest-baselines",
-    lambda c: [
-        "backtest",
-        "--data",
-        str(c.data),
-        "--out",
-        str(c.root / "bt"),
-        "--baselines",
-        "nope",
-    ],
-    "--baselines",
-    "nope",
-)
-bad_cli(
-    "backtest-test-share",
-    lambda c: ["backtest", "--data", str(c.data), "--out", str(c.root / "bt"), "--test-share", "2"],
-    "--test-share",
-)
-bad_cli(
-    "build-time-range-word",
-    lambda c: ["build", "--data", str(c.data), "--store", str(c.store), "--time-range", "..zz"],
-    "--time-range",
-    "'zz'",
-    store=True,
-)
-bad_cli(
-    "build-time-range-no-dots",
-    lambda c: ["build", "--data", str(c.data), "--store", str(c.store), "--time-range", "2020"],
-    "--time-range",
-    "FIRST..LAST",
-    store=True,
-)
+bad_cli("backtest-bootstrap-huge", _backtest("--bootstrap", "1000000000"), "--bootstrap")
+bad_cli("backtest-split-date", _backtest("--split-date", "soon"), "--split-date")
+bad_cli("backtest-baselines", _backtest("--baselines", "nope"), "--baselines", "nope")
+bad_cli("backtest-test-share", _backtest("--test-share", "2"), "--test-share")
+bad_cli("build-time-range-word", _build("--time-range", "..zz"), "'zz'", store=True)
+bad_cli("build-time-range-no-dots", _build("--time-range", "2020"), "FIRST..LAST", store=True)
 bad_cli(
     "build-time-range-reversed",
-    lambda c: [
-        "build",
-        "--data",
-        str(c.data),
-        "--store",
-        str(c.store),
-        "--time-range",
-        "2030-01-01..2020-01-01",
-    ],
+    _build("--time-range", "2030-01-01..2020-01-01"),
     "FIRST is after LAST",
     store=True,
 )
-bad_cli(
-    "build-on-bad-rows-maybe",
-    lambda c: ["build", "--data", str(c.data), "--store", str(c.store), "--on-bad-rows", "maybe"],
-    "--on-bad-rows",
-    store=True,
-)
+bad_cli("build-on-bad-rows-maybe", _build("--on-bad-rows", "maybe"), "--on-bad-rows", store=True)
 bad_cli("build-no-store", lambda c: ["build", "--data", str(c.data)], "--store")
 bad_cli(
     "ingest-unknown-format",
@@ -847,13 +766,13 @@ bad_cli(
 )
 bad_cli(
     "ingest-src-missing",
-    lambda c: ["ingest", "--format", "taobao", str(c.root / "nope"), "--out", str(c.root / "ing2")],
+    _ingest(lambda c: c.root / "nope", lambda c: c.root / "ing2"),
     "nope",
     "does not exist",
 )
 bad_cli(
     "ingest-over-dataset",
-    lambda c: ["ingest", "--format", "taobao", str(c.root), "--out", str(c.data)],
+    _ingest(lambda c: c.root, lambda c: c.data),
     "already holds a dataset",
     "--force",
 )
