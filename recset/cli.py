@@ -21,6 +21,10 @@ from recset.errors import RecsetError
 
 _log = logging.getLogger("recset.cli")
 
+MAX_K = 10_000  # recset.engine.MAX_K (not imported here: `recset --help` stays fast)
+MAX_EXAMPLES = 10_000
+MAX_BOOTSTRAP = 100_000
+
 
 @contextmanager
 def _step(label: str) -> Iterator[None]:
@@ -37,24 +41,97 @@ def _quarantine_dir(store: str | None, fallback: Path) -> Path:
     return fallback / "quarantine"
 
 
-def _load(data: Path, on_bad_rows: str, quarantine: Path):  # noqa: ANN202
+def _store_reject_chars(store: str | None) -> tuple[str, str]:
+    """Characters the store's text columns cannot hold, and why (checked before fitting)."""
+    if store and store.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres"):
+        return "\x00", "PostgreSQL text columns cannot hold (the store is PostgreSQL)"
+    return "", ""
+
+
+def _load(  # noqa: ANN202
+    data: Path,
+    on_bad_rows: str,
+    quarantine: Path,
+    time_range: tuple[int | None, int | None] | None = None,
+    store: str | None = None,
+):
     from recset.data import load_dataset
 
+    chars, why = _store_reject_chars(store)
     with _step(f"load and validate {data}"):
-        ds = load_dataset(data, on_bad_rows=on_bad_rows, quarantine_dir=quarantine)  # type: ignore[arg-type]
+        ds = load_dataset(
+            data,
+            on_bad_rows=on_bad_rows,  # type: ignore[arg-type]
+            quarantine_dir=quarantine,
+            time_range=time_range,
+            reject_chars=chars,
+            reject_reason=why,
+        )
     if ds.load_report is not None:
         click.echo(f"  {ds.load_report.summary()}", err=True)
     click.echo(f"  {ds!r}", err=True)
     return ds
 
 
-_on_bad_rows = click.option(
-    "--on-bad-rows",
-    type=click.Choice(["error", "skip"]),
-    default="error",
-    show_default=True,
-    help="Stop at bad rows with a summary, or write them to a quarantine file and go on.",
-)
+def _bad_rows_options(f):  # noqa: ANN001, ANN202
+    """--on-bad-rows and --time-range of the commands that load a dataset."""
+    f = click.option(
+        "--time-range",
+        callback=_parse_time_range,
+        default=None,
+        metavar="FIRST..LAST",
+        help="Plausible event times, inclusive: ISO dates or epoch seconds, either side may be "
+        "empty (default: 1970-01-01..now + 1 day). Rows outside are bad rows.",
+    )(f)
+    return click.option(
+        "--on-bad-rows",
+        type=click.Choice(["error", "skip"]),
+        default="error",
+        show_default=True,
+        help="Stop at bad rows with a summary, or write them to a quarantine file and go on.",
+    )(f)
+
+
+def _parse_time(text: str, param: click.Parameter) -> int | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        if text.lstrip("-").isdigit():
+            return int(text)
+        import pandas as pd
+
+        return int(pd.Timestamp(text, tz="UTC").timestamp())
+    except (ValueError, OverflowError):
+        raise click.BadParameter(
+            f"{text!r} is neither an ISO date nor epoch seconds", param=param
+        ) from None
+
+
+def _parse_time_range(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int | None, int | None] | None:
+    if value is None:
+        return None
+    if value.count("..") != 1:
+        raise click.BadParameter(
+            f"{value!r}: expected FIRST..LAST, e.g. 2015-01-01..2030-01-01 or ..1800000000",
+            param=param,
+        )
+    first, last = (_parse_time(part, param) for part in value.split(".."))
+    if first is not None and last is not None and first > last:
+        raise click.BadParameter(f"{value!r}: FIRST is after LAST", param=param)
+    return first, last
+
+
+def _not_a_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """An output directory option must not name an existing file (it would be written over)."""
+    if value is not None and value.exists() and not value.is_dir():
+        raise click.BadParameter(
+            f"{value} is an existing file; give a directory (it is not written over)",
+            param=param,
+        )
+    return value
 
 
 def _training_options(sections: str):  # noqa: ANN202
@@ -112,12 +189,18 @@ def _store_locked(purpose: str):  # noqa: ANN202
     return wrap
 
 
-def _built_engine_and_data(data: Path, store: str, artifact_dir: Path | None, on_bad_rows: str):  # noqa: ANN202
+def _built_engine_and_data(  # noqa: ANN202
+    data: Path,
+    store: str,
+    artifact_dir: Path | None,
+    on_bad_rows: str,
+    time_range: tuple[int | None, int | None] | None,
+):
     """The store's active engine (without its neural stages) and the dataset it was built on."""
     from recset.engine import Engine
 
     engine = Engine.load(store, artifact_dir=artifact_dir, neural=False)
-    ds = _load(data, on_bad_rows, _quarantine_dir(store, data.parent))
+    ds = _load(data, on_bad_rows, _quarantine_dir(store, data.parent), time_range)
     if ds.items != engine.items:
         raise click.UsageError(
             f"{data} is not the dataset the active engine in {store} was built on (items differ)"
@@ -157,7 +240,11 @@ def cli(verbose: int) -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option(
-    "--out", type=click.Path(path_type=Path), required=True, help="Output dataset directory."
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    callback=_not_a_file,
+    help="Output dataset directory.",
 )
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
 def generate(
@@ -181,14 +268,16 @@ def generate(
     "--out",
     type=click.Path(path_type=Path),
     required=True,
+    callback=_not_a_file,
     help="Output dataset directory (canonical format).",
 )
-def ingest(fmt: str, src: Path, out: Path) -> None:
+@click.option("--force", is_flag=True, help="Replace a dataset already in --out.")
+def ingest(fmt: str, src: Path, out: Path, force: bool) -> None:
     """Convert a public dataset in SRC to the canonical format in --out."""
     from recset.data.loaders import ingest as run_ingest
 
     with _step(f"ingest {fmt} from {src}"):
-        result = run_ingest(fmt, src, out)
+        result = run_ingest(fmt, src, out, force=force)
     for key, value in result.notes.items():
         click.echo(f"  {key}: {value:,}" if isinstance(value, int) else f"  {key}: {value}")
     click.echo(f"wrote {out} ({len(result.catalog):,} items, {len(result.events):,} events)")
@@ -225,7 +314,7 @@ def ingest(fmt: str, src: Path, out: Path) -> None:
     help="Also write every seed's candidate list (with reasons) to the store's recall_list "
     "table, for hosts that read lists with SQL.",
 )
-@_on_bad_rows
+@_bad_rows_options
 def build(
     data: Path,
     config_path: Path | None,
@@ -233,6 +322,7 @@ def build(
     artifact_dir: Path | None,
     lists_to_db: bool,
     on_bad_rows: str,
+    time_range: tuple[int | None, int | None] | None,
 ) -> None:
     """Fit the recall sources, precompute every item's candidates, save as the active version."""
     from recset.config import load_config
@@ -240,7 +330,7 @@ def build(
     from recset.storage import Store, fault_point
 
     config = load_config(config_path)
-    ds = _load(data, on_bad_rows, _quarantine_dir(store, data.parent))
+    ds = _load(data, on_bad_rows, _quarantine_dir(store, data.parent), time_range, store)
     # The build lock before the fit: a second build into this store refuses at once.
     with Store.open(store, artifact_dir=artifact_dir) as st, st.build_lock("recset build"):
         with _step("fit recall sources and precompute candidate lists"):
@@ -264,7 +354,7 @@ def build(
     default=None,
     help="Also write the feature importance table and plot here.",
 )
-@_on_bad_rows
+@_bad_rows_options
 @_store_locked("recset train-ranker")
 def train_ranker_cmd(
     data: Path,
@@ -273,6 +363,7 @@ def train_ranker_cmd(
     artifact_dir: Path | None,
     report: Path | None,
     on_bad_rows: str,
+    time_range: tuple[int | None, int | None] | None,
 ) -> None:
     """Train the LightGBM ranker and register it as the store's active ranker."""
     from recset.config import load_config
@@ -281,7 +372,7 @@ def train_ranker_cmd(
     from recset.storage import Store
 
     config = load_config(config_path)
-    engine, ds = _built_engine_and_data(data, store, artifact_dir, on_bad_rows)
+    engine, ds = _built_engine_and_data(data, store, artifact_dir, on_bad_rows, time_range)
     if engine.config.hash() != config.hash():
         raise click.UsageError(
             f"the active engine in {store} was built with another config "
@@ -326,7 +417,7 @@ def train_ranker_cmd(
 @click.option(
     "--no-type-transition", is_flag=True, help="Train the personalizer only, not the type step."
 )
-@_on_bad_rows
+@_bad_rows_options
 @_store_locked("recset train-neural")
 def train_neural_cmd(
     data: Path,
@@ -336,6 +427,7 @@ def train_neural_cmd(
     device: str,
     no_type_transition: bool,
     on_bad_rows: str,
+    time_range: tuple[int | None, int | None] | None,
 ) -> None:
     """Train the neural stages (personalization, type transition) and register them.
 
@@ -352,7 +444,7 @@ def train_neural_cmd(
     from recset.storage import Store
 
     config = load_config(config_path)
-    engine, ds = _built_engine_and_data(data, store, artifact_dir, on_bad_rows)
+    engine, ds = _built_engine_and_data(data, store, artifact_dir, on_bad_rows, time_range)
     if engine.ranker is not None and engine.ranker.users != ds.users:
         raise click.UsageError(
             f"{data} has other users than the active ranker in {store} was trained on; "
@@ -410,7 +502,7 @@ def _jsonable(value: object) -> object:
     default=None,
     help="Artifact files location when --store is a database URL.",
 )
-@click.option("--k", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--k", type=click.IntRange(1, MAX_K), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def explain(seed: str, store: str, artifact_dir: Path | None, k: int, as_json: bool) -> None:
     """Show SEED's recall mix and every candidate with the score and rank from each source."""
@@ -451,10 +543,10 @@ def explain(seed: str, store: str, artifact_dir: Path | None, k: int, as_json: b
     help="Artifact files location when --store is a database URL.",
 )
 @click.option("--user", default=None, help="User id, for personalization.")
-@click.option("--k", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--k", type=click.IntRange(1, MAX_K), default=10, show_default=True)
 @click.option(
     "--examples",
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, MAX_EXAMPLES),
     default=0,
     help="Also recommend for this many example seeds taken from the catalog.",
 )
@@ -479,6 +571,7 @@ def recommend(
         catalog = st.read_catalog()
     if len(catalog):
         titles = dict(zip(catalog["item_id"], catalog["title"].fillna(""), strict=True))
+    examples = min(examples, len(catalog))  # no more examples than the catalog holds
     if examples:
         step = max(len(catalog) // (examples + 1), 1)
         seed_list += [str(catalog["item_id"].iloc[i * step]) for i in range(examples)]
@@ -526,6 +619,7 @@ def recommend(
     "--out",
     type=click.Path(path_type=Path),
     required=True,
+    callback=_not_a_file,
     help="Report directory (report.md, metrics.json, plots).",
 )
 @click.option(
@@ -574,13 +668,14 @@ def recommend(
 )
 @click.option(
     "--bootstrap",
-    type=click.IntRange(min=10),
+    type=click.IntRange(10, MAX_BOOTSTRAP),
     default=1000,
     show_default=True,
     help="Bootstrap resamples for the confidence intervals.",
 )
-@click.option("--store", default=None, help="Also record the run in this store.")
-@_on_bad_rows
+@click.option("--store", default=None, help="Also record the run in this store (it must exist).")
+@click.option("--create", is_flag=True, help="Create --store if it does not exist.")
+@_bad_rows_options
 def backtest(
     data: Path,
     config_path: Path | None,
@@ -597,7 +692,9 @@ def backtest(
     neural: bool,
     bootstrap: int,
     store: str | None,
+    create: bool,
     on_bad_rows: str,
+    time_range: tuple[int | None, int | None] | None,
 ) -> None:
     """Hit@k backtest of the engine, its ablations and the baselines on held-out baskets."""
     from datetime import UTC, datetime
@@ -609,6 +706,17 @@ def backtest(
     from recset.eval.baselines import BASELINES
 
     config = load_config(config_path)
+    if store and not create:
+        from recset.errors import StorageError
+        from recset.storage import Store
+
+        try:  # before the run, not after it: a typo must not cost a backtest
+            with Store.open(store, create=False):
+                pass
+        except StorageError as exc:
+            raise click.BadParameter(
+                f"{exc}\n(pass --create to create a new store there)", param_hint="--store"
+            ) from None
     t = None
     if split_date is not None:
         try:
@@ -629,7 +737,7 @@ def backtest(
             raise click.BadParameter(
                 f"unknown baselines {bad}; allowed: {sorted(BASELINES)}", param_hint="--baselines"
             )
-    ds = _load(data, on_bad_rows, out)
+    ds = _load(data, on_bad_rows, out, time_range)
     started = datetime.now(UTC)
     with _step("backtest"):
         result = run_backtest(
@@ -656,7 +764,7 @@ def backtest(
     if store:
         from recset.storage import Store
 
-        with Store.open(store) as st:
+        with Store.open(store, create=create) as st:
             run_id = st.record_backtest(
                 dataset=result.dataset,
                 config=config.to_dict(),

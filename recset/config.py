@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -147,8 +149,27 @@ def _check_mix(mix: BaseModel, where: str, prefix: str, names: dict[str, str]) -
                 )
 
 
+SOURCE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+"""What a ``[sources.NAME]`` name must look like: it names files inside a version directory."""
+
+
+def _check_finite(value: Any, key: str, where: str) -> None:
+    """Refuse ``inf`` / ``nan`` anywhere (TOML allows them; no recset setting means them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: key {key!r}: must be a finite number. Got {value!r} instead.")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{key}.{k}" if key else str(k), where)
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{key}[{i}]", where)
+
+
 def config_from_dict(data: dict[str, Any], *, where: str = "<config>") -> Config:
     """Validate a parsed TOML document into a :class:`Config`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a config is a table of sections. Got {data!r} instead.")
+    _check_finite(data, "", where)
     allowed_top = sorted(set(Config.model_fields) - {"source_types"})
     for key in data:
         if key not in allowed_top:
@@ -161,7 +182,17 @@ def config_from_dict(data: dict[str, Any], *, where: str = "<config>") -> Config
     sources: dict[str, SourceConfig] = {}
     types: dict[str, str] = {}
     for name, section in raw_sources.items():
-        section = dict(section or {})
+        if not isinstance(name, str) or not SOURCE_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{where}: key 'sources.{name}': a source name must be a letter followed by up "
+                f"to 63 letters, digits, '_' or '-' (it names files). Got {name!r} instead."
+            )
+        if not isinstance(section, dict):
+            raise ConfigError(
+                f"{where}: key 'sources.{name}' must be a table of settings "
+                f"([sources.{name}]). Got {section!r} instead."
+            )
+        section = dict(section)
         kind = section.pop("type", name)
         if kind not in known:
             what = f"'sources.{name}.type' {kind!r}" if kind != name else f"'sources.{name}'"
@@ -233,6 +264,11 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read the config file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{p}: the config file is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+            "TOML files are UTF-8"
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

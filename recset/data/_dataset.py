@@ -431,14 +431,23 @@ def load_dataset(
     *,
     on_bad_rows: OnBadRows = "error",
     quarantine_dir: str | os.PathLike[str] | None = None,
+    time_range: tuple[int | None, int | None] | None = None,
+    reject_chars: str = "",
+    reject_reason: str = "the store cannot hold",
 ) -> Dataset:
     """Read, validate and index a canonical dataset directory.
 
-    See :func:`recset.data.read_validated` for the validation rules and ``on_bad_rows``.
-    The :class:`LoadReport` is kept as ``dataset.load_report``.
+    See :func:`recset.data.read_validated` for the validation rules, ``on_bad_rows``, the
+    plausible ``time_range`` and ``reject_chars``. The :class:`LoadReport` is kept as
+    ``dataset.load_report``.
     """
     catalog, events, report = read_validated(
-        path, on_bad_rows=on_bad_rows, quarantine_dir=quarantine_dir
+        path,
+        on_bad_rows=on_bad_rows,
+        quarantine_dir=quarantine_dir,
+        time_range=time_range,
+        reject_chars=reject_chars,
+        reject_reason=reject_reason,
     )
     ds = Dataset.from_frames(catalog, events, name=Path(path).resolve().name)
     return replace(ds, load_report=report)

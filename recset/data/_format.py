@@ -11,6 +11,8 @@ import json
 import logging
 import os
 import tempfile
+import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from recset.errors import ConfigError, DataError
 
@@ -51,6 +54,20 @@ EVENT_COLUMNS: dict[str, str] = {
 """Event columns; ``session_id`` and ``order_id`` are optional (null allowed)."""
 
 REQUIRED_EVENT_COLUMNS = ("user_id", "item_id", "event", "timestamp")
+
+ID_COLUMNS: dict[str, tuple[str, ...]] = {
+    "catalog": ("item_id", "category_id", "product_id", "product_type", "brand"),
+    "events": ("user_id", "item_id", "session_id", "order_id"),
+}
+"""Columns holding ids: read as strings, never through a float (``12`` stays ``"12"``)."""
+
+MIN_TIMESTAMP = 0
+"""Default earliest plausible event time (epoch seconds): 1970-01-01."""
+
+FUTURE_SLACK = 86_400
+"""Default latest plausible event time: now plus this many seconds (clock and time zones)."""
+
+_UNITS = (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e9))
 
 OnBadRows = Literal["error", "skip"]
 
@@ -107,10 +124,28 @@ def _atomic_write(path: Path, write: object) -> None:
 
 
 def _as_str(col: pd.Series) -> pd.Series:
-    """Nullable strings (pandas ``string`` dtype): nulls stay ``<NA>``, other values str()."""
+    """Nullable strings (pandas ``string`` dtype): nulls stay ``<NA>``, other values str().
+
+    A float column of whole numbers (an integer id column that held a null, read through
+    pandas) becomes ``"12"``, not ``"12.0"``.
+    """
     if isinstance(col.dtype, pd.StringDtype):
         return col
+    if pd.api.types.is_float_dtype(col):
+        v = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        whole = np.isfinite(v) & (np.floor(v) == v) & (np.abs(v) < 2.0**53)
+        if whole[~np.isnan(v)].all():
+            return col.astype("Int64").astype("string")
     return col.astype("string")
+
+
+def default_time_range() -> tuple[int, int]:
+    """The default plausible event times: 1970-01-01 to now plus one day (epoch seconds)."""
+    return MIN_TIMESTAMP, int(time.time()) + FUTURE_SLACK
+
+
+def _iso(t: float) -> str:
+    return str(pd.Timestamp(int(t), unit="s", tz="UTC").date())
 
 
 def normalize_catalog(catalog: pd.DataFrame) -> pd.DataFrame:
@@ -141,9 +176,14 @@ def normalize_events(events: pd.DataFrame) -> pd.DataFrame:
             df[col] = None
     ts = df["timestamp"]
     if not pd.api.types.is_integer_dtype(ts) or ts.isna().any():
-        ts = _parse_timestamps(ts)
-        if ts.isna().any():
-            raise DataError("events: timestamp has unparseable values; validate before writing")
+        secs = _parse_timestamps(ts)
+        bad = ~np.isfinite(secs) | (np.abs(secs) >= 2.0**62)
+        if bad.any():
+            raise DataError(
+                "events: timestamp has unparseable or out-of-range values; validate before "
+                f"writing (first: {ts[bad].head(3).tolist()})"
+            )
+        ts = pd.Series(secs.astype(np.int64), index=df.index)
     df["timestamp"] = ts.astype("int64")
     for col in ("user_id", "item_id", "event", "session_id", "order_id"):
         df[col] = _as_str(df[col])
@@ -179,30 +219,41 @@ def write_dataset(
     return out
 
 
-def _parse_timestamps(values: pd.Series) -> pd.Series:
-    """Epoch seconds (nullable Int64) from ints, numeric strings, datetimes or ISO strings."""
+def _parse_timestamps(values: pd.Series) -> NDArray[np.float64]:
+    """Epoch seconds as float64 (NaN: unparseable or not whole seconds) from ints, numeric
+    strings, datetimes or ISO 8601 strings.
+
+    Floats keep values far outside int64 (``"1e30"``, ``1e19``) as they are, so the range
+    check can name them instead of a cast wrapping them around; every plausible time is far
+    below 2**53, where float64 holds whole seconds exactly.
+    """
     if pd.api.types.is_integer_dtype(values):
-        return values.astype("Int64")
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
     if pd.api.types.is_datetime64_any_dtype(values):
-        dt = values
-        if getattr(dt.dt, "tz", None) is None:
-            dt = dt.dt.tz_localize("UTC")
-        secs = (dt - pd.Timestamp("1970-01-01", tz="UTC")) // pd.Timedelta(seconds=1)
-        return secs.astype("Int64")
+        return _datetime_seconds(values)
     if pd.api.types.is_float_dtype(values):
-        ok = values.notna() & np.isfinite(values) & (values == np.floor(values))
-        return values.where(ok).astype("Int64")
+        v = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        return np.where(np.floor(v) == v, v, np.nan)
     as_str = _as_str(values.astype(object)).str.strip()
-    out = pd.Series(pd.NA, index=values.index, dtype="Int64")
-    numeric = pd.to_numeric(as_str, errors="coerce").astype("Float64")
-    int_like = (numeric.notna() & (numeric == np.floor(numeric))).fillna(False).astype(bool)
-    out[int_like] = numeric[int_like].astype("int64")
-    rest = (as_str.notna() & numeric.isna() & (as_str != "")).fillna(False).astype(bool)
+    out = np.full(len(values), np.nan)
+    numeric = pd.to_numeric(as_str, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    whole = np.floor(numeric) == numeric  # False for NaN; inf stays inf (out of range)
+    out[whole] = numeric[whole]
+    rest = (as_str.notna() & (as_str != "")).fillna(False).to_numpy(dtype=bool) & np.isnan(numeric)
     if rest.any():
         dt = pd.to_datetime(as_str[rest], errors="coerce", utc=True, format="ISO8601")
-        secs = (dt - pd.Timestamp("1970-01-01", tz="UTC")) // pd.Timedelta(seconds=1)
-        good = dt.notna()
-        out[secs.index[good]] = secs[good].astype("int64")
+        out[np.flatnonzero(rest)] = _datetime_seconds(dt)
+    return out
+
+
+def _datetime_seconds(values: pd.Series) -> NDArray[np.float64]:
+    """Whole epoch seconds of a datetime column (naive means UTC), NaN for NaT."""
+    dt = values
+    if getattr(dt.dt, "tz", None) is not None:
+        dt = dt.dt.tz_convert("UTC").dt.tz_localize(None)
+    raw = dt.to_numpy(dtype="datetime64[s]")
+    out = raw.astype(np.int64).astype(np.float64)
+    out[np.isnat(raw)] = np.nan
     return out
 
 
@@ -217,12 +268,44 @@ def _find_file(directory: Path, stem: str) -> Path:
     )
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _read_parquet_ids_as_text(path: Path, id_columns: tuple[str, ...]) -> pd.DataFrame:
+    """A Parquet file as a frame, its id columns cast to strings inside Arrow.
+
+    pandas would turn an integer column holding a null into float64 (``12`` -> ``12.0``);
+    Arrow's cast gives ``"12"`` for integers and whole floats alike.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    cast = False
+    for i, name in enumerate(table.column_names):
+        col = table.column(i)
+        if name in id_columns and not pa.types.is_string(col.type):
+            if pa.types.is_dictionary(col.type):
+                col = col.cast(col.type.value_type)
+            table = table.set_column(i, name, col.cast(pa.string()))
+            cast = True
+    if cast:  # pandas metadata would restore the old dtype of a cast column
+        table = table.replace_schema_metadata(None)
+        index = [n for n in table.column_names if n.startswith("__index_level_")]
+        table = table.drop_columns(index)
+    return table.to_pandas()
+
+
+def _read_table(path: Path, id_columns: tuple[str, ...] = ()) -> pd.DataFrame:
     try:
         if path.suffix == ".csv":
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+            # every column as text: ids never pass through a float; NUL bytes and odd
+            # encodings are the parser's to refuse
+            # a row with more fields than the header is an error, not a shifted index
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                df = pd.read_csv(
+                    path, dtype=str, keep_default_na=False, na_values=[""], index_col=False
+                )
         else:
-            df = pd.read_parquet(path)
+            df = _read_parquet_ids_as_text(path, id_columns)
     except Exception as exc:  # pyarrow and pandas raise many types here
         raise DataError(f"{path}: cannot be read as {path.suffix[1:]}: {exc}") from exc
     if df.empty:
@@ -303,11 +386,52 @@ def _write_quarantine(df: pd.DataFrame, checker: _Checker, directory: Path, stem
     return path
 
 
+def _check_time_range(time_range: tuple[int | None, int | None] | None) -> tuple[int, int]:
+    lo, hi = default_time_range()
+    if time_range is None:
+        return lo, hi
+    if not isinstance(time_range, tuple | list) or len(time_range) != 2:
+        raise ConfigError(
+            "The 'time_range' parameter must be a (first, last) pair of epoch seconds (None: "
+            f"the default). Got {time_range!r} instead."
+        )
+    first, last = time_range
+    for name, v in (("first", first), ("last", last)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | np.integer)):
+            raise ConfigError(
+                f"The {name} bound of 'time_range' must be an int (epoch seconds) or None. "
+                f"Got {v!r} instead."
+            )
+    lo = lo if first is None else int(first)
+    hi = hi if last is None else int(last)
+    if lo > hi:
+        raise ConfigError(f"The 'time_range' parameter is empty: {lo} > {hi}.")
+    return lo, hi
+
+
+def _check_text(checker: _Checker, df: pd.DataFrame, reject_chars: str, why: str) -> None:
+    """Flag text values holding any of ``reject_chars`` (e.g. NUL, which PostgreSQL refuses)."""
+    if not reject_chars:
+        return
+    for col in df.columns:
+        if not (pd.api.types.is_string_dtype(df[col]) or pd.api.types.is_object_dtype(df[col])):
+            continue
+        text = _as_str(df[col].astype(object))
+        hit = np.zeros(len(df), dtype=bool)
+        for c in reject_chars:
+            hit |= text.str.contains(c, regex=False).fillna(False).to_numpy(dtype=bool)
+        names = ", ".join(f"U+{ord(c):04X}" for c in reject_chars)
+        checker.flag(hit, f"{col} {{v!r}} holds a character ({names}) that {why}", df[col])
+
+
 def read_validated(
     path: str | os.PathLike[str],
     *,
     on_bad_rows: OnBadRows = "error",
     quarantine_dir: str | os.PathLike[str] | None = None,
+    time_range: tuple[int | None, int | None] | None = None,
+    reject_chars: str = "",
+    reject_reason: str = "the store cannot hold",
 ) -> tuple[pd.DataFrame, pd.DataFrame, LoadReport]:
     """Read and validate a canonical dataset directory.
 
@@ -317,12 +441,26 @@ def read_validated(
     With ``on_bad_rows="error"`` (the default) any bad row raises :class:`DataError` with
     the first errors (file, 1-based row, reason) and the total count. With ``"skip"`` the bad
     rows are written with their reasons to ``<quarantine_dir>/{catalog,events}.bad-rows.csv``
-    (``quarantine_dir`` is required then) and the rest is returned.
+    (``quarantine_dir`` is required then) and the rest is returned. Each run replaces the
+    quarantine files of the last: a file with no bad rows this time is removed.
+
+    Parameters
+    ----------
+    time_range : (int or None, int or None), optional
+        The plausible event times, inclusive, in epoch seconds (``None`` for a bound: its
+        default, 1970-01-01 and now plus one day). Rows outside are bad rows; when a value
+        fits the range in milliseconds, microseconds or nanoseconds the message says so.
+    reject_chars : str
+        Characters no text value of the catalog may hold (``"\\x00"`` for PostgreSQL, whose
+        text columns refuse NUL); such rows are bad rows, found before any fitting.
+    reject_reason : str
+        The end of those rows' message ("... holds a character (U+0000) that <reason>").
     """
     if on_bad_rows not in ("error", "skip"):
         raise ConfigError(f"on_bad_rows must be 'error' or 'skip'. Got {on_bad_rows!r} instead.")
     if on_bad_rows == "skip" and quarantine_dir is None:
         raise ConfigError("on_bad_rows='skip' needs a quarantine_dir for the bad rows")
+    lo, hi = _check_time_range(time_range)
     directory = Path(path)
     if not directory.is_dir():
         raise DataError(f"{directory}: not a dataset directory (it does not exist or is a file)")
@@ -330,7 +468,7 @@ def read_validated(
     checkers: list[tuple[_Checker, pd.DataFrame, str]] = []
 
     cat_path = _find_file(directory, "catalog")
-    raw_cat = _read_table(cat_path).reset_index(drop=True)
+    raw_cat = _read_table(cat_path, ID_COLUMNS["catalog"]).reset_index(drop=True)
     if "item_id" not in raw_cat.columns:
         raise DataError(
             f"{cat_path}: missing required column 'item_id'; found {list(raw_cat.columns)}"
@@ -341,9 +479,11 @@ def read_validated(
     cc.flag(dup, "duplicate item_id (first occurrence kept)")
     cat = raw_cat.copy()
     if "price" in cat.columns:
-        price = pd.to_numeric(cat["price"].astype(object), errors="coerce")
+        price = pd.to_numeric(cat["price"].astype(object), errors="coerce").astype("float64")
         cc.flag(price.isna() & ~_blank(cat["price"]), "price is not a number")
-        cat["price"] = price.astype("float64")
+        cc.flag(np.isinf(price), "price {v!r} is not finite", cat["price"])
+        cc.flag(price < 0, "price {v!r} is negative", cat["price"])
+        cat["price"] = price
     if "available" in cat.columns:
         cat["available"], bad_avail = _parse_bool(cat["available"])
         cc.flag(bad_avail, "available is not a boolean (true/false/1/0)")
@@ -352,13 +492,14 @@ def read_validated(
         ok = pd.Series(True, index=cat.index)
         ok[present] = cat.loc[present, "aspects"].map(_is_json_object)
         cc.flag(~ok, "aspects is not a JSON object")
+    _check_text(cc, raw_cat, reject_chars, reject_reason)
     checkers.append((cc, raw_cat, "catalog"))
     report.rows_read[cat_path.name] = len(raw_cat)
     cat = normalize_catalog(cat[~cc.bad])
     report.rows_kept[cat_path.name] = len(cat)
 
     ev_path = _find_file(directory, "events")
-    raw_ev = _read_table(ev_path).reset_index(drop=True)
+    raw_ev = _read_table(ev_path, ID_COLUMNS["events"]).reset_index(drop=True)
     missing = [c for c in REQUIRED_EVENT_COLUMNS if c not in raw_ev.columns]
     if missing:
         raise DataError(
@@ -371,9 +512,29 @@ def read_validated(
     ec.flag(item_blank, "missing item_id")
     bad_kind = ~_as_str(ev["event"]).isin(EVENT_TYPES).fillna(False).astype(bool)
     ec.flag(bad_kind, f"unknown event {{v!r}}; expected one of {list(EVENT_TYPES)}", ev["event"])
-    ts = _parse_timestamps(ev["timestamp"])
-    ec.flag(ts.isna(), "unparseable timestamp {v!r}", ev["timestamp"])
-    ev["timestamp"] = ts
+    secs = _parse_timestamps(ev["timestamp"])
+    unparsed = np.isnan(secs)
+    ec.flag(
+        unparsed,
+        "unparseable timestamp {v!r}; expected whole epoch seconds or an ISO 8601 date",
+        ev["timestamp"],
+    )
+    with np.errstate(invalid="ignore"):
+        outside = ~unparsed & ((secs < lo) | (secs > hi))
+    where = f"outside the plausible range {_iso(lo)} .. {_iso(hi)} ({lo}..{hi} epoch seconds)"
+    hinted = np.zeros(len(ev), dtype=bool)
+    for unit, scale in _UNITS:
+        with np.errstate(invalid="ignore"):
+            scaled = secs / scale
+            # only past 1973-03 (1e8 s): a year-3000 date in seconds is not 1971 in ms
+            fits = outside & ~hinted & (scaled >= max(lo, 1e8)) & (scaled <= hi)
+        hint = f"; it looks like {unit}: divide by {scale:,.0f} to get seconds"
+        ec.flag(fits, f"timestamp {{v!r}} is {where}{hint}", ev["timestamp"])
+        hinted |= fits
+    ec.flag(outside & ~hinted, f"timestamp {{v!r}} is {where}", ev["timestamp"])
+    ev["timestamp"] = pd.array(
+        np.where(unparsed | outside, 0, secs).astype(np.int64), dtype="Int64"
+    )
     absent = ~item_blank & ~_as_str(ev["item_id"]).isin(cat["item_id"]).fillna(False).astype(bool)
     ec.flag(absent, "item_id {v!r} is not in the catalog", ev["item_id"])
     checkers.append((ec, raw_ev, "events"))
@@ -383,8 +544,16 @@ def read_validated(
 
     for checker, _, _ in checkers:
         report.errors.extend(checker.row_errors())
+    total = sum(int(c.bad.sum()) for c, _, _ in checkers)
+    if quarantine_dir is not None:
+        # this run's quarantine replaces the last one's: no stale file survives a later run
+        qdir = Path(quarantine_dir)
+        for checker, raw, stem in checkers:
+            if on_bad_rows == "skip" and checker.bad.any():
+                report.quarantine.append(_write_quarantine(raw, checker, qdir, stem))
+            else:
+                (qdir / f"{stem}.bad-rows.csv").unlink(missing_ok=True)
     if report.errors:
-        total = sum(int(c.bad.sum()) for c, _, _ in checkers)
         if on_bad_rows == "error":
             first = "\n  ".join(str(e) for e in report.errors[:MAX_REPORTED_ERRORS])
             raise DataError(
@@ -392,10 +561,6 @@ def read_validated(
                 f"first ones:\n  {first}\n"
                 "Fix them, or pass --on-bad-rows skip to quarantine them and go on."
             )
-        qdir = Path(quarantine_dir)  # type: ignore[arg-type]
-        for checker, raw, stem in checkers:
-            if checker.bad.any():
-                report.quarantine.append(_write_quarantine(raw, checker, qdir, stem))
         _log.warning("skipped %d bad rows: %s", total, report.summary())
     if ev.empty:
         raise DataError(f"{ev_path}: no valid events remain after validation")

@@ -22,7 +22,7 @@ from recset.config import Config, config_from_dict
 from recset.data import Dataset, IdMap, catalog_frame
 from recset.engine._persist import load_parts, save_engine, write_engine
 from recset.engine._results import Reason, Recommendation, merge_basket, row_recommendations
-from recset.errors import ConfigError
+from recset.errors import ConfigError, ParameterTypeError
 from recset.pipeline import Candidates, Request, Stage, get_stage, insert_position
 from recset.ranking import USER_HISTORY, Ranker
 from recset.recall import Mixer
@@ -32,6 +32,51 @@ if TYPE_CHECKING:
     from recset.storage import ArtifactRecord
 
 _log = logging.getLogger(__name__)
+
+MAX_K = 10_000
+"""The longest list a request may ask for (the longest list a build precomputes, too)."""
+
+MAX_SEEDS_PER_RUN = 4096
+"""Seeds run through the pipeline at once; larger batches go in slices (bounded memory)."""
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _check_k(k: object) -> int:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        raise ParameterTypeError(
+            f"The 'k' parameter must be an int in [1, {MAX_K}]. Got {k!r} "
+            f"({_type_name(k)}) instead."
+        )
+    if not 1 <= k <= MAX_K:
+        raise ConfigError(f"The 'k' parameter must be an int in [1, {MAX_K}]. Got {k!r} instead.")
+    return int(k)
+
+
+def _check_id(value: object, name: str, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        what = "an item id (str)" if not optional else "a user id (str) or None"
+        raise ParameterTypeError(
+            f"The {name!r} parameter must be {what}; ids are strings (pass str(x) for a number). "
+            f"Got {value!r} ({_type_name(value)}) instead."
+        )
+
+
+def _check_ids(values: object, name: str, *, optional: bool = False) -> list[Any]:
+    """``values`` as a list of ids; a bare string (an iterable of characters) is refused."""
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise ParameterTypeError(
+            f"The {name!r} parameter must be a collection of ids (a list of str), not a single "
+            f"{_type_name(values)}. Got {values!r} instead."
+        )
+    out = list(values)
+    for v in out:
+        _check_id(v, f"{name}[...]", optional=optional)
+    return out
 
 
 class Engine:
@@ -218,6 +263,16 @@ class Engine:
         show_progress: bool = False,
     ) -> Engine:
         """Fit every configured source on ``dataset`` and precompute every item's list."""
+        if not isinstance(dataset, Dataset):
+            raise ParameterTypeError(
+                "The 'dataset' parameter must be a recset.data.Dataset (load_dataset(path) reads "
+                f"a directory). Got {dataset!r} ({_type_name(dataset)}) instead."
+            )
+        if config is not None and not isinstance(config, Config):
+            raise ParameterTypeError(
+                "The 'config' parameter must be a recset.config.Config (load_config(path) or "
+                f"config_from_dict(dict)). Got {_type_name(config)} instead."
+            )
         config = config or config_from_dict({})
         mixer = Mixer.fit(dataset, config, show_progress=show_progress)
         if precompute:
@@ -276,23 +331,39 @@ class Engine:
         exclude : sequence of iterables of str, optional
             One collection of item ids per seed that its list must not hold.
         """
-        n = len(seed_ids)
-        if exclude is not None and len(exclude) != n:
-            raise ConfigError(
-                f"The 'exclude' parameter must have one collection per seed ({n}). "
-                f"Got {len(exclude)} instead."
-            )
+        k = _check_k(k)
+        seed_list = _check_ids(seed_ids, "seed_ids")
+        n = len(seed_list)
+        if users is not None:
+            users = _check_ids(users, "users", optional=True)
+        if exclude is not None:
+            if isinstance(exclude, str | bytes) or not isinstance(exclude, Iterable):
+                raise ParameterTypeError(
+                    "The 'exclude' parameter must be one collection of item ids per seed. "
+                    f"Got {exclude!r} ({_type_name(exclude)}) instead."
+                )
+            exclude = list(exclude)
+            if len(exclude) != n:
+                raise ConfigError(
+                    f"The 'exclude' parameter must have one collection per seed ({n}). "
+                    f"Got {len(exclude)} instead."
+                )
         ex = [self._dense_exclude(exclude[i] if exclude is not None else ()) for i in range(n)]
-        extra = max((len(e) for e in ex), default=0)
-        seeds = self.items.index(list(seed_ids)) if n else np.zeros(0, np.int32)
-        request = Request.of(seeds, self._dense_users(users, n), k + extra)
-        batch = self.run_pipeline(request)
-        return [row_recommendations(batch, i, k, ex[i], self.items) for i in range(n)]
+        dense_users = self._dense_users(users, n)
+        out: list[list[Recommendation]] = []
+        for lo in range(0, n, MAX_SEEDS_PER_RUN):
+            sl = slice(lo, lo + MAX_SEEDS_PER_RUN)
+            part = ex[sl]
+            extra = min(max((len(e) for e in part), default=0), len(self.items))
+            seeds = self.items.index(seed_list[sl])
+            batch = self.run_pipeline(Request.of(seeds, dense_users[sl], k + extra))
+            out += [row_recommendations(batch, i, k, e, self.items) for i, e in enumerate(part)]
+        return out
 
     def _dense_exclude(self, ids: Iterable[str]) -> NDArray[np.int32]:
-        ids = list(ids)
+        ids = _check_ids(ids, "exclude")
         idx = self.items.index(ids) if ids else np.zeros(0, np.int32)
-        return idx[idx >= 0]
+        return np.unique(idx[idx >= 0])
 
     def recommend(
         self,
@@ -306,9 +377,15 @@ class Engine:
         An unknown seed never raises: it gets the cold-start path (the fallback source).
         ``user`` (external id) feeds the personal stages; an unknown user is served like an
         anonymous one. Items in ``exclude`` (external ids) are never returned.
+
+        Raises ``TypeError`` (:class:`~recset.errors.ParameterTypeError`) for a seed or user
+        that is not a string, an ``exclude`` that is a bare string, and a ``k`` that is not
+        an int; ``ConfigError`` for ``k`` outside [1, :data:`MAX_K`].
         """
-        if not isinstance(k, int) or k < 1:
-            raise ConfigError(f"The 'k' parameter must be an int in [1, inf). Got {k!r} instead.")
+        k = _check_k(k)
+        _check_id(seed_item, "seed_item")
+        _check_id(user, "user", optional=True)
+        exclude = _check_ids(exclude, "exclude")
         if len(self._stages) == 1:
             fast = self._recommend_precomputed(
                 self.items.index_one(seed_item), k, self._dense_exclude(exclude)
@@ -327,9 +404,11 @@ class Engine:
         complete several cart items rise. Its reasons are those of its best-ranked
         occurrence. A cart of unknown items gets the cold-start list.
         """
-        if not isinstance(k, int) or k < 1:
-            raise ConfigError(f"The 'k' parameter must be an int in [1, inf). Got {k!r} instead.")
-        cart = list(dict.fromkeys(item_ids))
+        k = _check_k(k)
+        _check_id(user, "user", optional=True)
+        cart = list(dict.fromkeys(_check_ids(item_ids, "item_ids")))
+        if not cart:
+            raise ConfigError("The 'item_ids' parameter must hold at least one item id.")
         known = [i for i in cart if self.items.index_one(i) >= 0] or cart[:1]
         width = k + len(cart)
         lists = self.recommend_batch(known, [user] * len(known), width, [cart] * len(known))
@@ -352,6 +431,8 @@ class Engine:
 
     def explain(self, seed_item: str, k: int = 20) -> dict[str, Any]:
         """The seed's mix (category override or default) and its candidates with all reasons."""
+        _check_id(seed_item, "seed_item")
+        k = _check_k(k)
         seed = self.items.index_one(seed_item)
         mix_index = int(self.mixer.mix_of(np.array([seed]))[0])
         mix_key = list(self.config.mixes())[mix_index]

@@ -104,10 +104,16 @@ def read_engine(path: Path, catalog: pd.DataFrame | None) -> tuple[Config, IdMap
     import pandas as pd
 
     state = read_state(path, ENGINE_ARTIFACT, FORMAT_VERSION)
+    where = str(path / f"{ENGINE_ARTIFACT}.json")
+    meta_config, item_ids = state.meta.get("config"), state.meta.get("items")
+    if not isinstance(meta_config, dict) or not isinstance(item_ids, list):
+        raise StorageError(
+            f"{where}: damaged engine metadata (no 'config' table or no 'items' list); "
+            "rebuild the engine"
+        )
     try:
-        where = str(path / f"{ENGINE_ARTIFACT}.json")
-        config = config_from_dict(state.meta["config"], where=where)
-        items = IdMap(state.meta["items"])
+        config = config_from_dict(meta_config, where=where)
+        items = IdMap(item_ids)
     except (KeyError, TypeError, ValueError) as exc:
         raise _refuse(
             path / f"{ENGINE_ARTIFACT}.json", f"unreadable engine state ({exc!r})"

@@ -110,7 +110,9 @@ class SubstitutesFilter(RecallBase):
         c = np.maximum(items, 0)
         s_kind = np.where(s_ok, self.kind_[s], -1)[:, None]
         c_kind = np.where(items >= 0, self.kind_[c], -1)
-        droppable = (s_kind >= 0) & self.drop_kind_[np.maximum(s_kind, 0)]
+        # index -1 (no kind) reads the appended False: a catalog without product types or
+        # categories has no kinds at all, and then nothing is dropped for its kind
+        droppable = np.append(self.drop_kind_, False)[s_kind]
         same_kind = (s_kind == c_kind) & droppable
         same_unit = np.where(s_ok, self.unit_[s], -1)[:, None] == np.where(
             items >= 0, self.unit_[c], -2

@@ -173,6 +173,7 @@ def test_aspect_tokens_default_limit_matches_the_ranker() -> None:
 
 
 # -- the re-pointed readers keep their outputs ---------------------------------------------------
+@settings(deadline=None)  # its first example imports the recall readers (slow under load)
 @given(st.lists(_VALID, max_size=12))
 def test_readers_match_their_legacy_rules(column: list) -> None:
     aspects = _column(column)

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recset.data import load_dataset, read_validated, write_dataset
+from recset.data._format import _parse_timestamps, default_time_range
 from recset.errors import ConfigError, DataError
 
 CATALOG = pd.DataFrame(
@@ -144,3 +145,115 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         write_dataset(CATALOG, EVENTS.iloc[:1], tmp_path / "ds")
     assert (tmp_path / "ds" / "events.parquet").read_bytes() == before
     assert not [p for p in (tmp_path / "ds").iterdir() if p.name.endswith(".tmp")]
+
+
+# --- issue 12: timestamps in a plausible range, ids read as text ---------------------------
+
+NOW = default_time_range()[1]  # the default upper bound moves with the clock: keep margins
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, NOW), st.sampled_from(["int", "str", "float", "iso", "datetime"]))
+def test_plausible_timestamps_parse_exactly(t: int, form: str) -> None:
+    value: object = {
+        "int": t,
+        "str": f" {t} ",
+        "float": float(t),
+        "iso": pd.Timestamp(t, unit="s", tz="UTC").isoformat(),
+        "datetime": pd.Timestamp(t, unit="s"),
+    }[form]
+    col = pd.Series([value], dtype=object if form in ("str", "iso") else None)
+    assert _parse_timestamps(col).tolist() == [float(t)]
+
+
+@settings(
+    max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
+@given(
+    st.integers(100_000_000, NOW),
+    st.sampled_from([("milliseconds", 10**3), ("microseconds", 10**6), ("nanoseconds", 10**9)]),
+    st.integers(0, 3),
+)
+def test_scaled_timestamps_are_refused_with_their_unit(
+    tmp_path: Path, t: int, unit: tuple[str, int], row: int
+) -> None:
+    name, scale = unit
+    ev = EVENTS.astype({"timestamp": object})
+    ev.loc[row, "timestamp"] = str(t * scale)
+    with pytest.raises(DataError) as info:
+        read_validated(_write_csv(tmp_path, CATALOG, ev))
+    assert f"events.csv: row {row + 1}: timestamp" in str(info.value)
+    assert f"looks like {name}" in str(info.value)
+
+
+@settings(
+    max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
+@given(
+    st.one_of(
+        st.integers(NOW + 3600, 2**63 - 1),
+        st.integers(-(2**63), -1),
+        st.floats(allow_nan=False).filter(lambda x: abs(x) > NOW + 3600),
+    )
+)
+def test_implausible_timestamps_are_refused_never_wrapped(tmp_path: Path, t: float) -> None:
+    ev = EVENTS.astype({"timestamp": object})
+    ev.loc[2, "timestamp"] = repr(t) if isinstance(t, float) else str(t)
+    d = _write_csv(tmp_path, CATALOG, ev)
+    with pytest.raises(DataError, match=r"events.csv: row 3: .*(plausible range|unparseable)"):
+        read_validated(d)
+    cat, events, _ = read_validated(d, on_bad_rows="skip", quarantine_dir=tmp_path / "q")
+    assert events["timestamp"].between(0, NOW).all() and len(events) == len(EVENTS) - 1
+
+
+def test_time_range_is_configurable(tmp_path: Path) -> None:
+    d = _write_csv(tmp_path, CATALOG, EVENTS)
+    with pytest.raises(DataError, match="row 1: timestamp '100' is outside"):
+        read_validated(d, time_range=(101, None))
+    _, events, _ = read_validated(d, time_range=(None, 300))
+    assert len(events) == len(EVENTS)
+
+
+@settings(
+    max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
+@given(st.lists(st.integers(-(2**53), 2**53), min_size=2, max_size=8, unique=True))
+def test_integer_ids_with_a_null_stay_integers(tmp_path: Path, ids: list[int]) -> None:
+    d = tmp_path / "ds"
+    d.mkdir(exist_ok=True)
+    pd.DataFrame({"item_id": ids}).to_parquet(d / "catalog.parquet")
+    item = pd.Series([*ids, None], dtype="Int64")  # a null: pandas would read float64
+    pd.DataFrame(
+        {"user_id": [1] * len(item), "item_id": item, "event": "view", "timestamp": 5}
+    ).to_parquet(d / "events.parquet")
+    cat, events, report = read_validated(d, on_bad_rows="skip", quarantine_dir=tmp_path / "q")
+    assert list(cat["item_id"]) == [str(i) for i in ids]
+    assert list(events["item_id"]) == [str(i) for i in ids]
+    assert [e.row for e in report.errors] == [len(ids) + 1]
+
+
+def test_stale_quarantine_never_survives(tmp_path: Path) -> None:
+    q = tmp_path / "q"
+    bad = EVENTS.assign(event=["purchase", "click", "view", "purchase"])
+    read_validated(_write_csv(tmp_path, CATALOG, bad), on_bad_rows="skip", quarantine_dir=q)
+    assert (q / "events.bad-rows.csv").exists()
+    read_validated(_write_csv(tmp_path, CATALOG, EVENTS), quarantine_dir=q)
+    assert not (q / "events.bad-rows.csv").exists()
+
+
+def test_reject_chars_names_the_row(tmp_path: Path) -> None:
+    cat = CATALOG.assign(title=["ok", "bad\x00title", "ok"])
+    d = tmp_path / "nul"
+    write_dataset(cat, EVENTS, d)
+    with pytest.raises(DataError, match=r"catalog.parquet: row 2: title .*U\+0000"):
+        read_validated(d, reject_chars="\x00")
+    assert len(read_validated(d)[0]) == 3  # SQLite holds a NUL: no check without reject_chars
+
+
+def test_price_must_be_finite_and_not_negative(tmp_path: Path) -> None:
+    cat = CATALOG.assign(price=[float("inf"), -1.0, 0.0])
+    write_dataset(cat, EVENTS, tmp_path / "p")
+    with pytest.raises(DataError) as info:
+        read_validated(tmp_path / "p")
+    assert "row 1: price inf is not finite" in str(info.value)
+    assert "row 2: price -1.0 is negative" in str(info.value)

@@ -579,3 +579,18 @@ def test_real_taobao(tmp_path: Path) -> None:
     assert result.events.loc[result.events["event"] != "purchase", "order_id"].isna().all()
     assert np.issubdtype(result.events["timestamp"].dtype, np.integer)
     _check_written(tmp_path / "out", result)
+
+
+def test_ingest_never_writes_over_a_dataset_or_a_file(tmp_path: Path) -> None:
+    src = tmp_path / "instacart"
+    _write_instacart_sample(src)
+    out = tmp_path / "out"
+    ingest("instacart", src, out)
+    before = (out / "events.parquet").read_bytes()
+    with pytest.raises(DataError, match=r"already holds a dataset .*--force"):
+        ingest("instacart", src, out)
+    assert (out / "events.parquet").read_bytes() == before
+    assert len(ingest("instacart", src, out, force=True).events) == 7
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    with pytest.raises(DataError, match="is not a directory"):
+        ingest("instacart", src, tmp_path / "file")

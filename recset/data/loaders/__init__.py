@@ -28,7 +28,7 @@ from pathlib import Path
 from recset.data._format import write_dataset
 from recset.data.loaders import complete_journey, instacart, taobao
 from recset.data.loaders._common import IngestResult, Loader
-from recset.errors import ConfigError
+from recset.errors import ConfigError, DataError
 
 _log = logging.getLogger(__name__)
 
@@ -44,7 +44,13 @@ LOADERS: dict[str, Loader] = {
 """Built-in loaders by format name, as ``recset ingest --format NAME`` accepts them."""
 
 
-def ingest(format: str, src: str | os.PathLike[str], out: str | os.PathLike[str]) -> IngestResult:
+def ingest(
+    format: str,
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    force: bool = False,
+) -> IngestResult:
     """Load a raw dataset with the named loader and write it in the canonical format.
 
     Parameters
@@ -56,7 +62,10 @@ def ingest(format: str, src: str | os.PathLike[str], out: str | os.PathLike[str]
         Directory holding the raw files as published (see each loader for the file names).
     out : path
         Output dataset directory; ``catalog.parquet`` and ``events.parquet`` are written
-        there atomically (created if missing, replaced if present).
+        there atomically (created if missing).
+    force : bool
+        Replace a dataset already in ``out``; without it such a directory (or ``out`` naming
+        a file) is refused before anything is read.
 
     Returns
     -------
@@ -69,16 +78,33 @@ def ingest(format: str, src: str | os.PathLike[str], out: str | os.PathLike[str]
         If ``format`` is not a known loader (the message lists the allowed formats).
     DataError
         If ``src`` is not a directory, or a raw file or column the loader expects is missing
-        (the message names the path and the expected file).
+        (the message names the path and the expected file), or no event or no catalog row
+        is left to write (nothing is written then).
     """
     loader = LOADERS.get(format)
     if loader is None:
         raise ConfigError(
             f"Unknown dataset format {format!r}. Expected one of: {', '.join(sorted(LOADERS))}."
         )
+    target = Path(out)
+    if target.exists() and not target.is_dir():
+        raise DataError(f"{target}: the output path exists and is not a directory")
+    existing = [n for n in ("catalog.parquet", "events.parquet") if (target / n).exists()]
+    if existing and not force:
+        raise DataError(
+            f"{target}: already holds a dataset ({', '.join(existing)}); pass force=True "
+            "(--force) to replace it"
+        )
     start = time.perf_counter()
     result = loader(Path(src))
     loaded = time.perf_counter()
+    for what, frame in (("events", result.events), ("catalog items", result.catalog)):
+        if len(frame) == 0:
+            dropped = {k: v for k, v in result.notes.items() if "dropped" in k and v}
+            raise DataError(
+                f"{src}: the {format!r} loader found no {what} to write (dropped: {dropped}); "
+                f"nothing was written to {out}"
+            )
     write_dataset(result.catalog, result.events, out)
     _log.info(
         "ingest %s: %s -> %s: %d catalog items, %d events (load %.1fs, write %.1fs)",

@@ -87,7 +87,7 @@ def _read_csv(path: Path, **kwargs: object) -> pd.DataFrame:
     """pandas.read_csv that turns parse failures into a DataError naming the file."""
     try:
         return pd.read_csv(path, **kwargs)  # type: ignore[call-overload, no-any-return]
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot be read as CSV: {exc}") from exc
 
 
@@ -102,7 +102,10 @@ def _read_parquet(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     missing = [c for c in columns if c not in names]
     if missing:
         raise DataError(f"{path}: missing required columns {missing}; found {names}")
-    return pd.read_parquet(path, columns=list(columns))
+    try:
+        return pd.read_parquet(path, columns=list(columns))
+    except Exception as exc:  # a damaged page or footer shows only when the data is read
+        raise DataError(f"{path}: cannot be read as Parquet: {exc}") from exc
 
 
 def _id_strings(values: pd.Series) -> pd.Series:

@@ -35,7 +35,9 @@ Catalog (every merchandise product of ``products.parquet``, sold in the data or 
 Rows dropped (each counted once, under the first reason that applies, in this order)
 ------------------------------------------------------------------------------------
 ``dropped_malformed``
-    a null household, basket, product or timestamp.
+    a null household, basket, product or timestamp, or a ``quantity`` / ``sales_value`` that
+    is null, not a number or infinite (a NaN quantity is no purchase, an infinite sales value
+    no price).
 ``dropped_unknown_product``
     ``product_id`` absent from ``products.parquet`` (4,836 rows, 17 ids; 4,804 of them have
     quantity 0, and none has catalog attributes).
@@ -264,6 +266,10 @@ def load(src: Path) -> IngestResult:
     qty = pd.to_numeric(tx["quantity"], errors="coerce")
     sales = pd.to_numeric(tx["sales_value"], errors="coerce")
     malformed = tx["household_id"].isna() | tx["basket_id"].isna() | tx_key.isna() | ts.isna()
+    finite = np.isfinite(qty.to_numpy(dtype="float64", na_value=np.nan)) & np.isfinite(
+        sales.to_numpy(dtype="float64", na_value=np.nan)
+    )
+    malformed |= ~finite
     keep = _drop(malformed, "dropped_malformed", notes)
     keep &= _drop(keep & ~tx_key.isin(known_keys), "dropped_unknown_product", notes)
     keep &= _drop(keep & tx_key.isin(non_merch_keys), "dropped_non_merchandise", notes)
