@@ -38,7 +38,7 @@ def compact(
 class SourceConfig(BaseModel):
     """Base of every recall source's config: frozen, unknown keys rejected."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 Basis = Literal["behaviour", "content", "popularity", "category"]

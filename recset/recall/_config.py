@@ -43,7 +43,7 @@ class BuildConfig(BaseModel):
         Baskets / sessions with more distinct items are left out of pair counts.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     candidates_per_seed: int = Field(100, ge=1, le=10_000)
     fallback: str = "popular"
     half_life_days: float = Field(0.0, ge=0)
@@ -80,7 +80,7 @@ class MixConfig(BaseModel):
         Rank offset of the reciprocal-rank fusion (and of the sequential score).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     sources: tuple[str, ...] = DEFAULT_MIX_SOURCES
     limits: dict[str, _Limit] = Field(default_factory=dict)
     weights: dict[str, _Weight] = Field(default_factory=dict)
@@ -98,7 +98,7 @@ class MixConfig(BaseModel):
 class MixOverride(BaseModel):
     """A category's changes to the default mix (any key of ``[mix]``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     sources: tuple[str, ...] | None = None
     limits: dict[str, _Limit] | None = None
     weights: dict[str, _Weight] | None = None

@@ -38,3 +38,19 @@ def test_input(case: corpus.Case, ctx: corpus.Context) -> None:
     want = "accepted" if case.accept else "clear"
     assert outcome.kind == want, f"{case.id}: {outcome.kind}\n{outcome.message}"
     assert not outcome.store_changed, f"{case.id} changed the store"
+
+
+def test_large_batches_run_in_slices_with_the_same_answers(
+    ctx: corpus.Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recset.engine._engine as engine_module
+
+    engine = corpus._engine(ctx)
+    seeds = [*ctx.catalog["item_id"].iloc[:10], "never-seen-item"]
+    one_by_one = [engine.recommend(s, k=5) for s in seeds]
+    exclude = [[recs[0].item_id] if i % 3 == 0 else [] for i, recs in enumerate(one_by_one)]
+    whole = engine.recommend_batch(seeds, k=5, exclude=exclude)
+    monkeypatch.setattr(engine_module, "MAX_SEEDS_PER_RUN", 3)
+    assert engine.recommend_batch(seeds, k=5, exclude=exclude) == whole
+    for i, recs in enumerate(whole):
+        assert len(recs) == 5 and not set(exclude[i]) & {r.item_id for r in recs}
