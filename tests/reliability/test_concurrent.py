@@ -18,7 +18,7 @@ from recset.testing import releases
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> releases.Prepared:
-    return releases.prepare(tmp_path_factory.mktemp("concurrent"))
+    return releases.prepare(tmp_path_factory.getbasetemp() / "release-datasets")
 
 
 @pytest.fixture(scope="module")
