@@ -144,7 +144,13 @@ def _acquire(target: LockTarget, wait: float) -> Callable[[], None]:
         from filelock import FileLock, Timeout
 
         target.lock_file.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(target.lock_file, timeout=max(wait, 0.0), thread_local=False)
+        timeout = max(wait, 0.0)
+        try:  # keep the file: unlinking it on release opens a window for two holders
+            lock = FileLock(
+                target.lock_file, timeout=timeout, thread_local=False, preserve_lock_file=True
+            )
+        except TypeError:  # filelock < 4 never unlinks it
+            lock = FileLock(target.lock_file, timeout=timeout, thread_local=False)
         try:
             lock.acquire()
         except Timeout:

@@ -1152,6 +1152,14 @@ class Store:
         except (OSError, ValueError, KeyError, TypeError):
             return False
 
+    @staticmethod
+    def _owner_start(directory: Path) -> int | None:
+        try:
+            start = json.loads((directory / OWNER_NAME).read_text(encoding="utf-8"))["start"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return start if isinstance(start, int) else None
+
     def _drop_release(self, release: str) -> None:
         t = self._t.catalog_release
         with contextlib.suppress(StorageError), self._db("dropping a staged catalog"):
@@ -1436,7 +1444,11 @@ class Store:
         if self.artifact_dir.is_dir():
             mine = f".tmp-{self.store_id}-"
             for d in self.artifact_dir.iterdir():
-                if d.name.startswith(mine) and d.is_dir() and self._dead_leftover(d):
+                if not (d.name.startswith(mine) and d.is_dir()):
+                    continue
+                # The name says which process writes it (its owner file may not exist yet).
+                host, pid, _ = (d.name[len(mine) :].split("-", 2) + ["", ""])[:3]
+                if pid.isdigit() and not process_alive(host, int(pid), self._owner_start(d)):
                     shutil.rmtree(d, ignore_errors=True)
                     removed.append(str(d))
             known = {(r.name, r.path) for r in self.list_artifacts()}

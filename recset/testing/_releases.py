@@ -108,12 +108,15 @@ class Prepared:
 
 
 def prepare(root: Path) -> Prepared:
-    """Write datasets A and B and the small config under ``root``; build an engine of each."""
+    """Write datasets A and B (unless ``root`` holds them) and the small config under
+    ``root``; build an engine of each."""
     from recset.config import load_config
     from recset.data import load_dataset
     from recset.engine import Engine
 
-    data_a, data_b = make_datasets(root)
+    data_a, data_b = root / "dataset-a", root / "dataset-b"
+    if not (data_b / "truth.json").exists():  # test modules share one copy
+        data_a, data_b = make_datasets(root)
     config = root / "small.toml"
     config.write_text(SMALL_CONFIG, encoding="utf-8")
     cfg = load_config(config)
@@ -160,8 +163,8 @@ class BuildRun:
 
 
 def _forked_main(argv: list[str], fault: str | None, log: str) -> None:
-    """The body of a forked build: the ``recset`` entry point with its output in ``log``."""
-    from recset.cli import main
+    """The body of a forked build: the ``recset`` program with its output in ``log``."""
+    import runpy
 
     os.environ.pop("RECSET_FAULT", None)
     if fault is not None:
@@ -171,9 +174,11 @@ def _forked_main(argv: list[str], fault: str | None, log: str) -> None:
     os.dup2(fd, 2)
     sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - the process ends below
     sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+    sys.argv = ["recset", *argv]
     code = 0
     try:
-        main(argv)
+        # What `python -m recset.cli ARGV` runs: the program, not an import of its API.
+        runpy.run_module("recset.cli", run_name="__main__", alter_sys=True)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:

@@ -18,7 +18,7 @@ from recset.testing import releases
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> releases.Prepared:
-    return releases.prepare(tmp_path_factory.mktemp("concurrent"))
+    return releases.prepare(tmp_path_factory.getbasetemp() / "release-datasets")
 
 
 @pytest.fixture(scope="module")
@@ -60,21 +60,24 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         releases.drop_store(url, [prefix])
 
 
+def _build(prepared: releases.Prepared, target: Target, data: Path, log: str) -> releases.BuildRun:
+    return releases.start_build(
+        data,
+        target.store,
+        prepared.config,
+        artifact_dir=target.artifact_dir,
+        log=target.root / log,
+        fork=True,
+    )
+
+
 def test_a_build_refuses_while_another_holds_the_lock(
     target: Target, prepared: releases.Prepared, references: dict[str, releases.Served]
 ) -> None:
     prepared.engine_a.save(target.store, artifact_dir=target.artifact_dir, dataset=prepared.a)
     with Store.open(target.store, artifact_dir=target.artifact_dir) as st:
         with st.build_lock("the test's build"):
-            run = releases.start_build(
-                prepared.data_b,
-                target.store,
-                prepared.config,
-                artifact_dir=target.artifact_dir,
-                log=target.root / "refused.log",
-                fork=True,
-            )
-            code, out = run.wait()
+            code, out = _build(prepared, target, prepared.data_b, "refused.log").wait()
     assert code == 2, out
     assert "Another recset process is building into the store" in out
     assert f"the test's build, pid {os.getpid()}" in out
@@ -86,15 +89,7 @@ def test_a_build_refuses_while_another_holds_the_lock(
         references["a"].answers,
     )
     # The lock is free again: the same build now goes through.
-    run = releases.start_build(
-        prepared.data_b,
-        target.store,
-        prepared.config,
-        artifact_dir=target.artifact_dir,
-        log=target.root / "after.log",
-        fork=True,
-    )
-    code, out = run.wait()
+    code, out = _build(prepared, target, prepared.data_b, "after.log").wait()
     assert code == 0, out
     now = releases.served(target.store, target.artifact_dir)
     assert (now.catalog, now.answers) == (references["b"].catalog, references["b"].answers)
@@ -104,14 +99,7 @@ def test_two_builds_at_once_leave_one_whole_release(
     target: Target, prepared: releases.Prepared, references: dict[str, releases.Served]
 ) -> None:
     runs = {
-        name: releases.start_build(
-            data,
-            target.store,
-            prepared.config,
-            artifact_dir=target.artifact_dir,
-            log=target.root / f"{name}.log",
-            fork=True,
-        )
+        name: _build(prepared, target, data, f"{name}.log")
         for name, data in (("a", prepared.data_a), ("b", prepared.data_b))
     }
     results = {name: run.wait() for name, run in runs.items()}

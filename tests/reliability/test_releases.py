@@ -31,7 +31,8 @@ class Fixture(releases.Prepared):
 @pytest.fixture(scope="module")
 def fx(tmp_path_factory: pytest.TempPathFactory) -> Fixture:
     root = tmp_path_factory.mktemp("releases")
-    return Fixture(**vars(releases.prepare(root)), root=root)
+    data = tmp_path_factory.getbasetemp() / "release-datasets"
+    return Fixture(**vars(releases.prepare(data)), root=root)
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ def test_the_check_sees_a_leaked_catalog(fx: Fixture, reference_b: releases.Serv
     assert reference_b.answers_changed(clean) > 0
 
 
+@pytest.mark.slow
 def test_cli_build_after_a_kill_between_rename_and_commit(fx: Fixture, tmp_path: Path) -> None:
     """The case of issue 12: the orphan version directory of a dead build no longer makes
     every later `recset build` fit and then fail."""

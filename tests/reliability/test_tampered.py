@@ -14,8 +14,6 @@ import sqlalchemy as sa
 
 from recset import StorageError
 from recset.cli import main
-from recset.config import load_config
-from recset.data import load_dataset
 from recset.engine import Engine
 from recset.storage import Store
 from recset.testing import releases
@@ -27,11 +25,8 @@ LISTS = "artifacts/engine/v1/mixer/lists"
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite store holding one engine version (copied by every test)."""
     root = tmp_path_factory.mktemp("tampered")
-    data, _ = releases.make_datasets(root)
-    config = root / "small.toml"
-    config.write_text(releases.SMALL_CONFIG)
-    ds = load_dataset(data)
-    Engine.build(ds, load_config(config)).save(root / "store", dataset=ds)
+    prepared = releases.prepare(tmp_path_factory.getbasetemp() / "release-datasets")
+    prepared.engine_a.save(root / "store", dataset=prepared.a)
     return root / "store"
 
 

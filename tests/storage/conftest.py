@@ -7,8 +7,6 @@ tests neither collide with each other nor see data left behind by earlier runs.
 
 from __future__ import annotations
 
-import functools
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,30 +19,13 @@ import sqlalchemy as sa
 from recset.storage import Store
 from recset.storage._models import tables
 from recset.storage._store import _with_available_driver
+from recset.testing import releases
 
-DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
-
-
-def pg_url() -> str:
-    """The PostgreSQL URL the suite uses."""
-    return os.environ.get("RECSET_TEST_PG_URL", DEFAULT_PG_URL)
-
-
-@functools.cache
-def _pg_unreachable_reason(url: str) -> str | None:
-    """None if PostgreSQL answers at ``url``, else why not (checked once per session)."""
-    try:
-        engine = sa.create_engine(
-            _with_available_driver(sa.make_url(url)), connect_args={"connect_timeout": 3}
-        )
-        try:
-            with engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-        finally:
-            engine.dispose()
-    except Exception as e:  # any failure to connect means "skip", with the reason
-        return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-    return None
+# One definition of where the test server is and whether it answers, shared with the
+# reliability tests and the bench (recset.testing.releases).
+DEFAULT_PG_URL = releases.DEFAULT_PG_URL
+pg_url = releases.pg_url
+_pg_unreachable_reason = releases.pg_unreachable_reason
 
 
 @dataclass

@@ -157,7 +157,10 @@ def test_leftovers_of_a_dead_build_are_removed_and_others_kept(store: Store) -> 
         return path
 
     sid = store.store_id
+    no_owner_yet = store.artifact_dir / f".tmp-{sid}-{host}-{dead_pid}-m-x0"
+    no_owner_yet.mkdir()
     gone = [
+        no_owner_yet,
         leftover(store.artifact_dir / f".tmp-{sid}-{host}-{dead_pid}-m-x1", dead_pid),
         leftover(store.artifact_dir / "m" / "v2", dead_pid),
     ]
