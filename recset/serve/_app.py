@@ -94,17 +94,23 @@ def _recs(recs: Sequence[Recommendation]) -> list[dict[str, Any]]:
     ]
 
 
-def _mode_kwargs(served: Served, mode: str) -> dict[str, str]:
-    """``mode=`` for the engine: only "discover" is passed, and only to an engine that has it."""
+def _mode_kwargs(served: Served, mode: str, where: str) -> dict[str, str]:
+    """``mode=`` for the engine: only "discover" is passed, and only to an engine that has it
+    (an engine without it answers 422 on the ``mode`` field)."""
     if mode == "complete":
         return {}
     if not served.supports_mode:
-        raise ServiceError(
-            501,
-            f"mode={mode!r} is not supported by the served engine (engine v{served.version} "
-            "has no discovery mode); use mode=complete",
+        raise _invalid_field(
+            (where, "mode"),
+            f"mode {mode!r} is not supported by the served engine (engine v{served.version} "
+            "has no discovery mode); use 'complete'",
         )
     return {"mode": mode}
+
+
+def _invalid_field(loc: tuple[str, ...], msg: str) -> RequestValidationError:
+    """A 422 in FastAPI's validation error shape, for a check only the engine can make."""
+    return RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error"}])
 
 
 def _validation_summary(errors: Sequence[Any]) -> str:
@@ -193,7 +199,10 @@ def create_app(
         summary="Complementary-product recommendations (frequently bought together).",
         lifespan=lifespan,
         max_body_size=max_body,
-        responses={413: {"model": ErrorOut, "description": "Request body too large."}},
+        responses={
+            400: {"model": ErrorOut, "description": "The body is not valid JSON."},
+            413: {"description": "Request body too large."},
+        },
     )
 
     @app.exception_handler(RequestValidationError)
@@ -217,7 +226,7 @@ def create_app(
 
     @app.exception_handler(ConfigError)
     async def _bad_request(request: Request, exc: ConfigError) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"detail": str(exc)})
+        return await _invalid(request, _invalid_field(("request",), str(exc)))
 
     @app.exception_handler(RecsetError)
     async def _engine_error(request: Request, exc: RecsetError) -> JSONResponse:
@@ -225,7 +234,6 @@ def create_app(
         return JSONResponse(status_code=500, content={"detail": str(exc)})
 
     errors: dict[int | str, dict[str, Any]] = {
-        501: {"model": ErrorOut, "description": "The served engine has no such mode."},
         503: {"model": ErrorOut, "description": "No engine loaded yet."},
     }
 
@@ -241,7 +249,7 @@ def create_app(
         """Complements of one seed item, best first. An unknown seed or user is served (the
         cold-start fill; the non-personal path)."""
         served = holder.served
-        kw = _mode_kwargs(served, mode)
+        kw = _mode_kwargs(served, mode, "query")
         recs = served.engine.recommend(seed, user=user, k=k, **kw)
         return _Json(
             {
@@ -263,7 +271,7 @@ def create_app(
     def basket(body: BasketRequest) -> Response:
         """One list of complements for a cart (never an item of the cart or of ``exclude``)."""
         served = holder.served
-        kw = _mode_kwargs(served, body.mode)
+        kw = _mode_kwargs(served, body.mode, "body")
         banned = set(body.exclude)
         recs = served.engine.recommend_basket(body.items, body.user, body.k + len(banned), **kw)
         recs = [r for r in recs if r.item_id not in banned][: body.k]
@@ -287,7 +295,7 @@ def create_app(
     def batch(body: BatchRequest) -> Response:
         """Complements of several seeds (each with its own user and exclusions) in one call."""
         served = holder.served
-        kw = _mode_kwargs(served, body.mode)
+        kw = _mode_kwargs(served, body.mode, "body")
         reqs = body.requests
         lists = served.engine.recommend_batch(
             [r.seed for r in reqs],

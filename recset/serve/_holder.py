@@ -186,7 +186,8 @@ class EngineHolder:
         """Load the active version; raise when it cannot serve (a service must not start)."""
         result = self.refresh(force=True)
         if result.outcome != "loaded":
-            raise StorageError(f"cannot serve {self.store_url}: {result.message}")
+            what = _describe(result.versions) or "its active versions"
+            raise StorageError(f"cannot serve {self.store_url} ({what}): {result.message}")
         return self.served
 
     def refresh(self, *, force: bool = False) -> ReloadResult:

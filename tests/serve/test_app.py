@@ -24,16 +24,17 @@ from recset.serve._schemas import MAX_BASKET, MAX_BATCH, MAX_EXCLUDE, MAX_ID_LEN
 from .conftest import ROOT, TOKEN, activate, save_broken_engine
 
 
-@pytest.fixture
-def client(store: Path) -> Iterator[TestClient]:
-    app = create_app(EngineHolder(str(store)), poll_interval=0, admin_token=TOKEN)
+@pytest.fixture(scope="module")
+def client(built_store: Path) -> Iterator[TestClient]:
+    """A service over the shared store (for tests that change no version)."""
+    app = create_app(EngineHolder(str(built_store)), poll_interval=0, admin_token=TOKEN)
     with TestClient(app) as c:
         yield c
 
 
-@pytest.fixture
-def engine(store: Path) -> Engine:
-    return Engine.load(store)
+@pytest.fixture(scope="module")
+def engine(built_store: Path) -> Engine:
+    return Engine.load(built_store)
 
 
 def ids(recs: list[dict[str, Any]]) -> list[str]:
@@ -153,14 +154,20 @@ def test_explain_and_item_lookup(client: TestClient, engine: Engine) -> None:
     assert r.status_code == 404 and "no-such-item" in r.json()["detail"]
 
 
-def test_the_lists_are_memory_mapped(store: Path) -> None:
-    holder = EngineHolder(str(store))
-    lists = holder.start().engine.mixer.lists
+def test_the_lists_are_memory_mapped(engine: Engine) -> None:
+    # what lets several worker processes share one copy of the lists (the page cache)
+    lists = engine.mixer.lists
     assert lists is not None and isinstance(lists.item, np.memmap)
-    holder.close()
+    assert isinstance(lists.score, np.memmap)
 
 
-def test_metrics_count_requests_per_route(client: TestClient) -> None:
+def test_metrics_count_requests_per_route(store: Path) -> None:
+    app = create_app(EngineHolder(str(store)), poll_interval=0)
+    with TestClient(app) as client:
+        _count_requests(client)
+
+
+def _count_requests(client: TestClient) -> None:
     for seed in ("a", "b", "c"):
         client.get("/v1/recommendations", params={"seed": seed})
     client.get("/v1/recommendations", params={"seed": "a", "k": 0})
@@ -281,10 +288,11 @@ class _ModeEngine(Engine):
 
 
 def test_mode_passes_discover_only_to_an_engine_that_has_it(
-    store: Path, client: TestClient, monkeypatch: pytest.MonkeyPatch
+    built_store: Path, client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    store = built_store
     r = client.get("/v1/recommendations", params={"seed": "a", "mode": "discover"})
-    assert r.status_code == 501 and "mode=complete" in r.json()["detail"]
+    assert r.status_code == 422 and "mode (query): mode 'discover' is not" in r.json()["message"]
     real = Engine.load(store)
     fake = _ModeEngine.__new__(_ModeEngine)
     fake.__dict__.update(real.__dict__)
