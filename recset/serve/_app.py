@@ -3,7 +3,9 @@
 Handlers parse (FastAPI/pydantic hold every input to the bounds in ``_schemas``), take the
 holder's current snapshot once, call the engine and serialize. Engine calls are CPU-bound and
 run in plain ``def`` handlers, i.e. in the threadpool, so a slow call (ranker, neural stages)
-never stalls ``/healthz`` or ``/metrics``; see docs/serving.md for the measurement.
+never stalls ``/healthz`` or ``/metrics``. The one exception is a single seed served from the
+precomputed lists (an engine without ranker or neural stages): that call costs less than the
+hop to the threadpool, so it runs on the event loop (measured in docs/serving.md).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from recset import __version__
@@ -243,14 +246,17 @@ def create_app(
         responses=errors,
         tags=["recommendations"],
     )
-    def recommendations(
+    async def recommendations(
         seed: SeedQ, user: UserQ = None, k: KQ = 10, mode: Mode = "complete"
     ) -> Response:
         """Complements of one seed item, best first. An unknown seed or user is served (the
         cold-start fill; the non-personal path)."""
         served = holder.served
         kw = _mode_kwargs(served, mode, "query")
-        recs = served.engine.recommend(seed, user=user, k=k, **kw)
+        if served.inline:  # the precomputed path: cheaper than a hop to the threadpool
+            recs = served.engine.recommend(seed, user=user, k=k, **kw)
+        else:  # ranker / neural stages: milliseconds of CPU, off the event loop
+            recs = await run_in_threadpool(served.engine.recommend, seed, user=user, k=k, **kw)
         return _Json(
             {
                 "seed": seed,

@@ -49,6 +49,8 @@ class Served:
     versions: Versions
     loaded_at: float
     supports_mode: bool = field(default=False)
+    inline: bool = field(default=False)
+    """Single-seed calls take the precomputed path (no ranker or neural stage)."""
 
     @property
     def version(self) -> int:
@@ -223,7 +225,9 @@ class EngineHolder:
             except Exception as e:
                 return self._refuse(versions, f"smoke check failed: {type(e).__name__}: {e}")
             seconds = time.perf_counter() - t0
-            self._served = Served(engine, versions, time.time(), _supports_mode(engine))
+            self._served = Served(
+                engine, versions, time.time(), _supports_mode(engine), len(engine.stages) == 1
+            )
             self._refused = None
         _log.info("serving %s (loaded and checked in %.2fs)", _describe(versions), seconds)
         if self.listener is not None:

@@ -97,7 +97,7 @@ def start_server(store: Path, log: Path, *, workers: int, poll: float) -> Server
     cmd = [sys.executable, "-m", "recset.cli", "serve", "--store", str(store), "--port", str(port)]
     cmd += ["--workers", str(workers), "--poll-interval", str(poll), "--no-neural"]
     with log.open("wb") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     server = Server(f"http://127.0.0.1:{port}", process, log, store)
     deadline = time.monotonic() + 90
     with server.client() as c:
