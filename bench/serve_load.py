@@ -5,7 +5,8 @@ precomputed path) and the engine with a trained ranker (the ranker + user path).
 for a fixed duration and connection count, with wrk (Debian package ``wrk``):
 
 * a bare FastAPI endpoint (same uvicorn settings) returning a constant JSON of the size of a
-  real k=10 answer;
+  real k=10 answer, both as a plain ``def`` and as an ``async def`` (the targets compare
+  with the faster of the two);
 * ``GET /v1/recommendations?seed=..&k=10`` on the engine alone (precomputed path);
 * ``GET /v1/recommendations?seed=..&user=..&k=10`` with the ranker;
 
@@ -228,6 +229,28 @@ def activation_under_load(
     return result
 
 
+def memory(pid: int) -> str:
+    """RSS and PSS (shared pages split between the processes that map them) of a server's
+    processes, from /proc (Linux)."""
+    pids = [pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            pids.append(int(stat.parent.name))
+    rows = []
+    for p in pids:
+        try:
+            text = Path(f"/proc/{p}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        kb = {ln.split(":")[0]: int(ln.split()[1]) for ln in text.splitlines()[1:] if "kB" in ln}
+        rows.append(f"pid {p}: RSS {kb['Rss'] / 1024:.0f} MB, PSS {kb['Pss'] / 1024:.0f} MB")
+    return "; ".join(rows)
+
+
 def fmt(r: dict[str, Any]) -> str:
     return (
         f"{r['rps']:8.0f} req/s  p50 {r['p50_us'] / 1000:6.2f} ms  p99 {r['p99_us'] / 1000:6.2f} ms"
@@ -242,7 +265,6 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10, help="Seconds per wrk run.")
     ap.add_argument("--workers", type=int, default=1, help="Worker processes of each server.")
     ap.add_argument("--connections", type=int, nargs="+", default=[4, 32])
-    ap.add_argument("--bare-style", choices=["sync", "async"], default="sync")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
@@ -257,7 +279,7 @@ def main() -> None:
 
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        ports = {name: free_port() for name in ("pre", "rank", "bare")}
+        ports = {name: free_port() for name in ("pre", "rank", "bare", "bare_async")}
         procs.append(start_recset(plain, ports["pre"], args.workers, args.work / "pre.log"))
         procs.append(start_recset(ranked, ports["rank"], args.workers, args.work / "rank.log"))
         sample = urllib.request.urlopen(  # noqa: S310
@@ -265,7 +287,9 @@ def main() -> None:
         ).read()
         payload = args.work / "bare.json"
         payload.write_bytes(sample)
-        procs.append(start_bare(payload, ports["bare"], args.workers, args.bare_style, args.work))
+        procs.append(start_bare(payload, ports["bare"], args.workers, "sync", args.work))
+        procs.append(start_bare(payload, ports["bare_async"], args.workers, "async", args.work))
+        print(f"memory of the precomputed server: {memory(procs[0].pid)}")
         print(
             f"wrk on loopback, {args.duration} s per run, {args.workers} worker(s) per server, "
             f"answer {len(sample)} bytes (k=10), {os.cpu_count()} CPUs"
@@ -273,7 +297,8 @@ def main() -> None:
         table: dict[tuple[str, int], dict[str, Any]] = {}
         for c in args.connections:
             for name, port, paths in (
-                ("bare", ports["bare"], ["/bare"]),
+                ("bare def", ports["bare"], ["/bare"]),
+                ("bare async", ports["bare_async"], ["/bare"]),
                 ("precomputed", ports["pre"], pre_paths),
                 ("ranker+user", ports["rank"], rank_paths),
             ):
@@ -294,7 +319,7 @@ def main() -> None:
     print("targets:")
     top = max(args.connections)
     low = min(args.connections)
-    bare = table[("bare", top)]["rps"]
+    bare = max(table[("bare def", top)]["rps"], table[("bare async", top)]["rps"])
     checks = [
         (
             f"precomputed >= 70% of bare at {top} conn",
@@ -312,7 +337,8 @@ def main() -> None:
     for name in ("precomputed", "ranker+user"):
         p99 = table[(name, low)]["p99_us"] / 1000
         print(f"  {name} p99 < 20 ms at {low} conn: {p99:.1f} ms {'ok' if p99 < 20 else 'MISSED'}")
-    errors = sum(r["errors"] for r in table.values()) + act["wrk"]["errors"]
+    errors = sum(r["errors"] for (name, _), r in table.items() if "bare" not in name)
+    errors += act["wrk"]["errors"]
     print(f"  zero errors: {errors} {'ok' if errors == 0 else 'MISSED'}")
     ok = after is not None and after <= 5 and act["wrk"]["errors"] == 0
     print(

@@ -648,14 +648,23 @@ def backtest(
 _SERVED_ARTIFACTS = ("engine", "ranker", "personalizer", "type_transition")
 
 
-@cli.command()
-@click.option("--store", required=True, help="Store written by `recset build`.")
-@click.option(
-    "--artifact-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Artifact files location when --store is a database URL.",
-)
+def _store_options(*, required: bool = True):  # noqa: ANN202
+    """--store and --artifact-dir of the commands that read a built store."""
+
+    def apply(f):  # noqa: ANN001, ANN202
+        f = click.option(
+            "--artifact-dir",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Artifact files location when --store is a database URL.",
+        )(f)
+        help_ = "Store written by `recset build`" + ("." if required else " (required).")
+        return click.option("--store", required=required, help=help_)(f)
+
+    return apply
+
+
+@_store_options()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of text.")
 def versions(store: str, artifact_dir: Path | None, as_json: bool) -> None:
     """List every version of the engine, ranker and neural stages (the active ones marked)."""
@@ -685,13 +694,7 @@ def versions(store: str, artifact_dir: Path | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("version", type=click.IntRange(min=1))
-@click.option("--store", required=True, help="Store written by `recset build`.")
-@click.option(
-    "--artifact-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Artifact files location when --store is a database URL.",
-)
+@_store_options()
 @click.option(
     "--artifact",
     type=click.Choice(_SERVED_ARTIFACTS),
@@ -709,13 +712,7 @@ def activate(version: int, store: str, artifact_dir: Path | None, artifact: str)
 
 
 @cli.command()
-@click.option("--store", default=None, help="Store written by `recset build` (required).")
-@click.option(
-    "--artifact-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Artifact files location when --store is a database URL.",
-)
+@_store_options(required=False)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option(

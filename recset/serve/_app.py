@@ -330,7 +330,7 @@ def create_app(
         return _Json(jsonable_encoder({**info, "version": served.version}))
 
     @app.get(
-        "/v1/items/{item_id}",
+        "/v1/items/{item_id:path}",
         response_model=ItemOut,
         responses={404: {"model": ErrorOut, "description": "Unknown item."}, **errors},
         tags=["items"],

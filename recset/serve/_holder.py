@@ -12,14 +12,13 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from inspect import signature
 from typing import Any, Literal, Protocol
-
-import numpy as np
 
 from recset.engine import ENGINE_ARTIFACT, Engine
 from recset.errors import RecsetError, StorageError
@@ -272,7 +271,7 @@ class Poller:
 
     def _run(self) -> None:
         # jitter the first poll so that several workers do not load in lock step
-        if self._stop.wait(self.interval * (0.5 + 0.5 * np.random.default_rng().random())):
+        if self._stop.wait(self.interval * (0.5 + 0.5 * random.random())):
             return
         while True:
             try:

@@ -152,6 +152,8 @@ def test_explain_and_item_lookup(client: TestClient, engine: Engine) -> None:
     assert r.json()["served"] and r.json()["available"] and r.json()["catalog"]["item_id"] == seed
     r = client.get("/v1/items/no-such-item")
     assert r.status_code == 404 and "no-such-item" in r.json()["detail"]
+    r = client.get("/v1/items/sku/with-slash")  # ids may hold "/"
+    assert r.status_code == 404 and "'sku/with-slash'" in r.json()["detail"]
 
 
 def test_the_lists_are_memory_mapped(engine: Engine) -> None:
@@ -184,7 +186,7 @@ def _count_requests(client: TestClient) -> None:
         metric(
             text,
             "recset_http_requests_total",
-            endpoint="/v1/items/{item_id}",
+            endpoint="/v1/items/{item_id:path}",
             method="GET",
             status="404",
         )
