@@ -664,6 +664,7 @@ def _store_options(*, required: bool = True):  # noqa: ANN202
     return apply
 
 
+@cli.command()
 @_store_options()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of text.")
 def versions(store: str, artifact_dir: Path | None, as_json: bool) -> None:

@@ -89,3 +89,9 @@ def test_a_broken_version_is_listed_but_serving_refuses_it(
     holder = EngineHolder(str(store))
     with pytest.raises(Exception, match=f"engine v{v}.*load failed"):
         holder.start()
+
+
+def test_help_of_the_serving_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    for cmd in ("serve", "versions", "activate"):
+        code, out, _ = run(capsys, cmd, "--help")
+        assert code == 0 and "--store" in out
