@@ -105,13 +105,19 @@ def start_server(store: Path, log: Path, *, workers: int, poll: float) -> Server
             if process.poll() is not None:
                 raise AssertionError(f"the server exited:\n{server.output()}")
             try:
-                if c.get("/readyz").status_code == 200:
+                # every worker has loaded: each exposes its own version gauge (one per pid)
+                if c.get("/readyz").status_code == 200 and _loaded_workers(c) >= workers:
                     return server
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
     stop_server(server)
     raise AssertionError(f"the server did not get ready:\n{server.output()}")
+
+
+def _loaded_workers(c: httpx.Client) -> int:
+    """Workers that have loaded their engine (at startup: one version gauge line each)."""
+    return c.get("/metrics").text.count('recset_engine_version{artifact="engine"')
 
 
 def stop_server(server: Server) -> None:

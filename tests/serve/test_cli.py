@@ -59,6 +59,7 @@ def test_serve_without_the_extra_says_what_to_install(
     assert code == 1 and "pip install 'recset[serve]'" in err and "fastapi" in err
 
 
+@pytest.mark.slow
 def test_the_core_runs_without_the_serve_extra(store: Path) -> None:
     code = (
         "import sys\n"
