@@ -776,6 +776,140 @@ def backtest(
         click.echo(f"recorded as backtest run {run_id} in {store}")
 
 
+_SERVED_ARTIFACTS = ("engine", "ranker", "personalizer", "type_transition")
+
+
+def _store_options(*, required: bool = True):  # noqa: ANN202
+    """--store and --artifact-dir of the commands that read a built store."""
+
+    def apply(f):  # noqa: ANN001, ANN202
+        f = click.option(
+            "--artifact-dir",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Artifact files location when --store is a database URL.",
+        )(f)
+        help_ = "Store written by `recset build`" + ("." if required else " (required).")
+        return click.option("--store", required=required, help=help_)(f)
+
+    return apply
+
+
+@cli.command()
+@_store_options()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of text.")
+def versions(store: str, artifact_dir: Path | None, as_json: bool) -> None:
+    """List every version of the engine, ranker and neural stages (the active ones marked)."""
+    from recset.storage import Store
+
+    with Store.open(store, artifact_dir=artifact_dir, create=False) as st:
+        records = [r for r in st.list_artifacts() if r.name in _SERVED_ARTIFACTS]
+    if not records:
+        raise click.ClickException(f"{store} holds no engine version; run `recset build`")
+    for r in records:
+        if as_json:
+            row = {
+                "artifact": r.name,
+                "version": r.version,
+                "created_at": r.created_at.isoformat(),
+                "status": r.status,
+                "config_hash": r.config_hash,
+            }
+            click.echo(json.dumps(row))
+            continue
+        mark = "*" if r.status == "active" else " "
+        click.echo(
+            f"{mark} {r.name:<16} v{r.version:<4} {r.created_at:%Y-%m-%d %H:%M:%S} UTC  "
+            f"{r.status:<8} config {(r.config_hash or '-')[:12]}"
+        )
+
+
+@cli.command()
+@click.argument("version", type=click.IntRange(min=1))
+@_store_options()
+@click.option(
+    "--artifact",
+    type=click.Choice(_SERVED_ARTIFACTS),
+    default="engine",
+    show_default=True,
+    help="Which artifact's version to activate.",
+)
+def activate(version: int, store: str, artifact_dir: Path | None, artifact: str) -> None:
+    """Make VERSION the active one (e.g. to roll back); running services follow it."""
+    from recset.storage import Store
+
+    with Store.open(store, artifact_dir=artifact_dir, create=False) as st:
+        record = st.activate(artifact, version)
+    click.echo(f"{record.name} v{record.version} is active in {store}")
+
+
+@cli.command()
+@_store_options(required=False)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes (they share the memory-mapped candidate lists).",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
+    help="Seconds between checks for a newly activated version (0: only POST /admin/reload).",
+)
+@click.option(
+    "--neural/--no-neural",
+    default=True,
+    show_default=True,
+    help="Attach the store's active neural stages.",
+)
+@click.option("--access-log", is_flag=True, help="Log every request.")
+@click.option(
+    "--openapi", "print_openapi", is_flag=True, help="Print the OpenAPI document and exit."
+)
+def serve(
+    store: str | None,
+    artifact_dir: Path | None,
+    host: str,
+    port: int,
+    workers: int,
+    poll_interval: float,
+    neural: bool,
+    access_log: bool,
+    print_openapi: bool,
+) -> None:
+    """Serve the store's active engine over HTTP (JSON; docs/serving.md); reload on activation.
+
+    POST /admin/reload is enabled by setting RECSET_ADMIN_TOKEN.
+    """
+    try:
+        from recset.serve import ServeSettings, openapi_document, run
+    except ImportError as e:
+        raise click.ClickException(
+            f"`recset serve` needs the serve extra: pip install 'recset[serve]' ({e})"
+        ) from e
+    if print_openapi:
+        click.echo(json.dumps(openapi_document(), indent=2))
+        return
+    if store is None:
+        raise click.UsageError("Missing option '--store'.")
+    settings = ServeSettings(
+        store=store,
+        artifact_dir=None if artifact_dir is None else str(artifact_dir),
+        host=host,
+        port=port,
+        workers=workers,
+        poll_interval=poll_interval,
+        neural=neural,
+        access_log=access_log,
+    )
+    run(settings)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``recset`` command."""
     try:
