@@ -20,15 +20,22 @@ from numpy.typing import NDArray
 from recset.data import Dataset
 from recset.errors import ConfigError
 from recset.pipeline import Candidates, Request, Stage, register_stage
+from recset.progress import Ticker, available_memory, stage
 from recset.recall._base import RecallBase, get_recall
 from recset.recall._config import MixConfig, RecallConfig
-from recset.recall._lists import PrecomputedLists
+from recset.recall._lists import ListsWriter, PrecomputedLists
 from recset.signals import Signals
 from recset.storage import read_state, write_state
 
 _log = logging.getLogger(__name__)
 
+# seeds per precompute chunk without a memory budget, and the bounds with one
 _CHUNK = 2048
+_MIN_CHUNK = 64
+_MAX_CHUNK = 32_768
+# a chunk's working memory over the size of its dense output (fusion temporaries: per-source
+# lists, unique keys, sort orders)
+_WORK_FACTOR = 4
 # most (seed, candidate) entries asked of the fallback at once when filling short lists
 _FILL_ENTRIES = 1 << 22
 _FORMAT_VERSION = 1
@@ -53,6 +60,8 @@ class Mixer:
         Items that may be served (defaults to all).
     lists : PrecomputedLists, optional
         Every seed's fused list, computed by :meth:`precompute`.
+    max_memory : int, optional
+        Memory budget in bytes of :meth:`precompute` (``[build] max_memory``).
     """
 
     def __init__(
@@ -65,7 +74,9 @@ class Mixer:
         fallback: str,
         available: NDArray[np.bool_] | None = None,
         lists: PrecomputedLists | None = None,
+        max_memory: int | None = None,
     ) -> None:
+        self.max_memory = max_memory
         self.sources = dict(sources)
         self.mixes = list(mixes)
         self.seed_mix = np.asarray(seed_mix, dtype=np.int32)
@@ -113,23 +124,24 @@ class Mixer:
             fallback=config.build.fallback,
             available=available,
             lists=lists,
+            max_memory=config.build.max_memory,
         )
 
     @classmethod
     def fit(cls, dataset: Dataset, config: RecallConfig, *, show_progress: bool = False) -> Mixer:
         """Fit every source ``config`` needs on ``dataset`` (dependencies first)."""
-        from tqdm.auto import tqdm
-
         signals = Signals(
             dataset,
             half_life_days=config.build.half_life_days or None,
             max_group_size=config.build.max_group_size,
+            max_memory=config.build.max_memory,
         )
         specs = config.source_configs()
         fitted: dict[str, RecallBase] = {}
-        for name in tqdm(config.fit_order(), desc="fit sources", disable=not show_progress):
+        for name in config.fit_order():
             kind, cfg = specs[name]
-            fitted[name] = get_recall(kind)(cfg).fit(dataset, signals, fitted=dict(fitted))
+            with stage(f"fit {name}"):
+                fitted[name] = get_recall(kind)(cfg).fit(dataset, signals, fitted=dict(fitted))
         cat = dataset.catalog
         paths = np.array(
             [cat.category_path[c] if c >= 0 else None for c in cat.category], dtype=object
@@ -166,6 +178,7 @@ class Mixer:
             self.source_order,
             fallback=self.fallback,
             available=self.available,
+            max_memory=self.max_memory,
         )
 
     def mix_of(self, seeds: NDArray[np.int32]) -> NDArray[np.int32]:
@@ -197,21 +210,79 @@ class Mixer:
             out.source_rank[rows] = part.source_rank  # type: ignore[index]
         return out
 
-    def precompute(self, width: int, *, show_progress: bool = False) -> PrecomputedLists:
-        """Compute and keep the fused candidate list of every item (in batches)."""
-        from tqdm.auto import tqdm
+    def chunk_size(self, width: int, max_memory: int | None = None) -> int:
+        """Seeds per precompute chunk: what fits in what ``max_memory`` leaves free now.
 
+        A chunk of ``c`` seeds holds the mix's dense output (an item, a score, and a score and
+        rank per source for each of ``width`` entries) and the fusion's temporaries, counted
+        as :data:`_WORK_FACTOR` times that output; half of the free budget goes to it. No
+        budget: :data:`_CHUNK` seeds.
+        """
+        if max_memory is None:
+            return _CHUNK
+        per_seed = width * (8 + 8 * len(self.source_order)) * _WORK_FACTOR
+        free = available_memory(max_memory) or 0
+        size = int(min(max(free // 2 // per_seed, _MIN_CHUNK), _MAX_CHUNK))
+        if free // 2 < per_seed * _MIN_CHUNK:
+            _log.warning(
+                "precompute: only %.2f GiB of the %.2f GiB memory budget is free; "
+                "using chunks of %d seeds",
+                free / (1 << 30),
+                max_memory / (1 << 30),
+                size,
+            )
+        return size
+
+    def precompute(
+        self,
+        width: int,
+        *,
+        max_memory: int | None = None,
+        chunk: int | None = None,
+        directory: Path | None = None,
+        show_progress: bool = False,
+    ) -> PrecomputedLists:
+        """Compute the fused candidate list of every item, streamed to disk in seed chunks.
+
+        Each chunk of seeds is mixed and appended to ``.npy`` files at once (see
+        :class:`~recset.recall.ListsWriter`), so memory holds one chunk's per-source arrays,
+        never every seed's; the lists are then memory-mapped from those files. The lists do
+        not depend on the chunking.
+
+        Parameters
+        ----------
+        width : int
+            Candidates per seed.
+        max_memory : int, optional
+            Memory budget of the process in bytes: sets the chunk size (see
+            :meth:`chunk_size`).
+        chunk : int, optional
+            Seeds per chunk (overrides ``max_memory``).
+        directory : path, optional
+            Where the list files go (default: a temporary directory, removed with the lists).
+        show_progress : bool
+            A live bar on a terminal (progress lines are logged either way).
+        """
         n = self.n_items
-        chunks = []
-        for start in tqdm(
-            range(0, n, _CHUNK),
-            desc="precompute lists",
-            disable=not show_progress,
-            unit_scale=_CHUNK,
-        ):
-            seeds = np.arange(start, min(start + _CHUNK, n), dtype=np.int32)
-            chunks.append(self.mix(seeds, width))
-        self.lists = PrecomputedLists.from_chunks(chunks)
+        budget = max_memory if max_memory is not None else self.max_memory
+        size = chunk if chunk is not None else self.chunk_size(width, budget)
+        if size < 1:
+            raise ConfigError(f"The 'chunk' parameter must be >= 1. Got {size} instead.")
+        _log.info("precompute: %d seeds x %d, chunks of %d seeds", n, width, size)
+        writer = ListsWriter(n, width, directory)
+        try:
+            with (
+                stage("precompute lists"),
+                Ticker("precompute lists", n, bar=show_progress) as tick,
+            ):
+                for start in range(0, n, size):
+                    seeds = np.arange(start, min(start + size, n), dtype=np.int32)
+                    writer.add(self.mix(seeds, width))
+                    tick.update(len(seeds))
+        except BaseException:
+            writer.abort()
+            raise
+        self.lists = writer.close()
         return self.lists
 
     def candidates(self, seeds: NDArray[np.int32], n: int) -> Candidates:

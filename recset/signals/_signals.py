@@ -42,6 +42,9 @@ class Signals:
         Baskets and sessions with more distinct items than this are left out of pair counts:
         a 150-item stock-up trip says little about which two items go together and costs
         ``150**2`` pairs.
+    max_memory : int, optional
+        Memory budget of the build in bytes, which the sources' fits read to size their
+        blocks (None: fixed block sizes).
 
     Attributes (all cached)
     -----------------------
@@ -64,9 +67,15 @@ class Signals:
     """
 
     def __init__(
-        self, dataset: Dataset, *, half_life_days: float | None = None, max_group_size: int = 100
+        self,
+        dataset: Dataset,
+        *,
+        half_life_days: float | None = None,
+        max_group_size: int = 100,
+        max_memory: int | None = None,
     ) -> None:
         self.dataset = dataset
+        self.max_memory = max_memory
         self.half_life_days = half_life_days or None
         self.max_group_size = max_group_size
         self._ref_time = dataset.time_range[1]
