@@ -27,6 +27,7 @@ from recset.recall._base import Candidates, RecallBase, SourceConfig, compact
 from recset.signals import (
     TOPK_BLOCK_ENTRIES,
     Signals,
+    csr_gather,
     row_blocks,
     run_blocks,
     topk_rows,
@@ -138,14 +139,21 @@ class PairRecall(RecallBase):
     """Base of the pair sources: subclasses say which counts to read in :meth:`_counts`.
 
     Fitted state: ``unit_of_item_`` (n_items,), ``rep_`` (n_units,) representative item of each
-    unit, ``neighbors_`` (n_units, k) unit ids padded with -1, ``scores_`` (n_units, k) Ochiai
-    scores padded with -inf.
+    unit, and each unit's similar units best first as CSR rows (most units have far fewer than
+    ``max_candidates``): ``indptr_`` (n_units + 1,), ``neighbors_`` (unit ids) and ``scores_``
+    (similarities), both of shape (indptr_[-1],).
     """
 
     Config: ClassVar[type[SourceConfig]] = PairConfig
     config: PairConfig
     basis = "behaviour"
-    _state: ClassVar[tuple[str, ...]] = ("unit_of_item_", "rep_", "neighbors_", "scores_")
+    _state: ClassVar[tuple[str, ...]] = (
+        "unit_of_item_",
+        "rep_",
+        "indptr_",
+        "neighbors_",
+        "scores_",
+    )
     #: whether the source may count at product level
     product_level: ClassVar[bool] = True
 
@@ -200,14 +208,18 @@ class PairRecall(RecallBase):
         self.rep_ = representatives(
             unit, n_units, sig.item_views, sig.item_purchases, dataset.catalog.available
         )
-        self.neighbors_ = neighbors
-        self.scores_ = scores
+        # rows are padded at their end: the valid entries, row by row, are the CSR data
+        valid = neighbors >= 0
+        self.indptr_ = np.r_[0, np.cumsum(valid.sum(axis=1))].astype(np.int64)
+        self.neighbors_ = neighbors[valid]
+        self.scores_ = scores[valid]
+        del neighbors, scores, valid
         _log.info(
             "%s: %d units, %d pairs kept, %.1f%% of units with a candidate",
             self.name,
             n_units,
-            int((neighbors >= 0).sum()),
-            100.0 * float((neighbors[:, 0] >= 0).mean()) if n_units else 0.0,
+            len(self.neighbors_),
+            100.0 * float((np.diff(self.indptr_) > 0).mean()) if n_units else 0.0,
         )
         return self
 
@@ -216,10 +228,18 @@ class PairRecall(RecallBase):
         seeds = np.asarray(seeds, dtype=np.int32)
         known = (seeds >= 0) & (seeds < len(self.unit_of_item_))
         rows = self.unit_of_item_[np.where(known, seeds, 0)]
-        nb = self.neighbors_[rows]
+        counts = self.indptr_[rows + 1] - self.indptr_[rows]
+        width = max(int(counts.max()) if len(counts) else 0, 1)
+        at = csr_gather(self.indptr_, rows)
+        r = np.repeat(np.arange(len(rows)), counts)
+        c = np.arange(len(at)) - np.repeat(np.cumsum(counts) - counts, counts)
+        nb = np.full((len(rows), width), -1, dtype=np.int32)
+        sc = np.full((len(rows), width), -np.inf, dtype=np.float32)
+        nb[r, c] = self.neighbors_[at]
+        sc[r, c] = self.scores_[at]
         item = np.where(nb >= 0, self.rep_[np.maximum(nb, 0)], -1)
         item[~known] = -1
-        score = np.where(item >= 0, self.scores_[rows], -np.inf).astype(np.float32)
+        score = np.where(item >= 0, sc, -np.inf).astype(np.float32)
         return compact(item, score, (item >= 0) & (item != seeds[:, None]), n)
 
 

@@ -364,7 +364,8 @@ class Mixer:
             key = rrf
         u_row = uniq // width
         u_item = (uniq % width).astype(np.int32)
-        order = np.lexsort((u_item, -key, u_row))
+        # uniq is sorted by (row, item) and lexsort is stable: ties in key keep the lower item
+        order = np.lexsort((-key, u_row))
         u_row_s = u_row[order]
         counts = np.bincount(u_row_s, minlength=n_seeds)
         starts = np.r_[0, np.cumsum(counts)[:-1]]
