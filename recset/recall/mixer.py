@@ -10,7 +10,9 @@ mix of every seed (by its category), item availability and the precomputed lists
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from recset.progress import Ticker, available_memory, stage
 from recset.recall._base import RecallBase, get_recall
 from recset.recall._config import MixConfig, RecallConfig
 from recset.recall._lists import ListsWriter, PrecomputedLists
-from recset.signals import Signals
+from recset.signals import Signals, topk_workers
 from recset.storage import read_state, write_state
 
 _log = logging.getLogger(__name__)
@@ -215,12 +217,13 @@ class Mixer:
 
         A chunk of ``c`` seeds holds the mix's dense output (an item, a score, and a score and
         rank per source for each of ``width`` entries) and the fusion's temporaries, counted
-        as :data:`_WORK_FACTOR` times that output; half of the free budget goes to it. No
-        budget: :data:`_CHUNK` seeds.
+        as :data:`_WORK_FACTOR` times that output; every worker thread holds one, and half of
+        the free budget goes to them. No budget: :data:`_CHUNK` seeds.
         """
         if max_memory is None:
             return _CHUNK
-        per_seed = width * (8 + 8 * len(self.source_order)) * _WORK_FACTOR
+        # every worker thread holds a chunk
+        per_seed = width * (8 + 8 * len(self.source_order)) * _WORK_FACTOR * topk_workers()
         free = available_memory(max_memory) or 0
         size = int(min(max(free // 2 // per_seed, _MIN_CHUNK), _MAX_CHUNK))
         if free // 2 < per_seed * _MIN_CHUNK:
@@ -240,6 +243,7 @@ class Mixer:
         max_memory: int | None = None,
         chunk: int | None = None,
         directory: Path | None = None,
+        workers: int | None = None,
         show_progress: bool = False,
     ) -> PrecomputedLists:
         """Compute the fused candidate list of every item, streamed to disk in seed chunks.
@@ -260,6 +264,8 @@ class Mixer:
             Seeds per chunk (overrides ``max_memory``).
         directory : path, optional
             Where the list files go (default: a temporary directory, removed with the lists).
+        workers : int, optional
+            Chunks mixed at once on threads (default: :func:`~recset.signals.topk_workers`).
         show_progress : bool
             A live bar on a terminal (progress lines are logged either way).
         """
@@ -268,22 +274,46 @@ class Mixer:
         size = chunk if chunk is not None else self.chunk_size(width, budget)
         if size < 1:
             raise ConfigError(f"The 'chunk' parameter must be >= 1. Got {size} instead.")
-        _log.info("precompute: %d seeds x %d, chunks of %d seeds", n, width, size)
+        workers = topk_workers() if workers is None else max(int(workers), 1)
+        _log.info(
+            "precompute: %d seeds x %d, chunks of %d seeds on %d threads", n, width, size, workers
+        )
         writer = ListsWriter(n, width, directory)
         try:
             with (
                 stage("precompute lists"),
                 Ticker("precompute lists", n, bar=show_progress) as tick,
             ):
-                for start in range(0, n, size):
-                    seeds = np.arange(start, min(start + size, n), dtype=np.int32)
-                    writer.add(self.mix(seeds, width))
-                    tick.update(len(seeds))
+                for part in self._mixed_chunks(n, size, width, workers):
+                    writer.add(part)
+                    tick.update(part.item.shape[0])
         except BaseException:
             writer.abort()
             raise
         self.lists = writer.close()
         return self.lists
+
+    def _mixed_chunks(self, n: int, size: int, width: int, workers: int) -> Iterator[Candidates]:
+        """``mix`` of consecutive seed chunks, in order; up to ``workers`` chunks are mixed at
+        once on threads (the sources only read their fitted arrays, and numpy releases the
+        GIL in its sorts and gathers), so memory holds at most ``workers`` chunks."""
+        starts = range(0, n, size)
+
+        def one(start: int) -> Candidates:
+            return self.mix(np.arange(start, min(start + size, n), dtype=np.int32), width)
+
+        if workers <= 1 or len(starts) <= 1:
+            for start in starts:
+                yield one(start)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending: deque[Future[Candidates]] = deque()
+            for start in starts:
+                pending.append(pool.submit(one, start))
+                if len(pending) >= workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
 
     def candidates(self, seeds: NDArray[np.int32], n: int) -> Candidates:
         """Fused candidates (with per-source reasons) of dense seeds: precomputed or live.

@@ -55,12 +55,16 @@ def _assert_same(a: PrecomputedLists, b: PrecomputedLists) -> None:
         assert np.asarray(x).tobytes() == np.asarray(y).tobytes(), f
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 64, 299, 300, 1000])
+@pytest.mark.parametrize(
+    ("chunk", "workers"), [(1, 1), (7, 2), (64, 3), (299, 2), (300, 1), (1000, 2)]
+)
 def test_streamed_lists_equal_the_in_memory_lists(
-    mixer: Mixer, in_memory: PrecomputedLists, chunk: int
+    mixer: Mixer, in_memory: PrecomputedLists, chunk: int, workers: int
 ) -> None:
+    """Any chunk size (one seed, uneven chunks, one chunk, more than every seed), mixed on
+    one or several threads, gives the in-memory lists bit for bit."""
     assert in_memory.ptr[-1] > in_memory.n_seeds  # rows with several reasons: a real check
-    lists = mixer.precompute(40, chunk=chunk)
+    lists = mixer.precompute(40, chunk=chunk, workers=workers)
     assert isinstance(lists.item, np.memmap)
     _assert_same(lists, in_memory)
 
