@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from recset.data import PURCHASE, VIEW, Dataset, Groups
 from recset.errors import ConfigError
+from recset.signals._topk import row_blocks
 
 _log = logging.getLogger(__name__)
 
@@ -174,20 +175,15 @@ class Signals:
         cols: list[NDArray[np.int32]] = []
         vals: list[NDArray[np.float32]] = []
         sizes = b.sizes()
-        # pairs of every usable basket, in chunks to bound memory
+        # pairs of every usable basket, in chunks of consecutive baskets to bound memory (the
+        # pairs come out in the same order whatever the chunks)
         groups = np.flatnonzero(keep)
-        chunk: list[int] = []
-        budget = 0
-        for g in groups.tolist() + [-1]:
-            if g >= 0:
-                chunk.append(g)
-                budget += int(sizes[g]) ** 2
-            if chunk and (budget > 20_000_000 or g < 0):
-                r, c, v = _ordered_pairs(np.asarray(chunk), b.indptr, b.item, entry_time, w_basket)
-                rows.append(r)
-                cols.append(c)
-                vals.append(v)
-                chunk, budget = [], 0
+        cost = sizes[groups].astype(np.int64) ** 2
+        for lo, hi in row_blocks(cost, 20_000_000, max(len(groups), 1)):
+            r, c, v = _ordered_pairs(groups[lo:hi], b.indptr, b.item, entry_time, w_basket)
+            rows.append(r)
+            cols.append(c)
+            vals.append(v)
         n = ds.n_items
         if rows:
             m = sp.csr_matrix(
