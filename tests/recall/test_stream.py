@@ -244,3 +244,22 @@ def test_cli_build_with_a_budget_logs_every_stage(
         main(["build", "--data", str(data), "--store", str(store), "--max-memory", "lots"])
     assert exc.value.code == 2
     assert "memory budget must be a size" in capsys.readouterr().err
+
+
+def test_text_embeddings_train_on_a_sample_and_embed_every_item() -> None:
+    from recset.recall import TextEmbeddingConfig, embed_items
+
+    syn = generate(SyntheticConfig(n_items=300, n_users=120, n_events=9000, seed=11))
+    data = Dataset.from_frames(syn.catalog, syn.events)
+    small = embed_items(data, TextEmbeddingConfig(max_train_items=30))
+    again = embed_items(data, TextEmbeddingConfig(max_train_items=30))
+    full = embed_items(data, TextEmbeddingConfig(max_train_items=10_000))
+    assert small.tobytes() == again.tobytes()  # the sample is seeded
+    norms = np.linalg.norm(small, axis=1)
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-5)  # every item embedded, 270 unseen
+    assert not np.array_equal(small, full)
+    # a sample of 30 lists still puts items of one category closer than items of others
+    cat = data.catalog.category
+    same = cat[:, None] == cat[None, :]
+    sim = small @ small.T
+    assert sim[same].mean() > sim[~same].mean() + 0.1
