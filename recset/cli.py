@@ -314,6 +314,12 @@ def ingest(fmt: str, src: Path, out: Path, force: bool) -> None:
     help="Also write every seed's candidate list (with reasons) to the store's recall_list "
     "table, for hosts that read lists with SQL.",
 )
+@click.option(
+    "--max-memory",
+    default=None,
+    help="Memory budget of the build, e.g. 4GiB or 512MiB (overrides [build] max_memory): "
+    "lists are precomputed in seed chunks and similarities in row blocks that fit in it.",
+)
 @_bad_rows_options
 def build(
     data: Path,
@@ -321,15 +327,26 @@ def build(
     store: str,
     artifact_dir: Path | None,
     lists_to_db: bool,
+    max_memory: str | None,
     on_bad_rows: str,
     time_range: tuple[int | None, int | None] | None,
 ) -> None:
     """Fit the recall sources, precompute every item's candidates, save as the active version."""
     from recset.config import load_config
     from recset.engine import Engine
+    from recset.progress import parse_memory
     from recset.storage import Store, fault_point
 
     config = load_config(config_path)
+    if max_memory is not None:
+        budget = parse_memory(max_memory)
+        config = config.model_copy(
+            update={"build": config.build.model_copy(update={"max_memory": budget})}
+        )
+    # one line per build stage with its time and memory (plain lines, fit for a log file)
+    progress = logging.getLogger("recset.progress")
+    if progress.getEffectiveLevel() > logging.INFO:
+        progress.setLevel(logging.INFO)
     ds = _load(data, on_bad_rows, _quarantine_dir(store, data.parent), time_range, store)
     # The build lock before the fit: a second build into this store refuses at once.
     with Store.open(store, artifact_dir=artifact_dir) as st, st.build_lock("recset build"):

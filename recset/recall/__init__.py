@@ -27,7 +27,7 @@ from recset.recall._config import (
     source_config_union,
     validate_source_config,
 )
-from recset.recall._lists import PrecomputedLists
+from recset.recall._lists import ListsWriter, PrecomputedLists
 from recset.recall._text import TextEmbeddingConfig, embed_items
 from recset.recall.mixer import Mixer, MixStage
 from recset.recall.popular import PopularConfig, PopularRecall
@@ -42,6 +42,7 @@ __all__ = [
     "Mixer",
     "PopularConfig",
     "PopularRecall",
+    "ListsWriter",
     "PrecomputedLists",
     "RecallBase",
     "RecallConfig",

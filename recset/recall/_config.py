@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, TypeAdapter, create_model
 
 from recset.errors import ConfigError
 from recset.recall._base import SourceConfig, registered_recall_sets
@@ -41,6 +41,12 @@ class BuildConfig(BaseModel):
         Temporal decay of the behaviour counts (co-purchase, co-view...) in days; 0 = none.
     max_group_size : int
         Baskets / sessions with more distinct items are left out of pair counts.
+    max_memory : str or int, optional
+        Memory budget of a build ("4GiB", "512MiB", bytes): the candidate lists are
+        precomputed in seed chunks that fit in what the fitted sources leave of it, and the
+        co-occurrence sources compute their similarity in row blocks within it. None: chunks
+        of a fixed size. A setting of the machine, not of the model: it is left out of the
+        stored config and its hash.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -48,6 +54,7 @@ class BuildConfig(BaseModel):
     fallback: str = "popular"
     half_life_days: float = Field(0.0, ge=0)
     max_group_size: int = Field(100, ge=2)
+    max_memory: ByteSize | None = Field(None, gt=0, exclude=True)
 
 
 # a source's limit (0 takes nothing from it) and weight: never negative, since fused scores

@@ -22,8 +22,17 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 from recset.data import Dataset
+from recset.progress import available_memory
 from recset.recall._base import Candidates, RecallBase, SourceConfig, compact
-from recset.signals import Signals, topk_rows
+from recset.signals import (
+    TOPK_BLOCK_ENTRIES,
+    Signals,
+    csr_gather,
+    row_blocks,
+    run_blocks,
+    topk_rows,
+    topk_workers,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -130,16 +139,31 @@ class PairRecall(RecallBase):
     """Base of the pair sources: subclasses say which counts to read in :meth:`_counts`.
 
     Fitted state: ``unit_of_item_`` (n_items,), ``rep_`` (n_units,) representative item of each
-    unit, ``neighbors_`` (n_units, k) unit ids padded with -1, ``scores_`` (n_units, k) Ochiai
-    scores padded with -inf.
+    unit, and each unit's similar units best first as CSR rows (most units have far fewer than
+    ``max_candidates``): ``indptr_`` (n_units + 1,), ``neighbors_`` (unit ids) and ``scores_``
+    (similarities), both of shape (indptr_[-1],).
     """
 
     Config: ClassVar[type[SourceConfig]] = PairConfig
     config: PairConfig
     basis = "behaviour"
-    _state: ClassVar[tuple[str, ...]] = ("unit_of_item_", "rep_", "neighbors_", "scores_")
+    _state: ClassVar[tuple[str, ...]] = (
+        "unit_of_item_",
+        "rep_",
+        "indptr_",
+        "neighbors_",
+        "scores_",
+    )
     #: whether the source may count at product level
     product_level: ClassVar[bool] = True
+
+    def _groups(
+        self, signals: Signals, unit_of_item: NDArray[np.int32], n_units: int
+    ) -> tuple[sp.csr_matrix, NDArray[np.float32]] | None:
+        """(group x unit binary matrix, group weights) when the counts are ``G^T diag(w) G``:
+        the similarity is then computed in row blocks (see :func:`pair_topk`). None: the
+        source gives its counts in :meth:`_counts`."""
+        return None
 
     def _counts(
         self, signals: Signals, unit_of_item: NDArray[np.int32], n_units: int
@@ -157,30 +181,45 @@ class PairRecall(RecallBase):
         sig = self._signals(dataset, signals)
         level = self.config.level if self.product_level else "item"
         unit, n_units = units_of(dataset, level)
-        counts, occ = self._counts(sig, unit, n_units)
-        if self.config.min_support > 0:
-            counts = counts.multiply(counts >= self.config.min_support).tocsr()
         cfg = self.config
-        if cfg.similarity == "ochiai":
-            sim = ochiai(counts, occ)
+        alpha = {"ochiai": 0.5, "confidence": 1.0}.get(cfg.similarity, cfg.alpha)
+        min_value = max(cfg.min_similarity, 1e-12)
+        groups = self._groups(sig, unit, n_units)
+        if groups is not None:
+            neighbors, scores = pair_topk(
+                *groups,
+                cfg.max_candidates,
+                alpha=alpha,
+                min_support=cfg.min_support,
+                min_value=min_value,
+                max_memory=sig.max_memory,
+            )
         else:
-            alpha = 1.0 if cfg.similarity == "confidence" else cfg.alpha
-            sim = asymmetric_cosine(counts, occ, alpha)
-        neighbors, scores = topk_rows(
-            sim, self.config.max_candidates, min_value=max(self.config.min_similarity, 1e-12)
-        )
+            counts, occ = self._counts(sig, unit, n_units)
+            if cfg.min_support > 0:
+                counts = counts.multiply(counts >= cfg.min_support).tocsr()
+            if cfg.similarity == "ochiai":
+                sim = ochiai(counts, occ)
+            else:
+                sim = asymmetric_cosine(counts, occ, alpha)
+            del counts
+            neighbors, scores = topk_rows(sim, cfg.max_candidates, min_value=min_value)
         self.unit_of_item_ = unit
         self.rep_ = representatives(
             unit, n_units, sig.item_views, sig.item_purchases, dataset.catalog.available
         )
-        self.neighbors_ = neighbors
-        self.scores_ = scores
+        # rows are padded at their end: the valid entries, row by row, are the CSR data
+        valid = neighbors >= 0
+        self.indptr_ = np.r_[0, np.cumsum(valid.sum(axis=1))].astype(np.int64)
+        self.neighbors_ = neighbors[valid]
+        self.scores_ = scores[valid]
+        del neighbors, scores, valid
         _log.info(
             "%s: %d units, %d pairs kept, %.1f%% of units with a candidate",
             self.name,
             n_units,
-            int((neighbors >= 0).sum()),
-            100.0 * float((neighbors[:, 0] >= 0).mean()) if n_units else 0.0,
+            len(self.neighbors_),
+            100.0 * float((np.diff(self.indptr_) > 0).mean()) if n_units else 0.0,
         )
         return self
 
@@ -189,10 +228,18 @@ class PairRecall(RecallBase):
         seeds = np.asarray(seeds, dtype=np.int32)
         known = (seeds >= 0) & (seeds < len(self.unit_of_item_))
         rows = self.unit_of_item_[np.where(known, seeds, 0)]
-        nb = self.neighbors_[rows]
+        counts = self.indptr_[rows + 1] - self.indptr_[rows]
+        width = max(int(counts.max()) if len(counts) else 0, 1)
+        at = csr_gather(self.indptr_, rows)
+        r = np.repeat(np.arange(len(rows)), counts)
+        c = np.arange(len(at)) - np.repeat(np.cumsum(counts) - counts, counts)
+        nb = np.full((len(rows), width), -1, dtype=np.int32)
+        sc = np.full((len(rows), width), -np.inf, dtype=np.float32)
+        nb[r, c] = self.neighbors_[at]
+        sc[r, c] = self.scores_[at]
         item = np.where(nb >= 0, self.rep_[np.maximum(nb, 0)], -1)
         item[~known] = -1
-        score = np.where(item >= 0, self.scores_[rows], -np.inf).astype(np.float32)
+        score = np.where(item >= 0, sc, -np.inf).astype(np.float32)
         return compact(item, score, (item >= 0) & (item != seeds[:, None]), n)
 
 
@@ -224,3 +271,90 @@ def cooccurrence_counts(
     counts.eliminate_zeros()
     occ = np.asarray(g.T @ w, dtype=np.float32).ravel()
     return counts, occ
+
+
+def pair_topk(
+    g: sp.csr_matrix,
+    w: NDArray[np.float32],
+    k: int,
+    *,
+    alpha: float = 0.5,
+    min_support: float = 0.0,
+    min_value: float = 1e-12,
+    max_memory: int | None = None,
+    block_pairs: int | None = None,
+    workers: int | None = None,
+) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+    """Top-``k`` similar units of every unit, computed a block of rows at a time.
+
+    The counts are those of :func:`cooccurrence_counts` (``G^T diag(w) G`` over groups of
+    two or more units, zero diagonal), pairs below ``min_support`` are dropped, and the
+    similarity is ``counts[a, b] / (occ[a]**alpha * occ[b]**(1 - alpha))`` capped at 1
+    (``alpha=0.5``: Ochiai, as :func:`ochiai`; 1: confidence), with the same float32
+    arithmetic, so the answer is :func:`~recset.signals.topk_rows` of the full matrix. The
+    full unit x unit matrix never exists: each block of rows is multiplied, normalised and
+    cut to its top ``k`` on its own (on :func:`~recset.signals.topk_workers` threads), its
+    size bounded by the number of pairs the block can produce: ``block_pairs``, else what
+    ``max_memory`` leaves free (about 64 bytes a pair), else
+    :data:`~recset.signals.TOPK_BLOCK_ENTRIES`.
+
+    Returns
+    -------
+    idx : ndarray of int32, shape (n_units, k)
+        Unit ids, best first, padded with -1 (ties: the lower id).
+    val : ndarray of float32, shape (n_units, k)
+        Similarities, padded with -inf.
+    """
+    g = g.tocsr()
+    n = g.shape[1]
+    idx = np.full((n, k), -1, dtype=np.int32)
+    val = np.full((n, k), -np.inf, dtype=np.float32)
+    usable = w * (np.diff(g.indptr) >= 2)
+    gw = (sp.diags(usable.astype(np.float32)) @ g).tocsr()
+    occ = np.asarray(g.T @ w, dtype=np.float32).ravel()
+    gt = g.T.tocsr()
+    if gt.nnz == 0 or k == 0:
+        return idx, val
+    pos = occ > 0
+    left = np.zeros(n, dtype=np.float32)
+    right = np.zeros(n, dtype=np.float32)
+    if alpha == 0.5:
+        left[pos] = 1.0 / np.sqrt(occ[pos]).astype(np.float32)
+        right = left
+    else:
+        occ64 = occ.astype(np.float64)
+        left[pos] = (occ64[pos] ** -alpha).astype(np.float32)
+        right[pos] = (occ64[pos] ** -(1.0 - alpha)).astype(np.float32)
+    # pairs each row can produce (an upper bound on its product's stored entries)
+    sizes = np.diff(gw.indptr) * (usable > 0)
+    cost = np.asarray(gt @ sizes.astype(np.float64)).ravel().astype(np.int64) + 1
+    workers = topk_workers() if workers is None else workers
+    budget = available_memory(max_memory)
+    if block_pairs is not None:
+        max_pairs = block_pairs
+    elif budget is None:
+        max_pairs = TOPK_BLOCK_ENTRIES
+    else:  # ~64 bytes per pair while a block is multiplied, normalised and sorted
+        max_pairs = max(budget // 2 // workers // 64, 1 << 16)
+    col_bits = max(int(n - 1).bit_length(), 1)
+    blocks = row_blocks(cost, int(max_pairs), 1 << max(32 - col_bits, 0))
+
+    def block(a: int, b: int) -> None:
+        c = (gt[a:b] @ gw).tocsr()
+        c.data = c.data.astype(np.float32, copy=False)
+        rows = np.repeat(np.arange(b - a), np.diff(c.indptr))
+        keep = c.indices != rows + a
+        if min_support > 0:
+            keep &= c.data >= min_support
+        data = c.data[keep]
+        r, cols = rows[keep], c.indices[keep]
+        data = data * left[a + r] * right[cols]
+        np.minimum(data, 1.0, out=data)
+        counts = np.bincount(r, minlength=b - a)
+        m = sp.csr_matrix((data, cols, np.r_[0, np.cumsum(counts)]), shape=(b - a, n))
+        bi, bv = topk_rows(m, k, min_value=min_value, max_entries=1 << 62, workers=1)
+        idx[a:b] = bi
+        val[a:b] = bv
+
+    run_blocks(block, blocks, workers)
+    return idx, val

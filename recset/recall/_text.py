@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterable, Iterator
 from typing import Literal
 
 import numpy as np
@@ -113,8 +114,15 @@ def item_tokens(dataset: Dataset, config: TextEmbeddingConfig) -> list[list[str]
     -------
     list of list of str, length n_items
     """
+    return list(iter_item_tokens(dataset, config))
+
+
+def iter_item_tokens(
+    dataset: Dataset, config: TextEmbeddingConfig, rows: Iterable[int] | None = None
+) -> Iterator[list[str]]:
+    """The token list of each item of ``rows`` (default: every item, in id order), one at a
+    time, so that a large catalog's tokens are never all held at once."""
     cat = dataset.catalog
-    n = dataset.n_items
 
     def per_id(values: NDArray[np.object_], fn: object) -> list[list[str]]:
         return [fn(str(v)) for v in values]  # type: ignore[operator]
@@ -133,8 +141,7 @@ def item_tokens(dataset: Dataset, config: TextEmbeddingConfig) -> list[list[str]
     if config.use_brand:
         brand_tokens = per_id(dataset.brands.values, lambda b: _words(b))
 
-    out: list[list[str]] = []
-    for i in range(n):
+    for i in range(dataset.n_items) if rows is None else rows:
         title = cat.title[i]
         toks = _words(title) if title else []
         if config.use_aspects:
@@ -145,8 +152,7 @@ def item_tokens(dataset: Dataset, config: TextEmbeddingConfig) -> list[list[str]
             toks.extend(type_tokens[cat.product_type[i]])
         if brand_tokens and cat.brand[i] >= 0:
             toks.extend(brand_tokens[cat.brand[i]])
-        out.append(toks)
-    return out
+        yield toks
 
 
 def embed_items(dataset: Dataset, config: TextEmbeddingConfig | None = None) -> NDArray[np.float32]:
@@ -166,36 +172,53 @@ def embed_items(dataset: Dataset, config: TextEmbeddingConfig | None = None) -> 
 
     cfg = config or TextEmbeddingConfig()
     t0 = time.perf_counter()
-    tokens = item_tokens(dataset, cfg)
-    n = len(tokens)
+    n = dataset.n_items
     dim = cfg.embedding_size
     out = np.zeros((n, dim), dtype=np.float32)
 
-    # vocabulary of every token in the catalog, and the item x token count matrix
+    # one pass over the items: the vocabulary of every token in the catalog, the item x
+    # token count matrix, and the first item of each distinct token list (by its hash: the
+    # lists themselves are not kept, which on a large catalog would cost more than the rest)
     vocab: dict[str, int] = {}
     indptr = np.zeros(n + 1, dtype=np.int64)
+    col_parts: list[NDArray[np.int32]] = []
     cols: list[int] = []
-    for i, toks in enumerate(tokens):
+    done = 0
+    first_of: dict[int, int] = {}
+    for i, toks in enumerate(iter_item_tokens(dataset, cfg)):
         for t in toks:
             cols.append(vocab.setdefault(t, len(vocab)))
-        indptr[i + 1] = len(cols)
+        indptr[i + 1] = done + len(cols)
+        if toks:
+            first_of.setdefault(hash(tuple(toks)), i)
+        if len(cols) >= 1 << 20:
+            col_parts.append(np.asarray(cols, dtype=np.int32))
+            done += len(cols)
+            cols = []
+    col_parts.append(np.asarray(cols, dtype=np.int32))
+    del cols
     if not vocab:
         _log.warning("text embeddings: no item has any text; all vectors are zero")
         return out
-    col_arr = np.asarray(cols, dtype=np.int32)
+    col_arr = np.concatenate(col_parts)
+    del col_parts
     counts = sp.csr_matrix(
         (np.ones(len(col_arr), dtype=np.float32), col_arr, indptr), shape=(n, len(vocab))
     )
+    del col_arr
     counts.sum_duplicates()
     t_tok = time.perf_counter()
 
-    # train on distinct token lists (colour variants repeat almost the same text)
-    uniq: dict[tuple[str, ...], None] = dict.fromkeys(tuple(t) for t in tokens if t)
-    corpus = [list(t) for t in uniq]
-    if len(corpus) > cfg.max_train_items:
+    # train on distinct token lists (colour variants repeat almost the same text), at most
+    # max_train_items of them: a large catalog trains on a sample, and every item is still
+    # embedded from the trained word and n-gram vectors
+    firsts = list(first_of.values())
+    del first_of
+    if len(firsts) > cfg.max_train_items:
         rng = np.random.default_rng(cfg.seed)
-        pick = np.sort(rng.choice(len(corpus), cfg.max_train_items, replace=False))
-        corpus = [corpus[j] for j in pick]
+        pick = np.sort(rng.choice(len(firsts), cfg.max_train_items, replace=False))
+        firsts = [firsts[j] for j in pick]
+    corpus = list(iter_item_tokens(dataset, cfg, firsts))
     model = FastText(
         vector_size=dim,
         window=cfg.window,

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recset.recall._base import SourceConfig, register_recall
-from recset.recall._cooccurrence import PairConfig, PairRecall, cooccurrence_counts, unit_groups
+from recset.recall._cooccurrence import PairConfig, PairRecall, unit_groups
 from recset.signals import Signals
 
 
@@ -33,9 +33,8 @@ class CoPurchaseRecall(PairRecall):
     Config: ClassVar[type[SourceConfig]] = CoPurchaseConfig
     config: CoPurchaseConfig
 
-    def _counts(
+    def _groups(
         self, signals: Signals, unit_of_item: NDArray[np.int32], n_units: int
     ) -> tuple[sp.csr_matrix, NDArray[np.float32]]:
         kind = "basket" if self.config.unit == "basket" else "user_purchase"
-        g, w = unit_groups(signals, kind, unit_of_item, n_units)
-        return cooccurrence_counts(g, w)
+        return unit_groups(signals, kind, unit_of_item, n_units)

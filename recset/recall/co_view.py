@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recset.recall._base import register_recall
-from recset.recall._cooccurrence import PairRecall, cooccurrence_counts, unit_groups
+from recset.recall._cooccurrence import PairRecall, unit_groups
 from recset.signals import Signals
 
 
@@ -22,8 +22,7 @@ class CoViewRecall(PairRecall):
 
     signals = ("co_view",)
 
-    def _counts(
+    def _groups(
         self, signals: Signals, unit_of_item: NDArray[np.int32], n_units: int
     ) -> tuple[sp.csr_matrix, NDArray[np.float32]]:
-        g, w = unit_groups(signals, "view_session", unit_of_item, n_units)
-        return cooccurrence_counts(g, w)
+        return unit_groups(signals, "view_session", unit_of_item, n_units)

@@ -41,7 +41,7 @@ from recset.recall._base import (
     register_recall,
 )
 from recset.recall._text import TextEmbeddingConfig, embed_items
-from recset.signals import Signals, topk_rows
+from recset.signals import Signals, run_blocks, topk_rows, topk_workers
 
 _log = logging.getLogger(__name__)
 
@@ -111,18 +111,29 @@ def neighbor_table(
     want = k + 1 if exclude_self else k
     get = index.get_nns_by_vector
     qv = vectors if query_vectors is None else query_vectors
-    for row in np.flatnonzero(queries).tolist():
-        ids, dist = get(qv[row], want, search_k, True)
-        found = members[np.asarray(ids, dtype=np.int64)]
-        s = np.asarray(dist, dtype=np.float32)
-        if metric == "angular":
-            s = 1.0 - s * s / 2.0
-        if exclude_self:
-            keep = found != row
-            found, s = found[keep], s[keep]
-        m = min(k, len(found))
-        idx[row, :m] = found[:m]
-        sim[row, :m] = s[:m]
+    rows_all = np.flatnonzero(queries)
+
+    def block(a: int, b: int) -> None:
+        # Annoy releases the GIL while it searches: blocks of queries run on several threads
+        for row in rows_all[a:b].tolist():
+            ids, dist = get(qv[row], want, search_k, True)
+            found = members[np.asarray(ids, dtype=np.int64)]
+            s = np.asarray(dist, dtype=np.float32)
+            if metric == "angular":
+                s = 1.0 - s * s / 2.0
+            if exclude_self:
+                keep = found != row
+                found, s = found[keep], s[keep]
+            m = min(k, len(found))
+            idx[row, :m] = found[:m]
+            sim[row, :m] = s[:m]
+
+    step = 4096
+    run_blocks(
+        block,
+        [(a, min(a + step, len(rows_all))) for a in range(0, len(rows_all), step)],
+        topk_workers(),
+    )
     _log.debug(
         "annoy: built %d items x %d trees in %.2fs; %d queries (k=%d) in %.2fs",
         len(members),
@@ -168,16 +179,20 @@ def aggregate_candidates(
     sc = score[rows, cols].astype(np.float64)
     key = rows.astype(np.int64) * (int(item.max()) + 1) + it
     if how == "sum":
-        uniq, inv = np.unique(key, return_inverse=True)
-        agg = np.bincount(inv, weights=sc)
-        first = np.unique(inv, return_index=True)[1]
-        rows, it, sc = rows[first], it[first], agg
+        # a stable sort keeps each key's entries in their order, so the sums are those of
+        # np.bincount over the entries as given
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        first = np.r_[True, key[1:] != key[:-1]]
+        agg = np.bincount(np.cumsum(first) - 1, weights=sc[order])
+        rows, it, sc = rows[order][first], it[order][first], agg
     else:
         order = np.lexsort((-sc, key))
         key, rows, it, sc = key[order], rows[order], it[order], sc[order]
         first = np.r_[True, key[1:] != key[:-1]]
         rows, it, sc = rows[first], it[first], sc[first]
-    order = np.lexsort((it, -sc, rows))
+    # entries are sorted by (row, item) here and lexsort is stable: ties keep the lower item
+    order = np.lexsort((-sc, rows))
     rows, it, sc = rows[order], it[order], sc[order]
     counts = np.bincount(rows, minlength=b)
     pos = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)

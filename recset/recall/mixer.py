@@ -10,7 +10,9 @@ mix of every seed (by its category), item availability and the precomputed lists
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +22,22 @@ from numpy.typing import NDArray
 from recset.data import Dataset
 from recset.errors import ConfigError
 from recset.pipeline import Candidates, Request, Stage, register_stage
+from recset.progress import Ticker, available_memory, stage
 from recset.recall._base import RecallBase, get_recall
 from recset.recall._config import MixConfig, RecallConfig
-from recset.recall._lists import PrecomputedLists
-from recset.signals import Signals
+from recset.recall._lists import ListsWriter, PrecomputedLists
+from recset.signals import Signals, topk_workers
 from recset.storage import read_state, write_state
 
 _log = logging.getLogger(__name__)
 
+# seeds per precompute chunk without a memory budget, and the bounds with one
 _CHUNK = 2048
+_MIN_CHUNK = 64
+_MAX_CHUNK = 32_768
+# a chunk's working memory over the size of its dense output (fusion temporaries: per-source
+# lists, unique keys, sort orders)
+_WORK_FACTOR = 4
 # most (seed, candidate) entries asked of the fallback at once when filling short lists
 _FILL_ENTRIES = 1 << 22
 _FORMAT_VERSION = 1
@@ -53,6 +62,8 @@ class Mixer:
         Items that may be served (defaults to all).
     lists : PrecomputedLists, optional
         Every seed's fused list, computed by :meth:`precompute`.
+    max_memory : int, optional
+        Memory budget in bytes of :meth:`precompute` (``[build] max_memory``).
     """
 
     def __init__(
@@ -65,7 +76,9 @@ class Mixer:
         fallback: str,
         available: NDArray[np.bool_] | None = None,
         lists: PrecomputedLists | None = None,
+        max_memory: int | None = None,
     ) -> None:
+        self.max_memory = max_memory
         self.sources = dict(sources)
         self.mixes = list(mixes)
         self.seed_mix = np.asarray(seed_mix, dtype=np.int32)
@@ -113,23 +126,24 @@ class Mixer:
             fallback=config.build.fallback,
             available=available,
             lists=lists,
+            max_memory=config.build.max_memory,
         )
 
     @classmethod
     def fit(cls, dataset: Dataset, config: RecallConfig, *, show_progress: bool = False) -> Mixer:
         """Fit every source ``config`` needs on ``dataset`` (dependencies first)."""
-        from tqdm.auto import tqdm
-
         signals = Signals(
             dataset,
             half_life_days=config.build.half_life_days or None,
             max_group_size=config.build.max_group_size,
+            max_memory=config.build.max_memory,
         )
         specs = config.source_configs()
         fitted: dict[str, RecallBase] = {}
-        for name in tqdm(config.fit_order(), desc="fit sources", disable=not show_progress):
+        for name in config.fit_order():
             kind, cfg = specs[name]
-            fitted[name] = get_recall(kind)(cfg).fit(dataset, signals, fitted=dict(fitted))
+            with stage(f"fit {name}"):
+                fitted[name] = get_recall(kind)(cfg).fit(dataset, signals, fitted=dict(fitted))
         cat = dataset.catalog
         paths = np.array(
             [cat.category_path[c] if c >= 0 else None for c in cat.category], dtype=object
@@ -166,6 +180,7 @@ class Mixer:
             self.source_order,
             fallback=self.fallback,
             available=self.available,
+            max_memory=self.max_memory,
         )
 
     def mix_of(self, seeds: NDArray[np.int32]) -> NDArray[np.int32]:
@@ -197,22 +212,108 @@ class Mixer:
             out.source_rank[rows] = part.source_rank  # type: ignore[index]
         return out
 
-    def precompute(self, width: int, *, show_progress: bool = False) -> PrecomputedLists:
-        """Compute and keep the fused candidate list of every item (in batches)."""
-        from tqdm.auto import tqdm
+    def chunk_size(self, width: int, max_memory: int | None = None) -> int:
+        """Seeds per precompute chunk: what fits in what ``max_memory`` leaves free now.
 
+        A chunk of ``c`` seeds holds the mix's dense output (an item, a score, and a score and
+        rank per source for each of ``width`` entries) and the fusion's temporaries, counted
+        as :data:`_WORK_FACTOR` times that output; every worker thread holds one, and half of
+        the free budget goes to them. No budget: :data:`_CHUNK` seeds.
+        """
+        if max_memory is None:
+            return _CHUNK
+        # every worker thread holds a chunk
+        per_seed = width * (8 + 8 * len(self.source_order)) * _WORK_FACTOR * topk_workers()
+        free = available_memory(max_memory) or 0
+        size = int(min(max(free // 2 // per_seed, _MIN_CHUNK), _MAX_CHUNK))
+        if free // 2 < per_seed * _MIN_CHUNK:
+            _log.warning(
+                "precompute: only %.2f GiB of the %.2f GiB memory budget is free; "
+                "using chunks of %d seeds",
+                free / (1 << 30),
+                max_memory / (1 << 30),
+                size,
+            )
+        return size
+
+    def precompute(
+        self,
+        width: int,
+        *,
+        max_memory: int | None = None,
+        chunk: int | None = None,
+        directory: Path | None = None,
+        workers: int | None = None,
+        show_progress: bool = False,
+    ) -> PrecomputedLists:
+        """Compute the fused candidate list of every item, streamed to disk in seed chunks.
+
+        Each chunk of seeds is mixed and appended to ``.npy`` files at once (see
+        :class:`~recset.recall.ListsWriter`), so memory holds one chunk's per-source arrays,
+        never every seed's; the lists are then memory-mapped from those files. The lists do
+        not depend on the chunking.
+
+        Parameters
+        ----------
+        width : int
+            Candidates per seed.
+        max_memory : int, optional
+            Memory budget of the process in bytes: sets the chunk size (see
+            :meth:`chunk_size`).
+        chunk : int, optional
+            Seeds per chunk (overrides ``max_memory``).
+        directory : path, optional
+            Where the list files go (default: a temporary directory, removed with the lists).
+        workers : int, optional
+            Chunks mixed at once on threads (default: :func:`~recset.signals.topk_workers`).
+        show_progress : bool
+            A live bar on a terminal (progress lines are logged either way).
+        """
         n = self.n_items
-        chunks = []
-        for start in tqdm(
-            range(0, n, _CHUNK),
-            desc="precompute lists",
-            disable=not show_progress,
-            unit_scale=_CHUNK,
-        ):
-            seeds = np.arange(start, min(start + _CHUNK, n), dtype=np.int32)
-            chunks.append(self.mix(seeds, width))
-        self.lists = PrecomputedLists.from_chunks(chunks)
+        budget = max_memory if max_memory is not None else self.max_memory
+        size = chunk if chunk is not None else self.chunk_size(width, budget)
+        if size < 1:
+            raise ConfigError(f"The 'chunk' parameter must be >= 1. Got {size} instead.")
+        workers = topk_workers() if workers is None else max(int(workers), 1)
+        _log.info(
+            "precompute: %d seeds x %d, chunks of %d seeds on %d threads", n, width, size, workers
+        )
+        writer = ListsWriter(n, width, directory)
+        try:
+            with (
+                stage("precompute lists"),
+                Ticker("precompute lists", n, bar=show_progress) as tick,
+            ):
+                for part in self._mixed_chunks(n, size, width, workers):
+                    writer.add(part)
+                    tick.update(part.item.shape[0])
+        except BaseException:
+            writer.abort()
+            raise
+        self.lists = writer.close()
         return self.lists
+
+    def _mixed_chunks(self, n: int, size: int, width: int, workers: int) -> Iterator[Candidates]:
+        """``mix`` of consecutive seed chunks, in order; up to ``workers`` chunks are mixed at
+        once on threads (the sources only read their fitted arrays, and numpy releases the
+        GIL in its sorts and gathers), so memory holds at most ``workers`` chunks."""
+        starts = range(0, n, size)
+
+        def one(start: int) -> Candidates:
+            return self.mix(np.arange(start, min(start + size, n), dtype=np.int32), width)
+
+        if workers <= 1 or len(starts) <= 1:
+            for start in starts:
+                yield one(start)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending: deque[Future[Candidates]] = deque()
+            for start in starts:
+                pending.append(pool.submit(one, start))
+                if len(pending) >= workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
 
     def candidates(self, seeds: NDArray[np.int32], n: int) -> Candidates:
         """Fused candidates (with per-source reasons) of dense seeds: precomputed or live.
@@ -293,7 +394,8 @@ class Mixer:
             key = rrf
         u_row = uniq // width
         u_item = (uniq % width).astype(np.int32)
-        order = np.lexsort((u_item, -key, u_row))
+        # uniq is sorted by (row, item) and lexsort is stable: ties in key keep the lower item
+        order = np.lexsort((-key, u_row))
         u_row_s = u_row[order]
         counts = np.bincount(u_row_s, minlength=n_seeds)
         starts = np.r_[0, np.cumsum(counts)[:-1]]

@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from recset.data import PURCHASE, VIEW, Dataset, Groups
 from recset.errors import ConfigError
+from recset.signals._topk import row_blocks
 
 _log = logging.getLogger(__name__)
 
@@ -42,6 +43,9 @@ class Signals:
         Baskets and sessions with more distinct items than this are left out of pair counts:
         a 150-item stock-up trip says little about which two items go together and costs
         ``150**2`` pairs.
+    max_memory : int, optional
+        Memory budget of the build in bytes, which the sources' fits read to size their
+        blocks (None: fixed block sizes).
 
     Attributes (all cached)
     -----------------------
@@ -64,9 +68,15 @@ class Signals:
     """
 
     def __init__(
-        self, dataset: Dataset, *, half_life_days: float | None = None, max_group_size: int = 100
+        self,
+        dataset: Dataset,
+        *,
+        half_life_days: float | None = None,
+        max_group_size: int = 100,
+        max_memory: int | None = None,
     ) -> None:
         self.dataset = dataset
+        self.max_memory = max_memory
         self.half_life_days = half_life_days or None
         self.max_group_size = max_group_size
         self._ref_time = dataset.time_range[1]
@@ -165,20 +175,15 @@ class Signals:
         cols: list[NDArray[np.int32]] = []
         vals: list[NDArray[np.float32]] = []
         sizes = b.sizes()
-        # pairs of every usable basket, in chunks to bound memory
+        # pairs of every usable basket, in chunks of consecutive baskets to bound memory (the
+        # pairs come out in the same order whatever the chunks)
         groups = np.flatnonzero(keep)
-        chunk: list[int] = []
-        budget = 0
-        for g in groups.tolist() + [-1]:
-            if g >= 0:
-                chunk.append(g)
-                budget += int(sizes[g]) ** 2
-            if chunk and (budget > 20_000_000 or g < 0):
-                r, c, v = _ordered_pairs(np.asarray(chunk), b.indptr, b.item, entry_time, w_basket)
-                rows.append(r)
-                cols.append(c)
-                vals.append(v)
-                chunk, budget = [], 0
+        cost = sizes[groups].astype(np.int64) ** 2
+        for lo, hi in row_blocks(cost, 20_000_000, max(len(groups), 1)):
+            r, c, v = _ordered_pairs(groups[lo:hi], b.indptr, b.item, entry_time, w_basket)
+            rows.append(r)
+            cols.append(c)
+            vals.append(v)
         n = ds.n_items
         if rows:
             m = sp.csr_matrix(

@@ -211,6 +211,9 @@ def _topk_reference(
     negative=st.booleans(),
     min_value=st.one_of(st.none(), st.floats(-3.0, 6.0)),
     seed=st.integers(0, 2**32 - 1),
+    max_entries=st.sampled_from([1, 3, 17, 1 << 23]),
+    workers=st.sampled_from([1, 2]),
+    as_float64=st.booleans(),
 )
 def test_topk_rows_matches_reference(
     n_rows: int,
@@ -221,16 +224,23 @@ def test_topk_rows_matches_reference(
     negative: bool,
     min_value: float | None,
     seed: int,
+    max_entries: int,
+    workers: int,
+    as_float64: bool,
 ) -> None:
-    """Few distinct values make ties common: ties go to the lower column id."""
+    """Few distinct values make ties common: ties go to the lower column id. Whatever the
+    row blocks (``max_entries``), threads and dtype (float32: one key sort; float64: a
+    lexicographic sort), the answer is the same."""
     rng = np.random.default_rng(seed)
     values = rng.integers(1, levels + 1, size=(n_rows, n_cols)).astype(np.float32)
     if negative:
         values -= levels / 2
     dense = np.where(rng.random((n_rows, n_cols)) < density, values, 0).astype(np.float32)
     m = sp.csr_matrix(dense)
-    idx, val = topk_rows(m, k, min_value=min_value)
     ref_idx, ref_val = _topk_reference(m, k, min_value)
+    if as_float64:
+        m = m.astype(np.float64)
+    idx, val = topk_rows(m, k, min_value=min_value, max_entries=max_entries, workers=workers)
     assert idx.shape == (n_rows, k) and idx.dtype == np.int32 and val.dtype == np.float32
     np.testing.assert_array_equal(idx, ref_idx)
     np.testing.assert_array_equal(val, ref_val)

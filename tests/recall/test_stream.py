@@ -1,0 +1,265 @@
+"""The streamed build: chunked precompute equals the in-memory lists bit for bit, the blocked
+pair similarity equals the full product, the memory budget, and the progress lines."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recset.config import config_from_dict
+from recset.data import Dataset
+from recset.data.synthetic import SyntheticConfig, generate
+from recset.errors import ConfigError, StorageError
+from recset.progress import Ticker, memory, parse_memory, stage
+from recset.recall import ListsWriter, Mixer, PrecomputedLists
+from recset.recall._cooccurrence import asymmetric_cosine, cooccurrence_counts, ochiai, pair_topk
+from recset.signals import topk_rows
+
+_FIELDS = ("item", "score", "ptr", "pos", "src", "src_score", "src_rank")
+
+# two category mixes besides the default, so chunks mix seeds of several mixes
+OVERRIDES = {
+    "Electronics > Cameras": {
+        "sources": ["co_view", "popular"],
+        "filters": [],
+        "fusion": "sequential",
+        "limits": {"co_view": 3},
+    },
+    "c002": {"sources": ["co_purchase", "popular"], "weights": {"popular": 0.5}, "rrf_k": 5.0},
+}
+
+
+@pytest.fixture(scope="module")
+def mixer() -> Mixer:
+    syn = generate(SyntheticConfig(n_items=300, n_users=120, n_events=9000, seed=11))
+    ds = Dataset.from_frames(syn.catalog, syn.events)
+    return Mixer.fit(ds, config_from_dict({"categories": OVERRIDES}))
+
+
+@pytest.fixture(scope="module")
+def in_memory(mixer: Mixer) -> PrecomputedLists:
+    """The lists as the in-memory path builds them: every seed mixed at once."""
+    seeds = np.arange(mixer.n_items, dtype=np.int32)
+    return PrecomputedLists.from_chunks([mixer.mix(seeds, 40)])
+
+
+def _assert_same(a: PrecomputedLists, b: PrecomputedLists) -> None:
+    for f in _FIELDS:
+        x, y = getattr(a, f), getattr(b, f)
+        assert x.dtype == y.dtype and x.shape == y.shape, f
+        assert np.asarray(x).tobytes() == np.asarray(y).tobytes(), f
+
+
+@pytest.mark.parametrize(
+    ("chunk", "workers"), [(1, 1), (7, 2), (64, 3), (299, 2), (300, 1), (1000, 2)]
+)
+def test_streamed_lists_equal_the_in_memory_lists(
+    mixer: Mixer, in_memory: PrecomputedLists, chunk: int, workers: int
+) -> None:
+    """Any chunk size (one seed, uneven chunks, one chunk, more than every seed), mixed on
+    one or several threads, gives the in-memory lists bit for bit."""
+    assert in_memory.ptr[-1] > in_memory.n_seeds  # rows with several reasons: a real check
+    lists = mixer.precompute(40, chunk=chunk, workers=workers)
+    assert isinstance(lists.item, np.memmap)
+    _assert_same(lists, in_memory)
+
+
+def test_budget_sets_the_chunk(mixer: Mixer, in_memory: PrecomputedLists) -> None:
+    rss, _ = memory()
+    small = mixer.chunk_size(40, rss + (1 << 20))
+    large = mixer.chunk_size(40, rss + (8 << 30))
+    assert 1 <= small < large
+    _assert_same(mixer.precompute(40, max_memory=rss + (1 << 20)), in_memory)
+
+
+def test_lists_written_to_a_directory_save_and_load(
+    mixer: Mixer, in_memory: PrecomputedLists, tmp_path: Path
+) -> None:
+    lists = mixer.precompute(40, chunk=50, directory=tmp_path / "scratch")
+    assert sorted(p.name for p in (tmp_path / "scratch").iterdir()) == sorted(
+        f"{f}.npy" for f in _FIELDS
+    )
+    lists.save(tmp_path / "saved")
+    _assert_same(PrecomputedLists.load(tmp_path / "saved"), in_memory)
+
+
+def test_temporary_list_files_go_with_the_lists(mixer: Mixer) -> None:
+    writer = ListsWriter(mixer.n_items, 40)
+    writer.add(mixer.mix(np.arange(mixer.n_items, dtype=np.int32), 40))
+    lists = writer.close()
+    where = writer.directory
+    assert where.exists() and int(lists.ptr[-1]) > 0
+    del lists
+    gc.collect()
+    assert not where.exists()
+
+
+def test_a_short_writer_refuses_to_close(mixer: Mixer, tmp_path: Path) -> None:
+    writer = ListsWriter(10, 40, tmp_path / "w")
+    writer.add(mixer.mix(np.arange(4, dtype=np.int32), 40))
+    with pytest.raises(StorageError, match="4 list rows written, expected 10"):
+        writer.close()
+    assert not list((tmp_path / "w").glob("*.npy"))  # nothing half-written is left
+    with pytest.raises(ValueError, match="width"):
+        ListsWriter(10, 40, tmp_path / "v").add(mixer.mix(np.arange(2, dtype=np.int32), 5))
+
+
+def test_a_failed_chunk_leaves_no_files(mixer: Mixer, tmp_path: Path) -> None:
+    class Boom(RuntimeError):
+        pass
+
+    calls = []
+    original = mixer.mix
+
+    def failing(seeds: np.ndarray, n: int):  # noqa: ANN202
+        calls.append(1)
+        if len(calls) == 2:
+            raise Boom
+        return original(seeds, n)
+
+    mixer.mix = failing  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Boom):
+            mixer.precompute(40, chunk=100, directory=tmp_path / "d")
+    finally:
+        del mixer.mix
+    assert not list((tmp_path / "d").glob("*.npy"))
+
+
+# -- the blocked pair similarity ---------------------------------------------------------
+
+
+def _groups(seed: int, n_groups: int = 400, n_units: int = 120) -> tuple[sp.csr_matrix, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 7, size=n_groups)
+    rows = np.repeat(np.arange(n_groups), sizes)
+    # a few popular units make ties and long rows
+    cols = np.minimum(rng.zipf(1.6, size=len(rows)) - 1, n_units - 1)
+    g = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_groups, n_units))
+    g.sum_duplicates()
+    g.data[:] = 1.0
+    w = rng.choice(np.array([0.0, 0.5, 1.0], np.float32), size=n_groups)
+    return g, w.astype(np.float32)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 0.3])
+@pytest.mark.parametrize("min_support", [0.0, 1.0])
+@pytest.mark.parametrize("block_pairs", [None, 1, 300])
+def test_pair_topk_equals_the_full_product(
+    alpha: float, min_support: float, block_pairs: int | None
+) -> None:
+    """Row blocks (one row each, a few hundred pairs, or all rows) on two threads give the
+    top-k of the full similarity matrix, ties and all."""
+    g, w = _groups(seed=int(alpha * 10 + min_support))
+    counts, occ = cooccurrence_counts(g, w)
+    if min_support > 0:
+        counts = counts.multiply(counts >= min_support).tocsr()
+    sim = ochiai(counts, occ) if alpha == 0.5 else asymmetric_cosine(counts, occ, alpha)
+    ref_idx, ref_val = topk_rows(sim, 7, min_value=1e-12)
+    assert (ref_idx[:, 0] >= 0).sum() > 20
+    idx, val = pair_topk(
+        g, w, 7, alpha=alpha, min_support=min_support, block_pairs=block_pairs, workers=2
+    )
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(val, ref_val)
+
+
+def test_pair_topk_of_nothing() -> None:
+    g = sp.csr_matrix((3, 5), dtype=np.float32)
+    idx, val = pair_topk(g, np.ones(3, np.float32), 4)
+    assert idx.shape == (5, 4) and (idx == -1).all() and np.isneginf(val).all()
+
+
+def test_pair_topk_under_a_budget_equals_no_budget() -> None:
+    g, w = _groups(seed=5)
+    a = pair_topk(g, w, 5, max_memory=1)  # nothing free: the smallest blocks
+    b = pair_topk(g, w, 5)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+# -- budget and progress -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("4GiB", 4 << 30), ("512MiB", 512 << 20), ("6GB", 6_000_000_000), ("1.5 GiB", 3 << 29)],
+)
+def test_parse_memory(text: str, size: int) -> None:
+    assert parse_memory(text) == size
+
+
+@pytest.mark.parametrize("bad", ["lots", "-1GiB", "0", "4 parsecs"])
+def test_parse_memory_refuses_what_is_not_a_size(bad: str) -> None:
+    with pytest.raises(ConfigError, match="memory budget"):
+        parse_memory(bad)
+
+
+def test_budget_setting_stays_out_of_the_config_hash() -> None:
+    plain = config_from_dict({})
+    budget = config_from_dict({"build": {"max_memory": "4GiB"}})
+    assert budget.build.max_memory == 4 << 30
+    assert budget.hash() == plain.hash()
+    with pytest.raises(ConfigError, match="max_memory"):
+        config_from_dict({"build": {"max_memory": "lots"}})
+
+
+def test_stage_and_ticker_log_time_and_memory(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="recset.progress"):
+        with stage("fit something"):
+            pass
+        with Ticker("loop", 10, every=0.0) as tick:
+            tick.update(4)
+            tick.update(6)  # the end: no line
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2
+    assert lines[0].startswith("fit something: 0.0 s, ") and "peak" in lines[0]
+    assert lines[1].startswith("loop: 4/10 (40%) in ") and "GiB" in lines[1]
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+def test_cli_build_with_a_budget_logs_every_stage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from recset.cli import main
+
+    data = tmp_path / "data"
+    main(["generate", "--items", "300", "--users", "100", "--events", "6000", "--out", str(data)])
+    store = tmp_path / "store"
+    with caplog.at_level(logging.INFO, logger="recset.progress"):
+        main(["build", "--data", str(data), "--store", str(store), "--max-memory", "2GiB"])
+    assert "engine v1 is active" in capsys.readouterr().out
+    lines = [r.getMessage() for r in caplog.records if r.name == "recset.progress"]
+    for label in ("fit popular", "fit co_purchase", "precompute lists"):
+        assert any(x.startswith(f"{label}: ") and "peak" in x for x in lines), (label, lines)
+
+    with pytest.raises(SystemExit) as exc:
+        main(["build", "--data", str(data), "--store", str(store), "--max-memory", "lots"])
+    assert exc.value.code == 2
+    assert "memory budget must be a size" in capsys.readouterr().err
+
+
+def test_text_embeddings_train_on_a_sample_and_embed_every_item() -> None:
+    from recset.recall import TextEmbeddingConfig, embed_items
+
+    syn = generate(SyntheticConfig(n_items=300, n_users=120, n_events=9000, seed=11))
+    data = Dataset.from_frames(syn.catalog, syn.events)
+    small = embed_items(data, TextEmbeddingConfig(max_train_items=30))
+    again = embed_items(data, TextEmbeddingConfig(max_train_items=30))
+    full = embed_items(data, TextEmbeddingConfig(max_train_items=10_000))
+    assert small.tobytes() == again.tobytes()  # the sample is seeded
+    norms = np.linalg.norm(small, axis=1)
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-5)  # every item embedded, 270 unseen
+    assert not np.array_equal(small, full)
+    # a sample of 30 lists still puts items of one category closer than items of others
+    cat = data.catalog.category
+    same = cat[:, None] == cat[None, :]
+    sim = small @ small.T
+    assert sim[same].mean() > sim[~same].mean() + 0.1
