@@ -508,13 +508,16 @@ def _schema_key(t: Tables) -> int:
 def _prepare_schema(engine: Engine, t: Tables, masked: str, create: bool) -> str:
     """:func:`_prepare_once`, again after a failed creation (another process created the
     tables first: a SQLite store has no lock to serialize that)."""
-    for attempt in range(3):
+    attempts = 6
+    for attempt in range(attempts):
         try:
             return _prepare_once(engine, t, masked, create)
         except sa_exc.OperationalError:
-            if not create or attempt == 2:
+            # "table ... already exists", or "database is locked" while the other process
+            # switches the new file to WAL: wait a little and look again.
+            if not create or attempt == attempts - 1:
                 raise
-            time.sleep(0.1 * (attempt + 1))
+            time.sleep(0.1 * 2**attempt)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -536,6 +539,11 @@ def _prepare_once(engine: Engine, t: Tables, masked: str, create: bool) -> str:
                     f"There is no recset store at {where}: table {t.meta.name!r} does not "
                     "exist. Build one with `recset build` (or Store.open(..., create=True))."
                 )
+            if conn.dialect.name == "sqlite":
+                # pysqlite runs DDL outside a transaction: without this, another process
+                # could see the tables before the schema version row and call it damaged.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if not sa.inspect(conn).has_table(t.meta.name):
             t.metadata.create_all(conn)
             conn.execute(insert(t.meta).values(key=SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION)))
             _log.info("created recset store at %s, schema version %d", where, SCHEMA_VERSION)
