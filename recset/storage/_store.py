@@ -529,10 +529,6 @@ def _prepare_once(engine: Engine, t: Tables, masked: str, create: bool) -> str:
         if conn.dialect.name == "postgresql":
             # Two processes opening a new store at once would race on CREATE TABLE.
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _schema_key(t)})
-        elif create and not sa.inspect(conn).has_table(t.meta.name):
-            # pysqlite runs DDL outside a transaction: without a write lock taken first, a
-            # second process could see the tables before the schema version row is written.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
         if not sa.inspect(conn).has_table(t.meta.name):
             if not create:
                 raise StorageError(
