@@ -157,3 +157,20 @@ def test_cli_build_after_a_kill_between_rename_and_commit(fx: Fixture, tmp_path:
     assert releases.leftovers(store) == []
     with Store.open(store) as st:
         assert st.active_artifact("engine").version == 2  # type: ignore[union-attr]
+
+
+def test_an_older_version_loads_with_its_own_catalog(fx: Fixture, tmp_path: Path) -> None:
+    """`Engine.load(version=1)` after B was released serves A's engine with A's catalog, and
+    rolling back makes that the active release again."""
+    from recset.engine import Engine
+
+    store = str(tmp_path / "store")
+    fx.engine_a.save(store, dataset=fx.a)
+    a_answers = releases.served(store).answers
+    fx.engine_b.save(store, dataset=fx.b)
+    ids = [str(i) for i in fx.a.items.values]
+    old = Engine.load(store, version=1, neural=False).recommend_batch(ids, k=10)
+    assert [[(r.item_id, float(r.score)) for r in row] for row in old] == a_answers
+    with Store.open(store) as st:
+        st.activate("engine", 1)
+    assert releases.served(store).answers == a_answers
