@@ -25,7 +25,7 @@ from recset.engine._results import Reason, Recommendation, merge_basket, row_rec
 from recset.errors import ConfigError
 from recset.pipeline import Candidates, Request, Stage, get_stage, insert_position
 from recset.ranking import USER_HISTORY, Ranker
-from recset.recall import Mixer
+from recset.recall import Mixer, check_category_keys
 
 if TYPE_CHECKING:
     from recset.personalization import Personalizer, TypeTransition
@@ -216,9 +216,15 @@ class Engine:
         *,
         precompute: bool = True,
         show_progress: bool = False,
+        allow_unknown_categories: bool = False,
     ) -> Engine:
-        """Fit every configured source on ``dataset`` and precompute every item's list."""
+        """Fit every configured source on ``dataset`` and precompute every item's list.
+
+        A ``[categories]`` key that matches no category of ``dataset`` is a ``ConfigError``
+        (a warning with ``allow_unknown_categories``).
+        """
         config = config or config_from_dict({})
+        check_category_keys(config, dataset, allow_unknown=allow_unknown_categories)
         mixer = Mixer.fit(dataset, config, show_progress=show_progress)
         if precompute:
             mixer.precompute(config.build.candidates_per_seed, show_progress=show_progress)
