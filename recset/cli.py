@@ -735,6 +735,103 @@ def backtest(
         click.echo(f"recorded as backtest run {run_id} in {store}")
 
 
+@cli.command()
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset directory.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Base config TOML (default: built-in defaults); copied into --out.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The tuned config TOML to write: the base config plus commented overrides.",
+)
+@click.option(
+    "--split",
+    "split_kind",
+    type=click.Choice(["time", "leave_last"]),
+    default="time",
+    show_default=True,
+    help="How the backtest cuts its test window (cut off here first and never read).",
+)
+@click.option("--test-share", type=click.FloatRange(0.01, 0.99), default=0.2, show_default=True)
+@click.option(
+    "--valid-share",
+    type=click.FloatRange(0.01, 0.99),
+    default=0.2,
+    show_default=True,
+    help="Share of the training baskets that are the validation window (time split).",
+)
+@click.option(
+    "--depth",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Category-path depth of the groups tuned (1: top level).",
+)
+@click.option(
+    "--min-queries",
+    type=click.IntRange(min=20),
+    default=300,
+    show_default=True,
+    help="Validation queries a group needs to be tuned.",
+)
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@_on_bad_rows
+def tune(
+    data: Path,
+    config_path: Path | None,
+    out: Path,
+    split_kind: str,
+    test_share: float,
+    valid_share: float,
+    depth: int,
+    min_queries: int,
+    force: bool,
+    on_bad_rows: str,
+) -> None:
+    """Tune the recall mix per category on a validation window cut from the training data.
+
+    Writes --out: the base config followed by a [categories."..."] override for every group
+    whose tuned mix gained on validation (each with that gain in a comment). Compare it with
+    the base on the test window: recset backtest --config BASE --config OUT.
+    """
+    from recset.config import load_config
+    from recset.eval.tune import tune_mixes, tune_report_rows, tuned_toml
+    from recset.storage import atomic_write_text
+
+    if out.exists() and not force:
+        raise click.UsageError(f"{out} exists; pass --force to replace it")
+    config = load_config(config_path)
+    ds = _load(data, on_bad_rows, out.parent)
+    with _step("tune the mixes per category"):
+        result = tune_mixes(
+            ds,
+            config,
+            split=split_kind,  # type: ignore[arg-type]
+            test_share=test_share,
+            valid_share=valid_share,
+            depth=depth,
+            min_queries=min_queries,
+            show_progress=True,
+        )
+    if config_path is not None:
+        result.base_text = config_path.read_text(encoding="utf-8")
+    click.echo(f"\n{'group':<40} {'queries':>6} validation item Hit@10")
+    for line in tune_report_rows(result):
+        click.echo(line)
+    atomic_write_text(
+        out,
+        tuned_toml(result, config.mix, base_path=str(config_path) if config_path else None),
+    )
+    load_config(out)  # what was written reads back as a valid config
+    click.echo(f"\nwrote {out}: {len(result.accepted)} overrides of {len(result.groups)} groups")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``recset`` command."""
     if not sys.stderr.isatty():
