@@ -776,7 +776,7 @@ def backtest(
 @click.option(
     "--min-queries",
     type=click.IntRange(min=20),
-    default=300,
+    default=150,
     show_default=True,
     help="Validation queries a group needs to be tuned.",
 )

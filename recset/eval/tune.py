@@ -5,7 +5,7 @@ The test window is cut off first, exactly as :func:`recset.eval.backtest.run_bac
 ``valid_share`` of the baskets (or each user's last basket) are the validation window and the
 sources are fitted once on what precedes it. For each category group (the category-path
 prefix at ``depth``) with at least ``min_queries`` validation queries, a greedy search changes
-the group's mix one step at a time — drop a source, halve or double its fusion weight, cap its
+the group's mix one step at a time — drop a source, halve, double or quadruple its fusion weight, cap its
 candidates at 10 or 30, a sharper or flatter ``rrf_k`` — keeping the best step while it raises
 item Hit@10 on the *search* half of the group's validation baskets. The result is kept only
 when it also gains on the other (*check*) half and its gain on all validation queries has a
@@ -35,7 +35,7 @@ from recset.recall import MixConfig, Mixer, category_names, key_matches
 
 _log = logging.getLogger(__name__)
 
-WEIGHT_STEPS = (0.5, 2.0)
+WEIGHT_STEPS = (0.5, 2.0, 4.0)
 LIMIT_STEPS = (10, 30)
 RRF_K_STEPS = (3.0, 30.0)
 
@@ -180,10 +180,10 @@ def tune_mixes(
     test_share: float = 0.2,
     valid_share: float = 0.2,
     depth: int = 1,
-    min_queries: int = 300,
+    min_queries: int = 150,
     max_queries: int = 4000,
-    rounds: int = 3,
-    min_gain: float = 0.02,
+    rounds: int = 4,
+    min_gain: float = 0.01,
     n_boot: int = 500,
     seed: int = 0,
     show_progress: bool = False,

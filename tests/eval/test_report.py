@@ -259,3 +259,18 @@ def test_named_configs_refuse_same_names(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a file"):
         named_configs(["x=" + str(tmp_path / "missing.toml")])
     assert [c.name for c in named_configs([])] == ["default"]
+
+
+def test_progress_off_a_terminal_is_a_few_plain_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    from recset.eval._progress import progress, stage
+
+    timings: dict[str, float] = {}
+    with stage("work", True, timings, "work"):
+        assert sum(progress(range(100), "items", True)) == 4950
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert "\r" not in err and len(lines) == 6  # start, 4 quarters, end
+    assert lines[1].strip().startswith("items: 25/100") and "work: done in" in lines[-1]
+    assert timings["work"] >= 0
+    assert list(progress(range(3), "quiet", False)) == [0, 1, 2]
+    assert capsys.readouterr().err == ""
