@@ -5,11 +5,12 @@ The test window is cut off first, exactly as :func:`recset.eval.backtest.run_bac
 ``valid_share`` of the baskets (or each user's last basket) are the validation window and the
 sources are fitted once on what precedes it. For each category group (the category-path
 prefix at ``depth``) with at least ``min_queries`` validation queries, a greedy search changes
-the group's mix one step at a time — drop a source, halve, double or quadruple its fusion weight, cap its
-candidates at 10 or 30, a sharper or flatter ``rrf_k`` — keeping the best step while it raises
-item Hit@10 on the *search* half of the group's validation baskets. The result is kept only
-when it also gains on the other (*check*) half and its gain on all validation queries has a
-95% paired bootstrap interval above 0; other groups keep the default mix.
+the group's mix one step at a time — take in a candidate source (another configured instance
+of a type the mix uses, or ``popular_global``), drop a source, halve, double or quadruple its
+fusion weight, cap its candidates at 10 or 30, a sharper or flatter ``rrf_k`` — keeping the
+best step while it raises item Hit@10 on the *search* half of the group's validation baskets.
+The result is kept only when it also gains on the other (*check*) half and its gain on all
+validation queries has a 95% paired bootstrap interval above 0; other groups keep the default.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ from recset.recall import MixConfig, Mixer, category_names, key_matches
 _log = logging.getLogger(__name__)
 
 WEIGHT_STEPS = (0.5, 2.0, 4.0)
+# candidate sources a mix may take in, defined for the search when the base config does not
+# define a source of that name: popularity over the whole catalog (grocery staples)
+EXTRA_SOURCES: dict[str, dict[str, Any]] = {
+    "popular_global": {"type": "popular", "scope": "global"}
+}
 LIMIT_STEPS = (10, 30)
 RRF_K_STEPS = (3.0, 30.0)
 
@@ -64,6 +70,7 @@ class TuneResult:
     split: dict[str, Any]
     groups: list[GroupResult]
     base_text: str = ""
+    extra_sources: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def accepted(self) -> list[GroupResult]:
@@ -108,13 +115,17 @@ def _outer_train(dataset: Dataset, split: str, test_share: float, t: int | None)
 class _Evaluator:
     """Item Hit@10 per validation query of a candidate mix of one group."""
 
-    def __init__(self, engine: Engine, queries: Queries, k: int = 10) -> None:
+    def __init__(self, engine: Engine, queries: Queries, pool: Sequence[str], k: int = 10) -> None:
         self.mixer = engine.mixer
         self.queries = queries
         self.k = k
         self.width = engine.config.build.candidates_per_seed
         self.useeds, self.back = np.unique(queries.seed, return_inverse=True)
-        mixed = {s for m in self.mixer.mixes for s in m.sources} | {self.mixer.fallback}
+        mixed = {s for m in self.mixer.mixes for s in m.sources} | {self.mixer.fallback, *pool}
+        self.order = (
+            *self.mixer.source_order,
+            *(p for p in pool if p not in self.mixer.source_order),
+        )
         self.sources = {
             n: (_Cached(src, self.useeds, self.width) if n in mixed else src)
             for n, src in self.mixer.sources.items()
@@ -127,7 +138,7 @@ class _Evaluator:
             self.sources,  # type: ignore[arg-type]
             [mix],
             np.zeros(self.mixer.n_items, dtype=np.int32),
-            self.mixer.source_order,
+            self.order,
             fallback=self.mixer.fallback,
             available=self.mixer.available,
         )
@@ -139,9 +150,13 @@ class _Evaluator:
         return per_query(hit_matrix(recs, q.targets), q.targets.sizes(), self.k)["hit"]
 
 
-def _moves(mix: MixConfig, fallback: str) -> list[tuple[str, MixConfig]]:
-    """Every one-step change of ``mix`` (with a label for the TOML comment)."""
+def _moves(mix: MixConfig, pool: Sequence[str]) -> list[tuple[str, MixConfig]]:
+    """Every one-step change of ``mix`` (with a label for the TOML comment); ``pool``: the
+    sources it may take in."""
     out = []
+    for s in pool:
+        if s not in mix.sources:
+            out.append((f"add {s}", mix.model_copy(update={"sources": (*mix.sources, s)})))
     for s in mix.sources:
         if len(mix.sources) > 1:
             rest = tuple(x for x in mix.sources if x != s)
@@ -191,6 +206,7 @@ def tune_mixes(
     """Tune the mix of every category group with enough validation queries (see the module
     docstring); ``min_gain`` is the smallest relative validation gain a step must bring."""
     base = base or config_from_dict({})
+    search_cfg, pool = _with_candidates(base)
     outer = _outer_train(dataset, split, test_share, t)
     inner = _inner_split(outer.train, split, valid_share)
     queries = basket_queries(inner.test)
@@ -198,7 +214,7 @@ def tune_mixes(
         raise DataError(f"{dataset.name}: the validation window holds no basket with >= 2 items")
     say = show_progress
     with stage("fit the sources on the part before the validation window", say):
-        engine = Engine.build(inner.train, base, precompute=False)
+        engine = Engine.build(inner.train, search_cfg, precompute=False)
     cat = inner.train.catalog
     qpath = np.array(
         [
@@ -233,7 +249,7 @@ def tune_mixes(
     }
     all_rows = np.unique(np.concatenate([r for _, r in groups])) if groups else np.zeros(0, int)
     with stage(f"cache the sources' lists for {len(all_rows):,} validation queries", say):
-        ev = _Evaluator(engine, queries.take(all_rows))
+        ev = _Evaluator(engine, queries.take(all_rows), pool)
     local = {int(r): i for i, r in enumerate(all_rows.tolist())}
     results = []
     default = base.mix
@@ -243,11 +259,25 @@ def tune_mixes(
         search = (np.unique(basket, return_inverse=True)[1] % 2) == 0
         results.append(
             _tune_group(
-                ev, key, lr, search, basket, default, base.build.fallback,
+                ev, key, lr, search, basket, default, pool,
                 rounds=rounds, min_gain=min_gain, n_boot=n_boot, seed=seed,
             )
         )  # fmt: skip
-    return TuneResult(dataset.name, info, results)
+    extra = {n: d for n, d in EXTRA_SOURCES.items() if n not in base.sources}
+    return TuneResult(dataset.name, info, results, extra_sources=extra)
+
+
+def _with_candidates(base: Config) -> tuple[Config, list[str]]:
+    """``base`` with the extra candidate sources defined, and the pool of sources a mix may
+    take in: every configured instance of a type the default mix (or the fallback) uses that
+    the default mix leaves out, and the extra sources."""
+    data = base.to_dict()
+    for name, settings in EXTRA_SOURCES.items():
+        data["sources"].setdefault(name, dict(settings))
+    cfg = config_from_dict(data, where="<tune: base + candidate sources>")
+    types = {cfg.type_of(s) for s in (*base.mix.sources, base.build.fallback)}
+    pool = [n for n in cfg.sources if n not in base.mix.sources and cfg.type_of(n) in types]
+    return cfg, pool
 
 
 def _tune_group(
@@ -257,7 +287,7 @@ def _tune_group(
     search: NDArray[np.bool_],
     basket: NDArray[np.int64],
     default: MixConfig,
-    fallback: str,
+    pool: Sequence[str],
     *,
     rounds: int,
     min_gain: float,
@@ -268,7 +298,7 @@ def _tune_group(
     base_s = ev.hits(default, s_rows).mean()
     best_mix, best_s, changes = default, base_s, []
     for _ in range(rounds):
-        scored = [(ev.hits(m, s_rows).mean(), label, m) for label, m in _moves(best_mix, fallback)]
+        scored = [(ev.hits(m, s_rows).mean(), label, m) for label, m in _moves(best_mix, pool)]
         score, label, mix = max(scored, key=lambda x: x[0])
         if score <= best_s * (1 + min_gain) or score <= best_s:
             break
@@ -321,6 +351,12 @@ def tuned_toml(result: TuneResult, default: MixConfig, *, base_path: str | None 
     lines.append("")
     if result.base_text:
         lines += [result.base_text.rstrip("\n"), ""]
+    used = {s for g in result.accepted for s in g.mix.sources}
+    for name, settings in result.extra_sources.items():
+        if name in used:
+            lines += ["# a candidate source taken in by a tuned mix below", f"[sources.{name}]"]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in settings.items()]
+            lines.append("")
     for g in result.accepted:
         d = g.gain
         lines += [
