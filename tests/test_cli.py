@@ -230,3 +230,30 @@ def test_backtest_side_by_side_with_carts(
     assert (report / "report.html").exists() and (report / "hit_at_k.png").exists()
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["split"]["seeds"] == "prefix" and "1" in metrics["by_cart_size"]
+
+
+def test_tune_writes_a_config_that_builds(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = tmp_path / "base.toml"
+    base.write_text('[mix]\nsources = ["co_purchase", "popular"]\n')
+    out = tmp_path / "tuned.toml"
+    args = ["tune", "--data", str(data_dir), "--config", str(base), "--out", str(out)]
+    code, stdout, err = run(capsys, *args, "--min-queries", "20")
+    assert code == 0, err
+    assert "validation item Hit@10" in stdout and f"wrote {out}" in stdout
+    text = out.read_text()
+    assert text.startswith("# recset tune") and base.read_text() in text
+    code, _, err = run(capsys, *args)
+    assert code == 2 and "--force" in err  # never overwritten silently
+    code, _, err = run(
+        capsys,
+        "build",
+        "--data",
+        str(data_dir),
+        "--store",
+        str(tmp_path / "s"),
+        "--config",
+        str(out),
+    )
+    assert code == 0, err
