@@ -145,6 +145,8 @@ def _setup_blocks(
     for k, v in result.split.items():
         if isinstance(v, dict):
             v = ", ".join(f"{a}={_fmt_value(b)}" for a, b in v.items())
+        elif k == "t" and isinstance(v, int):
+            k, v = "test from", _date(v)
         rows.append([k.replace("_", " "), _fmt_value(v)])
     blocks = [Block("h2", "Setup"), Block("table", header=["", ""], rows=rows)]
     blocks.append(
@@ -159,13 +161,15 @@ def _setup_blocks(
     return blocks
 
 
+def _date(t: int) -> str:
+    import datetime as _dt
+
+    return _dt.datetime.fromtimestamp(t, _dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def _fmt_value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
-    if isinstance(v, int) and not isinstance(v, bool) and v > 10**8:
-        import datetime as _dt
-
-        return _dt.datetime.fromtimestamp(v, _dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     if isinstance(v, int) and not isinstance(v, bool):
         return f"{v:,}"
     return str(v)
