@@ -106,6 +106,12 @@ def _repeat_sentence(pair: dict[str, Any], what: str) -> list[str]:
     if share >= 0.5:
         lead = f"{share:.0%} of {what} is repeat purchases (items the user had bought before)"
         tail = ": it is mostly 'buy again'"
+    elif share <= 0:
+        lead = f"None of {what} is repeat purchases"
+        tail = (
+            ": it is all on items new to the user, where the difference is even larger "
+            "(the other system's hits lean on items the user had bought before)"
+        )
     else:
         lead = f"{max(share, 0.0):.0%} of {what} is repeat purchases"
         tail = ": most of it is on items new to the user"

@@ -250,6 +250,7 @@ def test_verdict_is_computed_from_the_data() -> None:
     fresh = _planted_result(repeat_only=False)
     assert fresh.summary["best_vs_baseline"]["repeat_share"] == pytest.approx(0.0)
     assert "mostly 'buy again'" not in " ".join(verdict(fresh))
+    assert "None of that gain is repeat purchases" in " ".join(verdict(fresh))
 
 
 def test_named_configs_refuse_same_names(tmp_path: Path) -> None:
