@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -320,6 +321,11 @@ def ingest(fmt: str, src: Path, out: Path, force: bool) -> None:
     help="Memory budget of the build, e.g. 4GiB or 512MiB (overrides [build] max_memory): "
     "lists are precomputed in seed chunks and similarities in row blocks that fit in it.",
 )
+@click.option(
+    "--allow-unknown-categories",
+    is_flag=True,
+    help="Warn about a [categories] key that matches no category instead of stopping.",
+)
 @_bad_rows_options
 def build(
     data: Path,
@@ -328,13 +334,19 @@ def build(
     artifact_dir: Path | None,
     lists_to_db: bool,
     max_memory: str | None,
+    allow_unknown_categories: bool,
     on_bad_rows: str,
     time_range: tuple[int | None, int | None] | None,
 ) -> None:
-    """Fit the recall sources, precompute every item's candidates, save as the active version."""
+    """Fit the recall sources, precompute every item's candidates, save as the active version.
+
+    A [categories] key that matches no category id or path prefix of the catalog stops the
+    build with the nearest existing names (--allow-unknown-categories: a warning).
+    """
     from recset.config import load_config
     from recset.engine import Engine
     from recset.progress import parse_memory
+    from recset.recall import mix_item_counts
     from recset.storage import Store, fault_point
 
     config = load_config(config_path)
@@ -351,8 +363,18 @@ def build(
     # The build lock before the fit: a second build into this store refuses at once.
     with Store.open(store, artifact_dir=artifact_dir) as st, st.build_lock("recset build"):
         with _step("fit recall sources and precompute candidate lists"):
-            engine = Engine.build(ds, config, show_progress=True)
+            engine = Engine.build(
+                ds,
+                config,
+                show_progress=True,
+                allow_unknown_categories=allow_unknown_categories,
+            )
         fault_point("fit")
+        counts = mix_item_counts(config, engine.mixer.seed_mix)
+        click.echo("  items served by each mix:", err=True)
+        for key, n in counts.items():
+            name = f"[categories.{json.dumps(key)}]" if key else "default mix"
+            click.echo(f"    {name:<48} {n:>9,} items", err=True)
         with _step(f"save to {store}"):
             record = engine.save(store, artifact_dir=artifact_dir, dataset=ds)
         if lists_to_db:
@@ -510,6 +532,17 @@ def _jsonable(value: object) -> object:
     return json.loads(json.dumps(value, default=str))
 
 
+def _titles(store: str, artifact_dir: Path | None) -> dict[str, str]:
+    """Item id -> title from the store's catalog (empty when it has none)."""
+    from recset.storage import Store
+
+    with Store.open(store, artifact_dir=artifact_dir, create=False) as st:
+        catalog = st.read_catalog()
+    if not len(catalog):
+        return {}
+    return dict(zip(catalog["item_id"], catalog["title"].fillna(""), strict=True))
+
+
 @cli.command()
 @click.argument("seed")
 @click.option("--store", required=True, help="Store written by `recset build`.")
@@ -527,6 +560,10 @@ def explain(seed: str, store: str, artifact_dir: Path | None, k: int, as_json: b
 
     engine = Engine.load(store, artifact_dir=artifact_dir)
     info = engine.explain(seed, k=k)
+    titles = _titles(store, artifact_dir)
+    info["title"] = titles.get(seed, "")
+    for c in info["candidates"]:
+        c["title"] = titles.get(c["item_id"], "")
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -538,7 +575,7 @@ def explain(seed: str, store: str, artifact_dir: Path | None, k: int, as_json: b
         state = "computed live"
     else:
         state = "unknown seed: cold-start path"
-    click.echo(f"seed {seed} ({state}); mix: {where}")
+    click.echo(f"seed {seed} {info['title']} ({state}); mix: {where}".replace("  ", " "))
     filters = ", ".join(mix["filters"]) or "-"
     click.echo(
         f"  sources: {', '.join(mix['sources'])}; filters: {filters}; fusion: {mix['fusion']}"
@@ -547,7 +584,7 @@ def explain(seed: str, store: str, artifact_dir: Path | None, k: int, as_json: b
         why = "; ".join(
             f"{r['source']} #{r['rank'] + 1} score {r['score']:.4g}" for r in c["reasons"]
         )
-        click.echo(f"  {i:>3}. {c['item_id']:<14} {c['score']:.4g}  <- {why}")
+        click.echo(f"  {i:>3}. {c['item_id']:<14} {c['title'][:40]:<40} {c['score']:.4g}  <- {why}")
 
 
 @cli.command()
@@ -583,13 +620,11 @@ def recommend(
 
     engine = Engine.load(store, artifact_dir=artifact_dir)
     seed_list = list(seeds)
-    titles: dict[str, str] = {}
-    with Store.open(store, artifact_dir=artifact_dir, create=False) as st:
-        catalog = st.read_catalog()
-    if len(catalog):
-        titles = dict(zip(catalog["item_id"], catalog["title"].fillna(""), strict=True))
-    examples = min(examples, len(catalog))  # no more examples than the catalog holds
+    titles = _titles(store, artifact_dir)
     if examples:
+        with Store.open(store, artifact_dir=artifact_dir, create=False) as st:
+            catalog = st.read_catalog()
+        examples = min(examples, len(catalog))  # no more examples than the catalog holds
         step = max(len(catalog) // (examples + 1), 1)
         seed_list += [str(catalog["item_id"].iloc[i * step]) for i in range(examples)]
     if not seed_list:
@@ -627,17 +662,18 @@ def recommend(
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset directory.")
 @click.option(
     "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Config TOML (default: built-in defaults).",
+    "config_specs",
+    multiple=True,
+    metavar="[NAME=]PATH",
+    help="Config TOML (default: built-in defaults). Repeat to compare configs side by side "
+    "on the same queries (the first is the reference); named by the file stem or NAME.",
 )
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
     required=True,
     callback=_not_a_file,
-    help="Report directory (report.md, metrics.json, plots).",
+    help="Report directory (report.html, report.md, metrics.json, plots).",
 )
 @click.option(
     "--split",
@@ -654,7 +690,16 @@ def recommend(
 )
 @click.option("--test-share", type=click.FloatRange(0.01, 0.99), default=0.2, show_default=True)
 @click.option(
-    "--first-item-only", is_flag=True, help="Only the first-added item of a basket is a seed."
+    "--seeds",
+    type=click.Choice(["all", "first", "prefix"]),
+    default="all",
+    show_default=True,
+    help="Seeds of a test basket: every item (the rest are its targets), the first-added "
+    "item only, or its first items as a cart (served like recommend_basket; every cart "
+    "size 1..n-1), the rest as targets.",
+)
+@click.option(
+    "--first-item-only", is_flag=True, help="Same as --seeds first (kept for old scripts)."
 )
 @click.option(
     "--max-queries",
@@ -690,16 +735,29 @@ def recommend(
     show_default=True,
     help="Bootstrap resamples for the confidence intervals.",
 )
+@click.option(
+    "--samples",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Sample lists (with titles and reasons) for 2 seeds of this many largest categories.",
+)
+@click.option(
+    "--allow-unknown-categories",
+    is_flag=True,
+    help="Warn about a [categories] key that matches no category instead of stopping.",
+)
 @click.option("--store", default=None, help="Also record the run in this store (it must exist).")
 @click.option("--create", is_flag=True, help="Create --store if it does not exist.")
 @_bad_rows_options
 def backtest(
     data: Path,
-    config_path: Path | None,
+    config_specs: tuple[str, ...],
     out: Path,
     split_kind: str,
     split_date: str | None,
     test_share: float,
+    seeds: str,
     first_item_only: bool,
     max_queries: int | None,
     baselines: str | None,
@@ -708,21 +766,32 @@ def backtest(
     explore_share: float,
     neural: bool,
     bootstrap: int,
+    samples: int,
+    allow_unknown_categories: bool,
     store: str | None,
     create: bool,
     on_bad_rows: str,
     time_range: tuple[int | None, int | None] | None,
 ) -> None:
-    """Hit@k backtest of the engine, its ablations and the baselines on held-out baskets."""
+    """Hit@k backtest of the engine, its ablations and the baselines on held-out baskets.
+
+    With several --config, every config is evaluated on the same queries and the report
+    compares them in every category a config overrides (paired bootstrap intervals).
+    """
     from datetime import UTC, datetime
 
     import pandas as pd
 
-    from recset.config import load_config
-    from recset.eval.backtest import format_table, run_backtest, summary_systems, write_report
+    from recset.eval.backtest import (
+        format_table,
+        named_configs,
+        run_side_by_side,
+        summary_systems,
+        write_report,
+    )
     from recset.eval.baselines import BASELINES
 
-    config = load_config(config_path)
+    configs = named_configs(config_specs)
     if store and not create:
         from recset.errors import StorageError
         from recset.storage import Store
@@ -756,35 +825,56 @@ def backtest(
             )
     ds = _load(data, on_bad_rows, out, time_range)
     started = datetime.now(UTC)
-    with _step("backtest"):
-        result = run_backtest(
+    label = "backtest" + (f" of {len(configs)} configs side by side" if len(configs) > 1 else "")
+    with _step(label):
+        results, comparison = run_side_by_side(
             ds,
-            config,
+            configs,
             split=split_kind,  # type: ignore[arg-type]
             t=t,
             test_share=test_share,
             max_queries=max_queries,
-            first_item_only=first_item_only,
+            seeds="first" if first_item_only else seeds,  # type: ignore[arg-type]
             baselines=names,
             ablations=not no_ablations,
             ranker=not no_ranker,
             explore_share=explore_share,
             neural=neural,
             n_boot=bootstrap,
+            samples=samples,
+            allow_unknown_categories=allow_unknown_categories,
             show_progress=True,
         )
-    write_report(result, out)
-    click.echo(f"\nItem-level Hit@k on {result.queries:,} queries ({out}/report.md has more)\n")
+    result = results[0]
+    multi = len(configs) > 1
+    write_report(
+        result,
+        out,
+        configs=configs,
+        comparison=comparison if multi else None,
+        others={c.name: r for c, r in zip(configs[1:], results[1:], strict=True)},
+    )
+    click.echo(f"\nItem-level Hit@k on {result.queries:,} queries ({out}/report.html has more)\n")
     click.echo(format_table(result, "item", summary_systems(result)))
     for name, ci in result.confidence.items():
         click.echo(f"  {name}: hit@10 {ci['hit@10']:.4f} (95% CI {ci['low']:.4f}-{ci['high']:.4f})")
+    if multi:
+        ref = comparison["reference"]
+        for system in comparison["systems"]:
+            cells = comparison["all_queries"]["systems"][system]
+            for c in configs[1:]:
+                d = cells[c.name]
+                click.echo(
+                    f"  {system}: {c.name} - {ref} = {d['diff']:+.4f} "
+                    f"(95% CI {d['low']:+.4f} to {d['high']:+.4f})"
+                )
     if store:
         from recset.storage import Store
 
         with Store.open(store, create=create) as st:
             run_id = st.record_backtest(
                 dataset=result.dataset,
-                config=config.to_dict(),
+                config=configs[0].config.to_dict(),
                 metrics=result.to_json(),
                 started_at=started,
                 finished_at=datetime.now(UTC),
@@ -925,10 +1015,109 @@ def serve(
         access_log=access_log,
     )
     run(settings)
+@cli.command()
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset directory.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Base config TOML (default: built-in defaults); copied into --out.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The tuned config TOML to write: the base config plus commented overrides.",
+)
+@click.option(
+    "--split",
+    "split_kind",
+    type=click.Choice(["time", "leave_last"]),
+    default="time",
+    show_default=True,
+    help="How the backtest cuts its test window (cut off here first and never read).",
+)
+@click.option("--test-share", type=click.FloatRange(0.01, 0.99), default=0.2, show_default=True)
+@click.option(
+    "--valid-share",
+    type=click.FloatRange(0.01, 0.99),
+    default=0.2,
+    show_default=True,
+    help="Share of the training baskets that are the validation window (time split).",
+)
+@click.option(
+    "--depth",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Category-path depth of the groups tuned (1: top level).",
+)
+@click.option(
+    "--min-queries",
+    type=click.IntRange(min=20),
+    default=150,
+    show_default=True,
+    help="Validation queries a group needs to be tuned.",
+)
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@_bad_rows_options
+def tune(
+    data: Path,
+    config_path: Path | None,
+    out: Path,
+    split_kind: str,
+    test_share: float,
+    valid_share: float,
+    depth: int,
+    min_queries: int,
+    force: bool,
+    on_bad_rows: str,
+    time_range: tuple[int | None, int | None] | None,
+) -> None:
+    """Tune the recall mix per category on a validation window cut from the training data.
+
+    Writes --out: the base config followed by a [categories."..."] override for every group
+    whose tuned mix gained on validation (each with that gain in a comment). Compare it with
+    the base on the test window: recset backtest --config BASE --config OUT.
+    """
+    from recset.config import load_config
+    from recset.eval.tune import tune_mixes, tune_report_rows, tuned_toml
+    from recset.storage import atomic_write_text
+
+    if out.exists() and not force:
+        raise click.UsageError(f"{out} exists; pass --force to replace it")
+    config = load_config(config_path)
+    ds = _load(data, on_bad_rows, out.parent, time_range)
+    with _step("tune the mixes per category"):
+        result = tune_mixes(
+            ds,
+            config,
+            split=split_kind,  # type: ignore[arg-type]
+            test_share=test_share,
+            valid_share=valid_share,
+            depth=depth,
+            min_queries=min_queries,
+            show_progress=True,
+        )
+    if config_path is not None:
+        result.base_text = config_path.read_text(encoding="utf-8")
+    click.echo(f"\n{'group':<40} {'queries':>6} validation item Hit@10")
+    for line in tune_report_rows(result):
+        click.echo(line)
+    atomic_write_text(
+        out,
+        tuned_toml(result, config.mix, base_path=str(config_path) if config_path else None),
+    )
+    load_config(out)  # what was written reads back as a valid config
+    click.echo(f"\nwrote {out}: {len(result.accepted)} overrides of {len(result.groups)} groups")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``recset`` command."""
+    if not sys.stderr.isatty():
+        # progress bars redrawn in a log file are unreadable: a few updates per bar at most
+        os.environ.setdefault("TQDM_MININTERVAL", "30")
     try:
         cli.main(args=argv, prog_name="recset", standalone_mode=False)
     except click.exceptions.Abort:

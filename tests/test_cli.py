@@ -167,3 +167,93 @@ def test_bad_config_is_named(
 def test_generate_refuses_overwrite(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "generate", "--items", "100", "--out", str(data_dir))
     assert code == 2 and str(data_dir) in err
+
+
+def test_build_checks_category_keys_and_explain_prints_titles(
+    data_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg = tmp_path / "typo.toml"
+    cfg.write_text('[categories."Sprots"]\nsources = ["popular"]\n')
+    store = tmp_path / "store"
+    args = ["build", "--data", str(data_dir), "--store", str(store), "--config", str(cfg)]
+    code, _, err = run(capsys, *args)
+    assert code == 2 and "Sprots" in err and "nearest: 'Sports'" in err
+    assert not (store / "recset.sqlite").exists()
+    code, out, err = run(capsys, *args, "--allow-unknown-categories")
+    assert code == 0, err
+    assert "matches no category" in caplog.text  # the warning
+    assert "default mix" in err and '[categories."Sprots"]' in err and " 0 items" in err
+    catalog = pd.read_parquet(data_dir / "catalog.parquet")
+    seed = catalog["item_id"].iloc[0]
+    code, out, err = run(capsys, "explain", seed, "--store", str(store), "--k", "3")
+    assert code == 0, err
+    titles = dict(zip(catalog["item_id"], catalog["title"], strict=True))
+    assert titles[seed] in out.splitlines()[0]
+    shown = [line.split()[1] for line in out.splitlines()[2:]]
+    assert len(shown) == 3 and all(titles[i][:20] in out for i in shown)
+
+
+def test_backtest_side_by_side_with_carts(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    a.write_text('[mix]\nsources = ["co_purchase", "popular"]\n')
+    b.write_text(a.read_text() + '[categories."Sports"]\nsources = ["popular"]\n')
+    report = tmp_path / "bt"
+    code, out, err = run(
+        capsys,
+        "backtest",
+        "--data",
+        str(data_dir),
+        "--out",
+        str(report),
+        "--config",
+        str(a),
+        "--config",
+        f"pop_sports={b}",
+        "--seeds",
+        "prefix",
+        "--no-ranker",
+        "--no-ablations",
+        "--baselines",
+        "popular",
+        "--bootstrap",
+        "50",
+    )
+    assert code == 0, err
+    assert "mix: pop_sports - a = " in out
+    md = (report / "report.md").read_text()
+    assert "## Side by side" in md and "| Sports |" in md and "## Per cart size" in md
+    assert (report / "report.html").exists() and (report / "hit_at_k.png").exists()
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["split"]["seeds"] == "prefix" and "1" in metrics["by_cart_size"]
+
+
+def test_tune_writes_a_config_that_builds(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = tmp_path / "base.toml"
+    base.write_text('[mix]\nsources = ["co_purchase", "popular"]\n')
+    out = tmp_path / "tuned.toml"
+    args = ["tune", "--data", str(data_dir), "--config", str(base), "--out", str(out)]
+    code, stdout, err = run(capsys, *args, "--min-queries", "20")
+    assert code == 0, err
+    assert "validation item Hit@10" in stdout and f"wrote {out}" in stdout
+    text = out.read_text()
+    assert text.startswith("# recset tune") and base.read_text() in text
+    code, _, err = run(capsys, *args)
+    assert code == 2 and "--force" in err  # never overwritten silently
+    code, _, err = run(
+        capsys,
+        "build",
+        "--data",
+        str(data_dir),
+        "--store",
+        str(tmp_path / "s"),
+        "--config",
+        str(out),
+    )
+    assert code == 0, err

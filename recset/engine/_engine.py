@@ -25,7 +25,7 @@ from recset.engine._results import Reason, Recommendation, merge_basket, row_rec
 from recset.errors import ConfigError, ParameterTypeError
 from recset.pipeline import Candidates, Request, Stage, get_stage, insert_position
 from recset.ranking import USER_HISTORY, Ranker
-from recset.recall import Mixer
+from recset.recall import Mixer, check_category_keys
 
 if TYPE_CHECKING:
     from recset.personalization import Personalizer, TypeTransition
@@ -261,8 +261,13 @@ class Engine:
         *,
         precompute: bool = True,
         show_progress: bool = False,
+        allow_unknown_categories: bool = False,
     ) -> Engine:
-        """Fit every configured source on ``dataset`` and precompute every item's list."""
+        """Fit every configured source on ``dataset`` and precompute every item's list.
+
+        A ``[categories]`` key that matches no category of ``dataset`` is a ``ConfigError``
+        (a warning with ``allow_unknown_categories``).
+        """
         if not isinstance(dataset, Dataset):
             raise ParameterTypeError(
                 "The 'dataset' parameter must be a recset.data.Dataset (load_dataset(path) reads "
@@ -274,6 +279,7 @@ class Engine:
                 f"config_from_dict(dict)). Got {_type_name(config)} instead."
             )
         config = config or config_from_dict({})
+        check_category_keys(config, dataset, allow_unknown=allow_unknown_categories)
         mixer = Mixer.fit(dataset, config, show_progress=show_progress)
         if precompute:
             mixer.precompute(config.build.candidates_per_seed, show_progress=show_progress)

@@ -2,19 +2,21 @@
 
 ``run_backtest`` builds the engine on the training part only, evaluates it, every recall source
 alone and the mix minus each source (same fitted sources, no refit), and the baselines of
-:mod:`recset.eval.baselines`, all on the same queries; ``write_report`` writes ``report.md``,
-``metrics.json`` (stable keys, see docs/benchmarks.md) and PNG plots.
+:mod:`recset.eval.baselines`, all on the same queries; ``run_side_by_side`` does so for several
+configs on one split and compares them per overridden category; ``write_report``
+(:mod:`recset.eval._report`) writes ``report.md``, ``report.html``, ``metrics.json`` (stable
+keys, see docs/benchmarks.md) and PNG plots.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +36,17 @@ from recset.data import (
 )
 from recset.engine import Engine
 from recset.errors import DataError
+from recset.eval._baskets import Carts, cart_bins, cart_recommendations, prefix_queries
+from recset.eval._compare import NamedConfig, compare_results, named_configs
+from recset.eval._progress import progress, stage
+from recset.eval._report import format_table, write_report
+from recset.eval._result import (
+    BacktestResult,
+    bootstrap_ci,
+    key_systems,
+    paired_difference,
+    summary_systems,
+)
 from recset.eval._systems import System
 from recset.eval.baselines import baseline_systems
 from recset.eval.metrics import KS, hit_matrix, per_query, summarize
@@ -44,46 +57,31 @@ from recset.signals import Signals
 
 _log = logging.getLogger(__name__)
 
+__all__ = [
+    "NEURAL_SYSTEMS",
+    "RERANK_SIZES",
+    "BacktestResult",
+    "NamedConfig",
+    "Prepared",
+    "System",
+    "bootstrap_ci",
+    "evaluate",
+    "engine_system",
+    "evaluate_system",
+    "format_table",
+    "key_systems",
+    "named_configs",
+    "prepare",
+    "recommendations",
+    "run_backtest",
+    "run_side_by_side",
+    "summarize_gains",
+    "summary_systems",
+    "write_report",
+]
+
 K_MAX = max(KS)
 CHUNK = 20_000
-LEVELS = ("item", "type", "category")
-
-
-@dataclass
-class BacktestResult:
-    """Everything a backtest measured; ``to_json`` gives the stable metrics.json layout."""
-
-    dataset: str
-    split: dict[str, Any]
-    queries: int
-    systems: dict[str, dict[str, Any]] = field(default_factory=dict)
-    per_category: list[dict[str, Any]] = field(default_factory=list)
-    confidence: dict[str, dict[str, float]] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    importance: list[tuple[str, float]] = field(default_factory=list)
-    rerank_curve: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset,
-            "split": self.split,
-            "queries": self.queries,
-            "systems": self.systems,
-            "per_category": self.per_category,
-            "confidence_95": self.confidence,
-            "seconds": self.timings,
-            "ranker_importance_gain": dict(self.importance),
-            "rerank_curve": self.rerank_curve,
-        }
-
-    def best(self, kind: str, level: str = "item", metric: str = "hit@10") -> str | None:
-        """Name of the best system of one kind by a metric."""
-        scored = [
-            (m.get(level, {}).get(metric, -1.0), name)
-            for name, m in self.systems.items()
-            if m["kind"] == kind
-        ]
-        return max(scored)[1] if scored else None
 
 
 # -- systems -------------------------------------------------------------------------------
@@ -285,28 +283,69 @@ def _explore_mask(train: Dataset, queries: Queries) -> NDArray[np.bool_]:
     return ~np.isin(users * n_items + queries.targets.item, keys)
 
 
-def recommendations(
-    system: System, queries: Queries
+def _batched(
+    system: System, seeds: NDArray[np.int32], users: NDArray[np.int32], width: int
 ) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
-    """(n_queries, K_MAX) recommendations and the per-query coverage flag, in batches.
-
-    Non-personal systems are asked once per distinct seed.
-    """
-    if system.personal:
-        seeds, users, back = queries.seed, queries.user, None
-    else:
-        seeds, back = np.unique(queries.seed, return_inverse=True)
-        users = np.full(len(seeds), -1, dtype=np.int32)
-    recs = np.full((len(seeds), K_MAX), -1, dtype=np.int32)
+    """``system``'s (len(seeds), width) lists and coverage flags, asked in chunks."""
+    recs = np.full((len(seeds), width), -1, dtype=np.int32)
     own = np.zeros(len(seeds), dtype=bool)
     for start in range(0, len(seeds), CHUNK):
         sl = slice(start, start + CHUNK)
-        r, o = system.recommend(seeds[sl].astype(np.int32), users[sl].astype(np.int32), K_MAX)
-        recs[sl, : min(r.shape[1], K_MAX)] = r[:, :K_MAX]
+        r, o = system.recommend(seeds[sl].astype(np.int32), users[sl].astype(np.int32), width)
+        recs[sl, : min(r.shape[1], width)] = r[:, :width]
         own[sl] = o
-    if back is not None:
-        recs, own = recs[back], own[back]
     return recs, own
+
+
+def _per_seed(
+    system: System, seeds: NDArray[np.int32], users: NDArray[np.int32], width: int
+) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
+    """Like :func:`_batched`; a non-personal system is asked once per distinct seed."""
+    if system.personal:
+        return _batched(system, seeds, users, width)
+    uniq, back = np.unique(seeds, return_inverse=True)
+    recs, own = _batched(system, uniq, np.full(len(uniq), -1, np.int32), width)
+    return recs[back], own[back]
+
+
+def recommendations(
+    system: System,
+    queries: Queries,
+    carts: Carts | None = None,
+    rrf_k: float = 10.0,
+) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
+    """(n_queries, K_MAX) recommendations and the per-query coverage flag, in batches.
+
+    Non-personal systems are asked once per distinct seed. With ``carts`` every query is a
+    cart, answered as :meth:`Engine.recommend_basket` does (see :mod:`recset.eval._baskets`).
+    """
+    if carts is None:
+        return _per_seed(system, queries.seed, queries.user, K_MAX)
+    owned: list[NDArray[np.bool_]] = []
+
+    def lists(seeds: NDArray[np.int32], users: NDArray[np.int32], width: int):  # noqa: ANN202
+        r, o = _per_seed(system, seeds, users, width)
+        owned.append(o)
+        return r
+
+    recs = cart_recommendations(lists, queries, carts, K_MAX, rrf_k)
+    # a cart is covered when its last-added item's list is (the query's seed)
+    last = carts.indptr[1:] - 1
+    own = np.zeros(len(carts.item), dtype=bool)
+    sizes = carts.sizes()
+    q_of = carts.query_of_entry()
+    for size, o in zip(np.unique(sizes[sizes > 0]).tolist(), owned, strict=True):
+        own[np.flatnonzero(sizes[q_of] == size)] = o
+    return recs, own[last]
+
+
+def new_target_hits(
+    split: Split, queries: Queries, recs: NDArray[np.int32], k: int = 10
+) -> NDArray[np.float64]:
+    """Per query: 1 when one of its targets the user never bought before is in the top ``k``
+    (queries without such targets count 0)."""
+    t = queries.targets.select(_explore_mask(split.train, queries))
+    return per_query(hit_matrix(recs, t), t.sizes(), k)["hit"]
 
 
 def evaluate(
@@ -352,24 +391,53 @@ def evaluate_system(system: System, split: Split, queries: Queries) -> dict[str,
     return evaluate(system, split, queries, recs, own)[0]
 
 
-def bootstrap_ci(
-    hits: NDArray[np.float64], clusters: NDArray[np.int64], *, n_boot: int = 1000, seed: int = 0
-) -> tuple[float, float]:
-    """95% percentile bootstrap interval of the mean, resampling whole clusters (baskets).
+Seeds = Literal["all", "first", "prefix"]
 
-    Queries of one basket share targets, so they are resampled together.
-    """
-    uniq, inv = np.unique(clusters, return_inverse=True)
-    sums = np.bincount(inv, weights=hits, minlength=len(uniq))
-    counts = np.bincount(inv, minlength=len(uniq)).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    for b0 in range(0, n_boot, 100):
-        nb = min(100, n_boot - b0)
-        idx = rng.integers(0, len(uniq), size=(nb, len(uniq)))
-        means[b0 : b0 + nb] = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(lo), float(hi)
+
+@dataclass(frozen=True)
+class Prepared:
+    """The split and the queries of a backtest: shared by every config compared on them."""
+
+    split: Split
+    queries: Queries
+    carts: Carts | None
+    info: dict[str, Any]
+
+
+def prepare(
+    dataset: Dataset,
+    *,
+    split: Literal["time", "leave_last"] = "time",
+    t: int | None = None,
+    test_share: float = 0.2,
+    seeds: Seeds = "all",
+    max_queries: int | None = None,
+    seed: int = 0,
+) -> Prepared:
+    """Split ``dataset`` and draw the test queries (see :func:`run_backtest`)."""
+    sp = (
+        leave_last_split(dataset)
+        if split == "leave_last"
+        else time_split(dataset, t, test_share=test_share)
+    )
+    carts = None
+    if seeds == "prefix":
+        queries, carts = prefix_queries(sp.test)
+    else:
+        queries = basket_queries(sp.test, first_item_only=seeds == "first")
+    if len(queries) == 0:
+        raise DataError(f"{dataset.name}: the test window holds no basket with >= 2 items")
+    if max_queries is not None and len(queries) > max_queries:
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(len(queries), size=max_queries, replace=False))
+        queries = queries.take(rows)
+        carts = carts.take(rows) if carts is not None else None
+    info = dict(sp.info)
+    info["seeds"] = seeds
+    info["train_events"] = len(sp.train.events)
+    info["test_events"] = len(sp.test.events)
+    info["test_baskets"] = int(len(np.unique(queries.basket)))
+    return Prepared(sp, queries, carts, info)
 
 
 def run_backtest(
@@ -381,6 +449,7 @@ def run_backtest(
     test_share: float = 0.2,
     max_queries: int | None = None,
     first_item_only: bool = False,
+    seeds: Seeds = "all",
     baselines: Sequence[str] | None = None,
     ablations: bool = True,
     ranker: bool = True,
@@ -388,6 +457,9 @@ def run_backtest(
     neural: bool = False,
     n_boot: int = 1000,
     seed: int = 0,
+    samples: int = 3,
+    prepared: Prepared | None = None,
+    allow_unknown_categories: bool = False,
     show_progress: bool = False,
 ) -> BacktestResult:
     """Backtest the engine built with ``config`` against its ablations and the baselines.
@@ -399,8 +471,11 @@ def run_backtest(
         or hold out each user's last basket.
     max_queries : int, optional
         Sample that many queries (reproducibly, with ``seed``) to bound run time.
-    first_item_only : bool
-        Only the first-added item of each test basket is a seed.
+    seeds : {"all", "first", "prefix"}
+        Every item of a test basket is a seed (the rest are its targets); only the first-added
+        item is; or the first ``c`` items (time order, every ``c`` from 1 to n-1) are a cart
+        served like :meth:`Engine.recommend_basket`, the rest its targets.
+        ``first_item_only`` is the old spelling of ``seeds="first"``.
     baselines : sequence of str, optional
         Baseline names (default: all of :data:`recset.eval.baselines.BASELINES`).
     ranker : bool
@@ -416,55 +491,70 @@ def run_backtest(
         Also evaluate ``mix+ranker+explore``: the ranker with this share of every prefix of
         the list kept for items the user never bought (0: skip; skipped too when the
         config's ranker already reserves a share).
+    samples : int
+        Sample lists (seed -> the mix's list with reasons) for 2 seeds in each of this many
+        of the largest categories.
+    prepared : Prepared, optional
+        The split and queries (from :func:`prepare`): several configs compared on the same
+        queries share one; the split arguments are then ignored.
     """
     import time as _time
 
-    from tqdm.auto import tqdm
-
+    if first_item_only:
+        seeds = "first"
     timings: dict[str, float] = {}
     t0 = _time.perf_counter()
-    sp = (
-        leave_last_split(dataset)
-        if split == "leave_last"
-        else time_split(dataset, t, test_share=test_share)
+    prep = prepared or prepare(
+        dataset,
+        split=split,
+        t=t,
+        test_share=test_share,
+        seeds=seeds,
+        max_queries=max_queries,
+        seed=seed,
     )
-    queries = basket_queries(sp.test, first_item_only=first_item_only)
-    if len(queries) == 0:
-        raise DataError(f"{dataset.name}: the test window holds no basket with >= 2 items")
-    if max_queries is not None and len(queries) > max_queries:
-        rng = np.random.default_rng(seed)
-        queries = queries.take(np.sort(rng.choice(len(queries), size=max_queries, replace=False)))
-    info = dict(sp.info)
-    info["first_item_only"] = first_item_only
-    t1 = _time.perf_counter()
-    engine = Engine.build(sp.train, config, show_progress=show_progress)
-    timings["build_engine"] = _time.perf_counter() - t1
+    sp, queries, carts = prep.split, prep.queries, prep.carts
+    split = "leave_last" if prep.info.get("kind") == "leave_last" else split
+    info = dict(prep.info)
+    say = show_progress
+    with stage("build the engine (fit sources, precompute lists)", say, timings, "build_engine"):
+        engine = Engine.build(
+            sp.train,
+            config,
+            show_progress=show_progress,
+            allow_unknown_categories=allow_unknown_categories,
+        )
     systems = [engine_system(engine, "mix")]
     curve: list[tuple[int, System]] = []
     if ranker:
-        t1 = _time.perf_counter()
-        emb = embed_items(sp.train)  # catalog text only: no events, nothing from the test
-        # the ranker's own label window is cut the way the test window is
-        rc = (config.ranker if config is not None else RankerConfig()).model_copy(
-            update={"label_split": split}
-        )
-        model = train_ranker(
-            sp.train, config, rc, mixer=engine.mixer, embeddings=emb, show_progress=show_progress
-        )
+        with stage(
+            "train the ranker (fit + label windows inside train)", say, timings, "train_ranker"
+        ):
+            emb = embed_items(sp.train)  # catalog text only: no events, nothing from the test
+            # the ranker's own label window is cut the way the test window is
+            rc = (config.ranker if config is not None else RankerConfig()).model_copy(
+                update={"label_split": split}
+            )
+            model = train_ranker(
+                sp.train,
+                config,
+                rc,
+                mixer=engine.mixer,
+                embeddings=emb,
+                show_progress=show_progress,
+            )
         systems.append(ranked_system(engine.with_ranker(model)))
         if explore_share and not model.config.explore_share:
             explorer = _reconfigured(model, explore_share=explore_share)
             systems.append(ranked_system(engine.with_ranker(explorer), "mix+ranker+explore"))
-        timings["train_ranker"] = _time.perf_counter() - t1
         info["ranker"] = model.metrics
         result_importance = model.importance()
         if neural:
-            t1 = _time.perf_counter()
-            neural_systems, curve = _neural_systems(
-                sp.train, config, rc, emb, show_progress=show_progress
-            )
+            with stage("train the neural stages", say, timings, "train_neural"):
+                neural_systems, curve = _neural_systems(
+                    sp.train, config, rc, emb, show_progress=show_progress
+                )
             systems += neural_systems
-            timings["train_neural"] = _time.perf_counter() - t1
     else:
         result_importance = []
     if ablations:
@@ -475,236 +565,226 @@ def run_backtest(
     curve_systems = dict(curve)
     result = BacktestResult(dataset.name, info, len(queries))
     result.importance = result_importance
-    per_query_hits: dict[str, NDArray[np.float64]] = {}
-    t1 = _time.perf_counter()
-    for system in tqdm(systems, desc="evaluate systems", disable=not show_progress):
-        recs, own = recommendations(system, queries)
-        result.systems[system.name], per_query_hits[system.name] = evaluate(
-            system, sp, queries, recs, own
-        )
-        _log.info("%s: %s", system.name, result.systems[system.name].get("item"))
-    for n_head, system in curve_systems.items():
-        recs, own = recommendations(system, queries)
-        item = evaluate(system, sp, queries, recs, own)[0]["item"]
-        result.rerank_curve[str(n_head)] = {m: item[m] for m in ("hit@1", "hit@3", "hit@10")}
-    timings["evaluate"] = _time.perf_counter() - t1
+    rrf_k = engine.config.mix.rrf_k
+    with stage(
+        f"evaluate {len(systems)} systems on {len(queries):,} queries", say, timings, "evaluate"
+    ):
+        for system in progress(systems, "evaluate systems", say):
+            recs, own = recommendations(system, queries, carts, rrf_k)
+            result.systems[system.name], result.hits[system.name] = evaluate(
+                system, sp, queries, recs, own
+            )
+            result.new_hits[system.name] = new_target_hits(sp, queries, recs)
+            _log.info("%s: %s", system.name, result.systems[system.name].get("item"))
+        for n_head, system in curve_systems.items():
+            recs, own = recommendations(system, queries, carts, rrf_k)
+            item = evaluate(system, sp, queries, recs, own)[0]["item"]
+            result.rerank_curve[str(n_head)] = {m: item[m] for m in ("hit@1", "hit@3", "hit@10")}
+    result.basket = queries.basket
+    cat = sp.train.catalog.category
+    result.query_category = np.where(
+        queries.seed >= 0, cat[np.maximum(queries.seed, 0)], -1
+    ).astype(np.int32)
+    result.category_paths = _category_labels(sp.train)
     # confidence intervals on item hit@10: the mix, the best recset system, the best baseline
     for name in {"mix", result.best("recset"), result.best("baseline")} - {None}:
-        lo, hi = bootstrap_ci(per_query_hits[name], queries.basket, n_boot=n_boot, seed=seed)
-        result.confidence[name] = {
-            "hit@10": float(per_query_hits[name].mean()),
-            "low": lo,
-            "high": hi,
-        }
-    result.per_category = _per_category(sp.train, queries, per_query_hits, result)
+        lo, hi = bootstrap_ci(result.hits[name], queries.basket, n_boot=n_boot, seed=seed)
+        result.confidence[name] = {"hit@10": float(result.hits[name].mean()), "low": lo, "high": hi}
+    result.per_category = _per_category(result)
+    if carts is not None:
+        result.by_cart_size = _by_cart_size(result, carts)
+    result.summary = summarize_gains(result, n_boot=n_boot, seed=seed)
+    if samples:
+        result.samples = sample_lists(engine, sp.train, queries, categories=samples)
     timings["total"] = _time.perf_counter() - t0
     result.timings = timings
     return result
 
 
-def _per_category(
-    train: Dataset,
-    queries: Queries,
-    hits: dict[str, NDArray[np.float64]],
-    result: BacktestResult,
-    top: int = 10,
-) -> list[dict[str, Any]]:
-    """Item hit@10 of every system in the ``top`` categories with the most queries."""
-    cat = train.catalog.category
-    seed_cat = np.where(queries.seed >= 0, cat[np.maximum(queries.seed, 0)], -1)
-    if not (seed_cat >= 0).any():
+def _category_labels(train: Dataset) -> list[str]:
+    """A readable label of every category: its path, else its id."""
+    from recset.recall import category_names
+
+    ids, paths = category_names(train)
+    return [str(p) if isinstance(p, str) else str(i) for i, p in zip(ids, paths, strict=True)]
+
+
+def _per_category(result: BacktestResult, min_queries: int = 20) -> list[dict[str, Any]]:
+    """Item hit@10 of every system in every category with ``min_queries`` queries or more,
+    largest first."""
+    qc = result.query_category
+    if not (qc >= 0).any():
         return []
-    counts = np.bincount(seed_cat[seed_cat >= 0], minlength=train.n_categories)
+    counts = np.bincount(qc[qc >= 0], minlength=len(result.category_paths))
     rows = []
-    for c in np.argsort(-counts, kind="stable")[:top]:
-        if counts[c] == 0:
+    for c in np.argsort(-counts, kind="stable"):
+        if counts[c] < min_queries:
             break
-        sel = seed_cat == c
+        sel = qc == c
         rows.append(
             {
-                "category": str(train.catalog.category_path[c]),
+                "category": result.category_paths[c],
                 "queries": int(sel.sum()),
-                "hit@10": {name: float(h[sel].mean()) for name, h in hits.items()},
+                "hit@10": {name: float(h[sel].mean()) for name, h in result.hits.items()},
             }
         )
     return rows
 
 
-# -- reports -------------------------------------------------------------------------------
-def format_table(
-    result: BacktestResult, level: str = "item", systems: Sequence[str] | None = None
-) -> str:
-    """A Markdown table of one level's metrics for (some of) the systems."""
-    cols = [f"hit@{k}" for k in KS] + ["ndcg@10", "mrr", "explore_hit@10", "repeat_hit@10"]
-    lines = ["| system | kind | " + " | ".join(cols) + " |", "|---|---|" + "---:|" * len(cols)]
-    for name, m in result.systems.items():
-        if systems is not None and name not in systems:
-            continue
-        vals = m.get(level)
-        if not isinstance(vals, dict):
-            continue
-        cells = [f"{vals[c]:.4f}" if c in vals else "–" for c in cols]
-        lines.append(f"| {name} | {m['kind']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def summary_systems(result: BacktestResult) -> list[str]:
-    """The recset systems and the baselines (no ablations): the short table."""
-    return [n for n, m in result.systems.items() if not n.startswith(("only-", "mix-minus-"))]
-
-
-def _plots(result: BacktestResult, out: Path) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        _log.warning("matplotlib is not installed: no plots (pip install 'recset[dev]')")
-        return []
-    from recset.storage import atomic_write_bytes
-
-    written = []
-    import io
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in summary_systems(result):
-        item = result.systems[name]["item"]
-        ax.plot(
-            KS,
-            [item.get(f"hit@{k}", np.nan) for k in KS],
-            marker="o",
-            label=name,
-            linewidth=2.5 if name == "mix" else 1.2,
-        )
-    ax.set_xlabel("k")
-    ax.set_ylabel("item Hit@k")
-    ax.set_xticks(KS)
-    ax.set_title(f"Hit@k — {result.dataset} ({result.queries:,} queries)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(out / "hit_at_k.png", buf.getvalue())
-    written.append("hit_at_k.png")
-
-    names = [n for n in result.systems if n == "mix" or n.startswith(("only-", "mix-minus-"))]
-    if len(names) > 1:
-        fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1))
-        vals = [result.systems[n]["item"].get("hit@10", 0.0) for n in names]
-        ax.barh(names[::-1], vals[::-1], color=["C3" if n == "mix" else "C0" for n in names[::-1]])
-        ax.set_xlabel("item Hit@10")
-        ax.set_title(f"Ablation — {result.dataset}")
-        ax.grid(alpha=0.3, axis="x")
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-        plt.close(fig)
-        atomic_write_bytes(out / "ablation.png", buf.getvalue())
-        written.append("ablation.png")
-    if result.rerank_curve:
-        sizes = [int(n) for n in result.rerank_curve]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for metric in ("hit@1", "hit@3", "hit@10"):
-            ax.plot(
-                sizes,
-                [result.rerank_curve[str(n)][metric] for n in sizes],
-                marker="o",
-                label=metric,
-            )
-        ax.set_xlabel("re-rank list size N")
-        ax.set_ylabel("item Hit@k")
-        ax.set_xticks(sizes)
-        ax.set_title(f"Personalized re-ranking vs N — {result.dataset}")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-        plt.close(fig)
-        atomic_write_bytes(out / "rerank_n.png", buf.getvalue())
-        written.append("rerank_n.png")
-    return written
-
-
-def write_report(result: BacktestResult, out_dir: str | os.PathLike[str]) -> Path:
-    """Write ``metrics.json``, ``report.md`` and the plots into ``out_dir`` (atomically)."""
-    from recset.storage import atomic_write_text
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "metrics.json", json.dumps(result.to_json(), indent=2))
-    plots = _plots(result, out)
-    levels = [lv for lv in LEVELS if any(lv in m for m in result.systems.values())]
-    parts = [
-        f"# Backtest: {result.dataset}",
-        "",
-        f"Split: `{json.dumps(result.split)}`; queries: {result.queries:,}",
-        "",
-    ]
-    for lv in levels:
-        parts += [f"## {lv} level", "", format_table(result, lv), ""]
-    if result.confidence:
-        parts += [
-            "## 95% bootstrap intervals (item Hit@10, baskets resampled)",
-            "",
-            "| system | hit@10 | low | high |",
-            "|---|---:|---:|---:|",
-        ]
-        for name, ci in result.confidence.items():
-            parts.append(f"| {name} | {ci['hit@10']:.4f} | {ci['low']:.4f} | {ci['high']:.4f} |")
-        parts.append("")
-    parts += [
-        "## Coverage and diversity",
-        "",
-        "coverage@10: share of seeds with >= 10 candidates from behaviour-based sources "
-        "(co-purchase, co-view, co-purchase-only; before any fallback); for baselines, with "
-        ">= 10 candidates of their own.",
-        "",
-        "| system | coverage@10 | type_diversity@10 | catalog_coverage@10 |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, m in result.systems.items():
-        parts.append(
-            f"| {name} | {m.get('coverage@10', 0):.4f} | "
-            f"{m.get('type_diversity@10', float('nan')):.2f} | "
-            f"{m.get('catalog_coverage@10', 0):.4f} |"
-        )
-    if result.per_category:
-        names = summary_systems(result)
-        parts += [
-            "",
-            "## Item Hit@10 in the 10 largest categories (by queries)",
-            "",
-            "| category | queries | " + " | ".join(names) + " |",
-            "|---|---:|" + "---:|" * len(names),
-        ]
-        for row in result.per_category:
-            cells = " | ".join(f"{row['hit@10'][n]:.3f}" for n in names)
-            parts.append(f"| {row['category']} | {row['queries']:,} | {cells} |")
-    if result.importance:
-        total = sum(g for _, g in result.importance) or 1.0
-        parts += [
-            "",
-            "## Ranker feature importance (gain, top 15)",
-            "",
-            "| feature | share of gain |",
-            "|---|---:|",
-        ]
-        parts += [f"| {n} | {g / total:.1%} |" for n, g in result.importance[:15]]
-    if result.rerank_curve:
-        parts += [
-            "",
-            "## Personalized re-ranking: item Hit@k against the re-rank list size N",
-            "",
-            "| N | hit@1 | hit@3 | hit@10 |",
-            "|---:|---:|---:|---:|",
-        ]
-        parts += [
-            f"| {n} | {v['hit@1']:.4f} | {v['hit@3']:.4f} | {v['hit@10']:.4f} |"
-            for n, v in result.rerank_curve.items()
-        ]
-    if plots:
-        parts += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
-    parts += ["", f"Seconds: `{json.dumps({k: round(v, 1) for k, v in result.timings.items()})}`"]
-    atomic_write_text(out / "report.md", "\n".join(parts) + "\n")
+def _by_cart_size(result: BacktestResult, carts: Carts) -> dict[str, dict[str, Any]]:
+    """Item hit@10 of every system per cart-size bin (1, 2, 3, 4, 5+)."""
+    out = {}
+    for label, sel in cart_bins(carts.sizes()).items():
+        out[label] = {
+            "queries": int(sel.sum()),
+            "hit@10": {name: float(h[sel].mean()) for name, h in result.hits.items()},
+        }
     return out
+
+
+def summarize_gains(result: BacktestResult, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The best recset system against the best baseline (and the ranker against the mix), with
+    paired intervals, and how much of each gain comes from items the user bought before.
+
+    ``repeat_share`` is 1 - (gain on new items) / (gain): the part of the item Hit@10 gain
+    that is made of queries hit only through a target the user had already bought.
+    """
+    out: dict[str, Any] = {}
+    pairs = []
+    best, base = result.best("recset"), result.best("baseline")
+    if best and base:
+        pairs.append(("best_vs_baseline", base, best))
+    if "mix+ranker" in result.hits:
+        pairs.append(("ranker_vs_mix", "mix", "mix+ranker"))
+    if best and best != "mix" and not (best == "mix+ranker" and "mix+ranker" in result.hits):
+        pairs.append(("best_vs_mix", "mix", best))
+    for key, a, b in pairs:
+        d = paired_difference(
+            result.hits[a], result.hits[b], result.basket, n_boot=n_boot, seed=seed
+        )
+        dn = paired_difference(
+            result.new_hits[a], result.new_hits[b], result.basket, n_boot=n_boot, seed=seed
+        )
+        share = 1.0 - dn["diff"] / d["diff"] if d["diff"] > 0 else None
+        out[key] = {"a": a, "b": b, "hit@10": d, "new_items_hit@10": dn, "repeat_share": share}
+    for name in {best, base} - {None}:
+        h, n = result.hits[name], result.new_hits[name]  # type: ignore[index]
+        out.setdefault("hits_from_repeats", {})[name] = (
+            float((h - n).sum() / h.sum()) if h.sum() else 0.0
+        )
+    return out
+
+
+def sample_lists(
+    engine: Engine,
+    train: Dataset,
+    queries: Queries,
+    *,
+    categories: int = 3,
+    per_category: int = 2,
+    k: int = 10,
+) -> list[dict[str, Any]]:
+    """The mix's top-``k`` with reasons and titles for the most frequent seeds of the largest
+    categories; ``hit`` marks items that were in a test basket with the seed."""
+    cat = train.catalog.category
+    seed_cat = np.where(queries.seed >= 0, cat[np.maximum(queries.seed, 0)], -1)
+    if not (seed_cat >= 0).any():
+        return []
+    counts = np.bincount(seed_cat[seed_cat >= 0])
+    labels = _category_labels(train)
+    chosen: list[tuple[int, int]] = []
+    for c in np.argsort(-counts, kind="stable")[:categories]:
+        if counts[c] == 0:
+            break
+        s_counts = np.bincount(queries.seed[seed_cat == c])
+        for s in np.argsort(-s_counts, kind="stable")[:per_category]:
+            if s_counts[s]:
+                chosen.append((int(c), int(s)))
+    if not chosen:
+        return []
+    seeds = np.array([s for _, s in chosen], dtype=np.int32)
+    batch = engine.run_pipeline(Request.of(seeds, None, k))
+    names, ids, titles = engine.source_names, train.items.values, train.catalog.title
+    q_of = queries.targets.query_of_entry()
+    out = []
+    for row, (c, s) in enumerate(chosen):
+        together = set(queries.targets.item[queries.seed[q_of] == s].tolist())
+        recs = []
+        for pos in range(batch.item.shape[1]):
+            item = int(batch.item[row, pos])
+            if item < 0:
+                break
+            ranks = batch.source_rank[row, pos]
+            reasons = [f"{names[j]} #{int(r) + 1}" for j, r in enumerate(ranks) if r >= 0]
+            recs.append(
+                {
+                    "item_id": str(ids[item]),
+                    "title": str(titles[item] or ""),
+                    "score": float(batch.score[row, pos]),
+                    "reasons": reasons or ["fallback"],
+                    "hit": item in together,
+                }
+            )
+        out.append(
+            {
+                "category": labels[c],
+                "seed_id": str(ids[s]),
+                "seed_title": str(titles[s] or ""),
+                "queries": int((queries.seed == s).sum()),
+                "recommendations": recs,
+            }
+        )
+    return out
+
+
+def run_side_by_side(
+    dataset: Dataset,
+    configs: Sequence[NamedConfig],
+    *,
+    split: Literal["time", "leave_last"] = "time",
+    t: int | None = None,
+    test_share: float = 0.2,
+    max_queries: int | None = None,
+    seeds: Seeds = "all",
+    n_boot: int = 1000,
+    seed: int = 0,
+    show_progress: bool = False,
+    **options: Any,
+) -> tuple[list[BacktestResult], dict[str, Any]]:
+    """Backtest every config on the same split and queries; the first is the reference.
+
+    The reference run has every system of :func:`run_backtest` (``options``); the others
+    only those a config changes (the mix, the ranker, the neural stages), since the
+    baselines do not read the config. Returns the runs and their comparison
+    (:func:`recset.eval._compare.compare_results`).
+    """
+    prep = prepare(
+        dataset,
+        split=split,
+        t=t,
+        test_share=test_share,
+        seeds=seeds,
+        max_queries=max_queries,
+        seed=seed,
+    )
+    results = []
+    for i, cfg in enumerate(configs):
+        if show_progress:
+            print(f"config {cfg.name!r} ({i + 1}/{len(configs)})", file=sys.stderr, flush=True)
+        opts = dict(options)
+        if i > 0:
+            opts.update(baselines=[], ablations=False, explore_share=0.0, samples=0)
+        r = run_backtest(
+            dataset,
+            cfg.config,
+            split=split,
+            n_boot=n_boot,
+            seed=seed,
+            prepared=prep,
+            show_progress=show_progress,
+            **opts,
+        )
+        r.config = cfg.record()
+        results.append(r)
+    comparison = compare_results(results, configs, prep.split.train, n_boot=n_boot, seed=seed)
+    return results, comparison

@@ -19,6 +19,12 @@ from recset.recall._base import (
     register_recall,
     registered_recall_sets,
 )
+from recset.recall._checks import (
+    category_names,
+    check_category_keys,
+    key_matches,
+    mix_item_counts,
+)
 from recset.recall._config import (
     BuildConfig,
     MixConfig,
@@ -47,10 +53,14 @@ __all__ = [
     "RecallBase",
     "RecallConfig",
     "SourceConfig",
+    "category_names",
+    "check_category_keys",
     "TextEmbeddingConfig",
     "compact",
     "embed_items",
     "get_recall",
+    "key_matches",
+    "mix_item_counts",
     "register_recall",
     "registered_recall_sets",
     "source_config_union",
