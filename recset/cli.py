@@ -346,7 +346,7 @@ def build(
     from recset.config import load_config
     from recset.engine import Engine
     from recset.progress import parse_memory
-    from recset.recall import mix_item_counts
+    from recset.recall import check_category_keys, mix_item_counts
     from recset.storage import Store, fault_point
 
     config = load_config(config_path)
@@ -360,15 +360,12 @@ def build(
     if progress.getEffectiveLevel() > logging.INFO:
         progress.setLevel(logging.INFO)
     ds = _load(data, on_bad_rows, _quarantine_dir(store, data.parent), time_range, store)
+    # Checked before the store is opened: a config that cannot build creates no store.
+    check_category_keys(config, ds, allow_unknown=allow_unknown_categories)
     # The build lock before the fit: a second build into this store refuses at once.
     with Store.open(store, artifact_dir=artifact_dir) as st, st.build_lock("recset build"):
         with _step("fit recall sources and precompute candidate lists"):
-            engine = Engine.build(
-                ds,
-                config,
-                show_progress=True,
-                allow_unknown_categories=allow_unknown_categories,
-            )
+            engine = Engine.build(ds, config, show_progress=True, allow_unknown_categories=True)
         fault_point("fit")
         counts = mix_item_counts(config, engine.mixer.seed_mix)
         click.echo("  items served by each mix:", err=True)
