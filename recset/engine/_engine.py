@@ -13,7 +13,7 @@ import copy
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,7 +24,7 @@ from recset.engine._persist import load_parts, save_engine, write_engine
 from recset.engine._results import Reason, Recommendation, merge_basket, row_recommendations
 from recset.errors import ConfigError
 from recset.pipeline import Candidates, Request, Stage, get_stage, insert_position
-from recset.ranking import USER_HISTORY, Ranker
+from recset.ranking import USER_HISTORY, DiscoverStage, Ranker
 from recset.recall import Mixer
 
 if TYPE_CHECKING:
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from recset.storage import ArtifactRecord
 
 _log = logging.getLogger(__name__)
+
+Mode = Literal["complete", "discover"]
+MODES: tuple[str, ...] = ("complete", "discover")
 
 
 class Engine:
@@ -202,6 +205,25 @@ class Engine:
         new._set(self._ranker, self._personalizer, self._type_transition)
         return new
 
+    def for_mode(self, mode: Mode) -> Engine:
+        """The engine serving ``mode``: this one for ``"complete"``; for ``"discover"`` a copy
+        whose lists hold only items the user never bought, ranked by the ranker's discovery
+        model (``ConfigError`` when the ranker has none)."""
+        if mode == "complete":
+            return self
+        if mode != "discover":
+            raise ConfigError(
+                f"The 'mode' parameter must be one of {list(MODES)}. Got {mode!r} instead."
+            )
+        if self._ranker is None or self._ranker.discover_booster is None:
+            raise ConfigError(
+                "discover mode needs a ranker with a discovery model: train it with "
+                "`[ranker] discover = true` (`recset train-ranker`)"
+            )
+        new = self._copy()
+        new._stages = (self._stages[0], DiscoverStage(self._ranker, self.mixer.available))
+        return new
+
     def variant(self, sources: Iterable[str]) -> Engine:
         """The same fitted engine serving only ``sources`` of every mix, computed live, with
         no ranker or neural stages (for ablations: nothing is refitted)."""
@@ -262,6 +284,7 @@ class Engine:
         users: Sequence[str | None] | None = None,
         k: int = 10,
         exclude: Sequence[Iterable[str]] | None = None,
+        mode: Mode = "complete",
     ) -> list[list[Recommendation]]:
         """Up to ``k`` complements of each seed (external ids), best first, with reasons.
 
@@ -275,7 +298,10 @@ class Engine:
         k : int
         exclude : sequence of iterables of str, optional
             One collection of item ids per seed that its list must not hold.
+        mode : {"complete", "discover"}
+            ``"discover"``: only complements the user never bought (:meth:`for_mode`).
         """
+        engine = self.for_mode(mode)
         n = len(seed_ids)
         if exclude is not None and len(exclude) != n:
             raise ConfigError(
@@ -286,7 +312,7 @@ class Engine:
         extra = max((len(e) for e in ex), default=0)
         seeds = self.items.index(list(seed_ids)) if n else np.zeros(0, np.int32)
         request = Request.of(seeds, self._dense_users(users, n), k + extra)
-        batch = self.run_pipeline(request)
+        batch = engine.run_pipeline(request)
         return [row_recommendations(batch, i, k, ex[i], self.items) for i in range(n)]
 
     def _dense_exclude(self, ids: Iterable[str]) -> NDArray[np.int32]:
@@ -300,15 +326,19 @@ class Engine:
         user: str | None = None,
         k: int = 10,
         exclude: Iterable[str] = (),
+        mode: Mode = "complete",
     ) -> list[Recommendation]:
         """Up to ``k`` complements of ``seed_item`` (external id), best first.
 
         An unknown seed never raises: it gets the cold-start path (the fallback source).
         ``user`` (external id) feeds the personal stages; an unknown user is served like an
-        anonymous one. Items in ``exclude`` (external ids) are never returned.
+        anonymous one. Items in ``exclude`` (external ids) are never returned. ``mode``
+        ``"discover"`` serves only complements the user never bought (:meth:`for_mode`).
         """
         if not isinstance(k, int) or k < 1:
             raise ConfigError(f"The 'k' parameter must be an int in [1, inf). Got {k!r} instead.")
+        if mode != "complete":
+            return self.recommend_batch([seed_item], [user], k, [exclude], mode=mode)[0]
         if len(self._stages) == 1:
             fast = self._recommend_precomputed(
                 self.items.index_one(seed_item), k, self._dense_exclude(exclude)
@@ -318,21 +348,28 @@ class Engine:
         return self.recommend_batch([seed_item], [user], k, [exclude])[0]
 
     def recommend_basket(
-        self, item_ids: Sequence[str], user: str | None = None, k: int = 10
+        self,
+        item_ids: Sequence[str],
+        user: str | None = None,
+        k: int = 10,
+        mode: Mode = "complete",
     ) -> list[Recommendation]:
         """One list of ``k`` complements for a cart of several items; none of the cart's.
 
         Every known cart item is a seed; an item's basket score is the sum over the seeds'
         lists of ``1 / (rrf_k + rank + 1)`` (``rrf_k`` of the default mix), so items that
         complete several cart items rise. Its reasons are those of its best-ranked
-        occurrence. A cart of unknown items gets the cold-start list.
+        occurrence. A cart of unknown items gets the cold-start list. ``mode="discover"``
+        keeps only items the user never bought.
         """
         if not isinstance(k, int) or k < 1:
             raise ConfigError(f"The 'k' parameter must be an int in [1, inf). Got {k!r} instead.")
         cart = list(dict.fromkeys(item_ids))
         known = [i for i in cart if self.items.index_one(i) >= 0] or cart[:1]
         width = k + len(cart)
-        lists = self.recommend_batch(known, [user] * len(known), width, [cart] * len(known))
+        lists = self.recommend_batch(
+            known, [user] * len(known), width, [cart] * len(known), mode=mode
+        )
         return merge_basket(lists, self.config.mix.rrf_k, k)
 
     def _recommend_precomputed(
