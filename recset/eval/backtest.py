@@ -666,6 +666,28 @@ def _plots(result: BacktestResult, out: Path) -> list[str]:
     return written
 
 
+def _split_info(result: BacktestResult) -> dict[str, Any]:
+    """The split's info without the baseline grids (they get their own table)."""
+    return {k: v for k, v in result.split.items() if k != "baseline_tuning"}
+
+
+def _tuning_table(result: BacktestResult) -> list[str]:
+    """Report lines: each baseline's chosen hyper-parameters and validation Hit@10."""
+    tuning = result.split.get("baseline_tuning") or {}
+    if not tuning:
+        return []
+    lines = [
+        "## Baseline hyper-parameters (chosen on a validation window cut from training)",
+        "",
+        "| baseline | chosen | validation hit@10 | combinations tried |",
+        "|---|---|---:|---:|",
+    ]
+    for name, t in tuning.items():
+        chosen = ", ".join(f"{k}={v}" for k, v in t["params"].items()) or "–"
+        lines.append(f"| {name} | {chosen} | {t['validation_hit@10']:.4f} | {len(t['grid'])} |")
+    return [*lines, ""]
+
+
 def write_report(result: BacktestResult, out_dir: str | os.PathLike[str]) -> Path:
     """Write ``metrics.json``, ``report.md`` and the plots into ``out_dir`` (atomically)."""
     from recset.storage import atomic_write_text
@@ -678,11 +700,12 @@ def write_report(result: BacktestResult, out_dir: str | os.PathLike[str]) -> Pat
     parts = [
         f"# Backtest: {result.dataset}",
         "",
-        f"Split: `{json.dumps(result.split)}`; queries: {result.queries:,}",
+        f"Split: `{json.dumps(_split_info(result))}`; queries: {result.queries:,}",
         "",
     ]
     for lv in levels:
         parts += [f"## {lv} level", "", format_table(result, lv), ""]
+    parts += _tuning_table(result)
     if result.confidence:
         parts += [
             "## 95% bootstrap intervals (item Hit@10, baskets resampled)",
