@@ -5,8 +5,7 @@ test window was cut from the whole log (each user's last training basket for a l
 split, the last ``share`` of the training baskets for a time split); every combination of a
 baseline's grid (:data:`recset.eval.baselines.GRIDS`) is fitted on the earlier part, filled
 like in the backtest, and scored by item Hit@10 on the validation baskets. The test window
-is never looked at. The first best combination wins, so the grids list the usual defaults
-first.
+is never looked at. Ties go to the combination listed first.
 """
 
 from __future__ import annotations
