@@ -22,6 +22,8 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+# the built-in features register first: these columns come after theirs
+from recset.ranking import _builtin_features  # noqa: F401
 from recset.ranking._feature_base import FeatureBatch, FitContext, RankerFeature, register_feature
 from recset.signals import pair_lookup, topk_rows
 
