@@ -602,6 +602,14 @@ def explain(seed: str, store: str, artifact_dir: Path | None, k: int, as_json: b
     help="Also recommend for this many example seeds taken from the catalog.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of text.")
+@click.option(
+    "--mode",
+    type=click.Choice(["complete", "discover"]),
+    default="complete",
+    show_default=True,
+    help="discover: only complements the --user never bought (needs a ranker trained with "
+    "`[ranker] discover = true`).",
+)
 def recommend(
     seeds: tuple[str, ...],
     store: str,
@@ -610,6 +618,7 @@ def recommend(
     k: int,
     examples: int,
     as_json: bool,
+    mode: str,
 ) -> None:
     """Print recommendations, with their reasons, for SEEDS (item ids)."""
     from recset.engine import Engine
@@ -627,7 +636,7 @@ def recommend(
     if not seed_list:
         raise click.UsageError("give at least one SEED or --examples N")
     for seed in seed_list:
-        recs = engine.recommend(seed, user=user, k=k)
+        recs = engine.recommend(seed, user=user, k=k, mode=mode)  # type: ignore[arg-type]
         if as_json:
             click.echo(
                 json.dumps(

@@ -79,7 +79,7 @@ def test_category_overrides_most_specific_wins(tmp_path: Path) -> None:
     [
         (
             "[sources.nope]\n",
-            r"unknown source type 'sources.nope'; allowed values: \['co_purchase'",
+            r"unknown source type 'sources.nope'; allowed values: \['bought_after', 'co_purchase'",
         ),
         ("[sources.x]\ntype = 'nope'\n", r"unknown source type 'sources.x.type' 'nope'"),
         (

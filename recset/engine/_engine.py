@@ -13,7 +13,7 @@ import copy
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,7 +24,7 @@ from recset.engine._persist import load_parts, save_engine, write_engine
 from recset.engine._results import Reason, Recommendation, merge_basket, row_recommendations
 from recset.errors import ConfigError, ParameterTypeError
 from recset.pipeline import Candidates, Request, Stage, get_stage, insert_position
-from recset.ranking import USER_HISTORY, Ranker
+from recset.ranking import USER_HISTORY, DiscoverStage, Ranker
 from recset.recall import Mixer, check_category_keys
 
 if TYPE_CHECKING:
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from recset.storage import ArtifactRecord
 
 _log = logging.getLogger(__name__)
+
+Mode = Literal["complete", "discover"]
+MODES: tuple[str, ...] = ("complete", "discover")
 
 MAX_K = 10_000
 """The longest list a request may ask for (the longest list a build precomputes, too)."""
@@ -247,6 +250,25 @@ class Engine:
         new._set(self._ranker, self._personalizer, self._type_transition)
         return new
 
+    def for_mode(self, mode: Mode) -> Engine:
+        """The engine serving ``mode``: this one for ``"complete"``; for ``"discover"`` a copy
+        whose lists hold only items the user never bought, ranked by the ranker's discovery
+        model (``ConfigError`` when the ranker has none)."""
+        if mode == "complete":
+            return self
+        if mode != "discover":
+            raise ConfigError(
+                f"The 'mode' parameter must be one of {list(MODES)}. Got {mode!r} instead."
+            )
+        if self._ranker is None or self._ranker.discover_booster is None:
+            raise ConfigError(
+                "discover mode needs a ranker with a discovery model: train it with "
+                "`[ranker] discover = true` (`recset train-ranker`)"
+            )
+        new = self._copy()
+        new._stages = (self._stages[0], DiscoverStage(self._ranker, self.mixer.available))
+        return new
+
     def variant(self, sources: Iterable[str]) -> Engine:
         """The same fitted engine serving only ``sources`` of every mix, computed live, with
         no ranker or neural stages (for ablations: nothing is refitted)."""
@@ -323,6 +345,7 @@ class Engine:
         users: Sequence[str | None] | None = None,
         k: int = 10,
         exclude: Sequence[Iterable[str]] | None = None,
+        mode: Mode = "complete",
     ) -> list[list[Recommendation]]:
         """Up to ``k`` complements of each seed (external ids), best first, with reasons.
 
@@ -336,8 +359,11 @@ class Engine:
         k : int
         exclude : sequence of iterables of str, optional
             One collection of item ids per seed that its list must not hold.
+        mode : {"complete", "discover"}
+            ``"discover"``: only complements the user never bought (:meth:`for_mode`).
         """
         k = _check_k(k)
+        engine = self.for_mode(mode)
         seed_list = _check_ids(seed_ids, "seed_ids")
         n = len(seed_list)
         if users is not None:
@@ -362,7 +388,7 @@ class Engine:
             part = ex[sl]
             extra = min(max((len(e) for e in part), default=0), len(self.items))
             seeds = self.items.index(seed_list[sl])
-            batch = self.run_pipeline(Request.of(seeds, dense_users[sl], k + extra))
+            batch = engine.run_pipeline(Request.of(seeds, dense_users[sl], k + extra))
             out += [row_recommendations(batch, i, k, e, self.items) for i, e in enumerate(part)]
         return out
 
@@ -377,12 +403,14 @@ class Engine:
         user: str | None = None,
         k: int = 10,
         exclude: Iterable[str] = (),
+        mode: Mode = "complete",
     ) -> list[Recommendation]:
         """Up to ``k`` complements of ``seed_item`` (external id), best first.
 
         An unknown seed never raises: it gets the cold-start path (the fallback source).
         ``user`` (external id) feeds the personal stages; an unknown user is served like an
-        anonymous one. Items in ``exclude`` (external ids) are never returned.
+        anonymous one. Items in ``exclude`` (external ids) are never returned. ``mode``
+        ``"discover"`` serves only complements the user never bought (:meth:`for_mode`).
 
         Raises ``TypeError`` (:class:`~recset.errors.ParameterTypeError`) for a seed or user
         that is not a string, an ``exclude`` that is a bare string, and a ``k`` that is not
@@ -392,6 +420,8 @@ class Engine:
         _check_id(seed_item, "seed_item")
         _check_id(user, "user", optional=True)
         exclude = _check_ids(exclude, "exclude")
+        if mode != "complete":
+            return self.recommend_batch([seed_item], [user], k, [exclude], mode=mode)[0]
         if len(self._stages) == 1:
             fast = self._recommend_precomputed(
                 self.items.index_one(seed_item), k, self._dense_exclude(exclude)
@@ -401,14 +431,19 @@ class Engine:
         return self.recommend_batch([seed_item], [user], k, [exclude])[0]
 
     def recommend_basket(
-        self, item_ids: Sequence[str], user: str | None = None, k: int = 10
+        self,
+        item_ids: Sequence[str],
+        user: str | None = None,
+        k: int = 10,
+        mode: Mode = "complete",
     ) -> list[Recommendation]:
         """One list of ``k`` complements for a cart of several items; none of the cart's.
 
         Every known cart item is a seed; an item's basket score is the sum over the seeds'
         lists of ``1 / (rrf_k + rank + 1)`` (``rrf_k`` of the default mix), so items that
         complete several cart items rise. Its reasons are those of its best-ranked
-        occurrence. A cart of unknown items gets the cold-start list.
+        occurrence. A cart of unknown items gets the cold-start list. ``mode="discover"``
+        keeps only items the user never bought.
         """
         k = _check_k(k)
         _check_id(user, "user", optional=True)
@@ -417,7 +452,9 @@ class Engine:
             raise ConfigError("The 'item_ids' parameter must hold at least one item id.")
         known = [i for i in cart if self.items.index_one(i) >= 0] or cart[:1]
         width = k + len(cart)
-        lists = self.recommend_batch(known, [user] * len(known), width, [cart] * len(known))
+        lists = self.recommend_batch(
+            known, [user] * len(known), width, [cart] * len(known), mode=mode
+        )
         return merge_basket(lists, self.config.mix.rrf_k, k)
 
     def _recommend_precomputed(

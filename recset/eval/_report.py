@@ -149,6 +149,8 @@ def _setup_blocks(
 ) -> list[Block]:
     rows = [["dataset", result.dataset], ["queries", f"{n_queries:,}"]]
     for k, v in result.split.items():
+        if k == "baseline_tuning":  # a table of its own (_tuning_blocks)
+            continue
         if isinstance(v, dict):
             v = ", ".join(f"{a}={_fmt_value(b)}" for a, b in v.items())
         elif k == "t" and isinstance(v, int):
@@ -165,6 +167,30 @@ def _setup_blocks(
         )
     )
     return blocks
+
+
+def _tuning_blocks(result: BacktestResult) -> list[Block]:
+    """Each baseline's hyper-parameters chosen on the validation window, with its Hit@10."""
+    tuning = result.split.get("baseline_tuning") or {}
+    if not tuning:
+        return []
+    rows = [
+        [
+            name,
+            ", ".join(f"{k}={v}" for k, v in t["params"].items()) or "–",
+            f"{t['validation_hit@10']:.4f}",
+            str(len(t["grid"])),
+        ]
+        for name, t in tuning.items()
+    ]
+    return [
+        Block("h2", "Baseline hyper-parameters (chosen on a validation window cut from training)"),
+        Block(
+            "table",
+            header=["baseline", "chosen", "validation hit@10", "combinations tried"],
+            rows=rows,
+        ),
+    ]
 
 
 def _date(t: int) -> str:
@@ -429,6 +455,7 @@ def report_blocks(
     blocks = [Block("h1", title)]
     blocks += _summary_blocks(result)
     blocks += _setup_blocks(result, configs, result.queries)
+    blocks += _tuning_blocks(result)
     if comparison:
         blocks += _compare_blocks(comparison)
     blocks += _results_blocks(result)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,18 +24,26 @@ class System:
     """A named recommender under test.
 
     ``kind`` is "recset" or "baseline"; a ``personal`` system uses the query's user (others
-    are evaluated once per distinct seed).
+    are evaluated once per distinct seed). ``params`` are the hyper-parameters it was built
+    with (a tuned baseline's chosen values), reported in metrics.json.
     """
 
     name: str
     kind: str
     recommend: Recommender
     personal: bool = False
+    params: dict[str, Any] | None = field(default=None)
 
 
-def popular_system(train: Dataset, name: str, scope: str) -> System:
-    """The ``popular`` recall source alone (``scope`` "global" or "category") as a baseline."""
-    model = PopularRecall(PopularConfig(scope=scope)).fit(train)  # type: ignore[arg-type]
+def popular_system(
+    train: Dataset, name: str, scope: str, *, half_life_days: float = 30.0
+) -> System:
+    """The ``popular`` recall source alone (``scope`` "global" or "category") as a baseline.
+
+    Ties in popularity go to the lower item id.
+    """
+    cfg = PopularConfig(scope=scope, half_life_days=half_life_days)  # type: ignore[arg-type]
+    model = PopularRecall(cfg).fit(train)
 
     def rec(seeds: NDArray[np.int32], users: NDArray[np.int32], k: int):  # noqa: ANN202
         c = model.recall_many(seeds, k)

@@ -48,7 +48,8 @@ from recset.eval._result import (
     summary_systems,
 )
 from recset.eval._systems import System
-from recset.eval.baselines import baseline_systems
+from recset.eval._tuning import tune_baselines
+from recset.eval.baselines import baseline_systems, hide_bought
 from recset.eval.metrics import KS, hit_matrix, per_query, summarize
 from recset.pipeline import Request
 from recset.ranking import RankerConfig, train_ranker
@@ -262,6 +263,31 @@ def _neural_systems(
     return systems, curve
 
 
+def _rc_discover(config: Config | None, discover: bool) -> bool:
+    """Whether the backtest's ranker trains its discovery model."""
+    return discover or (config is not None and config.ranker.discover)
+
+
+def _fair_baselines(
+    train: Dataset,
+    engine: Engine,
+    config: Config | None,
+    split: Literal["time", "leave_last"],
+    names: Sequence[str] | None,
+    info: dict[str, Any],
+    *,
+    seed: int = 0,
+) -> list[System]:
+    """The baselines, tuned on a validation window cut from ``train`` like the ranker's
+    label window, filled by the engine's fallback source; the grid scores go to ``info``."""
+    rc = config.ranker if config is not None else RankerConfig()
+    fill = engine.mixer.sources[engine.mixer.fallback]
+    tuned = tune_baselines(train, names, split=split, share=rc.label_share, fill=fill, seed=seed)
+    info["baseline_tuning"] = {name: t.to_json() for name, t in tuned.items()}
+    params = {name: t.params for name, t in tuned.items()}
+    return baseline_systems(train, names, params=params, fill=fill)
+
+
 # -- evaluation ----------------------------------------------------------------------------
 def _levels(ds: Dataset) -> dict[str, NDArray[np.int32] | None]:
     """Item -> group id for each reporting level; a level the dataset lacks is left out."""
@@ -454,6 +480,7 @@ def run_backtest(
     ablations: bool = True,
     ranker: bool = True,
     explore_share: float = 0.3,
+    discover: bool = True,
     neural: bool = False,
     n_boot: int = 1000,
     seed: int = 0,
@@ -481,6 +508,10 @@ def run_backtest(
     ranker : bool
         Also train the LightGBM ranker on the training part (its own fit and label windows
         inside it) and evaluate ``mix+ranker``.
+    discover : bool
+        Also train the ranker's discovery model and evaluate ``mix+ranker+discover``
+        (``mode="discover"``: only items new to the user), with every baseline but the
+        repeat ones also hiding the user's purchases (``NAME/new``); needs ``ranker``.
     neural : bool
         Also train the neural stages on the training part and evaluate, each on top of the
         one before, ``mix+ranker+gnn`` (the ``gnn_neighbors`` source, trained, in the mix,
@@ -533,7 +564,7 @@ def run_backtest(
             emb = embed_items(sp.train)  # catalog text only: no events, nothing from the test
             # the ranker's own label window is cut the way the test window is
             rc = (config.ranker if config is not None else RankerConfig()).model_copy(
-                update={"label_split": split}
+                update={"label_split": split, "discover": _rc_discover(config, discover)}
             )
             model = train_ranker(
                 sp.train,
@@ -544,6 +575,9 @@ def run_backtest(
                 show_progress=show_progress,
             )
         systems.append(ranked_system(engine.with_ranker(model)))
+        if model.discover_booster is not None:
+            discoverer = engine.with_ranker(model).for_mode("discover")
+            systems.append(ranked_system(discoverer, "mix+ranker+discover"))
         if explore_share and not model.config.explore_share:
             explorer = _reconfigured(model, explore_share=explore_share)
             systems.append(ranked_system(engine.with_ranker(explorer), "mix+ranker+explore"))
@@ -560,7 +594,11 @@ def run_backtest(
     if ablations:
         systems += ablation_systems(engine)
     t1 = _time.perf_counter()
-    systems += baseline_systems(sp.train, baselines)
+    fair = _fair_baselines(sp.train, engine, config, split, baselines, info, seed=seed)
+    systems += fair
+    if any(s.name == "mix+ranker+discover" for s in systems):
+        # a list that hides the user's purchases is compared with baselines that hide them
+        systems += [hide_bought(s, sp.train) for s in fair if not s.name.startswith("user_")]
     timings["fit_baselines"] = _time.perf_counter() - t1
     curve_systems = dict(curve)
     result = BacktestResult(dataset.name, info, len(queries))
@@ -574,6 +612,8 @@ def run_backtest(
             result.systems[system.name], result.hits[system.name] = evaluate(
                 system, sp, queries, recs, own
             )
+            if system.params is not None:
+                result.systems[system.name]["params"] = system.params
             result.new_hits[system.name] = new_target_hits(sp, queries, recs)
             _log.info("%s: %s", system.name, result.systems[system.name].get("item"))
         for n_head, system in curve_systems.items():

@@ -24,12 +24,14 @@ coverage flag) is True when the row holds ``k`` items of the baseline's own.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -39,6 +41,7 @@ from recset.data import PURCHASE, Dataset
 from recset.errors import ConfigError
 from recset.eval._systems import Recommender, System
 from recset.eval._systems import popular_system as _popular
+from recset.recall import RecallBase
 from recset.signals import topk_rows
 
 _log = logging.getLogger(__name__)
@@ -135,64 +138,163 @@ def _check_min(owner: str, param: str, value: float, low: float) -> None:
         )
 
 
-# -- popularity ------------------------------------------------------------------------------
-def popular_system(train: Dataset) -> System:
-    """The globally most-bought items (seed excluded); wraps the backtest's popularity."""
-    return _popular(train, "popular", "global")
+# -- fill and hiding -------------------------------------------------------------------------
+def popularity(train: Dataset) -> NDArray[np.float64]:
+    """Training purchases per item: the tie-breaker of every baseline's own list."""
+    return train.item_counts("purchase").astype(np.float64)
 
 
-def popular_in_category_system(train: Dataset) -> System:
-    """The most-bought items of the seed's category, filled up with global ones."""
-    return _popular(train, "popular_in_category", "category")
+def with_fill(system: System, fill: RecallBase) -> System:
+    """``system`` with its short rows filled from ``fill`` (a fitted recall source).
 
-
-# -- implicit --------------------------------------------------------------------------------
-def _similar_table(model: object, known: NDArray[np.bool_], *, restrict: bool) -> NDArray[np.int32]:
-    """Each known item's :data:`K_LIST` most similar items via ``model.similar_items``.
-
-    Unknown items (never bought in training) get an empty row; with ``restrict`` they are
-    not candidates either (their factors are untrained).
+    The fill is what the recset systems get: the engine's fallback source (``popular``:
+    popular items of the seed's scope, then globally popular ones), in its order, skipping
+    the seed and items already in the row. ``own`` is kept from ``system`` (its coverage
+    before the fill).
     """
-    table = np.full((len(known), K_LIST), -1, dtype=np.int32)
-    ids = np.flatnonzero(known).astype(np.int32)
-    if len(ids) == 0:
-        return table
-    n = min(K_LIST + 1, len(ids))
-    kwargs = {"items": ids} if restrict else {}
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        nb, _ = model.similar_items(chunk, N=n, **kwargs)  # type: ignore[attr-defined]
-        table[chunk] = _drop_self(np.asarray(nb, dtype=np.int64), chunk)
-    return table
+
+    def rec(
+        seeds: NDArray[np.int32], users: NDArray[np.int32], k: int
+    ) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
+        seeds = np.asarray(seeds, dtype=np.int32)
+        items, own = system.recommend(seeds, users, k)
+        short = (items >= 0).sum(axis=1) < k
+        if not short.any():
+            return items, own
+        # the row holds at most k items and the fill skips only the seed, so 2k + 1 suffice
+        extra = fill.recall_many(seeds[short], 2 * k + 1).item  # type: ignore[attr-defined]
+        both = np.concatenate([items[short], extra], axis=1)
+        out = items.copy()
+        out[short] = _first_distinct(both, seeds[short], k)
+        return out, own
+
+    return replace(system, recommend=rec)
 
 
-def item_knn_system(train: Dataset, *, n_neighbors: int = K_LIST) -> System:
-    """Item-kNN: implicit's ``CosineRecommender`` on the user x item purchase counts.
+def _first_distinct(
+    rows: NDArray[np.integer], seeds: NDArray[np.integer], k: int
+) -> NDArray[np.int32]:
+    """Per row, the first ``k`` distinct ids other than -1 and the row's seed, in order."""
+    big = np.iinfo(np.int32).max
+    order = np.argsort(np.where(rows >= 0, rows, big), axis=1, kind="stable")
+    s = np.take_along_axis(rows, order, axis=1)
+    dup_sorted = np.zeros(rows.shape, dtype=bool)
+    dup_sorted[:, 1:] = s[:, 1:] == s[:, :-1]
+    dup = np.empty_like(dup_sorted)
+    np.put_along_axis(dup, order, dup_sorted, axis=1)
+    keep = (rows >= 0) & ~dup & (rows != np.asarray(seeds)[:, None])
+    return _compact(rows, keep, k)[0]
+
+
+def hide_bought(system: System, train: Dataset, name: str | None = None) -> System:
+    """``system`` without the items the query's user bought in ``train`` (a personal system).
+
+    The inner system is asked for ``k`` plus the longest history of the batch (at most 500)
+    items, so a row keeps ``k`` items after hiding whenever the inner list is long enough.
+    The discovery comparison puts a list that hides the user's purchases against baselines
+    wrapped in this.
+    """
+    bought = train.interactions("purchase", binary=True).tocsr()
+    bought.sort_indices()
+    keys = _pair_keys(bought)
+    sizes = np.diff(bought.indptr)
+
+    def rec(
+        seeds: NDArray[np.int32], users: NDArray[np.int32], k: int
+    ) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
+        users = np.asarray(users)
+        ok = (users >= 0) & (users < bought.shape[0])
+        longest = int(sizes[users[ok]].max()) if ok.any() else 0
+        items, own = system.recommend(seeds, users, k + min(longest, 500))
+        q = np.repeat(np.where(ok, users, 0), items.shape[1])
+        seen = _lookup(bought, keys, q, np.maximum(items, 0).ravel()).reshape(items.shape) > 0
+        seen &= ok[:, None]
+        return _compact(items, (items >= 0) & ~seen, k)[0], own
+
+    return System(name or f"{system.name}/new", system.kind, rec, personal=True)
+
+
+# -- popularity ------------------------------------------------------------------------------
+def popular_system(train: Dataset, *, half_life_days: float = 30.0) -> System:
+    """The globally most-bought items (seed excluded); wraps the backtest's popularity.
 
     Parameters
     ----------
-    n_neighbors : int
-        Neighbours kept per item (``K`` of the recommender, plus the item itself).
+    half_life_days : float
+        Half-life of the decay of purchase counts (0: no decay).
+    """
+    return _popular(train, "popular", "global", half_life_days=half_life_days)
 
-    No fallback: a seed with fewer than ``k`` neighbours gets a short row.
+
+def popular_in_category_system(train: Dataset, *, half_life_days: float = 30.0) -> System:
+    """The most-bought items of the seed's category, filled up with global ones."""
+    return _popular(train, "popular_in_category", "category", half_life_days=half_life_days)
+
+
+# -- implicit --------------------------------------------------------------------------------
+def _similar_items_system(name: str, model: object, known: NDArray[np.bool_]) -> System:
+    """A baseline serving ``model.similar_items`` among the ``known`` items, by seed.
+
+    The neighbours of each distinct seed of a call are computed then (a backtest asks about
+    the seeds of its queries only). Unknown items (never bought in training) get an empty
+    row and are never candidates (their factors are untrained).
+    """
+    ids = np.flatnonzero(known).astype(np.int32)
+
+    def rec(
+        seeds: NDArray[np.int32], users: NDArray[np.int32], k: int
+    ) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
+        uniq, inv = np.unique(np.asarray(seeds), return_inverse=True)
+        table = np.full((len(uniq), K_LIST), -1, dtype=np.int32)
+        ok = (uniq >= 0) & (uniq < len(known))
+        ok[ok] = known[uniq[ok]]
+        asked = uniq[ok].astype(np.int32)
+        n = min(K_LIST + 1, len(ids))
+        pos = np.flatnonzero(ok)
+        for start in range(0, len(asked), _CHUNK):
+            chunk = asked[start : start + _CHUNK]
+            nb, _ = model.similar_items(chunk, N=n, items=ids)  # type: ignore[attr-defined]
+            table[pos[start : start + _CHUNK]] = _drop_self(np.asarray(nb, np.int64), chunk)
+        rows = table[inv]
+        return _compact(rows, rows >= 0, k)
+
+    return _system(name, rec)
+
+
+def item_knn_system(train: Dataset, *, unit: Literal["user", "basket"] = "user") -> System:
+    """Item-kNN: cosine between items' 0/1 purchase vectors (implicit's ``CosineRecommender``).
+
+    Parameters
+    ----------
+    unit : {"user", "basket"}
+        The rows of the 0/1 matrix: users (who bought the item) or baskets (which held it).
+
+    Each item keeps its :data:`K_LIST` nearest items, ties by popularity, then the lower id.
     """
     from implicit.nearest_neighbours import CosineRecommender
 
-    _check_min("item_knn_system", "n_neighbors", n_neighbors, 1)
-    ui = train.interactions("purchase").tocsr()
-    model = CosineRecommender(K=n_neighbors + 1)  # +1: the item is its own nearest neighbour
+    _check_choice("item_knn_system", "unit", unit, ("user", "basket"))
+    if unit == "user":
+        m = train.interactions("purchase", binary=True).tocsr().astype(np.float32)
+    else:
+        m = train.baskets.matrix(train.n_items)
+    model = CosineRecommender(K=K_LIST + 1)  # +1: the item is its own nearest neighbour
     with warnings.catch_warnings():
         # implicit 0.7 converts to COO internally and then warns that it expected CSR
         warnings.filterwarnings("ignore", message="Method expects CSR input")
-        model.fit(ui, show_progress=False)
-    known = np.diff(ui.tocsc().indptr) > 0
-    return _table_system("item_knn", _similar_table(model, known, restrict=False))
+        model.fit(m, show_progress=False)
+    sim = model.similarity.tocoo()
+    ok = (sim.row != sim.col) & (sim.data > 0)
+    r, c, v = sim.row[ok], sim.col[ok], sim.data[ok].astype(np.float64)
+    # cosine values of equal pairs differ in the last bits: round before ranking on them
+    table = _ranked_table(r, c, (np.round(v, 9), popularity(train)[c]), train.n_items)
+    return _table_system("item_knn", table)
 
 
 def als_system(
     train: Dataset,
     *,
-    factors: int = 64,
+    factors: int = 32,
     iterations: int = 15,
     regularization: float = 0.05,
     alpha: float = 10.0,
@@ -203,9 +305,10 @@ def als_system(
     Parameters
     ----------
     alpha : float
-        Confidence ``c_ui = 1 + alpha * count``. implicit reads the matrix values as the
-        confidence itself (its solver weighs a positive by ``value - 1`` on top of the
-        unobserved baseline of 1), so the matrix passed holds ``1 + alpha * count``.
+        Confidence ``c_ui = 1 + alpha * count`` (Hu, Koren and Volinsky). implicit reads the
+        matrix values as the confidence itself (its solver weighs a positive by ``value - 1``
+        on top of the unobserved baseline of 1), so the matrix passed holds
+        ``1 + alpha * count``.
 
     Items never bought in training keep their random initial factors (shrunk towards 0 by
     the regularisation), which would make meaningless neighbours: they get an empty row and
@@ -232,9 +335,17 @@ def als_system(
             use_gpu=False,
         )
         model.fit(conf, show_progress=False)
-        known = np.diff(ui.tocsc().indptr) > 0
-        table = _similar_table(model, known, restrict=True)
-    return _table_system("als", table)
+    known = np.diff(ui.tocsc().indptr) > 0
+    system = _similar_items_system("als", model, known)
+    inner = system.recommend
+
+    def rec(
+        seeds: NDArray[np.int32], users: NDArray[np.int32], k: int
+    ) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
+        with threadpool_limits(1, "blas"):
+            return inner(seeds, users, k)
+
+    return replace(system, recommend=rec)
 
 
 # -- co-occurrence ---------------------------------------------------------------------------
@@ -249,7 +360,7 @@ def association_rules_system(
 
     With ``n_a`` the baskets holding ``a``, ``n_ab`` those holding both and ``N`` all
     baskets: confidence ``P(b | a) = n_ab / n_a``, lift ``P(b | a) / P(b)``. Consequents are
-    ranked by ``metric``, ties by the other one, then by the lower item id.
+    ranked by ``metric``, ties by the other one, then by popularity, then the lower item id.
 
     Parameters
     ----------
@@ -269,10 +380,10 @@ def association_rules_system(
     conf = coo.data / n[coo.row]
     lift = conf * max(b.shape[0], 1) / n[coo.col]
     ok = (coo.data >= min_support) & (conf >= min_confidence)
-    keys = (conf[ok], lift[ok]) if metric == "confidence" else (lift[ok], conf[ok])
+    pop = popularity(train)[coo.col[ok]]
+    keys = (conf[ok], lift[ok], pop) if metric == "confidence" else (lift[ok], conf[ok], pop)
     table = _ranked_table(coo.row[ok], coo.col[ok], keys, train.n_items)
-    name = "association_rules" if metric == "confidence" else "association_rules_lift"
-    return _table_system(name, table)
+    return _table_system("association_rules", table)
 
 
 def sar_similarity(
@@ -306,11 +417,88 @@ def sar_system(
 ) -> System:
     """SAR-style item-to-item: the seed's most similar items by :func:`sar_similarity`.
 
-    Named ``"sar"`` (Jaccard) or ``"sar_lift"``; ties go to the lower item id.
+    Named ``"sar"`` (Jaccard) or ``"sar_lift"``; ties go to the more popular item, then the
+    lower item id.
     """
-    # topk_rows already breaks ties by the lower column id
-    table = topk_rows(sar_similarity(train, similarity, threshold=threshold), K_LIST)[0]
+    coo = sar_similarity(train, similarity, threshold=threshold).tocoo()
+    keys = (np.round(coo.data, 12), popularity(train)[coo.col])
+    table = _ranked_table(coo.row, coo.col, keys, train.n_items)
     return _table_system("sar" if similarity == "jaccard" else "sar_lift", table)
+
+
+def sar_personal_system(
+    train: Dataset,
+    *,
+    similarity: Literal["jaccard", "lift"] = "jaccard",
+    threshold: int = 1,
+    half_life_days: float = 30.0,
+    seed_weight: float = 1.0,
+    neighbours: int = 100,
+) -> System:
+    """Personal SAR: time-decayed user affinity times item similarity, plus the seed.
+
+    The score of item ``j`` for user ``u`` and seed ``s`` is
+    ``sum_i A[u, i] S[i, j] + seed_weight * S[s, j]``: ``A`` holds the user's purchases,
+    each decayed by ``half_life_days`` to the end of training (0: no decay), scaled so the
+    user's strongest affinity is 1; ``S`` is :func:`sar_similarity` cut to each item's
+    ``neighbours`` most similar items. The seed is never returned; the user's own items
+    may be (hide them with :func:`hide_bought`).
+    """
+    owner = "sar_personal_system"
+    _check_min(owner, "half_life_days", half_life_days, 0.0)
+    _check_min(owner, "seed_weight", seed_weight, 0.0)
+    _check_min(owner, "neighbours", neighbours, 1)
+    n = train.n_items
+    idx, val = topk_rows(sar_similarity(train, similarity, threshold=threshold), neighbours)
+    rows = np.repeat(np.arange(n), neighbours)
+    ok = idx.ravel() >= 0
+    s = sp.csr_matrix(
+        (val.ravel()[ok].astype(np.float64), (rows[ok], idx.ravel()[ok])), shape=(n, n)
+    )
+    a = train.interactions("purchase", half_life_days=half_life_days or None).tocsr()
+    a = a.astype(np.float64)
+    peak = np.zeros(a.shape[0])
+    has = np.diff(a.indptr) > 0
+    peak[has] = np.maximum.reduceat(a.data, a.indptr[:-1][has]) if a.nnz else 0.0
+    a = sp.diags(np.divide(1.0, peak, out=np.zeros_like(peak), where=peak > 0)) @ a
+    pop = popularity(train)
+    chunk = 2048
+
+    def rec(
+        seeds: NDArray[np.int32], users: NDArray[np.int32], k: int
+    ) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
+        seeds, users = np.asarray(seeds), np.asarray(users)
+        out = np.full((len(seeds), k), -1, dtype=np.int32)
+        for start in range(0, len(seeds), chunk):
+            sl = slice(start, start + chunk)
+            out[sl] = _sar_rows(seeds[sl], users[sl], k)
+        return out, (out >= 0).sum(axis=1) >= k
+
+    def _sar_rows(seeds: NDArray[np.integer], users: NDArray[np.integer], k: int) -> NDArray:
+        m = len(seeds)
+        uok = (users >= 0) & (users < a.shape[0])
+        sok = (seeds >= 0) & (seeds < n)
+        pick_u = sp.csr_matrix(
+            (np.ones(uok.sum()), (np.flatnonzero(uok), users[uok])), shape=(m, a.shape[0])
+        )
+        pick_s = sp.csr_matrix(
+            (np.full(sok.sum(), seed_weight), (np.flatnonzero(sok), seeds[sok])), shape=(m, n)
+        )
+        score = ((pick_u @ a) @ s + pick_s @ s).tocoo()
+        keep = (score.data > 0) & (score.col != seeds[score.row])
+        r, c = score.row[keep], score.col[keep]
+        v = np.round(score.data[keep], 12)
+        # tie-break by popularity: a global rank folded into one key, as _ranked_table does
+        order = np.lexsort((c, -pop[c], -v, r))
+        r, c = r[order], c[order]
+        starts = np.searchsorted(r, np.arange(m))
+        rank = np.arange(len(r)) - starts[r]
+        res = np.full((m, k), -1, dtype=np.int32)
+        sel = rank < k
+        res[r[sel], rank[sel]] = c[sel]
+        return res
+
+    return _system("sar_personal", rec, personal=True)
 
 
 # -- personal --------------------------------------------------------------------------------
@@ -458,8 +646,8 @@ def user_repeat_cooc_system(train: Dataset) -> System:
     return _system("user_repeat+cooc", rec, personal=True)
 
 
-# -- registry --------------------------------------------------------------------------------
-BASELINES: dict[str, Callable[[Dataset], System]] = {
+# -- registry ---------------------------------------------------------------------------------
+BASELINES: dict[str, Callable[..., System]] = {
     "popular": popular_system,
     "popular_in_category": popular_in_category_system,
     "item_knn": item_knn_system,
@@ -467,14 +655,56 @@ BASELINES: dict[str, Callable[[Dataset], System]] = {
     "association_rules": association_rules_system,
     "sar": sar_system,
     "sar_lift": partial(sar_system, similarity="lift"),
+    "sar_personal": sar_personal_system,
     "user_repeat": user_repeat_system,
     "user_repeat+cooc": user_repeat_cooc_system,
 }
-"""Every baseline by the name it has in metrics.json, with its default parameters."""
+"""Every baseline by the name it has in metrics.json: ``make(train, **params)``."""
 
 
-def baseline_systems(train: Dataset, names: Sequence[str] | None = None) -> list[System]:
+def _grid(**axes: Sequence[Any]) -> tuple[dict[str, Any], ...]:
+    """Every combination of the axes' values, the first axis varying slowest."""
+    return tuple(dict(zip(axes, v, strict=True)) for v in itertools.product(*axes.values()))
+
+
+GRIDS: dict[str, tuple[dict[str, Any], ...]] = {
+    "popular": _grid(half_life_days=(0.0, 30.0, 90.0)),
+    "popular_in_category": _grid(half_life_days=(0.0, 30.0, 90.0)),
+    "item_knn": _grid(unit=("user", "basket")),
+    "als": _grid(factors=(16, 32, 64), regularization=(0.01, 0.1), alpha=(1.0, 10.0)),
+    "association_rules": _grid(metric=("confidence", "lift"), min_support=(1, 2, 5, 10)),
+    "sar": _grid(threshold=(1, 2, 5, 10)),
+    "sar_lift": _grid(threshold=(1, 2, 5, 10, 20)),
+    "sar_personal": _grid(
+        similarity=("jaccard", "lift"),
+        threshold=(3, 10),
+        half_life_days=(0.0, 30.0),
+        seed_weight=(0.0, 1.0),
+    ),
+    "user_repeat": ({},),
+    "user_repeat+cooc": ({},),
+}
+"""The hyper-parameter values tried for each baseline on the validation window (the first
+combination that scores best wins; see :func:`recset.eval.tune_baselines`)."""
+
+
+def baseline_systems(
+    train: Dataset,
+    names: Sequence[str] | None = None,
+    *,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    fill: RecallBase | None = None,
+) -> list[System]:
     """Fit the named baselines (default: all of :data:`BASELINES`) on ``train``.
+
+    Parameters
+    ----------
+    params : mapping, optional
+        Hyper-parameters per baseline name (default: each factory's defaults); recorded on
+        the system as ``params``.
+    fill : RecallBase, optional
+        A recall source fitted on ``train`` that fills short rows (:func:`with_fill`); the
+        backtest passes the engine's fallback source.
 
     Raises
     ------
@@ -488,9 +718,13 @@ def baseline_systems(train: Dataset, names: Sequence[str] | None = None) -> list
             f"The 'names' parameter of baseline_systems must hold names from "
             f"{sorted(BASELINES)}. Got unknown {bad} instead."
         )
+    params = params or {}
     out = []
     for name in names:
         t0 = time.perf_counter()
-        out.append(BASELINES[name](train))
+        chosen = dict(params.get(name, {}))
+        system = BASELINES[name](train, **chosen)
+        system = replace(system, name=name, params=chosen)
+        out.append(system if fill is None else with_fill(system, fill))
         _log.debug("fitted baseline %s in %.2fs", name, time.perf_counter() - t0)
     return out

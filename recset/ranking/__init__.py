@@ -25,13 +25,14 @@ from recset.ranking._ranker import (
     train_ranker,
 )
 from recset.ranking._report import write_importance
-from recset.ranking._stage import ExploreStage, RankerStage
+from recset.ranking._stage import DiscoverStage, ExploreStage, RankerStage
 
 __all__ = [
     "FEATURES",
     "BASE_FEATURES",
     "RANKER_ARTIFACT",
     "USER_HISTORY",
+    "DiscoverStage",
     "ExploreStage",
     "FeatureBatch",
     "FeatureSpace",

@@ -6,6 +6,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from recset.pipeline import Candidates
+from recset.ranking._discover_features import HistCopurchase, history_candidates
 from recset.ranking._features import USER_HISTORY, FeatureSpace
 
 
@@ -62,4 +63,61 @@ def ranking_candidates(
         source_score=np.concatenate([src_score, extra_score], axis=1),
         source_rank=np.concatenate([src_rank, extra_rank], axis=1),
         sources=(*mixed.sources, USER_HISTORY),
+    )
+
+
+def discovery_candidates(
+    mixed: Candidates,
+    features: FeatureSpace,
+    seeds: NDArray[np.int32],
+    users: NDArray[np.int32] | None,
+    available: NDArray[np.bool_],
+    n_history: int,
+) -> Candidates:
+    """The candidates of the discovery ranker: never bought by the user.
+
+    The ranker's candidates (:func:`ranking_candidates`) plus, when the features keep
+    ``hist_copurchase``, the user's ``n_history`` items most co-bought with the user's own
+    purchases (from beyond the seed's co-purchase row; no source proposed them, so their
+    per-source columns are empty); then every item the user bought, the seed and unavailable
+    items are dropped, the rest keeping their order.
+    """
+    base = ranking_candidates(mixed, features, seeds, users, available)
+    n_seeds = base.n_seeds
+    if users is None:
+        users = np.full(n_seeds, -1, dtype=np.int32)
+    users = np.asarray(users)
+    hist = features.feature("hist_copurchase")
+    if n_history > 0 and isinstance(hist, HistCopurchase):
+        extra, _ = history_candidates(hist, users, n_history)
+        dup = ((extra[:, :, None] == base.item[:, None, :]) & (extra[:, :, None] >= 0)).any(2)
+        extra = np.where(dup, -1, extra).astype(np.int32)
+        m, n_src = extra.shape[1], len(base.sources)
+        base = Candidates(
+            item=np.concatenate([base.item, extra], axis=1),
+            score=np.concatenate([base.score, np.full((n_seeds, m), -np.inf, np.float32)], 1),
+            source_score=np.concatenate(
+                [base.source_score, np.full((n_seeds, m, n_src), np.nan, np.float32)], 1  # type: ignore[list-item]
+            ),
+            source_rank=np.concatenate(
+                [base.source_rank, np.full((n_seeds, m, n_src), -1, np.int32)], 1  # type: ignore[list-item]
+            ),
+            sources=base.sources,
+        )
+    item = base.item
+    keep = (
+        (item >= 0)
+        & (item != np.asarray(seeds)[:, None])
+        & available[np.maximum(item, 0)]
+        & ~features.bought(users, item)
+    )
+    order = np.argsort(~keep, axis=1, kind="stable")
+    out = base.take(order)
+    kept = np.take_along_axis(keep, order, axis=1)
+    return Candidates(
+        np.where(kept, out.item, -1).astype(np.int32),
+        np.where(kept, out.score, -np.inf).astype(np.float32),
+        out.source_score,
+        out.source_rank,
+        out.sources,
     )

@@ -22,7 +22,10 @@ from numpy.typing import NDArray
 from recset.data import MAX_ASPECT_TOKENS, Dataset, aspect_tokens
 from recset.errors import ConfigError, StorageError
 from recset.pipeline import Candidates
-from recset.ranking import _builtin_features  # noqa: F401  (registers the built-in features)
+from recset.ranking import (
+    _builtin_features,  # noqa: F401  (registers the built-in features)
+    _discover_features,  # noqa: F401  (after them: history features)
+)
 from recset.ranking._feature_base import (
     FeatureBatch,
     FitContext,
@@ -236,6 +239,10 @@ class FeatureSpace:
             ui_keys=data.ui_keys,
             ui_count=data.ui_count,
         )
+
+    def feature(self, name: str) -> RankerFeature | None:
+        """The fitted feature called ``name`` (None when this space does not compute it)."""
+        return next((f for f in self.features if f.name == name), None)
 
     def bought(self, users: NDArray[np.int32], items: NDArray[np.int32]) -> NDArray[np.bool_]:
         """Whether each user (B,) bought each item (B, N) in the fitted data; False for -1."""

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recset.data import Dataset, IdMap, basket_queries, leave_last_split, time_split
 from recset.errors import ConfigError, DataError, StorageError
-from recset.ranking._candidates import ranking_candidates
+from recset.ranking._candidates import discovery_candidates, ranking_candidates
 from recset.ranking._features import USER_HISTORY, FeatureSpace, feature_names
 from recset.recall import Mixer, RecallConfig, embed_items
 from recset.storage import read_state, write_state
@@ -65,6 +65,13 @@ class RankerConfig(BaseModel):
         ("time"), or the baskets of a random share of the users ("leave_last").
     max_queries : int
         Training queries sampled from the label window (reproducibly).
+    discover : bool
+        Also train the discovery model that serves ``mode="discover"``: the same features,
+        its candidates restricted to items new to the user (the ranker's candidates plus the
+        ``discover_candidates`` items most co-bought with the user's history, minus
+        everything the user bought), labelled by the targets among them.
+    discover_candidates : int
+        Items co-bought with the user's history added to the discovery candidates (0: none).
     num_leaves, learning_rate, n_estimators, min_child_samples, feature_fraction,
     bagging_fraction, lambda_l2 : LightGBM parameters.
     early_stopping_rounds : int
@@ -80,6 +87,8 @@ class RankerConfig(BaseModel):
     label_share: float = Field(0.2, gt=0, lt=1)
     valid_share: float = Field(0.25, gt=0, lt=1)
     max_queries: int = Field(30_000, ge=10)
+    discover: bool = False
+    discover_candidates: int = Field(50, ge=0, le=50)
     num_leaves: int = Field(31, ge=2)
     learning_rate: float = Field(0.05, gt=0)
     n_estimators: int = Field(300, ge=1)
@@ -100,6 +109,7 @@ class Ranker:
     config: RankerConfig
     users: IdMap
     metrics: dict[str, Any] = field(default_factory=dict)
+    discover_booster: Any = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -109,6 +119,14 @@ class Ranker:
         """Scores of feature rows (higher is better)."""
         return np.asarray(self.booster.predict(X, num_threads=1), dtype=np.float64)
 
+    def score_new(self, X: NDArray[np.float32]) -> NDArray[np.float64]:
+        """Scores of the discovery model (``ConfigError`` when it was not trained)."""
+        if self.discover_booster is None:
+            raise ConfigError(
+                "this ranker has no discovery model: train it with `[ranker] discover = true`"
+            )
+        return np.asarray(self.discover_booster.predict(X, num_threads=1), dtype=np.float64)
+
     def importance(self) -> list[tuple[str, float]]:
         """(feature, total gain) pairs, largest first."""
         gains = self.booster.feature_importance(importance_type="gain")
@@ -117,13 +135,16 @@ class Ranker:
     def save(self, directory: Path) -> None:
         """Write the ranker into ``directory``.
 
-        Files: ``model.txt`` (the LightGBM text format), ``features/`` (the
+        Files: ``model.txt`` (the LightGBM text format; ``discover.txt`` the discovery
+        model, when trained), ``features/`` (the
         :class:`FeatureSpace`) and the ``"ranker"`` state of :func:`~recset.storage.write_state`
         (``ranker.json``: feature names, config, training metrics, the training users' ids).
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(directory / "model.txt"))
+        if self.discover_booster is not None:
+            self.discover_booster.save_model(str(directory / "discover.txt"))
         self.features.save(directory / "features")
         meta = {
             "feature_names": self.feature_names,
@@ -184,15 +205,20 @@ class Ranker:
                 f"this recset computes {expected}; {_RETRAIN}"
             )
         model_file = directory / "model.txt"
-        if not model_file.is_file():
-            raise ConfigError(f"{model_file}: missing (the LightGBM model); {_RETRAIN}")
-        booster = lgb.Booster(model_file=str(model_file))
-        if booster.num_feature() != len(expected):
-            raise ConfigError(
-                f"{model_file}: the model reads {booster.num_feature()} features, "
-                f"expected {len(expected)}; {_RETRAIN}"
-            )
-        return cls(booster, features, config, users, metrics)
+        boosters = []
+        files = [model_file] + ([directory / "discover.txt"] if config.discover else [])
+        for file in files:
+            if not file.is_file():
+                raise ConfigError(f"{file}: missing (a LightGBM model); {_RETRAIN}")
+            booster = lgb.Booster(model_file=str(file))
+            if booster.num_feature() != len(expected):
+                raise ConfigError(
+                    f"{file}: the model reads {booster.num_feature()} features, "
+                    f"expected {len(expected)}; {_RETRAIN}"
+                )
+            boosters.append(booster)
+        discover = boosters[1] if len(boosters) > 1 else None
+        return cls(boosters[0], features, config, users, metrics, discover)
 
 
 def _labels(mixed_item: NDArray[np.int32], queries: Any) -> NDArray[np.float32]:
@@ -208,12 +234,21 @@ def _labels(mixed_item: NDArray[np.int32], queries: Any) -> NDArray[np.float32]:
 
 
 def training_matrix(
-    mixer: Mixer, features: FeatureSpace, queries: Any, n: int
+    mixer: Mixer, features: FeatureSpace, queries: Any, n: int, *, discover: int | None = None
 ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
-    """(X, y, group sizes) for queries: the mix's top-``n`` per seed, labelled."""
-    mixed = ranking_candidates(
-        mixer.top(queries.seed, n), features, queries.seed, queries.user, mixer.available
-    )
+    """(X, y, group sizes) for queries: the mix's top-``n`` per seed, labelled.
+
+    With ``discover`` (the history candidates to add), the discovery candidates
+    (:func:`~recset.ranking._candidates.discovery_candidates`): targets the user already
+    bought are never candidates, so the labels are the targets new to the user.
+    """
+    top = mixer.top(queries.seed, n)
+    if discover is None:
+        mixed = ranking_candidates(top, features, queries.seed, queries.user, mixer.available)
+    else:
+        mixed = discovery_candidates(
+            top, features, queries.seed, queries.user, mixer.available, discover
+        )
     y = _labels(mixed.item, queries)
     X = features.transform(queries.seed, queries.user, mixed)
     valid = mixed.item.ravel() >= 0
@@ -320,15 +355,30 @@ def train_ranker(
     booster = lgb.train(
         params, dtrain, num_boost_round=rc.n_estimators, valid_sets=valid_sets, callbacks=callbacks
     )
-    metrics = {
-        "train_queries": int(len(gt)),
-        "valid_queries": int(len(gv)),
-        "train_rows": int(len(yt)),
-        "best_iteration": int(booster.best_iteration or booster.current_iteration()),
-        "valid_ndcg@10": float(booster.best_score["valid_0"]["ndcg@10"]) if len(gv) else None,
-        "positive_rate": float(yt.mean()) if len(yt) else 0.0,
-    }
+    metrics = _fit_metrics(booster, gt, gv, yt)
     _log.info("ranker trained: %s", metrics)
+    discover_booster = None
+    if rc.discover:
+        train_q, valid_q = queries.take(idx_train), queries.take(idx_valid)
+        n_hist = rc.discover_candidates
+        Xt, yt, gt = training_matrix(fit_mixer, features, train_q, rc.candidates, discover=n_hist)
+        Xv, yv, gv = training_matrix(fit_mixer, features, valid_q, rc.candidates, discover=n_hist)
+        if len(gt) == 0:
+            raise DataError(
+                f"{dataset.name}: no training query has a target new to its user among the "
+                "discovery candidates; train without `discover`"
+            )
+        dtrain = lgb.Dataset(Xt, yt, group=gt, feature_name=names, free_raw_data=True)
+        valid_sets = [lgb.Dataset(Xv, yv, group=gv, reference=dtrain)] if len(gv) else []
+        discover_booster = lgb.train(
+            params,
+            dtrain,
+            num_boost_round=rc.n_estimators,
+            valid_sets=valid_sets,
+            callbacks=callbacks if len(gv) else [],
+        )
+        metrics["discover"] = _fit_metrics(discover_booster, gt, gv, yt)
+        _log.info("discovery model trained: %s", metrics["discover"])
     if mixer is None:
         mixer = Mixer.fit(dataset, config, show_progress=show_progress)
     served = fit_features(
@@ -338,7 +388,20 @@ def train_ranker(
         user_candidates=rc.user_candidates,
         extra_features=rc.extra_features,
     )
-    return Ranker(booster, served, rc, dataset.users, metrics)
+    return Ranker(booster, served, rc, dataset.users, metrics, discover_booster)
+
+
+def _fit_metrics(
+    booster: Any, gt: NDArray[np.int64], gv: NDArray[np.int64], yt: NDArray[np.float32]
+) -> dict[str, Any]:
+    return {
+        "train_queries": int(len(gt)),
+        "valid_queries": int(len(gv)),
+        "train_rows": int(len(yt)),
+        "best_iteration": int(booster.best_iteration or booster.current_iteration()),
+        "valid_ndcg@10": float(booster.best_score["valid_0"]["ndcg@10"]) if len(gv) else None,
+        "positive_rate": float(yt.mean()) if len(yt) else 0.0,
+    }
 
 
 def fit_features(

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from recset.errors import ConfigError
 from recset.pipeline import Candidates, Request, Stage, register_stage
-from recset.ranking._candidates import ranking_candidates
+from recset.ranking._candidates import discovery_candidates, ranking_candidates
 from recset.ranking._features import FeatureSpace
 from recset.ranking._ranker import Ranker
 
@@ -101,6 +102,57 @@ class RankerStage(Stage):
 
     def __repr__(self) -> str:
         return f"RankerStage(features={len(self.ranker.feature_names)})"
+
+
+@register_stage("discover")
+class DiscoverStage(Stage):
+    """Serves ``mode="discover"``: complements the user has never bought.
+
+    Scores the discovery candidates (:func:`~recset.ranking._candidates.discovery_candidates`:
+    the ranker's candidates and the items most co-bought with the user's history, minus the
+    user's purchases) with the ranker's discovery model. An anonymous or unknown user has no
+    history: every candidate is new and the list is the discovery model's order of them.
+    The engine builds it for discover mode only (it is not a configurable stage).
+    """
+
+    def __init__(self, ranker: Ranker, available: NDArray[np.bool_]) -> None:
+        if ranker.discover_booster is None:
+            raise ConfigError(
+                "discover mode needs a ranker trained with `[ranker] discover = true` "
+                "(`recset train-ranker`)"
+            )
+        self.ranker = ranker
+        self.available = available
+
+    @classmethod
+    def create(cls, parts: Mapping[str, Any]) -> DiscoverStage | None:
+        ranker = parts.get("ranker")
+        if ranker is None or ranker.discover_booster is None:
+            return None
+        return cls(ranker, parts["mixer"].available)
+
+    def width(self, k: int) -> int:
+        return max(k, self.ranker.config.candidates)
+
+    def run(self, request: Request, candidates: Candidates) -> Candidates:
+        features = self.ranker.features
+        mixed = discovery_candidates(
+            candidates,
+            features,
+            request.seeds,
+            request.users,
+            self.available,
+            self.ranker.config.discover_candidates,
+        )
+        X = features.transform(request.seeds, request.users, mixed)
+        valid = mixed.item.ravel() >= 0
+        flat = np.full(len(valid), -np.inf)
+        if valid.any():
+            flat[valid] = self.ranker.score_new(X[valid])
+        return _ranked(mixed, flat.reshape(mixed.item.shape))
+
+    def __repr__(self) -> str:
+        return f"DiscoverStage(features={len(self.ranker.feature_names)})"
 
 
 @register_stage("explore")

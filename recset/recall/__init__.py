@@ -1,6 +1,7 @@
 """Recall sets: pluggable candidate sources registered by name, the mix and its first stage."""
 
 from recset.pipeline import Candidates
+from recset.recall import bought_after as _bought_after  # noqa: F401
 from recset.recall import co_purchase as _co_purchase  # noqa: F401
 from recset.recall import co_purchase_only as _co_purchase_only  # noqa: F401
 from recset.recall import co_view as _co_view  # noqa: F401

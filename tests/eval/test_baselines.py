@@ -10,17 +10,22 @@ from recset.errors import ConfigError
 from recset.eval.backtest import System, evaluate_system
 from recset.eval.baselines import (
     BASELINES,
+    GRIDS,
     als_system,
     association_rules_system,
     baseline_systems,
+    hide_bought,
     item_knn_system,
     popular_system,
+    sar_personal_system,
     sar_similarity,
     sar_system,
     user_repeat_cooc_system,
     user_repeat_system,
+    with_fill,
 )
 from recset.eval.splits import basket_queries, time_split
+from recset.recall import PopularConfig, PopularRecall
 
 EXPECTED = {
     "popular",
@@ -30,6 +35,7 @@ EXPECTED = {
     "association_rules",
     "sar",
     "sar_lift",
+    "sar_personal",
     "user_repeat",
     "user_repeat+cooc",
 }
@@ -93,6 +99,7 @@ def _blocks() -> Dataset:
 # -- registry ----------------------------------------------------------------------------------
 def test_registry_names_and_unknown_name() -> None:
     assert set(BASELINES) == EXPECTED
+    assert set(GRIDS) == EXPECTED and all(len(g) >= 1 for g in GRIDS.values())
     ds = _ds([("u", ["a", "b"]), ("v", ["a", "c"])])
     systems = baseline_systems(ds, ["popular", "sar_lift"])
     assert [s.name for s in systems] == ["popular", "sar_lift"]
@@ -109,6 +116,10 @@ def test_bad_parameters_raise() -> None:
         sar_system(ds, similarity="cosine")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="min_support"):
         association_rules_system(ds, min_support=0)
+    with pytest.raises(ConfigError, match="unit"):
+        item_knn_system(ds, unit="session")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="seed_weight"):
+        sar_personal_system(ds, seed_weight=-1)
 
 
 def test_every_baseline_rows_on_hand_data() -> None:
@@ -218,6 +229,94 @@ def test_item_knn_and_als_find_the_block() -> None:
             np.arange(ds.n_items, dtype=np.int32), np.full(ds.n_items, -1, np.int32), 20
         )
         assert never not in everything
+
+
+def test_item_knn_is_cosine_on_the_0_1_matrix_ties_by_popularity() -> None:
+    # users as vectors: a = (u1, u2, u3), b = (u1, u4), c = (u2, u3), d = (u4); u1 buys a
+    # three times, which must not count (0/1): cos(a, b) = 1 / sqrt(3 * 2) = 0.41,
+    # cos(a, c) = 2 / sqrt(3 * 2) = 0.82 (on raw counts a, b would win: 3 / sqrt(11 * 2))
+    ds = _ds(
+        [("u1", ["a", "b"]), ("u1", ["a"]), ("u1", ["a"]), ("u2", ["a", "c"])]
+        + [("u3", ["a", "c"]), ("u4", ["b", "d"])]
+    )
+    assert _ask(item_knn_system(ds), ds, "a") == ["c", "b"]
+    # cos(b, d) = 1 / sqrt(2) > cos(b, a) = 0.41; c shares no user with b
+    assert _ask(item_knn_system(ds), ds, "b") == ["d", "a"]
+    # equal cosines: the more bought item first (z: 2 purchases, y: 1), not the lower id
+    ds2 = _ds([("u5", ["x", "y"]), ("u6", ["x", "z"]), ("u6", ["z"])])
+    assert _ask(item_knn_system(ds2), ds2, "x") == ["z", "y"]
+    # per basket: baskets {x, y}, {x, z}, {z}: cos(x, y) = 1 / sqrt(2) > cos(x, z) = 1 / 2
+    assert _ask(item_knn_system(ds2, unit="basket"), ds2, "x") == ["y", "z"]
+
+
+def test_sar_personal_hand_computed() -> None:
+    # users u1 {a,b}, u2 {a,b}, u3 {a,c}, u4 {c,d}, u5 {d}; Jaccard: S_ab = 2/3,
+    # S_ac = 1/4, S_cd = 1/3, every other pair 0
+    ds = _ds(
+        [("u1", ["a", "b"]), ("u2", ["a", "b"]), ("u3", ["a", "c"]), ("u4", ["c", "d"])]
+        + [("u5", ["d"])]
+    )
+    plain = sar_personal_system(ds, half_life_days=0, seed_weight=0)
+    # u4's affinity c = d = 1: c scores S_dc = 1/3, d scores S_cd = 1/3 (tie, equal
+    # popularity: lower id), a scores S_ca = 1/4; b nothing; the seed a is never listed
+    assert _ask(plain, ds, "b", "u4", k=4) == ["c", "d", "a"]
+    assert _ask(plain, ds, "a", "u4", k=4) == ["c", "d"]
+    # with the seed: b = S_ab = 2/3, c = 1/3 + 1/4, d = 1/3
+    seeded = sar_personal_system(ds, half_life_days=0, seed_weight=1)
+    assert _ask(seeded, ds, "a", "u4", k=4) == ["b", "c", "d"]
+    # the user's own purchases hidden: only b is new to u4
+    assert _ask(hide_bought(seeded, ds), ds, "a", "u4", k=4) == ["b"]
+    # no user: the seed's similar items alone
+    assert _ask(seeded, ds, "a", None, k=4) == ["b", "c"]
+
+
+def test_fill_takes_the_fallback_order_without_repeats() -> None:
+    # one rule a -> b (support 2); popularity: b 4, c 3, a 2, d 2 (tie: lower id), e 1
+    ds = _ds(
+        [("u", ["a", "b"])] * 2
+        + [("v", ["b", "c"])] * 2
+        + [("w", ["c", "d"]), ("w", ["d", "e"])]
+    )
+    rules = association_rules_system(ds, min_support=2)
+    assert _ask(rules, ds, "a", k=4) == ["b"]
+    fill = PopularRecall(PopularConfig(scope="global", half_life_days=0)).fit(ds)
+    filled = with_fill(rules, fill)
+    assert _ask(filled, ds, "a", k=4) == ["b", "c", "d", "e"]
+    items, own = filled.recommend(np.array([ds.items.index_one("a")], np.int32), np.array([-1]), 4)
+    assert not own[0]  # coverage counts the baseline's own items, before the fill
+    # a seed without rules: the fallback list, seed excluded
+    assert _ask(filled, ds, "e", k=3) == ["b", "c", "a"]
+
+
+def test_hide_bought_removes_the_users_items_and_keeps_k() -> None:
+    ds = _ds([("u", ["a", "b"]), ("u", ["c"]), ("v", ["a", "b", "c", "d", "e"])])
+    pop = popular_system(ds, half_life_days=0)
+    assert _ask(pop, ds, "e", "u", k=2) == ["a", "b"]
+    hidden = hide_bought(pop, ds)
+    assert hidden.personal and hidden.name == "popular/new"
+    assert _ask(hidden, ds, "e", "u", k=2) == ["d"]
+    # an unknown user hides nothing
+    assert _ask(hidden, ds, "e", None, k=2) == ["a", "b"]
+
+
+def test_tuning_uses_the_validation_window_and_records_the_grid() -> None:
+    from recset.eval import tune_baselines, validation_split
+
+    syn = generate(SyntheticConfig(n_items=400, seed=3))
+    train = time_split(Dataset.from_frames(syn.catalog, syn.events)).train
+    grids = {"association_rules": [{"min_support": 10_000}, {"min_support": 1}]}
+    tuned = tune_baselines(train, ["association_rules"], grids=grids, max_queries=500)
+    t = tuned["association_rules"]
+    # no rule has 10,000 baskets: that list is empty, the planted co-purchases win
+    assert t.params == {"min_support": 1}
+    assert [p for p, _ in t.tried] == grids["association_rules"]
+    assert t.tried[0][1] == 0.0 < t.score == t.tried[1][1]
+    assert t.to_json()["params"] == {"min_support": 1}
+    # the window is cut from the training part: it ends where train ends
+    val = validation_split(train, "time")
+    assert val.test.time_range[1] <= train.time_range[1]
+    systems = baseline_systems(train, ["association_rules"], params={"association_rules": t.params})
+    assert systems[0].params == {"min_support": 1}
 
 
 # -- synthetic: better than random -----------------------------------------------------------

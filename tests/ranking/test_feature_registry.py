@@ -59,6 +59,8 @@ _COLUMN_ORDER = (
     "user_aspect_share",
     "user_n_purchases_log",
     "user_n_trips_log",
+    "hist_copurchase",
+    "cand_first_share",
 )
 
 

@@ -147,7 +147,55 @@ def _reference_row(ds: Dataset, slot: _Slot) -> dict[str, float]:
     out["user_aspect_share"] = _reference_aspect_share(ds, ev.item[mine], cand)
     first = ev.timestamp[ev.item == cand]
     out["cand_age_days"] = (ref - first.min()) / 86400 if len(first) else math.nan
+    out["hist_copurchase"] = _reference_hist_copurchase(ds, user, cand)
+    # buyers whose last purchase of cand is in the last fifth of the time range: the share
+    # of them whose first purchase of it is in that window too
+    t0, t1 = ds.time_range
+    start = t1 - 0.2 * (t1 - t0)
+    by_user: dict[int, list[int]] = {}
+    for uu, t in zip(
+        ev.user[buy & (ev.item == cand)].tolist(),
+        ev.timestamp[buy & (ev.item == cand)].tolist(),
+        strict=True,
+    ):
+        by_user.setdefault(uu, []).append(t)
+    recent = [ts for ts in by_user.values() if max(ts) >= start]
+    out["cand_first_share"] = (
+        sum(min(ts) >= start for ts in recent) / len(recent) if recent else math.nan
+    )
     return out
+
+
+def _reference_hist_copurchase(ds: Dataset, user: int, cand: int) -> float:
+    """Mean over the user's 30 most-bought items (trips, then purchases, then lower id) of
+    P(cand | h) over baskets, counted only when cand is among h's 50 strongest."""
+    ev = ds.events
+    buy = ev.event == PURCHASE
+    mine = buy & (ev.user == user)
+    if not mine.any():
+        return 0.0
+    items = ev.item[mine].tolist()
+    trips = {}
+    for it, o in zip(items, ev.order[mine].tolist(), strict=True):
+        trips.setdefault(it, set()).add(o)
+    counts = {it: items.count(it) for it in trips}
+    hist = sorted(trips, key=lambda it: (-(len(trips[it]) + 1e-6 * counts[it]), it))[:30]
+    baskets = [
+        set(ds.baskets.item[a:b].tolist())
+        for a, b in zip(ds.baskets.indptr[:-1], ds.baskets.indptr[1:], strict=True)
+    ]
+    total = 0.0
+    for h in hist:
+        with_h = [b for b in baskets if h in b]
+        co: dict[int, int] = {}
+        for b in with_h:
+            for x in b:
+                if x != h:
+                    co[x] = co.get(x, 0) + 1
+        top = sorted(co, key=lambda x: (-co[x], x))[:50]
+        if cand in top:
+            total += co[cand] / len(with_h)
+    return total / len(hist)
 
 
 def _item_tokens(ds: Dataset, item: int) -> set[str]:

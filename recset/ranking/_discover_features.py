@@ -1,0 +1,141 @@
+"""Ranker features that relate a candidate to the user's whole history (for discovery).
+
+The seed-level features say how a candidate goes with the seed; a list of complements the
+user has never bought needs to know how it goes with everything the user buys, and whether
+people start buying it (a trial item) or only keep buying it (a habit of its old buyers):
+
+- ``hist_copurchase``: the mean, over the user's most-bought items ``h``, of the basket
+  confidence ``P(candidate | h)``;
+- ``cand_first_share``: the share of the candidate's recent buyers who bought it for the
+  first time in that window.
+
+The fitted ``hist_copurchase`` also keeps each user's strongest candidates that the user never
+bought (:func:`history_candidates`): the discovery ranker scores them next to the mix's list,
+so its candidates reach beyond the seed's own co-purchase row.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+# the built-in features register first: these columns come after theirs
+from recset.ranking import _builtin_features  # noqa: F401
+from recset.ranking._feature_base import FeatureBatch, FitContext, RankerFeature, register_feature
+from recset.signals import pair_lookup, topk_rows
+
+HISTORY_ITEMS = 30
+"""The user's most-bought items whose co-purchases make ``hist_copurchase``."""
+
+NEIGHBOURS = 50
+"""Co-purchases kept per history item."""
+
+NEW_CANDIDATES = 50
+"""Items never bought by the user kept per user as discovery candidates."""
+
+
+def _user_items(data: FitContext, m: int) -> sp.csr_matrix:
+    """Users x items, 1 / (number kept) on each user's ``m`` most-bought items (trip count)."""
+    users = data.ui_keys // data.n_items
+    items = data.ui_keys % data.n_items
+    score = data.ui_trips + 1e-6 * data.ui_count
+    hist = sp.csr_matrix((score, (users, items)), shape=(data.n_users, data.n_items))
+    top, _ = topk_rows(hist, m, min_value=1e-12)
+    n_kept = (top >= 0).sum(axis=1)
+    rows = np.repeat(np.arange(data.n_users), m)
+    ok = top.ravel() >= 0
+    w = 1.0 / np.maximum(np.repeat(n_kept, m), 1)
+    return sp.csr_matrix((w[ok], (rows[ok], top.ravel()[ok])), shape=hist.shape)
+
+
+def _confidence(data: FitContext, k: int) -> sp.csr_matrix:
+    """Item x item basket confidence ``P(b | a)``, each row cut to its ``k`` largest."""
+    b = data.dataset.baskets.matrix(data.n_items)
+    c = (b.T @ b).tocsr().astype(np.float64)
+    n = c.diagonal().copy()
+    c.setdiag(0)
+    c.eliminate_zeros()
+    c = sp.diags(np.divide(1.0, n, out=np.zeros_like(n), where=n > 0)) @ c
+    idx, val = topk_rows(c.tocsr(), k, min_value=1e-12)
+    rows = np.repeat(np.arange(data.n_items), k)
+    ok = idx.ravel() >= 0
+    return sp.csr_matrix(
+        (val.ravel()[ok].astype(np.float64), (rows[ok], idx.ravel()[ok])), shape=c.shape
+    )
+
+
+@register_feature("hist_copurchase")
+class HistCopurchase(RankerFeature):
+    """Mean basket confidence ``P(candidate | h)`` over the user's most-bought items ``h``.
+
+    NaN for an unknown user; 0 when no history item was ever bought with the candidate.
+    State: ``keys_`` / ``values_`` (sorted ``user * n_items + item`` keys of the nonzero
+    scores), ``new_top_`` (n_users, :data:`NEW_CANDIDATES`) each user's highest-scored items
+    that the user never bought (-1 padded), ``new_score_`` their scores.
+    """
+
+    _state = ("keys_", "values_", "new_top_", "new_score_")
+
+    def fit(self, data: FitContext) -> Self:
+        score = (_user_items(data, HISTORY_ITEMS) @ _confidence(data, NEIGHBOURS)).tocsr()
+        score.sum_duplicates()
+        score.sort_indices()
+        keys = np.repeat(np.arange(score.shape[0], dtype=np.int64), np.diff(score.indptr))
+        keys = keys * data.n_items + score.indices
+        self.keys_ = keys
+        self.values_ = score.data.astype(np.float32)
+        # the same scores without the items the user bought: the discovery candidates
+        bought = np.isin(keys, data.ui_keys)
+        new = score.copy()
+        new.data = np.where(bought, 0.0, new.data)
+        new.eliminate_zeros()
+        top, val = topk_rows(new, NEW_CANDIDATES, min_value=1e-12)
+        self.new_top_ = top.astype(np.int32)
+        self.new_score_ = np.where(top >= 0, val, np.nan).astype(np.float32)
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        v = pair_lookup(self.keys_, self.values_, batch.ui_key)
+        v = np.where(np.isnan(v), 0.0, v)
+        return np.where(batch.u_ok, v, np.nan)
+
+
+@register_feature("cand_first_share")
+class CandFirstShare(RankerFeature):
+    """Share of the candidate's buyers in the last fifth of the data (by time) whose first
+    purchase of it falls in that window (NaN when nobody bought it then)."""
+
+    _state = ("first_share_",)
+
+    def fit(self, data: FitContext) -> Self:
+        ts = data.dataset.events.timestamp[data.buy].astype(np.float64)
+        first = np.full(len(data.ui_keys), np.inf)
+        np.minimum.at(first, data.ui_inv, ts)
+        t0, t1 = data.dataset.time_range
+        start = t1 - 0.2 * (t1 - t0)
+        recent = data.ui_last >= start
+        item = data.ui_keys % data.n_items
+        buyers = np.bincount(item, weights=recent, minlength=data.n_items)
+        firsts = np.bincount(item, weights=recent & (first >= start), minlength=data.n_items)
+        share = np.divide(firsts, buyers, out=np.full(data.n_items, np.nan), where=buyers > 0)
+        self.first_share_ = share.astype(np.float32)
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        return self.first_share_[batch.c].astype(np.float64)
+
+
+def history_candidates(
+    feature: HistCopurchase, users: NDArray[np.integer], n: int
+) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+    """Each user's ``n`` best never-bought items by ``hist_copurchase`` ((B, n), -1 padded)."""
+    users = np.asarray(users)
+    ok = (users >= 0) & (users < len(feature.new_top_))
+    n = min(n, feature.new_top_.shape[1])
+    safe = np.where(ok, users, 0)
+    item = np.where(ok[:, None], feature.new_top_[safe, :n], -1).astype(np.int32)
+    score = np.where(item >= 0, feature.new_score_[safe, :n], np.nan).astype(np.float32)
+    return item, score

@@ -1,0 +1,194 @@
+"""Discovery: the history features, the discovery candidates, mode="discover" end to end."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recset.cli import main
+from recset.config import config_from_dict
+from recset.data import Dataset
+from recset.data.synthetic import SyntheticConfig, generate
+from recset.engine import Engine
+from recset.errors import ConfigError
+from recset.ranking import FeatureSpace, Ranker, fit_features, train_ranker
+from recset.ranking._candidates import discovery_candidates
+from recset.testing import recommend_dense
+
+
+def _ds(baskets: list[tuple[str, list[str], int]]) -> Dataset:
+    """One order per entry (user, items, day)."""
+    rows = []
+    for o, (user, items, day) in enumerate(baskets):
+        for j, it in enumerate(items):
+            rows.append(
+                {
+                    "user_id": user,
+                    "item_id": it,
+                    "event": "purchase",
+                    "timestamp": day * 86400 + j,
+                    "order_id": f"o{o}",
+                }
+            )
+    items = sorted({r["item_id"] for r in rows})
+    cat = pd.DataFrame({"item_id": items, "category_id": ["c"] * len(items)})
+    return Dataset.from_frames(cat, pd.DataFrame(rows))
+
+
+def _column(ds: Dataset, name: str, seed: str, user: str | None, cands: list[str]) -> list[float]:
+    feats = FeatureSpace.fit(ds, ("x",))
+    n = len(cands)
+    from recset.pipeline import Candidates
+
+    mixed = Candidates(
+        np.array([[ds.items.index_one(c) for c in cands]], np.int32),
+        np.zeros((1, n), np.float32),
+        np.full((1, n, 1), np.nan, np.float32),
+        np.full((1, n, 1), -1, np.int32),
+        ("x",),
+    )
+    u = -1 if user is None else ds.users.index_one(user)
+    X = feats.transform(
+        np.array([ds.items.index_one(seed)], np.int32), np.array([u], np.int32), mixed
+    )
+    return X[:, feats.names.index(name)].tolist()
+
+
+def test_hist_copurchase_hand_computed() -> None:
+    # baskets: {a,b} x2, {a,c}, {b,c}, {d}; user u buys a (twice) and d; P(b|a) = 2/3,
+    # P(c|a) = 1/3, d was never bought with anything: mean over u's 2 items
+    ds = _ds(
+        [("v", ["a", "b"], 0), ("v", ["a", "b"], 1), ("w", ["a", "c"], 2)]
+        + [("w", ["b", "c"], 3), ("u", ["a"], 4), ("u", ["a", "d"], 5)]
+    )
+    # u's baskets {a}, {a,d} also count: a is in 5 baskets, with b in 2, c in 1, d in 1
+    got = _column(ds, "hist_copurchase", "c", "u", ["b", "c", "d"])
+    # h = a: P(b|a) = 2/5, P(c|a) = 1/5, P(d|a) = 1/5; h = d: P(a|d) = 1, nothing else
+    assert got == pytest.approx([2 / 5 / 2, 1 / 5 / 2, 1 / 5 / 2])
+    # an unknown user: NaN
+    assert np.isnan(_column(ds, "hist_copurchase", "c", None, ["b"])).all()
+
+
+def test_cand_first_share_hand_computed() -> None:
+    # days 0..10: the last fifth starts at day 8; x: u bought it on day 1 and 9 (not new),
+    # v first on day 9 (new), w only on day 2 (not recent): 1 of 2 recent buyers is new
+    ds = _ds(
+        [("u", ["x"], 0), ("u", ["x"], 1), ("w", ["x", "y"], 2), ("u", ["x"], 9)]
+        + [("v", ["x", "y"], 9), ("v", ["y"], 10)]
+    )
+    assert _column(ds, "cand_first_share", "y", "u", ["x", "y"]) == pytest.approx([0.5, 1.0])
+
+
+@pytest.fixture(scope="module")
+def ds() -> Dataset:
+    syn = generate(SyntheticConfig(n_items=300, seed=4))
+    return Dataset.from_frames(syn.catalog, syn.events)
+
+
+@pytest.fixture(scope="module")
+def trained(ds: Dataset) -> tuple[Engine, Ranker]:
+    engine = Engine.build(ds)
+    cfg = config_from_dict(
+        {"ranker": {"max_queries": 1000, "n_estimators": 20, "discover": True}}
+    )
+    ranker = train_ranker(
+        ds, cfg, mixer=engine.mixer, embeddings=np.zeros((ds.n_items, 0), np.float32)
+    )
+    return engine.with_ranker(ranker), ranker
+
+
+def test_discovery_candidates_are_new_and_reach_beyond_the_mix(
+    ds: Dataset, trained: tuple[Engine, Ranker]
+) -> None:
+    engine, ranker = trained
+    feats = ranker.features
+    seeds = np.arange(30, dtype=np.int32)
+    users = (np.arange(30) * 7 % ds.n_users).astype(np.int32)
+    mixed = engine.mixer.top(seeds, 40)
+    got = discovery_candidates(mixed, feats, seeds, users, engine.mixer.available, 20)
+    real = got.item >= 0
+    assert not (feats.bought(users, got.item) & real).any()
+    assert not (got.item == seeds[:, None]).any()
+    # real items first, distinct
+    assert (np.sort(~real, axis=1) == ~real).all()
+    for row in got.item:
+        r = row[row >= 0]
+        assert len(np.unique(r)) == len(r)
+    # the history candidates are there, beyond the mix's own list
+    beyond = real & ~(got.item[:, :, None] == mixed.item[:, None, :]).any(axis=2)
+    assert beyond.any()
+    # without history candidates: only the mix's new items
+    only = discovery_candidates(mixed, feats, seeds, users, engine.mixer.available, 0)
+    assert not (
+        (only.item >= 0) & ~(only.item[:, :, None] == mixed.item[:, None, :]).any(axis=2)
+    ).any()
+
+
+def test_discover_mode_serves_only_new_items(ds: Dataset, trained: tuple[Engine, Ranker]) -> None:
+    engine, ranker = trained
+    assert ranker.metrics["discover"]["train_queries"] > 0
+    seeds = np.arange(50, dtype=np.int32)
+    users = (np.arange(50) % ds.n_users).astype(np.int32)
+    plain = recommend_dense(engine, seeds, 10, users=users)
+    new = recommend_dense(engine.for_mode("discover"), seeds, 10, users=users)
+    assert (new.item >= 0).all()
+    assert not ranker.features.bought(users, new.item).any()
+    assert ranker.features.bought(users, plain.item).any()  # complete mode repeats
+    # the host API: external ids, same lists
+    seed_id, user_id = ds.items.id_of(3), ds.users.id_of(int(users[3]))
+    recs = engine.recommend(seed_id, user_id, k=10, mode="discover")
+    assert [r.item_id for r in recs] == [ds.items.id_of(int(i)) for i in new.item[3]]
+    batch = engine.recommend_batch([seed_id], [user_id], k=10, mode="discover")
+    assert [r.item_id for r in batch[0]] == [r.item_id for r in recs]
+    basket = engine.recommend_basket([seed_id, ds.items.id_of(4)], user_id, k=5, mode="discover")
+    bought = set(ranker.features.user_top[int(users[3])].tolist())
+    assert len(basket) == 5 and not {ds.items.index_one(r.item_id) for r in basket} & bought
+    # the default is today's behaviour
+    assert [r.item_id for r in engine.recommend(seed_id, user_id, k=10)] == [
+        ds.items.id_of(int(i)) for i in plain.item[3]
+    ]
+    with pytest.raises(ConfigError, match="mode"):
+        engine.recommend(seed_id, user_id, mode="surprise")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="discover"):
+        Engine.build(ds).recommend(seed_id, user_id, mode="discover")
+
+
+def test_discovery_model_round_trips(trained: tuple[Engine, Ranker], tmp_path: Path) -> None:
+    _, ranker = trained
+    ranker.save(tmp_path / "r")
+    again = Ranker.load(tmp_path / "r")
+    X = np.random.default_rng(0).random((9, len(ranker.feature_names))).astype(np.float32)
+    assert np.allclose(again.score_new(X), ranker.score_new(X))
+    (tmp_path / "r" / "discover.txt").unlink()
+    with pytest.raises(ConfigError, match="discover.txt"):
+        Ranker.load(tmp_path / "r")
+
+
+def test_cli_recommend_mode_discover(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data, store = tmp_path / "data", tmp_path / "store"
+    main(["generate", "--items", "200", "--users", "60", "--events", "4000", "--out", str(data)])
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[ranker]\nmax_queries = 800\nn_estimators = 10\ndiscover = true\n")
+    for cmd in ("build", "train-ranker"):
+        main([cmd, "--data", str(data), "--store", str(store), "--config", str(cfg)])
+    events = pd.read_parquet(data / "events.parquet")
+    user = events["user_id"].iloc[0]
+    seed = events["item_id"].iloc[0]
+    capsys.readouterr()
+    main(["recommend", "--store", str(store), seed, "--user", user, "--mode", "discover", "--json"])
+    recs = json.loads(capsys.readouterr().out.strip())["recommendations"]
+    mine = set(events.loc[(events["user_id"] == user) & (events["event"] == "purchase"), "item_id"])
+    assert len(recs) == 10 and not {r["item_id"] for r in recs} & mine
+    with pytest.raises(SystemExit) as exc:
+        main(["recommend", "--store", str(store), seed, "--mode", "nope"])
+    assert exc.value.code == 2
+
+
+def test_fit_features_keep_the_history_candidates(ds: Dataset) -> None:
+    engine = Engine.build(ds)
+    feats = fit_features(ds, engine.mixer, embeddings=np.zeros((ds.n_items, 0), np.float32))
+    hist = feats.feature("hist_copurchase")
+    assert hist is not None and hist.new_top_.shape == (ds.n_users, 50)
+    assert feats.feature("no_such_feature") is None
