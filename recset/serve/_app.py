@@ -106,7 +106,8 @@ def _mode_kwargs(served: Served, mode: str, where: str) -> dict[str, str]:
         raise _invalid_field(
             (where, "mode"),
             f"mode {mode!r} is not supported by the served engine (engine v{served.version} "
-            "has no discovery mode); use 'complete'",
+            "has no discovery model: train the ranker with `[ranker] discover = true`); "
+            "use 'complete'",
         )
     return {"mode": mode}
 

@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from inspect import signature
 from typing import Any, Literal, Protocol
 
 from recset.engine import ENGINE_ARTIFACT, Engine
@@ -109,7 +108,9 @@ def smoke_check(engine: Engine) -> None:
 
 
 def _supports_mode(engine: Engine) -> bool:
-    return "mode" in signature(engine.recommend_batch).parameters
+    """Whether the engine serves ``mode="discover"``: its ranker has a discovery model."""
+    ranker = engine.ranker
+    return ranker is not None and getattr(ranker, "discover_booster", None) is not None
 
 
 class EngineHolder:

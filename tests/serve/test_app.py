@@ -300,6 +300,8 @@ def test_mode_passes_discover_only_to_an_engine_that_has_it(
     fake.__dict__.update(real.__dict__)
     fake.modes = []
     monkeypatch.setattr(Engine, "load", lambda *a, **kw: fake)
+    # the fake stands in for an engine whose ranker has a discovery model
+    monkeypatch.setattr("recset.serve._holder._supports_mode", lambda engine: True)
     with TestClient(create_app(EngineHolder(str(store)), poll_interval=0)) as c:
         fake.modes.clear()
         assert (
