@@ -209,6 +209,14 @@ def _built_engine_and_data(  # noqa: ANN202
     return engine, ds
 
 
+def _progress_lines() -> None:
+    """Show the ``recset.progress`` lines (a stage's time and memory, a long loop every few
+    seconds: plain lines, fit for a log file) whatever the -v level."""
+    progress = logging.getLogger("recset.progress")
+    if progress.getEffectiveLevel() > logging.INFO:
+        progress.setLevel(logging.INFO)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def cli(verbose: int) -> None:
@@ -355,10 +363,7 @@ def build(
         config = config.model_copy(
             update={"build": config.build.model_copy(update={"max_memory": budget})}
         )
-    # one line per build stage with its time and memory (plain lines, fit for a log file)
-    progress = logging.getLogger("recset.progress")
-    if progress.getEffectiveLevel() > logging.INFO:
-        progress.setLevel(logging.INFO)
+    _progress_lines()
     ds = _load(data, on_bad_rows, _quarantine_dir(store, data.parent), time_range, store)
     # Checked before the store is opened: a config that cannot build creates no store.
     check_category_keys(config, ds, allow_unknown=allow_unknown_categories)
@@ -417,6 +422,7 @@ def train_ranker_cmd(
         )
     with _step("text embeddings"):
         emb = embed_items(ds)
+    _progress_lines()
     with _step("train the ranker (fit window + label window, features refit on all data)"):
         ranker = train_ranker(ds, config, mixer=engine.mixer, embeddings=emb, show_progress=True)
     engine.with_ranker(ranker)  # the engine's own check: the ranker reads its sources
@@ -829,6 +835,7 @@ def backtest(
             raise click.BadParameter(
                 f"unknown baselines {bad}; allowed: {sorted(BASELINES)}", param_hint="--baselines"
             )
+    _progress_lines()
     ds = _load(data, on_bad_rows, out, time_range)
     started = datetime.now(UTC)
     label = "backtest" + (f" of {len(configs)} configs side by side" if len(configs) > 1 else "")

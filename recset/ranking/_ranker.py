@@ -10,7 +10,8 @@ a candidate is positive when it was bought in the same order as the seed. The la
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -258,6 +259,22 @@ def training_matrix(
     return X[keep_rows], y.ravel()[keep_rows], group[group > 0]
 
 
+@contextmanager
+def _rounds(
+    label: str, total: int, enabled: bool, every: float = 10.0
+) -> Iterator[list[Callable[[Any], None]]]:
+    """LightGBM callbacks that report boosting rounds while ``enabled``: a bar on a terminal,
+    else a line every few seconds on the ``recset.progress`` logger (early stopping may end
+    the rounds before ``total``)."""
+    if not enabled:
+        yield []
+        return
+    from recset.progress import Ticker
+
+    with Ticker(label, total, bar=True, every=every) as ticker:
+        yield [lambda env: ticker.update(1)]
+
+
 def train_ranker(
     dataset: Dataset,
     config: RecallConfig | None = None,
@@ -352,9 +369,14 @@ def train_ranker(
         dvalid = lgb.Dataset(Xv, yv, group=gv, reference=dtrain)
         valid_sets = [dvalid]
         callbacks.append(lgb.early_stopping(rc.early_stopping_rounds, verbose=False))
-    booster = lgb.train(
-        params, dtrain, num_boost_round=rc.n_estimators, valid_sets=valid_sets, callbacks=callbacks
-    )
+    with _rounds("ranker: boosting rounds", rc.n_estimators, show_progress) as shown:
+        booster = lgb.train(
+            params,
+            dtrain,
+            num_boost_round=rc.n_estimators,
+            valid_sets=valid_sets,
+            callbacks=callbacks + shown,
+        )
     metrics = _fit_metrics(booster, gt, gv, yt)
     _log.info("ranker trained: %s", metrics)
     discover_booster = None
@@ -370,13 +392,14 @@ def train_ranker(
             )
         dtrain = lgb.Dataset(Xt, yt, group=gt, feature_name=names, free_raw_data=True)
         valid_sets = [lgb.Dataset(Xv, yv, group=gv, reference=dtrain)] if len(gv) else []
-        discover_booster = lgb.train(
-            params,
-            dtrain,
-            num_boost_round=rc.n_estimators,
-            valid_sets=valid_sets,
-            callbacks=callbacks if len(gv) else [],
-        )
+        with _rounds("discovery model: boosting rounds", rc.n_estimators, show_progress) as shown:
+            discover_booster = lgb.train(
+                params,
+                dtrain,
+                num_boost_round=rc.n_estimators,
+                valid_sets=valid_sets,
+                callbacks=(callbacks if len(gv) else []) + shown,
+            )
         metrics["discover"] = _fit_metrics(discover_booster, gt, gv, yt)
         _log.info("discovery model trained: %s", metrics["discover"])
     if mixer is None:

@@ -547,3 +547,21 @@ def test_explore_share_serves_items_the_user_never_bought(ds: Dataset, ranker: R
     assert (novel_expl >= novel_plain).all()
     assert (novel_expl >= 4).mean() > 0.9, novel_expl
     assert ((explored.item >= 0).sum(axis=1) == (plain.item >= 0).sum(axis=1)).all()
+
+
+def test_boosting_rounds_report_progress_lines(caplog: pytest.LogCaptureFixture) -> None:
+    from recset.ranking._ranker import _rounds
+
+    caplog.set_level("INFO", logger="recset.progress")
+    with _rounds("ranker: boosting rounds", 4, True, every=0.0) as callbacks:
+        for _ in range(3):  # early stopping ends before the 4th round
+            for cb in callbacks:
+                cb(None)
+    lines = [r.getMessage() for r in caplog.records if r.name == "recset.progress"]
+    assert [line.split(" (")[0] for line in lines] == [
+        "ranker: boosting rounds: 1/4",
+        "ranker: boosting rounds: 2/4",
+        "ranker: boosting rounds: 3/4",
+    ]
+    with _rounds("off", 4, False) as callbacks:
+        assert callbacks == []
