@@ -15,6 +15,7 @@ seed's per-source arrays; the finished files are read back memory-mapped.
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import tempfile
 import weakref
@@ -139,8 +140,9 @@ class ListsWriter:
     width : int
         Candidates per row.
     directory : path, optional
-        Where the files go; a new temporary directory when omitted, removed when the
-        returned lists are garbage collected (their memory maps keep reading it until then).
+        Where the files go; a new temporary directory when omitted, removed as soon as the
+        lists are memory-mapped on POSIX (the maps keep the unlinked files readable), else
+        when the returned lists are garbage collected.
 
     Each file starts with a header for an empty array, rewritten with the real length on
     :meth:`close` (numpy reserves room in the header for the first axis to grow), so nothing
@@ -202,7 +204,12 @@ class ListsWriter:
         arrays = {n: np.load(self._path(n), mmap_mode="r", allow_pickle=False) for n in _FILES}
         lists = PrecomputedLists(**arrays)
         if self._temp:
-            weakref.finalize(lists, shutil.rmtree, self.directory, True)
+            if os.name == "posix":
+                # the memory maps keep the unlinked files readable, and nothing is left
+                # behind even when the process is killed
+                shutil.rmtree(self.directory, ignore_errors=True)
+            else:
+                weakref.finalize(lists, shutil.rmtree, self.directory, True)
         return lists
 
     def abort(self) -> None:

@@ -242,7 +242,10 @@ def embed_items(dataset: Dataset, config: TextEmbeddingConfig | None = None) -> 
     t_train = time.perf_counter()
 
     words = list(vocab)
-    word_vecs = np.stack([model.wv[w] for w in words]).astype(np.float32)
+    # filled in place: a list of one array per word would cost several times the table
+    word_vecs = np.empty((len(words), dim), dtype=np.float32)
+    for j, w in enumerate(words):
+        word_vecs[j] = model.wv[w]
     norms = np.linalg.norm(word_vecs, axis=1, keepdims=True)
     word_vecs /= np.where(norms > 0, norms, 1.0)
 

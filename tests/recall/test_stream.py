@@ -93,9 +93,11 @@ def test_temporary_list_files_go_with_the_lists(mixer: Mixer) -> None:
     writer.add(mixer.mix(np.arange(mixer.n_items, dtype=np.int32), 40))
     lists = writer.close()
     where = writer.directory
-    assert where.exists() and int(lists.ptr[-1]) > 0
-    del lists
-    gc.collect()
+    if where.exists():  # not POSIX: removed with the lists
+        del lists
+        gc.collect()
+    else:  # POSIX: removed at once, the memory maps still read the files
+        assert int(lists.ptr[-1]) > 0 and int(lists.item[-1].max()) >= 0
     assert not where.exists()
 
 
