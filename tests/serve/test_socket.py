@@ -65,7 +65,12 @@ def _versions_seen(server: Server, n: int = 12) -> set[int]:
     with server.client() as c:
         out = set()
         for _ in range(n):
-            r = c.get("/v1/recommendations", params={"seed": "no-such-item"})
+            # a new connection per request, so that the requests spread over the workers
+            r = c.get(
+                "/v1/recommendations",
+                params={"seed": "no-such-item"},
+                headers={"Connection": "close"},
+            )
             assert r.status_code == 200, r.text
             out.add(r.json()["version"])
         return out
@@ -85,6 +90,9 @@ def test_rollback_is_served_and_a_broken_version_refused(server: Server) -> None
     assert _versions_seen(server) == {2}
     activate(store, 1)  # what `recset activate --store S 1` does
     _wait_for_version(server, 1, timeout=5)  # the target: within 5 s
+    # Several poll intervals more, so that every worker serves v1 before the broken version
+    # is activated (a worker that never saw v1 would rightly keep serving v2).
+    time.sleep(1.5)
     broken = save_broken_engine(store)
     time.sleep(2.0)  # several poll intervals of both workers
     assert _versions_seen(server) == {1}
