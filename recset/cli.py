@@ -1028,6 +1028,8 @@ def serve(
         access_log=access_log,
     )
     run(settings)
+
+
 @cli.command()
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset directory.")
 @click.option(
