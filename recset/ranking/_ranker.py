@@ -300,7 +300,6 @@ def train_ranker(
     embeddings : ndarray of float32, shape (n_items, d), optional
         Item text embeddings (computed from the catalog when not given).
     """
-    import lightgbm as lgb
 
     if config is None:
         config = RecallConfig()
@@ -341,9 +340,10 @@ def train_ranker(
         idx_train = np.sort(rng.choice(idx_train, cap_t, replace=False))
     if len(idx_valid) > cap_v:
         idx_valid = np.sort(rng.choice(idx_valid, cap_v, replace=False))
-    Xt, yt, gt = training_matrix(fit_mixer, features, queries.take(idx_train), rc.candidates)
-    Xv, yv, gv = training_matrix(fit_mixer, features, queries.take(idx_valid), rc.candidates)
-    if len(gt) == 0:
+    train_q, valid_q = queries.take(idx_train), queries.take(idx_valid)
+    train = training_matrix(fit_mixer, features, train_q, rc.candidates)
+    valid = training_matrix(fit_mixer, features, valid_q, rc.candidates)
+    if len(train[2]) == 0:
         raise DataError(f"{dataset.name}: no training query has a positive among its candidates")
     params = {
         "objective": "lambdarank",
@@ -363,45 +363,20 @@ def train_ranker(
         "verbosity": -1,
     }
     names = features.names
-    dtrain = lgb.Dataset(Xt, yt, group=gt, feature_name=names, free_raw_data=True)
-    valid_sets, callbacks = [], []
-    if len(gv):
-        dvalid = lgb.Dataset(Xv, yv, group=gv, reference=dtrain)
-        valid_sets = [dvalid]
-        callbacks.append(lgb.early_stopping(rc.early_stopping_rounds, verbose=False))
-    with _rounds("ranker: boosting rounds", rc.n_estimators, show_progress) as shown:
-        booster = lgb.train(
-            params,
-            dtrain,
-            num_boost_round=rc.n_estimators,
-            valid_sets=valid_sets,
-            callbacks=callbacks + shown,
-        )
-    metrics = _fit_metrics(booster, gt, gv, yt)
-    _log.info("ranker trained: %s", metrics)
+    booster, metrics = _boost("ranker", params, rc, names, train, valid, show_progress)
     discover_booster = None
     if rc.discover:
-        train_q, valid_q = queries.take(idx_train), queries.take(idx_valid)
         n_hist = rc.discover_candidates
-        Xt, yt, gt = training_matrix(fit_mixer, features, train_q, rc.candidates, discover=n_hist)
-        Xv, yv, gv = training_matrix(fit_mixer, features, valid_q, rc.candidates, discover=n_hist)
-        if len(gt) == 0:
+        train = training_matrix(fit_mixer, features, train_q, rc.candidates, discover=n_hist)
+        valid = training_matrix(fit_mixer, features, valid_q, rc.candidates, discover=n_hist)
+        if len(train[2]) == 0:
             raise DataError(
                 f"{dataset.name}: no training query has a target new to its user among the "
                 "discovery candidates; train without `discover`"
             )
-        dtrain = lgb.Dataset(Xt, yt, group=gt, feature_name=names, free_raw_data=True)
-        valid_sets = [lgb.Dataset(Xv, yv, group=gv, reference=dtrain)] if len(gv) else []
-        with _rounds("discovery model: boosting rounds", rc.n_estimators, show_progress) as shown:
-            discover_booster = lgb.train(
-                params,
-                dtrain,
-                num_boost_round=rc.n_estimators,
-                valid_sets=valid_sets,
-                callbacks=(callbacks if len(gv) else []) + shown,
-            )
-        metrics["discover"] = _fit_metrics(discover_booster, gt, gv, yt)
-        _log.info("discovery model trained: %s", metrics["discover"])
+        discover_booster, metrics["discover"] = _boost(
+            "discovery model", params, rc, names, train, valid, show_progress
+        )
     if mixer is None:
         mixer = Mixer.fit(dataset, config, show_progress=show_progress)
     served = fit_features(
@@ -412,6 +387,38 @@ def train_ranker(
         extra_features=rc.extra_features,
     )
     return Ranker(booster, served, rc, dataset.users, metrics, discover_booster)
+
+
+def _boost(
+    label: str,
+    params: dict[str, Any],
+    rc: RankerConfig,
+    names: list[str],
+    train: tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]],
+    valid: tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]],
+    show_progress: bool,
+) -> tuple[Any, dict[str, Any]]:
+    """One LightGBM lambdarank model on ``train`` (X, y, group sizes), early-stopped on
+    ``valid`` when it holds any query; the booster and its fit metrics."""
+    import lightgbm as lgb
+
+    (Xt, yt, gt), (Xv, yv, gv) = train, valid
+    dtrain = lgb.Dataset(Xt, yt, group=gt, feature_name=names, free_raw_data=True)
+    valid_sets, callbacks = [], []
+    if len(gv):
+        valid_sets = [lgb.Dataset(Xv, yv, group=gv, reference=dtrain)]
+        callbacks.append(lgb.early_stopping(rc.early_stopping_rounds, verbose=False))
+    with _rounds(f"{label}: boosting rounds", rc.n_estimators, show_progress) as shown:
+        booster = lgb.train(
+            params,
+            dtrain,
+            num_boost_round=rc.n_estimators,
+            valid_sets=valid_sets,
+            callbacks=callbacks + shown,
+        )
+    metrics = _fit_metrics(booster, gt, gv, yt)
+    _log.info("%s trained: %s", label, metrics)
+    return booster, metrics
 
 
 def _fit_metrics(
