@@ -29,7 +29,7 @@ from recset.recall import Mixer, check_category_keys
 
 if TYPE_CHECKING:
     from recset.personalization import Personalizer, TypeTransition
-    from recset.storage import ArtifactRecord
+    from recset.storage import ArtifactRecord, ReleaseRecord
 
 _log = logging.getLogger(__name__)
 
@@ -122,6 +122,9 @@ class Engine:
         self._personalizer: Personalizer | None = None
         self._type_transition: TypeTransition | None = None
         self._host_stages: list[tuple[str | None, Stage]] = []
+        self.version: ReleaseRecord | None = None
+        """The release this engine was loaded from (:meth:`load`); None for an engine
+        built in process. ``engine.version.id`` is the release id, ``.pins`` the versions."""
         self._set(ranker, personalizer, type_transition)
 
     def __repr__(self) -> str:
@@ -548,19 +551,27 @@ class Engine:
         version: int | None = None,
         device: str = "auto",
         neural: bool = True,
+        release: int | None = None,
     ) -> Engine:
-        """Load the active (or a given) version of the engine from a store.
+        """Load the active release (or ``release``, or the release pinning engine
+        ``version``) from a store.
 
-        The active ranker and (unless ``neural`` is false) neural stages (personalizer,
-        type transition) are attached when the store has them; ``device`` is where the
-        neural stages run. Item availability comes from the store's catalog when it holds
+        A release pins an engine version and the ranker and neural stage versions served
+        with it (``recset versions``); only what it pins is attached (neural stages also
+        only when ``neural``). ``engine.version`` is the release loaded. ``device`` is where
+        the neural stages run. Item availability comes from the store's catalog when it holds
         one, so marking an item unavailable there takes effect at the next load without a
         rebuild. The precomputed lists are memory-mapped.
         """
         p = load_parts(
-            target, artifact_dir=artifact_dir, version=version, device=device, neural=neural
+            target,
+            artifact_dir=artifact_dir,
+            version=version,
+            device=device,
+            neural=neural,
+            release=release,
         )
-        return cls(
+        engine = cls(
             p.config,
             p.items,
             p.mixer,
@@ -568,3 +579,5 @@ class Engine:
             personalizer=p.personalizer,
             type_transition=p.type_transition,
         )
+        engine.version = p.release
+        return engine

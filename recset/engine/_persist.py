@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from recset.personalization import Personalizer, TypeTransition
+    from recset.storage import ReleaseRecord, Store
 
 _log = logging.getLogger(__name__)
 
@@ -139,6 +140,15 @@ class LoadedParts:
     ranker: Ranker | None
     personalizer: Personalizer | None
     type_transition: TypeTransition | None
+    release: ReleaseRecord | None
+
+
+def _release_of_engine(store: Store, version: int) -> int | None:
+    """The release to load for engine ``version``: the active one when it pins it, else
+    the newest that does (None: no release pins it)."""
+    releases = [r for r in store.list_releases() if r.pins["engine"] == version]
+    active = [r for r in releases if r.status == "active"]
+    return (active or releases or [None])[-1].id if releases else None
 
 
 def load_parts(
@@ -148,31 +158,35 @@ def load_parts(
     version: int | None,
     device: str,
     neural: bool,
+    release: int | None = None,
 ) -> LoadedParts:
-    """Read the active (or a given) engine version and the active ranker / neural stages."""
+    """Read a release (the active one; ``release``; or the one pinning engine ``version``)
+    and the versions it pins. Neural stages are attached only when the release pins them
+    (and ``neural``)."""
     from recset.storage import Store
 
     with Store.open(target, artifact_dir=artifact_dir, create=False) as store:
-        names = ("ranker", *(NEURAL_ARTIFACTS if neural else ()))
-        # One consistent read: the active versions and the catalog activated with them.
-        active, catalog = store.active_release((ENGINE_ARTIFACT, *names))
-        if version is not None:
-            record = store.artifact(ENGINE_ARTIFACT, version)
-            if record.status != "active" and record.release is not None:
-                catalog = store.read_catalog(record.release)  # the catalog of ITS version
-        elif (record := active.get(ENGINE_ARTIFACT)) is None:
-            raise StorageError(f"{store.url}: no active engine; run `recset build` first")
-        path = store.verify_artifact(record)
-        paths = {n: store.verify_artifact(r) for n, r in active.items() if n in names}
+        if release is None and version is not None:
+            release = _release_of_engine(store, version)
+            if release is None:  # an engine no release pins (staged, or a broken save)
+                record = store.artifact(ENGINE_ARTIFACT, version)
+                catalog = store.read_catalog(record.release) if record.release else None
+                path = store.verify_artifact(record)
+                config, items, mixer = read_engine(path, catalog)
+                return LoadedParts(config, items, mixer, None, None, None, None)
+        rel, records, catalog = store.serving_state(release)
+        wanted = ("ranker", *(NEURAL_ARTIFACTS if neural else ()))
+        path = store.verify_artifact(records[ENGINE_ARTIFACT])
+        paths = {n: store.verify_artifact(r) for n, r in records.items() if n in wanted}
     config, items, mixer = read_engine(path, catalog)
     ranker = None
     if "ranker" in paths:
         ranker = Ranker.load(paths["ranker"], sources=mixer.source_order)
     else:
-        _log.info("no active ranker in %s: serving the mix's order", store.url)
+        _log.info("%s pins no ranker: serving the mix's order", rel.describe())
     neural_paths = {n: p for n, p in paths.items() if n in NEURAL_ARTIFACTS}
     personalizer, transition = load_stages(neural_paths, device, len(items))
-    return LoadedParts(config, items, mixer, ranker, personalizer, transition)
+    return LoadedParts(config, items, mixer, ranker, personalizer, transition, rel)
 
 
 def save_engine(

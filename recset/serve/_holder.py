@@ -26,7 +26,7 @@ from recset.storage import Store
 _log = logging.getLogger(__name__)
 
 STAGE_ARTIFACTS = (ENGINE_ARTIFACT, "ranker", "personalizer", "type_transition")
-"""The artifacts whose active versions make up what a service serves."""
+"""The artifacts a release pins: what a service serves is the active release's versions."""
 
 Versions = Mapping[str, int]
 
@@ -41,7 +41,8 @@ class NotReadyError(RecsetError):
 
 @dataclass(frozen=True)
 class Served:
-    """One loaded engine and the active artifact versions it was loaded from."""
+    """One loaded engine and the versions of the release it was loaded from
+    (``engine.version`` is that release)."""
 
     engine: Engine
     versions: Versions
@@ -169,15 +170,16 @@ class EngineHolder:
         return self._store
 
     def active_versions(self) -> dict[str, int]:
-        """The store's active version of every served artifact (absent: none active)."""
-        out: dict[str, int] = {}
-        for name in STAGE_ARTIFACTS:
-            if name in ("personalizer", "type_transition") and not self.neural:
-                continue
-            record = self.store.active_artifact(name)
-            if record is not None:
-                out[name] = record.version
-        return out
+        """The versions the store's active release pins (the neural stages only with
+        ``neural``); empty when the store has no active release."""
+        return self._active()[1]
+
+    def _active(self) -> tuple[int | None, dict[str, int]]:
+        record = self.store.active_release_record()
+        if record is None:
+            return None, {}
+        skip = () if self.neural else ("personalizer", "type_transition")
+        return record.id, {n: v for n, v in record.pins.items() if n not in skip}
 
     def catalog_item(self, item_id: str) -> dict[str, Any] | None:
         """The store's catalog row of ``item_id`` (None: not in the catalog)."""
@@ -193,14 +195,14 @@ class EngineHolder:
         return self.served
 
     def refresh(self, *, force: bool = False) -> ReloadResult:
-        """Serve the store's active versions if they differ from the served ones.
+        """Serve the store's active release if its versions differ from the served ones.
 
         A version refused once is not tried again until the active versions change (or
         ``force``). Thread-safe: concurrent calls load at most once.
         """
         with self._lock:
             try:
-                versions = self.active_versions()
+                release, versions = self._active()
             except RecsetError as e:
                 return self._refuse({}, f"cannot read the active versions: {e}")
             current = self._served
@@ -215,7 +217,7 @@ class EngineHolder:
                 engine = Engine.load(
                     self.store_url,
                     artifact_dir=self.artifact_dir,
-                    version=versions[ENGINE_ARTIFACT],
+                    release=release,
                     neural=self.neural,
                 )
             except Exception as e:  # a broken version must never take the service down

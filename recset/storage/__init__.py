@@ -13,14 +13,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from recset.storage._artifacts import State, read_state, write_state
-from recset.storage._faults import FAULT_ENV, FAULT_EXIT_CODE, FAULT_PHASES, fault_point
+from recset.storage._faults import (
+    FAULT_ENV,
+    FAULT_EXIT_CODE,
+    FAULT_PHASES,
+    PRUNE_FAULT_PHASES,
+    fault_point,
+)
 
 if TYPE_CHECKING:
-    from recset.storage._models import SCHEMA_VERSION
+    from recset.storage._models import RELEASE_STAGES, SCHEMA_VERSION
     from recset.storage._store import (
         ArtifactRecord,
         ArtifactStatus,
         BacktestRun,
+        PruneResult,
+        ReleaseRecord,
         Store,
         atomic_write_bytes,
         atomic_write_text,
@@ -30,10 +38,14 @@ __all__ = [
     "FAULT_ENV",
     "FAULT_EXIT_CODE",
     "FAULT_PHASES",
+    "PRUNE_FAULT_PHASES",
     "SCHEMA_VERSION",
     "ArtifactRecord",
     "ArtifactStatus",
     "BacktestRun",
+    "PruneResult",
+    "RELEASE_STAGES",
+    "ReleaseRecord",
     "State",
     "Store",
     "atomic_write_bytes",
@@ -48,6 +60,9 @@ _LAZY = {
     "ArtifactRecord": "recset.storage._store",
     "ArtifactStatus": "recset.storage._store",
     "BacktestRun": "recset.storage._store",
+    "PruneResult": "recset.storage._store",
+    "RELEASE_STAGES": "recset.storage._models",
+    "ReleaseRecord": "recset.storage._store",
     "Store": "recset.storage._store",
     "atomic_write_bytes": "recset.storage._store",
     "atomic_write_text": "recset.storage._store",

@@ -28,7 +28,13 @@ FAULT_PHASES: Final[tuple[str, ...]] = ("fit", "catalog", "artifact", "activate"
 - ``activate``: inside the activation transaction: the version's row is inserted, the
   previous version retired and the new catalog copied in, nothing committed;
 - ``rename``: then the directory is renamed to ``<name>/v<N>``, still before the commit.
+
 """
+
+PRUNE_FAULT_PHASES: Final[tuple[str, ...]] = ("prune", "pruned")
+"""The phases of ``recset prune``, per removed version: ``prune`` inside the transaction that
+removes its rows (artifact, saved catalog, recall lists, files kept in the database), before
+the commit; ``pruned`` after the commit, before its directory is removed."""
 
 
 def fault_point(phase: str) -> None:
@@ -39,4 +45,4 @@ def fault_point(phase: str) -> None:
         os._exit(FAULT_EXIT_CODE)
 
 
-__all__ = ["FAULT_ENV", "FAULT_EXIT_CODE", "FAULT_PHASES", "fault_point"]
+__all__ = ["FAULT_ENV", "FAULT_EXIT_CODE", "FAULT_PHASES", "PRUNE_FAULT_PHASES", "fault_point"]

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -37,12 +38,17 @@ from sqlalchemy import (
 
 from recset.errors import ConfigError
 
-SCHEMA_VERSION: Final[int] = 2
+SCHEMA_VERSION: Final[int] = 3
 """Version of the table layout below; bump it (and write a migration note) on any change.
 
 Version 2 (from 1, migrated in place by :meth:`Store.open`): the ``catalog_release`` table
 (the catalog of every engine version, keyed by a release token) and the ``release`` and
 ``manifest`` columns of ``artifact``.
+
+Version 3 (from 2, migrated in place): the ``release`` table (one row per release: the
+engine, ranker and neural stage versions a service loads together; the migration records the
+store's active versions as release 1) and the ``artifact_file`` table (artifact files kept in
+the database, in chunks).
 """
 
 DEFAULT_TABLE_PREFIX: Final[str] = "recset_"
@@ -66,6 +72,10 @@ CATALOG_STRING_COLUMNS: Final[tuple[str, ...]] = tuple(
 )
 
 ARTIFACT_STATUSES: Final[tuple[str, ...]] = ("active", "retired", "staged")
+
+RELEASE_STAGES: Final[tuple[str, ...]] = ("engine", "ranker", "personalizer", "type_transition")
+"""The artifacts a release pins (one column of the ``release`` table each); ``engine`` is
+required, the others optional."""
 
 SCHEMA_VERSION_KEY: Final[str] = "schema_version"
 
@@ -110,6 +120,8 @@ class Tables:
     artifact: Table
     backtest_run: Table
     catalog_release: Table
+    release: Table
+    artifact_file: Table
 
     def all(self) -> tuple[Table, ...]:
         """Every table, in creation order."""
@@ -120,6 +132,8 @@ class Tables:
             self.artifact,
             self.backtest_run,
             self.catalog_release,
+            self.release,
+            self.artifact_file,
         )
 
 
@@ -235,6 +249,37 @@ def tables(prefix: str = DEFAULT_TABLE_PREFIX) -> Tables:
         Column("report_path", Text),
         Index(f"{p}backtest_run_dataset", "dataset"),
     )
+    # A release: the versions of the served artifacts a service loads together. At most one
+    # is active; activating one also sets the per-artifact statuses (Store.activate_release).
+    release = Table(
+        f"{p}release",
+        md,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("status", String(16), nullable=False),
+        *(Column(name, Integer, nullable=name != "engine") for name in RELEASE_STAGES),
+        Column("config_hash", String(128)),
+        Column("note", Text, nullable=False),
+        CheckConstraint(f"status IN ({statuses})", name=f"{p}release_status"),
+        Index(
+            f"{p}release_one_active",
+            "status",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
+    # Artifact files kept in the database (a store opened with artifact_dir="db:"): every
+    # file of a version in chunks, written in the transaction that registers the version.
+    artifact_file = Table(
+        f"{p}artifact_file",
+        md,
+        Column("name", String(200), primary_key=True),
+        Column("version", Integer, primary_key=True, autoincrement=False),
+        Column("path", String(1000), primary_key=True),
+        Column("chunk", Integer, primary_key=True, autoincrement=False),
+        Column("data", LargeBinary, nullable=False),
+    )
     return Tables(
         prefix=p,
         metadata=md,
@@ -244,6 +289,8 @@ def tables(prefix: str = DEFAULT_TABLE_PREFIX) -> Tables:
         artifact=artifact,
         backtest_run=backtest_run,
         catalog_release=catalog_release,
+        release=release,
+        artifact_file=artifact_file,
     )
 
 
@@ -256,6 +303,7 @@ __all__: list[str] = [
     "ARTIFACT_STATUSES",
     "CATALOG_COLUMNS",
     "DEFAULT_TABLE_PREFIX",
+    "RELEASE_STAGES",
     "SCHEMA_VERSION",
     "Tables",
     "UTCDateTime",

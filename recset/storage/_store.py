@@ -50,6 +50,7 @@ from recset.storage._models import (
     CATALOG_COLUMNS,
     CATALOG_STRING_COLUMNS,
     DEFAULT_TABLE_PREFIX,
+    RELEASE_STAGES,
     SCHEMA_VERSION,
     SCHEMA_VERSION_KEY,
     Tables,
@@ -115,6 +116,53 @@ class ArtifactRecord:
     config_hash: str | None
     release: str | None = None
     manifest: str | None = None
+
+
+@dataclass(frozen=True)
+class ReleaseRecord:
+    """One release: the versions of the served artifacts a service loads together.
+
+    Attributes
+    ----------
+    id : int
+        1, 2, ... in the order releases were recorded.
+    created_at : datetime
+        When it was recorded (timezone-aware, UTC).
+    status : {"active", "retired", "staged"}
+        At most one release is active: the one :meth:`Engine.load` and ``recset serve`` load.
+    pins : dict of str to int
+        The pinned version of each artifact of :data:`RELEASE_STAGES` it holds (``engine``
+        always; ``ranker``, ``personalizer``, ``type_transition`` when pinned).
+    config_hash : str or None
+        Hash of the configuration of its engine.
+    note : str
+        Why it was recorded (``"recset build"``, ``"train-ranker"``...).
+    """
+
+    id: int
+    created_at: datetime
+    status: ArtifactStatus
+    pins: dict[str, int]
+    config_hash: str | None
+    note: str = ""
+
+    @property
+    def engine(self) -> int:
+        """The pinned engine version."""
+        return self.pins["engine"]
+
+    def describe(self) -> str:
+        """``"release 3 (engine v2, ranker v1)"``."""
+        parts = ", ".join(f"{n} v{v}" for n, v in self.pins.items())
+        return f"release {self.id} ({parts})"
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What :meth:`Store.prune` removed (release ids, ``(name, version)`` artifacts)."""
+
+    releases: list[int]
+    artifacts: list[tuple[str, int]]
 
 
 @dataclass(frozen=True)
@@ -486,6 +534,36 @@ def _migrate_1_to_2(conn: Connection, t: Tables) -> None:
                 )
             )
     t.catalog_release.create(conn, checkfirst=True)
+    conn.execute(update(t.meta).where(t.meta.c.key == SCHEMA_VERSION_KEY).values(value="2"))
+
+
+def _migrate_2_to_3(conn: Connection, t: Tables) -> None:
+    """Schema 2 -> 3: the release and artifact_file tables; the active versions of the served
+    artifacts become release 1 (what the store served before keeps being served)."""
+    t.release.create(conn, checkfirst=True)
+    t.artifact_file.create(conn, checkfirst=True)
+    a = t.artifact
+    active = {
+        str(r.name): (int(r.version), r.config_hash)
+        for r in conn.execute(
+            select(a.c.name, a.c.version, a.c.config_hash).where(
+                a.c.status == "active", a.c.name.in_(RELEASE_STAGES)
+            )
+        )
+    }
+    if "engine" in active and conn.execute(select(func.count()).select_from(t.release)).scalar():
+        active = {}  # a migration that ran before (tables existed): nothing to add
+    if "engine" in active:
+        conn.execute(
+            insert(t.release).values(
+                id=1,
+                created_at=datetime.now(UTC),
+                status="active",
+                config_hash=active["engine"][1],
+                note="the active versions when the store was migrated to schema 3",
+                **{n: active[n][0] if n in active else None for n in RELEASE_STAGES},
+            )
+        )
     conn.execute(
         update(t.meta).where(t.meta.c.key == SCHEMA_VERSION_KEY).values(value=str(SCHEMA_VERSION))
     )
@@ -556,9 +634,13 @@ def _prepare_once(engine: Engine, t: Tables, masked: str, create: bool) -> str:
                 f"The recset store at {where} records no valid schema version in table "
                 f"{t.meta.name!r} (found {found!r}); it was not written by recset or is damaged."
             )
-        if found_version == 1 and SCHEMA_VERSION == 2:
+        if found_version == 1:
             _migrate_1_to_2(conn, t)
             _log.info("migrated the recset store at %s from schema version 1 to 2", where)
+            found_version = 2
+        if found_version == 2 and SCHEMA_VERSION == 3:
+            _migrate_2_to_3(conn, t)
+            _log.info("migrated the recset store at %s from schema version 2 to 3", where)
             found_version = SCHEMA_VERSION
         if found_version != SCHEMA_VERSION:
             raise StorageError(
@@ -1219,6 +1301,8 @@ class Store:
                     )
                     if activate and release is not None:
                         self._publish_catalog(conn, release)
+                    if activate and name in RELEASE_STAGES:
+                        self._follow_release(conn, name, version, config_hash)
                     fault_point("activate")
                     final = self.artifact_dir / name / f"v{version}"
                     if final.exists() and self._dead_leftover(final):
@@ -1354,6 +1438,8 @@ class Store:
                 raise StorageError(f"activate: artifact {name!r} v{version} vanished.")
             if record.release is not None and self._release_rows(conn, record.release):
                 self._publish_catalog(conn, record.release)  # the catalog it was built with
+            if name in RELEASE_STAGES:
+                self._follow_release(conn, name, version, record.config_hash)
         _log.info("activated artifact %s v%d (was %s)", name, version, record.status)
         return self.artifact(name, version)
 
@@ -1412,6 +1498,278 @@ class Store:
         raise StorageError(
             f"The store at {self.url} kept activating new versions while reading; try again."
         )
+
+    # ------------------------------------------------------------------ releases
+
+    @staticmethod
+    def _release_record(row: Any) -> ReleaseRecord:
+        pins = {n: int(getattr(row, n)) for n in RELEASE_STAGES if getattr(row, n) is not None}
+        return ReleaseRecord(
+            id=int(row.id),
+            created_at=row.created_at,
+            status=row.status,
+            pins=pins,
+            config_hash=row.config_hash,
+            note=row.note or "",
+        )
+
+    def list_releases(self) -> list[ReleaseRecord]:
+        """Every release, oldest first."""
+        r = self._t.release
+        with self._db("list_releases"), self.engine.connect() as conn:
+            rows = conn.execute(select(r).order_by(r.c.id)).all()
+        return [self._release_record(row) for row in rows]
+
+    def release(self, release_id: int) -> ReleaseRecord:
+        """Release ``release_id``; a StorageError listing the known ids when there is none."""
+        r = self._t.release
+        with self._db(f"release({release_id!r})"), self.engine.connect() as conn:
+            row = conn.execute(select(r).where(r.c.id == release_id)).first()
+            known = [] if row else list(conn.execute(select(r.c.id).order_by(r.c.id)).scalars())
+        if row is None:
+            raise StorageError(
+                f"The recset store at {self.url} has no release {release_id!r}; known "
+                f"releases: {known or 'none'} (`recset versions`)."
+            )
+        return self._release_record(row)
+
+    def active_release_record(self) -> ReleaseRecord | None:
+        """The active release (what a service loads), or None when the store has none."""
+        r = self._t.release
+        with self._db("active_release_record"), self.engine.connect() as conn:
+            row = conn.execute(select(r).where(r.c.status == "active")).first()
+        return None if row is None else self._release_record(row)
+
+    def serving_state(
+        self, release_id: int | None = None
+    ) -> tuple[ReleaseRecord, dict[str, ArtifactRecord], pd.DataFrame]:
+        """A release (the active one unless ``release_id``), the records of its pinned
+        artifacts and its catalog, read consistently (the live catalog for the active
+        release, re-read when another release was activated meanwhile; the catalog saved
+        with its engine otherwise).
+
+        Raises
+        ------
+        StorageError
+            No release is active (nothing was built), or ``release_id`` is unknown.
+        """
+        for _ in range(20):
+            before = self.release(release_id) if release_id else self.active_release_record()
+            if before is None:
+                raise StorageError(f"{self.url}: no active release; run `recset build` first")
+            records = {n: self.artifact(n, v) for n, v in before.pins.items()}
+            engine = records["engine"]
+            if before.status == "active":
+                catalog = self.read_catalog()
+            elif engine.release is not None:
+                catalog = self.read_catalog(engine.release)
+            else:
+                catalog = self.read_catalog()
+            after = self.release(before.id)
+            if after == before:
+                return before, records, catalog
+            time.sleep(0.05)
+        raise StorageError(
+            f"The store at {self.url} kept activating new releases while reading; try again."
+        )
+
+    def _next_release_id(self, conn: Connection) -> int:
+        r = self._t.release
+        return int(conn.execute(select(func.max(r.c.id))).scalar() or 0) + 1
+
+    def _active_pins(self, conn: Connection) -> dict[str, int]:
+        r = self._t.release
+        row = conn.execute(select(r).where(r.c.status == "active")).first()
+        return {} if row is None else self._release_record(row).pins
+
+    def _insert_release(
+        self,
+        conn: Connection,
+        pins: Mapping[str, int],
+        config_hash: str | None,
+        note: str,
+        status: ArtifactStatus,
+    ) -> int:
+        rid = self._next_release_id(conn)
+        conn.execute(
+            insert(self._t.release).values(
+                id=rid,
+                created_at=datetime.now(UTC),
+                status=status,
+                config_hash=config_hash,
+                note=note,
+                **{n: pins.get(n) for n in RELEASE_STAGES},
+            )
+        )
+        return rid
+
+    def _activate_release_in(self, conn: Connection, rid: int, pins: Mapping[str, int]) -> None:
+        """Inside ``conn``'s transaction: make release ``rid`` the active one, its pinned
+        versions the active version of each artifact (an artifact it does not pin has none)
+        and its engine's catalog the live catalog."""
+        a, r = self._t.artifact, self._t.release
+        before = self._active_pins(conn)
+        conn.execute(update(r).where(r.c.status == "active").values(status="retired"))
+        conn.execute(update(r).where(r.c.id == rid).values(status="active"))
+        for name in RELEASE_STAGES:
+            keep = pins.get(name)
+            stmt = update(a).where(a.c.name == name, a.c.status == "active")
+            if keep is not None:
+                stmt = stmt.where(a.c.version != keep)
+            conn.execute(stmt.values(status="retired"))
+            if keep is not None:
+                n = conn.execute(
+                    update(a).where(a.c.name == name, a.c.version == keep).values(status="active")
+                ).rowcount
+                if n != 1:
+                    raise StorageError(f"release {rid}: artifact {name!r} v{keep} is gone")
+        if before.get("engine") != pins["engine"]:
+            token = conn.execute(
+                select(a.c.release).where(a.c.name == "engine", a.c.version == pins["engine"])
+            ).scalar()
+            if token is not None and self._release_rows(conn, token):
+                self._publish_catalog(conn, token)
+
+    def _follow_release(
+        self, conn: Connection, name: str, version: int, config_hash: str | None
+    ) -> None:
+        """A served artifact activated on its own (save_artifact, activate): record a release
+        pinning it with the other versions of the active release, and activate it."""
+        pins = {**self._active_pins(conn), name: version}
+        if "engine" not in pins:
+            return  # no engine yet: nothing a service could load
+        if name != "engine":
+            a = self._t.artifact
+            config_hash = conn.execute(
+                select(a.c.config_hash).where(a.c.name == "engine", a.c.version == pins["engine"])
+            ).scalar()
+        rid = self._insert_release(
+            conn, pins, config_hash, f"{name} v{version} activated", "staged"
+        )
+        self._activate_release_in(conn, rid, pins)
+
+    def create_release(
+        self, pins: Mapping[str, int], *, activate: bool = True, note: str = ""
+    ) -> ReleaseRecord:
+        """Record a release pinning ``pins`` (``{"engine": 3, "ranker": 2}``) and, by
+        default, make it the active one (one transaction: the release, the per-artifact
+        statuses and the engine's catalog change together).
+
+        Every pinned version must exist and pass :meth:`verify_artifact`.
+
+        Raises
+        ------
+        StorageError
+            An unknown artifact name, no engine pinned, a pinned version that is unknown or
+            whose files are missing or damaged.
+        """
+        pins = {str(n): int(v) for n, v in pins.items()}
+        unknown = sorted(set(pins) - set(RELEASE_STAGES))
+        if unknown or "engine" not in pins:
+            raise StorageError(
+                f"A release pins an 'engine' version and optionally {list(RELEASE_STAGES[1:])}. "
+                f"Got {pins} instead."
+            )
+        records = {n: self.artifact(n, v) for n, v in pins.items()}
+        for record in records.values():
+            self.verify_artifact(record)
+        status: ArtifactStatus = "active" if activate else "staged"
+        for attempt in range(10):
+            try:
+                with self._db("create_release"), self.engine.begin() as conn:
+                    rid = self._insert_release(
+                        conn, pins, records["engine"].config_hash, note, status
+                    )
+                    if activate:
+                        self._activate_release_in(conn, rid, pins)
+                break
+            except StorageError as e:
+                if not isinstance(e.__cause__, sa_exc.IntegrityError) or attempt == 9:
+                    raise
+                time.sleep(random.uniform(0.0, 0.01 * (attempt + 1)))
+        record = self.release(rid)
+        _log.info("recorded %s (%s)", record.describe(), record.status)
+        return record
+
+    def activate_release(self, release_id: int) -> ReleaseRecord:
+        """Make release ``release_id`` the active one (e.g. to roll back), after checking
+        the files of every version it pins; the previously active release is retired."""
+        record = self.release(release_id)
+        for name, version in record.pins.items():
+            self.verify_artifact(self.artifact(name, version))
+        if record.status == "active":
+            return record
+        with self._db(f"activate_release({release_id})"), self.engine.begin() as conn:
+            self._activate_release_in(conn, record.id, record.pins)
+        _log.info("activated %s", record.describe())
+        return self.release(release_id)
+
+    def prune(self, keep: int) -> PruneResult:
+        """Remove all but the ``keep`` newest releases (never the active one), and the
+        versions of the served artifacts no remaining release pins, with their files, saved
+        catalogs and recall lists (build ``engine-v<N>``).
+
+        A version newer than every remaining release that pins its artifact (staged by a
+        build or a training run that was not activated) is kept. Each removal is one
+        transaction and files go after their rows, so a process killed at any point leaves
+        a store that loads (at worst an unreferenced directory, removed by the next build).
+        Run it under :meth:`build_lock`.
+        """
+        if not isinstance(keep, int) or keep < 1:
+            raise ConfigError(
+                f"The 'keep' parameter of Store.prune must be an int in [1, inf). Got {keep!r}."
+            )
+        releases = self.list_releases()
+        kept = {r.id for r in releases[-keep:]} | {r.id for r in releases if r.status == "active"}
+        drop = [r.id for r in releases if r.id not in kept]
+        rt = self._t.release
+        if drop:
+            with self._db("prune: removing releases"), self.engine.begin() as conn:
+                conn.execute(delete(rt).where(rt.c.id.in_(drop), rt.c.status != "active"))
+        remaining = [r for r in releases if r.id in kept]
+        pinned = {(n, v) for r in remaining for n, v in r.pins.items()}
+        newest = {
+            n: max((r.pins[n] for r in remaining if n in r.pins), default=0) for n in RELEASE_STAGES
+        }
+        removed: list[tuple[str, int]] = []
+        for record in self.list_artifacts():
+            key = (record.name, record.version)
+            if (
+                record.name not in RELEASE_STAGES
+                or key in pinned
+                or record.status == "active"
+                or record.version > newest[record.name]
+            ):
+                continue
+            self._remove_version(record)
+            removed.append(key)
+        _log.info("pruned releases %s and artifact versions %s", drop, removed)
+        return PruneResult(drop, removed)
+
+    def _remove_version(self, record: ArtifactRecord) -> None:
+        a, cr, rl, f = (
+            self._t.artifact,
+            self._t.catalog_release,
+            self._t.recall_list,
+            self._t.artifact_file,
+        )
+        where = f"prune: removing {record.name} v{record.version}"
+        with self._db(where), self.engine.begin() as conn:
+            conn.execute(
+                delete(a).where(
+                    a.c.name == record.name, a.c.version == record.version, a.c.status != "active"
+                )
+            )
+            conn.execute(delete(f).where(f.c.name == record.name, f.c.version == record.version))
+            if record.name == "engine":
+                conn.execute(delete(rl).where(rl.c.build_id == f"engine-v{record.version}"))
+                if record.release is not None:
+                    conn.execute(delete(cr).where(cr.c.release == record.release))
+            fault_point("prune")
+        fault_point("pruned")
+        with contextlib.suppress(StorageError):
+            path = inside(self.artifact_dir, record.path, where)
+            shutil.rmtree(path, ignore_errors=True)
 
     # ------------------------------------------------------------------ build lock
 
@@ -1565,6 +1923,8 @@ __all__ = [
     "ArtifactRecord",
     "ArtifactStatus",
     "BacktestRun",
+    "PruneResult",
+    "ReleaseRecord",
     "Store",
     "atomic_write_bytes",
     "atomic_write_text",

@@ -74,7 +74,7 @@ def test_schema_version_is_recorded(backend: Backend) -> None:
     meta = tables(store.table_prefix).meta
     with store.engine.connect() as conn:
         value = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version"))
-        assert value.scalar_one() == str(SCHEMA_VERSION) == "2"
+        assert value.scalar_one() == str(SCHEMA_VERSION) == "3"
     # Reopening an existing store of the same version works and keeps the data.
     store.write_recall_lists("b", [("s", _candidates("s"))])
     again = backend.open(store.table_prefix, create=False)
