@@ -217,6 +217,87 @@ def _progress_lines() -> None:
         progress.setLevel(logging.INFO)
 
 
+NOT_ACTIVATED_EXIT = 3
+"""Exit status of a build or training run whose result was stored but not activated."""
+
+
+class NotActivated(click.ClickException):
+    """The new version was stored (staged) but the active release was left as it was."""
+
+    exit_code = NOT_ACTIVATED_EXIT
+
+    def show(self, file=None) -> None:  # noqa: ANN001
+        click.echo(f"not activated: {self.message}", err=True)
+
+
+def _load_problem(store: str, artifact_dir: Path | None, release: int) -> str | None:
+    """Why release ``release`` cannot load (None: it loads), as a service would load it."""
+    from recset.engine import Engine
+
+    try:
+        Engine.load(store, artifact_dir=artifact_dir, release=release)
+    except (RecsetError, ImportError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _describe_active(st) -> str:  # noqa: ANN001
+    current = st.active_release_record()
+    return "no release" if current is None else current.describe()
+
+
+def _activate_checked(st, store: str, artifact_dir: Path | None, pins: dict[str, int], note: str):  # noqa: ANN001, ANN202
+    """Record a release pinning ``pins``, load it as a service would, and activate it only
+    when it loads (else NotActivated, naming why; the release stays staged)."""
+    staged = st.create_release(pins, activate=False, note=note)
+    problem = _load_problem(store, artifact_dir, staged.id)
+    if problem is not None:
+        raise NotActivated(
+            f"{staged.describe()} is staged but cannot load ({problem}); "
+            f"{_describe_active(st)} stays active"
+        )
+    return st.activate_release(staged.id)
+
+
+def _validation_share_option(f):  # noqa: ANN001, ANN202
+    f = click.option(
+        "--activate-anyway",
+        is_flag=True,
+        help="Activate the new stage even when it loses to the served engine on validation.",
+    )(f)
+    return click.option(
+        "--validation-share",
+        type=click.FloatRange(0.01, 0.5),
+        default=0.1,
+        show_default=True,
+        help="Share of the latest training baskets the new stage is compared on against the "
+        "served engine (it is activated only when its item Hit@10 is not lower).",
+    )(f)
+
+
+def _gate_and_release(
+    st,  # noqa: ANN001
+    store: str,
+    artifact_dir: Path | None,
+    candidate_pins: dict[str, int],
+    gate,  # noqa: ANN001
+    activate_anyway: bool,
+    what: str,
+) -> None:
+    """Activate a release with ``candidate_pins`` when the gate passes (or anyway)."""
+    click.echo(f"validation: {gate.describe()}")
+    current = st.active_release_record()
+    pins = {**(current.pins if current else {}), **candidate_pins}
+    if not gate.wins and not activate_anyway:
+        raise NotActivated(
+            f"{what} is stored (staged) but loses to the served engine on the validation "
+            f"window ({gate.describe()}); {_describe_active(st)} stays active. Pass "
+            "--activate-anyway to serve it regardless"
+        )
+    release = _activate_checked(st, store, artifact_dir, pins, what)
+    click.echo(f"{release.describe()} is active in {store}")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def cli(verbose: int) -> None:
@@ -334,6 +415,23 @@ def ingest(fmt: str, src: Path, out: Path, force: bool) -> None:
     is_flag=True,
     help="Warn about a [categories] key that matches no category instead of stopping.",
 )
+@click.option(
+    "--no-activate",
+    is_flag=True,
+    help="Stage the new release (checked that it loads) without activating it "
+    "(`recset activate RELEASE` later).",
+)
+@click.option(
+    "--retrain-ranker",
+    is_flag=True,
+    help="When the active ranker cannot serve the new engine (its sources changed), retrain "
+    "it on the same data and config and pin it in the new release.",
+)
+@click.option(
+    "--drop-neural",
+    is_flag=True,
+    help="Do not pin the active neural stages in the new release.",
+)
 @_bad_rows_options
 def build(
     data: Path,
@@ -343,10 +441,19 @@ def build(
     lists_to_db: bool,
     max_memory: str | None,
     allow_unknown_categories: bool,
+    no_activate: bool,
+    retrain_ranker: bool,
+    drop_neural: bool,
     on_bad_rows: str,
     time_range: tuple[int | None, int | None] | None,
 ) -> None:
-    """Fit the recall sources, precompute every item's candidates, save as the active version.
+    """Fit the recall sources, precompute every item's candidates, release the new engine.
+
+    The new engine version is staged in a new release with the ranker and neural stages of
+    the active release; the release is activated only once it loads as a service would load
+    it. When it cannot (the active ranker reads sources the new engine no longer mixes), the
+    ranker is retrained with --retrain-ranker; otherwise the previous release stays active
+    and the command exits with status 3, saying why.
 
     A [categories] key that matches no category id or path prefix of the catalog stops the
     build with the nearest existing names (--allow-unknown-categories: a warning).
@@ -378,13 +485,88 @@ def build(
             name = f"[categories.{json.dumps(key)}]" if key else "default mix"
             click.echo(f"    {name:<48} {n:>9,} items", err=True)
         with _step(f"save to {store}"):
-            record = engine.save(store, artifact_dir=artifact_dir, dataset=ds)
+            record = engine.save(store, artifact_dir=artifact_dir, dataset=ds, activate=False)
         if lists_to_db:
             build_id = f"engine-v{record.version}"
             with _step("write candidate lists to the recall_list table"):
                 n = st.write_recall_lists(build_id, engine.iter_lists(show_progress=True))
             click.echo(f"  {n:,} lists written as build {build_id!r}", err=True)
-    click.echo(f"engine v{record.version} is active in {store}")
+        release = _release_build(
+            st, store, artifact_dir, record.version, engine, ds, config, retrain_ranker, drop_neural
+        )
+        if no_activate:
+            click.echo(
+                f"{release.describe()} is staged in {store} (`recset activate {release.id}`)"
+            )
+            return
+        release = st.activate_release(release.id)
+    click.echo(f"engine v{record.version} is active in {store}: {release.describe()}")
+
+
+def _release_build(  # noqa: ANN202
+    st,  # noqa: ANN001
+    store: str,
+    artifact_dir: Path | None,
+    version: int,
+    engine,  # noqa: ANN001
+    ds,  # noqa: ANN001
+    config,  # noqa: ANN001
+    retrain_ranker: bool,
+    drop_neural: bool,
+):
+    """Stage a release of engine ``version`` with the active ranker and neural stages, check
+    that it loads (retraining the ranker when asked and needed); NotActivated when not."""
+    from recset.storage import RELEASE_STAGES
+
+    current = st.active_release_record()
+    pins = {"engine": version}
+    if current is not None:
+        skip = ("engine", *(("personalizer", "type_transition") if drop_neural else ()))
+        pins.update({n: v for n, v in current.pins.items() if n not in skip})
+    release = st.create_release(pins, activate=False, note="recset build")
+    problem = _load_problem(store, artifact_dir, release.id)
+    if problem is not None and "ranker" in pins:
+        # the ranker's own checks name it ("the ranker reads sources ...", its files)
+        ranker_is_it = "ranker" in problem
+        if ranker_is_it and retrain_ranker:
+            pins["ranker"] = _train_and_stage_ranker(st, engine, ds, config)
+            release = st.create_release(pins, activate=False, note="recset build --retrain-ranker")
+            problem = _load_problem(store, artifact_dir, release.id)
+        elif ranker_is_it:
+            problem += (
+                f" — ranker v{pins['ranker']} cannot serve engine v{version}; rebuild with "
+                "--retrain-ranker to retrain it on this data"
+            )
+    if problem is not None:
+        neural = [n for n in RELEASE_STAGES[2:] if n in pins]
+        hint = f"; or pass --drop-neural (pinned: {neural})" if neural else ""
+        raise NotActivated(
+            f"engine v{version} is staged in {release.describe()} but that release cannot "
+            f"load: {problem}{hint}. {_describe_active(st)} stays active"
+        )
+    return release
+
+
+def _train_and_stage_ranker(st, engine, ds, config) -> int:  # noqa: ANN001
+    """Train a ranker for ``engine`` on ``ds`` (the build's data and config); stage it."""
+    from recset.ranking import RANKER_ARTIFACT, train_ranker
+    from recset.recall import embed_items
+
+    with _step("text embeddings"):
+        emb = embed_items(ds)
+    with _step("retrain the ranker for the new engine (--retrain-ranker)"):
+        ranker = train_ranker(ds, config, mixer=engine.mixer, embeddings=emb, show_progress=True)
+    engine.with_ranker(ranker)
+    record = st.save_artifact(
+        RANKER_ARTIFACT,
+        ranker.save,
+        metrics=ranker.metrics,
+        params=config.ranker.model_dump(mode="json"),
+        config_hash=config.hash(),
+        activate=False,
+    )
+    click.echo(f"  ranker v{record.version} staged: {ranker.metrics}", err=True)
+    return int(record.version)
 
 
 @cli.command("train-ranker")
@@ -395,6 +577,7 @@ def build(
     default=None,
     help="Also write the feature importance table and plot here.",
 )
+@_validation_share_option
 @_bad_rows_options
 @_store_locked("recset train-ranker")
 def train_ranker_cmd(
@@ -403,11 +586,21 @@ def train_ranker_cmd(
     store: str,
     artifact_dir: Path | None,
     report: Path | None,
+    validation_share: float,
+    activate_anyway: bool,
     on_bad_rows: str,
     time_range: tuple[int | None, int | None] | None,
 ) -> None:
-    """Train the LightGBM ranker and register it as the store's active ranker."""
+    """Train the LightGBM ranker; activate it in a new release when it serves better.
+
+    The ranker is always stored. It becomes part of the active release only when the engine
+    with it does at least as well (item Hit@10) as the served engine on the latest
+    --validation-share of the training baskets (or with --activate-anyway); otherwise the
+    command prints both engines' figures and exits with status 3.
+    """
     from recset.config import load_config
+    from recset.engine import Engine
+    from recset.eval import compare_on_validation
     from recset.ranking import RANKER_ARTIFACT, train_ranker
     from recset.recall import embed_items
     from recset.storage import Store
@@ -428,16 +621,7 @@ def train_ranker_cmd(
     engine.with_ranker(ranker)  # the engine's own check: the ranker reads its sources
     importance = ranker.importance()
     metrics = {**ranker.metrics, "importance_gain": dict(importance)}
-    with Store.open(store, artifact_dir=artifact_dir) as st:
-        record = st.save_artifact(
-            RANKER_ARTIFACT,
-            ranker.save,
-            metrics=metrics,
-            params=config.ranker.model_dump(mode="json"),
-            config_hash=config.hash(),
-        )
-    click.echo(f"ranker v{record.version} is active in {store}: {ranker.metrics}")
-    click.echo("\nfeature importance (gain), top 15:")
+    click.echo("feature importance (gain), top 15:")
     for name, gain in importance[:15]:
         click.echo(f"  {name:<36} {gain:14.1f}")
     if report is not None:
@@ -445,6 +629,28 @@ def train_ranker_cmd(
 
         write_importance(importance, report)
         click.echo(f"importance table and plot in {report}")
+    with _step("compare with the served engine on the validation window"):
+        served = Engine.load(store, artifact_dir=artifact_dir)
+        gate = compare_on_validation(served, served.with_ranker(ranker), ds, share=validation_share)
+    with Store.open(store, artifact_dir=artifact_dir) as st:
+        record = st.save_artifact(
+            RANKER_ARTIFACT,
+            ranker.save,
+            metrics={**metrics, "gate": gate.to_json()},
+            params=config.ranker.model_dump(mode="json"),
+            config_hash=config.hash(),
+            activate=False,
+        )
+        click.echo(f"ranker v{record.version} stored: {ranker.metrics}")
+        _gate_and_release(
+            st,
+            store,
+            artifact_dir,
+            {"ranker": record.version},
+            gate,
+            activate_anyway,
+            f"ranker v{record.version}",
+        )
 
 
 @cli.command("train-neural")
@@ -459,6 +665,7 @@ def train_ranker_cmd(
 @click.option(
     "--no-type-transition", is_flag=True, help="Train the personalizer only, not the type step."
 )
+@_validation_share_option
 @_bad_rows_options
 @_store_locked("recset train-neural")
 def train_neural_cmd(
@@ -468,15 +675,24 @@ def train_neural_cmd(
     artifact_dir: Path | None,
     device: str,
     no_type_transition: bool,
+    validation_share: float,
+    activate_anyway: bool,
     on_bad_rows: str,
     time_range: tuple[int | None, int | None] | None,
 ) -> None:
-    """Train the neural stages (personalization, type transition) and register them.
+    """Train the neural stages (personalization, type transition); activate them in a new
+    release only when they serve better.
 
-    The engine in --store then re-ranks its ranker's head for known users and diversifies
-    the final list by complementary type. Needs the neural extra (torch, torch_geometric).
+    With them, the engine re-ranks its ranker's head for known users and diversifies the
+    final list by complementary type. They are always stored, but pinned in the active
+    release only when the engine with them does at least as well (item Hit@10) as the served
+    engine on the latest --validation-share of the training baskets (or with
+    --activate-anyway); otherwise the command prints both engines' figures and exits with
+    status 3. Needs the neural extra (torch, torch_geometric).
     """
     from recset.config import load_config
+    from recset.engine import Engine
+    from recset.eval import compare_on_validation
     from recset.personalization import (
         PERSONALIZER_ARTIFACT,
         TYPE_TRANSITION_ARTIFACT,
@@ -497,35 +713,51 @@ def train_neural_cmd(
             ds, config.neural.model_copy(update={"device": device}), show_progress=True
         )
     engine.with_stages(personalizer=personal)  # the engine's own check: items and users
+    transition = None
+    if not no_type_transition:
+        with _step("train the type-transition step"):
+            transition = train_type_transition(
+                ds,
+                config.type_transition.model_copy(update={"device": device}),
+                show_progress=True,
+            )
+    with _step("compare with the served engine on the validation window"):
+        served = Engine.load(store, artifact_dir=artifact_dir)
+        candidate = served.with_stages(
+            personalizer=personal,
+            diversifier=transition if transition is not None else served.diversifier,
+        )
+        gate = compare_on_validation(served, candidate, ds, share=validation_share)
+    pins: dict[str, int] = {}
     with Store.open(store, artifact_dir=artifact_dir) as st:
         rec = st.save_artifact(
             PERSONALIZER_ARTIFACT,
             personal.save,
-            metrics=_jsonable(personal.model.metadata_),
+            metrics={**_jsonable(personal.model.metadata_), "gate": gate.to_json()},  # type: ignore[dict-item]
             params=config.neural.model_dump(mode="json"),
             config_hash=config.hash(),
+            activate=False,
         )
-    click.echo(f"personalizer v{rec.version} is active in {store}: {personal.model!r}")
-    with Store.open(store, artifact_dir=artifact_dir) as st:
-        emb_file = st.artifact_path(rec) / "item_embeddings.npz"
-    click.echo(
-        f"GNN item embeddings for the gnn_neighbors source: {emb_file} "
-        '(set [sources.gnn_neighbors] embeddings = "<that path>")'
-    )
-    if no_type_transition:
-        return
-    with _step("train the type-transition step"):
-        transition = train_type_transition(
-            ds, config.type_transition.model_copy(update={"device": device}), show_progress=True
+        pins[PERSONALIZER_ARTIFACT] = rec.version
+        click.echo(f"personalizer v{rec.version} stored: {personal.model!r}")
+        click.echo(
+            f"GNN item embeddings for the gnn_neighbors source: "
+            f"{st.artifact_path(rec) / 'item_embeddings.npz'} "
+            '(set [sources.gnn_neighbors] embeddings = "<that path>")'
         )
-    with Store.open(store, artifact_dir=artifact_dir) as st:
-        rec = st.save_artifact(
-            TYPE_TRANSITION_ARTIFACT,
-            transition.save,
-            params=config.type_transition.model_dump(mode="json"),
-            config_hash=config.hash(),
-        )
-    click.echo(f"type transition v{rec.version} is active in {store}")
+        if transition is not None:
+            rec = st.save_artifact(
+                TYPE_TRANSITION_ARTIFACT,
+                transition.save,
+                metrics={"gate": gate.to_json()},
+                params=config.type_transition.model_dump(mode="json"),
+                config_hash=config.hash(),
+                activate=False,
+            )
+            pins[TYPE_TRANSITION_ARTIFACT] = rec.version
+            click.echo(f"type transition v{rec.version} stored")
+        what = " and ".join(f"{n} v{v}" for n, v in pins.items())
+        _gate_and_release(st, store, artifact_dir, pins, gate, activate_anyway, what)
 
 
 def _jsonable(value: object) -> object:
@@ -918,16 +1150,24 @@ def _store_options(*, required: bool = True):  # noqa: ANN202
 @cli.command()
 @_store_options()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of text.")
-def versions(store: str, artifact_dir: Path | None, as_json: bool) -> None:
-    """List every version of the engine, ranker and neural stages (the active ones marked)."""
+@click.option(
+    "--artifacts",
+    "per_artifact",
+    is_flag=True,
+    help="List every artifact version (engine, ranker, neural stages) instead of releases.",
+)
+def versions(store: str, artifact_dir: Path | None, as_json: bool, per_artifact: bool) -> None:
+    """List the releases (what a service loads): id, created, config hash, the engine,
+    ranker and neural stage versions each pins, and which one is active (*)."""
     from recset.storage import Store
 
     with Store.open(store, artifact_dir=artifact_dir, create=False) as st:
         records = [r for r in st.list_artifacts() if r.name in _SERVED_ARTIFACTS]
+        releases = st.list_releases()
     if not records:
         raise click.ClickException(f"{store} holds no engine version; run `recset build`")
-    for r in records:
-        if as_json:
+    if per_artifact:
+        for r in records:
             row = {
                 "artifact": r.name,
                 "version": r.version,
@@ -935,12 +1175,36 @@ def versions(store: str, artifact_dir: Path | None, as_json: bool) -> None:
                 "status": r.status,
                 "config_hash": r.config_hash,
             }
+            mark = "*" if r.status == "active" else " "
+            click.echo(
+                json.dumps(row)
+                if as_json
+                else f"{mark} {r.name:<16} v{r.version:<4} {r.created_at:%Y-%m-%d %H:%M:%S} "
+                f"UTC  {r.status:<8} config {(r.config_hash or '-')[:12]}"
+            )
+        return
+    for rel in releases:
+        neural = [
+            f"{n} v{rel.pins[n]}" for n in ("personalizer", "type_transition") if n in rel.pins
+        ]
+        if as_json:
+            row = {
+                "release": rel.id,
+                "created_at": rel.created_at.isoformat(),
+                "status": rel.status,
+                "active": rel.status == "active",
+                "config_hash": rel.config_hash,
+                **{n: rel.pins.get(n) for n in _SERVED_ARTIFACTS},
+                "note": rel.note,
+            }
             click.echo(json.dumps(row))
             continue
-        mark = "*" if r.status == "active" else " "
+        mark = "*" if rel.status == "active" else " "
+        ranker = f"v{rel.pins['ranker']}" if "ranker" in rel.pins else "-"
         click.echo(
-            f"{mark} {r.name:<16} v{r.version:<4} {r.created_at:%Y-%m-%d %H:%M:%S} UTC  "
-            f"{r.status:<8} config {(r.config_hash or '-')[:12]}"
+            f"{mark} release {rel.id:<4} {rel.created_at:%Y-%m-%d %H:%M:%S} UTC  {rel.status:<8} "
+            f"config {(rel.config_hash or '-')[:12]:<12}  engine v{rel.engine:<4} "
+            f"ranker {ranker:<5} neural {', '.join(neural) or '-'}"
         )
 
 
@@ -950,17 +1214,63 @@ def versions(store: str, artifact_dir: Path | None, as_json: bool) -> None:
 @click.option(
     "--artifact",
     type=click.Choice(_SERVED_ARTIFACTS),
-    default="engine",
-    show_default=True,
-    help="Which artifact's version to activate.",
+    default=None,
+    help="Activate version VERSION of this artifact with the other versions of the active "
+    "release (a new release), instead of release VERSION.",
 )
-def activate(version: int, store: str, artifact_dir: Path | None, artifact: str) -> None:
-    """Make VERSION the active one (e.g. to roll back); running services follow it."""
+def activate(version: int, store: str, artifact_dir: Path | None, artifact: str | None) -> None:
+    """Make release VERSION the active one (e.g. to roll back); running services follow it.
+
+    The release is loaded first as a service would load it; one that cannot load is refused
+    (exit status 3) and the active release stays.
+    """
     from recset.storage import Store
 
     with Store.open(store, artifact_dir=artifact_dir, create=False) as st:
-        record = st.activate(artifact, version)
-    click.echo(f"{record.name} v{record.version} is active in {store}")
+        if artifact is None:
+            release = st.release(version)
+            if release.status != "active":
+                problem = _load_problem(store, artifact_dir, release.id)
+                if problem is not None:
+                    raise NotActivated(
+                        f"{release.describe()} cannot load ({problem}); "
+                        f"{_describe_active(st)} stays active"
+                    )
+                release = st.activate_release(release.id)
+        else:
+            st.artifact(artifact, version)  # an unknown version names the known ones
+            current = st.active_release_record()
+            pins = {**(current.pins if current else {}), artifact: version}
+            if "engine" not in pins:
+                raise click.ClickException(f"{store} has no active engine to serve with")
+            release = _activate_checked(
+                st, store, artifact_dir, pins, f"recset activate --artifact {artifact}"
+            )
+    click.echo(f"{release.describe()} is active in {store}")
+
+
+@cli.command()
+@_store_options()
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    required=True,
+    help="How many of the newest releases to keep (the active one is always kept).",
+)
+def prune(store: str, artifact_dir: Path | None, keep: int) -> None:
+    """Remove old releases and the versions no kept release pins (their files, saved
+    catalogs and recall lists). Never the active release; a version staged after the newest
+    kept release is kept too."""
+    from recset.storage import Store
+
+    with Store.open(store, artifact_dir=artifact_dir, create=False) as st:
+        with st.build_lock("recset prune"):
+            result = st.prune(keep)
+    versions_ = ", ".join(f"{n} v{v}" for n, v in result.artifacts) or "none"
+    click.echo(
+        f"pruned {len(result.releases)} releases {result.releases} and {len(result.artifacts)} "
+        f"artifact versions ({versions_}) from {store}"
+    )
 
 
 @cli.command()

@@ -525,12 +525,16 @@ class Engine:
         artifact_dir: str | os.PathLike[str] | None = None,
         dataset: Dataset | None = None,
         metrics: dict[str, Any] | None = None,
+        activate: bool = True,
     ) -> ArtifactRecord:
         """Write the engine to a store (a directory path or a SQLAlchemy URL).
 
         The fitted sources and precomputed lists go to a new version of the ``engine``
         artifact (written to a temporary directory, then renamed) which becomes the active
-        one; when ``dataset`` is given its catalog replaces the store's catalog.
+        one, in a new release with the ranker and neural stages of the active release (with
+        ``activate=False`` it is only staged: ``recset build`` stages, checks that the release
+        loads, then activates it); when ``dataset`` is given its catalog replaces the store's
+        catalog in the same transaction.
         """
         return save_engine(
             target,
@@ -540,6 +544,7 @@ class Engine:
             artifact_dir=artifact_dir,
             catalog=catalog_frame(dataset) if dataset is not None else None,
             metrics=metrics,
+            activate=activate,
         )
 
     @classmethod

@@ -198,10 +198,12 @@ def save_engine(
     artifact_dir: str | os.PathLike[str] | None,
     catalog: pd.DataFrame | None,
     metrics: dict[str, Any] | None,
+    activate: bool = True,
 ) -> Any:
-    """Save a new engine version with ``write`` and make it active together with
-    ``catalog`` (when given): one transaction flips both, under the store's build lock, after
-    the written version has been loaded back once (a version that cannot load is refused)."""
+    """Save a new engine version with ``write`` and (unless not ``activate``: staged) make it
+    active together with ``catalog`` (when given): one transaction flips both, under the
+    store's build lock, after the written version has been loaded back once (a version that
+    cannot load is refused)."""
     from recset.storage import Store
 
     def check(directory: Path) -> None:
@@ -217,4 +219,5 @@ def save_engine(
                 metrics={"n_items": n_items, **(metrics or {})},
                 catalog=catalog,
                 check=check,
+                activate=activate,
             )
