@@ -1578,9 +1578,16 @@ class Store:
         return int(conn.execute(select(func.max(r.c.id))).scalar() or 0) + 1
 
     def _active_pins(self, conn: Connection) -> dict[str, int]:
-        r = self._t.release
+        """The active release's pins; with no active release, the active versions of the
+        served artifacts (what the store served before it had releases)."""
+        r, a = self._t.release, self._t.artifact
         row = conn.execute(select(r).where(r.c.status == "active")).first()
-        return {} if row is None else self._release_record(row).pins
+        if row is not None:
+            return self._release_record(row).pins
+        active = select(a.c.name, a.c.version).where(
+            a.c.status == "active", a.c.name.in_(RELEASE_STAGES)
+        )
+        return {str(n): int(v) for n, v in conn.execute(active)}
 
     def _insert_release(
         self,
@@ -1713,12 +1720,18 @@ class Store:
         build or a training run that was not activated) is kept. Each removal is one
         transaction and files go after their rows, so a process killed at any point leaves
         a store that loads (at worst an unreferenced directory, removed by the next build).
-        Run it under :meth:`build_lock`.
+        Runs under :meth:`build_lock` (directories such a killed prune left are removed
+        first).
         """
         if not isinstance(keep, int) or keep < 1:
             raise ConfigError(
                 f"The 'keep' parameter of Store.prune must be an int in [1, inf). Got {keep!r}."
             )
+        with self.build_lock("prune"):
+            return self._prune(keep)
+
+    def _prune(self, keep: int) -> PruneResult:
+        self._sweep_pruned()
         releases = self.list_releases()
         kept = {r.id for r in releases[-keep:]} | {r.id for r in releases if r.status == "active"}
         drop = [r.id for r in releases if r.id not in kept]
@@ -1745,6 +1758,27 @@ class Store:
             removed.append(key)
         _log.info("pruned releases %s and artifact versions %s", drop, removed)
         return PruneResult(drop, removed)
+
+    def _sweep_pruned(self) -> list[str]:
+        """Version directories of this store's served artifacts that no row refers to (a
+        prune killed between its commit and the removal of the files). Only run under the
+        build lock, so no build of this store has a renamed, uncommitted version."""
+        known = {r.path for r in self.list_artifacts()}
+        out = []
+        for name in RELEASE_STAGES:
+            for d in sorted((self.artifact_dir / name).glob("v*")):
+                if f"{name}/{d.name}" in known or not d.is_dir():
+                    continue
+                try:
+                    owner = json.loads((d / OWNER_NAME).read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    continue
+                if isinstance(owner, dict) and owner.get("store_id") == self.store_id:
+                    shutil.rmtree(d, ignore_errors=True)
+                    out.append(str(d))
+        for d in out:
+            _log.warning("removed %s, left by a prune that died", d)
+        return out
 
     def _remove_version(self, record: ArtifactRecord) -> None:
         a, cr, rl, f = (
