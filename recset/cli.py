@@ -530,6 +530,7 @@ def _release_build(  # noqa: ANN202
         ranker_is_it = "ranker" in problem
         if ranker_is_it and retrain_ranker:
             pins["ranker"] = _train_and_stage_ranker(st, engine, ds, config)
+            st.drop_staged_release(release.id)  # the release that could not load
             release = st.create_release(pins, activate=False, note="recset build --retrain-ranker")
             problem = _load_problem(store, artifact_dir, release.id)
         elif ranker_is_it:

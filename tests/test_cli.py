@@ -110,7 +110,8 @@ def test_train_ranker_then_personal_recommendations(
         str(tmp_path / "rep"),
     )
     assert code == 0, err
-    assert "ranker v1 is active" in out and "feature importance" in out
+    assert "ranker v1 stored" in out and "feature importance" in out
+    assert "validation: hit@1" in out and "(engine v2, ranker v1) is active" in out
     assert (tmp_path / "rep" / "importance.md").exists()
     events = pd.read_parquet(data_dir / "events.parquet")
     seed, user = events["item_id"].iloc[0], events["user_id"].iloc[0]

@@ -1698,6 +1698,13 @@ class Store:
         _log.info("recorded %s (%s)", record.describe(), record.status)
         return record
 
+    def drop_staged_release(self, release_id: int) -> bool:
+        """Delete release ``release_id`` if it is staged (never activated); whether it was."""
+        r = self._t.release
+        with self._db(f"drop_staged_release({release_id})"), self.engine.begin() as conn:
+            n = conn.execute(delete(r).where(r.c.id == release_id, r.c.status == "staged"))
+        return bool(n.rowcount)
+
     def activate_release(self, release_id: int) -> ReleaseRecord:
         """Make release ``release_id`` the active one (e.g. to roll back), after checking
         the files of every version it pins; the previously active release is retired."""

@@ -273,9 +273,7 @@ def test_sar_personal_hand_computed() -> None:
 def test_fill_takes_the_fallback_order_without_repeats() -> None:
     # one rule a -> b (support 2); popularity: b 4, c 3, a 2, d 2 (tie: lower id), e 1
     ds = _ds(
-        [("u", ["a", "b"])] * 2
-        + [("v", ["b", "c"])] * 2
-        + [("w", ["c", "d"]), ("w", ["d", "e"])]
+        [("u", ["a", "b"])] * 2 + [("v", ["b", "c"])] * 2 + [("w", ["c", "d"]), ("w", ["d", "e"])]
     )
     rules = association_rules_system(ds, min_support=2)
     assert _ask(rules, ds, "a", k=4) == ["b"]

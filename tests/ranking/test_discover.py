@@ -90,9 +90,7 @@ def ds() -> Dataset:
 @pytest.fixture(scope="module")
 def trained(ds: Dataset) -> tuple[Engine, Ranker]:
     engine = Engine.build(ds)
-    cfg = config_from_dict(
-        {"ranker": {"max_queries": 1000, "n_estimators": 20, "discover": True}}
-    )
+    cfg = config_from_dict({"ranker": {"max_queries": 1000, "n_estimators": 20, "discover": True}})
     ranker = train_ranker(
         ds, cfg, mixer=engine.mixer, embeddings=np.zeros((ds.n_items, 0), np.float32)
     )

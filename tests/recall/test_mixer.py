@@ -201,9 +201,7 @@ def test_per_seed_mix_selection() -> None:
         MixConfig(sources=("a", "b"), filters=()),
         MixConfig(sources=("b",), filters=()),
     ]
-    mixer = Mixer(
-        {"a": a, "b": b}, mixes, np.array([1, 0, 0], np.int32), ("a", "b"), fallback="a"
-    )
+    mixer = Mixer({"a": a, "b": b}, mixes, np.array([1, 0, 0], np.int32), ("a", "b"), fallback="a")
     m = mixer.mix(np.array([0, 1, -1], np.int32), 10)
     assert _row(m, 0) == [3, 4]  # seed 0 uses mix 1: only b
     assert (m.source_rank[0, :2, 0] == -1).all()

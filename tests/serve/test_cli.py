@@ -28,16 +28,23 @@ def test_versions_and_activate_roll_back(store: Path, capsys: pytest.CaptureFixt
     code, out, err = run(capsys, "versions", "--store", str(store), "--json")
     assert code == 0, err
     rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["release"], r["engine"], r["active"]) for r in rows] == [(1, 1, False), (2, 2, True)]
+    code, out, err = run(capsys, "versions", "--store", str(store), "--json", "--artifacts")
+    rows = [json.loads(line) for line in out.splitlines()]
     assert [(r["artifact"], r["version"], r["status"]) for r in rows] == [
         ("engine", 1, "retired"),
         ("engine", 2, "active"),
     ]
     code, out, err = run(capsys, "activate", "1", "--store", str(store))
-    assert code == 0 and "engine v1 is active" in out, err
+    assert code == 0 and "release 1 (engine v1) is active" in out, err
     code, out, _ = run(capsys, "versions", "--store", str(store))
-    assert out.splitlines()[0].startswith("* engine") and "v1" in out.splitlines()[0]
+    assert out.splitlines()[0].startswith("* release 1") and "engine v1" in out.splitlines()[0]
     code, out, err = run(capsys, "activate", "9", "--store", str(store))
+    assert code == 2 and "known releases: [1, 2]" in err
+    code, out, err = run(capsys, "activate", "9", "--artifact", "engine", "--store", str(store))
     assert code == 2 and "known versions: [1, 2]" in err
+    code, out, err = run(capsys, "activate", "2", "--artifact", "engine", "--store", str(store))
+    assert code == 0 and "release 3 (engine v2) is active" in out, err
 
 
 def test_serve_refuses_a_store_without_a_loadable_engine(
@@ -93,6 +100,6 @@ def test_a_broken_version_is_listed_but_serving_refuses_it(
 
 
 def test_help_of_the_serving_commands(capsys: pytest.CaptureFixture[str]) -> None:
-    for cmd in ("serve", "versions", "activate"):
+    for cmd in ("serve", "versions", "activate", "prune"):
         code, out, _ = run(capsys, cmd, "--help")
         assert code == 0 and "--store" in out
