@@ -159,9 +159,10 @@ def _training_options(sections: str):  # noqa: ANN202
                 ),
                 click.option(
                     "--artifact-dir",
-                    type=click.Path(path_type=Path),
+                    type=str,
                     default=None,
-                    help="Artifact files location when --store is a database URL.",
+                    help="Artifact files directory of a database store that keeps them on a "
+                    "filesystem (not needed when they are in the database or at a URL).",
                 ),
             ]
         ):
@@ -193,7 +194,7 @@ def _store_locked(purpose: str):  # noqa: ANN202
 def _built_engine_and_data(  # noqa: ANN202
     data: Path,
     store: str,
-    artifact_dir: Path | None,
+    artifact_dir: str | None,
     on_bad_rows: str,
     time_range: tuple[int | None, int | None] | None,
 ):
@@ -230,7 +231,7 @@ class NotActivated(click.ClickException):
         click.echo(f"not activated: {self.message}", err=True)
 
 
-def _load_problem(store: str, artifact_dir: Path | None, release: int) -> str | None:
+def _load_problem(store: str, artifact_dir: str | None, release: int) -> str | None:
     """Why release ``release`` cannot load (None: it loads), as a service would load it."""
     from recset.engine import Engine
 
@@ -246,7 +247,7 @@ def _describe_active(st) -> str:  # noqa: ANN001
     return "no release" if current is None else current.describe()
 
 
-def _activate_checked(st, store: str, artifact_dir: Path | None, pins: dict[str, int], note: str):  # noqa: ANN001, ANN202
+def _activate_checked(st, store: str, artifact_dir: str | None, pins: dict[str, int], note: str):  # noqa: ANN001, ANN202
     """Record a release pinning ``pins``, load it as a service would, and activate it only
     when it loads (else NotActivated, naming why; the release stays staged)."""
     staged = st.create_release(pins, activate=False, note=note)
@@ -278,7 +279,7 @@ def _validation_share_option(f):  # noqa: ANN001, ANN202
 def _gate_and_release(
     st,  # noqa: ANN001
     store: str,
-    artifact_dir: Path | None,
+    artifact_dir: str | None,
     candidate_pins: dict[str, int],
     gate,  # noqa: ANN001
     activate_anyway: bool,
@@ -394,9 +395,11 @@ def ingest(fmt: str, src: Path, out: Path, force: bool) -> None:
 )
 @click.option(
     "--artifact-dir",
-    type=click.Path(path_type=Path),
+    type=str,
     default=None,
-    help="Where artifact files go when --store is a database URL.",
+    help="Where artifact files go: a directory, 'db' (in the database itself) or an fsspec "
+    "URL (file://, memory://, s3://...; recorded in the store, so loading machines need only "
+    "--store). Default for a new database store: 'db'.",
 )
 @click.option(
     "--lists-to-db",
@@ -437,7 +440,7 @@ def build(
     data: Path,
     config_path: Path | None,
     store: str,
-    artifact_dir: Path | None,
+    artifact_dir: str | None,
     lists_to_db: bool,
     max_memory: str | None,
     allow_unknown_categories: bool,
@@ -506,7 +509,7 @@ def build(
 def _release_build(  # noqa: ANN202
     st,  # noqa: ANN001
     store: str,
-    artifact_dir: Path | None,
+    artifact_dir: str | None,
     version: int,
     engine,  # noqa: ANN001
     ds,  # noqa: ANN001
@@ -585,7 +588,7 @@ def train_ranker_cmd(
     data: Path,
     config_path: Path | None,
     store: str,
-    artifact_dir: Path | None,
+    artifact_dir: str | None,
     report: Path | None,
     validation_share: float,
     activate_anyway: bool,
@@ -673,7 +676,7 @@ def train_neural_cmd(
     data: Path,
     config_path: Path | None,
     store: str,
-    artifact_dir: Path | None,
+    artifact_dir: str | None,
     device: str,
     no_type_transition: bool,
     validation_share: float,
@@ -768,7 +771,7 @@ def _jsonable(value: object) -> object:
     return json.loads(json.dumps(value, default=str))
 
 
-def _titles(store: str, artifact_dir: Path | None) -> dict[str, str]:
+def _titles(store: str, artifact_dir: str | None) -> dict[str, str]:
     """Item id -> title from the store's catalog (empty when it has none)."""
     from recset.storage import Store
 
@@ -784,13 +787,14 @@ def _titles(store: str, artifact_dir: Path | None) -> dict[str, str]:
 @click.option("--store", required=True, help="Store written by `recset build`.")
 @click.option(
     "--artifact-dir",
-    type=click.Path(path_type=Path),
+    type=str,
     default=None,
-    help="Artifact files location when --store is a database URL.",
+    help="Artifact files directory of a database store that keeps them on a filesystem "
+    "(not needed when they are in the database or at a URL).",
 )
 @click.option("--k", type=click.IntRange(1, MAX_K), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def explain(seed: str, store: str, artifact_dir: Path | None, k: int, as_json: bool) -> None:
+def explain(seed: str, store: str, artifact_dir: str | None, k: int, as_json: bool) -> None:
     """Show SEED's recall mix and every candidate with the score and rank from each source."""
     from recset.engine import Engine
 
@@ -828,9 +832,10 @@ def explain(seed: str, store: str, artifact_dir: Path | None, k: int, as_json: b
 @click.option("--store", required=True, help="Store written by `recset build`.")
 @click.option(
     "--artifact-dir",
-    type=click.Path(path_type=Path),
+    type=str,
     default=None,
-    help="Artifact files location when --store is a database URL.",
+    help="Artifact files directory of a database store that keeps them on a filesystem "
+    "(not needed when they are in the database or at a URL).",
 )
 @click.option("--user", default=None, help="User id, for personalization.")
 @click.option("--k", type=click.IntRange(1, MAX_K), default=10, show_default=True)
@@ -852,7 +857,7 @@ def explain(seed: str, store: str, artifact_dir: Path | None, k: int, as_json: b
 def recommend(
     seeds: tuple[str, ...],
     store: str,
-    artifact_dir: Path | None,
+    artifact_dir: str | None,
     user: str | None,
     k: int,
     examples: int,
@@ -1138,9 +1143,10 @@ def _store_options(*, required: bool = True):  # noqa: ANN202
     def apply(f):  # noqa: ANN001, ANN202
         f = click.option(
             "--artifact-dir",
-            type=click.Path(path_type=Path),
+            type=str,
             default=None,
-            help="Artifact files location when --store is a database URL.",
+            help="Artifact files directory of a database store that keeps them on a "
+            "filesystem (not needed when they are in the database or at a URL).",
         )(f)
         help_ = "Store written by `recset build`" + ("." if required else " (required).")
         return click.option("--store", required=required, help=help_)(f)
@@ -1157,7 +1163,7 @@ def _store_options(*, required: bool = True):  # noqa: ANN202
     is_flag=True,
     help="List every artifact version (engine, ranker, neural stages) instead of releases.",
 )
-def versions(store: str, artifact_dir: Path | None, as_json: bool, per_artifact: bool) -> None:
+def versions(store: str, artifact_dir: str | None, as_json: bool, per_artifact: bool) -> None:
     """List the releases (what a service loads): id, created, config hash, the engine,
     ranker and neural stage versions each pins, and which one is active (*)."""
     from recset.storage import Store
@@ -1219,7 +1225,7 @@ def versions(store: str, artifact_dir: Path | None, as_json: bool, per_artifact:
     help="Activate version VERSION of this artifact with the other versions of the active "
     "release (a new release), instead of release VERSION.",
 )
-def activate(version: int, store: str, artifact_dir: Path | None, artifact: str | None) -> None:
+def activate(version: int, store: str, artifact_dir: str | None, artifact: str | None) -> None:
     """Make release VERSION the active one (e.g. to roll back); running services follow it.
 
     The release is loaded first as a service would load it; one that cannot load is refused
@@ -1258,7 +1264,7 @@ def activate(version: int, store: str, artifact_dir: Path | None, artifact: str 
     required=True,
     help="How many of the newest releases to keep (the active one is always kept).",
 )
-def prune(store: str, artifact_dir: Path | None, keep: int) -> None:
+def prune(store: str, artifact_dir: str | None, keep: int) -> None:
     """Remove old releases and the versions no kept release pins (their files, saved
     catalogs and recall lists). Never the active release; a version staged after the newest
     kept release is kept too."""
@@ -1304,7 +1310,7 @@ def prune(store: str, artifact_dir: Path | None, keep: int) -> None:
 )
 def serve(
     store: str | None,
-    artifact_dir: Path | None,
+    artifact_dir: str | None,
     host: str,
     port: int,
     workers: int,

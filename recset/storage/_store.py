@@ -57,6 +57,7 @@ from recset.storage._models import (
     check_table_prefix,
     tables,
 )
+from recset.storage._remote import DATABASE, Remote, cache_root, is_remote, remote_for
 
 _log = logging.getLogger(__name__)
 
@@ -569,6 +570,39 @@ def _migrate_2_to_3(conn: Connection, t: Tables) -> None:
     )
 
 
+_LOCATION_KEY = "artifact_location"
+
+
+def _artifact_location(
+    engine: Engine, t: Tables, wanted: str | None, create: bool, has_default: bool, masked: str
+) -> str | None:
+    """The store's recorded artifact location (the database or an fsspec URL); records
+    ``wanted`` the first time, or the database for a new store that has no default local
+    directory. None: the files are in a local directory (the default one)."""
+    with engine.begin() as conn:
+        found = conn.execute(select(t.meta.c.value).where(t.meta.c.key == _LOCATION_KEY)).scalar()
+        if found is not None:
+            if wanted is not None and wanted.rstrip("/") not in (found, f"{found}:"):
+                raise StorageError(
+                    f"The recset store at {masked} keeps its artifacts at {found!r}, not "
+                    f"{wanted!r}; open it without artifact_dir (or with {found!r})."
+                )
+            return str(found)
+        if wanted is None:
+            if has_default:
+                return None
+            empty = conn.execute(select(func.count()).select_from(t.artifact)).scalar() == 0
+            if not (create and empty):
+                raise StorageError(
+                    f"Store.open({masked!r}) needs an artifact_dir: the store records no "
+                    "artifact location (its files are on a filesystem: give that directory)."
+                )
+        location = (wanted or DATABASE).rstrip("/")
+        location = DATABASE if location == f"{DATABASE}:" else location
+        conn.execute(insert(t.meta).values(key=_LOCATION_KEY, value=location))
+        return location
+
+
 def _store_id(conn: Connection, t: Tables) -> str:
     """The store's random id (stamped on its temporary and version directories)."""
     sid = conn.execute(select(t.meta.c.value).where(t.meta.c.key == _STORE_ID_KEY)).scalar()
@@ -705,9 +739,11 @@ class Store:
         artifact_dir: Path,
         sqlite_file: Path | None = None,
         store_id: str = "",
+        remote: Remote | None = None,
     ) -> None:
         # Private: use Store.open, which checks the schema.
         self.engine = engine
+        self.remote = remote
         self.store_id = store_id
         self.url = url
         self.artifact_dir = artifact_dir
@@ -741,6 +777,7 @@ class Store:
         artifact_dir: str | os.PathLike[str] | None = None,
         table_prefix: str = DEFAULT_TABLE_PREFIX,
         create: bool = True,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> Store:
         """Open (and by default create) a store.
 
@@ -751,8 +788,13 @@ class Store:
             ``postgresql+psycopg2://user@host/db``) or a directory. A directory holds the
             SQLite file ``recset.sqlite`` and the artifact directory ``artifacts/``.
         artifact_dir : str or PathLike, optional
-            Where artifact files go. Required for a URL, except ``sqlite:///<file>``, whose
-            default is ``artifacts/`` beside the file.
+            Where artifact files go: a local directory; ``"db"``, the store's own database
+            (table ``artifact_file``); or an fsspec URL (``file://``, ``memory://``,
+            ``s3://``..., the ``remote`` extra). The database and a URL are recorded in the
+            store, so a later open (another machine) needs no ``artifact_dir``: versions are
+            materialised into ``cache_dir`` and verified against their manifest. Default: the
+            recorded location; else ``artifacts/`` beside a SQLite file; else (a new
+            database store) ``"db"``.
         table_prefix : str, default "recset_"
             Prefix of every table name, so recset can share a host's database. Stores with
             different prefixes in one database are independent (give them different
@@ -761,6 +803,10 @@ class Store:
         create : bool, default True
             Create the database file, tables and artifact directory when missing. With
             ``False``, a missing store raises :class:`~recset.errors.StorageError`.
+        cache_dir : str or PathLike, optional
+            Local root of materialised versions when the files live in the database or at a
+            URL (default ``$RECSET_CACHE_DIR``, else ``~/.cache/recset``); one
+            subdirectory per store id.
 
         Returns
         -------
@@ -788,16 +834,13 @@ class Store:
             table_prefix = in_url
         tables_ = tables(check_table_prefix(table_prefix))
         masked = url.render_as_string(hide_password=True)
-        if artifact_dir is not None:
-            artifacts = Path(os.fsdecode(os.fspath(artifact_dir))).expanduser().resolve()
-        elif default_artifacts is not None:
+        wanted = None if artifact_dir is None else os.fsdecode(os.fspath(artifact_dir))
+        artifacts: Path | None = None
+        if wanted is not None and not is_remote(wanted):
+            artifacts = Path(wanted).expanduser().resolve()
+            wanted = None
+        elif wanted is None and default_artifacts is not None:
             artifacts = default_artifacts
-        else:
-            raise StorageError(
-                f"Store.open({masked!r}) needs an artifact_dir: artifact files are kept on the "
-                "filesystem, and only a directory target or a sqlite:///<file> URL has a "
-                "default one."
-            )
         if sqlite_file is not None and not sqlite_file.exists():
             if not create:
                 raise StorageError(
@@ -806,18 +849,25 @@ class Store:
                 )
             sqlite_file.parent.mkdir(parents=True, exist_ok=True)
         engine = _create_engine(url, masked)
+        remote: Remote | None = None
         try:
             store_id = _prepare_schema(engine, tables_, masked, create)
+            if wanted is not None or artifacts is None or artifacts == default_artifacts:
+                has_default = artifacts is not None
+                location = _artifact_location(engine, tables_, wanted, create, has_default, masked)
+                if location is not None:
+                    remote = remote_for(location, tables_)
+                    artifacts = cache_root(cache_dir) / f"{store_id}-{tables_.prefix or 'none'}"
         except sa_exc.SQLAlchemyError as e:
             engine.dispose()
             raise StorageError(f"Cannot open the recset store at {masked}: {_describe(e)}") from e
         except BaseException:
             engine.dispose()
             raise
-        if create:
+        if create or remote is not None:
             artifacts.mkdir(parents=True, exist_ok=True)
         _log.debug("opened recset store at %s, artifacts in %s", masked, artifacts)
-        return cls(engine, tables_, masked, artifacts, sqlite_file, store_id)
+        return cls(engine, tables_, masked, artifacts, sqlite_file, store_id, remote)
 
     def close(self) -> None:
         """Release the database connections. Further calls raise StorageError."""
@@ -1299,6 +1349,8 @@ class Store:
                             manifest=manifest,
                         )
                     )
+                    if self.remote is not None:
+                        self.remote.upload(conn, tmp, name, version)
                     if activate and release is not None:
                         self._publish_catalog(conn, release)
                     if activate and name in RELEASE_STAGES:
@@ -1453,12 +1505,44 @@ class Store:
             recorded path leads outside :attr:`artifact_dir`.
         """
         path = inside(self.artifact_dir, record.path, f"artifact {record.name!r} v{record.version}")
+        if not path.is_dir() and self.remote is not None:
+            self._materialise(record, path)
         if not path.is_dir():
             raise StorageError(
                 f"The files of artifact {record.name!r} v{record.version} are missing: "
                 f"{path} is not a directory (store {self.url})."
             )
         return path
+
+    def _materialise(self, record: ArtifactRecord, final: Path) -> None:
+        """Fetch a version's files from the database / URL into the local cache: into a
+        temporary directory, checked against the version's manifest, then renamed into
+        place (a concurrent fetch of the same version keeps whichever came first)."""
+        remote = self.remote
+        what = f"artifact {record.name!r} v{record.version} of the store at {self.url}"
+        if remote is None:
+            raise StorageError(f"{what}: the store keeps no remote copy of its files")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(
+            tempfile.mkdtemp(
+                prefix=f".tmp-{self.store_id}-{host_tag()}-{os.getpid()}-fetch-",
+                dir=self.artifact_dir,
+            )
+        )
+        try:
+            remote.download(self.engine, record.name, record.version, tmp)
+            if record.manifest is not None:
+                verify_manifest(tmp, record.manifest, what)
+            os.chmod(tmp, 0o755)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not final.is_dir():
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        _log.info("materialised %s from %s into %s", what, remote.location, final)
 
     def verify_artifact(self, record: ArtifactRecord) -> Path:
         """Check a version's files against its manifest; return their directory.
@@ -1808,6 +1892,8 @@ class Store:
                     conn.execute(delete(cr).where(cr.c.release == record.release))
             fault_point("prune")
         fault_point("pruned")
+        if self.remote is not None:
+            self.remote.remove(record.name, record.version)
         with contextlib.suppress(StorageError):
             path = inside(self.artifact_dir, record.path, where)
             shutil.rmtree(path, ignore_errors=True)
