@@ -103,3 +103,21 @@ def test_help_of_the_serving_commands(capsys: pytest.CaptureFixture[str]) -> Non
     for cmd in ("serve", "versions", "activate", "prune"):
         code, out, _ = run(capsys, cmd, "--help")
         assert code == 0 and "--store" in out
+
+
+def test_a_reload_loads_the_release_the_store_activates(store: Path) -> None:
+    from recset.serve import EngineHolder
+    from recset.storage import Store
+
+    holder = EngineHolder(str(store))
+    served = holder.start()
+    assert served.engine.version is not None and served.engine.version.pins == {"engine": 2}
+    with Store.open(store) as st:
+        staged = st.create_release({"engine": 1}, activate=False, note="test")
+    assert holder.refresh().outcome == "unchanged"  # a staged release is not served
+    with Store.open(store) as st:
+        st.activate_release(staged.id)
+    assert holder.refresh().outcome == "loaded"
+    assert holder.served.versions == {"engine": 1}
+    assert holder.served.engine.version.id == staged.id  # type: ignore[union-attr]
+    holder.close()
