@@ -1235,12 +1235,7 @@ class Store:
             release = self._stage_catalog(catalog)
             fault_point("catalog")
         self.artifact_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(
-            tempfile.mkdtemp(
-                prefix=f".tmp-{self.store_id}-{host_tag()}-{os.getpid()}-{name}-",
-                dir=self.artifact_dir,
-            )
-        )
+        tmp = self._temp_dir(name)
         try:
             self._write_owner(tmp)
             write(tmp)
@@ -1267,6 +1262,12 @@ class Store:
             self.artifact_path(record),
         )
         return record
+
+    def _temp_dir(self, label: str) -> Path:
+        """A new temporary directory in :attr:`artifact_dir`, named after this store, host
+        and process (so :meth:`remove_leftovers` can tell when its writer is gone)."""
+        prefix = f".tmp-{self.store_id}-{host_tag()}-{os.getpid()}-{label}-"
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.artifact_dir))
 
     def _write_owner(self, directory: Path) -> None:
         pid = os.getpid()
@@ -1523,12 +1524,7 @@ class Store:
         if remote is None:
             raise StorageError(f"{what}: the store keeps no remote copy of its files")
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(
-            tempfile.mkdtemp(
-                prefix=f".tmp-{self.store_id}-{host_tag()}-{os.getpid()}-fetch-",
-                dir=self.artifact_dir,
-            )
-        )
+        tmp = self._temp_dir("fetch")
         try:
             remote.download(self.engine, record.name, record.version, tmp)
             if record.manifest is not None:
