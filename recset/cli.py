@@ -296,8 +296,17 @@ def ingest(fmt: str, src: Path, out: Path, force: bool) -> None:
 @click.option(
     "--data",
     type=click.Path(path_type=Path),
-    required=True,
-    help="Dataset directory (catalog + events).",
+    default=None,
+    help="Dataset directory (catalog + events); required unless --append.",
+)
+@click.option(
+    "--append",
+    "append_events",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Add these new events (an events file, or a directory holding one) to the active "
+    "engine's counts and release the result as a new version, instead of a full build; the "
+    "engine must have been built with [build] incremental = true (docs/incremental.md).",
 )
 @click.option(
     "--config",
@@ -336,7 +345,8 @@ def ingest(fmt: str, src: Path, out: Path, force: bool) -> None:
 )
 @_bad_rows_options
 def build(
-    data: Path,
+    data: Path | None,
+    append_events: Path | None,
     config_path: Path | None,
     store: str,
     artifact_dir: Path | None,
@@ -357,6 +367,13 @@ def build(
     from recset.recall import check_category_keys, mix_item_counts
     from recset.storage import Store, fault_point
 
+    if append_events is not None:
+        if data is not None or config_path is not None:
+            raise click.UsageError("--append adds events to the stored engine: no --data/--config")
+        _append(store, append_events, artifact_dir, time_range)
+        return
+    if data is None:
+        raise click.UsageError("Missing option '--data' (or '--append EVENTS').")
     config = load_config(config_path)
     if max_memory is not None:
         budget = parse_memory(max_memory)
@@ -385,6 +402,27 @@ def build(
                 n = st.write_recall_lists(build_id, engine.iter_lists(show_progress=True))
             click.echo(f"  {n:,} lists written as build {build_id!r}", err=True)
     click.echo(f"engine v{record.version} is active in {store}")
+
+
+def _append(
+    store: str,
+    events: Path,
+    artifact_dir: Path | None,
+    time_range: tuple[int | None, int | None] | None,
+) -> None:
+    from recset.engine import append_engine
+
+    _progress_lines()
+    with _step(f"append {events} to the engine in {store}"):
+        rep = append_engine(
+            store, events, artifact_dir=artifact_dir, time_range=time_range, show_progress=True
+        )
+    click.echo(
+        f"  {rep.n_events:,} events added; {rep.n_remixed:,} of {rep.n_seeds:,} lists mixed "
+        f"anew; rows recomputed per source: {rep.rows_recomputed}",
+        err=True,
+    )
+    click.echo(f"engine v{rep.version} is active in {store}")
 
 
 @cli.command("train-ranker")
