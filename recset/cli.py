@@ -360,6 +360,10 @@ def build(
 
     A [categories] key that matches no category id or path prefix of the catalog stops the
     build with the nearest existing names (--allow-unknown-categories: a warning).
+
+    With --append EVENTS, the new events are added to the counts the active engine kept
+    ([build] incremental = true) and only the affected lists are recomputed
+    (docs/incremental.md).
     """
     from recset.config import load_config
     from recset.engine import Engine
@@ -368,8 +372,11 @@ def build(
     from recset.storage import Store, fault_point
 
     if append_events is not None:
-        if data is not None or config_path is not None:
-            raise click.UsageError("--append adds events to the stored engine: no --data/--config")
+        if data is not None or config_path is not None or lists_to_db or on_bad_rows != "error":
+            raise click.UsageError(
+                "--append adds events to the stored engine with its config, and refuses bad "
+                "rows: it takes no --data, --config, --lists-to-db or --on-bad-rows skip"
+            )
         _append(store, append_events, artifact_dir, time_range)
         return
     if data is None:

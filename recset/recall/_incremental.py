@@ -131,9 +131,7 @@ class CountState:
         return cls(int(state.meta["ref_time"]), {n: state.array(n, directory) for n in names})
 
 
-def _pair_groups(
-    src: PairRecall, signals: Signals
-) -> tuple[sp.csr_matrix, NDArray[np.float32]]:
+def _pair_groups(src: PairRecall, signals: Signals) -> tuple[sp.csr_matrix, NDArray[np.float32]]:
     groups = src._groups(signals, src.unit_of_item_, len(src.rep_))
     if groups is None:  # unsupported() lets only group-count sources through
         raise DataError(f"source {src.name!r} keeps no group counts")
@@ -301,9 +299,7 @@ def append_counts(
     a["session_keys"] = np.union1d(state.arrays["session_keys"], id_hashes(new.sessions_map))
     f32 = np.float32(factor)
     views = (state.arrays["item_views"] * f32 + signals.item_views).astype(np.float32)
-    purchases = (state.arrays["item_purchases"] * f32 + signals.item_purchases).astype(
-        np.float32
-    )
+    purchases = (state.arrays["item_purchases"] * f32 + signals.item_purchases).astype(np.float32)
     a["item_views"], a["item_purchases"] = views, purchases
     n_items = new.n_items
     redo_items = np.zeros(n_items, dtype=bool)
@@ -325,9 +321,9 @@ def append_counts(
                 counts[e] = (state.arrays[f"{name}.{e}"] * f_pop + add).astype(np.float32)
                 a[f"{name}.{e}"] = counts[e]
             fresh = type(src)(src.config).fit_counts(new, counts, fitted=updated)
-            changed = (fresh.lists_ != src.lists_).any(axis=1) | (
-                fresh.scores_ != src.scores_
-            ).any(axis=1)
+            changed = (fresh.lists_ != src.lists_).any(axis=1) | (fresh.scores_ != src.scores_).any(
+                axis=1
+            )
             cat = np.where(src.item_category_ >= 0, src.item_category_, len(changed) - 1)
             redo_items |= changed[cat]
             recomputed[name] = int(changed.sum())
