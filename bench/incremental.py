@@ -87,6 +87,8 @@ def _phase(phase: str, root: Path) -> dict[str, Any]:
             "remixed_seeds": report.n_remixed,
             "seeds": report.n_seeds,
             "rows_recomputed": report.rows_recomputed,
+            "rescored": report.rescored,
+            "step_s": report.seconds,
         }
     else:  # compare
         import numpy as np

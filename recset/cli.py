@@ -426,7 +426,8 @@ def _append(
         )
     click.echo(
         f"  {rep.n_events:,} events added; {rep.n_remixed:,} of {rep.n_seeds:,} lists mixed "
-        f"anew; rows recomputed per source: {rep.rows_recomputed}",
+        f"anew; reasons rescored per source: {rep.rescored}; rows recomputed per source: "
+        f"{rep.rows_recomputed}",
         err=True,
     )
     click.echo(f"engine v{rep.version} is active in {store}")

@@ -29,7 +29,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "sources": {
             "co_view": {"similarity": "ochiai", "min_support": 2.0},
             "co_purchase": {"similarity": "confidence", "level": "product"},
-            "popular": {"half_life_days": 10.0},
+            "popular": {"half_life_days": 10.0, "max_candidates": 10},
         },
     },
     # no decay; asymmetric cosine at item level; a small append leaves most lists as they were
@@ -117,6 +117,8 @@ def test_append_equals_full_build_on_the_union(
         assert report.rows_recomputed["co_purchase"] < len(full.mixer.sources["co_purchase"].rep_)
     else:  # only some lists were mixed anew, the others copied
         assert 0 < report.n_remixed < report.n_seeds
+        # and of those, some only had a source's scores change, not its order: rescored
+        assert report.rescored["co_purchase"] > 0 and report.rescored["popular"] > 0
 
 
 @pytest.fixture(scope="module")

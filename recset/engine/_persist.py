@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,13 +209,17 @@ def save_engine(
 
 @dataclass(frozen=True)
 class AppendReport:
-    """What ``append_engine`` did: events added, seeds re-mixed, rows recomputed per source."""
+    """What ``append_engine`` did: events added, seeds re-mixed, seeds whose reasons were
+    rescored per source (their lists kept), rows recomputed per source, wall seconds per
+    step."""
 
     version: int
     n_events: int
     n_seeds: int
     n_remixed: int
+    rescored: dict[str, int]
     rows_recomputed: dict[str, int]
+    seconds: dict[str, float]
 
 
 def append_engine(
@@ -241,6 +246,15 @@ def append_engine(
     from recset.recall import CountState, append_counts
     from recset.storage import Store
 
+    clock = time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[step] = round(now - clock, 3)
+        clock = now
+
     with Store.open(target, artifact_dir=artifact_dir, create=False) as store:
         with store.build_lock("recset build --append"):
             active, catalog = store.active_release((ENGINE_ARTIFACT,))
@@ -256,6 +270,7 @@ def append_engine(
                     "it with [build] incremental = true (docs/incremental.md)"
                 )
             state = CountState.load(counts_dir)
+            lap("load engine and counts")
             ids = pd.Series(items.values.astype(object), dtype="string")
             new_events = read_events(
                 events,
@@ -276,9 +291,11 @@ def append_engine(
             cat = cat.reset_index()
             cat["available"] = mixer.available
             new = Dataset.from_frames(cat, new_events, name=str(events))
+            lap("read and validate events")
             result = append_counts(
                 state, mixer.sources, new, config, available=mixer.available, where=str(events)
             )
+            lap("update counts and candidate rows")
             fresh = Mixer(
                 result.sources,
                 mixer.mixes,
@@ -288,8 +305,11 @@ def append_engine(
                 available=mixer.available,
                 max_memory=config.build.max_memory,
             )
-            fresh.update_lists(mixer.lists, result.seeds, show_progress=show_progress)
+            fresh.update_lists(
+                mixer.lists, result.seeds, rescored=result.rescored, show_progress=show_progress
+            )
             fresh.counts = result.state
+            lap("update lists")
 
             def check(directory: Path) -> None:
                 read_engine(directory, None)
@@ -304,10 +324,18 @@ def append_engine(
                     "appended_events": len(new_events),
                     "appended_to": record.version,
                     "remixed_seeds": len(result.seeds),
+                    "rescored_seeds": {n: len(v) for n, v in result.rescored.items()},
                 },
                 catalog=catalog,
                 check=check,
             )
+    lap("save and release")
     return AppendReport(
-        saved.version, len(new_events), len(items), len(result.seeds), result.rows_recomputed
+        saved.version,
+        len(new_events),
+        len(items),
+        len(result.seeds),
+        {n: len(v) for n, v in result.rescored.items()},
+        result.rows_recomputed,
+        seconds,
     )

@@ -162,11 +162,14 @@ def build_counts(
 
 @dataclass
 class AppendResult:
-    """The updated sources and counts, and the seeds whose lists must be mixed anew."""
+    """The updated sources and counts; the seeds whose lists must be mixed anew (a source
+    gives them other candidates), and per source the seeds whose candidates from it kept
+    their order but not their scores (the mixes are rank-based: only the reasons change)."""
 
     sources: dict[str, RecallBase]
     state: CountState
     seeds: NDArray[np.int32]
+    rescored: dict[str, NDArray[np.int32]]
     rows_recomputed: dict[str, int]
 
 
@@ -219,8 +222,9 @@ def _update_pair(
     factor: float,
     totals: tuple[NDArray[np.float32], NDArray[np.float32]],
     available: NDArray[np.bool_],
-) -> tuple[PairRecall, NDArray[np.bool_]]:
-    """The source updated with the new groups, and which units' rows were recomputed."""
+) -> tuple[PairRecall, NDArray[np.bool_], NDArray[np.bool_]]:
+    """The source updated with the new groups; which units' rows were recomputed, and which
+    rows hold other candidate items now (the others changed their scores only)."""
     n_units = len(src.rep_)
     old = state.matrix(name, n_units)
     occ_old = state.arrays[f"{name}.occ"]
@@ -239,13 +243,9 @@ def _update_pair(
         crossed = (old.data >= cfg.min_support) != (scaled.data >= cfg.min_support)
         redo[np.repeat(np.arange(n_units), np.diff(old.indptr))[crossed]] = True
     views, purchases = totals
-    rep = representatives(src.unit_of_item_, n_units, views, purchases, available)
-    moved = rep != src.rep_
-    if moved.any():
-        redo |= np.asarray(counts @ moved.astype(np.float32)).ravel() > 0
     out = type(src)(cfg)
     out.unit_of_item_ = src.unit_of_item_
-    out.rep_ = rep
+    out.rep_ = representatives(src.unit_of_item_, n_units, views, purchases, available)
     out.indptr_, out.neighbors_, out.scores_ = src.indptr_, src.neighbors_, src.scores_
     rows = np.flatnonzero(redo).astype(np.int64)
     if len(rows):
@@ -260,9 +260,36 @@ def _update_pair(
             min_value=max(cfg.min_similarity, 1e-12),
         )
         _splice(out, rows, idx, val)
+    # the rows whose candidate items (not only their scores) changed: a recomputed row with
+    # other neighbours, or a row holding a unit served by another representative item now
+    items = np.zeros(n_units, dtype=bool)
+    items[rows] = _rows_differ(src.indptr_, src.neighbors_, out.indptr_, out.neighbors_, rows)
+    moved = out.rep_ != src.rep_
+    if moved.any():
+        holds = moved[out.neighbors_]
+        row_of = np.repeat(np.arange(n_units), np.diff(out.indptr_))
+        items[row_of[holds]] = True
     new_state.set_matrix(name, counts)
     new_state.arrays[f"{name}.occ"] = occ
-    return out, redo
+    return out, redo, items
+
+
+def _rows_differ(
+    indptr_a: NDArray[np.int64],
+    nb_a: NDArray[np.int32],
+    indptr_b: NDArray[np.int64],
+    nb_b: NDArray[np.int32],
+    rows: NDArray[np.int64],
+) -> NDArray[np.bool_]:
+    """For each of ``rows``: do the two CSR neighbour lists differ?"""
+    len_a, len_b = np.diff(indptr_a)[rows], np.diff(indptr_b)[rows]
+    differ = len_a != len_b
+    same = rows[~differ]
+    a, b = nb_a[csr_gather(indptr_a, same)], nb_b[csr_gather(indptr_b, same)]
+    which = np.repeat(np.arange(len(same)), len_a[~differ])
+    bad = np.bincount(which[a != b], minlength=len(same)).astype(bool)
+    differ[np.flatnonzero(~differ)] = bad
+    return differ
 
 
 def append_counts(
@@ -303,14 +330,16 @@ def append_counts(
     a["item_views"], a["item_purchases"] = views, purchases
     n_items = new.n_items
     redo_items = np.zeros(n_items, dtype=bool)
+    rescored_items: dict[str, NDArray[np.bool_]] = {}
     updated: dict[str, RecallBase] = {}
     recomputed: dict[str, int] = {}
     for name, src in sources.items():
         if isinstance(src, PairRecall):
-            fresh, redo = _update_pair(
+            fresh, redo, other = _update_pair(
                 name, src, state, out, signals, factor, (views, purchases), available
             )
-            redo_items |= redo[src.unit_of_item_]
+            redo_items |= other[src.unit_of_item_]
+            rescored_items[name] = (redo & ~other)[src.unit_of_item_]
             recomputed[name] = int(redo.sum())
         elif isinstance(src, PopularRecall):
             hl_pop = src.config.half_life_days or None
@@ -321,16 +350,19 @@ def append_counts(
                 counts[e] = (state.arrays[f"{name}.{e}"] * f_pop + add).astype(np.float32)
                 a[f"{name}.{e}"] = counts[e]
             fresh = type(src)(src.config).fit_counts(new, counts, fitted=updated)
-            changed = (fresh.lists_ != src.lists_).any(axis=1) | (fresh.scores_ != src.scores_).any(
-                axis=1
-            )
-            cat = np.where(src.item_category_ >= 0, src.item_category_, len(changed) - 1)
-            redo_items |= changed[cat]
-            recomputed[name] = int(changed.sum())
+            other = (fresh.lists_ != src.lists_).any(axis=1)
+            rescored = (fresh.scores_ != src.scores_).any(axis=1) & ~other
+            cat = np.where(src.item_category_ >= 0, src.item_category_, len(other) - 1)
+            redo_items |= other[cat]
+            rescored_items[name] = rescored[cat]
+            recomputed[name] = int((other | rescored).sum())
         else:  # unreachable: unsupported() refused it
             fresh = src
         updated[name] = fresh
     seeds = np.flatnonzero(redo_items).astype(np.int32)
+    rescored_seeds = {
+        n: np.flatnonzero(m & ~redo_items).astype(np.int32) for n, m in rescored_items.items()
+    }
     _log.info(
         "append: %d new events, decay factor %.6f, %d of %d seeds to re-mix; rows recomputed "
         "per source: %s",
@@ -340,4 +372,4 @@ def append_counts(
         n_items,
         recomputed,
     )
-    return AppendResult(updated, out, seeds, recomputed)
+    return AppendResult(updated, out, seeds, rescored_seeds, recomputed)

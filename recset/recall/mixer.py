@@ -314,18 +314,29 @@ class Mixer:
         old: PrecomputedLists,
         seeds: NDArray[np.int32],
         *,
+        rescored: Mapping[str, NDArray[np.int32]] | None = None,
         directory: Path | None = None,
         show_progress: bool = False,
     ) -> PrecomputedLists:
         """The lists :meth:`precompute` would give when only ``seeds`` can differ from ``old``:
         those rows are mixed anew, every other row is copied from ``old``, a chunk at a time
-        (the new lists are written to new files: ``old`` stays as it was)."""
+        (the new lists are written to new files: ``old`` stays as it was).
+
+        ``rescored`` names, per source, seeds whose candidates from that source kept their
+        order but not their scores: the fusion is rank-based, so only the source's scores in
+        those rows' reasons are read again from it.
+        """
         n = self.n_items
         width = old.item.shape[1]
         if old.n_seeds != n:
             raise ConfigError(f"the stored lists have {old.n_seeds} rows, the mixer {n} items")
         redo = np.zeros(n, dtype=bool)
         redo[np.asarray(seeds, dtype=np.int64)] = True
+        rescore = {}
+        for name, which in (rescored or {}).items():
+            mask = np.zeros(n, dtype=bool)
+            mask[np.asarray(which, dtype=np.int64)] = True
+            rescore[name] = mask & ~redo
         size = self.chunk_size(width, self.max_memory)
         writer = ListsWriter(n, width, directory)
         self.lists = old
@@ -337,6 +348,8 @@ class Mixer:
                 for start in range(0, n, size):
                     s = np.arange(start, min(start + size, n), dtype=np.int32)
                     part = self.candidates(s, width)
+                    for name, mask in rescore.items():
+                        self._rescore(part, s, np.flatnonzero(mask[s]), name)
                     r = np.flatnonzero(redo[s])
                     if len(r):
                         fresh = self.mix(s[r], width)
@@ -349,6 +362,22 @@ class Mixer:
             raise
         self.lists = writer.close()
         return self.lists
+
+    def _rescore(
+        self, part: Candidates, seeds: NDArray[np.int32], rows: NDArray[np.intp], name: str
+    ) -> None:
+        """Read the scores of source ``name`` again for ``rows`` of ``part``, in place: each
+        reason's score is the source's score at the reason's rank (the order is unchanged)."""
+        if not len(rows):
+            return
+        j = self._index[name]
+        rank = part.source_rank[rows, :, j]  # type: ignore[index]
+        has = rank >= 0
+        if not has.any():
+            return
+        fresh = self.sources[name].recall_many(seeds[rows], int(rank.max()) + 1)
+        r, p = np.nonzero(has)
+        part.source_score[rows[r], p, j] = fresh.score[r, rank[r, p]]  # type: ignore[index]
 
     def _mixed_chunks(self, n: int, size: int, width: int, workers: int) -> Iterator[Candidates]:
         """``mix`` of consecutive seed chunks, in order; up to ``workers`` chunks are mixed at
