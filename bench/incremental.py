@@ -14,6 +14,8 @@ subprocess, so its peak memory (``ru_maxrss``) is its own:
 Usage::
 
     .venv/bin/python bench/incremental.py --items 100000 --events 1000000
+    .venv/bin/python bench/incremental.py --items 100000 --events 1000000 \
+        --sources co_purchase,co_view
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-CONFIG: dict[str, Any] = {
-    "build": {"incremental": True, "half_life_days": 30.0},
-    "mix": {"sources": ["co_purchase", "co_view", "popular"], "filters": []},
-}
+
+def _config(sources: str) -> dict[str, Any]:
+    return {
+        "build": {"incremental": True, "half_life_days": 30.0},
+        "mix": {"sources": sources.split(","), "filters": []},
+    }
 
 
 def _peak_mib() -> float:
@@ -65,12 +69,12 @@ def _prepare(root: Path, items: int, events: int, seed: int) -> dict[str, Any]:
     return {"events": len(ev), "base_events": int((~late).sum()), "day_events": int(late.sum())}
 
 
-def _phase(phase: str, root: Path) -> dict[str, Any]:
+def _phase(phase: str, root: Path, sources: str) -> dict[str, Any]:
     from recset.config import config_from_dict
     from recset.data import load_dataset
     from recset.engine import Engine, append_engine
 
-    config = config_from_dict(CONFIG)
+    config = config_from_dict(_config(sources))
     t0, c0 = time.perf_counter(), time.process_time()
     out: dict[str, Any] = {"phase": phase}
     if phase in ("base", "full"):
@@ -124,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sources",
+        default="co_purchase,co_view,popular",
+        help="the mix (popular is the fallback either way; in the mix, its daily reordering "
+        "re-mixes most lists)",
+    )
     parser.add_argument("--root", type=Path, default=None, help="work directory (kept)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -132,13 +142,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.child == "prepare":
             print(json.dumps(_prepare(root, args.items, args.events, args.seed)))
         else:
-            print(json.dumps(_phase(args.child, root)))
+            print(json.dumps(_phase(args.child, root, args.sources)))
         return 0
     with tempfile.TemporaryDirectory(prefix="recset-bench-incr-") as tmp:
         root = args.root or Path(tmp)
         common = ["--root", str(root), "--items", str(args.items), "--seed", str(args.seed)]
         sizes = _child(["--child", "prepare", "--events", str(args.events), *common])
-        print(f"{args.items:,} items: {sizes}")
+        common += ["--sources", args.sources]
+        print(f"{args.items:,} items, mix {args.sources}: {sizes}")
         rows = {p: _child(["--child", p, *common]) for p in ("base", "append", "full", "compare")}
     for row in rows.values():
         print(json.dumps(row))

@@ -41,8 +41,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
             "popular": {"half_life_days": 0.0, "max_candidates": 10},
         },
     },
+    # popular only as the fallback (lists are filled from it when served): its daily changes
+    # re-mix nothing
+    "fallback": {
+        "build": {"incremental": True, "half_life_days": 30.0, "candidates_per_seed": 20},
+        "mix": {"sources": ["co_purchase", "co_view"], "filters": []},
+    },
 }
-SHARE = {"decay": 0.25, "plain": 0.01}
+SHARE = {"decay": 0.25, "plain": 0.01, "fallback": 0.03}
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +121,8 @@ def test_append_equals_full_build_on_the_union(
         np.testing.assert_allclose(kept.arrays[key], value, rtol=1e-5, err_msg=key)
     if which == "decay":  # not every row was recomputed for co_purchase (confidence)
         assert report.rows_recomputed["co_purchase"] < len(full.mixer.sources["co_purchase"].rep_)
+    elif which == "fallback":
+        assert 0 < report.n_remixed < report.n_seeds and "popular" not in report.rescored
     else:  # only some lists were mixed anew, the others copied
         assert 0 < report.n_remixed < report.n_seeds
         # and of those, some only had a source's scores change, not its order: rescored

@@ -293,7 +293,13 @@ def append_engine(
             new = Dataset.from_frames(cat, new_events, name=str(events))
             lap("read and validate events")
             result = append_counts(
-                state, mixer.sources, new, config, available=mixer.available, where=str(events)
+                state,
+                mixer.sources,
+                new,
+                config,
+                available=mixer.available,
+                mixed={n for m in mixer.mixes for n in (*m.sources, *m.filters)},
+                where=str(events),
             )
             lap("update counts and candidate rows")
             fresh = Mixer(

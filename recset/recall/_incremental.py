@@ -31,7 +31,7 @@ and a full build is the honest answer).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -299,12 +299,15 @@ def append_counts(
     config: RecallConfig,
     *,
     available: NDArray[np.bool_],
+    mixed: Collection[str] | None = None,
     where: str = "appended events",
 ) -> AppendResult:
     """Add the events of ``new`` (same catalog and item ids as the build) to ``state``.
 
     Returns the updated sources (new objects; ``sources`` is not changed), the new counts,
-    and the seeds whose mixed lists may differ from the stored ones.
+    and the seeds whose mixed lists may differ from the stored ones: those of the sources
+    named in ``mixed`` (the mixes' sources and filters; default all). A source that is only
+    the fallback fills lists when they are served, so its changes re-mix nothing.
     """
     bad = unsupported(sources)
     if bad:
@@ -329,6 +332,7 @@ def append_counts(
     purchases = (state.arrays["item_purchases"] * f32 + signals.item_purchases).astype(np.float32)
     a["item_views"], a["item_purchases"] = views, purchases
     n_items = new.n_items
+    in_mix = set(sources) if mixed is None else set(mixed)
     redo_items = np.zeros(n_items, dtype=bool)
     rescored_items: dict[str, NDArray[np.bool_]] = {}
     updated: dict[str, RecallBase] = {}
@@ -338,7 +342,8 @@ def append_counts(
             fresh, redo, other = _update_pair(
                 name, src, state, out, signals, factor, (views, purchases), available
             )
-            redo_items |= other[src.unit_of_item_]
+            if name in in_mix:
+                redo_items |= other[src.unit_of_item_]
             rescored_items[name] = (redo & ~other)[src.unit_of_item_]
             recomputed[name] = int(redo.sum())
         elif isinstance(src, PopularRecall):
@@ -353,7 +358,8 @@ def append_counts(
             other = (fresh.lists_ != src.lists_).any(axis=1)
             rescored = (fresh.scores_ != src.scores_).any(axis=1) & ~other
             cat = np.where(src.item_category_ >= 0, src.item_category_, len(other) - 1)
-            redo_items |= other[cat]
+            if name in in_mix:
+                redo_items |= other[cat]
             rescored_items[name] = rescored[cat]
             recomputed[name] = int((other | rescored).sum())
         else:  # unreachable: unsupported() refused it
@@ -361,7 +367,9 @@ def append_counts(
         updated[name] = fresh
     seeds = np.flatnonzero(redo_items).astype(np.int32)
     rescored_seeds = {
-        n: np.flatnonzero(m & ~redo_items).astype(np.int32) for n, m in rescored_items.items()
+        n: np.flatnonzero(m & ~redo_items).astype(np.int32)
+        for n, m in rescored_items.items()
+        if n in in_mix
     }
     _log.info(
         "append: %d new events, decay factor %.6f, %d of %d seeds to re-mix; rows recomputed "
