@@ -455,6 +455,14 @@ def _check_text(checker: _Checker, df: pd.DataFrame, reject_chars: str, why: str
         checker.flag(hit, f"{col} {{v!r}} holds a character ({names}) that {why}", df[col])
 
 
+def _member(values: pd.Series, known: pd.Series) -> NDArray[np.bool_]:
+    """``values.isin(known)`` as text, through a hash table of Python strings (pandas'
+    Arrow-string ``isin`` walks ``known`` in Python: seconds for 100k catalog ids)."""
+    as_obj = _as_str(values).astype(object).where(lambda v: v.notna(), None)
+    known_obj = _as_str(known).astype(object).where(lambda v: v.notna(), None)
+    return pd.Index(as_obj).isin(pd.Index(known_obj)) & as_obj.notna().to_numpy()
+
+
 def _check_events(
     ev_path: Path, item_ids: pd.Series, lo: int, hi: int, catalog_name: str = "the catalog"
 ) -> tuple[pd.DataFrame, pd.DataFrame, _Checker]:
@@ -495,7 +503,7 @@ def _check_events(
     ev["timestamp"] = pd.array(
         np.where(unparsed | outside, 0, secs).astype(np.int64), dtype="Int64"
     )
-    absent = ~item_blank & ~_as_str(ev["item_id"]).isin(item_ids).fillna(False).astype(bool)
+    absent = ~item_blank & ~_member(ev["item_id"], item_ids)
     ec.flag(absent, f"item_id {{v!r}} is not in {catalog_name}", ev["item_id"])
     return raw_ev, ev, ec
 

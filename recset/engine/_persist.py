@@ -280,7 +280,9 @@ def append_engine(
             )
             # the catalog as the engine was built with it (availability included), in its
             # dense item order
-            missing = ~ids.isin(catalog["item_id"]).to_numpy(dtype=bool)
+            # object Index.isin hashes Python strings: far faster than Arrow-string isin
+            known = pd.Index(catalog["item_id"].astype(object))
+            missing = ~pd.Index(ids.astype(object)).isin(known)
             if missing.any():
                 raise StorageError(
                     f"{store.url}: the store's catalog lacks {int(missing.sum())} items of "
