@@ -55,7 +55,9 @@ def validation_split(
     return time_split(train, test_share=share)
 
 
-def validation_queries(val: Split, *, max_queries: int | None = 5000, seed: int = 0) -> Queries:
+def validation_queries(
+    val: Split, *, max_queries: int | None = 5000, seed: int = 0
+) -> Queries:
     """Basket queries of the validation window, sampled reproducibly to ``max_queries``."""
     queries = basket_queries(val.test)
     if len(queries) == 0:

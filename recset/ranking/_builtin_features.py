@@ -22,7 +22,6 @@ _log = logging.getLogger(__name__)
 
 _DAY = 86_400.0
 
-
 def _n_groups(ids: NDArray[np.integer]) -> int:
     """Key multiplier of (user, group) pairs: the largest id + 1, at least 1."""
     return int(max(ids.max(initial=-1) + 1, 1))

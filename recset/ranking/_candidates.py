@@ -97,12 +97,10 @@ def discovery_candidates(
             item=np.concatenate([base.item, extra], axis=1),
             score=np.concatenate([base.score, np.full((n_seeds, m), -np.inf, np.float32)], 1),
             source_score=np.concatenate(
-                [base.source_score, np.full((n_seeds, m, n_src), np.nan, np.float32)],
-                1,  # type: ignore[list-item]
+                [base.source_score, np.full((n_seeds, m, n_src), np.nan, np.float32)], 1  # type: ignore[list-item]
             ),
             source_rank=np.concatenate(
-                [base.source_rank, np.full((n_seeds, m, n_src), -1, np.int32)],
-                1,  # type: ignore[list-item]
+                [base.source_rank, np.full((n_seeds, m, n_src), -1, np.int32)], 1  # type: ignore[list-item]
             ),
             sources=base.sources,
         )
