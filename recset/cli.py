@@ -378,8 +378,17 @@ def ingest(fmt: str, src: Path, out: Path, force: bool) -> None:
 @click.option(
     "--data",
     type=click.Path(path_type=Path),
-    required=True,
-    help="Dataset directory (catalog + events).",
+    default=None,
+    help="Dataset directory (catalog + events); required unless --append.",
+)
+@click.option(
+    "--append",
+    "append_events",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Add these new events (an events file, or a directory holding one) to the active "
+    "engine's counts and release the result as a new version, instead of a full build; the "
+    "engine must have been built with [build] incremental = true (docs/incremental.md).",
 )
 @click.option(
     "--config",
@@ -437,7 +446,8 @@ def ingest(fmt: str, src: Path, out: Path, force: bool) -> None:
 )
 @_bad_rows_options
 def build(
-    data: Path,
+    data: Path | None,
+    append_events: Path | None,
     config_path: Path | None,
     store: str,
     artifact_dir: str | None,
@@ -460,6 +470,10 @@ def build(
 
     A [categories] key that matches no category id or path prefix of the catalog stops the
     build with the nearest existing names (--allow-unknown-categories: a warning).
+
+    With --append EVENTS, the new events are added to the counts the active engine kept
+    ([build] incremental = true) and only the affected lists are recomputed
+    (docs/incremental.md).
     """
     from recset.config import load_config
     from recset.engine import Engine
@@ -467,6 +481,16 @@ def build(
     from recset.recall import check_category_keys, mix_item_counts
     from recset.storage import Store, fault_point
 
+    if append_events is not None:
+        if data is not None or config_path is not None or lists_to_db or on_bad_rows != "error":
+            raise click.UsageError(
+                "--append adds events to the stored engine with its config, and refuses bad "
+                "rows: it takes no --data, --config, --lists-to-db or --on-bad-rows skip"
+            )
+        _append(store, append_events, artifact_dir, time_range)
+        return
+    if data is None:
+        raise click.UsageError("Missing option '--data' (or '--append EVENTS').")
     config = load_config(config_path)
     if max_memory is not None:
         budget = parse_memory(max_memory)
@@ -571,6 +595,28 @@ def _train_and_stage_ranker(st, engine, ds, config) -> int:  # noqa: ANN001
     )
     click.echo(f"  ranker v{record.version} staged: {ranker.metrics}", err=True)
     return int(record.version)
+
+
+def _append(
+    store: str,
+    events: Path,
+    artifact_dir: Path | None,
+    time_range: tuple[int | None, int | None] | None,
+) -> None:
+    from recset.engine import append_engine
+
+    _progress_lines()
+    with _step(f"append {events} to the engine in {store}"):
+        rep = append_engine(
+            store, events, artifact_dir=artifact_dir, time_range=time_range, show_progress=True
+        )
+    click.echo(
+        f"  {rep.n_events:,} events added; {rep.n_remixed:,} of {rep.n_seeds:,} lists mixed "
+        f"anew; reasons rescored per source: {rep.rescored}; rows recomputed per source: "
+        f"{rep.rows_recomputed}",
+        err=True,
+    )
+    click.echo(f"engine v{rep.version} is active in {store}")
 
 
 @cli.command("train-ranker")

@@ -23,6 +23,7 @@ from recset.data._format import (
     EVENT_TYPES,
     LoadReport,
     RowError,
+    read_events,
     read_validated,
     write_dataset,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "decode_aspects",
     "leave_last_split",
     "load_dataset",
+    "read_events",
     "read_validated",
     "time_split",
     "write_dataset",

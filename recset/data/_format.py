@@ -190,6 +190,37 @@ def normalize_events(events: pd.DataFrame) -> pd.DataFrame:
     return df[list(EVENT_COLUMNS)].reset_index(drop=True)
 
 
+# microsecond timestamps hold epoch seconds up to about year 294,000
+_MAX_US_SECONDS = (2**63 - 1) // 1_000_000
+
+
+def events_for_parquet(events: pd.DataFrame) -> pd.DataFrame:
+    """Canonical events with ``timestamp`` (int64 epoch seconds) as a UTC microsecond
+    timestamp, the type :func:`write_dataset` stores.
+
+    Parquet's microsecond timestamp is what Spark and most engines read natively; pandas'
+    default nanosecond one needs Spark's legacy flag. Reading accepts both, and integer
+    seconds (the format's files before microsecond timestamps).
+    """
+    secs = events["timestamp"].to_numpy(dtype=np.int64)
+    out_of_range = np.abs(secs) > _MAX_US_SECONDS
+    if out_of_range.any():
+        raise DataError(
+            "events: timestamp values beyond a microsecond Parquet timestamp's range "
+            f"(|t| <= {_MAX_US_SECONDS} epoch seconds); first: {secs[out_of_range][:3].tolist()}"
+        )
+    ts = pd.Series(secs * 1_000_000, index=events.index).astype("datetime64[us]")
+    return events.assign(timestamp=ts.dt.tz_localize("UTC"))
+
+
+def write_events_parquet(events: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write events as Parquet with microsecond timestamps (see :func:`events_for_parquet`)."""
+    ev = events
+    if not isinstance(ev["timestamp"].dtype, pd.DatetimeTZDtype):
+        ev = events_for_parquet(ev)
+    ev.to_parquet(path, index=False, coerce_timestamps="us", allow_truncated_timestamps=False)
+
+
 def write_dataset(
     catalog: pd.DataFrame,
     events: pd.DataFrame,
@@ -211,9 +242,9 @@ def write_dataset(
     """
     out = Path(out_dir)
     cat = normalize_catalog(catalog)
-    ev = normalize_events(events)
+    ev = events_for_parquet(normalize_events(events))
     _atomic_write(out / "catalog.parquet", lambda p: cat.to_parquet(p, index=False))
-    _atomic_write(out / "events.parquet", lambda p: ev.to_parquet(p, index=False))
+    _atomic_write(out / "events.parquet", lambda p: write_events_parquet(ev, p))
     for name, text in (extra_files or {}).items():
         _atomic_write(out / name, lambda p, t=text: Path(p).write_text(t, encoding="utf-8"))
     return out
@@ -424,6 +455,59 @@ def _check_text(checker: _Checker, df: pd.DataFrame, reject_chars: str, why: str
         checker.flag(hit, f"{col} {{v!r}} holds a character ({names}) that {why}", df[col])
 
 
+def _member(values: pd.Series, known: pd.Series) -> NDArray[np.bool_]:
+    """``values.isin(known)`` as text, through a hash table of Python strings (pandas'
+    Arrow-string ``isin`` walks ``known`` in Python: seconds for 100k catalog ids)."""
+    as_obj = _as_str(values).astype(object).where(lambda v: v.notna(), None)
+    known_obj = _as_str(known).astype(object).where(lambda v: v.notna(), None)
+    return pd.Index(as_obj).isin(pd.Index(known_obj)) & as_obj.notna().to_numpy()
+
+
+def _check_events(
+    ev_path: Path, item_ids: pd.Series, lo: int, hi: int, catalog_name: str = "the catalog"
+) -> tuple[pd.DataFrame, pd.DataFrame, _Checker]:
+    """Read and check an events file: (raw rows, rows with parsed timestamps, checker)."""
+    raw_ev = _read_table(ev_path, ID_COLUMNS["events"]).reset_index(drop=True)
+    missing = [c for c in REQUIRED_EVENT_COLUMNS if c not in raw_ev.columns]
+    if missing:
+        raise DataError(
+            f"{ev_path}: missing required columns {missing}; found {list(raw_ev.columns)}"
+        )
+    ec = _Checker(ev_path, len(raw_ev))
+    ev = raw_ev.copy()
+    ec.flag(_blank(ev["user_id"]), "missing user_id")
+    item_blank = _blank(ev["item_id"])
+    ec.flag(item_blank, "missing item_id")
+    bad_kind = ~_as_str(ev["event"]).isin(EVENT_TYPES).fillna(False).astype(bool)
+    ec.flag(bad_kind, f"unknown event {{v!r}}; expected one of {list(EVENT_TYPES)}", ev["event"])
+    secs = _parse_timestamps(ev["timestamp"])
+    unparsed = np.isnan(secs)
+    ec.flag(
+        unparsed,
+        "unparseable timestamp {v!r}; expected whole epoch seconds or an ISO 8601 date",
+        ev["timestamp"],
+    )
+    with np.errstate(invalid="ignore"):
+        outside = ~unparsed & ((secs < lo) | (secs > hi))
+    where = f"outside the plausible range {_iso(lo)} .. {_iso(hi)} ({lo}..{hi} epoch seconds)"
+    hinted = np.zeros(len(ev), dtype=bool)
+    for unit, scale in _UNITS:
+        with np.errstate(invalid="ignore"):
+            scaled = secs / scale
+            # only past 1973-03 (1e8 s): a year-3000 date in seconds is not 1971 in ms
+            fits = outside & ~hinted & (scaled >= max(lo, 1e8)) & (scaled <= hi)
+        hint = f"; it looks like {unit}: divide by {scale:,.0f} to get seconds"
+        ec.flag(fits, f"timestamp {{v!r}} is {where}{hint}", ev["timestamp"])
+        hinted |= fits
+    ec.flag(outside & ~hinted, f"timestamp {{v!r}} is {where}", ev["timestamp"])
+    ev["timestamp"] = pd.array(
+        np.where(unparsed | outside, 0, secs).astype(np.int64), dtype="Int64"
+    )
+    absent = ~item_blank & ~_member(ev["item_id"], item_ids)
+    ec.flag(absent, f"item_id {{v!r}} is not in {catalog_name}", ev["item_id"])
+    return raw_ev, ev, ec
+
+
 def read_validated(
     path: str | os.PathLike[str],
     *,
@@ -499,44 +583,7 @@ def read_validated(
     report.rows_kept[cat_path.name] = len(cat)
 
     ev_path = _find_file(directory, "events")
-    raw_ev = _read_table(ev_path, ID_COLUMNS["events"]).reset_index(drop=True)
-    missing = [c for c in REQUIRED_EVENT_COLUMNS if c not in raw_ev.columns]
-    if missing:
-        raise DataError(
-            f"{ev_path}: missing required columns {missing}; found {list(raw_ev.columns)}"
-        )
-    ec = _Checker(ev_path, len(raw_ev))
-    ev = raw_ev.copy()
-    ec.flag(_blank(ev["user_id"]), "missing user_id")
-    item_blank = _blank(ev["item_id"])
-    ec.flag(item_blank, "missing item_id")
-    bad_kind = ~_as_str(ev["event"]).isin(EVENT_TYPES).fillna(False).astype(bool)
-    ec.flag(bad_kind, f"unknown event {{v!r}}; expected one of {list(EVENT_TYPES)}", ev["event"])
-    secs = _parse_timestamps(ev["timestamp"])
-    unparsed = np.isnan(secs)
-    ec.flag(
-        unparsed,
-        "unparseable timestamp {v!r}; expected whole epoch seconds or an ISO 8601 date",
-        ev["timestamp"],
-    )
-    with np.errstate(invalid="ignore"):
-        outside = ~unparsed & ((secs < lo) | (secs > hi))
-    where = f"outside the plausible range {_iso(lo)} .. {_iso(hi)} ({lo}..{hi} epoch seconds)"
-    hinted = np.zeros(len(ev), dtype=bool)
-    for unit, scale in _UNITS:
-        with np.errstate(invalid="ignore"):
-            scaled = secs / scale
-            # only past 1973-03 (1e8 s): a year-3000 date in seconds is not 1971 in ms
-            fits = outside & ~hinted & (scaled >= max(lo, 1e8)) & (scaled <= hi)
-        hint = f"; it looks like {unit}: divide by {scale:,.0f} to get seconds"
-        ec.flag(fits, f"timestamp {{v!r}} is {where}{hint}", ev["timestamp"])
-        hinted |= fits
-    ec.flag(outside & ~hinted, f"timestamp {{v!r}} is {where}", ev["timestamp"])
-    ev["timestamp"] = pd.array(
-        np.where(unparsed | outside, 0, secs).astype(np.int64), dtype="Int64"
-    )
-    absent = ~item_blank & ~_as_str(ev["item_id"]).isin(cat["item_id"]).fillna(False).astype(bool)
-    ec.flag(absent, "item_id {v!r} is not in the catalog", ev["item_id"])
+    raw_ev, ev, ec = _check_events(ev_path, cat["item_id"], lo, hi)
     checkers.append((ec, raw_ev, "events"))
     report.rows_read[ev_path.name] = len(raw_ev)
     ev = ev[~ec.bad]
@@ -565,3 +612,35 @@ def read_validated(
     if ev.empty:
         raise DataError(f"{ev_path}: no valid events remain after validation")
     return cat, normalize_events(ev), report
+
+
+def read_events(
+    path: str | os.PathLike[str],
+    item_ids: pd.Series,
+    *,
+    time_range: tuple[int | None, int | None] | None = None,
+    catalog_name: str = "the catalog",
+) -> pd.DataFrame:
+    """Read and validate canonical events alone (``events.parquet`` / ``.csv``, or a
+    directory holding one) against known ``item_ids``, by the rules of
+    :func:`read_validated`; any bad row raises :class:`DataError` naming file, row and reason.
+
+    Returns the events in canonical columns (``timestamp`` in epoch seconds).
+    """
+    lo, hi = _check_time_range(time_range)
+    p = Path(path)
+    ev_path = _find_file(p, "events") if p.is_dir() else p
+    if not ev_path.is_file() or ev_path.suffix not in (".parquet", ".csv"):
+        raise DataError(
+            f"{ev_path}: not an events file; expected events.parquet or events.csv (or a "
+            "directory holding one)"
+        )
+    _, ev, ec = _check_events(ev_path, item_ids, lo, hi, catalog_name)
+    errors = ec.row_errors()
+    if errors:
+        first = "\n  ".join(str(e) for e in errors[:MAX_REPORTED_ERRORS])
+        raise DataError(
+            f"{ev_path}: {int(ec.bad.sum()):,} bad rows ({len(errors):,} problems); "
+            f"first ones:\n  {first}"
+        )
+    return normalize_events(ev)

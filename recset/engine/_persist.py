@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,3 +222,145 @@ def save_engine(
                 check=check,
                 activate=activate,
             )
+
+
+@dataclass(frozen=True)
+class AppendReport:
+    """What ``append_engine`` did: events added, seeds re-mixed, seeds whose reasons were
+    rescored per source (their lists kept), rows recomputed per source, wall seconds per
+    step."""
+
+    version: int
+    n_events: int
+    n_seeds: int
+    n_remixed: int
+    rescored: dict[str, int]
+    rows_recomputed: dict[str, int]
+    seconds: dict[str, float]
+
+
+def append_engine(
+    target: str | os.PathLike[str],
+    events: str | os.PathLike[str],
+    *,
+    artifact_dir: str | os.PathLike[str] | None = None,
+    time_range: tuple[int | None, int | None] | None = None,
+    show_progress: bool = False,
+) -> AppendReport:
+    """Add new events to the active engine version's counts and release the result.
+
+    ``events`` is an events file (or a directory holding one) in the canonical format,
+    validated like ingest; its items must be in the engine's catalog (new items need a full
+    build), its users may be new. Only the candidate rows the new events can change are
+    recomputed (see :mod:`recset.recall._incremental`); the result is written as a new
+    engine version that one transaction makes active, under the store's build lock, after it
+    has been loaded back once. The active ranker and neural stages stay active (they read
+    the same sources).
+    """
+    import pandas as pd
+
+    from recset.data import Dataset, read_events
+    from recset.recall import CountState, append_counts
+    from recset.storage import Store
+
+    clock = time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[step] = round(now - clock, 3)
+        clock = now
+
+    with Store.open(target, artifact_dir=artifact_dir, create=False) as store:
+        with store.build_lock("recset build --append"):
+            active, catalog = store.active_release((ENGINE_ARTIFACT,))
+            record = active.get(ENGINE_ARTIFACT)
+            if record is None:
+                raise StorageError(f"{store.url}: no active engine; run `recset build` first")
+            path = store.verify_artifact(record)
+            config, items, mixer = read_engine(path, None)
+            counts_dir = path / "mixer" / "counts"
+            if not counts_dir.exists() or mixer.lists is None:
+                raise StorageError(
+                    f"{store.url}: engine v{record.version} kept no counts to append to; build "
+                    "it with [build] incremental = true (docs/incremental.md)"
+                )
+            state = CountState.load(counts_dir)
+            lap("load engine and counts")
+            ids = pd.Series(items.values.astype(object), dtype="string")
+            new_events = read_events(
+                events,
+                ids,
+                time_range=time_range,
+                catalog_name="the engine's catalog (new items need a full build)",
+            )
+            # the catalog as the engine was built with it (availability included), in its
+            # dense item order
+            # object Index.isin hashes Python strings: far faster than Arrow-string isin
+            known = pd.Index(catalog["item_id"].astype(object))
+            missing = ~pd.Index(ids.astype(object)).isin(known)
+            if missing.any():
+                raise StorageError(
+                    f"{store.url}: the store's catalog lacks {int(missing.sum())} items of "
+                    f"engine v{record.version} (first: {ids[missing].head(3).tolist()})"
+                )
+            cat = catalog.set_index("item_id").reindex(pd.Index(ids, dtype=object))
+            cat.index.name = "item_id"
+            cat = cat.reset_index()
+            cat["available"] = mixer.available
+            new = Dataset.from_frames(cat, new_events, name=str(events))
+            lap("read and validate events")
+            result = append_counts(
+                state,
+                mixer.sources,
+                new,
+                config,
+                available=mixer.available,
+                mixed={n for m in mixer.mixes for n in (*m.sources, *m.filters)},
+                where=str(events),
+            )
+            lap("update counts and candidate rows")
+            fresh = Mixer(
+                result.sources,
+                mixer.mixes,
+                mixer.seed_mix,
+                mixer.source_order,
+                fallback=mixer.fallback,
+                available=mixer.available,
+                max_memory=config.build.max_memory,
+            )
+            fresh.update_lists(
+                mixer.lists, result.seeds, rescored=result.rescored, show_progress=show_progress
+            )
+            fresh.counts = result.state
+            lap("update lists")
+
+            def check(directory: Path) -> None:
+                read_engine(directory, None)
+
+            saved = store.save_artifact(
+                ENGINE_ARTIFACT,
+                lambda d: write_engine(d, config, items, fresh),
+                params=config.to_dict(),
+                config_hash=config.hash(),
+                metrics={
+                    "n_items": len(items),
+                    "appended_events": len(new_events),
+                    "appended_to": record.version,
+                    "remixed_seeds": len(result.seeds),
+                    "rescored_seeds": {n: len(v) for n, v in result.rescored.items()},
+                },
+                catalog=catalog,
+                check=check,
+            )
+    lap("save and release")
+    return AppendReport(
+        saved.version,
+        len(new_events),
+        len(items),
+        len(result.seeds),
+        {n: len(v) for n, v in result.rescored.items()},
+        result.rows_recomputed,
+        seconds,
+    )

@@ -34,12 +34,16 @@ from recset.recall._config import (
     source_config_union,
     validate_source_config,
 )
+from recset.recall._incremental import AppendResult, CountState, append_counts
 from recset.recall._lists import ListsWriter, PrecomputedLists
 from recset.recall._text import TextEmbeddingConfig, embed_items
 from recset.recall.mixer import Mixer, MixStage
 from recset.recall.popular import PopularConfig, PopularRecall
 
 __all__ = [
+    "AppendResult",
+    "CountState",
+    "append_counts",
     "RECALL_SETS",
     "BuildConfig",
     "Candidates",

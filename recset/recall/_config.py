@@ -47,6 +47,10 @@ class BuildConfig(BaseModel):
         co-occurrence sources compute their similarity in row blocks within it. None: chunks
         of a fixed size. A setting of the machine, not of the model: it is left out of the
         stored config and its hash.
+    incremental : bool
+        Keep the counts an incremental build (``recset build --append``) adds new events to:
+        the co-occurrence count matrices of the pair sources and per-item event counts, saved
+        with the engine version (docs/incremental.md). Only some sources support it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -55,6 +59,7 @@ class BuildConfig(BaseModel):
     half_life_days: float = Field(0.0, ge=0)
     max_group_size: int = Field(100, ge=2)
     max_memory: ByteSize | None = Field(None, gt=0, exclude=True)
+    incremental: bool = False
 
 
 # a source's limit (0 takes nothing from it) and weight: never negative, since fused scores

@@ -315,16 +315,7 @@ def pair_topk(
     gt = g.T.tocsr()
     if gt.nnz == 0 or k == 0:
         return idx, val
-    pos = occ > 0
-    left = np.zeros(n, dtype=np.float32)
-    right = np.zeros(n, dtype=np.float32)
-    if alpha == 0.5:
-        left[pos] = 1.0 / np.sqrt(occ[pos]).astype(np.float32)
-        right = left
-    else:
-        occ64 = occ.astype(np.float64)
-        left[pos] = (occ64[pos] ** -alpha).astype(np.float32)
-        right[pos] = (occ64[pos] ** -(1.0 - alpha)).astype(np.float32)
+    left, right = similarity_scales(occ, alpha)
     # pairs each row can produce (an upper bound on its product's stored entries)
     sizes = np.diff(gw.indptr) * (usable > 0)
     cost = np.asarray(gt @ sizes.astype(np.float64)).ravel().astype(np.int64) + 1
@@ -341,20 +332,60 @@ def pair_topk(
 
     def block(a: int, b: int) -> None:
         c = (gt[a:b] @ gw).tocsr()
-        c.data = c.data.astype(np.float32, copy=False)
-        rows = np.repeat(np.arange(b - a), np.diff(c.indptr))
-        keep = c.indices != rows + a
-        if min_support > 0:
-            keep &= c.data >= min_support
-        data = c.data[keep]
-        r, cols = rows[keep], c.indices[keep]
-        data = data * left[a + r] * right[cols]
-        np.minimum(data, 1.0, out=data)
-        counts = np.bincount(r, minlength=b - a)
-        m = sp.csr_matrix((data, cols, np.r_[0, np.cumsum(counts)]), shape=(b - a, n))
-        bi, bv = topk_rows(m, k, min_value=min_value, max_entries=1 << 62, workers=1)
+        rows = np.arange(a, b, dtype=np.int64)
+        bi, bv = rows_topk(c, rows, left, right, k, min_support=min_support, min_value=min_value)
         idx[a:b] = bi
         val[a:b] = bv
 
     run_blocks(block, blocks, workers)
     return idx, val
+
+
+def similarity_scales(
+    occ: NDArray[np.float32], alpha: float
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """(left, right) float32 factors of ``counts[a, b] * left[a] * right[b]``: the
+    asymmetric cosine ``counts / (occ[a]**alpha * occ[b]**(1 - alpha))`` (0 where occ is 0)."""
+    n = len(occ)
+    pos = occ > 0
+    left = np.zeros(n, dtype=np.float32)
+    right = np.zeros(n, dtype=np.float32)
+    if alpha == 0.5:
+        left[pos] = 1.0 / np.sqrt(occ[pos]).astype(np.float32)
+        return left, left
+    occ64 = occ.astype(np.float64)
+    left[pos] = (occ64[pos] ** -alpha).astype(np.float32)
+    right[pos] = (occ64[pos] ** -(1.0 - alpha)).astype(np.float32)
+    return left, right
+
+
+def rows_topk(
+    counts: sp.csr_matrix,
+    rows: NDArray[np.int64],
+    left: NDArray[np.float32],
+    right: NDArray[np.float32],
+    k: int,
+    *,
+    min_support: float,
+    min_value: float,
+) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+    """Top-``k`` similarities of some rows of a count matrix.
+
+    ``counts`` holds the count rows of units ``rows`` (shape (len(rows), n_units)); pairs
+    below ``min_support`` (when positive) and the diagonal are dropped, the rest scaled by
+    ``left[row] * right[col]`` in float32 and capped at 1, as :func:`pair_topk` does.
+    """
+    c = counts.tocsr()
+    n = c.shape[1]
+    data = c.data.astype(np.float32, copy=False)
+    local = np.repeat(np.arange(len(rows)), np.diff(c.indptr))
+    keep = c.indices != rows[local]
+    if min_support > 0:
+        keep &= data >= min_support
+    data = data[keep]
+    r, cols = local[keep], c.indices[keep]
+    data = data * left[rows[r]] * right[cols]
+    np.minimum(data, 1.0, out=data)
+    per_row = np.bincount(r, minlength=len(rows))
+    m = sp.csr_matrix((data, cols, np.r_[0, np.cumsum(per_row)]), shape=(len(rows), n))
+    return topk_rows(m, k, min_value=min_value, max_entries=1 << 62, workers=1)

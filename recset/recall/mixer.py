@@ -25,6 +25,7 @@ from recset.pipeline import Candidates, Request, Stage, register_stage
 from recset.progress import Ticker, available_memory, stage
 from recset.recall._base import RecallBase, get_recall
 from recset.recall._config import MixConfig, RecallConfig
+from recset.recall._incremental import CountState, build_counts, unsupported
 from recset.recall._lists import ListsWriter, PrecomputedLists
 from recset.signals import Signals, topk_workers
 from recset.storage import read_state, write_state
@@ -97,6 +98,8 @@ class Mixer:
                 f"Got {len(self.available)} and {n} instead."
             )
         self.lists = lists
+        # what an incremental build keeps (saved with the mixer, never loaded for serving)
+        self.counts: CountState | None = None
         for mix in self.mixes:
             for name in (*mix.sources, *mix.filters):
                 if name not in self.sources:
@@ -139,6 +142,15 @@ class Mixer:
             max_memory=config.build.max_memory,
         )
         specs = config.source_configs()
+        if config.build.incremental:
+            bad = unsupported({n: get_recall(k)(c) for n, (k, c) in specs.items()})
+            if bad:
+                raise ConfigError(
+                    "[build] incremental = true: an incremental build cannot update the "
+                    f"sources {bad}; it supports co_purchase with unit = 'basket', co_view and "
+                    "popular not scoped by related categories. Leave them out of the mix or "
+                    "set incremental = false."
+                )
         fitted: dict[str, RecallBase] = {}
         for name in config.fit_order():
             kind, cfg = specs[name]
@@ -149,7 +161,11 @@ class Mixer:
             [cat.category_path[c] if c >= 0 else None for c in cat.category], dtype=object
         )
         seed_mix = config.mix_for_categories(dataset.categories.ids(cat.category), paths)
-        return cls.from_config(config, fitted, seed_mix, cat.available.copy())
+        mixer = cls.from_config(config, fitted, seed_mix, cat.available.copy())
+        if config.build.incremental:
+            with stage("keep counts for incremental builds"):
+                mixer.counts = build_counts(dataset, fitted, signals)
+        return mixer
 
     def __repr__(self) -> str:
         n = self.lists.n_seeds if self.lists is not None else 0
@@ -292,6 +308,76 @@ class Mixer:
             raise
         self.lists = writer.close()
         return self.lists
+
+    def update_lists(
+        self,
+        old: PrecomputedLists,
+        seeds: NDArray[np.int32],
+        *,
+        rescored: Mapping[str, NDArray[np.int32]] | None = None,
+        directory: Path | None = None,
+        show_progress: bool = False,
+    ) -> PrecomputedLists:
+        """The lists :meth:`precompute` would give when only ``seeds`` can differ from ``old``:
+        those rows are mixed anew, every other row is copied from ``old``, a chunk at a time
+        (the new lists are written to new files: ``old`` stays as it was).
+
+        ``rescored`` names, per source, seeds whose candidates from that source kept their
+        order but not their scores: the fusion is rank-based, so only the source's scores in
+        those rows' reasons are read again from it.
+        """
+        n = self.n_items
+        width = old.item.shape[1]
+        if old.n_seeds != n:
+            raise ConfigError(f"the stored lists have {old.n_seeds} rows, the mixer {n} items")
+        redo = np.zeros(n, dtype=bool)
+        redo[np.asarray(seeds, dtype=np.int64)] = True
+        rescore = {}
+        for name, which in (rescored or {}).items():
+            mask = np.zeros(n, dtype=bool)
+            mask[np.asarray(which, dtype=np.int64)] = True
+            rescore[name] = mask & ~redo
+        size = self.chunk_size(width, self.max_memory)
+        writer = ListsWriter(n, width, directory)
+        self.lists = old
+        try:
+            with (
+                stage("update lists"),
+                Ticker("update lists", n, bar=show_progress) as tick,
+            ):
+                for start in range(0, n, size):
+                    s = np.arange(start, min(start + size, n), dtype=np.int32)
+                    part = self.candidates(s, width)
+                    for name, mask in rescore.items():
+                        self._rescore(part, s, np.flatnonzero(mask[s]), name)
+                    r = np.flatnonzero(redo[s])
+                    if len(r):
+                        fresh = self.mix(s[r], width)
+                        for f in ("item", "score", "source_score", "source_rank"):
+                            getattr(part, f)[r] = getattr(fresh, f)
+                    writer.add(part)
+                    tick.update(len(s))
+        except BaseException:
+            writer.abort()
+            raise
+        self.lists = writer.close()
+        return self.lists
+
+    def _rescore(
+        self, part: Candidates, seeds: NDArray[np.int32], rows: NDArray[np.intp], name: str
+    ) -> None:
+        """Read the scores of source ``name`` again for ``rows`` of ``part``, in place: each
+        reason's score is the source's score at the reason's rank (the order is unchanged)."""
+        if not len(rows):
+            return
+        j = self._index[name]
+        rank = part.source_rank[rows, :, j]  # type: ignore[index]
+        has = rank >= 0
+        if not has.any():
+            return
+        fresh = self.sources[name].recall_many(seeds[rows], int(rank.max()) + 1)
+        r, p = np.nonzero(has)
+        part.source_score[rows[r], p, j] = fresh.score[r, rank[r, p]]  # type: ignore[index]
 
     def _mixed_chunks(self, n: int, size: int, width: int, workers: int) -> Iterator[Candidates]:
         """``mix`` of consecutive seed chunks, in order; up to ``workers`` chunks are mixed at
@@ -632,6 +718,8 @@ class Mixer:
             src.save(directory / "sources" / _safe_dir(name))
         if self.lists is not None:
             self.lists.save(directory / "lists")
+        if self.counts is not None:
+            self.counts.save(directory / "counts")
 
     @classmethod
     def load(cls, directory: Path, config: RecallConfig) -> Mixer:

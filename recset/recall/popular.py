@@ -66,6 +66,10 @@ class PopularConfig(SourceConfig):
     max_candidates: int = Field(200, ge=1)
 
 
+EVENTS = ("purchase", "add_to_cart", "view")
+"""The event types popularity counts, in the order of their weights."""
+
+
 def aspect_codes(dataset: Dataset, key: str) -> NDArray[np.int32]:
     """Dense codes (n_items,) of one aspect's values, -1 where an item has none."""
     c = dataset.catalog
@@ -115,13 +119,32 @@ class PopularRecall(RecallBase):
         *,
         fitted: Mapping[str, RecallBase] | None = None,
     ) -> Self:
-        cfg = self.config
-        pop = np.zeros(dataset.n_items, dtype=np.float64)
-        for event in ("purchase", "add_to_cart", "view"):
-            w = getattr(cfg.event_weights, event)
+        counts = {
+            e: dataset.item_counts(e, half_life_days=self.config.half_life_days or None)
+            for e in EVENTS
+        }
+        return self.fit_counts(dataset, counts, fitted=fitted)
+
+    def popularity(self, counts: Mapping[str, NDArray[np.float32]]) -> NDArray[np.float32]:
+        """The weighted sum of the (decayed) per-item counts of each event type."""
+        pop = np.zeros(len(next(iter(counts.values()))), dtype=np.float64)
+        for event in EVENTS:
+            w = getattr(self.config.event_weights, event)
             if w > 0:
-                pop += w * dataset.item_counts(event, half_life_days=cfg.half_life_days or None)
-        popularity = pop.astype(np.float32)
+                pop += w * counts[event]
+        return pop.astype(np.float32)
+
+    def fit_counts(
+        self,
+        dataset: Dataset,
+        counts: Mapping[str, NDArray[np.float32]],
+        *,
+        fitted: Mapping[str, RecallBase] | None = None,
+    ) -> Self:
+        """Fit from per-item (decayed) counts of each event type (:data:`EVENTS`) instead of
+        the dataset's events (which are not read): what an incremental build keeps."""
+        cfg = self.config
+        popularity = self.popularity(counts)
         cat = dataset.catalog.category.copy()
         if cfg.scope == "global":
             cat[:] = -1

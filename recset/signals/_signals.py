@@ -46,6 +46,9 @@ class Signals:
     max_memory : int, optional
         Memory budget of the build in bytes, which the sources' fits read to size their
         blocks (None: fixed block sizes).
+    ref_time : int, optional
+        The time (epoch seconds) ages are measured from; default the dataset's last event.
+        An incremental build counts new events at the reference time of the union.
 
     Attributes (all cached)
     -----------------------
@@ -74,12 +77,13 @@ class Signals:
         half_life_days: float | None = None,
         max_group_size: int = 100,
         max_memory: int | None = None,
+        ref_time: int | None = None,
     ) -> None:
         self.dataset = dataset
         self.max_memory = max_memory
         self.half_life_days = half_life_days or None
         self.max_group_size = max_group_size
-        self._ref_time = dataset.time_range[1]
+        self._ref_time = dataset.time_range[1] if ref_time is None else int(ref_time)
 
     def __repr__(self) -> str:
         return f"Signals({self.dataset!r}, half_life_days={self.half_life_days})"
@@ -134,11 +138,15 @@ class Signals:
     # -- signals -------------------------------------------------------------------------
     @cached_property
     def item_purchases(self) -> NDArray[np.float32]:
-        return self.dataset.item_counts("purchase", half_life_days=self.half_life_days)
+        return self.dataset.item_counts(
+            "purchase", half_life_days=self.half_life_days, now=self._ref_time
+        )
 
     @cached_property
     def item_views(self) -> NDArray[np.float32]:
-        return self.dataset.item_counts("view", half_life_days=self.half_life_days)
+        return self.dataset.item_counts(
+            "view", half_life_days=self.half_life_days, now=self._ref_time
+        )
 
     @cached_property
     def baskets(self) -> Groups:

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -257,3 +258,64 @@ def test_price_must_be_finite_and_not_negative(tmp_path: Path) -> None:
         read_validated(tmp_path / "p")
     assert "row 1: price inf is not finite" in str(info.value)
     assert "row 2: price -1.0 is negative" in str(info.value)
+
+
+# -- timestamps on disk: microsecond Parquet timestamps, older files still read -----------
+
+
+def _ts_frames() -> tuple[pd.DataFrame, pd.DataFrame]:
+    cat = pd.DataFrame({"item_id": ["a", "b", "c"]})
+    ev = pd.DataFrame(
+        {
+            "user_id": ["u", "u", "v"],
+            "item_id": ["a", "b", "c"],
+            "event": ["purchase", "view", "purchase"],
+            "timestamp": [1_600_000_000, 1_600_000_005, 1_650_000_007],
+        }
+    )
+    return cat, ev
+
+
+def test_write_dataset_stores_utc_microsecond_timestamps(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    cat, ev = _ts_frames()
+    write_dataset(cat, ev, tmp_path)
+    column = pq.ParquetFile(tmp_path / "events.parquet").schema.column(3)
+    assert column.name == "timestamp"
+    assert column.converted_type == "TIMESTAMP_MICROS"
+    assert "isAdjustedToUTC=true" in str(column.logical_type)
+    _, events, _ = read_validated(tmp_path)
+    assert events["timestamp"].dtype == np.int64
+    assert events["timestamp"].tolist() == ev["timestamp"].tolist()
+
+
+@pytest.mark.parametrize("old", ["int_seconds", "pandas_ns", "ns_utc"])
+def test_older_timestamp_files_still_read(tmp_path: Path, old: str) -> None:
+    """Files written before microsecond timestamps (integer seconds) and pandas' default
+    nanosecond timestamps (naive or UTC) read to the same epoch seconds."""
+    import pyarrow.parquet as pq
+
+    cat, ev = _ts_frames()
+    write_dataset(cat, ev, tmp_path)
+    secs = ev["timestamp"]
+    if old == "int_seconds":
+        written = ev
+    else:
+        ns = pd.to_datetime(secs, unit="s").astype("datetime64[ns]")
+        written = ev.assign(timestamp=ns.dt.tz_localize("UTC") if old == "ns_utc" else ns)
+    written.to_parquet(tmp_path / "events.parquet", index=False)
+    unit = pq.read_schema(tmp_path / "events.parquet").field("timestamp").type
+    assert str(unit) == {"int_seconds": "int64", "pandas_ns": "timestamp[ns]"}.get(
+        old, "timestamp[ns, tz=UTC]"
+    )
+    _, events, _ = read_validated(tmp_path)
+    assert events["timestamp"].tolist() == secs.tolist()
+
+
+def test_timestamp_beyond_microsecond_range_is_refused(tmp_path: Path) -> None:
+    cat, ev = _ts_frames()
+    ev.loc[1, "timestamp"] = 2**61
+    with pytest.raises(DataError, match="microsecond Parquet timestamp"):
+        write_dataset(cat, ev, tmp_path)
+    assert not (tmp_path / "events.parquet").exists()
