@@ -91,7 +91,7 @@ def main() -> None:
     from recset.data import load_dataset
     from recset.data.synthetic import SyntheticConfig, write_synthetic
     from recset.engine import Engine
-    from recset.progress import parse_memory
+    from recset.progress import parse_memory, release_free_memory
     from recset.recall import Mixer, get_recall
     from recset.recall._cooccurrence import pair_topk
     from recset.recall._lists import PrecomputedLists
@@ -124,6 +124,7 @@ def main() -> None:
         kind, cfg = specs[name]
         with t(f"fit {name}"):
             fitted[name] = get_recall(kind)(cfg).fit(ds, signals, fitted=dict(fitted))
+            release_free_memory()  # as Mixer.fit does after each source
     seed_mix = config.mix_for_categories(
         ds.categories.ids(ds.catalog.category),
         np.array(

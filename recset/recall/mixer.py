@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from recset.data import Dataset
 from recset.errors import ConfigError
 from recset.pipeline import Candidates, Request, Stage, register_stage
-from recset.progress import Ticker, available_memory, stage
+from recset.progress import Ticker, available_memory, release_free_memory, stage
 from recset.recall._base import RecallBase, get_recall
 from recset.recall._config import MixConfig, RecallConfig
 from recset.recall._lists import ListsWriter, PrecomputedLists
@@ -144,6 +144,9 @@ class Mixer:
             kind, cfg = specs[name]
             with stage(f"fit {name}"):
                 fitted[name] = get_recall(kind)(cfg).fit(dataset, signals, fitted=dict(fitted))
+                # a fit's temporaries (text model, Annoy index, pair blocks) are freed by now;
+                # their pages go back to the system rather than count against the budget
+                release_free_memory()
         cat = dataset.catalog
         paths = np.array(
             [cat.category_path[c] if c >= 0 else None for c in cat.category], dtype=object
@@ -277,6 +280,7 @@ class Mixer:
         n = self.n_items
         budget = max_memory if max_memory is not None else self.max_memory
         workers = topk_workers() if workers is None else max(int(workers), 1)
+        release_free_memory()  # what the fit freed (its signals) is free for the chunks
         size = chunk if chunk is not None else self.chunk_size(width, budget, workers)
         if size < 1:
             raise ConfigError(f"The 'chunk' parameter must be >= 1. Got {size} instead.")
