@@ -94,6 +94,26 @@ def available_memory(budget: int | None) -> int | None:
     return max(budget - (rss or peak), 0)
 
 
+def release_free_memory() -> None:
+    """Hand memory that is freed but still held by the allocators back to the system.
+
+    Arrow's pool (mimalloc or jemalloc) keeps the pages of freed buffers for reuse, and so
+    does glibc's malloc: after the event log is read and indexed, the freed frames stay
+    resident (1.2 GiB of 2.9 at 1M items / 10M events), counted against the budget and
+    never used again. Call after a large, one-off allocation is freed.
+    """
+    pa = sys.modules.get("pyarrow")  # only when it is loaded: recset.progress stays light
+    if pa is not None:
+        pa.default_memory_pool().release_unused()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+            pass
+
+
 @contextmanager
 def stage(label: str) -> Iterator[None]:
     """Log ``label`` with its duration and the memory at its end (INFO, ``recset.progress``)."""

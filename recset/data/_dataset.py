@@ -17,6 +17,7 @@ from recset.data._aspects import aspect_values, decode_aspects
 from recset.data._format import EVENT_TYPES, LoadReport, OnBadRows, read_validated
 from recset.data._ids import IdMap
 from recset.errors import ConfigError, DataError
+from recset.progress import release_free_memory
 
 EventName = Literal["view", "add_to_cart", "purchase"]
 
@@ -36,6 +37,32 @@ def _event_code(event: str) -> int:
 
 def _codes(values: pd.Series, idmap: IdMap) -> NDArray[np.int32]:
     return idmap.index(values)
+
+
+def _is_sorted(values: NDArray[np.int64]) -> bool:
+    return bool((values[1:] >= values[:-1]).all())
+
+
+def _factorize(
+    values: pd.Series, order: NDArray[np.intp] | None = None
+) -> tuple[NDArray[np.int32], NDArray[np.object_]]:
+    """Dense codes of an id column (``-1`` for nulls) and its distinct ids, in first-seen order.
+
+    The same ids and codes as ``IdMap.from_values(values[order])`` and its ``index``, without
+    a Python string per row: pandas factorizes Arrow-backed strings inside Arrow (10M events
+    hold a few million distinct ids). ``order`` (a permutation) takes the codes in that row
+    order and renumbers the ids by their first appearance there.
+    """
+    keys = values if isinstance(values.dtype, pd.StringDtype) else values.astype("string")
+    codes, uniques = pd.factorize(keys, use_na_sentinel=True)
+    ids = np.asarray(uniques, dtype=object)
+    if order is None:
+        return codes.astype(np.int32), ids
+    codes = codes[order]
+    seen = pd.unique(codes[codes >= 0])  # old codes in their new first-seen order
+    renumber = np.empty(len(ids), dtype=np.int32)
+    renumber[seen] = np.arange(len(seen), dtype=np.int32)
+    return np.where(codes >= 0, renumber[codes], -1).astype(np.int32), ids[seen]
 
 
 def _objects(values: pd.Series) -> NDArray[np.object_]:
@@ -242,27 +269,35 @@ class Dataset:
             aspects=_objects(cat["aspects"]),
             category_path=category_path,
         )
-        ev = ev.sort_values("timestamp", kind="stable")
-        item_idx = items.index(ev["item_id"])
+        # the event log is coded column by column and only its integer codes are put in
+        # time order: no sorted copy of the frame, no Python string per row
+        ts = ev["timestamp"].to_numpy(dtype=np.int64)
+        order = None if _is_sorted(ts) else np.argsort(ts, kind="stable")
+        item_codes, item_values = _factorize(ev["item_id"], order)
+        lookup = items.index(item_values)
+        item_idx = np.where(item_codes >= 0, lookup[item_codes], -1).astype(np.int32)
         if (item_idx < 0).any():
-            bad = ev.loc[item_idx < 0, "item_id"].head(5).tolist()
+            bad = item_values[lookup < 0][:5].tolist()
+            if (item_codes < 0).any():
+                bad = [None, *bad][:5]
             raise DataError(
                 f"{name}: {(item_idx < 0).sum()} events name items absent from the catalog "
                 f"(first: {bad}); validate with load_dataset()"
             )
-        users = IdMap.from_values(ev["user_id"])
-        sessions = IdMap.from_values(ev["session_id"])
-        orders = IdMap.from_values(ev["order_id"])
+        user_codes, user_values = _factorize(ev["user_id"], order)
+        session_codes, session_values = _factorize(ev["session_id"], order)
+        order_codes, order_values = _factorize(ev["order_id"], order)
         codes = pd.Categorical(ev["event"], categories=list(EVENT_TYPES)).codes
         if (codes < 0).any():
             raise DataError(f"{name}: unknown event types; expected one of {list(EVENT_TYPES)}")
+        users, sessions, orders = IdMap(user_values), IdMap(session_values), IdMap(order_values)
         event_arrays = Events(
-            user=_codes(ev["user_id"], users),
+            user=user_codes,
             item=item_idx,
-            event=codes.astype(np.int8),
-            timestamp=ev["timestamp"].to_numpy(dtype=np.int64),
-            session=_codes(ev["session_id"], sessions),
-            order=_codes(ev["order_id"], orders),
+            event=(codes if order is None else codes[order]).astype(np.int8),
+            timestamp=ts if order is None else ts[order],
+            session=session_codes,
+            order=order_codes,
         )
         return cls(
             name=name,
@@ -450,6 +485,8 @@ def load_dataset(
         reject_reason=reject_reason,
     )
     ds = Dataset.from_frames(catalog, events, name=Path(path).resolve().name)
+    del catalog, events
+    release_free_memory()  # the frames' pages, else kept by Arrow's pool and malloc
     return replace(ds, load_report=report)
 
 

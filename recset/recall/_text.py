@@ -29,6 +29,8 @@ from recset.recall._base import SourceConfig
 
 _log = logging.getLogger(__name__)
 
+_ROWS = 1 << 16  # rows per block of the in-place steps on the (n_items, dim) table
+
 # words, keeping model codes such as "cam-117" or "2.5" whole
 _WORD = re.compile(r"[^\W_]+(?:[-_.][^\W_]+)*")
 
@@ -174,7 +176,6 @@ def embed_items(dataset: Dataset, config: TextEmbeddingConfig | None = None) -> 
     t0 = time.perf_counter()
     n = dataset.n_items
     dim = cfg.embedding_size
-    out = np.zeros((n, dim), dtype=np.float32)
 
     # one pass over the items: the vocabulary of every token in the catalog, the item x
     # token count matrix, and the first item of each distinct token list (by its hash: the
@@ -199,7 +200,7 @@ def embed_items(dataset: Dataset, config: TextEmbeddingConfig | None = None) -> 
     del cols
     if not vocab:
         _log.warning("text embeddings: no item has any text; all vectors are zero")
-        return out
+        return np.zeros((n, dim), dtype=np.float32)
     col_arr = np.concatenate(col_parts)
     del col_parts
     counts = sp.csr_matrix(
@@ -237,7 +238,7 @@ def embed_items(dataset: Dataset, config: TextEmbeddingConfig | None = None) -> 
         _log.warning(
             "text embeddings: no word reaches min_count=%d; all vectors are zero", cfg.min_count
         )
-        return out
+        return np.zeros((n, dim), dtype=np.float32)
     model.train(corpus_iterable=corpus, total_examples=len(corpus), epochs=cfg.epochs)
     t_train = time.perf_counter()
 
@@ -261,7 +262,10 @@ def embed_items(dataset: Dataset, config: TextEmbeddingConfig | None = None) -> 
     total = np.asarray(weighted.sum(axis=1)).ravel()
     has_text = total > 0
     out = np.asarray(weighted @ word_vecs, dtype=np.float32)
-    out[has_text] /= total[has_text, None].astype(np.float32)
+    del weighted, word_vecs
+    # in place and in row blocks from here: a masked update (out[mask] /= ...) or a whole
+    # (n_items, dim) temporary would each cost another copy of the table (576 MB at 3M items)
+    np.divide(out, total.astype(np.float32)[:, None], out=out, where=has_text[:, None])
 
     if cfg.remove_common_component and has_text.sum() > 1:
         rows = np.flatnonzero(has_text)
@@ -269,11 +273,17 @@ def embed_items(dataset: Dataset, config: TextEmbeddingConfig | None = None) -> 
             rows = np.sort(np.random.default_rng(cfg.seed).choice(rows, 20_000, replace=False))
         _, _, vt = np.linalg.svd(out[rows].astype(np.float64), full_matrices=False)
         pc = vt[0].astype(np.float32)
-        out[has_text] -= np.outer(out[has_text] @ pc, pc)
+        text_rows = np.flatnonzero(has_text)
+        proj = out @ pc if len(text_rows) == n else out[text_rows] @ pc
+        for a in range(0, len(text_rows), _ROWS):
+            r = text_rows[a : a + _ROWS]
+            out[r] -= np.outer(proj[a : a + _ROWS], pc)
 
-    norms = np.linalg.norm(out, axis=1)
+    norms = np.empty(n, dtype=np.float32)
+    for a in range(0, n, _ROWS):
+        norms[a : a + _ROWS] = np.linalg.norm(out[a : a + _ROWS], axis=1)
     ok = norms > 1e-8
-    out[ok] /= norms[ok, None]
+    np.divide(out, norms[:, None], out=out, where=ok[:, None])
     out[~ok] = 0.0
     _log.debug(
         "text embeddings: tokenise %.2fs, train %.2fs (%d lists), embed %.2fs",

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from recset.data import Dataset
 from recset.errors import ConfigError
 from recset.pipeline import Candidates, Request, Stage, register_stage
-from recset.progress import Ticker, available_memory, stage
+from recset.progress import Ticker, available_memory, release_free_memory, stage
 from recset.recall._base import RecallBase, get_recall
 from recset.recall._config import MixConfig, RecallConfig
 from recset.recall._incremental import CountState, build_counts, unsupported
@@ -156,6 +156,9 @@ class Mixer:
             kind, cfg = specs[name]
             with stage(f"fit {name}"):
                 fitted[name] = get_recall(kind)(cfg).fit(dataset, signals, fitted=dict(fitted))
+                # a fit's temporaries (text model, Annoy index, pair blocks) are freed by now;
+                # their pages go back to the system rather than count against the budget
+                release_free_memory()
         cat = dataset.catalog
         paths = np.array(
             [cat.category_path[c] if c >= 0 else None for c in cat.category], dtype=object
@@ -228,18 +231,23 @@ class Mixer:
             out.source_rank[rows] = part.source_rank  # type: ignore[index]
         return out
 
-    def chunk_size(self, width: int, max_memory: int | None = None) -> int:
+    def chunk_size(
+        self, width: int, max_memory: int | None = None, workers: int | None = None
+    ) -> int:
         """Seeds per precompute chunk: what fits in what ``max_memory`` leaves free now.
 
         A chunk of ``c`` seeds holds the mix's dense output (an item, a score, and a score and
         rank per source for each of ``width`` entries) and the fusion's temporaries, counted
-        as :data:`_WORK_FACTOR` times that output; every worker thread holds one, and half of
-        the free budget goes to them. No budget: :data:`_CHUNK` seeds.
+        as :data:`_WORK_FACTOR` times that output; every one of the ``workers`` threads
+        (default :func:`~recset.signals.topk_workers`) holds one while the finished chunk
+        before them is written, and half of the free budget goes to them. No budget:
+        :data:`_CHUNK` seeds.
         """
         if max_memory is None:
             return _CHUNK
-        # every worker thread holds a chunk
-        per_seed = width * (8 + 8 * len(self.source_order)) * _WORK_FACTOR * topk_workers()
+        workers = topk_workers() if workers is None else max(int(workers), 1)
+        in_flight = workers + 1 if workers > 1 else 1  # the threads' chunks and the one written
+        per_seed = width * (8 + 8 * len(self.source_order)) * _WORK_FACTOR * in_flight
         free = available_memory(max_memory) or 0
         size = int(min(max(free // 2 // per_seed, _MIN_CHUNK), _MAX_CHUNK))
         if free // 2 < per_seed * _MIN_CHUNK:
@@ -287,10 +295,11 @@ class Mixer:
         """
         n = self.n_items
         budget = max_memory if max_memory is not None else self.max_memory
-        size = chunk if chunk is not None else self.chunk_size(width, budget)
+        workers = topk_workers() if workers is None else max(int(workers), 1)
+        release_free_memory()  # what the fit freed (its signals) is free for the chunks
+        size = chunk if chunk is not None else self.chunk_size(width, budget, workers)
         if size < 1:
             raise ConfigError(f"The 'chunk' parameter must be >= 1. Got {size} instead.")
-        workers = topk_workers() if workers is None else max(int(workers), 1)
         _log.info(
             "precompute: %d seeds x %d, chunks of %d seeds on %d threads", n, width, size, workers
         )

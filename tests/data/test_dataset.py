@@ -90,3 +90,50 @@ def test_catalog_frame_round_trip(ds: Dataset) -> None:
     assert again.items == ds.items
     assert np.array_equal(again.catalog.category, ds.catalog.category)
     assert not frame.loc[2, "available"]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_event_ids_coded_as_after_a_stable_time_sort(shuffle: bool) -> None:
+    # the events are coded without sorting the frame: ids must still be numbered by their
+    # first appearance in time order (ties kept in input order), nulls -1, as an IdMap built
+    # from the time-sorted columns numbers them
+    from recset.data import IdMap
+
+    rng = np.random.default_rng(7)
+    n = 400
+    items = [f"i{k}" for k in range(30)]
+    frame = pd.DataFrame(
+        {
+            "user_id": [f"u{k}" for k in rng.integers(0, 40, n)],
+            "item_id": [items[k] for k in rng.integers(0, 30, n)],
+            "event": rng.choice(["view", "purchase"], n),
+            "timestamp": np.sort(rng.integers(0, 50, n)),  # many ties
+            "session_id": [None if k < 3 else f"s{k}" for k in rng.integers(0, 60, n)],
+            "order_id": [None if k < 30 else f"o{k}" for k in rng.integers(0, 90, n)],
+        }
+    )
+    if shuffle:
+        frame = frame.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    ds = Dataset.from_frames(pd.DataFrame({"item_id": items}), frame)
+    ref = frame.sort_values("timestamp", kind="stable")
+    for col, idmap, codes in [
+        ("user_id", ds.users, ds.events.user),
+        ("session_id", ds.sessions_map, ds.events.session),
+        ("order_id", ds.orders_map, ds.events.order),
+    ]:
+        expected = IdMap.from_values(ref[col])
+        assert idmap == expected
+        np.testing.assert_array_equal(codes, expected.index(ref[col]))
+    assert (ds.events.session < 0).sum() == ref["session_id"].isna().sum() > 0
+    np.testing.assert_array_equal(ds.items.ids(ds.events.item), ref["item_id"].to_numpy())
+    np.testing.assert_array_equal(ds.events.timestamp, ref["timestamp"].to_numpy())
+    kinds = np.array(["view", "add_to_cart", "purchase"])[ds.events.event]
+    np.testing.assert_array_equal(kinds, ref["event"].to_numpy())
+
+
+def test_events_naming_unknown_items_are_refused() -> None:
+    from recset.errors import DataError
+
+    ev = EVENTS.assign(item_id=["a", "zz", "a", "b", "c", "b", "yy"])
+    with pytest.raises(DataError, match=r"2 events name items absent.*'zz', 'yy'"):
+        Dataset.from_frames(CATALOG, ev)

@@ -265,3 +265,23 @@ def test_text_embeddings_train_on_a_sample_and_embed_every_item() -> None:
     same = cat[:, None] == cat[None, :]
     sim = small @ small.T
     assert sim[same].mean() > sim[~same].mean() + 0.1
+
+
+def test_text_embeddings_in_row_blocks_are_those_of_one_block(monkeypatch) -> None:  # noqa: ANN001
+    # the normalising steps run in place on row blocks to bound memory: blocks of 7 rows,
+    # with items that have no text at all (zero rows), give the same bytes as one block
+    import recset.recall._text as text
+    from recset.recall import TextEmbeddingConfig, embed_items
+
+    syn = generate(SyntheticConfig(n_items=200, n_users=80, n_events=4000, seed=5))
+    catalog = syn.catalog.copy()
+    blank = np.arange(len(catalog)) % 9 == 0
+    for col in ("title", "aspects", "category_id", "category_path", "product_type", "brand"):
+        catalog.loc[blank, col] = None
+    data = Dataset.from_frames(catalog, syn.events)
+    cfg = TextEmbeddingConfig(max_train_items=100)
+    whole = embed_items(data, cfg)
+    monkeypatch.setattr(text, "_ROWS", 7)
+    blocked = embed_items(data, cfg)
+    assert blocked.tobytes() == whole.tobytes()
+    assert (whole[blank] == 0).all() and (np.abs(whole[~blank]).sum(axis=1) > 0).all()
