@@ -1,41 +1,52 @@
-"""Benchmark of the ranking stage: features + LightGBM scoring of 500 candidates for one seed.
+"""Benchmark of the ranking stage: candidates, features and scoring of 500 candidates per seed.
 
-Trains a ranker on a generated catalog, then times, per call, the features of one seed's 500
-candidates plus ``Ranker.score`` (in process, one thread), and ``Engine.recommend`` with the
-ranker attached.
+Builds an engine and trains a ranker on a generated catalog once (kept under ``--work``;
+delete it to rebuild), loads both as a server would (``Ranker.load``: the lleaves-compiled
+model when ``recset[fast]`` is installed, else LightGBM's predict; ``--lightgbm`` forces the
+latter), then times, per call, in process on one thread:
 
-    .venv/bin/python bench/ranker.py --items 20000 --calls 2000
+* ``candidates``: the mix's top 500 plus the user's history (``ranking_candidates``);
+* ``features``: ``FeatureSpace.transform`` of those rows;
+* ``predict``: ``Ranker.score`` of the real rows;
+* ``ranker stage``: the three together plus the final ordering (``RankerStage.run``), which
+  is what a request pays on top of the precomputed path;
+
+then ``Engine.recommend(k=10)`` with the ranker, and a batch of ``--batch`` seeds through
+``Engine.recommend_batch`` (per seed).
+
+    python bench/ranker.py --items 20000 --calls 2000
+    python bench/ranker.py --lightgbm          # the same, scored by LightGBM's predict
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--items", type=int, default=20_000)
-    ap.add_argument("--candidates", type=int, default=500)
-    ap.add_argument("--calls", type=int, default=2_000)
-    args = ap.parse_args()
-
+def prepare(work: Path, n_items: int, candidates: int) -> tuple[Path, Path]:
+    """The engine store and the ranker directory (built and trained once)."""
+    store, ranker_dir = work / "store", work / "ranker"
+    if (ranker_dir / "model.txt").is_file():
+        return store, ranker_dir
     from recset.config import config_from_dict
     from recset.data import Dataset
     from recset.data.synthetic import SyntheticConfig, generate
     from recset.engine import Engine
-    from recset.ranking import ranking_candidates, train_ranker
+    from recset.ranking import train_ranker
 
-    syn = generate(SyntheticConfig(n_items=args.items, seed=0))
+    syn = generate(SyntheticConfig(n_items=n_items, seed=0))
     ds = Dataset.from_frames(syn.catalog, syn.events)
     cfg = config_from_dict(
         {
-            "build": {"candidates_per_seed": args.candidates},
+            "build": {"candidates_per_seed": candidates},
             # a long fallback list, so that every seed really has `candidates` candidates
-            "sources": {"popular": {"max_candidates": 2 * args.candidates}},
-            "ranker": {"candidates": args.candidates, "max_queries": 5000},
+            "sources": {"popular": {"max_candidates": 2 * candidates}},
+            "ranker": {"candidates": candidates, "max_queries": 5000},
         }
     )
     t0 = time.perf_counter()
@@ -47,42 +58,94 @@ def main() -> None:
         f"{ds!r}: engine build {t1 - t0:.1f} s, ranker training {t2 - t1:.1f} s "
         f"({ranker.metrics['best_iteration']} trees)"
     )
+    engine.save(store)
+    tmp = Path(tempfile.mkdtemp(dir=work))
+    ranker.save(tmp, compiled=False)
+    tmp.rename(ranker_dir)
+    return store, ranker_dir
+
+
+def pct(label: str, seconds: list[float] | np.ndarray) -> str:
+    a = np.asarray(seconds) * 1e3
+    return f"  {label:<22} p50 {np.percentile(a, 50):7.3f} ms  p99 {np.percentile(a, 99):7.3f} ms"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--items", type=int, default=20_000)
+    ap.add_argument("--candidates", type=int, default=500)
+    ap.add_argument("--calls", type=int, default=2_000)
+    ap.add_argument("--batch", type=int, default=32, help="Seeds per recommend_batch call.")
+    ap.add_argument("--lightgbm", action="store_true", help="Score with LightGBM's predict.")
+    ap.add_argument(
+        "--work", type=Path, default=Path(tempfile.gettempdir()) / "recset-ranker-bench"
+    )
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    from recset.engine import Engine
+    from recset.pipeline import Request
+    from recset.ranking import Ranker, RankerStage, ranking_candidates
+
+    store, ranker_dir = prepare(args.work, args.items, args.candidates)
+    engine = Engine.load(store, neural=False)
+    t0 = time.perf_counter()
+    ranker = Ranker.load(ranker_dir, compiled=not args.lightgbm)
+    print(
+        f"ranker loaded in {time.perf_counter() - t0:.2f} s: {ranker.booster.num_trees()} trees, "
+        f"{len(ranker.feature_names)} features, scored by {ranker.scorer_kind}"
+    )
+    ranked = engine.with_ranker(ranker)
+    stage = RankerStage(ranker, engine.mixer.available)
+    n_users = len(ranker.users)
     rng = np.random.default_rng(0)
-    seeds = rng.integers(0, ds.n_items, args.calls).astype(np.int32)
-    users = rng.integers(0, ds.n_users, args.calls).astype(np.int32)
-    feat_t, score_t, n_cands = [], [], []
+    seeds = rng.integers(0, len(engine.items), args.calls).astype(np.int32)
+    users = rng.integers(0, n_users, args.calls).astype(np.int32)
+    times: dict[str, list[float]] = {k: [] for k in ("cand", "feat", "pred", "stage")}
+    n_rows = []
     for s, u in zip(seeds, users, strict=True):
         sa, ua = np.array([s], np.int32), np.array([u], np.int32)
         top = engine.mixer.top(sa, args.candidates)
-        mixed = ranking_candidates(top, ranker.features, sa, ua, engine.mixer.available)
         a = time.perf_counter()
+        mixed = ranking_candidates(top, ranker.features, sa, ua, engine.mixer.available)
+        b = time.perf_counter()
         X = ranker.features.transform(sa, ua, mixed)
         valid = mixed.item.ravel() >= 0
-        b = time.perf_counter()
-        ranker.score(X[valid])
         c = time.perf_counter()
-        feat_t.append(b - a)
-        score_t.append(c - b)
-        n_cands.append(int((mixed.item >= 0).sum()))
-    total = np.array(feat_t) + np.array(score_t)
+        ranker.score(X[valid])
+        d = time.perf_counter()
+        stage.run(Request(sa, ua, 10), top)
+        e = time.perf_counter()
+        for key, t in zip(times, (b - a, c - b, d - c, e - d), strict=True):
+            times[key].append(t)
+        n_rows.append(int(valid.sum()))
     print(
-        f"scoring one seed's candidates (mean {np.mean(n_cands):.0f} rows incl. padding-free "
-        f"{args.candidates} + user history), {args.calls} calls:"
+        f"one seed, one known user, {args.calls} calls, {np.mean(n_rows):.0f} scored rows "
+        f"on average ({args.candidates} candidates + the user's history):"
     )
-    for label, arr in (("features", feat_t), ("LightGBM predict", score_t), ("total", total)):
-        a = np.asarray(arr) * 1e3
-        print(f"  {label:<18} p50 {np.percentile(a, 50):.3f} ms  p99 {np.percentile(a, 99):.3f} ms")
-    ranked = engine.with_ranker(ranker)
+    print(pct("candidates", times["cand"]))
+    print(pct("features", times["feat"]))
+    print(pct(f"predict ({ranker.scorer_kind})", times["pred"]))
+    total = np.add.reduce([np.asarray(times[k]) for k in ("cand", "feat", "pred")])
+    print(pct("sum of the three", total))
+    print(pct("RankerStage.run", times["stage"]))
     lat = []
+    item_ids, user_ids = engine.items, ranker.users
     for s, u in zip(seeds[:500], users[:500], strict=True):
         a = time.perf_counter()
-        ranked.recommend(ds.items.id_of(int(s)), user=ds.users.id_of(int(u)), k=10)
+        ranked.recommend(item_ids.id_of(int(s)), user=user_ids.id_of(int(u)), k=10)
         lat.append(time.perf_counter() - a)
-    lat_ms = np.asarray(lat) * 1e3
-    print(
-        f"Engine.recommend(k=10) with the ranker ({args.candidates} candidates): "
-        f"p50 {np.percentile(lat_ms, 50):.3f} ms  p99 {np.percentile(lat_ms, 99):.3f} ms"
-    )
+    print(f"Engine.recommend(k=10) with the ranker ({args.candidates} candidates):")
+    print(pct("per call", lat))
+    lat = []
+    for i in range(0, min(len(seeds), 50 * args.batch), args.batch):
+        s_ids = [item_ids.id_of(int(s)) for s in seeds[i : i + args.batch]]
+        u_ids = [user_ids.id_of(int(u)) for u in users[i : i + args.batch]]
+        a = time.perf_counter()
+        ranked.recommend_batch(s_ids, users=u_ids, k=10)
+        lat.append((time.perf_counter() - a) / len(s_ids))
+    print(f"Engine.recommend_batch of {args.batch} seeds (time per seed):")
+    print(pct("per seed", lat))
 
 
 if __name__ == "__main__":

@@ -181,7 +181,7 @@ class CategoryRelatedness(RankerFeature):
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         s_cat = np.where(batch.s_ok, self.category_[batch.sc], -1).astype(np.int64)
         c_cat = self.category_[batch.c].astype(np.int64)
-        rel = pair_lookup(self.cat_rel_keys_, self.cat_rel_vals_, s_cat * self._n_cat + c_cat)
+        rel = batch.lookup(self.cat_rel_keys_, self.cat_rel_vals_, s_cat * self._n_cat + c_cat)
         rel[(s_cat < 0) | (c_cat < 0)] = np.nan
         return rel
 
@@ -263,9 +263,11 @@ class TextSimilarity(RankerFeature):
         emb = self.embeddings_
         if not emb.shape[1]:
             return batch.nan()
-        sc, c = batch.sc, batch.c
-        sim = np.einsum("ij,ij->i", emb[sc], emb[c]).astype(np.float64)
-        zero = (~emb[sc].any(axis=1)) | (~emb[c].any(axis=1))
+        # one seed per row: its vector is read once, not once per candidate
+        seed_vec = emb[batch.sc[:: batch.width]] if batch.width else emb[:0]
+        cand_vec = emb[batch.c].reshape(batch.n_seeds, batch.width, -1)
+        sim = np.einsum("bwd,bd->bw", cand_vec, seed_vec).ravel().astype(np.float64)
+        zero = np.repeat(~seed_vec.any(axis=1), batch.width) | ~cand_vec.any(axis=2).ravel()
         return np.where(batch.s_ok & ~zero, sim, np.nan)
 
 
@@ -331,7 +333,7 @@ class _UserItem(RankerFeature):
         return self
 
     def _lookup(self, values: NDArray[np.float64], batch: FeatureBatch) -> NDArray[np.float64]:
-        return pair_lookup(self.ui_keys_, values, batch.ui_key)
+        return batch.lookup(self.ui_keys_, values)
 
 
 @register_feature("user_bought_cand")
@@ -422,7 +424,7 @@ class UserCategoryShare(RankerFeature):
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         c_cat = self.category_[batch.c].astype(np.int64)
-        uc = pair_lookup(self.uc_keys_, self.uc_share_, batch.uu * self._n_cat + c_cat)
+        uc = batch.lookup(self.uc_keys_, self.uc_share_, batch.uu * self._n_cat + c_cat)
         return np.where(batch.u_ok & (c_cat >= 0), np.nan_to_num(uc, nan=0.0), np.nan)
 
 
@@ -445,7 +447,7 @@ class UserBrandShare(RankerFeature):
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         c_brand = self.brand_[batch.c].astype(np.int64)
-        ub = pair_lookup(self.ub_keys_, self.ub_share_, batch.uu * self._n_brands + c_brand)
+        ub = batch.lookup(self.ub_keys_, self.ub_share_, batch.uu * self._n_brands + c_brand)
         return np.where(batch.u_ok & (c_brand >= 0), np.nan_to_num(ub, nan=0.0), np.nan)
 
 

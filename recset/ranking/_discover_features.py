@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 # the built-in features register first: these columns come after theirs
 from recset.ranking import _builtin_features  # noqa: F401
 from recset.ranking._feature_base import FeatureBatch, FitContext, RankerFeature, register_feature
-from recset.signals import pair_lookup, topk_rows
+from recset.signals import topk_rows
 
 HISTORY_ITEMS = 30
 """The user's most-bought items whose co-purchases make ``hist_copurchase``."""
@@ -98,7 +98,7 @@ class HistCopurchase(RankerFeature):
         return self
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
-        v = pair_lookup(self.keys_, self.values_, batch.ui_key)
+        v = batch.lookup(self.keys_, self.values_)
         v = np.where(np.isnan(v), 0.0, v)
         return np.where(batch.u_ok, v, np.nan)
 

@@ -256,6 +256,27 @@ def _trip_history(
     return ui_trips, ui_last_trip, user_last, user_trips
 
 
+def _row_search(
+    keys: NDArray[np.int64], query: NDArray[np.int64], n_rows: int, width: int
+) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+    """Positions of ``query`` (``n_rows * width`` keys) in the sorted ``keys`` and whether
+    each is there, each row searched only between its smallest and largest key."""
+    if not len(keys) or not len(query):
+        return np.zeros(len(query), np.intp), np.zeros(len(query), bool)
+    if n_rows * 4 > len(query):  # short rows: one search over the whole table is cheaper
+        pos = np.searchsorted(keys, query)
+    else:
+        rows = query.reshape(n_rows, width)
+        lo = np.searchsorted(keys, rows.min(axis=1))
+        hi = np.searchsorted(keys, rows.max(axis=1), side="right")
+        pos = np.empty(len(query), np.intp)
+        for r in range(n_rows):
+            a, b = int(lo[r]), int(hi[r])
+            pos[r * width : (r + 1) * width] = a + np.searchsorted(keys[a:b], rows[r])
+    pos = np.minimum(pos, len(keys) - 1)
+    return pos, keys[pos] == query
+
+
 class FeatureBatch:
     """The (seed, user, candidate) slots of one ``transform`` call, flattened.
 
@@ -300,6 +321,7 @@ class FeatureBatch:
         self.u = np.repeat(np.asarray(users, dtype=np.int64), self.width)
         self.u_ok = (self.u >= 0) & (self.u < self.n_users)
         self.uu = np.where(self.u_ok, self.u, 0)
+        self._found: dict[tuple[int, int], tuple[Any, Any, Any, Any]] = {}
 
     def __len__(self) -> int:
         return len(self.cand)
@@ -322,6 +344,32 @@ class FeatureBatch:
     def ui_key(self) -> NDArray[np.int64]:
         """``user * n_items + candidate`` of each slot (user 0 for unknown users)."""
         return self.uu * self.n_items + self.c
+
+    def lookup(
+        self,
+        keys_sorted: NDArray[np.int64],
+        values: NDArray[np.floating],
+        query: NDArray[np.int64] | None = None,
+    ) -> NDArray[np.float64]:
+        """:func:`~recset.signals.pair_lookup` of ``query`` (default :attr:`ui_key`), one
+        value per slot, NaN where the key is absent.
+
+        The search is done once per (``keys_sorted``, ``query``) pair and batch (features
+        reading the same table share it), and row by row inside the stretch of
+        ``keys_sorted`` between the row's smallest and largest query: a row's slots share
+        their seed and user, so for ``user * n + item`` keys that stretch is one user's few
+        keys, not the whole table.
+        """
+        q = self.ui_key if query is None else query
+        hit = self._found.get((id(keys_sorted), id(q)))
+        if hit is None or hit[0] is not keys_sorted or hit[1] is not q:
+            pos, found = _row_search(keys_sorted, q, self.n_seeds, self.width)
+            hit = (keys_sorted, q, pos, found)
+            self._found[(id(keys_sorted), id(q))] = hit
+        pos, found = hit[2], hit[3]
+        out = np.full(len(q), np.nan)
+        out[found] = values[pos[found]]
+        return out
 
     def seed_value(self, a: NDArray[np.floating] | NDArray[np.integer]) -> NDArray[np.float64]:
         """``a[seed]`` of each slot as float64, NaN for unknown seeds."""

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from recset.data import Dataset, IdMap, basket_queries, leave_last_split, time_split
 from recset.errors import ConfigError, DataError, StorageError
 from recset.ranking._candidates import discovery_candidates, ranking_candidates
+from recset.ranking._compiled import BoosterScorer, Scorer, scorer
 from recset.ranking._features import USER_HISTORY, FeatureSpace, feature_names
 from recset.recall import Mixer, RecallConfig, embed_items
 from recset.storage import read_state, write_state
@@ -76,6 +77,12 @@ class RankerConfig(BaseModel):
     num_leaves, learning_rate, n_estimators, min_child_samples, feature_fraction,
     bagging_fraction, lambda_l2 : LightGBM parameters.
     early_stopping_rounds : int
+    trees_tolerance : float
+        Keep the fewest trees whose NDCG@10 on the validation part of the label window is
+        within this of the best there (0: the best iteration, as early stopping picks it).
+        Scoring costs grow with the trees; the choice uses the validation window only.
+    max_trees : int, optional
+        At most this many trees are kept (after ``trees_tolerance``).
     seed : int
     """
 
@@ -98,6 +105,8 @@ class RankerConfig(BaseModel):
     bagging_fraction: float = Field(0.8, gt=0, le=1)
     lambda_l2: float = Field(1.0, ge=0)
     early_stopping_rounds: int = Field(30, ge=1)
+    trees_tolerance: float = Field(0.0, ge=0, le=1)
+    max_trees: int | None = Field(None, ge=1)
     seed: int = 0
 
 
@@ -111,41 +120,66 @@ class Ranker:
     users: IdMap
     metrics: dict[str, Any] = field(default_factory=dict)
     discover_booster: Any = None
+    scorers: tuple[Scorer, Scorer | None] | None = field(default=None, repr=False)
+    """The models' scorers (compiled when :meth:`load` or :meth:`save` could compile them);
+    None: LightGBM's ``predict``."""
+    valid_curve: list[float] = field(default_factory=list, repr=False)
+    """Validation NDCG@10 of the ranker after each boosting round (training only; not saved)."""
 
     @property
     def feature_names(self) -> list[str]:
         return self.features.names
 
+    @property
+    def scorer_kind(self) -> str:
+        """What scores the rows: ``"lleaves"`` (the compiled model) or ``"lightgbm"``."""
+        return self._scorers()[0].kind
+
+    def _scorers(self) -> tuple[Scorer, Scorer | None]:
+        if self.scorers is None:
+            disc = self.discover_booster
+            self.scorers = (
+                BoosterScorer(self.booster),
+                None if disc is None else BoosterScorer(disc),
+            )
+        return self.scorers
+
     def score(self, X: NDArray[np.float32]) -> NDArray[np.float64]:
-        """Scores of feature rows (higher is better)."""
-        return np.asarray(self.booster.predict(X, num_threads=1), dtype=np.float64)
+        """Scores of feature rows (higher is better), on the calling thread."""
+        return self._scorers()[0].predict(X)
 
     def score_new(self, X: NDArray[np.float32]) -> NDArray[np.float64]:
         """Scores of the discovery model (``ConfigError`` when it was not trained)."""
-        if self.discover_booster is None:
+        disc = self._scorers()[1]
+        if disc is None:
             raise ConfigError(
                 "this ranker has no discovery model: train it with `[ranker] discover = true`"
             )
-        return np.asarray(self.discover_booster.predict(X, num_threads=1), dtype=np.float64)
+        return disc.predict(X)
 
     def importance(self) -> list[tuple[str, float]]:
         """(feature, total gain) pairs, largest first."""
         gains = self.booster.feature_importance(importance_type="gain")
         return sorted(zip(self.feature_names, map(float, gains), strict=True), key=lambda x: -x[1])
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, *, compiled: bool = True) -> None:
         """Write the ranker into ``directory``.
 
         Files: ``model.txt`` (the LightGBM text format; ``discover.txt`` the discovery
         model, when trained), ``features/`` (the
         :class:`FeatureSpace`) and the ``"ranker"`` state of :func:`~recset.storage.write_state`
         (``ranker.json``: feature names, config, training metrics, the training users' ids).
+        With ``compiled`` and lleaves installed (``recset[fast]``), the models are compiled
+        too, their machine code cached next to them for :meth:`load`
+        (:mod:`recset.ranking._compiled`), and this ranker scores with them.
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(directory / "model.txt"))
         if self.discover_booster is not None:
             self.discover_booster.save_model(str(directory / "discover.txt"))
+        if compiled:
+            self.scorers = _scorers_of(directory, self.booster, self.discover_booster)
         self.features.save(directory / "features")
         meta = {
             "feature_names": self.feature_names,
@@ -156,7 +190,13 @@ class Ranker:
         write_state(directory, RANKER_KIND, RANKER_FORMAT, meta=meta)
 
     @classmethod
-    def load(cls, directory: Path, *, sources: tuple[str, ...] | None = None) -> Ranker:
+    def load(
+        cls,
+        directory: Path,
+        *,
+        sources: tuple[str, ...] | None = None,
+        compiled: bool = True,
+    ) -> Ranker:
         """Load a saved ranker; refuse one whose feature list does not match this code.
 
         Parameters
@@ -164,6 +204,10 @@ class Ranker:
         directory : Path
         sources : tuple of str, optional
             The recall sources the engine mixes; a ranker trained on others is refused.
+        compiled : bool
+            Score with the lleaves-compiled models (extra ``recset[fast]``; compiled now
+            unless cached next to the models); without lleaves, or when false, with
+            LightGBM's ``predict`` (the log says which).
 
         Raises
         ------
@@ -219,7 +263,19 @@ class Ranker:
                 )
             boosters.append(booster)
         discover = boosters[1] if len(boosters) > 1 else None
-        return cls(boosters[0], features, config, users, metrics, discover)
+        scorers = _scorers_of(directory, boosters[0], discover, compiled=compiled)
+        return cls(boosters[0], features, config, users, metrics, discover, scorers)
+
+
+def _scorers_of(
+    directory: Path, booster: Any, discover: Any, *, compiled: bool = True
+) -> tuple[Scorer, Scorer | None]:
+    """Scorers of a saved ranker's models (``model.txt``, ``discover.txt``)."""
+    main = scorer(booster, directory / "model.txt", compiled=compiled)
+    disc = None
+    if discover is not None:
+        disc = scorer(discover, directory / "discover.txt", compiled=main.kind != "lightgbm")
+    return main, disc
 
 
 def _labels(mixed_item: NDArray[np.int32], queries: Any) -> NDArray[np.float32]:
@@ -363,7 +419,7 @@ def train_ranker(
         "verbosity": -1,
     }
     names = features.names
-    booster, metrics = _boost("ranker", params, rc, names, train, valid, show_progress)
+    booster, metrics, curve = _boost("ranker", params, rc, names, train, valid, show_progress)
     discover_booster = None
     if rc.discover:
         n_hist = rc.discover_candidates
@@ -374,7 +430,7 @@ def train_ranker(
                 f"{dataset.name}: no training query has a target new to its user among the "
                 "discovery candidates; train without `discover`"
             )
-        discover_booster, metrics["discover"] = _boost(
+        discover_booster, metrics["discover"], _ = _boost(
             "discovery model", params, rc, names, train, valid, show_progress
         )
     if mixer is None:
@@ -386,7 +442,9 @@ def train_ranker(
         user_candidates=rc.user_candidates,
         extra_features=rc.extra_features,
     )
-    return Ranker(booster, served, rc, dataset.users, metrics, discover_booster)
+    return Ranker(
+        booster, served, rc, dataset.users, metrics, discover_booster, valid_curve=curve
+    )
 
 
 def _boost(
@@ -397,17 +455,21 @@ def _boost(
     train: tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]],
     valid: tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]],
     show_progress: bool,
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[Any, dict[str, Any], list[float]]:
     """One LightGBM lambdarank model on ``train`` (X, y, group sizes), early-stopped on
-    ``valid`` when it holds any query; the booster and its fit metrics."""
+    ``valid`` when it holds any query and cut to the trees ``rc`` keeps
+    (:func:`_kept_trees`); the booster, its fit metrics and the validation NDCG@10 after
+    each round (empty without validation queries)."""
     import lightgbm as lgb
 
     (Xt, yt, gt), (Xv, yv, gv) = train, valid
     dtrain = lgb.Dataset(Xt, yt, group=gt, feature_name=names, free_raw_data=True)
     valid_sets, callbacks = [], []
+    evals: dict[str, Any] = {}
     if len(gv):
         valid_sets = [lgb.Dataset(Xv, yv, group=gv, reference=dtrain)]
         callbacks.append(lgb.early_stopping(rc.early_stopping_rounds, verbose=False))
+        callbacks.append(lgb.record_evaluation(evals))
     with _rounds(f"{label}: boosting rounds", rc.n_estimators, show_progress) as shown:
         booster = lgb.train(
             params,
@@ -416,9 +478,28 @@ def _boost(
             valid_sets=valid_sets,
             callbacks=callbacks + shown,
         )
+    curve = [float(v) for v in evals.get("valid_0", {}).get("ndcg@10", [])]
+    best = int(booster.best_iteration or booster.current_iteration())
     metrics = _fit_metrics(booster, gt, gv, yt)
+    keep = _kept_trees(curve, best, rc)
+    if keep < booster.current_iteration():
+        booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=keep))
+    metrics["trees"] = keep
+    if curve:
+        metrics["valid_ndcg@10"] = curve[keep - 1]
     _log.info("%s trained: %s", label, metrics)
-    return booster, metrics
+    return booster, metrics, curve
+
+
+def _kept_trees(curve: list[float], best: int, rc: RankerConfig) -> int:
+    """How many trees to keep: the fewest whose validation NDCG@10 (``curve``, one value per
+    round) is within ``rc.trees_tolerance`` of the best of the first ``best`` rounds, at
+    most ``rc.max_trees``."""
+    keep = best
+    if curve:
+        top = max(curve[:best])
+        keep = next(i + 1 for i, v in enumerate(curve[:best]) if v >= top - rc.trees_tolerance)
+    return max(1, min(keep, rc.max_trees or keep))
 
 
 def _fit_metrics(

@@ -365,6 +365,24 @@ def test_planted_signal_ranks_first(ranker: Ranker) -> None:
     top = [name for name, _ in ranker.importance()[:3]]
     assert "user_brand_share" in top, ranker.importance()[:6]
     assert ranker.metrics["valid_ndcg@10"] > 0.2
+    # the model keeps the trees of the best validation round, no more
+    trees = ranker.metrics["trees"]
+    assert ranker.booster.current_iteration() == trees <= ranker.metrics["best_iteration"]
+    assert ranker.metrics["valid_ndcg@10"] == max(ranker.valid_curve[:trees])
+
+
+def test_kept_trees_by_validation_curve() -> None:
+    from recset.ranking._ranker import RankerConfig, _kept_trees
+
+    curve = [0.1, 0.3, 0.395, 0.40, 0.38, 0.41, 0.2]
+    assert _kept_trees(curve, 6, RankerConfig()) == 6  # the best of the first 6 rounds
+    assert _kept_trees(curve, 5, RankerConfig()) == 4  # rounds after `best` never count
+    assert _kept_trees(curve, 6, RankerConfig(trees_tolerance=0.02)) == 3  # 0.395 >= 0.39
+    assert _kept_trees(curve, 6, RankerConfig(trees_tolerance=0.01)) == 4
+    assert _kept_trees(curve, 6, RankerConfig(trees_tolerance=0.02, max_trees=2)) == 2
+    assert _kept_trees(curve, 6, RankerConfig(trees_tolerance=1.0)) == 1
+    assert _kept_trees([], 50, RankerConfig(max_trees=30)) == 30  # no validation queries
+    assert _kept_trees([], 20, RankerConfig(max_trees=30)) == 20
 
 
 def test_ranker_beats_mix_order_on_label_window(ds: Dataset, ranker: Ranker) -> None:
@@ -391,11 +409,28 @@ def test_ranker_beats_mix_order_on_label_window(ds: Dataset, ranker: Ranker) -> 
     assert ranked["hit@10"] > plain["hit@10"]
 
 
+def _has_lleaves() -> bool:
+    try:
+        import lleaves  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def test_save_load_and_mismatch_refused(ranker: Ranker, engine: Engine, tmp_path: Path) -> None:
     ranker.save(tmp_path / "r")
     again = Ranker.load(tmp_path / "r", sources=engine.source_names)
-    X = np.random.default_rng(1).random((7, len(ranker.feature_names))).astype(np.float32)
-    assert np.allclose(again.score(X), ranker.score(X))
+    rng = np.random.default_rng(1)
+    X = rng.random((300, len(ranker.feature_names))).astype(np.float32)
+    X[rng.random(X.shape) < 0.3] = np.nan
+    want = np.asarray(ranker.booster.predict(X))
+    assert np.ptp(want) > 0
+    # the compiled model (recset[fast]) scores as LightGBM does, to 1e-6
+    assert again.scorer_kind == ("lleaves" if _has_lleaves() else "lightgbm")
+    assert np.abs(again.score(X) - want).max() < 1e-6
+    assert np.abs(ranker.score(X) - want).max() < 1e-6
+    plain = Ranker.load(tmp_path / "r", compiled=False)
+    assert plain.scorer_kind == "lightgbm" and np.array_equal(plain.score(X), want)
     assert again.users == ranker.users and again.metrics == ranker.metrics
     assert again.config == ranker.config
     doc = json.loads((tmp_path / "r" / "ranker.json").read_text())
