@@ -323,6 +323,8 @@ class CandAgeDays(RankerFeature):
 class _UserItem(RankerFeature):
     """Base of the features reading the per-(user, item) purchase table."""
 
+    personal = True
+
     _state: ClassVar[tuple[str, ...]] = ("ui_keys_",)
 
     def fit(self, data: FitContext) -> Self:
@@ -405,6 +407,8 @@ class UserCandTripShare(_UserItem):
 class UserCategoryShare(RankerFeature):
     """Share of the user's purchases in the candidate's category."""
 
+    personal = True
+
     _state = ("category_", "uc_keys_", "uc_share_")
 
     def fit(self, data: FitContext) -> Self:
@@ -429,6 +433,8 @@ class UserCategoryShare(RankerFeature):
 class UserBrandShare(RankerFeature):
     """Share of the user's purchases of the candidate's brand."""
 
+    personal = True
+
     _state = ("brand_", "ub_keys_", "ub_share_")
 
     def fit(self, data: FitContext) -> Self:
@@ -452,6 +458,8 @@ class UserBrandShare(RankerFeature):
 class UserAspectShare(RankerFeature):
     """Mean over the candidate's aspect tokens (colour, organic, ...) of the user's share of
     purchases carrying each; NaN for an unknown user or a candidate without kept tokens."""
+
+    personal = True
 
     _state = ("item_tok_indptr_", "item_tok_", "ut_keys_", "ut_share_")
 
@@ -489,6 +497,8 @@ class UserAspectShare(RankerFeature):
 class UserNPurchasesLog(RankerFeature):
     """``log1p`` of the user's purchases."""
 
+    personal = True
+
     _state = ("user_n_",)
 
     def fit(self, data: FitContext) -> Self:
@@ -502,6 +512,8 @@ class UserNPurchasesLog(RankerFeature):
 @register_feature("user_n_trips_log")
 class UserNTripsLog(RankerFeature):
     """``log1p`` of the user's trips."""
+
+    personal = True
 
     _state = ("user_trips_",)
 
