@@ -79,6 +79,10 @@ class TypeTransitionConfig(BaseModel):
         first round of the diversified list until it spans ``min_types`` types.
         ``"min_types"``: the number of types the top ``k`` must span (when the candidates
         offer that many).
+    min_types_k : int
+        ``"min_types"`` in the serving pipeline: the length of the list head that must span
+        ``min_types`` types (a widget's slots; a request for fewer items checks its own
+        ``k``). Items below it keep the score order.
     device : {"auto", "cpu", "cuda"}
         Training device; ``"auto"`` is CUDA when available.
     seed : int
@@ -111,6 +115,7 @@ class TypeTransitionConfig(BaseModel):
     demote_reverse: bool = False
     max_per_type: int = Field(3, ge=1)
     min_types: int = Field(3, ge=1)
+    min_types_k: int = Field(10, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
 

@@ -98,3 +98,20 @@ def test_properties(case: tuple) -> None:
         assert next(x for x in order if _ITEM_TYPE[items[0, x]] == t) == c
     assert len(promoted) == min(min(n_types, k) - len(before), len(available - before))
     assert _types(items[0, kept]) == before  # no type lost to make room
+
+
+def test_stage_checks_the_served_head() -> None:
+    from recset.personalization._stage import _diversified
+
+    # score order: 0 1 2 3 4 5 6 8 9 (types 0 0 0 1 1 2 3 4 -)
+    items = np.array([[0, 1, 2, 3, 4, 5, 6, 8, 9]])
+    scores = -np.arange(9, dtype=np.float64)[None, :]
+    order = np.broadcast_to(np.arange(9), items.shape)
+    full = _diversified(_model(3), np.array([0]), items, scores, order, 3)
+    # the head of 3 gets types 1 and 2 (items 3, 5) in place of items 2 and 1; the rest
+    # follows in score order
+    assert items[0, full[0]].tolist() == [0, 3, 5, 1, 2, 4, 6, 8, 9]
+    assert sorted(full[0].tolist()) == list(range(9))
+    # the whole row as the list: it spans 5 types already, nothing changes
+    whole = _diversified(_model(3), np.array([0]), items, scores, order)
+    assert whole[0].tolist() == list(range(9))
