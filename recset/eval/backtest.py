@@ -51,6 +51,7 @@ from recset.eval._systems import System
 from recset.eval._tuning import tune_baselines
 from recset.eval.baselines import baseline_systems, hide_bought
 from recset.eval.metrics import KS, hit_matrix, per_query, summarize
+from recset.personalization import StageValidation
 from recset.pipeline import Request
 from recset.ranking import RankerConfig, train_ranker
 from recset.recall import embed_items
@@ -60,6 +61,7 @@ _log = logging.getLogger(__name__)
 
 __all__ = [
     "NEURAL_SYSTEMS",
+    "NOPERSONAL_SYSTEMS",
     "RERANK_SIZES",
     "BacktestResult",
     "NamedConfig",
@@ -78,6 +80,7 @@ __all__ = [
     "run_side_by_side",
     "summarize_gains",
     "summary_systems",
+    "validate_personalization",
     "write_report",
 ]
 
@@ -135,6 +138,11 @@ NEURAL_SYSTEMS = (
     "mix+ranker+gnn+personalization+contrastive+type_transition",
 )
 RERANK_SIZES = (20, 50, 100, 200)
+NOPERSONAL_SYSTEMS = ("mix+ranker-nopersonal", "mix+ranker-nopersonal+personalization")
+"""The ranker without personal features, and the same ranker with the personalization stage
+(the neural stage as the only personal signal, for hosts without feature engineering)."""
+VALIDATION_QUERIES = 10_000
+"""Queries of the validation window (cut from the training data) that choose a blend weight."""
 
 
 def _reconfigured(model: Any, **update: Any) -> Any:
@@ -261,6 +269,104 @@ def _neural_systems(
             (n_head, ranked_system(engine.with_ranker(wide).with_stages(personalizer=stage)))
         )
     return systems, curve
+
+
+def _validation_cut(train: Dataset, rc: Any) -> Split:
+    """A validation window cut from ``train`` the way the ranker cuts its label window."""
+    if rc.label_split == "leave_last":
+        return leave_last_split(train)
+    return time_split(train, test_share=rc.label_share)
+
+
+def validate_personalization(
+    train: Dataset,
+    config: Config | None,
+    rc: Any,
+    emb: NDArray[np.float32],
+    *,
+    max_queries: int = VALIDATION_QUERIES,
+    seed: int = 0,
+    show_progress: bool = False,
+) -> StageValidation:
+    """Hit@10 of the ranker ``rc`` and of its lists re-ranked by the personalization stage at
+    each blend weight, on a validation window cut from ``train`` (never the test window).
+
+    The engine, the ranker and the neural model are fitted on the part of ``train`` before
+    the window; the window's basket queries (at most ``max_queries``, drawn with ``seed``)
+    are served by the ranker and re-ranked (:func:`recset.personalization.validate_stage`).
+    """
+    from recset.personalization import train_personalizer, validate_stage
+
+    base_cfg = config or config_from_dict({})
+    cut = _validation_cut(train, rc)
+    engine = Engine.build(cut.train, config, show_progress=show_progress)
+    model = train_ranker(
+        cut.train, config, rc, mixer=engine.mixer, embeddings=emb, show_progress=show_progress
+    )
+    personal = train_personalizer(
+        cut.train,
+        base_cfg.neural.model_copy(update={"blend_weight": 0.0}),
+        show_progress=show_progress,
+    )
+    queries = basket_queries(cut.test)
+    if len(queries) > max_queries:
+        rows = np.random.default_rng(seed).choice(len(queries), size=max_queries, replace=False)
+        queries = queries.take(np.sort(rows))
+    ranked = engine.with_ranker(model)
+    width = max(personal.config.rerank_n, 10)
+    items, scores = [], []
+    for lo in range(0, len(queries), CHUNK):
+        sl = slice(lo, lo + CHUNK)
+        batch = ranked.run_pipeline(Request.of(queries.seed[sl], queries.user[sl], width))
+        items.append(batch.item)
+        scores.append(np.where(batch.item >= 0, batch.score, -np.inf))
+    return validate_stage(
+        personal.model,
+        queries.seed,
+        queries.user,
+        np.concatenate(items),
+        np.concatenate(scores),
+        queries.targets,
+    )
+
+
+def _nopersonal_systems(
+    train: Dataset,
+    engine: Engine,
+    config: Config | None,
+    rc: Any,
+    emb: NDArray[np.float32],
+    info: dict[str, Any],
+    *,
+    seed: int = 0,
+    show_progress: bool = False,
+) -> list[System]:
+    """:data:`NOPERSONAL_SYSTEMS`: the ranker without personal features (no ``user_*`` /
+    ``hist_copurchase`` feature, no user-history candidates), then with the personalization
+    stage at the blend weight chosen on a validation window cut from ``train``
+    (:func:`validate_personalization`; its figures go to ``info``)."""
+    from recset.personalization import train_personalizer
+
+    base_cfg = config or config_from_dict({})
+    rc_np = rc.model_copy(update={"personal_features": False, "discover": False})
+    model = train_ranker(
+        train, config, rc_np, mixer=engine.mixer, embeddings=emb, show_progress=show_progress
+    )
+    val = validate_personalization(
+        train, config, rc_np, emb, seed=seed, show_progress=show_progress
+    )
+    info["nopersonal_validation"] = val.to_json()
+    _log.info("personalization over the ranker without personal features: %s", val.to_json())
+    personal = train_personalizer(
+        train,
+        base_cfg.neural.model_copy(update={"blend_weight": val.weight}),
+        show_progress=show_progress,
+    )
+    ranked = engine.with_ranker(model)
+    return [
+        ranked_system(ranked, NOPERSONAL_SYSTEMS[0]),
+        ranked_system(ranked.with_stages(personalizer=personal), NOPERSONAL_SYSTEMS[1]),
+    ]
 
 
 def _rc_discover(config: Config | None, discover: bool) -> bool:
@@ -517,7 +623,10 @@ def run_backtest(
         one before, ``mix+ranker+gnn`` (the ``gnn_neighbors`` source, trained, in the mix,
         ranker retrained), ``…+personalization`` (re-ranking, no contrastive loss),
         ``…+contrastive`` and ``…+type_transition``; and Hit@1/3/10 of ``…+contrastive``
-        against the re-rank list size N (needs ``ranker`` and the ``neural`` extra).
+        against the re-rank list size N (needs ``ranker`` and the ``neural`` extra). Also
+        :data:`NOPERSONAL_SYSTEMS`: the ranker without personal features, and that ranker
+        with the personalization stage (blend weight chosen on a validation window cut from
+        the training part; the validation figures are in ``info["nopersonal_validation"]``).
     explore_share : float
         Also evaluate ``mix+ranker+explore``: the ranker with this share of every prefix of
         the list kept for items the user never bought (0: skip; skipped too when the
@@ -589,6 +698,22 @@ def run_backtest(
                     sp.train, config, rc, emb, show_progress=show_progress
                 )
             systems += neural_systems
+            with stage(
+                "ranker without personal features, + personalization",
+                say,
+                timings,
+                "train_nopersonal",
+            ):
+                systems += _nopersonal_systems(
+                    sp.train,
+                    engine,
+                    config,
+                    rc,
+                    emb,
+                    info,
+                    seed=seed,
+                    show_progress=show_progress,
+                )
     else:
         result_importance = []
     if ablations:

@@ -20,6 +20,7 @@ from recset.personalization._stage import (
     train_personalizer,
 )
 from recset.personalization._type_transition_config import TypeTransitionConfig
+from recset.personalization._validate import StageValidation, validate_stage
 
 if TYPE_CHECKING:
     from recset.personalization._model import NeuralModel, save_item_embeddings, train_neural
@@ -31,6 +32,7 @@ __all__ = [
     "NeuralConfig",
     "NeuralModel",
     "Personalizer",
+    "StageValidation",
     "TypeTransition",
     "TypeTransitionConfig",
     "load_stages",
@@ -38,6 +40,7 @@ __all__ = [
     "train_neural",
     "train_personalizer",
     "train_type_transition",
+    "validate_stage",
 ]
 
 

@@ -168,7 +168,10 @@ class TypeTransitionStage(Stage):
         n = candidates.width
         order = np.broadcast_to(np.arange(n), candidates.item.shape)
         score = np.where(candidates.item >= 0, candidates.score, -np.inf)
-        order = _diversified(self.diversifier, request.seeds, candidates.item, score, order)
+        # "min_types" checks the top min_types_k of the list (the others reorder the whole row)
+        cfg = self.diversifier.config
+        k = min(request.k, cfg.min_types_k, n) if cfg.strategy == "min_types" else n
+        order = _diversified(self.diversifier, request.seeds, candidates.item, score, order, k)
         return candidates.take(order).falling()
 
     def __repr__(self) -> str:
@@ -181,12 +184,17 @@ def _diversified(
     items: NDArray[np.int32],
     score: NDArray[np.floating],
     order: NDArray[np.intp],
+    k: int | None = None,
 ) -> NDArray[np.intp]:
-    """``order`` (B, N) rearranged by the type-transition step over the whole row."""
+    """``order`` (B, N) rearranged by the type-transition step for a list of ``k`` (default:
+    the whole row); the columns it leaves out follow in their order."""
     sorted_items = np.take_along_axis(items, order, 1)
     sorted_score = np.take_along_axis(score, order, 1)
-    cols = diversifier.diversify(seeds, sorted_items, sorted_score, order.shape[1])
     n = order.shape[1]
+    cols = diversifier.diversify(seeds, sorted_items, sorted_score, n if k is None else k)
+    if cols.shape[1] < n:
+        pad = np.full((len(cols), n - cols.shape[1]), -1, dtype=cols.dtype)
+        cols = np.concatenate([cols, pad], axis=1)
     ok = cols >= 0
     cols = np.take_along_axis(cols, np.argsort(~ok, axis=1, kind="stable"), 1)  # real first
     n_ok = ok.sum(axis=1, keepdims=True)

@@ -575,10 +575,13 @@ class TypeTransition:
         """Reorder each row's candidates into a type-diverse final list of ``k``.
 
         Dispatches on ``config.strategy``: ``"cap"`` (:meth:`diversify_capped`, the
-        default) or ``"rounds"`` (:meth:`diversify_rounds`). Same parameters and result.
+        default), ``"rounds"`` (:meth:`diversify_rounds`) or ``"min_types"``
+        (:meth:`diversify_min_types`). Same parameters and result.
         """
         if self.config.strategy == "cap":
             return self.diversify_capped(seeds, items, scores, k)
+        if self.config.strategy == "min_types":
+            return self.diversify_min_types(seeds, items, scores, k)
         return self.diversify_rounds(seeds, items, scores, k)
 
     def _ranked(
@@ -676,6 +679,31 @@ class TypeTransition:
             t = ct[r, c]
             count[r] += ((ct[r] == t[:, None]) & (t[:, None] >= 0)).astype(np.int32)
         return picks
+
+    def diversify_min_types(
+        self,
+        seeds: NDArray[np.integer],
+        items: NDArray[np.integer],
+        scores: NDArray[np.floating],
+        k: int,
+    ) -> NDArray[np.int64]:
+        """The score order, changed only where its top ``k`` spans fewer than ``min_types``
+        product types.
+
+        Such a row gets the best-scored candidate of each type absent from its top ``k``,
+        best first, until the top ``k`` spans ``min(min_types, k)`` types or no new type is
+        left; each promoted candidate takes the place of the lowest-scored top-``k`` item
+        whose type is already in the list above it (or that has no type), so no type is
+        lost. The kept items stay in their order, the promoted ones follow them (they
+        scored lower), then everything else in score order. A row whose top ``k`` already
+        spans ``min_types`` types is returned unchanged; items without a type never count
+        as a type. The seed and the model's predictions play no part: this is the least
+        intervention that guarantees ``min(min_types, k, types available)`` types.
+
+        Parameters and result as in :meth:`diversify_rounds`.
+        """
+        seeds, items, k, order, valid, st, ct = self._ranked(seeds, items, scores, k)
+        return _min_types_order(order, valid, ct, k, self.config.min_types)
 
     def diversify_rounds(
         self,
@@ -955,6 +983,48 @@ def train_type_transition(
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _min_types_order(
+    order: NDArray[np.intp],
+    valid: NDArray[np.bool_],
+    types: NDArray[np.integer],
+    k: int,
+    min_types: int,
+) -> NDArray[np.int64]:
+    """Columns (B, k) of :meth:`TypeTransition.diversify_min_types` (-1 after the real ones).
+
+    ``order`` is each row's columns in score order; ``valid`` and ``types`` (-1: no type)
+    follow it.
+    """
+    n_rows, n = order.shape
+    pos = np.broadcast_to(np.arange(n), (n_rows, n))
+    # first[r, j]: position j holds the best-scored candidate of its type in the row
+    by_type = np.argsort(np.where(types >= 0, types, np.iinfo(np.int64).max), axis=1, kind="stable")
+    sorted_types = np.take_along_axis(types, by_type, 1)
+    head = np.ones((n_rows, n), dtype=bool)
+    head[:, 1:] = sorted_types[:, 1:] != sorted_types[:, :-1]
+    first = np.zeros((n_rows, n), dtype=bool)
+    np.put_along_axis(first, by_type, head & (sorted_types >= 0), 1)
+    first &= valid
+    in_top = pos < k
+    n_types = (first & in_top).sum(axis=1)
+    want = np.maximum(min(min_types, k) - n_types, 0)
+    # the best new type candidates beyond the top k, at most `want` of them
+    new = first & ~in_top
+    promote = new & (np.cumsum(new, axis=1) <= want[:, None])
+    n_promote = promote.sum(axis=1)
+    # room: the lowest-scored top-k slots whose type is already above them (or untyped)
+    spare = in_top & ~first
+    from_bottom = np.cumsum(spare[:, ::-1], axis=1)[:, ::-1]
+    removed = spare & (from_bottom <= n_promote[:, None])
+    group = np.where(in_top & ~removed, 0, np.where(promote, 1, 2))
+    rearranged = np.argsort(group * n + pos, axis=1, kind="stable")[:, :k]
+    picks = np.take_along_axis(order, rearranged, 1).astype(np.int64)
+    ok = np.take_along_axis(valid, rearranged, 1)
+    out = np.full((n_rows, k), -1, dtype=np.int64)
+    out[:, : picks.shape[1]] = np.where(ok, picks, -1)
+    return out
 
 
 def _int_array(x: Any, name: str, *, ndim: int) -> NDArray[np.int64]:

@@ -60,6 +60,10 @@ class TypeTransitionConfig(BaseModel):
         the list in rounds over the seed type's predicted complementary types (the
         paper's "best candidates per predicted type"), demoting every type predicted not
         complementary; it spreads types more but overrides the ranker's order.
+        ``"min_types"`` leaves a list alone unless its top ``k`` spans fewer than
+        ``min_types`` types, and then promotes the best-scored candidate of each missing
+        type into the places of the lowest-scored repeats (the least change that reaches
+        ``min_types`` types).
     demote_reverse : bool
         ``"cap"`` strategy: demote the reverse of an asymmetric complement pair (no camera
         for an SD-card seed). Off by default: in baskets the camera *is* bought with its
@@ -70,9 +74,15 @@ class TypeTransitionConfig(BaseModel):
         In a diversified list, at most this many items of one type before every other type
         has had its turn.
     min_types : int
-        When a seed type has fewer predicted complementary types among the candidates than
-        this, the best candidates of other (not demoted) types join the first round of the
-        diversified list until it spans ``min_types`` types.
+        ``"rounds"``: when a seed type has fewer predicted complementary types among the
+        candidates than this, the best candidates of other (not demoted) types join the
+        first round of the diversified list until it spans ``min_types`` types.
+        ``"min_types"``: the number of types the top ``k`` must span (when the candidates
+        offer that many).
+    min_types_k : int
+        ``"min_types"`` in the serving pipeline: the length of the list head that must span
+        ``min_types`` types (a widget's slots; a request for fewer items checks its own
+        ``k``). Items below it keep the score order.
     device : {"auto", "cpu", "cuda"}
         Training device; ``"auto"`` is CUDA when available.
     seed : int
@@ -101,10 +111,11 @@ class TypeTransitionConfig(BaseModel):
     batch_size: int = Field(1024, ge=1)
     negatives: int = Field(16, ge=1)
     min_pair_count: float = Field(1.0, ge=0.0)
-    strategy: Literal["cap", "rounds"] = "cap"
+    strategy: Literal["cap", "rounds", "min_types"] = "cap"
     demote_reverse: bool = False
     max_per_type: int = Field(3, ge=1)
     min_types: int = Field(3, ge=1)
+    min_types_k: int = Field(10, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
 

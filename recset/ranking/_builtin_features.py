@@ -326,6 +326,8 @@ class CandAgeDays(RankerFeature):
 class _UserItem(RankerFeature):
     """Base of the features reading the per-(user, item) purchase table."""
 
+    personal = True
+
     _state: ClassVar[tuple[str, ...]] = ("ui_keys_",)
 
     def fit(self, data: FitContext) -> Self:
@@ -408,6 +410,8 @@ class UserCandTripShare(_UserItem):
 class UserCategoryShare(RankerFeature):
     """Share of the user's purchases in the candidate's category."""
 
+    personal = True
+
     _state = ("category_", "uc_keys_", "uc_share_")
 
     def fit(self, data: FitContext) -> Self:
@@ -432,6 +436,8 @@ class UserCategoryShare(RankerFeature):
 class UserBrandShare(RankerFeature):
     """Share of the user's purchases of the candidate's brand."""
 
+    personal = True
+
     _state = ("brand_", "ub_keys_", "ub_share_")
 
     def fit(self, data: FitContext) -> Self:
@@ -455,6 +461,8 @@ class UserBrandShare(RankerFeature):
 class UserAspectShare(RankerFeature):
     """Mean over the candidate's aspect tokens (colour, organic, ...) of the user's share of
     purchases carrying each; NaN for an unknown user or a candidate without kept tokens."""
+
+    personal = True
 
     _state = ("item_tok_indptr_", "item_tok_", "ut_keys_", "ut_share_")
 
@@ -492,6 +500,8 @@ class UserAspectShare(RankerFeature):
 class UserNPurchasesLog(RankerFeature):
     """``log1p`` of the user's purchases."""
 
+    personal = True
+
     _state = ("user_n_",)
 
     def fit(self, data: FitContext) -> Self:
@@ -505,6 +515,8 @@ class UserNPurchasesLog(RankerFeature):
 @register_feature("user_n_trips_log")
 class UserNTripsLog(RankerFeature):
     """``log1p`` of the user's trips."""
+
+    personal = True
 
     _state = ("user_trips_",)
 

@@ -77,6 +77,8 @@ class HistCopurchase(RankerFeature):
     that the user never bought (-1 padded), ``new_score_`` their scores.
     """
 
+    personal = True
+
     _state = ("keys_", "values_", "new_top_", "new_score_")
 
     def fit(self, data: FitContext) -> Self:

@@ -390,6 +390,9 @@ class RankerFeature(ABC):
     """
 
     name: ClassVar[str] = ""
+    personal: ClassVar[bool] = False
+    """Whether the feature reads the query's user (their purchase history); a ranker with
+    ``personal_features = false`` leaves these out."""
     _state: ClassVar[tuple[str, ...]] = ()
 
     def fit(self, data: FitContext) -> Self:

@@ -188,6 +188,7 @@ class FeatureSpace:
         trend_half_life_days: float = 14.0,
         user_candidates: int = 0,
         extra_features: Sequence[str] = (),
+        personal_features: bool = True,
     ) -> FeatureSpace:
         """Fit every built-in feature (and the ``extra_features`` plug-ins) on ``dataset``.
 
@@ -212,12 +213,25 @@ class FeatureSpace:
         extra_features : sequence of str
             Registered plug-in features appended after the built-ins (``ConfigError`` for an
             unknown or repeated name).
+        personal_features : bool
+            False leaves out every feature that reads the query's user
+            (:attr:`RankerFeature.personal`: the ``user_*`` features, ``hist_copurchase``), a
+            plug-in named in ``extra_features`` too (``ConfigError``), and the
+            ``user_history`` candidates (``user_candidates`` is ignored).
         """
         names = (*BASE_FEATURES, *extra_features)
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ConfigError(f"ranker features {repeated} are asked for twice")
         classes = [get_feature(n) for n in names]
+        if not personal_features:
+            asked = [c.name for c in classes if c.personal and c.name in extra_features]
+            if asked:
+                raise ConfigError(
+                    f"ranker extra_features {asked} read the user, but personal_features is off"
+                )
+            classes = [c for c in classes if not c.personal]
+            user_candidates = 0
         data = FitContext(
             dataset,
             embeddings=embeddings,

@@ -49,6 +49,10 @@ class RankerConfig(BaseModel):
     extra_features : list of str
         Registered plug-in features (:func:`~recset.ranking.register_feature`) the ranker
         reads after the built-in ones.
+    personal_features : bool
+        False: the ranker reads nothing of the user (no ``user_*`` / ``hist_copurchase``
+        feature, no ``user_history`` candidates): the same list for every user of a seed,
+        for hosts that leave personalization to the neural stage or do without it.
     explore_share : float
         For a known user, every prefix of length ``m`` of the served list holds at least
         ``floor(explore_share * m)`` candidates that user never bought (when there are
@@ -90,6 +94,7 @@ class RankerConfig(BaseModel):
     candidates: int = Field(100, ge=2, le=2000)
     user_candidates: int = Field(30, ge=0, le=1000)
     extra_features: tuple[str, ...] = ()
+    personal_features: bool = True
     explore_share: float = Field(0.0, ge=0, le=1)
     label_split: Literal["time", "leave_last"] = "time"
     label_share: float = Field(0.2, gt=0, lt=1)
@@ -374,6 +379,7 @@ def train_ranker(
         embeddings=embeddings,
         user_candidates=rc.user_candidates,
         extra_features=rc.extra_features,
+        personal_features=rc.personal_features,
     )
     queries = basket_queries(label)
     if len(queries) < 10:
@@ -441,6 +447,7 @@ def train_ranker(
         embeddings=embeddings,
         user_candidates=rc.user_candidates,
         extra_features=rc.extra_features,
+        personal_features=rc.personal_features,
     )
     return Ranker(
         booster, served, rc, dataset.users, metrics, discover_booster, valid_curve=curve
@@ -522,6 +529,7 @@ def fit_features(
     embeddings: NDArray[np.float32] | None = None,
     user_candidates: int = 0,
     extra_features: Sequence[str] = (),
+    personal_features: bool = True,
 ) -> FeatureSpace:
     """A :class:`FeatureSpace` on ``dataset`` for the candidates of ``mixer``."""
     import scipy.sparse as sp
@@ -548,4 +556,5 @@ def fit_features(
         compat_codes=compat,
         user_candidates=user_candidates,
         extra_features=extra_features,
+        personal_features=personal_features,
     )

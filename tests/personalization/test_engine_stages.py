@@ -158,7 +158,12 @@ def test_cli_train_neural_then_recommend(tmp_path: Path, ds: Dataset) -> None:
 
 @pytest.mark.slow
 def test_backtest_neural_systems(tmp_path: Path) -> None:
-    from recset.eval.backtest import NEURAL_SYSTEMS, RERANK_SIZES, run_backtest
+    from recset.eval.backtest import (
+        NEURAL_SYSTEMS,
+        NOPERSONAL_SYSTEMS,
+        RERANK_SIZES,
+        run_backtest,
+    )
 
     syn = generate(SyntheticConfig(n_items=400, n_users=120, n_events=10_000, seed=4))
     ds = Dataset.from_frames(syn.catalog, syn.events)
@@ -172,7 +177,10 @@ def test_backtest_neural_systems(tmp_path: Path) -> None:
     result = run_backtest(
         ds, cfg, baselines=[], ablations=False, neural=True, n_boot=10, explore_share=0
     )
-    for name in NEURAL_SYSTEMS:
+    for name in NEURAL_SYSTEMS + NOPERSONAL_SYSTEMS:
         assert name in result.systems
         assert 0 <= result.systems[name]["item"]["hit@10"] <= 1
     assert sorted(int(n) for n in result.rerank_curve) == list(RERANK_SIZES)
+    val = result.split["nopersonal_validation"]
+    assert val["queries"] > 0 and val["k"] == 10
+    assert val["stage_hit"] == max(val["hit_by_weight"].values()) >= val["ranker_hit"]

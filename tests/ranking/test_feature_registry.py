@@ -263,3 +263,19 @@ def test_pair_lookup() -> None:
     assert np.array_equal(got, [1.5, np.nan, 2.5, np.nan, 0.5], equal_nan=True)
     empty = pair_lookup(np.zeros(0, np.int64), np.zeros(0), np.array([1, 2], np.int64))
     assert np.isnan(empty).all()
+
+
+def test_without_personal_features(ds: Dataset, engine: Engine, toy: type[RankerFeature]) -> None:
+    feats = _fit(ds, engine, user_candidates=5, personal_features=False)
+    assert USER_HISTORY not in feats.sources  # user_candidates is ignored
+    dropped = [n for n in BASE_FEATURES if n not in feats.feature_list]
+    assert dropped == [n for n in BASE_FEATURES if n.startswith("user_")] + ["hist_copurchase"]
+    assert not any(f.personal for f in feats.features)
+    seeds, users, mixed = _batch(ds, engine, feats)
+    X = feats.transform(seeds, users, mixed)
+    anonymous = feats.transform(seeds, np.full_like(users, -1), mixed)
+    np.testing.assert_array_equal(X, anonymous)  # nothing read from the user
+    assert _fit(ds, engine, personal_features=True).feature_list == BASE_FEATURES
+    toy.personal = True
+    with pytest.raises(ConfigError, match=rf"\['{TOY}'\] read the user"):
+        _fit(ds, engine, extra_features=(TOY,), personal_features=False)
