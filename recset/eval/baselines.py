@@ -739,7 +739,7 @@ GRIDS: dict[str, tuple[dict[str, Any], ...]] = {
     "popular": _grid(half_life_days=(0.0, 30.0, 90.0)),
     "popular_in_category": _grid(half_life_days=(0.0, 30.0, 90.0)),
     "item_knn": _grid(unit=("user", "basket")),
-    "als": _grid(factors=(16, 64), regularization=(0.01, 0.1), alpha=(1.0, 10.0)),
+    "als": _grid(factors=(16, 32, 64), regularization=(0.01, 0.1), alpha=(1.0, 10.0)),
     "association_rules": _grid(metric=("confidence", "lift"), min_support=(1, 2, 5, 10)),
     "sar": _grid(threshold=(1, 2, 5, 10)),
     "sar_lift": _grid(threshold=(1, 2, 5, 10, 20)),

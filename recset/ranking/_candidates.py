@@ -85,8 +85,8 @@ def discovery_candidates(
     The ranker's candidates (:func:`ranking_candidates`) plus, when the features keep
     ``hist_copurchase``, the user's ``n_history`` items most co-bought with the user's own
     purchases (from beyond the seed's co-purchase row), and the :data:`POPULAR_CANDIDATES`
-    most-bought items the user never bought (no source proposed either, so their per-source
-    columns are empty); then every item the user bought, the seed and unavailable
+    most-bought items the user never bought (none by default; no source proposed either, so
+    their per-source columns are empty); then every item the user bought, the seed and unavailable
     items are dropped, the rest keeping their order.
     """
     base = ranking_candidates(mixed, features, seeds, users, available)

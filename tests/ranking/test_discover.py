@@ -122,6 +122,7 @@ def test_discovery_candidates_are_new_and_reach_beyond_the_mix(
     seeds = np.arange(30, dtype=np.int32)
     users = (np.arange(30) * 7 % ds.n_users).astype(np.int32)
     mixed = engine.mixer.top(seeds, 40)
+    monkeypatch.setattr(_candidates, "POPULAR_CANDIDATES", 5)
     got = discovery_candidates(mixed, feats, seeds, users, engine.mixer.available, 20)
     real = got.item >= 0
     assert not (feats.bought(users, got.item) & real).any()
