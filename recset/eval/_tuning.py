@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from recset.data import Dataset, Queries, Split, basket_queries, leave_last_split, time_split
 from recset.errors import DataError
 from recset.eval._systems import System
-from recset.eval.baselines import BASELINES, GRIDS, baseline_systems
+from recset.eval.baselines import BASELINES, GRIDS, baseline_systems, shared_cooccurrence
 from recset.eval.metrics import hit_matrix, summarize
 from recset.recall import RecallBase
 
@@ -121,13 +121,16 @@ def tune_baselines(
     queries = validation_queries(val, max_queries=max_queries, seed=seed)
     val_fill = None if fill is None else refit_source(fill, val.train)
     out: dict[str, Tuned] = {}
-    for name in names:
-        tried = []
-        for combo in grids.get(name, ({},)):
-            params = dict(combo)
-            (system,) = baseline_systems(val.train, [name], params={name: params}, fill=val_fill)
-            tried.append((params, metric(system, val, queries)))
-            _log.info("tune %s %s: %.4f", name, params, tried[-1][1])
-        best = max(range(len(tried)), key=lambda i: (tried[i][1], -i))
-        out[name] = Tuned(tried[best][0], tried[best][1], tried)
+    with shared_cooccurrence():
+        for name in names:
+            tried = []
+            for combo in grids.get(name, ({},)):
+                params = dict(combo)
+                (system,) = baseline_systems(
+                    val.train, [name], params={name: params}, fill=val_fill
+                )
+                tried.append((params, metric(system, val, queries)))
+                _log.info("tune %s %s: %.4f", name, params, tried[-1][1])
+            best = max(range(len(tried)), key=lambda i: (tried[i][1], -i))
+            out[name] = Tuned(tried[best][0], tried[best][1], tried)
     return out

@@ -49,7 +49,7 @@ from recset.eval._result import (
 )
 from recset.eval._systems import System
 from recset.eval._tuning import tune_baselines
-from recset.eval.baselines import baseline_systems, hide_bought
+from recset.eval.baselines import baseline_systems, hide_bought, shared_cooccurrence
 from recset.eval.metrics import KS, hit_matrix, per_query, summarize
 from recset.personalization import StageValidation
 from recset.pipeline import Request
@@ -391,7 +391,8 @@ def _fair_baselines(
     tuned = tune_baselines(train, names, split=split, share=rc.label_share, fill=fill, seed=seed)
     info["baseline_tuning"] = {name: t.to_json() for name, t in tuned.items()}
     params = {name: t.params for name, t in tuned.items()}
-    return baseline_systems(train, names, params=params, fill=fill)
+    with shared_cooccurrence():
+        return baseline_systems(train, names, params=params, fill=fill)
 
 
 # -- evaluation ----------------------------------------------------------------------------

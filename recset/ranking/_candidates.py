@@ -6,7 +6,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from recset.pipeline import Candidates
-from recset.ranking._discover_features import HistCopurchase, history_candidates
+from recset.ranking._builtin_features import CandPop
+from recset.ranking._discover_features import (
+    POPULAR_CANDIDATES,
+    HistCopurchase,
+    history_candidates,
+    popular_candidates,
+)
 from recset.ranking._features import USER_HISTORY, FeatureSpace
 
 
@@ -78,8 +84,9 @@ def discovery_candidates(
 
     The ranker's candidates (:func:`ranking_candidates`) plus, when the features keep
     ``hist_copurchase``, the user's ``n_history`` items most co-bought with the user's own
-    purchases (from beyond the seed's co-purchase row; no source proposed them, so their
-    per-source columns are empty); then every item the user bought, the seed and unavailable
+    purchases (from beyond the seed's co-purchase row), and the :data:`POPULAR_CANDIDATES`
+    most-bought items the user never bought (none by default; no source proposed either, so
+    their per-source columns are empty); then every item the user bought, the seed and unavailable
     items are dropped, the rest keeping their order.
     """
     base = ranking_candidates(mixed, features, seeds, users, available)
@@ -89,23 +96,13 @@ def discovery_candidates(
     users = np.asarray(users)
     hist = features.feature("hist_copurchase")
     if n_history > 0 and isinstance(hist, HistCopurchase):
-        extra, _ = history_candidates(hist, users, n_history)
-        dup = ((extra[:, :, None] == base.item[:, None, :]) & (extra[:, :, None] >= 0)).any(2)
-        extra = np.where(dup, -1, extra).astype(np.int32)
-        m, n_src = extra.shape[1], len(base.sources)
-        base = Candidates(
-            item=np.concatenate([base.item, extra], axis=1),
-            score=np.concatenate([base.score, np.full((n_seeds, m), -np.inf, np.float32)], 1),
-            source_score=np.concatenate(
-                [base.source_score, np.full((n_seeds, m, n_src), np.nan, np.float32)],
-                1,  # type: ignore[list-item]
-            ),
-            source_rank=np.concatenate(
-                [base.source_rank, np.full((n_seeds, m, n_src), -1, np.int32)],
-                1,  # type: ignore[list-item]
-            ),
-            sources=base.sources,
+        base = _append(base, history_candidates(hist, users, n_history)[0])
+    pop = features.feature("cand_pop")
+    if POPULAR_CANDIDATES > 0 and isinstance(pop, CandPop):
+        extra = popular_candidates(
+            pop.item_pop_, features.bought, users, available, POPULAR_CANDIDATES
         )
+        base = _append(base, extra)
     item = base.item
     keep = (
         (item >= 0)
@@ -122,4 +119,25 @@ def discovery_candidates(
         out.source_score,
         out.source_rank,
         out.sources,
+    )
+
+
+def _append(base: Candidates, extra: NDArray[np.int32]) -> Candidates:
+    """``base`` with the items of ``extra`` (B, m) it does not hold yet appended, with empty
+    per-source columns and a score of -inf."""
+    dup = ((extra[:, :, None] == base.item[:, None, :]) & (extra[:, :, None] >= 0)).any(2)
+    extra = np.where(dup, -1, extra).astype(np.int32)
+    n_seeds, (m, n_src) = base.n_seeds, (extra.shape[1], len(base.sources))
+    return Candidates(
+        item=np.concatenate([base.item, extra], axis=1),
+        score=np.concatenate([base.score, np.full((n_seeds, m), -np.inf, np.float32)], 1),
+        source_score=np.concatenate(
+            [base.source_score, np.full((n_seeds, m, n_src), np.nan, np.float32)],
+            1,  # type: ignore[list-item]
+        ),
+        source_rank=np.concatenate(
+            [base.source_rank, np.full((n_seeds, m, n_src), -1, np.int32)],
+            1,  # type: ignore[list-item]
+        ),
+        sources=base.sources,
     )

@@ -11,11 +11,13 @@ people start buying it (a trial item) or only keep buying it (a habit of its old
 
 The fitted ``hist_copurchase`` also keeps each user's strongest candidates that the user never
 bought (:func:`history_candidates`): the discovery ranker scores them next to the mix's list,
-so its candidates reach beyond the seed's own co-purchase row.
+so its candidates reach beyond the seed's own co-purchase row; the globally most-bought items
+the user never bought (:func:`popular_candidates`) can join them (:data:`POPULAR_CANDIDATES`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Self
 
 import numpy as np
@@ -35,6 +37,18 @@ NEIGHBOURS = 50
 
 NEW_CANDIDATES = 50
 """Items never bought by the user kept per user as discovery candidates."""
+
+POPULAR_CANDIDATES = 0
+"""The most-bought items the user never bought, added to the discovery candidates (0: none).
+
+Global popularity is the strongest baseline for items new to the user on Instacart, so
+these were tried as candidates (the model weighing them through ``cand_pop``, ``cand_trend``
+and ``cand_first_share``). On the Instacart validation window cut from training
+(``bench/discovery_validation.py --popular-candidates 50``) they did not help:
+explore_hit@10 0.1445 with 50 against 0.1479 without, so none are added by default."""
+
+_POPULAR_SCAN = 200
+"""How far down the popularity order :func:`popular_candidates` looks past ``n``."""
 
 
 def _user_items(data: FitContext, m: int) -> sp.csr_matrix:
@@ -141,3 +155,32 @@ def history_candidates(
     item = np.where(ok[:, None], feature.new_top_[safe, :n], -1).astype(np.int32)
     score = np.where(item >= 0, feature.new_score_[safe, :n], np.nan).astype(np.float32)
     return item, score
+
+
+def popular_candidates(
+    item_pop: NDArray[np.floating],
+    bought: Callable[[NDArray[np.int32], NDArray[np.int32]], NDArray[np.bool_]],
+    users: NDArray[np.integer],
+    available: NDArray[np.bool_],
+    n: int,
+) -> NDArray[np.int32]:
+    """Each user's ``n`` most-bought (``item_pop``) available items that ``bought(users,
+    items)`` says the user never bought ((B, n), -1 padded; ties to the lower id).
+
+    Looks :data:`_POPULAR_SCAN` items past ``n`` down the popularity order: a user who bought
+    more of the head than that gets fewer than ``n``.
+    """
+    users = np.asarray(users, dtype=np.int32)
+    if n <= 0 or len(item_pop) == 0:
+        return np.full((len(users), max(n, 0)), -1, np.int32)
+    pop = np.where(available, np.asarray(item_pop, np.float64), -np.inf)
+    m = min(n + _POPULAR_SCAN, int(np.isfinite(pop).sum()))
+    head = np.argpartition(-pop, m - 1)[:m] if m < len(pop) else np.arange(len(pop))
+    head = head[np.lexsort((head, -pop[head]))][:m].astype(np.int32)
+    rows = np.broadcast_to(head, (len(users), m))
+    new = ~bought(users, rows)
+    order = np.argsort(~new, axis=1, kind="stable")[:, :n]
+    out = np.where(np.take_along_axis(new, order, 1), np.take_along_axis(rows, order, 1), -1)
+    if out.shape[1] < n:
+        out = np.pad(out, ((0, 0), (0, n - out.shape[1])), constant_values=-1)
+    return out.astype(np.int32)

@@ -13,8 +13,9 @@ from recset.data import Dataset
 from recset.data.synthetic import SyntheticConfig, generate
 from recset.engine import Engine
 from recset.errors import ConfigError
-from recset.ranking import FeatureSpace, Ranker, fit_features, train_ranker
+from recset.ranking import FeatureSpace, Ranker, _candidates, fit_features, train_ranker
 from recset.ranking._candidates import discovery_candidates
+from recset.ranking._discover_features import popular_candidates
 from recset.testing import recommend_dense
 
 
@@ -81,6 +82,22 @@ def test_cand_first_share_hand_computed() -> None:
     assert _column(ds, "cand_first_share", "y", "u", ["x", "y"]) == pytest.approx([0.5, 1.0])
 
 
+def test_popular_candidates_hand_computed() -> None:
+    # popularity order 3, 1, 4, 0 (2 unavailable); user 0 bought 3, user 1 nothing
+    pop = np.array([1.0, 5.0, 9.0, 7.0, 5.0])
+    available = np.array([True, True, False, True, True])
+
+    def bought(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return (users[:, None] == 0) & (items == 3)
+
+    got = popular_candidates(pop, bought, np.array([0, 1, -1]), available, 3)
+    assert got.tolist() == [[1, 4, 0], [3, 1, 4], [3, 1, 4]]
+    # fewer available items than asked: padded
+    assert popular_candidates(pop, bought, np.array([0]), available, 6).tolist() == [
+        [1, 4, 0, -1, -1, -1]
+    ]
+
+
 @pytest.fixture(scope="module")
 def ds() -> Dataset:
     syn = generate(SyntheticConfig(n_items=300, seed=4))
@@ -98,13 +115,14 @@ def trained(ds: Dataset) -> tuple[Engine, Ranker]:
 
 
 def test_discovery_candidates_are_new_and_reach_beyond_the_mix(
-    ds: Dataset, trained: tuple[Engine, Ranker]
+    ds: Dataset, trained: tuple[Engine, Ranker], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine, ranker = trained
     feats = ranker.features
     seeds = np.arange(30, dtype=np.int32)
     users = (np.arange(30) * 7 % ds.n_users).astype(np.int32)
     mixed = engine.mixer.top(seeds, 40)
+    monkeypatch.setattr(_candidates, "POPULAR_CANDIDATES", 5)
     got = discovery_candidates(mixed, feats, seeds, users, engine.mixer.available, 20)
     real = got.item >= 0
     assert not (feats.bought(users, got.item) & real).any()
@@ -117,7 +135,12 @@ def test_discovery_candidates_are_new_and_reach_beyond_the_mix(
     # the history candidates are there, beyond the mix's own list
     beyond = real & ~(got.item[:, :, None] == mixed.item[:, None, :]).any(axis=2)
     assert beyond.any()
-    # without history candidates: only the mix's new items
+    # the user's most popular new items are there
+    pop = feats.feature("cand_pop").item_pop_  # type: ignore[union-attr]
+    top = popular_candidates(pop, feats.bought, users, engine.mixer.available, 5)
+    assert all(set(t[t >= 0]) - {s} <= set(g) for t, g, s in zip(top, got.item, seeds, strict=True))
+    # without history and popular candidates: only the mix's new items
+    monkeypatch.setattr(_candidates, "POPULAR_CANDIDATES", 0)
     only = discovery_candidates(mixed, feats, seeds, users, engine.mixer.available, 0)
     assert not (
         (only.item >= 0) & ~(only.item[:, :, None] == mixed.item[:, None, :]).any(axis=2)
