@@ -6,6 +6,7 @@ from recset.spark._build import SPARK_SOURCES, SparkSignals, fit_behaviour_sourc
 from recset.spark._session import (
     BASE_CONF,
     SparkUnavailableError,
+    owned_session,
     parse_conf,
     spark_missing,
     spark_session,
@@ -19,6 +20,7 @@ __all__ = [
     "SparkUnavailableError",
     "fit_behaviour_sources",
     "fit_on_spark",
+    "owned_session",
     "parse_conf",
     "read_events",
     "spark_missing",

@@ -26,6 +26,7 @@ from recset.recall.co_purchase_only import CoPurchaseOnlyRecall
 from recset.recall.co_view import CoViewRecall
 from recset.signals import Signals
 from recset.spark import _signals as S
+from recset.spark._session import quiet_pandas
 from recset.spark._topk import collect_topk, similarity, topk
 
 if TYPE_CHECKING:
@@ -37,14 +38,13 @@ _log = logging.getLogger(__name__)
 SPARK_SOURCES = ("co_purchase", "co_view", "co_purchase_only")
 
 
-def _units_frame(
-    spark: SparkSession, unit_of_item: np.ndarray, n_units: int
-) -> DataFrame | None:
+def _units_frame(spark: SparkSession, unit_of_item: np.ndarray, n_units: int) -> DataFrame | None:
     if n_units == len(unit_of_item) and np.array_equal(unit_of_item, np.arange(n_units)):
         return None
     items = np.arange(len(unit_of_item), dtype=np.int32)
     frame = pd.DataFrame({"item": items, "unit": unit_of_item.astype(np.int32)})
-    return spark.createDataFrame(frame)
+    with quiet_pandas():
+        return spark.createDataFrame(frame)
 
 
 class SparkSignals:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from recset.errors import ConfigError, RecsetError
@@ -66,7 +68,31 @@ def spark_session(
     builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in {**BASE_CONF, **dict(conf or {})}.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    for key, value in BASE_CONF.items():  # a session that already ran keeps its own conf
+        if not key.startswith("spark.ui."):
+            session.conf.set(key, value)
+    return session
+
+
+@contextmanager
+def owned_session(
+    master: str = "local[*]", conf: Mapping[str, str] | None = None
+) -> Iterator[SparkSession]:
+    """:func:`spark_session`, stopped on exit unless it was already running (a host's or a
+    test's session is left as it was found)."""
+    why = spark_missing()
+    if why is not None:
+        raise SparkUnavailableError(why)
+    from pyspark.sql import SparkSession
+
+    existed = SparkSession.getActiveSession() is not None
+    session = spark_session(master, conf)
+    try:
+        yield session
+    finally:
+        if not existed:
+            session.stop()
 
 
 def parse_conf(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -81,3 +107,12 @@ def parse_conf(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
             )
         out[key.strip()] = value
     return out
+
+
+@contextmanager
+def quiet_pandas() -> Iterator[None]:
+    """Silence pyspark's warning that it does not fully support pandas 3 around the Arrow
+    conversions of plain int/float/str columns that the build does (which work)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "PySpark does not yet fully support", FutureWarning)
+        yield

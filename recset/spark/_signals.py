@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from recset.data import PURCHASE, VIEW, Dataset
 from recset.errors import DataError
+from recset.spark._session import quiet_pandas
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -41,18 +42,18 @@ def _F():  # noqa: ANN202, N802 - pyspark is imported only when a function runs
 
 
 def _timestamp_seconds(path: Path, field: pa.Field) -> Column:
-    F = _F()
     t = field.type
+    if not (pa.types.is_timestamp(t) or pa.types.is_integer(t)):
+        raise DataError(
+            f"{path}: column 'timestamp' is {t}; the Spark build reads Parquet timestamps or "
+            "whole epoch seconds (rewrite the file with `recset ingest`, or build in process)"
+        )
+    F = _F()
     if pa.types.is_timestamp(t):
         if t.unit == "ns":  # read as a long of nanoseconds (spark.sql.legacy.parquet.nanosAsLong)
             return F.expr("timestamp div 1000000000")
         return F.unix_seconds(F.col("timestamp").cast("timestamp"))
-    if pa.types.is_integer(t):
-        return F.col("timestamp").cast("long")
-    raise DataError(
-        f"{path}: column 'timestamp' is {t}; the Spark build reads Parquet timestamps or whole "
-        "epoch seconds (rewrite the file with `recset ingest`, or build in process)"
-    )
+    return F.col("timestamp").cast("long")
 
 
 def read_events(spark: SparkSession, data: str | Path, dataset: Dataset) -> DataFrame:
@@ -79,14 +80,14 @@ def read_events(spark: SparkSession, data: str | Path, dataset: Dataset) -> Data
     if "timestamp" not in schema.names:
         raise DataError(f"{path}: no 'timestamp' column")
     ts = _timestamp_seconds(path, schema.field("timestamp"))
-    items = spark.createDataFrame(
-        pd.DataFrame(
-            {
-                "item_id": dataset.items.ids(np.arange(dataset.n_items)).astype(str),
-                "item": np.arange(dataset.n_items, dtype=np.int32),
-            }
-        )
+    frame = pd.DataFrame(
+        {
+            "item_id": dataset.items.ids(np.arange(dataset.n_items)).astype(str),
+            "item": np.arange(dataset.n_items, dtype=np.int32),
+        }
     )
+    with quiet_pandas():
+        items = spark.createDataFrame(frame)
     raw = spark.read.parquet(str(path))
     cols = set(raw.columns)
 
@@ -148,11 +149,7 @@ def groups(
         sel, key = (F.col("event") == VIEW) & F.col("session").isNotNull(), "session"
     else:
         sel, key = F.col("event") == PURCHASE, "user"
-    entries = (
-        events.where(sel)
-        .groupBy(F.col(key).alias("g"), "item")
-        .agg(F.min("ts").alias("t"))
-    )
+    entries = events.where(sel).groupBy(F.col(key).alias("g"), "item").agg(F.min("ts").alias("t"))
     g = entries.groupBy("g").agg(F.min("t").alias("t0"), F.count("item").alias("size"))
     if kind == "user_purchase":
         w = F.lit(1.0).cast("float")

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from recset.spark._session import quiet_pandas
+
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
@@ -97,7 +99,8 @@ def collect_topk(
 ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
     """The top-k rows on the driver: ``(idx, val)`` of shape ``(n_rows, k)``, padded with -1
     / -inf (the in-process layout). Only these ``<= n_rows * k`` rows leave Spark."""
-    df = rows.select("a", "b", "sim", "rank").toPandas()
+    with quiet_pandas():
+        df = rows.select("a", "b", "sim", "rank").toPandas()
     idx = np.full((n_rows, k), -1, dtype=np.int32)
     val = np.full((n_rows, k), -np.inf, dtype=np.float32)
     if len(df):
