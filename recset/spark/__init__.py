@@ -2,7 +2,14 @@
 of the behavioural sources computed from the canonical Parquet files, equal to the
 in-process result. Nothing outside this package imports pyspark."""
 
-from recset.spark._build import SPARK_SOURCES, SparkSignals, fit_behaviour_sources, fit_on_spark
+from recset.spark._build import (
+    SPARK_SOURCES,
+    SparkSignals,
+    fit_behaviour_sources,
+    fit_dataset,
+    fit_on_spark,
+    write_events,
+)
 from recset.spark._session import (
     BASE_CONF,
     SparkUnavailableError,
@@ -19,10 +26,12 @@ __all__ = [
     "SparkSignals",
     "SparkUnavailableError",
     "fit_behaviour_sources",
+    "fit_dataset",
     "fit_on_spark",
     "owned_session",
     "parse_conf",
     "read_events",
     "spark_missing",
     "spark_session",
+    "write_events",
 ]

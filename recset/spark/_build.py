@@ -11,14 +11,17 @@ is fitted in process by the caller, and the log says which.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from recset.data import Dataset
+from recset.data import EVENT_TYPES, Dataset
 from recset.recall import RecallBase, RecallConfig, get_recall
 from recset.recall._cooccurrence import PairRecall
 from recset.recall.co_purchase import CoPurchaseRecall
@@ -208,3 +211,31 @@ def fit_behaviour_sources(
             ", ".join(local),
         )
     return out
+
+
+def write_events(dataset: Dataset, path: str | Path) -> None:
+    """``dataset``'s events as a canonical ``events.parquet`` (external ids, epoch seconds):
+    a part of a dataset (a backtest's training window) for :func:`fit_behaviour_sources`."""
+    ev = dataset.events
+    names = np.asarray(EVENT_TYPES, dtype=object)[ev.event]
+    table = pa.table(
+        {
+            "user_id": pa.array(dataset.users.ids(ev.user), pa.string()),
+            "item_id": pa.array(dataset.items.ids(ev.item), pa.string()),
+            "event": pa.array(names, pa.string()),
+            "timestamp": pa.array(ev.timestamp, pa.int64()),
+            "session_id": pa.array(dataset.sessions_map.ids(ev.session), pa.string()),
+            "order_id": pa.array(dataset.orders_map.ids(ev.order), pa.string()),
+        }
+    )
+    pq.write_table(table, str(Path(path) / "events.parquet"))
+
+
+def fit_dataset(
+    spark: SparkSession, dataset: Dataset, config: RecallConfig
+) -> dict[str, RecallBase]:
+    """:func:`fit_behaviour_sources` for a dataset in memory (e.g. a backtest's training
+    part): its events are written to a temporary Parquet file that Spark reads."""
+    with tempfile.TemporaryDirectory(prefix="recset-spark-") as tmp:
+        write_events(dataset, tmp)
+        return fit_behaviour_sources(spark, tmp, dataset, config)

@@ -206,3 +206,20 @@ def test_nanosecond_and_microsecond_timestamps(
         e.to_parquet(out / "events.parquet", index=False)
         got = read_events(spark, out, ds).select("ts").toPandas()["ts"].to_numpy()
         np.testing.assert_array_equal(np.sort(got), np.sort(base))
+
+
+@pytest.mark.slow
+def test_backtest_identical(spark: Any, ds: Dataset) -> None:
+    """A backtest whose engine's behavioural sources are fitted on Spark (on the training
+    window) measures exactly what the in-process backtest measures, ranker included."""
+    from recset.eval.backtest import run_backtest
+    from recset.spark import fit_dataset
+
+    kw = dict(baselines=[], ablations=True, discover=False, n_boot=50, samples=1)
+    local = run_backtest(ds, **kw)  # type: ignore[arg-type]
+    on_spark = run_backtest(ds, prefit=lambda d, c: fit_dataset(spark, d, c), **kw)  # type: ignore[arg-type]
+    assert local.queries == on_spark.queries > 0
+    assert set(local.hits) == set(on_spark.hits) and "mix+ranker" in local.hits
+    for name, hits in local.hits.items():
+        np.testing.assert_array_equal(on_spark.hits[name], hits, name)
+    assert local.systems == on_spark.systems
