@@ -443,6 +443,26 @@ def ingest(fmt: str, src: Path, out: Path, force: bool) -> None:
     "--drop-neural",
     is_flag=True,
     help="Do not pin the active neural stages in the new release.",
+    "--engine",
+    "engine_kind",
+    type=click.Choice(["inprocess", "spark"]),
+    default="inprocess",
+    show_default=True,
+    help="spark: compute the behaviour signals and the co_purchase, co_view and "
+    "co_purchase_only candidate rows on Apache Spark from events.parquet (extra recset[spark], "
+    "Java 17; docs/scale.md); the other sources are fitted in process.",
+)
+@click.option(
+    "--spark-master",
+    default="local[*]",
+    show_default=True,
+    help="Spark master URL of --engine spark (e.g. spark://host:7077, yarn).",
+)
+@click.option(
+    "--spark-conf",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Spark setting of --engine spark, repeatable (e.g. spark.driver.memory=8g).",
 )
 @_bad_rows_options
 def build(
@@ -457,6 +477,9 @@ def build(
     no_activate: bool,
     retrain_ranker: bool,
     drop_neural: bool,
+    engine_kind: str,
+    spark_master: str,
+    spark_conf: tuple[str, ...],
     on_bad_rows: str,
     time_range: tuple[int | None, int | None] | None,
 ) -> None:
@@ -482,16 +505,24 @@ def build(
     from recset.storage import Store, fault_point
 
     if append_events is not None:
-        if data is not None or config_path is not None or lists_to_db or on_bad_rows != "error":
+        if (
+            data is not None
+            or config_path is not None
+            or lists_to_db
+            or on_bad_rows != "error"
+            or engine_kind != "inprocess"
+        ):
             raise click.UsageError(
-                "--append adds events to the stored engine with its config, and refuses bad "
-                "rows: it takes no --data, --config, --lists-to-db or --on-bad-rows skip"
+                "--append adds events to the stored engine with its config, in process, and "
+                "refuses bad rows: it takes no --data, --config, --lists-to-db, --engine spark "
+                "or --on-bad-rows skip"
             )
         _append(store, append_events, artifact_dir, time_range)
         return
     if data is None:
         raise click.UsageError("Missing option '--data' (or '--append EVENTS').")
     config = load_config(config_path)
+    spark = _spark_options(spark_master, spark_conf) if engine_kind == "spark" else None
     if max_memory is not None:
         budget = parse_memory(max_memory)
         config = config.model_copy(
@@ -503,8 +534,14 @@ def build(
     check_category_keys(config, ds, allow_unknown=allow_unknown_categories)
     # The build lock before the fit: a second build into this store refuses at once.
     with Store.open(store, artifact_dir=artifact_dir) as st, st.build_lock("recset build"):
+        prefitted = None
+        if spark is not None:
+            with _step(f"fit the behavioural sources on Spark ({spark_master})"):
+                prefitted = _spark_fit(spark, data, ds, config)
         with _step("fit recall sources and precompute candidate lists"):
-            engine = Engine.build(ds, config, show_progress=True, allow_unknown_categories=True)
+            engine = Engine.build(
+                ds, config, show_progress=True, allow_unknown_categories=True, prefitted=prefitted
+            )
         fault_point("fit")
         counts = mix_item_counts(config, engine.mixer.seed_mix)
         click.echo("  items served by each mix:", err=True)
@@ -617,6 +654,24 @@ def _append(
         err=True,
     )
     click.echo(f"engine v{rep.version} is active in {store}")
+
+
+def _spark_options(master: str, pairs: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """(master, conf) of ``--engine spark``, checked before anything is read."""
+    from recset.spark import parse_conf, spark_missing
+
+    conf = parse_conf(pairs)
+    why = spark_missing()
+    if why is not None:
+        raise click.ClickException(f"--engine spark: {why}")
+    return master, conf
+
+
+def _spark_fit(spark: tuple[str, dict[str, str]], data: Path, ds, config):  # noqa: ANN001, ANN202
+    from recset.spark import fit_behaviour_sources, owned_session
+
+    with owned_session(*spark) as session:
+        return fit_behaviour_sources(session, data, ds, config)
 
 
 @cli.command("train-ranker")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -25,7 +25,7 @@ from recset.engine._results import Reason, Recommendation, merge_basket, row_rec
 from recset.errors import ConfigError, ParameterTypeError
 from recset.pipeline import Candidates, Request, Stage, get_stage, insert_position
 from recset.ranking import USER_HISTORY, DiscoverStage, Ranker
-from recset.recall import Mixer, check_category_keys
+from recset.recall import Mixer, RecallBase, check_category_keys
 
 if TYPE_CHECKING:
     from recset.personalization import Personalizer, TypeTransition
@@ -287,8 +287,12 @@ class Engine:
         precompute: bool = True,
         show_progress: bool = False,
         allow_unknown_categories: bool = False,
+        prefitted: Mapping[str, RecallBase] | None = None,
     ) -> Engine:
         """Fit every configured source on ``dataset`` and precompute every item's list.
+
+        Sources in ``prefitted`` (by name, fitted on ``dataset`` elsewhere, e.g. on Spark by
+        ``recset.spark.fit_behaviour_sources``) are used as they are.
 
         A ``[categories]`` key that matches no category of ``dataset`` is a ``ConfigError``
         (a warning with ``allow_unknown_categories``).
@@ -305,7 +309,7 @@ class Engine:
             )
         config = config or config_from_dict({})
         check_category_keys(config, dataset, allow_unknown=allow_unknown_categories)
-        mixer = Mixer.fit(dataset, config, show_progress=show_progress)
+        mixer = Mixer.fit(dataset, config, show_progress=show_progress, prefitted=prefitted)
         if precompute:
             mixer.precompute(config.build.candidates_per_seed, show_progress=show_progress)
         engine = cls(config, dataset.items, mixer)

@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -54,7 +54,7 @@ from recset.eval.metrics import KS, hit_matrix, per_query, summarize
 from recset.personalization import StageValidation
 from recset.pipeline import Request
 from recset.ranking import RankerConfig, train_ranker
-from recset.recall import embed_items
+from recset.recall import RecallBase, embed_items
 from recset.signals import Signals
 
 _log = logging.getLogger(__name__)
@@ -595,6 +595,7 @@ def run_backtest(
     prepared: Prepared | None = None,
     allow_unknown_categories: bool = False,
     show_progress: bool = False,
+    prefit: Callable[[Dataset, Config], Mapping[str, RecallBase]] | None = None,
 ) -> BacktestResult:
     """Backtest the engine built with ``config`` against its ablations and the baselines.
 
@@ -638,6 +639,9 @@ def run_backtest(
     prepared : Prepared, optional
         The split and queries (from :func:`prepare`): several configs compared on the same
         queries share one; the split arguments are then ignored.
+    prefit : callable, optional
+        ``prefit(train, config)`` returns sources fitted elsewhere on the training part
+        (``recset.spark.fit_dataset`` on a SparkSession), which the engine uses as they are.
     """
     import time as _time
 
@@ -659,11 +663,13 @@ def run_backtest(
     info = dict(prep.info)
     say = show_progress
     with stage("build the engine (fit sources, precompute lists)", say, timings, "build_engine"):
+        prefitted = prefit(sp.train, config or config_from_dict({})) if prefit else None
         engine = Engine.build(
             sp.train,
             config,
             show_progress=show_progress,
             allow_unknown_categories=allow_unknown_categories,
+            prefitted=prefitted,
         )
     systems = [engine_system(engine, "mix")]
     curve: list[tuple[int, System]] = []

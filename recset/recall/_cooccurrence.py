@@ -179,11 +179,10 @@ class PairRecall(RecallBase):
         fitted: Mapping[str, RecallBase] | None = None,
     ) -> Self:
         sig = self._signals(dataset, signals)
-        level = self.config.level if self.product_level else "item"
-        unit, n_units = units_of(dataset, level)
+        unit, n_units = self.units(dataset)
         cfg = self.config
-        alpha = {"ochiai": 0.5, "confidence": 1.0}.get(cfg.similarity, cfg.alpha)
-        min_value = max(cfg.min_similarity, 1e-12)
+        alpha = self.alpha
+        min_value = self.min_value
         groups = self._groups(sig, unit, n_units)
         if groups is not None:
             neighbors, scores = pair_topk(
@@ -204,6 +203,42 @@ class PairRecall(RecallBase):
                 sim = asymmetric_cosine(counts, occ, alpha)
             del counts
             neighbors, scores = topk_rows(sim, cfg.max_candidates, min_value=min_value)
+        return self.fit_topk(dataset, neighbors, scores, sig)
+
+    @property
+    def alpha(self) -> float:
+        """Exponent of the seed's occurrences in the similarity (see :class:`PairConfig`)."""
+        return {"ochiai": 0.5, "confidence": 1.0}.get(self.config.similarity, self.config.alpha)
+
+    @property
+    def min_value(self) -> float:
+        """The lowest similarity kept."""
+        return max(self.config.min_similarity, 1e-12)
+
+    def units(self, dataset: Dataset) -> tuple[NDArray[np.int32], int]:
+        """``(unit_of_item, n_units)`` this source counts in (see :func:`units_of`)."""
+        return units_of(dataset, self.config.level if self.product_level else "item")
+
+    def fit_topk(
+        self,
+        dataset: Dataset,
+        neighbors: NDArray[np.int32],
+        scores: NDArray[np.float32],
+        signals: Signals | None = None,
+    ) -> Self:
+        """Set the fitted state from each unit's top candidates computed elsewhere.
+
+        ``neighbors`` (int32, padded with -1) and ``scores`` (float32) have shape
+        ``(n_units, k)``, best first, units as :meth:`units` numbers them: what :meth:`fit`
+        computes, or the same rows computed on Spark (``recset.spark``).
+        """
+        sig = self._signals(dataset, signals)
+        unit, n_units = self.units(dataset)
+        if neighbors.shape != scores.shape or neighbors.shape[0] != n_units:
+            raise ValueError(
+                f"{self.name}: the top-k rows must have shape ({n_units}, k) for both arrays. "
+                f"Got {neighbors.shape} and {scores.shape} instead."
+            )
         self.unit_of_item_ = unit
         self.rep_ = representatives(
             unit, n_units, sig.item_views, sig.item_purchases, dataset.catalog.available

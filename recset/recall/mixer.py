@@ -133,8 +133,19 @@ class Mixer:
         )
 
     @classmethod
-    def fit(cls, dataset: Dataset, config: RecallConfig, *, show_progress: bool = False) -> Mixer:
-        """Fit every source ``config`` needs on ``dataset`` (dependencies first)."""
+    def fit(
+        cls,
+        dataset: Dataset,
+        config: RecallConfig,
+        *,
+        show_progress: bool = False,
+        prefitted: Mapping[str, RecallBase] | None = None,
+    ) -> Mixer:
+        """Fit every source ``config`` needs on ``dataset`` (dependencies first).
+
+        Sources in ``prefitted`` (by name; e.g. fitted on Spark by ``recset.spark``) are taken
+        as they are instead of being fitted here.
+        """
         signals = Signals(
             dataset,
             half_life_days=config.build.half_life_days or None,
@@ -154,6 +165,9 @@ class Mixer:
         fitted: dict[str, RecallBase] = {}
         for name in config.fit_order():
             kind, cfg = specs[name]
+            if prefitted is not None and name in prefitted:
+                fitted[name] = prefitted[name]
+                continue
             with stage(f"fit {name}"):
                 fitted[name] = get_recall(kind)(cfg).fit(dataset, signals, fitted=dict(fitted))
                 # a fit's temporaries (text model, Annoy index, pair blocks) are freed by now;
