@@ -443,6 +443,8 @@ def ingest(fmt: str, src: Path, out: Path, force: bool) -> None:
     "--drop-neural",
     is_flag=True,
     help="Do not pin the active neural stages in the new release.",
+)
+@click.option(
     "--engine",
     "engine_kind",
     type=click.Choice(["inprocess", "spark"]),
