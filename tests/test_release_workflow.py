@@ -45,6 +45,7 @@ def _active(store: Path) -> tuple[int, dict[str, int]]:
     return r.id, r.pins
 
 
+@pytest.mark.slow
 def test_build_train_retrain_activate_roll_back_and_prune(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
