@@ -62,7 +62,9 @@ def _factorize(
     seen = pd.unique(codes[codes >= 0])  # old codes in their new first-seen order
     renumber = np.empty(len(ids), dtype=np.int32)
     renumber[seen] = np.arange(len(seen), dtype=np.int32)
-    return np.where(codes >= 0, renumber[codes], -1).astype(np.int32), ids[seen]
+    # nulls (-1) index a valid slot and are masked: every id may be null (renumber empty)
+    new = renumber[np.maximum(codes, 0)] if len(seen) else np.zeros_like(codes)
+    return np.where(codes >= 0, new, -1).astype(np.int32), ids[seen]
 
 
 def _objects(values: pd.Series) -> NDArray[np.object_]:

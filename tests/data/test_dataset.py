@@ -137,3 +137,15 @@ def test_events_naming_unknown_items_are_refused() -> None:
     ev = EVENTS.assign(item_id=["a", "zz", "a", "b", "c", "b", "yy"])
     with pytest.raises(DataError, match=r"2 events name items absent.*'zz', 'yy'"):
         Dataset.from_frames(CATALOG, ev)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_an_id_column_with_only_nulls_codes_every_row_minus_one(shuffle: bool) -> None:
+    # e.g. a prefix split whose events carry no session at all
+    events = EVENTS.assign(session_id=pd.Series([None] * len(EVENTS), dtype="string"))
+    if shuffle:
+        events = events.sample(frac=1.0, random_state=5)
+    ds = Dataset.from_frames(CATALOG, events, name="t")
+    assert (ds.events.session == -1).all()
+    assert len(ds.sessions_map) == 0
+    assert (ds.events.order >= 0).sum() == EVENTS["order_id"].notna().sum()
