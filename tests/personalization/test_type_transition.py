@@ -362,9 +362,7 @@ def test_diversify_properties(rows, k: int, cap: int, min_types: int, m: int) ->
         _reference_checks(tt, int(seeds[i]), items[i], scores[i], k, out[i])
 
 
-def test_diversify_on_trained_model_and_speed(ds: Dataset, tt: TypeTransition) -> None:
-    import time
-
+def test_diversify_on_trained_model_and_at_scale(ds: Dataset, tt: TypeTransition) -> None:
     sd_seed = _item_of(tt, "sd_card")[0]
     cams = _item_of(tt, "camera", 5)
     others = np.concatenate([_item_of(tt, n, 3) for n in ("tripod", "camera_bag", "lens")])
@@ -374,14 +372,12 @@ def test_diversify_on_trained_model_and_speed(ds: Dataset, tt: TypeTransition) -
     top = tt.type_of(items[0, out[0]])
     assert _tid(tt, "camera") not in top.tolist()
     assert len(set(top[:3].tolist())) == 3
-    # 10k rows x 100 candidates
+    # 10k rows x 100 candidates (its speed is measured by bench/type_transition.py)
     rng = np.random.default_rng(0)
     seeds = rng.integers(0, ds.n_items, 10_000)
     items = rng.integers(-1, ds.n_items, (10_000, 100))
     scores = rng.random((10_000, 100)).astype(np.float32)
-    t0 = time.perf_counter()
     out = tt.diversify_rounds(seeds, items, scores, 10)
-    assert time.perf_counter() - t0 < 3.0  # ~0.3 s measured on a busy 2-core runner
     assert out.shape == (10_000, 10)
 
 
