@@ -115,6 +115,8 @@ def child(mode: str, data: Path, out: Path, master: str, conf: list[str]) -> Non
             "spark.eventLog.rolling.enabled": "false",
             "spark.eventLog.compress": "false",
         }
+        # a few shuffle partitions per core (Spark's 200 are for clusters)
+        extra["spark.sql.shuffle.partitions"] = "8"
         session = spark_session(master, {"spark.ui.enabled": "false", **extra, **parse_conf(conf)})
         session.sparkContext.setLogLevel("ERROR")
         app = session.sparkContext.applicationId

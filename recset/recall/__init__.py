@@ -34,6 +34,7 @@ from recset.recall._config import (
     source_config_union,
     validate_source_config,
 )
+from recset.recall._cooccurrence import PairRecall
 from recset.recall._incremental import AppendResult, CountState, append_counts
 from recset.recall._lists import ListsWriter, PrecomputedLists
 from recset.recall._text import TextEmbeddingConfig, embed_items
@@ -51,6 +52,7 @@ __all__ = [
     "MixOverride",
     "MixStage",
     "Mixer",
+    "PairRecall",
     "PopularConfig",
     "PopularRecall",
     "ListsWriter",

@@ -22,8 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recset.data import EVENT_TYPES, Dataset
-from recset.recall import RecallBase, RecallConfig, get_recall
-from recset.recall._cooccurrence import PairRecall
+from recset.recall import PairRecall, RecallBase, RecallConfig, get_recall
 from recset.recall.co_purchase import CoPurchaseRecall
 from recset.recall.co_purchase_only import CoPurchaseOnlyRecall
 from recset.recall.co_view import CoViewRecall

@@ -3,8 +3,9 @@ signal of :class:`recset.signals.Signals`, so the equality tests can pair them.
 
 Every function reads the events frame of :func:`read_events` (columns ``user`` (string),
 ``item`` (int, the dense item id of the driver's :class:`~recset.data.Dataset`), ``event``
-(byte code, :data:`recset.data.VIEW` / ``PURCHASE``), ``ts`` (long epoch seconds),
-``session`` and ``order`` (strings, null when absent)) and returns a frame of pairs
+(byte: the index in :data:`recset.data.EVENT_TYPES`, as ``recset.data.VIEW``), ``ts``
+(long epoch seconds), ``session`` and ``order`` (strings, null when absent)) and returns a
+frame of pairs
 ``(a, b, value)`` or of items ``(item, value)``. Counts are sums of (decayed) float32
 weights, cast to float32 at the end: without decay they equal the in-process counts exactly;
 with decay they can differ in the last bit (the sums run in another order).
@@ -21,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recset.data import PURCHASE, VIEW, Dataset
+from recset.data import EVENT_TYPES, PURCHASE, VIEW, Dataset
 from recset.errors import DataError
 from recset.spark._session import quiet_pandas
 
@@ -94,12 +95,10 @@ def read_events(spark: SparkSession, data: str | Path, dataset: Dataset) -> Data
     def opt(name: str) -> Column:
         return F.col(name).cast("string") if name in cols else F.lit(None).cast("string")
 
-    code = (
-        F.when(F.col("event") == "view", F.lit(VIEW))
-        .when(F.col("event") == "purchase", F.lit(PURCHASE))
-        .otherwise(F.lit(-1))
-        .cast("byte")
-    )
+    code = F.lit(-1)
+    for i, name in enumerate(EVENT_TYPES):  # the in-process codes (VIEW, ADD_TO_CART, ...)
+        code = F.when(F.col("event") == name, F.lit(i)).otherwise(code)
+    code = code.cast("byte")
     ev = raw.select(
         F.col("user_id").cast("string").alias("user"),
         F.col("item_id").cast("string").alias("item_id"),
