@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from recset.data import load_dataset
 from recset.data._format import CATALOG_COLUMNS, EVENT_COLUMNS, EVENT_TYPES, read_validated
 from recset.data.synthetic import SyntheticConfig, SyntheticData, generate, write_synthetic
 from recset.errors import ConfigError, DataError
@@ -365,7 +365,9 @@ def test_large_pair_lists_fall_back_to_models() -> None:
 
 
 @pytest.mark.slow
-def test_100k_items_1m_events_under_a_minute(tmp_path) -> None:
-    t0 = time.perf_counter()
+def test_100k_items_1m_events_written(tmp_path) -> None:
+    # its speed (under a minute) is bench/generate.py's to measure, not a unit test's
     write_synthetic(SyntheticConfig(n_items=100_000, n_events=1_000_000), tmp_path / "big")
-    assert time.perf_counter() - t0 < 60
+    ds = load_dataset(tmp_path / "big")
+    assert ds.n_items == 100_000
+    assert len(ds.events.item) >= 990_000
