@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -44,3 +45,24 @@ def test_values_are_read_only() -> None:
     m = IdMap(["a"])
     with pytest.raises(ValueError):
         m.values[0] = "b"
+
+
+_MIXED = st.one_of(
+    st.text(max_size=4),
+    st.none(),
+    st.integers(-5, 5),
+    st.floats(allow_nan=True, allow_infinity=False, width=32),
+)
+
+
+@given(
+    st.lists(st.text(max_size=4), unique=True, max_size=20),
+    st.lists(_MIXED, max_size=40),
+)
+def test_few_ids_looked_up_one_by_one_match_the_vectorised_path(
+    known: list[str], queried: list[object]
+) -> None:
+    m = IdMap(dict.fromkeys([*known, "1", "0.5", "nan"]))
+    vectorised = m.index(pd.Series(queried, dtype=object))
+    assert m.index(queried).tolist() == vectorised.tolist()  # <= 32 ids: one by one
+    assert m.index(queried * 3).tolist() == vectorised.tolist() * 3  # the Series path
