@@ -259,15 +259,20 @@ class TextSimilarity(RankerFeature):
         self.embeddings_ = np.asarray(emb, dtype=np.float32)
         return self
 
+    @cached_property
+    def _zero(self) -> NDArray[np.bool_]:
+        """Whether each item's vector is all zeros (computed once, not on every transform)."""
+        return ~self.embeddings_.any(axis=1)
+
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         emb = self.embeddings_
         if not emb.shape[1]:
             return batch.nan()
         # one seed per row: its vector is read once, not once per candidate
-        seed_vec = emb[batch.sc[:: batch.width]] if batch.width else emb[:0]
+        seed = batch.sc[:: batch.width] if batch.width else batch.sc[:0]
         cand_vec = emb[batch.c].reshape(batch.n_seeds, batch.width, -1)
-        sim = np.einsum("bwd,bd->bw", cand_vec, seed_vec).ravel().astype(np.float64)
-        zero = np.repeat(~seed_vec.any(axis=1), batch.width) | ~cand_vec.any(axis=2).ravel()
+        sim = np.einsum("bwd,bd->bw", cand_vec, emb[seed]).ravel().astype(np.float64)
+        zero = np.repeat(self._zero[seed], batch.width) | self._zero[batch.c]
         return np.where(batch.s_ok & ~zero, sim, np.nan)
 
 

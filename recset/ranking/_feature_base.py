@@ -317,7 +317,7 @@ class FeatureBatch:
         self.c = np.maximum(self.cand, 0)
         self.s = np.repeat(np.asarray(seeds, dtype=np.int64), self.width)
         self.s_ok = (self.s >= 0) & (self.s < self.n_items)
-        self.sc = np.maximum(self.s, 0)
+        self.sc = np.where(self.s_ok, self.s, 0)
         self.u = np.repeat(np.asarray(users, dtype=np.int64), self.width)
         self.u_ok = (self.u >= 0) & (self.u < self.n_users)
         self.uu = np.where(self.u_ok, self.u, 0)
