@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from recset.data import aspect_tokens
 from recset.ranking._feature_base import FeatureBatch, FitContext, RankerFeature, register_feature
-from recset.signals import csr_gather, pair_lookup
+from recset.signals import csr_gather
 
 _log = logging.getLogger(__name__)
 
@@ -295,16 +295,17 @@ class Compatible(RankerFeature):
         return self
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
-        if not self.compat_seed_.shape[0]:
+        if not self.compat_seed_.shape[0] or not len(batch):
             return batch.nan()
-        agree = np.zeros(len(batch), dtype=bool)
-        clash = np.zeros(len(batch), dtype=bool)
-        for r in range(self.compat_seed_.shape[0]):
-            sv = np.where(batch.s_ok, self.compat_seed_[r, batch.sc], -1)
-            cv = self.compat_cand_[r, batch.c]
-            both = (sv >= 0) & (cv >= 0)
-            agree |= both & (sv == cv)
-            clash |= both & (sv != cv)
+        # all rules at once; the seed's codes read once per seed row, not once per slot
+        w = batch.width
+        sv = np.where(batch.s_ok[::w], self.compat_seed_[:, batch.sc[::w]], -1)
+        sv = np.repeat(sv, w, axis=1)
+        cv = self.compat_cand_[:, batch.c]
+        both = (sv >= 0) & (cv >= 0)
+        same = sv == cv
+        agree = (both & same).any(axis=0)
+        clash = (both & ~same).any(axis=0)
         return np.where(clash, 0.0, np.where(agree, 1.0, np.nan))
 
 
@@ -488,16 +489,29 @@ class UserAspectShare(RankerFeature):
         return _n_groups(self.item_tok_)
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
-        u = np.where(batch.u_ok, batch.u, -1)
         c = batch.c
         n_of = self.item_tok_indptr_[c + 1] - self.item_tok_indptr_[c]
         row = np.repeat(np.arange(len(c)), n_of)
         tok = self.item_tok_[csr_gather(self.item_tok_indptr_, c)]
-        keys = np.repeat(u, n_of) * self._n_tokens + tok
-        share = np.nan_to_num(pair_lookup(self.ut_keys_, self.ut_share_, keys), nan=0.0)
+        share = np.zeros(len(tok))  # 0 where the user never bought the token
+        if len(batch):
+            # a seed row's slots share their user: search only that user's stretch of the
+            # table (the keys user * n_tokens + token), not the whole table per token
+            w, n_tok, keys = batch.width, self._n_tokens, self.ut_keys_
+            users, ok = batch.u[::w], batch.u_ok[::w]
+            lo = np.searchsorted(keys, users * n_tok)
+            hi = np.searchsorted(keys, (users + 1) * n_tok)
+            end = np.cumsum(n_of.reshape(batch.n_seeds, w).sum(axis=1))
+            for r in np.flatnonzero(ok & (hi > lo)):
+                a, b, t1 = int(lo[r]), int(hi[r]), int(end[r])
+                t0 = t1 - int(n_of[r * w : (r + 1) * w].sum())
+                q = tok[t0:t1] + int(users[r]) * n_tok
+                pos = np.minimum(np.searchsorted(keys[a:b], q), b - a - 1)
+                hit = keys[a:b][pos] == q
+                share[t0:t1][hit] = self.ut_share_[a:b][pos[hit]]
         total = np.bincount(row, weights=share, minlength=len(c))
         mean = total / np.maximum(n_of, 1)
-        return np.where((u >= 0) & (n_of > 0), mean, np.nan)
+        return np.where(batch.u_ok & (n_of > 0), mean, np.nan)
 
 
 # -- the user ----------------------------------------------------------------------------
