@@ -179,7 +179,7 @@ class CategoryRelatedness(RankerFeature):
         return _n_groups(self.category_)
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
-        s_cat = np.where(batch.s_ok, self.category_[batch.sc], -1).astype(np.int64)
+        s_cat = batch.seed_code(self.category_).astype(np.int64)
         c_cat = self.category_[batch.c].astype(np.int64)
         rel = batch.lookup(self.cat_rel_keys_, self.cat_rel_vals_, s_cat * self._n_cat + c_cat)
         rel[(s_cat < 0) | (c_cat < 0)] = np.nan
@@ -198,7 +198,7 @@ class SameBrand(RankerFeature):
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         a = self.brand_
-        return _same(np.where(batch.s_ok, a[batch.sc], -1), a[batch.c])
+        return _same(batch.seed_code(a), a[batch.c])
 
 
 @register_feature("same_category")
@@ -213,7 +213,7 @@ class SameCategory(RankerFeature):
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         a = self.category_
-        return _same(np.where(batch.s_ok, a[batch.sc], -1), a[batch.c])
+        return _same(batch.seed_code(a), a[batch.c])
 
 
 @register_feature("same_type")
@@ -228,7 +228,7 @@ class SameType(RankerFeature):
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         a = self.product_type_
-        return _same(np.where(batch.s_ok, a[batch.sc], -1), a[batch.c])
+        return _same(batch.seed_code(a), a[batch.c])
 
 
 @register_feature("price_ratio_log")

@@ -371,9 +371,20 @@ class FeatureBatch:
         out[found] = values[pos[found]]
         return out
 
+    def _per_row(self, a: NDArray[Any], missing: float) -> NDArray[Any]:
+        """``a[seed]`` of each slot, ``missing`` for unknown seeds, read once per seed row."""
+        w = self.width
+        if not w:
+            return np.where(self.s_ok, a[self.sc], missing)
+        return np.repeat(np.where(self.s_ok[::w], a[self.sc[::w]], missing), w)
+
     def seed_value(self, a: NDArray[np.floating] | NDArray[np.integer]) -> NDArray[np.float64]:
         """``a[seed]`` of each slot as float64, NaN for unknown seeds."""
-        return np.where(self.s_ok, a[self.sc], np.nan).astype(np.float64)
+        return self._per_row(a, np.nan).astype(np.float64)
+
+    def seed_code(self, a: NDArray[np.integer]) -> NDArray[np.integer]:
+        """``a[seed]`` of each slot (ids such as the seed's category), -1 for unknown seeds."""
+        return self._per_row(a, -1)
 
     def nan(self) -> NDArray[np.float64]:
         """A fresh all-NaN column."""
