@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from recset.data import aspect_tokens
 from recset.ranking._feature_base import FeatureBatch, FitContext, RankerFeature, register_feature
-from recset.signals import csr_gather, pair_lookup
+from recset.signals import csr_gather
 
 _log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class CategoryRelatedness(RankerFeature):
         return _n_groups(self.category_)
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
-        s_cat = np.where(batch.s_ok, self.category_[batch.sc], -1).astype(np.int64)
+        s_cat = batch.seed_code(self.category_).astype(np.int64)
         c_cat = self.category_[batch.c].astype(np.int64)
         rel = batch.lookup(self.cat_rel_keys_, self.cat_rel_vals_, s_cat * self._n_cat + c_cat)
         rel[(s_cat < 0) | (c_cat < 0)] = np.nan
@@ -198,7 +198,7 @@ class SameBrand(RankerFeature):
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         a = self.brand_
-        return _same(np.where(batch.s_ok, a[batch.sc], -1), a[batch.c])
+        return _same(batch.seed_code(a), a[batch.c])
 
 
 @register_feature("same_category")
@@ -213,7 +213,7 @@ class SameCategory(RankerFeature):
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         a = self.category_
-        return _same(np.where(batch.s_ok, a[batch.sc], -1), a[batch.c])
+        return _same(batch.seed_code(a), a[batch.c])
 
 
 @register_feature("same_type")
@@ -228,7 +228,7 @@ class SameType(RankerFeature):
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         a = self.product_type_
-        return _same(np.where(batch.s_ok, a[batch.sc], -1), a[batch.c])
+        return _same(batch.seed_code(a), a[batch.c])
 
 
 @register_feature("price_ratio_log")
@@ -259,15 +259,20 @@ class TextSimilarity(RankerFeature):
         self.embeddings_ = np.asarray(emb, dtype=np.float32)
         return self
 
+    @cached_property
+    def _zero(self) -> NDArray[np.bool_]:
+        """Whether each item's vector is all zeros (computed once, not on every transform)."""
+        return ~self.embeddings_.any(axis=1)
+
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         emb = self.embeddings_
         if not emb.shape[1]:
             return batch.nan()
         # one seed per row: its vector is read once, not once per candidate
-        seed_vec = emb[batch.sc[:: batch.width]] if batch.width else emb[:0]
+        seed = batch.sc[:: batch.width] if batch.width else batch.sc[:0]
         cand_vec = emb[batch.c].reshape(batch.n_seeds, batch.width, -1)
-        sim = np.einsum("bwd,bd->bw", cand_vec, seed_vec).ravel().astype(np.float64)
-        zero = np.repeat(~seed_vec.any(axis=1), batch.width) | ~cand_vec.any(axis=2).ravel()
+        sim = np.einsum("bwd,bd->bw", cand_vec, emb[seed]).ravel().astype(np.float64)
+        zero = np.repeat(self._zero[seed], batch.width) | self._zero[batch.c]
         return np.where(batch.s_ok & ~zero, sim, np.nan)
 
 
@@ -290,16 +295,17 @@ class Compatible(RankerFeature):
         return self
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
-        if not self.compat_seed_.shape[0]:
+        if not self.compat_seed_.shape[0] or not len(batch):
             return batch.nan()
-        agree = np.zeros(len(batch), dtype=bool)
-        clash = np.zeros(len(batch), dtype=bool)
-        for r in range(self.compat_seed_.shape[0]):
-            sv = np.where(batch.s_ok, self.compat_seed_[r, batch.sc], -1)
-            cv = self.compat_cand_[r, batch.c]
-            both = (sv >= 0) & (cv >= 0)
-            agree |= both & (sv == cv)
-            clash |= both & (sv != cv)
+        # all rules at once; the seed's codes read once per seed row, not once per slot
+        w = batch.width
+        sv = np.where(batch.s_ok[::w], self.compat_seed_[:, batch.sc[::w]], -1)
+        sv = np.repeat(sv, w, axis=1)
+        cv = self.compat_cand_[:, batch.c]
+        both = (sv >= 0) & (cv >= 0)
+        same = sv == cv
+        agree = (both & same).any(axis=0)
+        clash = (both & ~same).any(axis=0)
         return np.where(clash, 0.0, np.where(agree, 1.0, np.nan))
 
 
@@ -483,16 +489,29 @@ class UserAspectShare(RankerFeature):
         return _n_groups(self.item_tok_)
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
-        u = np.where(batch.u_ok, batch.u, -1)
         c = batch.c
         n_of = self.item_tok_indptr_[c + 1] - self.item_tok_indptr_[c]
         row = np.repeat(np.arange(len(c)), n_of)
         tok = self.item_tok_[csr_gather(self.item_tok_indptr_, c)]
-        keys = np.repeat(u, n_of) * self._n_tokens + tok
-        share = np.nan_to_num(pair_lookup(self.ut_keys_, self.ut_share_, keys), nan=0.0)
+        share = np.zeros(len(tok))  # 0 where the user never bought the token
+        if len(batch):
+            # a seed row's slots share their user: search only that user's stretch of the
+            # table (the keys user * n_tokens + token), not the whole table per token
+            w, n_tok, keys = batch.width, self._n_tokens, self.ut_keys_
+            users, ok = batch.u[::w], batch.u_ok[::w]
+            lo = np.searchsorted(keys, users * n_tok)
+            hi = np.searchsorted(keys, (users + 1) * n_tok)
+            end = np.cumsum(n_of.reshape(batch.n_seeds, w).sum(axis=1))
+            for r in np.flatnonzero(ok & (hi > lo)):
+                a, b, t1 = int(lo[r]), int(hi[r]), int(end[r])
+                t0 = t1 - int(n_of[r * w : (r + 1) * w].sum())
+                q = tok[t0:t1] + int(users[r]) * n_tok
+                pos = np.minimum(np.searchsorted(keys[a:b], q), b - a - 1)
+                hit = keys[a:b][pos] == q
+                share[t0:t1][hit] = self.ut_share_[a:b][pos[hit]]
         total = np.bincount(row, weights=share, minlength=len(c))
         mean = total / np.maximum(n_of, 1)
-        return np.where((u >= 0) & (n_of > 0), mean, np.nan)
+        return np.where(batch.u_ok & (n_of > 0), mean, np.nan)
 
 
 # -- the user ----------------------------------------------------------------------------

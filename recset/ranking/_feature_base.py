@@ -317,7 +317,7 @@ class FeatureBatch:
         self.c = np.maximum(self.cand, 0)
         self.s = np.repeat(np.asarray(seeds, dtype=np.int64), self.width)
         self.s_ok = (self.s >= 0) & (self.s < self.n_items)
-        self.sc = np.maximum(self.s, 0)
+        self.sc = np.where(self.s_ok, self.s, 0)
         self.u = np.repeat(np.asarray(users, dtype=np.int64), self.width)
         self.u_ok = (self.u >= 0) & (self.u < self.n_users)
         self.uu = np.where(self.u_ok, self.u, 0)
@@ -371,9 +371,20 @@ class FeatureBatch:
         out[found] = values[pos[found]]
         return out
 
+    def _per_row(self, a: NDArray[Any], missing: float) -> NDArray[Any]:
+        """``a[seed]`` of each slot, ``missing`` for unknown seeds, read once per seed row."""
+        w = self.width
+        if not w:
+            return np.where(self.s_ok, a[self.sc], missing)
+        return np.repeat(np.where(self.s_ok[::w], a[self.sc[::w]], missing), w)
+
     def seed_value(self, a: NDArray[np.floating] | NDArray[np.integer]) -> NDArray[np.float64]:
         """``a[seed]`` of each slot as float64, NaN for unknown seeds."""
-        return np.where(self.s_ok, a[self.sc], np.nan).astype(np.float64)
+        return self._per_row(a, np.nan).astype(np.float64)
+
+    def seed_code(self, a: NDArray[np.integer]) -> NDArray[np.integer]:
+        """``a[seed]`` of each slot (ids such as the seed's category), -1 for unknown seeds."""
+        return self._per_row(a, -1)
 
     def nan(self) -> NDArray[np.float64]:
         """A fresh all-NaN column."""

@@ -280,7 +280,13 @@ class FeatureSpace:
             )
         batch = FeatureBatch(seeds, users, mixed, n_items=self.n_items, n_users=self.n_users)
         X = np.empty((len(batch), len(self.columns)), dtype=np.float32)
-        for j, col in enumerate(self.columns):
+        # the per-source columns in two strided writes (what SourceScore / SourceRank give)
+        n_src = 2 * len(self.sources)
+        X[:, 0:n_src:2] = batch.source_score
+        rank = X[:, 1:n_src:2]
+        rank[...] = batch.source_rank
+        rank[batch.source_rank < 0] = np.nan
+        for j, col in enumerate(self.features, start=n_src):
             values = np.asarray(col.transform(batch))
             if values.shape != (len(batch),):
                 raise ValueError(

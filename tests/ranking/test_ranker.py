@@ -337,6 +337,25 @@ def test_source_columns_equal_the_mix(reference_case: tuple) -> None:
     assert np.isnan(Xr[mixed.item < 0]).all()
 
 
+def test_transform_is_bit_identical_to_each_column_alone(reference_case: tuple) -> None:
+    # the fused transform (strided per-source writes, cached masks) must give exactly what
+    # each column object computes on its own, for unknown seeds and users too
+    from recset.ranking._feature_base import FeatureBatch
+
+    feats, mixed, _, _ = reference_case
+    n = mixed.item.shape[0]
+    seeds = np.arange(n, dtype=np.int32)
+    seeds[0], seeds[1] = -1, feats.n_items + 3  # unknown seeds
+    users = np.arange(n, dtype=np.int32) % feats.n_users
+    users[2], users[3] = -1, feats.n_users + 5  # unknown users
+    X = feats.transform(seeds, users, mixed)
+    batch = FeatureBatch(seeds, users, mixed, n_items=feats.n_items, n_users=feats.n_users)
+    for j, col in enumerate(feats.columns):
+        want = np.asarray(col.transform(batch)).astype(np.float32)
+        want[~batch.valid] = np.nan
+        assert np.array_equal(X[:, j], want, equal_nan=True), col.name
+
+
 def test_unknown_user_has_nan_personal_features(ds: Dataset, engine: Engine) -> None:
     feats = fit_features(ds, engine.mixer, embeddings=np.zeros((ds.n_items, 0), np.float32))
     mixed = recommend_dense(engine, np.array([1], np.int32), 5)
