@@ -8,15 +8,7 @@ import pytest
 
 from recset.cli import main
 
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+from .conftest import run_cli as run
 
 
 @pytest.fixture(scope="module")

@@ -10,22 +10,13 @@ from pathlib import Path
 import pytest
 
 from recset import Engine
-from recset.cli import NOT_ACTIVATED_EXIT, NotActivated, _gate_and_release, main
+from recset.cli import NOT_ACTIVATED_EXIT, NotActivated, _gate_and_release
 from recset.data import Dataset
 from recset.data.synthetic import SyntheticConfig, generate, write_synthetic
 from recset.eval import GateResult, compare_on_validation
 from recset.storage import Store
 
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
+from .conftest import run_cli as run
 
 # A ranker that trains in a second or two on this data (the defaults take 300 rounds).
 SMALL_RANKER = "[ranker]\nn_estimators = 8\nearly_stopping_rounds = 4\nnum_leaves = 7\n"

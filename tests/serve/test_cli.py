@@ -9,19 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from recset.cli import main
-
+from ..conftest import run_cli as run
 from .conftest import ROOT, save_broken_engine
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_versions_and_activate_roll_back(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
