@@ -452,7 +452,8 @@ def ingest(fmt: str, src: Path, out: Path, force: bool) -> None:
     show_default=True,
     help="spark: compute the behaviour signals and the co_purchase, co_view and "
     "co_purchase_only candidate rows on Apache Spark from events.parquet (extra recset[spark], "
-    "Java 17; docs/scale.md); the other sources are fitted in process.",
+    "Java 17; docs/scale.md); the other sources are fitted in process. With --append: the new "
+    "events' pairs are counted on Spark (the merge and the affected rows run in process).",
 )
 @click.option(
     "--spark-master",
@@ -507,19 +508,18 @@ def build(
     from recset.storage import Store, fault_point
 
     if append_events is not None:
-        if (
-            data is not None
-            or config_path is not None
-            or lists_to_db
-            or on_bad_rows != "error"
-            or engine_kind != "inprocess"
-        ):
+        if data is not None or config_path is not None or lists_to_db or on_bad_rows != "error":
             raise click.UsageError(
-                "--append adds events to the stored engine with its config, in process, and "
-                "refuses bad rows: it takes no --data, --config, --lists-to-db, --engine spark "
-                "or --on-bad-rows skip"
+                "--append adds events to the stored engine with its config and refuses bad "
+                "rows: it takes no --data, --config, --lists-to-db or --on-bad-rows skip"
             )
-        _append(store, append_events, artifact_dir, time_range)
+        if engine_kind == "spark" and time_range is not None:
+            raise click.UsageError(
+                "--append --engine spark counts every event of the file on Spark: it takes no "
+                "time range (cut the file, or append in process)"
+            )
+        spark = _spark_options(spark_master, spark_conf) if engine_kind == "spark" else None
+        _append(store, append_events, artifact_dir, time_range, spark)
         return
     if data is None:
         raise click.UsageError("Missing option '--data' (or '--append EVENTS').")
@@ -641,14 +641,35 @@ def _append(
     events: Path,
     artifact_dir: Path | None,
     time_range: tuple[int | None, int | None] | None,
+    spark: tuple[str, dict[str, str]] | None,
 ) -> None:
+    from contextlib import nullcontext
+
     from recset.engine import append_engine
 
     _progress_lines()
-    with _step(f"append {events} to the engine in {store}"):
-        rep = append_engine(
-            store, events, artifact_dir=artifact_dir, time_range=time_range, show_progress=True
-        )
+    where = "" if spark is None else f" (new pairs counted on Spark, {spark[0]})"
+    with _step(f"append {events} to the engine in {store}{where}"):
+        if spark is None:
+            session_cm = nullcontext(None)
+        else:
+            from recset.spark import owned_session
+
+            session_cm = owned_session(*spark)
+        with session_cm as session:
+            counter = None
+            if session is not None:
+                from recset.spark import SparkPairCounter
+
+                counter = SparkPairCounter(session)
+            rep = append_engine(
+                store,
+                events,
+                artifact_dir=artifact_dir,
+                time_range=time_range,
+                show_progress=True,
+                pair_counter=counter,
+            )
     click.echo(
         f"  {rep.n_events:,} events added; {rep.n_remixed:,} of {rep.n_seeds:,} lists mixed "
         f"anew; reasons rescored per source: {rep.rescored}; rows recomputed per source: "

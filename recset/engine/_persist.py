@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recset.config import Config, config_from_dict
-from recset.data import IdMap
+from recset.data import Dataset, IdMap
 from recset.errors import StorageError
 from recset.personalization import load_stages
 from recset.ranking import Ranker
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from recset.personalization import Personalizer, TypeTransition
+    from recset.recall import PairCounter
     from recset.storage import ReleaseRecord, Store
 
 _log = logging.getLogger(__name__)
@@ -246,6 +247,7 @@ def append_engine(
     artifact_dir: str | os.PathLike[str] | None = None,
     time_range: tuple[int | None, int | None] | None = None,
     show_progress: bool = False,
+    pair_counter: Callable[[Dataset, Path, Config], PairCounter] | None = None,
 ) -> AppendReport:
     """Add new events to the active engine version's counts and release the result.
 
@@ -256,10 +258,15 @@ def append_engine(
     engine version that one transaction makes active, under the store's build lock, after it
     has been loaded back once. The active ranker and neural stages stay active (they read
     the same sources).
+
+    ``pair_counter(new, events, config)`` (``new``: the validated new events as a dataset
+    with the engine's item ids) returns what counts the new groups' pairs of each pair
+    source; default: in process. ``recset.spark.SparkPairCounter(session)`` counts them on Spark
+    (``recset build --append EVENTS --engine spark``).
     """
     import pandas as pd
 
-    from recset.data import Dataset, read_events
+    from recset.data import read_events
     from recset.recall import CountState, append_counts
     from recset.storage import Store
 
@@ -311,6 +318,7 @@ def append_engine(
             cat["available"] = mixer.available
             new = Dataset.from_frames(cat, new_events, name=str(events))
             lap("read and validate events")
+            count_pairs = None if pair_counter is None else pair_counter(new, Path(events), config)
             result = append_counts(
                 state,
                 mixer.sources,
@@ -319,6 +327,7 @@ def append_engine(
                 available=mixer.available,
                 mixed={n for m in mixer.mixes for n in (*m.sources, *m.filters)},
                 where=str(events),
+                count_pairs=count_pairs,
             )
             lap("update counts and candidate rows")
             fresh = Mixer(

@@ -35,7 +35,7 @@ from recset.recall._config import (
     validate_source_config,
 )
 from recset.recall._cooccurrence import PairRecall
-from recset.recall._incremental import AppendResult, CountState, append_counts
+from recset.recall._incremental import AppendResult, CountState, PairCounter, append_counts
 from recset.recall._lists import ListsWriter, PrecomputedLists
 from recset.recall._text import TextEmbeddingConfig, embed_items
 from recset.recall.mixer import Mixer, MixStage
@@ -44,6 +44,7 @@ from recset.recall.popular import PopularConfig, PopularRecall
 __all__ = [
     "AppendResult",
     "CountState",
+    "PairCounter",
     "append_counts",
     "RECALL_SETS",
     "BuildConfig",

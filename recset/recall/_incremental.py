@@ -31,7 +31,7 @@ and a full build is the honest answer).
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +62,13 @@ _log = logging.getLogger(__name__)
 KIND = "counts"
 _FORMAT_VERSION = 1
 _DAY = 86_400.0
+
+
+#: Counts a pair source's groups among the appended events: ``(name, source, ref_time) ->
+#: (unit x unit counts with a zero diagonal, occurrences per unit)``, the groups weighted at
+#: ``ref_time`` (:func:`~recset.recall._cooccurrence.cooccurrence_counts` of the new groups).
+#: In process by default; ``recset.spark`` counts them on Spark.
+PairCounter = Callable[[str, PairRecall, int], tuple[sp.csr_matrix, NDArray[np.float32]]]
 
 
 def unsupported(sources: Mapping[str, RecallBase]) -> list[str]:
@@ -222,13 +229,23 @@ def _update_pair(
     factor: float,
     totals: tuple[NDArray[np.float32], NDArray[np.float32]],
     available: NDArray[np.bool_],
+    count_pairs: PairCounter | None,
+    ref: int,
 ) -> tuple[PairRecall, NDArray[np.bool_], NDArray[np.bool_]]:
     """The source updated with the new groups; which units' rows were recomputed, and which
     rows hold other candidate items now (the others changed their scores only)."""
     n_units = len(src.rep_)
     old = state.matrix(name, n_units)
     occ_old = state.arrays[f"{name}.occ"]
-    new_counts, new_occ = cooccurrence_counts(*_pair_groups(src, signals))
+    if count_pairs is None:
+        new_counts, new_occ = cooccurrence_counts(*_pair_groups(src, signals))
+    else:
+        new_counts, new_occ = count_pairs(name, src, ref)
+        if new_counts.shape != (n_units, n_units) or new_occ.shape != (n_units,):
+            raise DataError(
+                f"source {name!r}: the new counts have shape {new_counts.shape} / "
+                f"{new_occ.shape}, not ({n_units}, {n_units}) / ({n_units},)"
+            )
     scaled = old.copy()
     scaled.data = (scaled.data * np.float32(factor)).astype(np.float32)
     counts = (scaled + new_counts).tocsr().astype(np.float32)
@@ -301,6 +318,7 @@ def append_counts(
     available: NDArray[np.bool_],
     mixed: Collection[str] | None = None,
     where: str = "appended events",
+    count_pairs: PairCounter | None = None,
 ) -> AppendResult:
     """Add the events of ``new`` (same catalog and item ids as the build) to ``state``.
 
@@ -308,6 +326,12 @@ def append_counts(
     and the seeds whose mixed lists may differ from the stored ones: those of the sources
     named in ``mixed`` (the mixes' sources and filters; default all). A source that is only
     the fallback fills lists when they are served, so its changes re-mix nothing.
+
+    ``count_pairs`` counts the new groups' pairs of each pair source (default: in process
+    from ``new``; ``recset.spark.SparkPairCounter`` on Spark). The merge into the stored
+    counts and the recomputed rows run in process either way: the stored counts are the
+    engine version's arrays, and the rows recomputed are those of the units the new events
+    touch.
     """
     bad = unsupported(sources)
     if bad:
@@ -340,7 +364,16 @@ def append_counts(
     for name, src in sources.items():
         if isinstance(src, PairRecall):
             fresh, redo, other = _update_pair(
-                name, src, state, out, signals, factor, (views, purchases), available
+                name,
+                src,
+                state,
+                out,
+                signals,
+                factor,
+                (views, purchases),
+                available,
+                count_pairs,
+                ref,
             )
             if name in in_mix:
                 redo_items |= other[src.unit_of_item_]

@@ -2,6 +2,7 @@
 of the behavioural sources computed from the canonical Parquet files, equal to the
 in-process result. Nothing outside this package imports pyspark."""
 
+from recset.spark._append import SparkPairCounter
 from recset.spark._build import (
     SPARK_SOURCES,
     SparkSignals,
@@ -23,6 +24,7 @@ from recset.spark._signals import read_events
 __all__ = [
     "BASE_CONF",
     "SPARK_SOURCES",
+    "SparkPairCounter",
     "SparkSignals",
     "SparkUnavailableError",
     "fit_behaviour_sources",

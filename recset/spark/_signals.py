@@ -58,15 +58,16 @@ def _timestamp_seconds(path: Path, field: pa.Field) -> Column:
 
 
 def read_events(spark: SparkSession, data: str | Path, dataset: Dataset) -> DataFrame:
-    """The events of the canonical ``data/events.parquet`` with the dense item ids of
-    ``dataset`` (the same directory, loaded and validated by the driver).
+    """The events of the canonical ``data/events.parquet`` (``data``: a dataset directory,
+    or an events Parquet file) with the dense item ids of ``dataset`` (the same events,
+    loaded and validated by the driver).
 
     The Spark build reads the files as they are, so ``dataset`` must have kept every row:
     a load that skipped bad rows is an error (fix the rows, or build in process).
     """
     F = _F()
-    path = Path(data) / "events.parquet"
-    if not path.is_file():
+    path = Path(data) / "events.parquet" if Path(data).is_dir() else Path(data)
+    if not (path.is_file() and path.suffix == ".parquet"):
         raise DataError(
             f"{data}: the Spark build reads events.parquet and there is none (CSV input: "
             "convert with `recset ingest`, or build in process)"

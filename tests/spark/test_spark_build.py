@@ -222,3 +222,97 @@ def test_backtest_identical(spark: Any, ds: Dataset) -> None:
     for name, hits in local.hits.items():
         np.testing.assert_array_equal(on_spark.hits[name], hits, name)
     assert local.systems == on_spark.systems
+
+
+def _late_groups(events: pd.DataFrame, share: float) -> np.ndarray:
+    """Rows of the later ``share`` of time, whole orders and sessions (an append holds
+    groups that are new as a whole): a group with any row after the cut goes late."""
+    late = (events["timestamp"] >= events["timestamp"].quantile(1 - share)).to_numpy().copy()
+    for _ in range(4):  # an order and a session can chain groups across the cut
+        for col in ("order_id", "session_id"):
+            moved = events.loc[late, col].dropna().unique()
+            late |= events[col].isin(moved).to_numpy(dtype=bool)
+    return late
+
+
+def test_append_on_spark_equals_in_process_and_full_build(
+    spark: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`recset build --append EVENTS --engine spark` (new pairs counted on Spark, with decay)
+    stores the counts and serves the lists of the in-process append, and both equal a full
+    build on the union of the events."""
+    import logging
+
+    from recset.cli import main
+    from recset.data._format import write_events_parquet
+    from recset.data.synthetic import generate
+    from recset.engine import append_engine
+    from recset.recall import CountState
+    from recset.storage import Store
+
+    config = config_from_dict(
+        {
+            "build": {"incremental": True, "half_life_days": 15.0, "candidates_per_seed": 30},
+            "mix": {"sources": ["co_purchase", "co_view", "popular"], "filters": []},
+            "sources": {
+                "co_view": {"similarity": "ochiai", "min_support": 2.0},
+                "co_purchase": {"similarity": "confidence", "level": "product"},
+                "popular": {"half_life_days": 10.0, "max_candidates": 10},
+            },
+        }
+    )
+    syn = generate(SyntheticConfig(n_items=200, n_users=100, n_events=5000, seed=11))
+    late = _late_groups(syn.events, 0.25)
+    early, new = syn.events[~late], syn.events[late].reset_index(drop=True)
+    assert new["order_id"].notna().any() and new["session_id"].notna().any()
+    first = Dataset.from_frames(syn.catalog, early)
+    engine = Engine.build(first, config)
+    for name in ("on-spark", "in-process"):
+        engine.save(tmp_path / name, dataset=first)
+    (tmp_path / "day").mkdir()
+    write_events_parquet(new, tmp_path / "day" / "events.parquet")
+
+    with caplog.at_level(logging.INFO, logger="recset.spark"):
+        main(
+            ["build", "--append", str(tmp_path / "day"), "--store", str(tmp_path / "on-spark")]
+            + ["--engine", "spark", "--spark-master", "local[2]"]
+        )
+    counted = [r.getMessage() for r in caplog.records if "counted on Spark" in r.getMessage()]
+    assert len(counted) == 2, counted  # co_purchase and co_view
+    assert spark.sparkContext._jsc is not None  # the test's session was left running
+    append_engine(tmp_path / "in-process", tmp_path / "day")
+
+    on_spark = Engine.load(tmp_path / "on-spark", neural=False)
+    local = Engine.load(tmp_path / "in-process", neural=False)
+    full = Engine.build(Dataset.from_frames(syn.catalog, syn.events), config)
+    assert_same_lists(on_spark, local)
+    assert_same_lists(on_spark, full)
+    for name, src in full.mixer.sources.items():
+        for attr in type(src)._state:
+            want, got = getattr(src, attr), getattr(on_spark.mixer.sources[name], attr)
+            if want.dtype.kind == "f":
+                np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=f"{name}.{attr}")
+            else:
+                np.testing.assert_array_equal(got, want, err_msg=f"{name}.{attr}")
+    kept = {}
+    for name in ("on-spark", "in-process"):
+        with Store.open(tmp_path / name, create=False) as st:
+            path = st.verify_artifact(st.artifact("engine", 2))
+        kept[name] = CountState.load(path / "mixer" / "counts")
+    assert full.mixer.counts is not None
+    assert kept["on-spark"].ref_time == full.mixer.counts.ref_time
+    for key, value in full.mixer.counts.arrays.items():
+        np.testing.assert_allclose(kept["on-spark"].arrays[key], value, rtol=1e-5, err_msg=key)
+        np.testing.assert_allclose(
+            kept["on-spark"].arrays[key], kept["in-process"].arrays[key], rtol=1e-5, err_msg=key
+        )
+
+
+def assert_same_lists(got: Engine, want: Engine) -> None:
+    a, b = got.mixer.lists, want.mixer.lists
+    assert a is not None and b is not None and a.item.size > 0
+    np.testing.assert_array_equal(a.item, b.item)  # the same lists, ties in the same order
+    np.testing.assert_allclose(a.score, b.score, rtol=1e-5)
+    for name in ("ptr", "pos", "src", "src_rank"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    np.testing.assert_allclose(a.src_score, b.src_score, rtol=1e-5)
