@@ -30,17 +30,19 @@ import numpy as np
 SOURCES = ("co_purchase", "co_view", "co_purchase_only")
 
 
-def _jvm_peak_mib() -> float:
-    """Peak RSS of the java processes started by this process (the Spark driver)."""
+def _jvm_peak_mib() -> tuple[float, float]:
+    """Peak RSS (MiB) and CPU seconds (user + system) of the java processes started by this
+    process (the Spark driver)."""
     me = str(os.getpid())
-    peak = 0.0
+    peak = cpu = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             with open(f"/proc/{pid}/stat") as f:
-                ppid = f.read().rsplit(")", 1)[1].split()[1]
-            if ppid != me:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if fields[1] != me:
                 continue
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 if b"java" not in f.read():
@@ -49,29 +51,41 @@ def _jvm_peak_mib() -> float:
                 for line in f:
                     if line.startswith("VmHWM:"):
                         peak = max(peak, int(line.split()[1]) / 1024.0)
+            cpu += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
         except (OSError, IndexError):
             continue
-    return peak
+    return peak, cpu
 
 
-def shuffle_totals(event_log: Path) -> dict[str, int]:
-    """Bytes shuffled (written, read) and spilled, and records read from input, summed over
-    every finished task of a Spark event log."""
-    tot = {"shuffle_write_bytes": 0, "shuffle_read_bytes": 0, "spill_disk_bytes": 0}
-    tot["input_records"] = 0
+def shuffle_totals(event_log: Path) -> dict[str, float]:
+    """Bytes and records shuffled (written, read) and spilled, records read from input, and
+    the executors' CPU seconds, summed over every finished task of a Spark event log; and
+    the number of jobs, stages and tasks."""
+    tot: dict[str, float] = {"shuffle_write_bytes": 0, "shuffle_read_bytes": 0}
+    tot["spill_disk_bytes"] = 0
+    tot.update(shuffle_write_records=0, input_records=0, executor_cpu_s=0, jobs=0, stages=0)
+    tot["tasks"] = 0
     with open(event_log) as f:
         for line in f:
+            if '"SparkListenerJobStart"' in line:
+                tot["jobs"] += 1
+            if '"SparkListenerStageCompleted"' in line:
+                tot["stages"] += 1
             if '"SparkListenerTaskEnd"' not in line:
                 continue
+            tot["tasks"] += 1
             m = json.loads(line).get("Task Metrics") or {}
             w = m.get("Shuffle Write Metrics", {})
             r = m.get("Shuffle Read Metrics", {})
             tot["shuffle_write_bytes"] += w.get("Shuffle Bytes Written", 0)
+            tot["shuffle_write_records"] += w.get("Shuffle Records Written", 0)
+            tot["executor_cpu_s"] += m.get("Executor CPU Time", 0) / 1e9
             tot["shuffle_read_bytes"] += r.get("Remote Bytes Read", 0) + r.get(
                 "Local Bytes Read", 0
             )
             tot["spill_disk_bytes"] += m.get("Disk Bytes Spilled", 0)
             tot["input_records"] += m.get("Input Metrics", {}).get("Records Read", 0)
+    tot["executor_cpu_s"] = round(tot["executor_cpu_s"], 1)
     return tot
 
 
@@ -90,8 +104,8 @@ def child(mode: str, data: Path, out: Path, master: str, conf: list[str]) -> Non
     t0 = time.perf_counter()
     ds = load_dataset(data)
     load_s = time.perf_counter() - t0
-    jvm = 0.0
-    shuffle: dict[str, int] = {}
+    jvm = jvm_cpu = 0.0
+    shuffle: dict[str, float] = {}
     t1 = time.perf_counter()
     if mode == "inprocess":
         signals = Signals(
@@ -115,17 +129,20 @@ def child(mode: str, data: Path, out: Path, master: str, conf: list[str]) -> Non
             "spark.eventLog.rolling.enabled": "false",
             "spark.eventLog.compress": "false",
         }
-        # a few shuffle partitions per core (Spark's 200 are for clusters)
-        extra["spark.sql.shuffle.partitions"] = "8"
+        # shuffle partitions: recset's default for a local master (two per core), unless
+        # --spark-conf spark.sql.shuffle.partitions=N
         session = spark_session(master, {"spark.ui.enabled": "false", **extra, **parse_conf(conf)})
         session.sparkContext.setLogLevel("ERROR")
         app = session.sparkContext.applicationId
         start_s = time.perf_counter() - t1
         fitted = fit_behaviour_sources(session, data, ds, cfg)
-        jvm = _jvm_peak_mib()
+        jvm, jvm_cpu = _jvm_peak_mib()
+        partitions = session.conf.get("spark.sql.shuffle.partitions")
         session.stop()
         shuffle = shuffle_totals(logs / app)
     fit_s = time.perf_counter() - t1
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    python_cpu = cpu.ru_utime + cpu.ru_stime
     arrays = {
         f"{name}.{attr}": getattr(src, attr)
         for name, src in fitted.items()
@@ -140,10 +157,14 @@ def child(mode: str, data: Path, out: Path, master: str, conf: list[str]) -> Non
         "fit_s": round(fit_s, 1),
         "python_peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0),
         "jvm_peak_mib": round(jvm),
+        "python_cpu_s": round(python_cpu, 1),
+        "jvm_cpu_s": round(jvm_cpu, 1),
         "pairs_kept": {n: int(len(fitted[n].neighbors_)) for n in SOURCES},
         "events_parquet_mib": round((data / "events.parquet").stat().st_size / 2**20, 1),
         **shuffle,
     }
+    if mode == "spark":
+        result["shuffle_partitions"] = partitions
     print("RESULT " + json.dumps(result), flush=True)
 
 

@@ -46,7 +46,7 @@ def _units_frame(spark: SparkSession, unit_of_item: np.ndarray, n_units: int) ->
     items = np.arange(len(unit_of_item), dtype=np.int32)
     frame = pd.DataFrame({"item": items, "unit": unit_of_item.astype(np.int32)})
     with quiet_pandas():
-        return spark.createDataFrame(frame)
+        return S.small(spark.createDataFrame(frame), len(frame))
 
 
 class SparkSignals:
@@ -133,13 +133,18 @@ def fit_on_spark(
     cfg = source.config
     unit, n_units = source.units(dataset)
     kind = type(source)
+    kept: list[DataFrame] = []
     if kind in (CoPurchaseRecall, CoViewRecall):
         if kind is CoViewRecall:
             gkind: S.GroupKind = "view_session"
         else:
             gkind = "basket" if source.config.unit == "basket" else "user_purchase"  # type: ignore[attr-defined]
         entries, weights = sig.groups(gkind)
-        units = S.pooled(entries, _units_frame(sig.spark, unit, n_units))
+        units_of = _units_frame(sig.spark, unit, n_units)
+        units = S.pooled(entries, units_of)
+        if units_of is not None:  # read twice (counts and occurrences): pooled once
+            units = units.persist()
+            kept.append(units)
         counts = S.cooccurrence(units, weights)
         occ = S.occurrences(units, weights)
         inv_sqrt = source.alpha == 0.5
@@ -153,15 +158,22 @@ def fit_on_spark(
         inv_sqrt = cfg.similarity == "ochiai"
     else:
         raise TypeError(f"{kind.__name__} is not fitted on Spark (types: {SPARK_SOURCES})")
-    sim = similarity(
-        counts,
-        occ,
-        alpha=source.alpha,
-        inv_sqrt=inv_sqrt,
-        min_support=cfg.min_support,
-        min_value=source.min_value,
-    )
-    idx, val = collect_topk(topk(sim, cfg.max_candidates), n_units, cfg.max_candidates)
+    occ = occ.persist()  # read on both sides of the similarity
+    kept.append(occ)
+    try:
+        sim = similarity(
+            counts,
+            occ,
+            alpha=source.alpha,
+            inv_sqrt=inv_sqrt,
+            min_support=cfg.min_support,
+            min_value=source.min_value,
+            broadcast=n_units <= S.BROADCAST_ROWS,
+        )
+        idx, val = collect_topk(topk(sim, cfg.max_candidates), n_units, cfg.max_candidates)
+    finally:
+        for frame in kept:
+            frame.unpersist()
     return source.fit_topk(dataset, idx, val, signals)
 
 

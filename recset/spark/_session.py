@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import warnings
 from collections.abc import Iterator, Mapping
@@ -24,6 +25,19 @@ BASE_CONF: dict[str, str] = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.ui.showConsoleProgress": "false",
 }
+
+
+def local_conf(master: str) -> dict[str, str]:
+    """Defaults for a ``local`` master (a caller's ``conf`` overrides them): two shuffle
+    partitions per core instead of Spark's 200, which are sized for clusters (on one
+    machine each of them is a task of every shuffle stage, with its own scheduling and
+    shuffle-file overhead)."""
+    m = re.fullmatch(r"local(?:\[(\d+|\*)(?:,\s*\d+)?\])?", master.strip())
+    if m is None:
+        return {}
+    cores = m.group(1)
+    n = 1 if cores is None else (os.cpu_count() or 1) if cores == "*" else int(cores)
+    return {"spark.sql.shuffle.partitions": str(max(2, 2 * n))}
 
 
 class SparkUnavailableError(RecsetError, ImportError):
@@ -53,7 +67,8 @@ def spark_session(
     *,
     app_name: str = "recset build",
 ) -> SparkSession:
-    """A SparkSession on ``master`` with :data:`BASE_CONF` plus ``conf``.
+    """A SparkSession on ``master`` with :data:`BASE_CONF` plus ``conf`` (a new session on
+    a ``local`` master also gets :func:`local_conf`).
 
     Raises
     ------
@@ -66,7 +81,9 @@ def spark_session(
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.master(master).appName(app_name)
-    for key, value in {**BASE_CONF, **dict(conf or {})}.items():
+    # a running session (a host's, a test's) keeps its own partitioning
+    defaults = local_conf(master) if SparkSession.getActiveSession() is None else {}
+    for key, value in {**BASE_CONF, **defaults, **dict(conf or {})}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     for key, value in BASE_CONF.items():  # a session that already ran keeps its own conf

@@ -35,11 +35,38 @@ _DAY = 86_400.0
 
 GroupKind = Literal["basket", "view_session", "user_purchase"]
 
+#: A frame of item or unit rows (ids and per-unit factors) up to this many rows is broadcast
+#: to the join with the events or pairs (a 16-byte row: 32 MB at most), so the large side
+#: is not shuffled for it; larger ones are joined by a shuffle.
+BROADCAST_ROWS = 2_000_000
+
 
 def _F():  # noqa: ANN202, N802 - pyspark is imported only when a function runs
     from pyspark.sql import functions
 
     return functions
+
+
+def small(frame: DataFrame, n_rows: int) -> DataFrame:
+    """``frame`` marked for a broadcast join when it has at most :data:`BROADCAST_ROWS`."""
+    return _F().broadcast(frame) if n_rows <= BROADCAST_ROWS else frame
+
+
+def n_partitions(frame: DataFrame) -> int:
+    """The session's ``spark.sql.shuffle.partitions`` (an explicit count, so adaptive
+    execution keeps the partitioning that later joins on the same key reuse)."""
+    return int(frame.sparkSession.conf.get("spark.sql.shuffle.partitions") or 200)
+
+
+def by_first(pairs: DataFrame, agg: Column) -> DataFrame:
+    """``(a, b, count)``: ``agg`` of the pair rows ``(a, b, ...)`` per pair, the rows
+    hash-partitioned by ``a`` once, so the similarity and the top-k window per ``a`` that
+    follow need no other shuffle of the pairs."""
+    return (
+        pairs.repartition(n_partitions(pairs), "a")
+        .groupBy("a", "b")
+        .agg(agg.cast("float").alias("count"))
+    )
 
 
 def _timestamp_seconds(path: Path, field: pa.Field) -> Column:
@@ -108,7 +135,7 @@ def read_events(spark: SparkSession, data: str | Path, dataset: Dataset) -> Data
         opt("session_id").alias("session"),
         opt("order_id").alias("order"),
     )
-    return ev.join(items, "item_id").drop("item_id")
+    return ev.join(small(items, dataset.n_items), "item_id").drop("item_id")
 
 
 def weight(ts: Column, ref_time: int, half_life_days: float | None) -> Column:
@@ -149,7 +176,14 @@ def groups(
         sel, key = (F.col("event") == VIEW) & F.col("session").isNotNull(), "session"
     else:
         sel, key = F.col("event") == PURCHASE, "user"
-    entries = events.where(sel).groupBy(F.col(key).alias("g"), "item").agg(F.min("ts").alias("t"))
+    # partitioned by group once: the group sizes, weights, unit pooling and the self-join on
+    # the group that follow read these partitions without another shuffle
+    picked = events.where(sel).select(F.col(key).alias("g"), "item", "ts")
+    entries = (
+        picked.repartition(n_partitions(events), "g")
+        .groupBy("g", "item")
+        .agg(F.min("ts").alias("t"))
+    )
     g = entries.groupBy("g").agg(F.min("t").alias("t0"), F.count("item").alias("size"))
     if kind == "user_purchase":
         w = F.lit(1.0).cast("float")
@@ -162,7 +196,8 @@ def groups(
 
 def pooled(entries: DataFrame, units: DataFrame | None) -> DataFrame:
     """Entries ``(g, unit)``, items pooled into their counting units (``units``: columns
-    ``item``, ``unit``; None: every item is its own unit)."""
+    ``item``, ``unit``, marked by :func:`small` when it is; None: every item is its own
+    unit)."""
     F = _F()
     if units is None:
         return entries.select("g", F.col("item").alias("unit"))
@@ -190,12 +225,7 @@ def cooccurrence(unit_entries: DataFrame, group_weights: DataFrame) -> DataFrame
     e = unit_entries.join(usable, "g")
     a = e.select("g", "w", F.col("unit").alias("a"))
     b = e.select("g", F.col("unit").alias("b"))
-    return (
-        a.join(b, "g")
-        .where(F.col("a") != F.col("b"))
-        .groupBy("a", "b")
-        .agg(F.sum("w").cast("float").alias("count"))
-    )
+    return by_first(a.join(b, "g").where(F.col("a") != F.col("b")), F.sum("w"))
 
 
 def co_purchase_directed(entries: DataFrame, group_weights: DataFrame) -> DataFrame:
@@ -207,12 +237,8 @@ def co_purchase_directed(entries: DataFrame, group_weights: DataFrame) -> DataFr
     e = entries.join(usable, "g")
     a = e.select("g", "w", F.col("item").alias("a"), F.col("t").alias("ta"))
     b = entries.select("g", F.col("item").alias("b"), F.col("t").alias("tb"))
-    return (
-        a.join(b, "g")
-        .where((F.col("a") != F.col("b")) & (F.col("ta") <= F.col("tb")))
-        .groupBy("a", "b")
-        .agg(F.sum("w").cast("float").alias("count"))
-    )
+    pairs = a.join(b, "g").where((F.col("a") != F.col("b")) & (F.col("ta") <= F.col("tb")))
+    return by_first(pairs, F.sum("w"))
 
 
 def purchase_after_view(events: DataFrame, *, ref: int, half_life_days: float | None) -> DataFrame:

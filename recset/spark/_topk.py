@@ -65,16 +65,24 @@ def similarity(
     inv_sqrt: bool,
     min_support: float,
     min_value: float,
+    broadcast: bool = False,
 ) -> DataFrame:
     """``(a, b, sim)``: ``min((count * left[a]) * right[b], 1)`` in float32 for the pairs
-    ``(a, b, count)`` with ``count >= min_support`` (when > 0) and ``sim >= min_value``."""
+    ``(a, b, count)`` with ``count >= min_support`` (when > 0) and ``sim >= min_value``.
+
+    ``broadcast``: the per-unit factors are small enough to send to every task, so the
+    pairs are not shuffled for the two joins (they keep their partitioning by ``a``, which
+    the top-k window reads)."""
     F = _F()
     f = factors(occ, alpha, inv_sqrt=inv_sqrt)
+
     c = counts
     if min_support > 0:
         c = c.where(F.col("count") >= F.lit(float(min_support)).cast("float"))
     fa = f.select(F.col("unit").alias("a"), "left")
     fb = f.select(F.col("unit").alias("b"), "right")
+    if broadcast:
+        fa, fb = F.broadcast(fa), F.broadcast(fb)
     sim = F.least((F.col("count") * F.col("left")) * F.col("right"), F.lit(1.0).cast("float"))
     return (
         c.join(fa, "a")
