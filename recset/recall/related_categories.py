@@ -91,19 +91,37 @@ class RelatedCategories(RecallBase):
         fitted: Mapping[str, RecallBase] | None = None,
     ) -> Self:
         sig = self._signals(dataset, signals)
-        cfg = self.config
         uc = sig.user_category  # binary users x categories
         buyers = np.asarray(uc.sum(axis=0), dtype=np.float64).ravel()
         cat = dataset.catalog.category
         ev = dataset.events
         bought = (ev.event == PURCHASE) & (cat[ev.item] >= 0)
         purchases = np.bincount(cat[ev.item[bought]], minlength=dataset.n_categories)
-        per_buyer = np.divide(purchases, buyers, out=np.zeros_like(buyers), where=buyers > 0)
         both = (uc.T @ uc).tocsr().astype(np.float32)
+        return self.fit_counts(dataset, both, buyers, purchases, n_users=uc.shape[0])
+
+    def fit_counts(
+        self,
+        dataset: Dataset,
+        both: sp.csr_matrix,
+        buyers: NDArray[np.float64],
+        purchases: NDArray[np.int64],
+        *,
+        n_users: int,
+    ) -> Self:
+        """Fit from the counts the similarity is made of instead of the events (which are
+        not read; ``recset.spark`` counts them on Spark): ``both[c, d]`` the users who bought
+        from both categories (float32; its diagonal is ignored), ``buyers[c]`` the users who
+        bought from ``c``, ``purchases[c]`` its purchase events, ``n_users`` every user."""
+        cfg = self.config
+        cat = dataset.catalog.category
+        buyers = np.asarray(buyers, dtype=np.float64)
+        per_buyer = np.divide(purchases, buyers, out=np.zeros_like(buyers), where=buyers > 0)
+        both = both.tocsr().astype(np.float32)
         if cfg.similarity == "cosine":
             sim = ochiai(both, buyers.astype(np.float32))
         else:
-            sim = _phi(both, buyers, float(uc.shape[0]))
+            sim = _phi(both, buyers, float(n_users))
         sim.setdiag(0)
         sim.eliminate_zeros()
         scoped = buyers >= cfg.min_buyers

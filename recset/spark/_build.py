@@ -3,9 +3,11 @@
 The driver holds the validated :class:`~recset.data.Dataset` (its id maps, catalog and the
 in-process stages that follow need it) and collects only each unit's top-k rows; the pair
 counts and similarities stay in Spark. ``co_purchase`` (by basket or by user), ``co_view``
-and ``co_purchase_only`` are computed there; every other source (content: text embeddings,
-GNN, complementary_of_similar, compatibility; popularity; related categories; bought_after)
-is fitted in process by the caller, and the log says which.
+and ``co_purchase_only`` are computed there; ``popular`` from per-item event counts and
+``related_categories`` from category x category co-buyer counts counted there (what the
+driver collects: a row per item, a row per category pair); every other source (content:
+text embeddings, GNN, complementary_of_similar, compatibility; bought_after) is fitted in
+process by the caller, and the log says which.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import scipy.sparse as sp
 
 from recset.data import EVENT_TYPES, Dataset
 from recset.recall import PairRecall, RecallBase, RecallConfig, get_recall
 from recset.recall.co_purchase import CoPurchaseRecall
 from recset.recall.co_purchase_only import CoPurchaseOnlyRecall
 from recset.recall.co_view import CoViewRecall
+from recset.recall.popular import EVENTS, PopularRecall
+from recset.recall.related_categories import RelatedCategories
 from recset.signals import Signals
 from recset.spark import _signals as S
 from recset.spark._session import quiet_pandas
@@ -36,8 +41,16 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-#: The source types whose fit runs on Spark.
-SPARK_SOURCES = ("co_purchase", "co_view", "co_purchase_only")
+#: The source types whose fit runs on Spark: the pair sources (their top-k rows), and the
+#: sources fitted from counts made there.
+SPARK_SOURCES = (
+    "co_purchase",
+    "co_view",
+    "co_purchase_only",
+    "popular",
+    "related_categories",
+)
+_PAIR_TYPES = (CoPurchaseRecall, CoViewRecall, CoPurchaseOnlyRecall)
 
 
 def _units_frame(spark: SparkSession, unit_of_item: np.ndarray, n_units: int) -> DataFrame | None:
@@ -177,6 +190,82 @@ def fit_on_spark(
     return source.fit_topk(dataset, idx, val, signals)
 
 
+def fit_popular(
+    source: PopularRecall,
+    dataset: Dataset,
+    sig: SparkSignals,
+    fitted: dict[str, RecallBase],
+) -> PopularRecall:
+    """``popular`` from its per-item (decayed, with its own half-life) event counts,
+    counted on Spark: one row per item reaches the driver."""
+    hl = source.config.half_life_days or None
+    codes = [EVENT_TYPES.index(e) for e in EVENTS]
+    rows = S.item_event_counts(sig.events, codes, ref=sig.ref, half_life_days=hl)
+    with quiet_pandas():
+        p = rows.toPandas()
+    item = p["item"].to_numpy(np.int64)
+    counts = {}
+    for i, e in enumerate(EVENTS):
+        c = np.zeros(dataset.n_items, dtype=np.float32)
+        c[item] = p[f"c{i}"].to_numpy(np.float32)
+        counts[e] = c
+    return source.fit_counts(dataset, counts, fitted=fitted)
+
+
+def fit_related_categories(
+    source: RelatedCategories, dataset: Dataset, sig: SparkSignals
+) -> RelatedCategories:
+    """``related_categories`` from the category x category co-buyer counts and the
+    purchases per category, counted on Spark (a row per category pair reaches the
+    driver)."""
+    n = dataset.n_categories
+    frame = pd.DataFrame(
+        {
+            "item": np.arange(dataset.n_items, dtype=np.int32),
+            "category": dataset.catalog.category.astype(np.int32),
+        }
+    )
+    with quiet_pandas():
+        cats = S.small(sig.spark.createDataFrame(frame), len(frame))
+        both = S.co_buyers(S.user_category(sig.events, cats)).toPandas()
+        bought = S.category_purchases(sig.events, cats).toPandas()
+    a, b = both["a"].to_numpy(np.int64), both["b"].to_numpy(np.int64)
+    count = both["count"].to_numpy(np.float32)
+    m = sp.csr_matrix((count, (a, b)), shape=(n, n), dtype=np.float32)
+    m.sort_indices()
+    buyers = np.zeros(n, dtype=np.float64)
+    diag = a == b
+    buyers[a[diag]] = count[diag]
+    purchases = np.zeros(n, dtype=np.int64)
+    purchases[bought["category"].to_numpy(np.int64)] = bought["purchases"].to_numpy(np.int64)
+    return source.fit_counts(dataset, m, buyers, purchases, n_users=dataset.n_users)
+
+
+def _spark_fit(
+    source: RecallBase,
+    dataset: Dataset,
+    sig: SparkSignals,
+    signals: Signals,
+    out: dict[str, RecallBase],
+    configured: set[str],
+) -> RecallBase | None:
+    """``source`` fitted on Spark, or None when it is fitted in process (its exact type is
+    not one Spark computes: a subclass (a plugin) may count differently; or a ``popular``
+    scoped by a ``related_categories`` source fitted in process, after it)."""
+    kind = type(source)
+    if kind in _PAIR_TYPES:
+        return fit_on_spark(source, dataset, sig, signals)  # type: ignore[arg-type]
+    if kind is RelatedCategories:
+        return fit_related_categories(source, dataset, sig)  # type: ignore[arg-type]
+    if kind is PopularRecall:
+        scope = source.config.scope  # type: ignore[attr-defined]
+        here = any(getattr(s, "name", None) == "related_categories" for s in out.values())
+        if scope == "related_categories" and "related_categories" in configured and not here:
+            return None
+        return fit_popular(source, dataset, sig, out)  # type: ignore[arg-type]
+    return None
+
+
 def fit_behaviour_sources(
     spark: SparkSession, data: str | Path, dataset: Dataset, config: RecallConfig
 ) -> dict[str, RecallBase]:
@@ -199,26 +288,27 @@ def fit_behaviour_sources(
         spark, events, half_life_days=b.half_life_days or None, max_group_size=b.max_group_size
     )
     specs = config.source_configs()
+    configured = {kind for kind, _ in specs.values()}
     out: dict[str, RecallBase] = {}
     local: list[str] = []
     try:
         for name in config.fit_order():
             kind, cfg = specs[name]
             source = get_recall(kind)(cfg)
-            # exact types: a subclass (a plugin) may count differently
-            if type(source) not in (CoPurchaseRecall, CoViewRecall, CoPurchaseOnlyRecall):
+            t0 = time.perf_counter()
+            fitted = _spark_fit(source, dataset, sig, signals, out, configured)
+            if fitted is None:
                 local.append(name)
                 continue
-            t0 = time.perf_counter()
-            out[name] = fit_on_spark(source, dataset, sig, signals)  # type: ignore[arg-type]
+            out[name] = fitted
             _log.info("fit %s on Spark in %.1f s", name, time.perf_counter() - t0)
     finally:
         sig.unpersist()
         events.unpersist()
     if local:
         _log.info(
-            "fitted in process, on this machine (content, popularity and the sources Spark "
-            "does not compute): %s",
+            "fitted in process, on this machine (content and the sources Spark does not "
+            "compute): %s",
             ", ".join(local),
         )
     return out

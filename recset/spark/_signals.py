@@ -333,3 +333,41 @@ def user_category(events: DataFrame, category_of_item: DataFrame) -> DataFrame:
         .select("user", "category")
         .distinct()
     )
+
+
+def co_buyers(user_category: DataFrame) -> DataFrame:
+    """``(a, b, count)``: the users who bought from both categories ``a`` and ``b`` (``a ==
+    b``: the buyers of ``a``), from the ``(user, category)`` rows of :func:`user_category`
+    (``U^T U`` of the in-process ``related_categories``)."""
+    F = _F()
+    a = user_category.select("user", F.col("category").alias("a"))
+    b = user_category.select("user", F.col("category").alias("b"))
+    return a.join(b, "user").groupBy("a", "b").agg(F.count(F.lit(1)).alias("count"))
+
+
+def category_purchases(events: DataFrame, category_of_item: DataFrame) -> DataFrame:
+    """``(category, purchases)``: purchase events of the items of each category."""
+    F = _F()
+    return (
+        events.where(F.col("event") == PURCHASE)
+        .select("item")
+        .join(category_of_item.where(F.col("category") >= 0), "item")
+        .groupBy("category")
+        .agg(F.count(F.lit(1)).alias("purchases"))
+    )
+
+
+def item_event_counts(
+    events: DataFrame, codes: list[int], *, ref: int, half_life_days: float | None
+) -> DataFrame:
+    """``(item, c0, c1, ...)``: :func:`item_counts` of each event code in ``codes`` in one
+    pass (0 where an item has no such event)."""
+    F = _F()
+    w = weight(F.col("ts"), ref, half_life_days)
+    sums = [
+        F.coalesce(F.sum(F.when(F.col("event") == code, w)), F.lit(0.0))
+        .cast("float")
+        .alias(f"c{i}")
+        for i, code in enumerate(codes)
+    ]
+    return events.where(F.col("event").isin(codes)).groupBy("item").agg(*sums)
