@@ -16,6 +16,11 @@ Usage::
     .venv/bin/python bench/incremental.py --items 100000 --events 1000000
     .venv/bin/python bench/incremental.py --items 100000 --events 1000000 \
         --sources co_purchase,co_view
+    .venv/bin/python bench/incremental.py --items 100000 --events 1000000 --engine spark
+
+``--engine spark``: the append counts the day's pairs on Spark (``recset build --append
+--engine spark``, a ``--spark-master`` session started in the append phase; its start is
+reported apart as ``session_start_s`` and is not in ``step_s``).
 """
 
 from __future__ import annotations
@@ -69,7 +74,9 @@ def _prepare(root: Path, items: int, events: int, seed: int) -> dict[str, Any]:
     return {"events": len(ev), "base_events": int((~late).sum()), "day_events": int(late.sum())}
 
 
-def _phase(phase: str, root: Path, sources: str) -> dict[str, Any]:
+def _phase(
+    phase: str, root: Path, sources: str, engine: str = "inprocess", master: str = "local[2]"
+) -> dict[str, Any]:
     from recset.config import config_from_dict
     from recset.data import load_dataset
     from recset.engine import Engine, append_engine
@@ -84,6 +91,22 @@ def _phase(phase: str, root: Path, sources: str) -> dict[str, Any]:
         t2 = time.perf_counter()
         engine.save(root / f"store-{phase}", dataset=ds)
         out |= {"load_s": t1 - t0, "build_s": t2 - t1, "save_s": time.perf_counter() - t2}
+    elif phase == "append" and engine == "spark":
+        from recset.spark import SparkPairCounter, spark_session
+
+        session = spark_session(master, {"spark.ui.enabled": "false"})
+        session.sparkContext.setLogLevel("ERROR")
+        out["session_start_s"] = time.perf_counter() - t0
+        counter = SparkPairCounter(session)
+        report = append_engine(root / "store-base", root / "day.parquet", pair_counter=counter)
+        out["jvm_cpu_s"] = _jvm_cpu_s()
+        session.stop()
+        out |= {
+            "engine": "spark",
+            "remixed_seeds": report.n_remixed,
+            "rows_recomputed": report.rows_recomputed,
+            "step_s": report.seconds,
+        }
     elif phase == "append":
         report = append_engine(root / "store-base", root / "day.parquet")
         out |= {
@@ -113,6 +136,24 @@ def _phase(phase: str, root: Path, sources: str) -> dict[str, Any]:
     return out
 
 
+def _jvm_cpu_s() -> float:
+    """CPU seconds (user + system) of the java processes this process started."""
+    import os
+
+    me, tick, cpu = str(os.getpid()), os.sysconf("SC_CLK_TCK"), 0.0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                java = b"java" in f.read()
+        except OSError:
+            continue
+        if fields[1] == me and java:
+            cpu += (int(fields[11]) + int(fields[12])) / tick
+    return cpu
+
+
 def _child(argv: list[str]) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, __file__, *argv], capture_output=True, text=True, check=False
@@ -135,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         "re-mixes most lists)",
     )
     parser.add_argument("--root", type=Path, default=None, help="work directory (kept)")
+    parser.add_argument("--engine", choices=["inprocess", "spark"], default="inprocess")
+    parser.add_argument("--spark-master", default="local[2]")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
@@ -142,13 +185,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.child == "prepare":
             print(json.dumps(_prepare(root, args.items, args.events, args.seed)))
         else:
-            print(json.dumps(_phase(args.child, root, args.sources)))
+            phase = _phase(args.child, root, args.sources, args.engine, args.spark_master)
+            print(json.dumps(phase))
         return 0
     with tempfile.TemporaryDirectory(prefix="recset-bench-incr-") as tmp:
         root = args.root or Path(tmp)
         common = ["--root", str(root), "--items", str(args.items), "--seed", str(args.seed)]
         sizes = _child(["--child", "prepare", "--events", str(args.events), *common])
-        common += ["--sources", args.sources]
+        common += ["--sources", args.sources, "--engine", args.engine]
+        common += ["--spark-master", args.spark_master]
         print(f"{args.items:,} items, mix {args.sources}: {sizes}")
         rows = {p: _child(["--child", p, *common]) for p in ("base", "append", "full", "compare")}
     for row in rows.values():
