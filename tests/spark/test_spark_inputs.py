@@ -77,3 +77,22 @@ def test_string_timestamps_are_refused(tmp_path: Path) -> None:
     ds = load_dataset(tmp_path)
     with pytest.raises(DataError, match="events.parquet: column 'timestamp' is .*string"):
         read_events(None, tmp_path, ds)  # type: ignore[arg-type]
+
+
+def test_append_on_spark_refuses_a_time_range_and_csv_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--append --engine spark` counts every row of the file: a time range is a usage
+    error, given before the store is opened."""
+    with pytest.raises(SystemExit) as exc:
+        main(
+            ["build", "--append", str(tmp_path / "day.parquet"), "--store", str(tmp_path / "s")]
+            + ["--engine", "spark", "--time-range", "..1700000001"]
+        )
+    assert exc.value.code == 2 and "takes no time range" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+    EVENTS.head(2).to_csv(tmp_path / "events.csv", index=False)
+    CATALOG.to_parquet(tmp_path / "catalog.parquet", index=False)
+    ds = load_dataset(tmp_path)
+    with pytest.raises(DataError, match="events.parquet.*recset ingest"):
+        read_events(None, tmp_path / "events.csv", ds)  # type: ignore[arg-type]
