@@ -140,16 +140,20 @@ def _dropper(mm: mmap.mmap) -> Callable[[NDArray[Any]], None] | None:
 
 def _compact(m: Candidates) -> dict[str, NDArray[np.generic]]:
     """One chunk of dense mixer output as list arrays (``ptr`` holds the per-seed counts)."""
-    present = m.source_rank >= 0  # (n, N, S)
-    seed_i, pos_i, src_i = np.nonzero(present)
+    rank = np.ascontiguousarray(m.source_rank)  # (n, N, S)
+    n, width, n_src = rank.shape
+    # flat positions in C order (what np.nonzero of the 3-d mask gives), split arithmetically:
+    # one index array and flat gathers instead of three index arrays and 3-d gathers
+    flat = np.flatnonzero(rank.ravel() >= 0)
+    per_seed = width * n_src
     return {
         "item": m.item,
         "score": m.score,
-        "ptr": np.bincount(seed_i, minlength=m.item.shape[0]).astype(np.int64),
-        "pos": pos_i.astype(np.int16),
-        "src": src_i.astype(np.int8),
-        "src_score": m.source_score[seed_i, pos_i, src_i].astype(np.float32),  # type: ignore[index]
-        "src_rank": m.source_rank[seed_i, pos_i, src_i].astype(np.int32),  # type: ignore[index]
+        "ptr": np.bincount(flat // per_seed, minlength=n).astype(np.int64),
+        "pos": ((flat // n_src) % width).astype(np.int16),
+        "src": (flat % n_src).astype(np.int8),
+        "src_score": np.ascontiguousarray(m.source_score).ravel()[flat].astype(np.float32),
+        "src_rank": rank.ravel()[flat].astype(np.int32),
     }
 
 

@@ -456,3 +456,75 @@ def test_text_embeddings_in_row_blocks_are_those_of_one_block(monkeypatch) -> No
     blocked = embed_items(data, cfg)
     assert blocked.tobytes() == whole.tobytes()
     assert (whole[blank] == 0).all() and (np.abs(whole[~blank]).sum(axis=1) > 0).all()
+
+
+# -- the precompute's vectorised steps equal their plain definitions ----------------------
+
+
+@pytest.mark.parametrize("rrf_k", [0.0, 60.0, 2.5])
+def test_rrf_table_equals_the_per_entry_formula(rrf_k: float) -> None:
+    """The fusion score gathered from a (source, rank) table: the same float64 bits as
+    ``sum_j where(rank >= 0, w_j / (rrf_k + rank + 1), 0)`` (rrf_k = 0 with absent ranks
+    would divide by zero if they were not masked)."""
+    from recset.config import MixConfig
+    from recset.recall.mixer import _rrf
+
+    order = ("a", "b", "c", "d")
+    mix = MixConfig(sources=["a", "b", "c"], weights={"a": 1.3, "c": 0.2}, rrf_k=rrf_k)
+    rng = np.random.default_rng(4)
+    rank = rng.integers(-1, 250, size=(3000, len(order))).astype(np.int32)
+    rank[::7] = -1  # rows with no source
+    weights = np.array([mix.weight(s) for s in order], dtype=np.float64)
+    want = np.where(rank >= 0, weights / (rrf_k + np.maximum(rank, 0) + 1.0), 0.0).sum(axis=1)
+    got = _rrf(mix, order, rank)
+    assert got.dtype == np.float64 and got.tobytes() == want.tobytes()
+    assert _rrf(mix, order, np.zeros((0, len(order)), np.int32)).shape == (0,)
+
+
+def test_compatibility_keep_equals_the_rule_definition() -> None:
+    """A candidate is dropped exactly when, under some rule, the seed's and the candidate's
+    aspect values (either way round) both exist and differ; padding and unknown seeds are
+    never dropped."""
+    from recset.recall.compatibility import CompatibilityConfig, CompatibilityRecall
+
+    rng = np.random.default_rng(8)
+    n_items, n_rules = 60, 2
+    comp = CompatibilityRecall(CompatibilityConfig())
+    codes = lambda: np.where(  # noqa: E731
+        rng.random((n_rules, n_items)) < 0.5, rng.integers(0, 4, (n_rules, n_items)), -1
+    ).astype(np.int32)
+    comp.seed_codes_, comp.cand_codes_ = codes(), codes()
+    comp.table_ = np.full((4, 3), -1, np.int32)
+    comp.table_score_ = np.full((4, 3), -np.inf, np.float32)
+    seeds = np.r_[rng.integers(0, n_items, 40), -1, n_items + 5].astype(np.int32)
+    items = np.where(rng.random((42, 25)) < 0.85, rng.integers(0, n_items, (42, 25)), -1)
+    items = items.astype(np.int32)
+    want = np.ones(items.shape, dtype=bool)
+    for i, s in enumerate(seeds):
+        for p, c in enumerate(items[i]):
+            if c < 0 or not 0 <= s < n_items:
+                continue
+            for r in range(n_rules):
+                for a, b in (
+                    (comp.seed_codes_[r, s], comp.cand_codes_[r, c]),
+                    (comp.cand_codes_[r, s], comp.seed_codes_[r, c]),
+                ):
+                    if a >= 0 and b >= 0 and a != b:
+                        want[i, p] = False
+    got = comp.keep(seeds, items)
+    assert (~want).sum() > 20 and want.sum() > 20  # both outcomes planted
+    assert np.array_equal(got, want)
+
+
+def test_compact_equals_the_nonzero_definition(mixer: Mixer) -> None:
+    from recset.recall._lists import _compact
+
+    m = mixer.mix(np.arange(120, dtype=np.int32), 30)
+    seed_i, pos_i, src_i = np.nonzero(m.source_rank >= 0)
+    c = _compact(m)
+    assert len(seed_i) > 120
+    assert np.array_equal(c["ptr"], np.bincount(seed_i, minlength=120))
+    assert np.array_equal(c["pos"], pos_i) and c["pos"].dtype == np.int16
+    assert np.array_equal(c["src"], src_i) and c["src"].dtype == np.int8
+    assert c["src_score"].tobytes() == m.source_score[seed_i, pos_i, src_i].tobytes()
+    assert np.array_equal(c["src_rank"], m.source_rank[seed_i, pos_i, src_i])
