@@ -32,10 +32,14 @@ from recset.storage import read_state, write_state
 
 _log = logging.getLogger(__name__)
 
-# seeds per precompute chunk without a memory budget, and the bounds with one
-_CHUNK = 2048
+# seeds per precompute chunk without a memory budget, and the bounds with one. Larger chunks
+# are slower per seed, not faster (the fusion's sorts and gathers leave the caches): mixing
+# 60,000 seeds of a 300k-item engine on one thread took 9-10 CPU s in chunks of 500-1,000,
+# 10.5-11 s in 2,048, 12-12.6 s in 5,000 and 18.7-18.9 s in 30,000 (bench notes in
+# docs/benchmarks.md), so a budget only ever makes chunks smaller than _MAX_CHUNK
+_CHUNK = 1024
 _MIN_CHUNK = 64
-_MAX_CHUNK = 32_768
+_MAX_CHUNK = 1024
 # a chunk's working memory over the size of its dense output (fusion temporaries: per-source
 # lists, unique keys, sort orders)
 _WORK_FACTOR = 4
@@ -254,7 +258,8 @@ class Mixer:
         rank per source for each of ``width`` entries) and the fusion's temporaries, counted
         as :data:`_WORK_FACTOR` times that output; every one of the ``workers`` threads
         (default :func:`~recset.signals.topk_workers`) holds one while the finished chunk
-        before them is written, and half of the free budget goes to them. No budget:
+        before them is written, and half of the free budget goes to them, up to
+        :data:`_MAX_CHUNK` seeds (larger chunks cost more time per seed). No budget:
         :data:`_CHUNK` seeds.
         """
         if max_memory is None:
