@@ -88,7 +88,7 @@ class _ListFiles:
         with open(tmp, "wb") as out:
             offset = 0
             while offset < size:
-                block = os.pread(fd, min(_COPY_BLOCK, size - offset), offset)
+                block = _read_at(self.files[name], min(_COPY_BLOCK, size - offset), offset)
                 if not block:
                     raise StorageError(
                         f"{target}: the list file {name!r} ended at byte {offset} of {size} "
@@ -388,6 +388,15 @@ def _anonymous_files_work(directory: Path) -> bool:
         return os.path.exists(f"/proc/self/fd/{fd}")
     finally:
         os.close(fd)
+
+
+def _read_at(f: BinaryIO, n: int, offset: int) -> bytes:
+    """``n`` bytes of ``f`` at ``offset``: ``os.pread`` (no shared file position) where the
+    system has it, else a seek and a read."""
+    if hasattr(os, "pread"):
+        return os.pread(f.fileno(), n, offset)
+    f.seek(offset)
+    return f.read(n)
 
 
 def _link_open_file(fd: int, target: Path) -> None:
