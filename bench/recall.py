@@ -5,7 +5,8 @@ build's own progress lines, ``recset.progress``, go to stderr), then compares th
 similarity step (``pair_topk``: blocked ``G^T G``, Ochiai, top-k, as ``co_purchase`` fits it)
 with implicit's CosineRecommender fit on the same basket x item matrix (same process, best
 of 3), then times ``Engine.recommend`` from a store. The load average is printed at the start
-and the end: the machine may be shared.
+and the end: the machine may be shared. The save's own peak is printed too (the process's
+VmHWM is reset before it on Linux); the last line is the whole run's peak.
 
     .venv/bin/python bench/recall.py --items 100000 --events 1000000
     .venv/bin/python bench/recall.py --items 1000000 --events 10000000 --max-memory 6GiB
@@ -36,6 +37,17 @@ def peak_mib() -> float:
 
 def rss_mib() -> float:
     return memory()[0] / float(1 << 20)
+
+
+def reset_peak() -> bool:
+    """Reset the process's VmHWM to its current RSS (Linux ``/proc/self/clear_refs``), so a
+    later peak is that of the steps after it; False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
 
 
 class Timer:
@@ -140,8 +152,17 @@ def main() -> None:
     fit_total = time.perf_counter() - fit_start
     fit_cpu = time.process_time() - fit_cpu
     fit_peak = peak_mib()
+    release_free_memory()
+    save_rss = rss_mib()
+    own_peak = reset_peak()  # the save's own peak, not the precompute's
     with t("save engine to store (SQLite + artifacts)"):
         engine.save(tmp / "store", dataset=ds)
+    if own_peak:
+        print(
+            f"  save: peak {peak_mib():,.0f} MiB, {peak_mib() - save_rss:,.0f} MiB above the "
+            f"RSS before it ({save_rss:,.0f} MiB); the list files "
+            f"{_lists_mib(mixer.lists):,.0f} MiB"
+        )
     print(
         f"  => fit + precompute: {fit_total:.1f} s (cpu {fit_cpu:.1f} s), "
         f"peak {fit_peak / 1024:.2f} GiB "
@@ -152,8 +173,14 @@ def main() -> None:
     if not args.no_compare:
         _compare_with_implicit(ds, config.build.candidates_per_seed, pair_topk, Signals)
     _serve(tmp, ds, args.queries, PrecomputedLists)
-    print(f"peak memory: {peak_mib():.0f} MiB")
+    whole = max(fit_peak, peak_mib()) if own_peak else peak_mib()
+    print(f"peak memory of the whole run (VmHWM, with the save and serving): {whole:.0f} MiB")
     print("load average at the end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+
+
+def _lists_mib(lists) -> float:  # noqa: ANN001
+    names = ("item", "score", "ptr", "pos", "src", "src_score", "src_rank")
+    return sum(getattr(lists, n).nbytes for n in names) / float(1 << 20)
 
 
 def _generate_in_child(synthetic, data: Path) -> None:  # noqa: ANN001

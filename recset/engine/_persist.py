@@ -76,12 +76,13 @@ def check_structure(path: Path, items: IdMap, mixer: Mixer) -> None:
             f"the lists have shape item {item.shape} / score {lists.score.shape}, expected "
             f"(n_seeds <= {n}, width) for both",
         )
-    if item.size and (int(item.min()) < -1 or int(item.max()) >= n):
-        raise _refuse(where, f"the lists hold item ids outside [-1, {n})")
     if ptr.ndim != 1 or len(ptr) != item.shape[0] + 1:
         raise _refuse(where, f"'ptr' has shape {ptr.shape}, expected ({item.shape[0] + 1},)")
+    ranges = lists.value_ranges()  # in blocks: the mapped files do not stay resident
+    if item.size and (ranges["item"][0] < -1 or ranges["item"][1] >= n):
+        raise _refuse(where, f"the lists hold item ids outside [-1, {n})")
     n_reasons = len(lists.pos)
-    if int(ptr[0]) != 0 or int(ptr[-1]) != n_reasons or bool((np.diff(ptr) < 0).any()):
+    if int(ptr[0]) != 0 or int(ptr[-1]) != n_reasons or ranges["ptr_step"][0] < 0:
         raise _refuse(
             where,
             f"'ptr' is not a monotone pointer array from 0 to {n_reasons} (the reasons' count)",
@@ -91,10 +92,10 @@ def check_structure(path: Path, items: IdMap, mixer: Mixer) -> None:
             raise _refuse(
                 where, f"{name!r} has {len(getattr(lists, name))} entries, not {n_reasons}"
             )
-    if n_reasons and (int(lists.pos.min()) < 0 or int(lists.pos.max()) >= item.shape[1]):
+    if n_reasons and (ranges["pos"][0] < 0 or ranges["pos"][1] >= item.shape[1]):
         raise _refuse(where, f"'pos' holds positions outside [0, {item.shape[1]})")
     n_src = len(mixer.source_order)
-    if n_reasons and (int(lists.src.min()) < 0 or int(lists.src.max()) >= n_src):
+    if n_reasons and (ranges["src"][0] < 0 or ranges["src"][1] >= n_src):
         raise _refuse(where, f"'src' holds source indices outside [0, {n_src})")
 
 

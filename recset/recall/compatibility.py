@@ -170,18 +170,21 @@ class CompatibilityRecall(RecallBase):
         seeds = np.asarray(seeds)
         n_items = self.seed_codes_.shape[1]
         s_ok = (seeds >= 0) & (seeds < n_items)
-        s = np.maximum(seeds, 0)
+        s = np.where(s_ok, seeds, 0)  # a seed past the catalog has no aspects
         c = np.maximum(items, 0)
-        keep = np.ones(items.shape, dtype=bool)
+        conflict = np.zeros(items.shape, dtype=bool)
         for r in range(self.seed_codes_.shape[0]):
             for seed_codes, cand_codes in (
                 (self.seed_codes_[r], self.cand_codes_[r]),
                 (self.cand_codes_[r], self.seed_codes_[r]),
             ):
-                sv = np.where(s_ok, seed_codes[s], -1)[:, None]
-                cv = np.where(items >= 0, cand_codes[c], -1)
-                keep &= ~((sv >= 0) & (cv >= 0) & (sv != cv))
-        return keep
+                sv = np.where(s_ok, seed_codes[s], -1)
+                rows = np.flatnonzero(sv >= 0)  # only a seed with the aspect can disagree
+                if len(rows):
+                    cv = cand_codes[c[rows]]
+                    conflict[rows] |= (cv >= 0) & (cv != sv[rows, None])
+        conflict &= items >= 0  # padding (-1) is never filtered out
+        return ~conflict
 
 
 def _first(item: NDArray[np.int32]) -> NDArray[np.bool_]:

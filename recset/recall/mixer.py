@@ -32,10 +32,14 @@ from recset.storage import read_state, write_state
 
 _log = logging.getLogger(__name__)
 
-# seeds per precompute chunk without a memory budget, and the bounds with one
-_CHUNK = 2048
+# seeds per precompute chunk without a memory budget, and the bounds with one. Larger chunks
+# are slower per seed, not faster (the fusion's sorts and gathers leave the caches): mixing
+# 60,000 seeds of a 300k-item engine on one thread took 9-10 CPU s in chunks of 500-1,000,
+# 10.5-11 s in 2,048, 12-12.6 s in 5,000 and 18.7-18.9 s in 30,000 (bench notes in
+# docs/benchmarks.md), so a budget only ever makes chunks smaller than _MAX_CHUNK
+_CHUNK = 1024
 _MIN_CHUNK = 64
-_MAX_CHUNK = 32_768
+_MAX_CHUNK = 1024
 # a chunk's working memory over the size of its dense output (fusion temporaries: per-source
 # lists, unique keys, sort orders)
 _WORK_FACTOR = 4
@@ -254,7 +258,8 @@ class Mixer:
         rank per source for each of ``width`` entries) and the fusion's temporaries, counted
         as :data:`_WORK_FACTOR` times that output; every one of the ``workers`` threads
         (default :func:`~recset.signals.topk_workers`) holds one while the finished chunk
-        before them is written, and half of the free budget goes to them. No budget:
+        before them is written, and half of the free budget goes to them, up to
+        :data:`_MAX_CHUNK` seeds (larger chunks cost more time per seed). No budget:
         :data:`_CHUNK` seeds.
         """
         if max_memory is None:
@@ -490,11 +495,7 @@ class Mixer:
         u_rank = np.full((u, n_src), -1, np.int32)
         u_score[inv, s_idx] = sc
         u_rank[inv, s_idx] = rk
-        weights = np.array([mix.weight(s) for s in self.source_order], dtype=np.float64)
-        present = u_rank >= 0
-        # absent ranks (-1) masked before dividing: with rrf_k = 0 they would divide by 0
-        rrf = np.where(present, weights / (mix.rrf_k + np.maximum(u_rank, 0) + 1.0), 0.0)
-        rrf = rrf.sum(axis=1)
+        rrf = _rrf(mix, self.source_order, u_rank)
         if mix.fusion == "sequential":
             first_src = np.full(u, np.iinfo(np.int64).max)
             np.minimum.at(first_src, inv, pos.astype(np.int64) * (1 << 20) + rk)
@@ -790,3 +791,25 @@ class MixStage(Stage):
 
     def __repr__(self) -> str:
         return f"MixStage({self.mixer!r})"
+
+
+def _rrf(
+    mix: MixConfig, source_order: Sequence[str], u_rank: NDArray[np.int32]
+) -> NDArray[np.float64]:
+    """Each row's reciprocal-rank fusion score: the sum over sources of
+    ``weight / (rrf_k + rank + 1)`` (0 where the source has no rank, -1).
+
+    The terms come from a table of every (source, rank) (ranks are below the mix's list
+    widths), gathered in one pass instead of computed per entry; the same float64 values
+    summed in the same order as the per-entry formula.
+    """
+    n_src = len(source_order)
+    if u_rank.size == 0:
+        return np.zeros(u_rank.shape[0], np.float64)
+    weights = np.array([mix.weight(s) for s in source_order], dtype=np.float64)
+    top = int(u_rank.max()) + 1
+    ranks = np.arange(top, dtype=np.int32)
+    table = np.zeros((n_src, top + 1), np.float64)  # column 0: absent (rank -1)
+    table[:, 1:] = weights[:, None] / (mix.rrf_k + ranks[None, :] + 1.0)
+    index = u_rank + (np.arange(n_src, dtype=np.int32) * (top + 1) + 1)[None, :]
+    return table.ravel()[index].sum(axis=1)

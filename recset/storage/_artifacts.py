@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ def write_state(
     meta: Mapping[str, Any] | None = None,
     arrays: Mapping[str, NDArray[Any]] | None = None,
     mmap: bool = False,
+    files: Mapping[str, Callable[[Path], None]] | None = None,
 ) -> None:
     """Write one component's state into ``directory`` (created when missing).
 
@@ -76,6 +77,10 @@ def write_state(
         Named arrays; object arrays are refused (they would need pickle).
     mmap : bool
         One ``.npy`` per array (memory-mapped by :func:`read_state`) instead of one ``.npz``.
+    files : mapping of str to callable, optional
+        With ``mmap``: arrays of ``arrays`` whose ``.npy`` file already exists elsewhere;
+        ``files[name](path)`` puts it at ``path`` (a hard link or a streamed copy) instead of
+        ``np.save`` reading the whole array (which maps every page of a memory-mapped one).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -83,9 +88,20 @@ def write_state(
     for name, arr in arrays.items():
         if np.asarray(arr).dtype == object:
             raise StorageError(f"{directory}: array {name!r} of {kind!r} has dtype object")
+    files = dict(files or {})
+    if files and not mmap:
+        raise StorageError(f"{directory}: {kind!r}: ready .npy files need the mmap layout")
+    if set(files) - set(arrays):
+        raise StorageError(
+            f"{directory}: {kind!r}: files {sorted(set(files) - set(arrays))} name no array"
+        )
     if mmap:
         for name, arr in arrays.items():
-            np.save(directory / f"{kind}.{name}.npy", np.asarray(arr), allow_pickle=False)
+            target = directory / f"{kind}.{name}.npy"
+            if name in files:
+                files[name](target)
+            else:
+                np.save(target, np.asarray(arr), allow_pickle=False)
     else:
         np.savez(directory / f"{kind}.npz", allow_pickle=False, **arrays)
     doc = {
