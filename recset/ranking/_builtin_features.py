@@ -272,7 +272,7 @@ class TextSimilarity(RankerFeature):
             return batch.nan()
         # one seed per row: its vector is read once, not once per candidate
         seed = batch.sc[:: batch.width] if batch.width else batch.sc[:0]
-        cand_vec = emb[batch.c].reshape(batch.n_seeds, batch.width, -1)
+        cand_vec = np.take(emb, batch.c, axis=0).reshape(batch.n_seeds, batch.width, -1)
         sim = np.einsum("bwd,bd->bw", cand_vec, emb[seed]).ravel().astype(np.float64)
         zero = np.repeat(self._zero[seed], batch.width) | self._zero[batch.c]
         return np.where(batch.s_ok & ~zero, sim, np.nan)
@@ -303,7 +303,7 @@ class Compatible(RankerFeature):
         w, n_rules = batch.width, self.compat_seed_.shape[0]
         sv = np.where(batch.s_ok[::w], self.compat_seed_[:, batch.sc[::w]], -1)
         sv = sv.reshape(n_rules, batch.n_seeds, 1)  # broadcast along each seed row
-        cv = self.compat_cand_[:, batch.c].reshape(n_rules, batch.n_seeds, w)
+        cv = np.take(self.compat_cand_, batch.c, axis=1).reshape(n_rules, batch.n_seeds, w)
         both = (sv >= 0) & (cv >= 0)
         same = sv == cv
         agree = (both & same).any(axis=0).ravel()

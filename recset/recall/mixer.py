@@ -535,15 +535,21 @@ class Mixer:
         keep = (item >= 0) & self.available[np.maximum(item, 0)] & (item != seeds[:, None])
         n_keep = keep.sum(axis=1)
         order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-        take = lambda a: np.take_along_axis(a, order if a.ndim == 2 else order[:, :, None], 1)  # noqa: E731
-        kept = np.take_along_axis(keep, order, 1)
+        rows = np.arange(len(seeds))[:, None]
+        kept = keep[rows, order]
         out = Candidates(
-            item=np.where(kept, take(item), -1).astype(np.int32),
-            score=np.where(kept, take(mixed.score), -np.inf).astype(np.float32),
-            source_score=np.where(kept[:, :, None], take(mixed.source_score), np.nan).astype(
-                np.float32
-            ),
-            source_rank=np.where(kept[:, :, None], take(mixed.source_rank), -1).astype(np.int32),
+            item=np.where(kept, item[rows, order], -1).astype(np.int32),
+            score=np.where(kept, mixed.score[rows, order], -np.inf).astype(np.float32),
+            source_score=np.where(
+                kept[:, :, None],
+                mixed.source_score[rows, order],  # type: ignore[index]
+                np.nan,
+            ).astype(np.float32),
+            source_rank=np.where(
+                kept[:, :, None],
+                mixed.source_rank[rows, order],  # type: ignore[index]
+                -1,
+            ).astype(np.int32),
             sources=mixed.sources,
         )
         if (n_keep < k).any():
