@@ -256,10 +256,6 @@ def _trip_history(
     return ui_trips, ui_last_trip, user_last, user_trips
 
 
-_DIRECT_SEARCH = 1024
-"""Queries up to this many are searched in the whole table at once (no per-row stretches)."""
-
-
 def _row_search(
     keys: NDArray[np.int64], query: NDArray[np.int64], n_rows: int, width: int
 ) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
@@ -267,9 +263,7 @@ def _row_search(
     each is there, each row searched only between its smallest and largest key."""
     if not len(keys) or not len(query):
         return np.zeros(len(query), np.intp), np.zeros(len(query), bool)
-    if n_rows * 4 > len(query) or len(query) <= _DIRECT_SEARCH:
-        # short rows, or a request's few hundred slots: one search over the whole table is
-        # cheaper than finding each row's stretch first
+    if n_rows * 4 > len(query):  # short rows: one search over the whole table is cheaper
         pos = np.searchsorted(keys, query)
     else:
         rows = query.reshape(n_rows, width)
