@@ -13,7 +13,7 @@ from recset import Engine
 from recset.cli import NOT_ACTIVATED_EXIT, NotActivated, _gate_and_release
 from recset.data import Dataset
 from recset.data.synthetic import SyntheticConfig, generate, write_synthetic
-from recset.eval import GateResult, compare_on_validation
+from recset.eval import HIT1_TOLERANCE, GateResult, compare_on_validation
 from recset.storage import Store
 
 from .conftest import run_cli as run
@@ -110,6 +110,11 @@ def test_a_stage_that_loses_on_validation_is_stored_but_not_activated(tmp_path: 
         assert st.artifact("engine", staged.version).status == "staged"
     even = GateResult({"hit@10": 0.5}, {"hit@10": 0.5}, 10)
     assert even.wins and not GateResult({"hit@10": 0.5}, {"hit@10": 0.49}, 10).wins
+    # Hit@10 holds but the first slot is traded away: refused beyond the tolerance only
+    served = {"hit@1": 0.30, "hit@10": 0.60}
+    assert not GateResult(served, {"hit@1": 0.15, "hit@10": 0.61}, 10).wins
+    assert not GateResult(served, {"hit@1": 0.30 - HIT1_TOLERANCE - 1e-9, "hit@10": 0.6}, 10).wins
+    assert GateResult(served, {"hit@1": 0.30 - HIT1_TOLERANCE / 2, "hit@10": 0.6}, 10).wins
 
 
 def test_engine_save_activates_only_a_release_that_loads(tmp_path: Path) -> None:
