@@ -115,7 +115,7 @@ def main() -> None:
         c = time.perf_counter()
         ranker.score(X[valid])
         d = time.perf_counter()
-        for key, t in zip(times, (b - a, c - b, d - c), strict=True):
+        for key, t in zip(("cand", "feat", "pred"), (b - a, c - b, d - c), strict=True):
             times[key].append(t)
         n_rows.append(int(valid.sum()))
     # the stage on its own loop: right after the parts it would find their data in the CPU
