@@ -1430,6 +1430,14 @@ def prune(store: str, artifact_dir: str | None, keep: int) -> None:
 )
 @click.option("--access-log", is_flag=True, help="Log every request.")
 @click.option(
+    "--top-cache-mb",
+    type=click.IntRange(min=0),
+    default=64,
+    show_default=True,
+    help="Per worker: recent seeds' mixed and filled candidates kept for the next request "
+    "(MiB; 0: off).",
+)
+@click.option(
     "--openapi", "print_openapi", is_flag=True, help="Print the OpenAPI document and exit."
 )
 def serve(
@@ -1441,6 +1449,7 @@ def serve(
     poll_interval: float,
     neural: bool,
     access_log: bool,
+    top_cache_mb: int,
     print_openapi: bool,
 ) -> None:
     """Serve the store's active engine over HTTP (JSON; docs/serving.md); reload on activation.
@@ -1467,6 +1476,7 @@ def serve(
         poll_interval=poll_interval,
         neural=neural,
         access_log=access_log,
+        top_cache_mb=top_cache_mb,
     )
     run(settings)
 

@@ -136,17 +136,16 @@ class Candidates:
         ``score`` (n_seeds, n), when given, replaces the scores before they are taken.
         """
         sc = self.score if score is None else score
-        out = Candidates(
-            np.take_along_axis(self.item, order, 1),
-            np.take_along_axis(sc, order, 1).astype(np.float32),
-        )
+        # advanced indexing (rows, order): the same as take_along_axis, at a fraction of its
+        # cost on the 3-D reasons
+        rows = np.arange(self.n_seeds)[:, None]
+        out = Candidates(self.item[rows, order], sc[rows, order].astype(np.float32))
         if self.source_rank is None:
             return out
-        o3 = order[:, :, None]
         return replace(
             out,
-            source_score=np.take_along_axis(self.source_score, o3, 1),  # type: ignore[arg-type]
-            source_rank=np.take_along_axis(self.source_rank, o3, 1),
+            source_score=self.source_score[rows, order],  # type: ignore[index]
+            source_rank=self.source_rank[rows, order],  # type: ignore[index]
             sources=self.sources,
         )
 

@@ -13,7 +13,7 @@ from recset import Engine
 from recset.cli import NOT_ACTIVATED_EXIT, NotActivated, _gate_and_release
 from recset.data import Dataset
 from recset.data.synthetic import SyntheticConfig, generate, write_synthetic
-from recset.eval import GateResult, compare_on_validation
+from recset.eval import HIT1_TOLERANCE, GateResult, compare_on_validation
 from recset.storage import Store
 
 from .conftest import run_cli as run
@@ -110,3 +110,44 @@ def test_a_stage_that_loses_on_validation_is_stored_but_not_activated(tmp_path: 
         assert st.artifact("engine", staged.version).status == "staged"
     even = GateResult({"hit@10": 0.5}, {"hit@10": 0.5}, 10)
     assert even.wins and not GateResult({"hit@10": 0.5}, {"hit@10": 0.49}, 10).wins
+    # Hit@10 holds but the first slot is traded away: refused beyond the tolerance only
+    served = {"hit@1": 0.30, "hit@10": 0.60}
+    assert not GateResult(served, {"hit@1": 0.15, "hit@10": 0.61}, 10).wins
+    assert not GateResult(served, {"hit@1": 0.30 - HIT1_TOLERANCE - 1e-9, "hit@10": 0.6}, 10).wins
+    assert GateResult(served, {"hit@1": 0.30 - HIT1_TOLERANCE / 2, "hit@10": 0.6}, 10).wins
+
+
+def test_engine_save_activates_only_a_release_that_loads(tmp_path: Path) -> None:
+    """``Engine.save`` in Python checks the release as ``recset build`` does: after a ranker
+    is pinned, saving an engine that mixes other sources stages it and keeps the previous
+    release active (the store still loads), with a message naming the ranker."""
+    from recset.config import config_from_dict
+    from recset.errors import StorageError
+    from recset.ranking import train_ranker
+
+    syn = generate(SyntheticConfig(n_items=150, n_users=80, n_events=4000, seed=2))
+    ds = Dataset.from_frames(syn.catalog, syn.events)
+    small = {"n_estimators": 8, "early_stopping_rounds": 4, "num_leaves": 7}
+    cfg = config_from_dict({"ranker": small})
+    store = tmp_path / "store"
+    engine = Engine.build(ds, cfg)
+    first = engine.save(store, dataset=ds)
+    assert first.status == "active"
+    ranker = train_ranker(ds, cfg, mixer=engine.mixer)
+    with Store.open(store) as st:
+        rec = st.save_artifact("ranker", ranker.save, activate=False)
+        st.create_release({"engine": first.version, "ranker": rec.version})
+    before = _active(store)
+    fewer = config_from_dict(
+        {"ranker": small, "mix": {"sources": ["co_purchase", "co_view", "popular"]}}
+    )
+    with pytest.raises(StorageError, match=r"cannot load.*ranker reads sources.*stays active"):
+        Engine.build(ds, fewer).save(store, dataset=ds)
+    assert _active(store) == before
+    assert Engine.load(store).ranker is not None  # the store still loads
+    with Store.open(store) as st:
+        assert st.artifact("engine", first.version + 1).status == "staged"
+    # the same sources load with the ranker: activated, pinning it
+    again = Engine.build(ds, cfg).save(store, dataset=ds)
+    assert again.status == "active"
+    assert _active(store)[1] == {"engine": again.version, "ranker": rec.version}

@@ -534,12 +534,20 @@ class Engine:
         """Write the engine to a store (a directory path or a SQLAlchemy URL).
 
         The fitted sources and precomputed lists go to a new version of the ``engine``
-        artifact (written to a temporary directory, then renamed) which becomes the active
-        one, in a new release with the ranker and neural stages of the active release (with
-        ``activate=False`` it is only staged: ``recset build`` stages, checks that the release
-        loads, then activates it); when ``dataset`` is given its catalog replaces the store's
-        catalog in the same transaction.
+        artifact (written to a temporary directory, then renamed). With ``activate`` it is
+        released as ``recset build`` releases it: a staged release pins it with the ranker and
+        neural stages of the active release, that release is loaded as a service would load
+        it, and only when it loads is it activated (when ``dataset`` is given, its catalog
+        replaces the store's catalog in the same transaction). A release that cannot load
+        (say, after ``recset train-ranker`` on other sources) raises
+        :class:`~recset.errors.StorageError` naming why; the engine version and that release
+        stay staged and the previous release stays active. With ``activate=False`` the
+        version is only staged (``recset build`` stages, checks, then activates it itself).
         """
+
+        def load_release(release: int) -> None:
+            Engine.load(target, artifact_dir=artifact_dir, release=release)
+
         return save_engine(
             target,
             lambda d: write_engine(d, self.config, self.items, self.mixer),
@@ -549,6 +557,7 @@ class Engine:
             catalog=catalog_frame(dataset) if dataset is not None else None,
             metrics=metrics,
             activate=activate,
+            load_release=load_release,
         )
 
     @classmethod

@@ -202,11 +202,20 @@ def save_engine(
     catalog: pd.DataFrame | None,
     metrics: dict[str, Any] | None,
     activate: bool = True,
+    load_release: Callable[[int], object] | None = None,
 ) -> Any:
-    """Save a new engine version with ``write`` and (unless not ``activate``: staged) make it
-    active together with ``catalog`` (when given): one transaction flips both, under the
-    store's build lock, after the written version has been loaded back once (a version that
-    cannot load is refused)."""
+    """Save a new engine version with ``write`` (loaded back once: a version that cannot
+    load is refused) and, with ``activate``, make it active together with ``catalog`` (when
+    given) in one transaction, under the store's build lock.
+
+    With ``load_release`` the activation is checked as ``recset build`` checks it: the new
+    version is staged, a staged release pins it with the ranker and neural stages of the
+    active release, ``load_release(release id)`` loads that release as a service would, and
+    only when it loads is it activated. When it cannot (typically a ranker trained on other
+    sources), the release stays staged, the active release is unchanged, and a
+    :class:`~recset.errors.StorageError` says why.
+    """
+    from recset.errors import RecsetError
     from recset.storage import Store
 
     def check(directory: Path) -> None:
@@ -214,7 +223,7 @@ def save_engine(
 
     with Store.open(target, artifact_dir=artifact_dir) as store:
         with store.build_lock("Engine.save"):
-            return store.save_artifact(
+            record = store.save_artifact(
                 ENGINE_ARTIFACT,
                 write,
                 params=config.to_dict(),
@@ -222,8 +231,26 @@ def save_engine(
                 metrics={"n_items": n_items, **(metrics or {})},
                 catalog=catalog,
                 check=check,
-                activate=activate,
+                activate=activate and load_release is None,
             )
+            if not activate or load_release is None:
+                return record
+            current = store.active_release_record()
+            pins = {**(current.pins if current is not None else {}), "engine": record.version}
+            staged = store.create_release(pins, activate=False, note="Engine.save")
+            try:
+                load_release(staged.id)
+            except (RecsetError, ImportError) as exc:
+                active = "no release" if current is None else current.describe()
+                raise StorageError(
+                    f"{store.url}: engine v{record.version} is saved and staged in "
+                    f"{staged.describe()}, but that release cannot load "
+                    f"({type(exc).__name__}: {exc}); {active} stays active. Retrain what it "
+                    "names, or activate the engine alone with "
+                    f"`recset activate {staged.id}` after fixing it"
+                ) from exc
+            store.activate_release(staged.id)
+            return store.artifact(ENGINE_ARTIFACT, record.version)
 
 
 @dataclass(frozen=True)

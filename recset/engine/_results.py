@@ -34,19 +34,25 @@ def row_recommendations(
 ) -> list[Recommendation]:
     """The first ``k`` items of ``batch`` row ``row`` not in ``exclude``, with reasons."""
     item = batch.item[row]
-    valid = np.flatnonzero((item >= 0) & ~np.isin(item, exclude))[:k]
+    ok = item >= 0
+    if len(exclude):
+        ok &= ~np.isin(item, exclude)
+    valid = np.flatnonzero(ok)[:k]
+    # the row's few served entries converted to Python values at once, not one by one
+    served, scores = item[valid].tolist(), batch.score[row, valid].tolist()
+    if batch.source_rank is None or batch.source_score is None:
+        return [Recommendation(items.id_of(i), v, ()) for i, v in zip(served, scores, strict=True)]
     names = batch.sources
-    out = []
-    for p in valid.tolist():
-        reasons: tuple[Reason, ...] = ()
-        if batch.source_rank is not None and batch.source_score is not None:
-            ranks = batch.source_rank[row, p]
-            reasons = tuple(
-                Reason(names[s], float(batch.source_score[row, p, s]), int(ranks[s]))
-                for s in np.flatnonzero(ranks >= 0).tolist()
-            )
-        out.append(Recommendation(items.id_of(int(item[p])), float(batch.score[row, p]), reasons))
-    return out
+    ranks = batch.source_rank[row, valid].tolist()
+    values = batch.source_score[row, valid].tolist()
+    return [
+        Recommendation(
+            items.id_of(i),
+            v,
+            tuple(Reason(names[s], sv[s], r) for s, r in enumerate(rk) if r >= 0),
+        )
+        for i, v, rk, sv in zip(served, scores, ranks, values, strict=True)
+    ]
 
 
 def merge_basket(lists: list[list[Recommendation]], rrf_k: float, k: int) -> list[Recommendation]:

@@ -39,7 +39,9 @@ class NSources(RankerFeature):
     """Number of sources that proposed the candidate."""
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
-        return (batch.source_rank >= 0).sum(axis=1).astype(float)
+        # a matrix-vector product: numpy's sum over a short row axis costs ~5x more
+        proposed = (batch.source_rank >= 0).astype(np.float64)
+        return proposed @ np.ones(proposed.shape[1])
 
 
 @register_feature("fused_score")
@@ -270,7 +272,7 @@ class TextSimilarity(RankerFeature):
             return batch.nan()
         # one seed per row: its vector is read once, not once per candidate
         seed = batch.sc[:: batch.width] if batch.width else batch.sc[:0]
-        cand_vec = emb[batch.c].reshape(batch.n_seeds, batch.width, -1)
+        cand_vec = np.take(emb, batch.c, axis=0).reshape(batch.n_seeds, batch.width, -1)
         sim = np.einsum("bwd,bd->bw", cand_vec, emb[seed]).ravel().astype(np.float64)
         zero = np.repeat(self._zero[seed], batch.width) | self._zero[batch.c]
         return np.where(batch.s_ok & ~zero, sim, np.nan)
@@ -298,14 +300,14 @@ class Compatible(RankerFeature):
         if not self.compat_seed_.shape[0] or not len(batch):
             return batch.nan()
         # all rules at once; the seed's codes read once per seed row, not once per slot
-        w = batch.width
+        w, n_rules = batch.width, self.compat_seed_.shape[0]
         sv = np.where(batch.s_ok[::w], self.compat_seed_[:, batch.sc[::w]], -1)
-        sv = np.repeat(sv, w, axis=1)
-        cv = self.compat_cand_[:, batch.c]
+        sv = sv.reshape(n_rules, batch.n_seeds, 1)  # broadcast along each seed row
+        cv = np.take(self.compat_cand_, batch.c, axis=1).reshape(n_rules, batch.n_seeds, w)
         both = (sv >= 0) & (cv >= 0)
         same = sv == cv
-        agree = (both & same).any(axis=0)
-        clash = (both & ~same).any(axis=0)
+        agree = (both & same).any(axis=0).ravel()
+        clash = (both & ~same).any(axis=0).ravel()
         return np.where(clash, 0.0, np.where(agree, 1.0, np.nan))
 
 
@@ -340,8 +342,10 @@ class _UserItem(RankerFeature):
         self.ui_keys_ = data.ui_keys
         return self
 
-    def _lookup(self, values: NDArray[np.float64], batch: FeatureBatch) -> NDArray[np.float64]:
-        return batch.lookup(self.ui_keys_, values)
+    def _lookup(
+        self, values: NDArray[np.float64], batch: FeatureBatch, missing: float = np.nan
+    ) -> NDArray[np.float64]:
+        return batch.lookup(self.ui_keys_, values, missing=missing)
 
 
 @register_feature("user_bought_cand")
@@ -355,8 +359,8 @@ class UserBoughtCand(_UserItem):
         return super().fit(data)
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
-        count = self._lookup(self.ui_count_, batch)
-        return np.where(batch.u_ok, np.nan_to_num(count, nan=0.0), np.nan)
+        count = self._lookup(self.ui_count_, batch, missing=0.0)
+        return np.where(batch.u_ok, count, np.nan)
 
 
 @register_feature("user_days_since_cand")
@@ -405,11 +409,9 @@ class UserCandTripShare(_UserItem):
         return super().fit(data)
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
-        trips = self._lookup(self.ui_trips_, batch)
+        trips = self._lookup(self.ui_trips_, batch, missing=0.0)
         n_trips = self.user_trips_[batch.uu].astype(np.float64)
-        return np.where(
-            batch.u_ok, np.nan_to_num(trips, nan=0.0) / np.maximum(n_trips, 1.0), np.nan
-        )
+        return np.where(batch.u_ok, trips / np.maximum(n_trips, 1.0), np.nan)
 
 
 @register_feature("user_category_share")
@@ -434,8 +436,9 @@ class UserCategoryShare(RankerFeature):
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         c_cat = self.category_[batch.c].astype(np.int64)
-        uc = batch.lookup(self.uc_keys_, self.uc_share_, batch.uu * self._n_cat + c_cat)
-        return np.where(batch.u_ok & (c_cat >= 0), np.nan_to_num(uc, nan=0.0), np.nan)
+        query = batch.uu * self._n_cat + c_cat
+        uc = batch.lookup(self.uc_keys_, self.uc_share_, query, missing=0.0)
+        return np.where(batch.u_ok & (c_cat >= 0), uc, np.nan)
 
 
 @register_feature("user_brand_share")
@@ -459,8 +462,9 @@ class UserBrandShare(RankerFeature):
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         c_brand = self.brand_[batch.c].astype(np.int64)
-        ub = batch.lookup(self.ub_keys_, self.ub_share_, batch.uu * self._n_brands + c_brand)
-        return np.where(batch.u_ok & (c_brand >= 0), np.nan_to_num(ub, nan=0.0), np.nan)
+        query = batch.uu * self._n_brands + c_brand
+        ub = batch.lookup(self.ub_keys_, self.ub_share_, query, missing=0.0)
+        return np.where(batch.u_ok & (c_brand >= 0), ub, np.nan)
 
 
 @register_feature("user_aspect_share")
@@ -495,20 +499,22 @@ class UserAspectShare(RankerFeature):
         tok = self.item_tok_[csr_gather(self.item_tok_indptr_, c)]
         share = np.zeros(len(tok))  # 0 where the user never bought the token
         if len(batch):
-            # a seed row's slots share their user: search only that user's stretch of the
-            # table (the keys user * n_tokens + token), not the whole table per token
+            # a seed row's slots share their user: that user's stretch of the table (the
+            # keys user * n_tokens + token) is spread over a dense per-token vector once per
+            # row, and the row's tokens read from it
             w, n_tok, keys = batch.width, self._n_tokens, self.ut_keys_
             users, ok = batch.u[::w], batch.u_ok[::w]
             lo = np.searchsorted(keys, users * n_tok)
             hi = np.searchsorted(keys, (users + 1) * n_tok)
             end = np.cumsum(n_of.reshape(batch.n_seeds, w).sum(axis=1))
+            dense = np.zeros(n_tok)
             for r in np.flatnonzero(ok & (hi > lo)):
                 a, b, t1 = int(lo[r]), int(hi[r]), int(end[r])
                 t0 = t1 - int(n_of[r * w : (r + 1) * w].sum())
-                q = tok[t0:t1] + int(users[r]) * n_tok
-                pos = np.minimum(np.searchsorted(keys[a:b], q), b - a - 1)
-                hit = keys[a:b][pos] == q
-                share[t0:t1][hit] = self.ut_share_[a:b][pos[hit]]
+                user_tok = keys[a:b] - int(users[r]) * n_tok
+                dense[user_tok] = self.ut_share_[a:b]
+                share[t0:t1] = dense[tok[t0:t1]]
+                dense[user_tok] = 0.0
         total = np.bincount(row, weights=share, minlength=len(c))
         mean = total / np.maximum(n_of, 1)
         return np.where(batch.u_ok & (n_of > 0), mean, np.nan)

@@ -45,29 +45,28 @@ def ranking_candidates(
     )
     # history entries already among the mix's candidates: mark them there
     in_mix = (hist[:, :, None] == mixed.item[:, None, :]) & (hist[:, :, None] >= 0)
+    new = (hist >= 0) & ~in_mix.any(axis=2)
     s_hist = len(mixed.sources)
-    src_score = np.concatenate(
-        [mixed.source_score, np.full((n_seeds, width, 1), np.nan, np.float32)],  # type: ignore[list-item]
-        axis=2,
-    )
-    src_rank = np.concatenate(
-        [mixed.source_rank, np.full((n_seeds, width, 1), -1, np.int32)],  # type: ignore[list-item]
-        axis=2,
-    )
+    # the output written once: the mix's slots, then the history's, with one more source
+    item = np.empty((n_seeds, width + m), np.int32)
+    item[:, :width] = mixed.item
+    item[:, width:] = np.where(new, hist, -1)
+    score = np.full((n_seeds, width + m), -np.inf, np.float32)
+    score[:, :width] = mixed.score
+    src_score = np.full((n_seeds, width + m, s_hist + 1), np.nan, np.float32)
+    src_score[:, :width, :s_hist] = mixed.source_score
+    src_rank = np.full((n_seeds, width + m, s_hist + 1), -1, np.int32)
+    src_rank[:, :width, :s_hist] = mixed.source_rank
     r_idx, h_idx, c_idx = np.nonzero(in_mix)
     src_score[r_idx, c_idx, s_hist] = count[r_idx, h_idx]
     src_rank[r_idx, c_idx, s_hist] = h_idx
-    new = (hist >= 0) & ~in_mix.any(axis=2)
-    extra_item = np.where(new, hist, -1).astype(np.int32)
-    extra_score = np.full((n_seeds, m, s_hist + 1), np.nan, np.float32)
-    extra_rank = np.full((n_seeds, m, s_hist + 1), -1, np.int32)
-    extra_score[:, :, s_hist] = np.where(new, count, np.nan)
-    extra_rank[:, :, s_hist] = np.where(new, np.arange(m)[None, :], -1)
+    src_score[:, width:, s_hist] = np.where(new, count, np.nan)
+    src_rank[:, width:, s_hist] = np.where(new, np.arange(m)[None, :], -1)
     return Candidates(
-        item=np.concatenate([mixed.item, extra_item], axis=1),
-        score=np.concatenate([mixed.score, np.full((n_seeds, m), -np.inf, np.float32)], axis=1),
-        source_score=np.concatenate([src_score, extra_score], axis=1),
-        source_rank=np.concatenate([src_rank, extra_rank], axis=1),
+        item=item,
+        score=score,
+        source_score=src_score,
+        source_rank=src_rank,
         sources=(*mixed.sources, USER_HISTORY),
     )
 

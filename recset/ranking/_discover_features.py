@@ -114,8 +114,7 @@ class HistCopurchase(RankerFeature):
         return self
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
-        v = batch.lookup(self.keys_, self.values_)
-        v = np.where(np.isnan(v), 0.0, v)
+        v = batch.lookup(self.keys_, self.values_, missing=0.0)
         return np.where(batch.u_ok, v, np.nan)
 
 

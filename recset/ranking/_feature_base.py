@@ -350,9 +350,11 @@ class FeatureBatch:
         keys_sorted: NDArray[np.int64],
         values: NDArray[np.floating],
         query: NDArray[np.int64] | None = None,
+        *,
+        missing: float = np.nan,
     ) -> NDArray[np.float64]:
         """:func:`~recset.signals.pair_lookup` of ``query`` (default :attr:`ui_key`), one
-        value per slot, NaN where the key is absent.
+        value per slot, ``missing`` (default NaN) where the key is absent.
 
         The search is done once per (``keys_sorted``, ``query``) pair and batch (features
         reading the same table share it), and row by row inside the stretch of
@@ -367,7 +369,7 @@ class FeatureBatch:
             hit = (keys_sorted, q, pos, found)
             self._found[(id(keys_sorted), id(q))] = hit
         pos, found = hit[2], hit[3]
-        out = np.full(len(q), np.nan)
+        out = np.full(len(q), missing, dtype=np.float64)
         out[found] = values[pos[found]]
         return out
 

@@ -279,13 +279,14 @@ class FeatureSpace:
                 f"candidates come from sources {mixed.sources}, the features expect {self.sources}"
             )
         batch = FeatureBatch(seeds, users, mixed, n_items=self.n_items, n_users=self.n_users)
-        X = np.empty((len(batch), len(self.columns)), dtype=np.float32)
-        # the per-source columns in two strided writes (what SourceScore / SourceRank give)
+        # filled column by column into a (n_features, n_slots) array, so that every column
+        # is one contiguous write; returned as its transpose (a Fortran-ordered view)
+        XT = np.empty((len(self.columns), len(batch)), dtype=np.float32)
+        # the per-source columns in two writes (what SourceScore / SourceRank give)
         n_src = 2 * len(self.sources)
-        X[:, 0:n_src:2] = batch.source_score
-        rank = X[:, 1:n_src:2]
-        rank[...] = batch.source_rank
-        rank[batch.source_rank < 0] = np.nan
+        XT[0:n_src:2] = batch.source_score.T
+        rank = batch.source_rank.T
+        XT[1:n_src:2] = np.where(rank < 0, np.float32(np.nan), rank)
         for j, col in enumerate(self.features, start=n_src):
             values = np.asarray(col.transform(batch))
             if values.shape != (len(batch),):
@@ -293,7 +294,8 @@ class FeatureSpace:
                     f"ranker feature {col.name!r} returned shape {values.shape}, "
                     f"expected ({len(batch)},)"
                 )
-            X[:, j] = values
+            XT[j] = values
+        X = XT.T
         X[~batch.valid] = np.nan
         return X
 

@@ -25,14 +25,14 @@ def compact(
     item: NDArray[np.int32], score: NDArray[np.float32], keep: NDArray[np.bool_], n: int
 ) -> Candidates:
     """Drop entries where ``keep`` is false, shift the rest left, and cut to ``n`` columns."""
-    order = np.argsort(~keep, axis=1, kind="stable")
-    item = np.take_along_axis(np.where(keep, item, -1), order, axis=1)[:, :n]
-    score = np.take_along_axis(np.where(keep, score, -np.inf), order, axis=1)[:, :n]
-    if item.shape[1] < n:
-        pad = n - item.shape[1]
-        item = np.pad(item, ((0, 0), (0, pad)), constant_values=-1)
-        score = np.pad(score, ((0, 0), (0, pad)), constant_values=-np.inf)
-    return Candidates(item.astype(np.int32), score.astype(np.float32))
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :n]
+    rows = np.arange(item.shape[0])[:, None]
+    m = order.shape[1]
+    out_item = np.full((item.shape[0], n), -1, dtype=np.int32)
+    out_score = np.full((item.shape[0], n), -np.inf, dtype=np.float32)
+    out_item[:, :m] = np.where(keep, item, -1)[rows, order]
+    out_score[:, :m] = np.where(keep, score, -np.inf)[rows, order]
+    return Candidates(out_item, out_score)
 
 
 class SourceConfig(BaseModel):

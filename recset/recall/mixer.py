@@ -10,7 +10,8 @@ mix of every seed (by its category), item availability and the precomputed lists
 from __future__ import annotations
 
 import logging
-from collections import deque
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -104,6 +105,7 @@ class Mixer:
         self.lists = lists
         # what an incremental build keeps (saved with the mixer, never loaded for serving)
         self.counts: CountState | None = None
+        self._top_cache: _TopCache | None = None
         for mix in self.mixes:
             for name in (*mix.sources, *mix.filters):
                 if name not in self.sources:
@@ -525,9 +527,27 @@ class Mixer:
         out.source_rank[rr, pp] = u_rank[o]
         return out
 
+    def cache_top(self, max_bytes: int) -> None:
+        """Keep the answers of :meth:`top` for recently asked seeds, up to ``max_bytes``
+        (least recently used first out; 0 turns the cache off).
+
+        A seed's answer depends only on this mixer's fitted state, its lists and
+        ``available``, so a service (``recset serve``) asked for the same seeds again skips
+        the mix and the fallback fill. The cache empties itself when ``lists`` or
+        ``available`` is replaced (an incremental update, a new availability); changing
+        ``available`` in place is not seen: assign a new array instead.
+        """
+        self._top_cache = _TopCache(int(max_bytes)) if max_bytes > 0 else None
+
     def top(self, seeds: NDArray[np.int32], k: int) -> Candidates:
         """The mix's own top-``k``: available, not the seed, filled by the fallback source."""
         seeds = np.asarray(seeds, dtype=np.int32)
+        cache = self._top_cache
+        if cache is not None:
+            return cache.rows(seeds, k, (id(self.lists), id(self.available)), self._top)
+        return self._top(seeds, k)
+
+    def _top(self, seeds: NDArray[np.int32], k: int) -> Candidates:
         # a margin over k for unavailable items; the fallback fills what is still short
         pre_width = self.lists.item.shape[1] if self.lists is not None else k
         width = max(k, min(pre_width, 2 * k + 10))
@@ -536,15 +556,21 @@ class Mixer:
         keep = (item >= 0) & self.available[np.maximum(item, 0)] & (item != seeds[:, None])
         n_keep = keep.sum(axis=1)
         order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-        take = lambda a: np.take_along_axis(a, order if a.ndim == 2 else order[:, :, None], 1)  # noqa: E731
-        kept = np.take_along_axis(keep, order, 1)
+        rows = np.arange(len(seeds))[:, None]
+        kept = keep[rows, order]
         out = Candidates(
-            item=np.where(kept, take(item), -1).astype(np.int32),
-            score=np.where(kept, take(mixed.score), -np.inf).astype(np.float32),
-            source_score=np.where(kept[:, :, None], take(mixed.source_score), np.nan).astype(
-                np.float32
-            ),
-            source_rank=np.where(kept[:, :, None], take(mixed.source_rank), -1).astype(np.int32),
+            item=np.where(kept, item[rows, order], -1).astype(np.int32),
+            score=np.where(kept, mixed.score[rows, order], -np.inf).astype(np.float32),
+            source_score=np.where(
+                kept[:, :, None],
+                mixed.source_score[rows, order],  # type: ignore[index]
+                np.nan,
+            ).astype(np.float32),
+            source_rank=np.where(
+                kept[:, :, None],
+                mixed.source_rank[rows, order],  # type: ignore[index]
+                -1,
+            ).astype(np.int32),
             sources=mixed.sources,
         )
         if (n_keep < k).any():
@@ -763,6 +789,62 @@ class Mixer:
             state.array("available", directory).astype(bool),
             lists,
         )
+
+
+class _TopCache:
+    """Bounded LRU of :meth:`Mixer.top` rows by (seed, k); thread-safe; hands out copies."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self.hits = self.misses = 0
+        self._rows: OrderedDict[tuple[int, int], tuple[NDArray[Any], ...]] = OrderedDict()
+        self._state: tuple[int, int] | None = None
+        self._sources: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+
+    def rows(
+        self,
+        seeds: NDArray[np.int32],
+        k: int,
+        state: tuple[int, int],
+        compute: Any,
+    ) -> Candidates:
+        if not len(seeds):
+            return compute(seeds, k)  # type: ignore[no-any-return]
+        keys = [(int(s), int(k)) for s in seeds.tolist()]
+        with self._lock:
+            if state != self._state:  # other lists or availability: nothing cached holds
+                self._rows.clear()
+                self.nbytes, self._state = 0, state
+            found = [self._rows.get(key) for key in keys]
+            for key, row in zip(keys, found, strict=True):
+                if row is not None:
+                    self._rows.move_to_end(key)
+        miss = [i for i, row in enumerate(found) if row is None]
+        self.hits += len(keys) - len(miss)
+        self.misses += len(miss)
+        if not miss:
+            sources = self._sources
+        else:
+            part = compute(seeds[miss], k)
+            sources = self._sources = part.sources
+            fresh = []
+            for j, i in enumerate(miss):
+                row = (part.item[j], part.score[j], part.source_score[j], part.source_rank[j])
+                found[i] = row = tuple(np.array(a) for a in row)  # owned, not views
+                fresh.append((keys[i], row))
+            with self._lock:
+                if state == self._state:
+                    for key, row in fresh:
+                        if key not in self._rows:
+                            self._rows[key] = row
+                            self.nbytes += sum(a.nbytes for a in row)
+                    while self.nbytes > self.max_bytes and self._rows:
+                        _, old = self._rows.popitem(last=False)
+                        self.nbytes -= sum(a.nbytes for a in old)
+        # np.stack copies: a stage that edits its candidates in place never edits the cache
+        return Candidates(*(np.stack([row[f] for row in found]) for f in range(4)), sources)
 
 
 def _safe_dir(name: str) -> str:

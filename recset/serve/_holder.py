@@ -129,6 +129,10 @@ class EngineHolder:
         Run on every freshly loaded engine before it serves; raises to refuse it.
     listener : Listener, optional
         Told of every load and refusal.
+    top_cache_bytes : int
+        Memory for the mixer's cache of recently asked seeds' candidates
+        (:meth:`~recset.recall.Mixer.cache_top`); 0: none. Each loaded engine gets its own,
+        so a reload starts empty.
     """
 
     def __init__(
@@ -139,8 +143,10 @@ class EngineHolder:
         neural: bool = True,
         check: Callable[[Engine], None] = smoke_check,
         listener: Listener | None = None,
+        top_cache_bytes: int = 0,
     ) -> None:
         self.store_url = store
+        self.top_cache_bytes = int(top_cache_bytes)
         self.artifact_dir = artifact_dir
         self.neural = neural
         self._check = check
@@ -222,6 +228,7 @@ class EngineHolder:
                 )
             except Exception as e:  # a broken version must never take the service down
                 return self._refuse(versions, f"load failed: {type(e).__name__}: {e}")
+            engine.mixer.cache_top(self.top_cache_bytes)
             try:
                 self._check(engine)
             except Exception as e:

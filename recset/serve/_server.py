@@ -46,6 +46,9 @@ class ServeSettings:
         Attach the store's active neural stages.
     access_log : bool
         Log every request (off by default: it costs throughput).
+    top_cache_mb : int
+        Per worker, MiB of recently asked seeds' mixed and filled candidates kept for the
+        next request on the same seed (:meth:`~recset.recall.Mixer.cache_top`; 0: off).
     """
 
     store: str
@@ -56,6 +59,7 @@ class ServeSettings:
     poll_interval: float = 2.0
     neural: bool = True
     access_log: bool = False
+    top_cache_mb: int = 64
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -69,7 +73,10 @@ class ServeSettings:
 def build_app(settings: ServeSettings) -> FastAPI:
     """The app of one worker (the engine loads at its startup)."""
     holder = EngineHolder(
-        settings.store, artifact_dir=settings.artifact_dir, neural=settings.neural
+        settings.store,
+        artifact_dir=settings.artifact_dir,
+        neural=settings.neural,
+        top_cache_bytes=settings.top_cache_mb << 20,
     )
     return create_app(
         holder,

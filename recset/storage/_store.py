@@ -1760,12 +1760,13 @@ class Store:
         records = {n: self.artifact(n, v) for n, v in pins.items()}
         for record in records.values():
             self.verify_artifact(record)
-        status: ArtifactStatus = "active" if activate else "staged"
         for attempt in range(10):
             try:
                 with self._db("create_release"), self.engine.begin() as conn:
+                    # inserted staged; activating it retires the active one first (at most
+                    # one release is active: a unique index)
                     rid = self._insert_release(
-                        conn, pins, records["engine"].config_hash, note, status
+                        conn, pins, records["engine"].config_hash, note, "staged"
                     )
                     if activate:
                         self._activate_release_in(conn, rid, pins)

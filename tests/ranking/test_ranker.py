@@ -619,3 +619,46 @@ def test_boosting_rounds_report_progress_lines(caplog: pytest.LogCaptureFixture)
     ]
     with _rounds("off", 4, False) as callbacks:
         assert callbacks == []
+
+
+def test_ranker_stage_equals_a_row_by_row_reference(
+    ds: Dataset, engine: Engine, ranker: Ranker
+) -> None:
+    """The served ranking (batched candidates, fused feature matrix, scorer, ordering) gives
+    each seed the scores and the order that a plain reference gives it alone: its candidates,
+    every column computed on its own and stacked, LightGBM's predict on all the trees."""
+    from recset.pipeline import Request
+    from recset.ranking import RankerStage, ranking_candidates
+    from recset.ranking._feature_base import FeatureBatch
+
+    rng = np.random.default_rng(5)
+    seeds = rng.integers(0, ds.n_items, 9).astype(np.int32)
+    seeds[4] = -1  # an unknown seed: the cold-start fill, ranked all the same
+    users = rng.integers(0, len(ranker.users), 9).astype(np.int32)
+    users[[2, 6]] = -1  # anonymous
+    stage = RankerStage(ranker, engine.mixer.available)
+    top = engine.mixer.top(seeds, stage.width(10))
+    out = stage.run(Request.of(seeds, users, 10), top)
+    feats = ranker.features
+    rows = 0
+    for i in range(len(seeds)):
+        one = type(top)(
+            top.item[i : i + 1], top.score[i : i + 1],
+            top.source_score[i : i + 1], top.source_rank[i : i + 1], top.sources,
+        )  # fmt: skip
+        s, u = seeds[i : i + 1], users[i : i + 1]
+        mixed = ranking_candidates(one, feats, s, u, engine.mixer.available)
+        batch = FeatureBatch(s, u, mixed, n_items=feats.n_items, n_users=feats.n_users)
+        X = np.column_stack([np.asarray(c.transform(batch)) for c in feats.columns])
+        X = X.astype(np.float32)[batch.valid]
+        want = ranker.booster.predict(X, num_threads=1)
+        cand = mixed.item.ravel()[batch.valid]
+        got_item, got_score = out.item[i][out.item[i] >= 0], out.score[i][out.item[i] >= 0]
+        assert sorted(got_item.tolist()) == sorted(cand.tolist())  # the same candidates
+        ref = dict(zip(cand.tolist(), want.tolist(), strict=True))
+        got_ref = np.array([ref[c] for c in got_item.tolist()])
+        assert np.abs(got_score - got_ref).max() < 1e-6  # each item's score
+        assert np.all(np.diff(got_ref) <= 1e-6)  # best first by the reference scores
+        assert np.ptp(want) > 0  # the trees really split
+        rows += len(cand)
+    assert rows > 9 * 20

@@ -412,3 +412,40 @@ def test_every_candidate_keeps_every_source_reason(ds: Dataset, default_engine: 
     np.testing.assert_array_equal(live.item, pre.item)
     np.testing.assert_array_equal(live.source_rank, pre.source_rank)
     np.testing.assert_array_equal(live.source_score, pre.source_score)
+
+
+def test_top_cache_answers_as_without_it(ds: Dataset, config: Config) -> None:
+    """Mixer.cache_top: the same answers as computing them, for hits and misses in one batch
+    and unknown seeds; copies handed out; bounded; emptied when availability is replaced."""
+    import copy
+
+    mixer = copy.copy(Engine.build(ds, config).mixer)  # its own cache, the fixture's untouched
+    rng = np.random.default_rng(0)
+    seeds = rng.integers(0, ds.n_items, 40).astype(np.int32)
+    seeds[3] = -1
+    k = 60
+    want = mixer.top(seeds, k)
+    mixer.cache_top(1 << 30)
+    first = mixer.top(seeds[:25], k)
+    again = mixer.top(seeds, k)  # 25 hits, 15 misses
+    for a, b in ((want, again), (mixer._top(seeds[:25], k), first)):
+        assert a.sources == b.sources
+        for f in ("item", "score", "source_score", "source_rank"):
+            assert np.array_equal(getattr(a, f), getattr(b, f), equal_nan=True), f
+    cache = mixer._top_cache
+    assert cache is not None and cache.hits >= 25
+    again.item[:] = -1  # a stage editing its candidates in place never edits the cache
+    assert np.array_equal(mixer.top(seeds, k).item, want.item)
+    # a new availability empties the cache: an item made unavailable is gone at once
+    gone = int(want.item[0, 0])
+    mixer.available = mixer.available.copy()
+    mixer.available[gone] = False
+    assert gone not in mixer.top(seeds[:1], k).item[0]
+    # bounded: room for about three rows keeps at most that many
+    row = sum(getattr(want, f)[0].nbytes for f in ("item", "score", "source_score", "source_rank"))
+    mixer.cache_top(3 * row + 1)
+    mixer.top(seeds, k)
+    assert mixer._top_cache is not None and len(mixer._top_cache._rows) <= 3
+    assert mixer._top_cache.nbytes <= 3 * row + 1
+    mixer.cache_top(0)
+    assert mixer._top_cache is None
