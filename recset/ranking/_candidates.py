@@ -10,10 +10,15 @@ from recset.ranking._builtin_features import CandPop
 from recset.ranking._discover_features import (
     POPULAR_CANDIDATES,
     HistCopurchase,
+    HistSar,
     history_candidates,
     popular_candidates,
 )
 from recset.ranking._features import USER_HISTORY, FeatureSpace
+
+SAR_CANDIDATES = 0
+"""Each user's best never-bought items by ``hist_sar`` added to the discovery candidates
+when the features hold ``hist_sar`` (0: none)."""
 
 
 def ranking_candidates(
@@ -97,6 +102,9 @@ def discovery_candidates(
     hist = features.feature("hist_copurchase")
     if n_history > 0 and isinstance(hist, HistCopurchase):
         base = _append(base, history_candidates(hist, users, n_history)[0])
+    sar = features.feature("hist_sar")
+    if SAR_CANDIDATES > 0 and isinstance(sar, HistSar):
+        base = _append(base, history_candidates(sar, users, SAR_CANDIDATES)[0])  # type: ignore[arg-type]
     pop = features.feature("cand_pop")
     if POPULAR_CANDIDATES > 0 and isinstance(pop, CandPop):
         extra = popular_candidates(

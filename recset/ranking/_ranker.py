@@ -449,9 +449,7 @@ def train_ranker(
         extra_features=rc.extra_features,
         personal_features=rc.personal_features,
     )
-    return Ranker(
-        booster, served, rc, dataset.users, metrics, discover_booster, valid_curve=curve
-    )
+    return Ranker(booster, served, rc, dataset.users, metrics, discover_booster, valid_curve=curve)
 
 
 def _boost(
