@@ -21,7 +21,8 @@ Variants (comma-separated, combinable with ``+``):
 - ``cutsN``: label queries from the user's last N baskets of the fit part (leave-last) or N
   consecutive label windows (time), each with its own fit part before it;
 - ``leavesN`` / ``minchildN``: LightGBM ``num_leaves`` / ``min_child_samples``;
-- ``binary``: a binary log-loss objective instead of lambdarank.
+- ``binary``: a binary log-loss objective instead of lambdarank (still early-stopped on
+  NDCG@10).
 
 Never tune on the test window: report test figures only from ``recset backtest``.
 """
@@ -47,7 +48,6 @@ from recset.eval.baselines import (
     sar_personal_system,
     with_fill,
 )
-from recset.ranking import _candidates
 from recset.ranking._ranker import Ranker, _boost, fit_features, training_matrix
 from recset.recall import Mixer, embed_items
 
@@ -77,7 +77,7 @@ def parse_variant(spec: str) -> Variant:
         elif m := re.fullmatch(r"minchild(\d+)", part):
             v = replace(v, params=(*v.params, ("min_child_samples", int(m.group(1)))))
         elif part == "binary":
-            v = replace(v, params=(*v.params, ("objective", "binary"), ("metric", "auc")))
+            v = replace(v, params=(*v.params, ("objective", "binary")))
         else:
             raise SystemExit(f"unknown variant part {part!r}")
     return v
@@ -98,7 +98,10 @@ def main() -> None:
     t0 = time.perf_counter()
     variants = [parse_variant(s) for s in args.variants.split(",")]
     config = load_config(args.config) if args.config else config_from_dict({})
-    rc0 = config.ranker.model_copy(update={"label_split": args.split, "discover": True})
+    # the variants set the SAR features, candidates and windows themselves
+    rc0 = config.ranker.model_copy(
+        update={"label_split": args.split, "discover": True, "discover_sar": 0}
+    )
     share = rc0.label_share
     ds = load_dataset(args.data)
     train = _cut(ds, args.split, 0.2).train  # the test window is thrown away here
@@ -177,7 +180,6 @@ def main() -> None:
     }
     for v in variants:
         t1 = time.perf_counter()
-        _candidates.SAR_CANDIDATES = v.sar_candidates
         rng = np.random.default_rng(rc0.seed)
         valid_user = rng.random(val.train.n_users) < rc0.valid_share
         parts_t, parts_v = [], []
@@ -197,21 +199,23 @@ def main() -> None:
                 it = np.sort(rng_c.choice(it, cap_t, replace=False))
             if len(iv) > cap_v:
                 iv = np.sort(rng_c.choice(iv, cap_v, replace=False))
-            n_hist = rc0.discover_candidates
+            n_hist, n_sar = rc0.discover_candidates, v.sar_candidates
             parts_t.append(
-                training_matrix(mixers[c], feats, q.take(it), rc0.candidates, discover=n_hist)
+                training_matrix(
+                    mixers[c], feats, q.take(it), rc0.candidates, discover=n_hist, n_sar=n_sar
+                )
             )
             if c == 1 or args.split == "leave_last":
                 parts_v.append(
-                    training_matrix(mixers[c], feats, q.take(iv), rc0.candidates, discover=n_hist)
+                    training_matrix(
+                        mixers[c], feats, q.take(iv), rc0.candidates, discover=n_hist, n_sar=n_sar
+                    )
                 )
         tr = tuple(np.concatenate([p[i] for p in parts_t]) for i in range(3))
         va = tuple(np.concatenate([p[i] for p in parts_v]) for i in range(3))
         params = {**base_params, **dict(v.params)}
-        if params["objective"] == "binary":
-            params.pop("eval_at")
         feats1 = space(1, v.extra)
-        rc = rc0.model_copy(update={"extra_features": v.extra})
+        rc = rc0.model_copy(update={"extra_features": v.extra, "discover_sar": v.sar_candidates})
         booster, metrics, _ = _boost(v.name, params, rc, feats1.names, tr, va, False)
         if v.extra not in served_spaces:
             served_spaces[v.extra] = fit_features(
@@ -228,7 +232,6 @@ def main() -> None:
             f"{time.perf_counter() - t1:.0f} s"
         )
         judge(system, note)
-    _candidates.SAR_CANDIDATES = 0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"seconds: {time.perf_counter() - t0:.0f}, peak RSS {peak:.2f} GiB")
 

@@ -278,9 +278,39 @@ def test_sar_candidates_join_the_discovery_candidates(monkeypatch: pytest.Monkey
     ok = np.ones(ds.n_items, bool)
 
     def ids(n_sar: int) -> list[str]:
-        monkeypatch.setattr(_candidates, "SAR_CANDIDATES", n_sar)
-        got = discovery_candidates(mixed, feats, seeds, users, ok, 0).item[0]
+        got = discovery_candidates(mixed, feats, seeds, users, ok, 0, n_sar).item[0]
         return [ds.items.id_of(int(i)) for i in got if i >= 0]
 
     assert ids(0) == []
     assert ids(50) == ["c", "b"]
+
+
+def test_discovery_model_reads_sar_and_earlier_label_windows(
+    ds: Dataset, trained: tuple[Engine, Ranker]
+) -> None:
+    # the default: hist_sar / seed_sar in the space, three label windows
+    _, ranker = trained
+    assert {"hist_sar", "seed_sar"} <= set(ranker.feature_names)
+    assert ranker.metrics["discover"]["label_windows"] == 3
+    cfg = config_from_dict(
+        {
+            "ranker": {
+                "max_queries": 1000,
+                "n_estimators": 20,
+                "discover": True,
+                "discover_sar": 0,
+                "discover_windows": 1,
+            }
+        }
+    )
+    one = train_ranker(ds, cfg, embeddings=np.zeros((ds.n_items, 0), np.float32))
+    assert "hist_sar" not in one.feature_names
+    assert one.metrics["discover"]["label_windows"] == 1
+    # earlier windows add label queries (each with its own, earlier features)
+    assert (
+        ranker.metrics["discover"]["train_queries"] > 1.5 * one.metrics["discover"]["train_queries"]
+    )
+    # without discover, the SAR features stay out of the ranker
+    plain = config_from_dict({"ranker": {"max_queries": 1000, "n_estimators": 5}})
+    r = train_ranker(ds, plain, embeddings=np.zeros((ds.n_items, 0), np.float32))
+    assert "hist_sar" not in r.feature_names and "discover" not in r.metrics
