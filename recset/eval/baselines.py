@@ -44,7 +44,7 @@ from recset.errors import ConfigError
 from recset.eval._systems import Recommender, System
 from recset.eval._systems import popular_system as _popular
 from recset.recall import RecallBase
-from recset.signals import topk_rows
+from recset.signals import row_blocks, topk_rows
 
 _log = logging.getLogger(__name__)
 
@@ -94,6 +94,27 @@ def _drop_self(nb: NDArray[np.integer], own: NDArray[np.integer]) -> NDArray[np.
     return _compact(nb, (nb >= 0) & (nb != own[:, None]), K_LIST)[0]
 
 
+def _ranked_rows(
+    rows: NDArray[np.integer],
+    cols: NDArray[np.integer],
+    keys: Sequence[NDArray[np.floating]],
+    n: int,
+) -> NDArray[np.int32]:
+    """Per row of ``n``, the top-:data:`K_LIST` columns by ``keys`` (descending, first key
+    first); ties on every key go to the lower column id. ``rows`` in ``[0, n)``."""
+    table = np.full((n, K_LIST), -1, dtype=np.int32)
+    if len(rows) == 0:
+        return table
+    rows = np.asarray(rows, dtype=np.int64)
+    order = np.lexsort((cols, *(-np.asarray(k, np.float64) for k in reversed(keys)), rows))
+    r = rows[order]
+    starts = np.searchsorted(r, np.arange(n))
+    rank = np.arange(len(r)) - starts[r]
+    sel = rank < K_LIST
+    table[r[sel], rank[sel]] = np.asarray(cols)[order[sel]]
+    return table
+
+
 def _ranked_table(
     rows: NDArray[np.integer],
     cols: NDArray[np.integer],
@@ -102,26 +123,93 @@ def _ranked_table(
 ) -> NDArray[np.int32]:
     """Per row, the top-:data:`K_LIST` columns by ``keys`` (descending, first key first).
 
-    Ties on every key go to the lower column id. The keys are folded into one global rank so
-    that :func:`topk_rows` does the row-wise selection.
+    Ties on every key go to the lower column id. Rows are ranked in blocks of at most
+    :data:`COOC_BLOCK_ENTRIES` entries, so the temporaries stay bounded.
     """
+    rows = np.asarray(rows)
     if len(rows) == 0:
         return np.full((n, K_LIST), -1, dtype=np.int32)
-    order = np.lexsort((cols, *(-np.asarray(k, np.float64) for k in reversed(keys))))
-    score = np.empty(len(rows), dtype=np.float64)
-    score[order] = np.arange(len(rows), 0, -1, dtype=np.float64)  # best = largest
-    m = sp.csr_matrix((score, (rows, cols)), shape=(n, n))
-    return topk_rows(m, K_LIST, min_value=0.5)[0]
+    order = np.argsort(rows, kind="stable")
+    rows, cols = rows[order], np.asarray(cols)[order]
+    keys = [np.asarray(k)[order] for k in keys]
+    table = np.full((n, K_LIST), -1, dtype=np.int32)
+    counts = np.bincount(rows, minlength=n)
+    bounds = np.r_[0, np.cumsum(counts)]
+    for a, b in row_blocks(counts, COOC_BLOCK_ENTRIES, n):
+        lo, hi = int(bounds[a]), int(bounds[b])
+        table[a:b] = _ranked_rows(rows[lo:hi] - a, cols[lo:hi], [k[lo:hi] for k in keys], b - a)
+    return table
+
+
+COOC_BLOCK_ENTRIES = 20_000_000
+"""Most products (an upper bound on the pairs) of one row block of a co-occurrence matrix:
+``U^T U`` of Complete Journey holds 146 million pairs, computed and consumed block by
+block so that no baseline holds it whole beyond its compact copy in
+:func:`shared_cooccurrence`."""
+
+
+class CoBlocks:
+    """``m^T m`` without its diagonal, in row blocks (``m`` a 0/1 matrix, rows = users or
+    baskets), and the diagonal ``d`` (how many rows hold each item).
+
+    Iterating gives ``(lo, block)``: ``block`` is rows ``lo : lo + block.shape[0]`` of the
+    co-occurrence matrix, CSR float64 with sorted indices. The blocks are computed from
+    ``m`` on each pass (``keep=False``) or once and kept with float32 counts (``keep=True``,
+    exact: a count is at most the number of rows of ``m``, below 2**24).
+    """
+
+    def __init__(self, m: sp.csr_matrix, *, keep: bool = False) -> None:
+        m = m.tocsr().astype(np.float32)
+        m.data[:] = 1.0
+        self._mt = m.T.tocsr()  # item x row
+        self._m = m
+        self.n = m.shape[1]
+        self.d = np.asarray(self._mt.sum(axis=1), dtype=np.float64).ravel()
+        # the products of item i's row: sum of its rows' sizes (an upper bound on its pairs)
+        cost = self._mt @ np.diff(m.indptr).astype(np.float64)
+        self._blocks = row_blocks(cost.astype(np.int64), COOC_BLOCK_ENTRIES, self.n)
+        exact = m.shape[0] < (1 << 24)
+        self._kept: list[tuple[int, sp.csr_matrix]] | None = None
+        if keep:
+            self._kept = []
+            for lo, block in self._compute():
+                if exact:
+                    block = block.astype(np.float32)
+                self._kept.append((lo, block))
+
+    def _compute(self) -> Iterator[tuple[int, sp.csr_matrix]]:
+        for a, b in self._blocks:
+            block = (self._mt[a:b] @ self._m).tocsr().astype(np.float64)
+            r = np.repeat(np.arange(b - a), np.diff(block.indptr))
+            block.data[block.indices == r + a] = 0.0
+            block.eliminate_zeros()
+            block.sort_indices()
+            yield a, block
+
+    def __iter__(self) -> Iterator[tuple[int, sp.csr_matrix]]:
+        if self._kept is None:
+            yield from self._compute()
+            return
+        for lo, block in self._kept:
+            out = block.astype(np.float64)
+            out.has_sorted_indices = True
+            yield lo, out
+
+    def whole(self) -> sp.csr_matrix:
+        """The whole matrix (CSR float64, sorted indices): only for small ones."""
+        parts = [block for _, block in self]
+        if not parts:
+            return sp.csr_matrix((0, self.n), dtype=np.float64)
+        c = sp.vstack(parts, format="csr").astype(np.float64)
+        c.sort_indices()
+        return c
 
 
 def _cooccurrence(m: sp.csr_matrix) -> tuple[sp.csr_matrix, NDArray[np.float64]]:
-    """``m^T m`` without its diagonal (CSR, float64, sorted indices) and the diagonal."""
-    c = (m.T @ m).tocsr().astype(np.float64)
-    d = c.diagonal().copy()
-    c.setdiag(0)
-    c.eliminate_zeros()
-    c.sort_indices()
-    return c, d
+    """``m^T m`` of a 0/1 matrix without its diagonal (CSR, float64, sorted indices) and
+    the diagonal."""
+    blocks = CoBlocks(m)
+    return blocks.whole(), blocks.d
 
 
 _COOC_CACHE: list[dict[tuple[int, str], Any]] = []
@@ -134,7 +222,8 @@ def shared_cooccurrence() -> Iterator[None]:
 
     The validation grid (:func:`recset.eval.tune_baselines`) fits them many times on the
     same dataset; on Complete Journey ``U^T U`` holds 146 million pairs and takes 20 CPU
-    seconds. The matrices are dropped when the block ends.
+    seconds. The shared copy holds float32 counts in row blocks (8 bytes a pair) and every
+    baseline reads it block by block. The matrices are dropped when the block ends.
     """
     _COOC_CACHE.append({})
     try:
@@ -143,23 +232,21 @@ def shared_cooccurrence() -> Iterator[None]:
         _COOC_CACHE.pop()
 
 
-def _cached_cooccurrence(
-    train: Dataset, unit: Literal["user", "basket"]
-) -> tuple[sp.csr_matrix, NDArray[np.float64]]:
-    """:func:`_cooccurrence` of ``train``'s 0/1 user x item (or basket x item) matrix, shared
-    inside :func:`shared_cooccurrence` (callers must not modify the result)."""
+def _cached_cooccurrence(train: Dataset, unit: Literal["user", "basket"]) -> CoBlocks:
+    """:class:`CoBlocks` of ``train``'s 0/1 user x item (or basket x item) matrix, kept and
+    shared inside :func:`shared_cooccurrence`, computed on each pass outside it."""
     cache = _COOC_CACHE[-1] if _COOC_CACHE else None
     key = (id(train), unit)
     if cache is not None and key in cache and cache[key][0]() is train:
-        return cache[key][1], cache[key][2]
+        return cache[key][1]
     if unit == "user":
         m = train.interactions("purchase", binary=True).tocsr()
     else:
         m = train.baskets.matrix(train.n_items)
-    c, d = _cooccurrence(m)
+    blocks = CoBlocks(m, keep=cache is not None)
     if cache is not None:
-        cache[key] = (weakref.ref(train), c, d)
-    return c, d
+        cache[key] = (weakref.ref(train), blocks)
+    return blocks
 
 
 def _check_choice(owner: str, param: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -414,15 +501,42 @@ def association_rules_system(
     _check_choice(owner, "metric", metric, ("confidence", "lift"))
     _check_min(owner, "min_support", min_support, 1)
     _check_min(owner, "min_confidence", min_confidence, 0.0)
-    c, n = _cached_cooccurrence(train, "basket")
-    coo = c.tocoo()
-    conf = coo.data / n[coo.row]
-    lift = conf * max(len(train.baskets), 1) / n[coo.col]
-    ok = (coo.data >= min_support) & (conf >= min_confidence)
-    pop = popularity(train)[coo.col[ok]]
-    keys = (conf[ok], lift[ok], pop) if metric == "confidence" else (lift[ok], conf[ok], pop)
-    table = _ranked_table(coo.row[ok], coo.col[ok], keys, train.n_items)
+    blocks = _cached_cooccurrence(train, "basket")
+    n, n_baskets, pop_all = blocks.d, max(len(train.baskets), 1), popularity(train)
+    table = np.full((train.n_items, K_LIST), -1, dtype=np.int32)
+    for lo, block in blocks:
+        coo = block.tocoo()
+        row = coo.row + lo
+        conf = coo.data / n[row]
+        lift = conf * n_baskets / n[coo.col]
+        ok = (coo.data >= min_support) & (conf >= min_confidence)
+        pop = pop_all[coo.col[ok]]
+        keys = (conf[ok], lift[ok], pop) if metric == "confidence" else (lift[ok], conf[ok], pop)
+        table[lo : lo + block.shape[0]] = _ranked_rows(
+            coo.row[ok], coo.col[ok], keys, block.shape[0]
+        )
     return _table_system("association_rules", table)
+
+
+def _sar_blocks(
+    train: Dataset, similarity: Literal["jaccard", "lift"], threshold: int
+) -> Iterator[tuple[int, sp.csr_matrix]]:
+    """:func:`sar_similarity` in row blocks ``(lo, block)`` (CSR float64, sorted indices)."""
+    _check_choice("sar_similarity", "similarity", similarity, ("jaccard", "lift"))
+    _check_min("sar_similarity", "threshold", threshold, 1)
+    blocks = _cached_cooccurrence(train, "user")
+    d = blocks.d
+    for lo, block in blocks:
+        coo = block.tocoo()
+        ok = coo.data >= threshold
+        r, cl, v = coo.row[ok], coo.col[ok], coo.data[ok]
+        if similarity == "lift":
+            val = v / (d[r + lo] * d[cl])
+        else:
+            val = v / (d[r + lo] + d[cl] - v)
+        out = sp.csr_matrix((val, (r, cl)), shape=block.shape)
+        out.sort_indices()
+        yield lo, out
 
 
 def sar_similarity(
@@ -435,19 +549,13 @@ def sar_similarity(
 
     ``C = U^T U`` on the binary user x item purchase matrix (users, not baskets); pairs with
     ``C_ab < threshold`` are dropped. Jaccard: ``C_ab / (C_aa + C_bb - C_ab)``; lift:
-    ``C_ab / (C_aa * C_bb)``. The diagonal is left out.
+    ``C_ab / (C_aa * C_bb)``. The diagonal is left out. The baselines themselves read it in
+    row blocks and keep only what they need (each row's best items).
     """
-    _check_choice("sar_similarity", "similarity", similarity, ("jaccard", "lift"))
-    _check_min("sar_similarity", "threshold", threshold, 1)
-    c, d = _cached_cooccurrence(train, "user")
-    coo = c.tocoo()
-    ok = coo.data >= threshold
-    r, cl, v = coo.row[ok], coo.col[ok], coo.data[ok]
-    if similarity == "lift":
-        val = v / (d[r] * d[cl])
-    else:
-        val = v / (d[r] + d[cl] - v)
-    return sp.csr_matrix((val, (r, cl)), shape=c.shape)
+    parts = [block for _, block in _sar_blocks(train, similarity, threshold)]
+    if not parts:
+        return sp.csr_matrix((train.n_items, train.n_items), dtype=np.float64)
+    return sp.vstack(parts, format="csr")
 
 
 def sar_system(
@@ -456,11 +564,14 @@ def sar_system(
     """SAR-style item-to-item: the seed's most similar items by :func:`sar_similarity`.
 
     Named ``"sar"`` (Jaccard) or ``"sar_lift"``; ties go to the more popular item, then the
-    lower item id.
+    lower item id. The similarity is ranked block by block (:data:`COOC_BLOCK_ENTRIES`).
     """
-    coo = sar_similarity(train, similarity, threshold=threshold).tocoo()
-    keys = (np.round(coo.data, 12), popularity(train)[coo.col])
-    table = _ranked_table(coo.row, coo.col, keys, train.n_items)
+    pop = popularity(train)
+    table = np.full((train.n_items, K_LIST), -1, dtype=np.int32)
+    for lo, block in _sar_blocks(train, similarity, threshold):
+        coo = block.tocoo()
+        keys = (np.round(coo.data, 12), pop[coo.col])
+        table[lo : lo + block.shape[0]] = _ranked_rows(coo.row, coo.col, keys, block.shape[0])
     return _table_system("sar" if similarity == "jaccard" else "sar_lift", table)
 
 
@@ -487,7 +598,11 @@ def sar_personal_system(
     _check_min(owner, "seed_weight", seed_weight, 0.0)
     _check_min(owner, "neighbours", neighbours, 1)
     n = train.n_items
-    idx, val = topk_rows(sar_similarity(train, similarity, threshold=threshold), neighbours)
+    idx = np.full((n, neighbours), -1, dtype=np.int32)
+    val = np.full((n, neighbours), -np.inf, dtype=np.float32)
+    for lo, block in _sar_blocks(train, similarity, threshold):
+        hi = lo + block.shape[0]
+        idx[lo:hi], val[lo:hi] = topk_rows(block, neighbours)
     rows = np.repeat(np.arange(n), neighbours)
     ok = idx.ravel() >= 0
     s = sp.csr_matrix(

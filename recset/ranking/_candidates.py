@@ -10,6 +10,7 @@ from recset.ranking._builtin_features import CandPop
 from recset.ranking._discover_features import (
     POPULAR_CANDIDATES,
     HistCopurchase,
+    HistSar,
     history_candidates,
     popular_candidates,
 )
@@ -78,6 +79,7 @@ def discovery_candidates(
     users: NDArray[np.int32] | None,
     available: NDArray[np.bool_],
     n_history: int,
+    n_sar: int = 0,
 ) -> Candidates:
     """The candidates of the discovery ranker: never bought by the user.
 
@@ -85,8 +87,9 @@ def discovery_candidates(
     ``hist_copurchase``, the user's ``n_history`` items most co-bought with the user's own
     purchases (from beyond the seed's co-purchase row), and the :data:`POPULAR_CANDIDATES`
     most-bought items the user never bought (none by default; no source proposed either, so
-    their per-source columns are empty); then every item the user bought, the seed and unavailable
-    items are dropped, the rest keeping their order.
+    their per-source columns are empty), and when the features keep ``hist_sar``, the user's
+    ``n_sar`` best never-bought items by personal SAR; then every item the user bought, the
+    seed and unavailable items are dropped, the rest keeping their order.
     """
     base = ranking_candidates(mixed, features, seeds, users, available)
     n_seeds = base.n_seeds
@@ -96,6 +99,9 @@ def discovery_candidates(
     hist = features.feature("hist_copurchase")
     if n_history > 0 and isinstance(hist, HistCopurchase):
         base = _append(base, history_candidates(hist, users, n_history)[0])
+    sar = features.feature("hist_sar")
+    if n_sar > 0 and isinstance(sar, HistSar):
+        base = _append(base, history_candidates(sar, users, n_sar)[0])  # type: ignore[arg-type]
     pop = features.feature("cand_pop")
     if POPULAR_CANDIDATES > 0 and isinstance(pop, CandPop):
         extra = popular_candidates(

@@ -183,3 +183,123 @@ def popular_candidates(
     if out.shape[1] < n:
         out = np.pad(out, ((0, 0), (0, n - out.shape[1])), constant_values=-1)
     return out.astype(np.int32)
+
+
+# -- personal SAR (opt-in) -------------------------------------------------------------------
+SAR_NEIGHBOURS = 100
+"""Most similar items kept per item for ``hist_sar`` / ``seed_sar``."""
+
+SAR_MIN_SUPPORT = 3
+"""Pairs bought by fewer users than this are not similar (SAR's threshold)."""
+
+SAR_KEEP = 300
+"""Items kept per user for ``hist_sar`` (the user's highest scores; the rest read 0)."""
+
+_SAR_USER_BLOCK = 256
+
+
+def _sar_similarity(data: FitContext) -> sp.csr_matrix:
+    """Item x item cosine of the users' 0/1 purchase vectors (pairs bought by at least
+    :data:`SAR_MIN_SUPPORT` users), each row cut to its :data:`SAR_NEIGHBOURS` best; computed
+    once per fit (shared by ``hist_sar`` and ``seed_sar``)."""
+    cached = data.__dict__.get("_sar_similarity")
+    if cached is not None:
+        return cached
+    from recset.recall._cooccurrence import pair_topk
+
+    n = data.n_items
+    users = (data.ui_keys // n).astype(np.int64)
+    items = (data.ui_keys % n).astype(np.int64)
+    g = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(data.n_users, n))
+    idx, val = pair_topk(
+        g, np.ones(data.n_users, np.float32), SAR_NEIGHBOURS, min_support=SAR_MIN_SUPPORT
+    )
+    rows = np.repeat(np.arange(n), SAR_NEIGHBOURS)
+    ok = idx.ravel() >= 0
+    s = sp.csr_matrix(
+        (val.ravel()[ok].astype(np.float64), (rows[ok], idx.ravel()[ok])), shape=(n, n)
+    )
+    s.sort_indices()
+    data.__dict__["_sar_similarity"] = s
+    return s
+
+
+@register_feature("hist_sar")
+class HistSar(RankerFeature):
+    """Personal SAR: ``sum_h S[h, candidate]`` over every item ``h`` the user bought, with
+    ``S`` the item-item cosine of user co-occurrence (:func:`_sar_similarity`), divided by
+    the user's highest such score (so the user's best item reads 1).
+
+    Kept for each user's :data:`SAR_KEEP` highest items (others read 0; NaN for an unknown
+    user). Also keeps each user's :data:`NEW_CANDIDATES` best never-bought items
+    (``new_top_``), a candidate source for discovery (``SAR_CANDIDATES``). Opt-in.
+    """
+
+    personal = True
+    opt_in = True
+    _state = ("keys_", "values_", "new_top_", "new_score_")
+
+    def fit(self, data: FitContext) -> Self:
+        s = _sar_similarity(data)
+        n, n_users = data.n_items, data.n_users
+        users = (data.ui_keys // n).astype(np.int64)
+        items = (data.ui_keys % n).astype(np.int64)
+        g = sp.csr_matrix((np.ones(len(users)), (users, items)), shape=(n_users, n))
+        keys, values = [], []
+        self.new_top_ = np.full((n_users, NEW_CANDIDATES), -1, np.int32)
+        self.new_score_ = np.full((n_users, NEW_CANDIDATES), np.nan, np.float32)
+        for lo in range(0, n_users, _SAR_USER_BLOCK):
+            hi = min(lo + _SAR_USER_BLOCK, n_users)
+            u = (g[lo:hi] @ s).tocsr()
+            u.sum_duplicates()
+            peak = np.zeros(hi - lo)
+            has = np.diff(u.indptr) > 0
+            if u.nnz:
+                peak[has] = np.maximum.reduceat(u.data, u.indptr[:-1][has])
+            u = sp.diags(np.divide(1.0, peak, out=np.zeros_like(peak), where=peak > 0)) @ u
+            u = u.tocsr()
+            top, val = topk_rows(u, SAR_KEEP, min_value=1e-12)
+            r = np.repeat(np.arange(lo, hi, dtype=np.int64), SAR_KEEP)
+            ok = top.ravel() >= 0
+            keys.append(r[ok] * n + top.ravel()[ok])
+            values.append(val.ravel()[ok])
+            # the same scores without the items the user bought
+            bought = g[lo:hi].tocsr()
+            u = u - u.multiply(bought > 0)
+            u.eliminate_zeros()
+            nt, nv = topk_rows(u.tocsr(), NEW_CANDIDATES, min_value=1e-12)
+            self.new_top_[lo:hi] = nt
+            self.new_score_[lo:hi] = np.where(nt >= 0, nv, np.nan)
+        k = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+        v = np.concatenate(values) if values else np.zeros(0, np.float32)
+        order = np.argsort(k, kind="stable")
+        self.keys_, self.values_ = k[order], v[order].astype(np.float32)
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        v = batch.lookup(self.keys_, self.values_)
+        v = np.where(np.isnan(v), 0.0, v)
+        return np.where(batch.u_ok, v, np.nan)
+
+
+@register_feature("seed_sar")
+class SeedSar(RankerFeature):
+    """``S[seed, candidate]``: the item-item cosine of user co-occurrence behind
+    ``hist_sar`` (0 outside the seed's :data:`SAR_NEIGHBOURS` best; NaN for an unknown
+    seed). Opt-in."""
+
+    opt_in = True
+    _state = ("keys_", "values_")
+
+    def fit(self, data: FitContext) -> Self:
+        s = _sar_similarity(data)
+        self.keys_ = np.repeat(np.arange(s.shape[0], dtype=np.int64), np.diff(s.indptr))
+        self.keys_ = self.keys_ * data.n_items + s.indices
+        self.values_ = s.data.astype(np.float32)
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        q = batch.sc * batch.n_items + batch.c
+        v = batch.lookup(self.keys_, self.values_, q)
+        v = np.where(np.isnan(v), 0.0, v)
+        return np.where(batch.s_ok, v, np.nan)

@@ -406,6 +406,9 @@ class RankerFeature(ABC):
     personal: ClassVar[bool] = False
     """Whether the feature reads the query's user (their purchase history); a ranker with
     ``personal_features = false`` leaves these out."""
+    opt_in: ClassVar[bool] = False
+    """A feature of recset's own that is not in the default list (asked for by name in
+    ``extra_features``, like a plug-in)."""
     _state: ClassVar[tuple[str, ...]] = ()
 
     def fit(self, data: FitContext) -> Self:
@@ -452,4 +455,6 @@ def _is_builtin(cls: type[RankerFeature]) -> bool:
 
 def default_features() -> tuple[str, ...]:
     """Names of the built-in features, in registration order (the default feature list)."""
-    return tuple(name for name, cls in FEATURES.all().items() if _is_builtin(cls))
+    return tuple(
+        name for name, cls in FEATURES.all().items() if _is_builtin(cls) and not cls.opt_in
+    )

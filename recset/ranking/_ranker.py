@@ -78,6 +78,17 @@ class RankerConfig(BaseModel):
         everything the user bought), labelled by the targets among them.
     discover_candidates : int
         Items co-bought with the user's history added to the discovery candidates (0: none).
+    discover_sar : int
+        With ``discover``: the ``hist_sar`` / ``seed_sar`` features (personal SAR: the user's
+        purchases times an item-item cosine of user co-occurrence) join the feature space and
+        each user's ``discover_sar`` best never-bought items by ``hist_sar`` join the
+        discovery candidates (0: neither).
+    discover_windows : int
+        Label windows of the discovery model: the last one (as the ranker's) and the
+        ``discover_windows - 1`` before it, each labelling queries for features fitted on
+        the data before it (each user's previous basket for ``leave_last``, the previous
+        ``label_share`` of baskets for ``time``). First purchases are rare; more windows
+        give the discovery model more of them.
     num_leaves, learning_rate, n_estimators, min_child_samples, feature_fraction,
     bagging_fraction, lambda_l2 : LightGBM parameters.
     early_stopping_rounds : int
@@ -102,6 +113,8 @@ class RankerConfig(BaseModel):
     max_queries: int = Field(30_000, ge=10)
     discover: bool = False
     discover_candidates: int = Field(50, ge=0, le=50)
+    discover_sar: int = Field(50, ge=0, le=50)
+    discover_windows: int = Field(3, ge=1, le=10)
     num_leaves: int = Field(31, ge=2)
     learning_rate: float = Field(0.05, gt=0)
     n_estimators: int = Field(300, ge=1)
@@ -296,7 +309,13 @@ def _labels(mixed_item: NDArray[np.int32], queries: Any) -> NDArray[np.float32]:
 
 
 def training_matrix(
-    mixer: Mixer, features: FeatureSpace, queries: Any, n: int, *, discover: int | None = None
+    mixer: Mixer,
+    features: FeatureSpace,
+    queries: Any,
+    n: int,
+    *,
+    discover: int | None = None,
+    n_sar: int = 0,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
     """(X, y, group sizes) for queries: the mix's top-``n`` per seed, labelled.
 
@@ -309,7 +328,7 @@ def training_matrix(
         mixed = ranking_candidates(top, features, queries.seed, queries.user, mixer.available)
     else:
         mixed = discovery_candidates(
-            top, features, queries.seed, queries.user, mixer.available, discover
+            top, features, queries.seed, queries.user, mixer.available, discover, n_sar
         )
     y = _labels(mixed.item, queries)
     X = features.transform(queries.seed, queries.user, mixed)
@@ -372,13 +391,14 @@ def train_ranker(
     else:
         split = time_split(dataset, test_share=rc.label_share)
     fit_part, label = split.train, split.test
+    extra = discover_features(rc)
     fit_mixer = Mixer.fit(fit_part, config, show_progress=show_progress)
     features = fit_features(
         fit_part,
         fit_mixer,
         embeddings=embeddings,
         user_candidates=rc.user_candidates,
-        extra_features=rc.extra_features,
+        extra_features=extra,
         personal_features=rc.personal_features,
     )
     queries = basket_queries(label)
@@ -428,9 +448,62 @@ def train_ranker(
     booster, metrics, curve = _boost("ranker", params, rc, names, train, valid, show_progress)
     discover_booster = None
     if rc.discover:
-        n_hist = rc.discover_candidates
-        train = training_matrix(fit_mixer, features, train_q, rc.candidates, discover=n_hist)
-        valid = training_matrix(fit_mixer, features, valid_q, rc.candidates, discover=n_hist)
+        n_hist, n_sar = rc.discover_candidates, rc.discover_sar if rc.personal_features else 0
+        train = training_matrix(
+            fit_mixer, features, train_q, rc.candidates, discover=n_hist, n_sar=n_sar
+        )
+        valid = training_matrix(
+            fit_mixer, features, valid_q, rc.candidates, discover=n_hist, n_sar=n_sar
+        )
+        # earlier label windows, each with the features of the data before it
+        parts_t, parts_v = [train], [valid]
+        rest = fit_part
+        for w in range(2, rc.discover_windows + 1):
+            try:
+                inner = (
+                    leave_last_split(rest)
+                    if rc.label_split == "leave_last"
+                    else time_split(rest, test_share=rc.label_share)
+                )
+            except DataError:
+                break
+            q = basket_queries(inner.test)
+            if len(q) == 0 or inner.train.events.timestamp.size == 0:
+                break
+            w_mixer = Mixer.fit(inner.train, config, show_progress=show_progress)
+            w_features = fit_features(
+                inner.train,
+                w_mixer,
+                embeddings=embeddings,
+                user_candidates=rc.user_candidates,
+                extra_features=extra,
+                personal_features=rc.personal_features,
+            )
+            w_rng = np.random.default_rng(rc.seed + w)
+            if rc.label_split == "leave_last":  # a validation user's windows all validate
+                w_valid = valid_user[q.user]
+            else:  # only the last window validates (the others are older)
+                w_valid = np.zeros(len(q), dtype=bool)
+            it, iv = np.flatnonzero(~w_valid), np.flatnonzero(w_valid)
+            if len(it) > cap_t:
+                it = np.sort(w_rng.choice(it, cap_t, replace=False))
+            if len(iv) > cap_v:
+                iv = np.sort(w_rng.choice(iv, cap_v, replace=False))
+            for idx, parts in ((it, parts_t), (iv, parts_v)):
+                if len(idx):
+                    parts.append(
+                        training_matrix(
+                            w_mixer,
+                            w_features,
+                            q.take(idx),
+                            rc.candidates,
+                            discover=n_hist,
+                            n_sar=n_sar,
+                        )
+                    )
+            rest = inner.train
+        train = _stack(parts_t)
+        valid = _stack(parts_v)
         if len(train[2]) == 0:
             raise DataError(
                 f"{dataset.name}: no training query has a target new to its user among the "
@@ -439,6 +512,7 @@ def train_ranker(
         discover_booster, metrics["discover"], _ = _boost(
             "discovery model", params, rc, names, train, valid, show_progress
         )
+        metrics["discover"]["label_windows"] = len(parts_t)
     if mixer is None:
         mixer = Mixer.fit(dataset, config, show_progress=show_progress)
     served = fit_features(
@@ -446,11 +520,29 @@ def train_ranker(
         mixer,
         embeddings=embeddings,
         user_candidates=rc.user_candidates,
-        extra_features=rc.extra_features,
+        extra_features=extra,
         personal_features=rc.personal_features,
     )
-    return Ranker(
-        booster, served, rc, dataset.users, metrics, discover_booster, valid_curve=curve
+    return Ranker(booster, served, rc, dataset.users, metrics, discover_booster, valid_curve=curve)
+
+
+def discover_features(rc: RankerConfig) -> tuple[str, ...]:
+    """The ranker's plug-in features: ``rc.extra_features``, plus ``hist_sar`` and
+    ``seed_sar`` when the discovery model reads them (``discover`` with ``discover_sar``)."""
+    extra = tuple(rc.extra_features)
+    if rc.discover and rc.discover_sar > 0 and rc.personal_features:
+        extra += tuple(f for f in ("hist_sar", "seed_sar") if f not in extra)
+    return extra
+
+
+def _stack(
+    parts: list[tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]],
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
+    """Training matrices (X, y, group sizes) of several label windows, one after another."""
+    return (
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
     )
 
 

@@ -143,6 +143,7 @@ class DiscoverStage(Stage):
             request.users,
             self.available,
             self.ranker.config.discover_candidates,
+            self.ranker.config.discover_sar,
         )
         X = features.transform(request.seeds, request.users, mixed)
         valid = mixed.item.ravel() >= 0

@@ -339,3 +339,72 @@ def test_every_baseline_beats_random(synthetic_split, name: str) -> None:  # noq
     assert m["hit@10"] > 2 * random_hit10, (name, m["hit@10"], random_hit10)
     items, _ = system.recommend(q.seed[:500], q.user[:500], 20)
     _check_rows(items, q.seed[:500])
+
+
+# -- co-occurrence in row blocks --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_synthetic() -> Dataset:
+    syn = generate(SyntheticConfig(n_items=300, n_users=120, seed=3))
+    return Dataset.from_frames(syn.catalog, syn.events)
+
+
+def test_cooccurrence_blocks_equal_the_whole_product(small_synthetic, monkeypatch) -> None:  # noqa: ANN001
+    from recset.eval import baselines as bl
+
+    m = small_synthetic.interactions("purchase", binary=True).tocsr()
+    dense = (m.T @ m).toarray().astype(np.float64)
+    diag = dense.diagonal().copy()
+    np.fill_diagonal(dense, 0.0)
+    monkeypatch.setattr(bl, "COOC_BLOCK_ENTRIES", 500)
+    for keep in (False, True):
+        blocks = bl.CoBlocks(m, keep=keep)
+        parts = list(blocks)
+        assert len(parts) > 5  # really cut into blocks
+        assert [lo for lo, _ in parts] == sorted({lo for lo, _ in parts})
+        assert sum(b.shape[0] for _, b in parts) == m.shape[1]
+        np.testing.assert_array_equal(blocks.whole().toarray(), dense)
+        np.testing.assert_array_equal(blocks.d, diag)
+        for lo, b in parts:
+            assert b.dtype == np.float64 and b.has_sorted_indices
+            assert not (b.indices == np.repeat(np.arange(b.shape[0]), np.diff(b.indptr)) + lo).any()
+
+
+BLOCKED_CASES = [
+    ("sar", {}),
+    ("sar", {"threshold": 2}),
+    ("sar_lift", {"threshold": 2}),
+    ("sar_personal", {"similarity": "jaccard", "threshold": 1, "half_life_days": 0.0}),
+    ("sar_personal", {"similarity": "lift", "threshold": 3, "half_life_days": 30.0}),
+    ("association_rules", {"metric": "confidence", "min_support": 1}),
+    ("association_rules", {"metric": "lift", "min_support": 2}),
+    ("item_knn", {"unit": "basket"}),
+    ("user_repeat+cooc", {}),
+]
+
+
+@pytest.mark.parametrize(("name", "params"), BLOCKED_CASES)
+def test_blocked_baselines_equal_unblocked(small_synthetic, monkeypatch, name, params) -> None:  # noqa: ANN001
+    """Every co-occurrence baseline gives the same lists with its matrix cut into many row
+    blocks, kept (the tuning grid's shared copy) or recomputed, as with one block."""
+    from recset.eval import baselines as bl
+
+    ds = small_synthetic
+    seeds = np.repeat(np.arange(ds.n_items, dtype=np.int32), 2)
+    users = np.resize(np.arange(ds.n_users, dtype=np.int32), len(seeds))
+    users[::7] = -1
+
+    def lists() -> np.ndarray:
+        return BASELINES[name](ds, **params).recommend(seeds, users, 20)[0]
+
+    monkeypatch.setattr(bl, "COOC_BLOCK_ENTRIES", 10**12)
+    whole = lists()
+    monkeypatch.setattr(bl, "COOC_BLOCK_ENTRIES", 500)
+    assert len(bl.CoBlocks(ds.interactions("purchase", binary=True))._blocks) > 5
+    blocked = lists()
+    with bl.shared_cooccurrence():
+        shared = lists()
+        shared_again = lists()
+    assert (whole >= 0).sum() > len(seeds)  # the lists are not empty
+    np.testing.assert_array_equal(blocked, whole)
+    np.testing.assert_array_equal(shared, whole)
+    np.testing.assert_array_equal(shared_again, whole)

@@ -215,3 +215,102 @@ def test_fit_features_keep_the_history_candidates(ds: Dataset) -> None:
     hist = feats.feature("hist_copurchase")
     assert hist is not None and hist.new_top_.shape == (ds.n_users, 50)
     assert feats.feature("no_such_feature") is None
+
+
+def _sar_space(monkeypatch: pytest.MonkeyPatch) -> tuple[Dataset, FeatureSpace]:
+    """Users' item sets: u1 {a, b}, u2 {a, b, c}, u3 {c, d}, u {a, d}: user co-occurrence
+    ab 2, ac 1, ad 1, bc 1, cd 1, bd 0; bought by a 3 users, b, c, d 2 each."""
+    from recset.ranking import _discover_features
+
+    monkeypatch.setattr(_discover_features, "SAR_MIN_SUPPORT", 1)
+    ds = _ds(
+        [("u1", ["a", "b"], 0), ("u2", ["a", "b", "c"], 1), ("u3", ["c", "d"], 2)]
+        + [("u", ["a"], 3), ("u", ["d"], 4)]
+    )
+    return ds, FeatureSpace.fit(ds, ("x",), extra_features=("hist_sar", "seed_sar"))
+
+
+def test_sar_features_are_opt_in_and_hand_computed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from recset.pipeline import Candidates
+    from recset.ranking import BASE_FEATURES
+
+    assert "hist_sar" not in BASE_FEATURES and "seed_sar" not in BASE_FEATURES
+    ds, feats = _sar_space(monkeypatch)
+    cands = ["b", "c", "d"]
+    mixed = Candidates(
+        np.array([[ds.items.index_one(c) for c in cands]] * 2, np.int32),
+        np.zeros((2, 3), np.float32),
+        np.full((2, 3, 1), np.nan, np.float32),
+        np.full((2, 3, 1), -1, np.int32),
+        ("x",),
+    )
+    seeds = np.array([ds.items.index_one("a"), ds.items.index_one("b")], np.int32)
+    users = np.array([ds.users.index_one("u"), -1], np.int32)
+    X = feats.transform(seeds, users, mixed)
+    hist = X[:, feats.names.index("hist_sar")]
+    seed = X[:, feats.names.index("seed_sar")]
+    # cosine: S[a,b] = 2/sqrt(6), S[a,c] = S[a,d] = 1/sqrt(6), S[b,c] = S[c,d] = 1/2
+    r6 = 1 / np.sqrt(6)
+    # u bought a and d: b 2/sqrt(6), c 1/sqrt(6) + 1/2 (u's best), d S[a,d] = 1/sqrt(6)
+    best = r6 + 0.5
+    assert hist[:3] == pytest.approx([2 * r6 / best, 1.0, r6 / best], rel=1e-5)
+    assert np.isnan(hist[3:]).all()  # an unknown user
+    assert seed[:3] == pytest.approx([2 * r6, r6, r6], rel=1e-5)
+    assert seed[3:] == pytest.approx([0.0, 0.5, 0.0], rel=1e-5)  # seed b: c only
+    # u's never-bought items by the same score: c, then b
+    top = feats.feature("hist_sar").new_top_[ds.users.index_one("u")]
+    assert [ds.items.id_of(int(i)) for i in top if i >= 0] == ["c", "b"]
+
+
+def test_sar_candidates_join_the_discovery_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    from recset.pipeline import Candidates
+
+    ds, feats = _sar_space(monkeypatch)
+    mixed = Candidates(
+        np.full((1, 1), -1, np.int32),
+        np.full((1, 1), -np.inf, np.float32),
+        np.full((1, 1, 1), np.nan, np.float32),
+        np.full((1, 1, 1), -1, np.int32),
+        ("x",),
+    )
+    seeds = np.array([ds.items.index_one("a")], np.int32)
+    users = np.array([ds.users.index_one("u")], np.int32)
+    ok = np.ones(ds.n_items, bool)
+
+    def ids(n_sar: int) -> list[str]:
+        got = discovery_candidates(mixed, feats, seeds, users, ok, 0, n_sar).item[0]
+        return [ds.items.id_of(int(i)) for i in got if i >= 0]
+
+    assert ids(0) == []
+    assert ids(50) == ["c", "b"]
+
+
+def test_discovery_model_reads_sar_and_earlier_label_windows(
+    ds: Dataset, trained: tuple[Engine, Ranker]
+) -> None:
+    # the default: hist_sar / seed_sar in the space, three label windows
+    _, ranker = trained
+    assert {"hist_sar", "seed_sar"} <= set(ranker.feature_names)
+    assert ranker.metrics["discover"]["label_windows"] == 3
+    cfg = config_from_dict(
+        {
+            "ranker": {
+                "max_queries": 1000,
+                "n_estimators": 20,
+                "discover": True,
+                "discover_sar": 0,
+                "discover_windows": 1,
+            }
+        }
+    )
+    one = train_ranker(ds, cfg, embeddings=np.zeros((ds.n_items, 0), np.float32))
+    assert "hist_sar" not in one.feature_names
+    assert one.metrics["discover"]["label_windows"] == 1
+    # earlier windows add label queries (each with its own, earlier features)
+    assert (
+        ranker.metrics["discover"]["train_queries"] > 1.5 * one.metrics["discover"]["train_queries"]
+    )
+    # without discover, the SAR features stay out of the ranker
+    plain = config_from_dict({"ranker": {"max_queries": 1000, "n_estimators": 5}})
+    r = train_ranker(ds, plain, embeddings=np.zeros((ds.n_items, 0), np.float32))
+    assert "hist_sar" not in r.feature_names and "discover" not in r.metrics

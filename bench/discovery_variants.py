@@ -1,0 +1,240 @@
+"""Discovery model variants on the validation window, side by side in one process.
+
+The test window is cut off and thrown away (as ``bench/discovery_validation.py`` does); the
+training part is split again the way the test was cut (each user's last training basket on
+Instacart, the last 20% of training baskets for a time split): that *validation* window
+scores every variant. Each discovery model is trained exactly as ``train_ranker`` trains it
+(its own fit / label windows inside the validation fit part), served through
+``Engine.for_mode("discover")`` and judged on explore_hit@10 against the baselines that hide
+the user's purchases. The engine, the mix and the feature spaces are built once and shared by
+the variants, so a variant costs one boosting run and one evaluation.
+
+    python bench/discovery_variants.py --data /work/rd/instacart --split leave_last \
+        --variants base,sar,sar_cand,cuts3
+
+Variants (comma-separated, combinable with ``+``):
+
+- ``base``: the discovery model as shipped;
+- ``sar``: adds the ``hist_sar`` / ``seed_sar`` features (personal SAR: the user's purchases
+  times an item-item similarity from user co-occurrence, and the seed's similarity);
+- ``sarcand``: adds each user's 50 best never-bought items by ``hist_sar`` to the candidates;
+- ``cutsN``: label queries from the user's last N baskets of the fit part (leave-last) or N
+  consecutive label windows (time), each with its own fit part before it;
+- ``leavesN`` / ``minchildN``: LightGBM ``num_leaves`` / ``min_child_samples``;
+- ``binary``: a binary log-loss objective instead of lambdarank (still early-stopped on
+  NDCG@10).
+
+Never tune on the test window: report test figures only from ``recset backtest``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import resource
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from recset.config import config_from_dict, load_config
+from recset.data import basket_queries, leave_last_split, load_dataset, time_split
+from recset.engine import Engine
+from recset.eval.backtest import evaluate, ranked_system, recommendations
+from recset.eval.baselines import (
+    hide_bought,
+    popular_system,
+    sar_personal_system,
+    with_fill,
+)
+from recset.ranking._ranker import Ranker, _boost, fit_features, training_matrix
+from recset.recall import Mixer, embed_items
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    extra: tuple[str, ...] = ()
+    sar_candidates: int = 0
+    cuts: int = 1
+    params: tuple[tuple[str, Any], ...] = ()
+
+
+def parse_variant(spec: str) -> Variant:
+    v = Variant(spec)
+    for part in spec.split("+"):
+        if part == "base":
+            continue
+        if part == "sar":
+            v = replace(v, extra=(*v.extra, "hist_sar", "seed_sar"))
+        elif part == "sarcand":
+            v = replace(v, sar_candidates=50)
+        elif m := re.fullmatch(r"cuts(\d+)", part):
+            v = replace(v, cuts=int(m.group(1)))
+        elif m := re.fullmatch(r"leaves(\d+)", part):
+            v = replace(v, params=(*v.params, ("num_leaves", int(m.group(1)))))
+        elif m := re.fullmatch(r"minchild(\d+)", part):
+            v = replace(v, params=(*v.params, ("min_child_samples", int(m.group(1)))))
+        elif part == "binary":
+            v = replace(v, params=(*v.params, ("objective", "binary")))
+        else:
+            raise SystemExit(f"unknown variant part {part!r}")
+    return v
+
+
+def _cut(ds: Any, split: str, share: float) -> Any:
+    return leave_last_split(ds) if split == "leave_last" else time_split(ds, test_share=share)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--split", choices=("time", "leave_last"), default="time")
+    ap.add_argument("--config", default=None)
+    ap.add_argument("--variants", default="base")
+    ap.add_argument("--max-queries", type=int, default=30_000)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    variants = [parse_variant(s) for s in args.variants.split(",")]
+    config = load_config(args.config) if args.config else config_from_dict({})
+    # the variants set the SAR features, candidates and windows themselves
+    rc0 = config.ranker.model_copy(
+        update={"label_split": args.split, "discover": True, "discover_sar": 0}
+    )
+    share = rc0.label_share
+    ds = load_dataset(args.data)
+    train = _cut(ds, args.split, 0.2).train  # the test window is thrown away here
+    val = _cut(train, args.split, share)  # the validation window
+    queries = basket_queries(val.test)
+    if len(queries) > args.max_queries:
+        rng = np.random.default_rng(0)
+        pick = np.sort(rng.choice(len(queries), args.max_queries, replace=False))
+        queries = queries.take(pick)
+    print(f"{ds.name}: validation window {len(queries):,} queries", flush=True)
+    engine = Engine.build(val.train, config)
+    emb = embed_items(val.train)
+    fill = engine.mixer.sources[engine.mixer.fallback]
+    rows: list[tuple[str, dict[str, Any], str]] = []
+
+    def judge(system: Any, note: str = "") -> None:
+        recs, own = recommendations(system, queries)
+        m = evaluate(system, val, queries, recs, own)[0]["item"]
+        rows.append((system.name, m, note))
+        print(
+            f"| {system.name} | {m['explore_hit@10']:.4f} | {m['hit@10']:.4f} | {note} |",
+            flush=True,
+        )
+
+    print("| system | explore_hit@10 | hit@10 | note |\n|---|---:|---:|---|", flush=True)
+    for name, sysm in (
+        ("popular/new", popular_system(val.train, half_life_days=0.0)),
+        (
+            "sar_personal/new",
+            sar_personal_system(val.train, similarity="jaccard", threshold=3, half_life_days=0.0),
+        ),
+    ):
+        judge(hide_bought(with_fill(sysm, fill), val.train, name))
+
+    # the discovery model's own windows inside val.train: cut c = the c-th last label window
+    fit_parts: dict[int, Any] = {}
+    labels: dict[int, Any] = {}
+    rest = val.train
+    for c in range(1, max(v.cuts for v in variants) + 1):
+        inner = _cut(rest, args.split, share)
+        fit_parts[c], labels[c] = inner.train, inner.test
+        rest = inner.train
+    mixers: dict[int, Mixer] = {}
+    spaces: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def space(c: int, extra: tuple[str, ...]) -> Any:
+        if (c, extra) not in spaces:
+            if c not in mixers:
+                mixers[c] = Mixer.fit(fit_parts[c], config)
+            spaces[(c, extra)] = fit_features(
+                fit_parts[c],
+                mixers[c],
+                embeddings=emb,
+                user_candidates=rc0.user_candidates,
+                extra_features=extra,
+            )
+        return spaces[(c, extra)]
+
+    served_spaces: dict[tuple[str, ...], Any] = {}
+    base_params = {
+        "objective": "lambdarank",
+        "metric": "ndcg",
+        "eval_at": [10],
+        "num_leaves": rc0.num_leaves,
+        "learning_rate": rc0.learning_rate,
+        "min_child_samples": rc0.min_child_samples,
+        "feature_fraction": rc0.feature_fraction,
+        "bagging_fraction": rc0.bagging_fraction,
+        "bagging_freq": 1,
+        "lambda_l2": rc0.lambda_l2,
+        "seed": rc0.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": 2,
+        "verbosity": -1,
+    }
+    for v in variants:
+        t1 = time.perf_counter()
+        rng = np.random.default_rng(rc0.seed)
+        valid_user = rng.random(val.train.n_users) < rc0.valid_share
+        parts_t, parts_v = [], []
+        for c in range(1, v.cuts + 1):
+            feats = space(c, v.extra)
+            q = basket_queries(labels[c])
+            if args.split == "leave_last":
+                is_valid = valid_user[q.user]
+            else:
+                t_valid = np.quantile(labels[c].baskets.timestamp, 1 - rc0.valid_share)
+                is_valid = (labels[c].baskets.timestamp[q.basket] >= t_valid) & (c == 1)
+            it, iv = np.flatnonzero(~is_valid), np.flatnonzero(is_valid)
+            cap_t = int(rc0.max_queries * (1 - rc0.valid_share))
+            cap_v = rc0.max_queries - cap_t
+            rng_c = np.random.default_rng(rc0.seed + c)
+            if len(it) > cap_t:
+                it = np.sort(rng_c.choice(it, cap_t, replace=False))
+            if len(iv) > cap_v:
+                iv = np.sort(rng_c.choice(iv, cap_v, replace=False))
+            n_hist, n_sar = rc0.discover_candidates, v.sar_candidates
+            parts_t.append(
+                training_matrix(
+                    mixers[c], feats, q.take(it), rc0.candidates, discover=n_hist, n_sar=n_sar
+                )
+            )
+            if c == 1 or args.split == "leave_last":
+                parts_v.append(
+                    training_matrix(
+                        mixers[c], feats, q.take(iv), rc0.candidates, discover=n_hist, n_sar=n_sar
+                    )
+                )
+        tr = tuple(np.concatenate([p[i] for p in parts_t]) for i in range(3))
+        va = tuple(np.concatenate([p[i] for p in parts_v]) for i in range(3))
+        params = {**base_params, **dict(v.params)}
+        feats1 = space(1, v.extra)
+        rc = rc0.model_copy(update={"extra_features": v.extra, "discover_sar": v.sar_candidates})
+        booster, metrics, _ = _boost(v.name, params, rc, feats1.names, tr, va, False)
+        if v.extra not in served_spaces:
+            served_spaces[v.extra] = fit_features(
+                val.train,
+                engine.mixer,
+                embeddings=emb,
+                user_candidates=rc0.user_candidates,
+                extra_features=v.extra,
+            )
+        ranker = Ranker(booster, served_spaces[v.extra], rc, val.train.users, metrics, booster)
+        system = ranked_system(engine.with_ranker(ranker).for_mode("discover"), v.name)
+        note = (
+            f"{metrics['train_queries']} label queries, {metrics['trees']} trees, "
+            f"{time.perf_counter() - t1:.0f} s"
+        )
+        judge(system, note)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"seconds: {time.perf_counter() - t0:.0f}, peak RSS {peak:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
