@@ -168,9 +168,14 @@ class CategoryRelatedness(RankerFeature):
         rel = data.category_relatedness
         if rel is not None and rel.nnz:
             coo = rel.tocoo()
-            ck = coo.row.astype(np.int64) * max(data.dataset.n_categories, 1) + coo.col
+            # the multiplier transform uses (the largest category code in use + 1), so the
+            # keys agree even when the vocabulary holds categories no item has
+            n_cat = _n_groups(data.category)
+            keep = (coo.row < n_cat) & (coo.col < n_cat)
+            ck = coo.row[keep].astype(np.int64) * n_cat + coo.col[keep]
             order = np.argsort(ck)
-            self.cat_rel_keys_, self.cat_rel_vals_ = ck[order], coo.data[order].astype(np.float64)
+            vals = coo.data[keep][order].astype(np.float64)
+            self.cat_rel_keys_, self.cat_rel_vals_ = ck[order], vals
         else:
             self.cat_rel_keys_, self.cat_rel_vals_ = np.zeros(0, np.int64), np.zeros(0)
         self.category_ = data.category
@@ -426,7 +431,7 @@ class UserCategoryShare(RankerFeature):
         self.category_ = data.category
         cat = data.dataset.catalog.category
         self.uc_keys_, self.uc_share_ = data.share(
-            data.buyer, cat[data.bought], data.dataset.n_categories
+            data.buyer, cat[data.bought], _n_groups(data.category)
         )
         return self
 
@@ -452,7 +457,7 @@ class UserBrandShare(RankerFeature):
     def fit(self, data: FitContext) -> Self:
         self.brand_ = data.brand
         self.ub_keys_, self.ub_share_ = data.share(
-            data.buyer, data.dataset.catalog.brand[data.bought], len(data.dataset.brands)
+            data.buyer, data.dataset.catalog.brand[data.bought], _n_groups(data.brand)
         )
         return self
 

@@ -279,3 +279,40 @@ def test_without_personal_features(ds: Dataset, engine: Engine, toy: type[Ranker
     toy.personal = True
     with pytest.raises(ConfigError, match=rf"\['{TOY}'\] read the user"):
         _fit(ds, engine, extra_features=(TOY,), personal_features=False)
+
+
+def test_group_keys_agree_when_the_last_category_and_brand_have_no_item(engine: Engine) -> None:
+    """Fit and transform key (user, category) and (category, category) pairs with the same
+    multiplier even when the vocabulary is longer than the largest code in use."""
+    syn = generate(SyntheticConfig(n_items=300, seed=11))
+    ds = Dataset.from_frames(syn.catalog, syn.events)
+    cat, br = ds.catalog.category, ds.catalog.brand
+    cat[cat == ds.n_categories - 1] = 0  # the vocabulary keeps a category no item has
+    br[br == len(ds.brands) - 1] = 0
+    assert cat.max() + 1 < ds.n_categories and br.max() + 1 < len(ds.brands)
+    n_cat = ds.n_categories
+    rel = sparse.random(n_cat, n_cat, density=0.4, random_state=2, format="csr")
+    feats = FeatureSpace.fit(ds, engine.source_names, category_relatedness=rel)
+    seeds, users, mixed = _batch(ds, engine, feats)
+    X = feats.transform(seeds, users, mixed)
+    col = {n: X[:, feats.names.index(n)] for n in feats.names}
+    ev = ds.events
+    buy = ev.event == PURCHASE
+    dense = rel.toarray()
+    for r, (s, u) in enumerate(zip(seeds, users, strict=True)):
+        mine = ev.item[buy & (ev.user == u)]
+        for j, c in enumerate(mixed.item[r]):
+            if c < 0:
+                continue
+            i = r * mixed.item.shape[1] + j
+            want_rel = dense[cat[s], cat[c]] if cat[s] >= 0 and cat[c] >= 0 else np.nan
+            got_rel = col["category_relatedness"][i]
+            assert (np.isnan(got_rel) and (np.isnan(want_rel) or want_rel == 0)) or np.isclose(
+                got_rel, want_rel
+            ), (r, j)
+            if u >= 0 and len(mine) and cat[c] >= 0:
+                share = (cat[mine] == cat[c]).mean()
+                assert np.isclose(col["user_category_share"][i], share), (r, j)
+            if u >= 0 and len(mine) and br[c] >= 0:
+                share = (br[mine] == br[c]).mean()
+                assert np.isclose(col["user_brand_share"][i], share), (r, j)
