@@ -450,9 +450,10 @@ def ingest(fmt: str, src: Path, out: Path, force: bool) -> None:
     type=click.Choice(["inprocess", "spark"]),
     default="inprocess",
     show_default=True,
-    help="spark: compute the behaviour signals and the co_purchase, co_view and "
-    "co_purchase_only candidate rows on Apache Spark from events.parquet (extra recset[spark], "
-    "Java 17; docs/scale.md); the other sources are fitted in process. With --append: the new "
+    help="spark: compute the behaviour signals, the co_purchase, co_view and co_purchase_only "
+    "candidate rows and the counts of popular and related_categories on Apache Spark from "
+    "events.parquet (extra recset[spark], Java 17; docs/scale.md); the other sources are "
+    "fitted in process. With --append: the new "
     "events' pairs are counted on Spark (the merge and the affected rows run in process).",
 )
 @click.option(
