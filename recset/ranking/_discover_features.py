@@ -205,7 +205,7 @@ def _sar_similarity(data: FitContext) -> sp.csr_matrix:
     cached = data.__dict__.get("_sar_similarity")
     if cached is not None:
         return cached
-    from recset.recall._cooccurrence import pair_topk
+    from recset.recall import pair_topk
 
     n = data.n_items
     users = (data.ui_keys // n).astype(np.int64)

@@ -34,7 +34,7 @@ from recset.recall._config import (
     source_config_union,
     validate_source_config,
 )
-from recset.recall._cooccurrence import PairRecall
+from recset.recall._cooccurrence import PairRecall, pair_topk
 from recset.recall._incremental import AppendResult, CountState, PairCounter, append_counts
 from recset.recall._lists import ListsWriter, PrecomputedLists
 from recset.recall._text import TextEmbeddingConfig, embed_items
@@ -42,6 +42,7 @@ from recset.recall.mixer import Mixer, MixStage
 from recset.recall.popular import PopularConfig, PopularRecall
 
 __all__ = [
+    "pair_topk",
     "AppendResult",
     "CountState",
     "PairCounter",
