@@ -7,6 +7,7 @@ A wrong import fails here, in CI, before anyone has to notice it in review.
 from __future__ import annotations
 
 import ast
+import logging
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,17 @@ def test_import_linter_contracts_hold() -> None:
     """The layers (cli | testing, eval, engine, config, personalization, ranking, recall,
     pipeline, signals, data, storage, errors) and the torch boundary."""
     cli = pytest.importorskip("importlinter.cli")
-    assert cli.lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True) == 0
+    # import-linter configures logging with ``disable_existing_loggers``: every logger that
+    # exists then (recset's included) would stay disabled for the tests that run after this one
+    manager = logging.Logger.manager
+    before = {
+        n: lg.disabled for n, lg in manager.loggerDict.items() if isinstance(lg, logging.Logger)
+    }
+    try:
+        assert cli.lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True) == 0
+    finally:
+        for name, disabled in before.items():
+            logging.getLogger(name).disabled = disabled
 
 
 def test_no_import_cycles() -> None:
