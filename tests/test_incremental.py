@@ -17,6 +17,7 @@ from recset.engine import Engine, append_engine
 from recset.errors import ConfigError, DataError, StorageError
 from recset.recall import CountState
 from recset.storage import Store
+from recset.testing import assert_same_lists, assert_same_source_state
 
 MIX = {"sources": ["co_purchase", "co_view", "popular"], "filters": []}
 
@@ -75,16 +76,6 @@ def split_whole_groups(events: pd.DataFrame, share: float) -> tuple[pd.DataFrame
     return events[~late].reset_index(drop=True), events[late].reset_index(drop=True)
 
 
-def assert_same_lists(inc: Engine, full: Engine) -> None:
-    a, b = inc.mixer.lists, full.mixer.lists
-    assert a is not None and b is not None
-    np.testing.assert_array_equal(a.item, b.item)  # same lists, same ties
-    np.testing.assert_allclose(a.score, b.score, rtol=1e-5)
-    for name in ("ptr", "pos", "src", "src_rank"):
-        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
-    np.testing.assert_allclose(a.src_score, b.src_score, rtol=1e-5)
-
-
 @pytest.mark.parametrize("which", sorted(CONFIGS))
 def test_append_equals_full_build_on_the_union(
     syn: SyntheticData, tmp_path: Path, which: str
@@ -104,13 +95,7 @@ def test_append_equals_full_build_on_the_union(
     union = Dataset.from_frames(syn.catalog, pd.concat([early, late]))
     full = Engine.build(union, config)
     assert_same_lists(inc, full)
-    for name, src in full.mixer.sources.items():
-        for att in type(src)._state:
-            x, y = getattr(src, att), getattr(inc.mixer.sources[name], att)
-            if x.dtype.kind == "f":
-                np.testing.assert_allclose(y, x, rtol=1e-5, err_msg=f"{name}.{att}")
-            else:
-                np.testing.assert_array_equal(y, x, err_msg=f"{name}.{att}")
+    assert_same_source_state(inc, full)
     # the stored counts are those of the union, decayed to its last event
     with Store.open(tmp_path / "store", create=False) as st:
         path = st.verify_artifact(st.artifact("engine", 2))

@@ -22,6 +22,7 @@ from recset.recall import get_recall
 from recset.signals import Signals
 from recset.spark import SparkSignals, fit_behaviour_sources, read_events
 from recset.spark import _signals as S
+from recset.testing import assert_same_lists, assert_same_source_state
 
 pytestmark = [
     pytest.mark.spark,
@@ -305,13 +306,7 @@ def test_append_on_spark_equals_in_process_and_full_build(
     full = Engine.build(Dataset.from_frames(syn.catalog, syn.events), config)
     assert_same_lists(on_spark, local)
     assert_same_lists(on_spark, full)
-    for name, src in full.mixer.sources.items():
-        for attr in type(src)._state:
-            want, got = getattr(src, attr), getattr(on_spark.mixer.sources[name], attr)
-            if want.dtype.kind == "f":
-                np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=f"{name}.{attr}")
-            else:
-                np.testing.assert_array_equal(got, want, err_msg=f"{name}.{attr}")
+    assert_same_source_state(on_spark, full)
     kept = {}
     for name in ("on-spark", "in-process"):
         with Store.open(tmp_path / name, create=False) as st:
@@ -324,13 +319,3 @@ def test_append_on_spark_equals_in_process_and_full_build(
         np.testing.assert_allclose(
             kept["on-spark"].arrays[key], kept["in-process"].arrays[key], rtol=1e-5, err_msg=key
         )
-
-
-def assert_same_lists(got: Engine, want: Engine) -> None:
-    a, b = got.mixer.lists, want.mixer.lists
-    assert a is not None and b is not None and a.item.size > 0
-    np.testing.assert_array_equal(a.item, b.item)  # the same lists, ties in the same order
-    np.testing.assert_allclose(a.score, b.score, rtol=1e-5)
-    for name in ("ptr", "pos", "src", "src_rank"):
-        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
-    np.testing.assert_allclose(a.src_score, b.src_score, rtol=1e-5)
