@@ -4,8 +4,11 @@ Splits a dataset as ``recset backtest`` does, builds the engine and trains the r
 training part only (its own fit / label / validation windows inside it), then, for each tree
 cap: the ranker's validation NDCG@10 (the window cut from training, which chooses the cap:
 ``[ranker] trees_tolerance``), the test window's Hit@10 of ``mix+ranker`` (reported, never used
-to choose), and the time to score 500 rows (LightGBM's predict and, with ``recset[fast]``,
-the lleaves-compiled model, one thread).
+to choose) with its 95% interval, the paired difference from the best validation round (the
+``trees_tolerance = 0`` model) with its 95% interval (queries of one basket resampled together,
+as ``recset backtest`` does), and the time to score 500 rows (LightGBM's predict and, with
+``recset[fast]``, the lleaves-compiled model, one thread). The cut points that each
+``--tolerances`` value keeps are always among those evaluated.
 
     python bench/ranker_trees.py --data /work/rd/instacart --split leave_last
 """
@@ -27,13 +30,23 @@ def main() -> None:
     ap.add_argument("--split", choices=["time", "leave_last"], default="leave_last")
     ap.add_argument("--caps", type=int, nargs="+", default=[10, 20, 40, 80, 160, 300])
     ap.add_argument("--tolerances", type=float, nargs="+", default=[0.0, 0.001, 0.002, 0.005])
+    ap.add_argument(
+        "--no-timing", action="store_true", help="Skip the scoring times (and the compiling)."
+    )
     args = ap.parse_args()
 
     import lightgbm as lgb
 
     from recset.data import load_dataset
     from recset.engine import Engine
-    from recset.eval.backtest import evaluate_system, prepare, ranked_system
+    from recset.eval.backtest import (
+        bootstrap_ci,
+        evaluate,
+        paired_difference,
+        prepare,
+        ranked_system,
+        recommendations,
+    )
     from recset.ranking import RankerConfig, ranking_candidates, train_ranker
     from recset.ranking._compiled import BoosterScorer, compile_model
     from recset.ranking._ranker import _kept_trees
@@ -51,8 +64,10 @@ def main() -> None:
         f"best validation round {model.metrics['best_iteration']}, {len(queries)} test queries"
     )
     best = int(model.metrics["best_iteration"])
+    kept: dict[int, list[float]] = {}
     for tol in args.tolerances:
         keep = _kept_trees(curve, best, rc.model_copy(update={"trees_tolerance": tol}))
+        kept.setdefault(keep, []).append(tol)
         print(
             f"  trees_tolerance {tol:<6} keeps {keep} trees (valid NDCG@10 {curve[keep - 1]:.4f})"
         )
@@ -61,20 +76,32 @@ def main() -> None:
     mixed = ranking_candidates(top, model.features, seeds, users, engine.mixer.available)
     X = model.features.transform(seeds, users, mixed)
     X = X[mixed.item.ravel() >= 0][:500]
-    head = ("trees", "valid NDCG@10", "test Hit@10", "lightgbm ms", "lleaves ms")
-    print(" ".join(f"{h:>{w}}" for h, w in zip(head, (6, 14, 12, 12, 11), strict=True)))
-    for cap in sorted({min(c, best) for c in args.caps}):
+    head = ("trees", "valid NDCG@10", "test Hit@10", "95% CI", "diff vs best", "95% CI")
+    head += ("lightgbm ms", "lleaves ms")
+    widths = (6, 14, 12, 16, 13, 17, 12, 11)
+    print(" ".join(f"{h:>{w}}" for h, w in zip(head, widths, strict=True)))
+    hits_of: dict[int, np.ndarray] = {}
+    caps = sorted({min(c, best) for c in args.caps} | set(kept), key=lambda c: (c != best, c))
+    for cap in caps:
         booster = lgb.Booster(model_str=model.booster.model_to_string(num_iteration=cap))
         capped = dataclasses.replace(model, booster=booster, scorers=None)
-        hit = evaluate_system(ranked_system(engine.with_ranker(capped)), sp, queries)["item"]
-        plain = BoosterScorer(booster)
-        t_lgb = _time(plain.predict, X)
-        with tempfile.TemporaryDirectory() as d:
-            booster.save_model(str(Path(d) / "model.txt"))
-            fast = compile_model(Path(d) / "model.txt", cache=False)
-        t_fast = f"{_time(fast.predict, X):11.3f}" if fast is not None else f"{'-':>11}"
+        system = ranked_system(engine.with_ranker(capped))
+        hits_of[cap] = evaluate(system, sp, queries, *recommendations(system, queries))[1]
+        lo, hi = bootstrap_ci(hits_of[cap], queries.basket)
+        diff = paired_difference(hits_of[best], hits_of[cap], queries.basket)
+        ci, dci = f"{lo:.4f}-{hi:.4f}", f"{diff['low']:+.4f}..{diff['high']:+.4f}"
+        t_lgb, t_fast = f"{'-':>12}", f"{'-':>11}"
+        if not args.no_timing:
+            t_lgb = f"{_time(BoosterScorer(booster).predict, X):12.3f}"
+            with tempfile.TemporaryDirectory() as d:
+                booster.save_model(str(Path(d) / "model.txt"))
+                fast = compile_model(Path(d) / "model.txt", cache=False)
+            if fast is not None:
+                t_fast = f"{_time(fast.predict, X):11.3f}"
+        tol = f" (tolerance {', '.join(map(str, kept[cap]))})" if cap in kept else ""
         print(
-            f"{cap:>6} {curve[cap - 1]:>14.4f} {hit['hit@10']:>12.4f} {t_lgb:>12.3f} {t_fast}",
+            f"{cap:>6} {curve[cap - 1]:>14.4f} {hits_of[cap].mean():>12.4f} "
+            f"{ci:>16} {diff['diff']:>+13.4f} {dci:>17} {t_lgb} {t_fast}{tol}",
             flush=True,
         )
 

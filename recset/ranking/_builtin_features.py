@@ -22,6 +22,10 @@ _log = logging.getLogger(__name__)
 
 _DAY = 86_400.0
 
+_PADDED_TOKENS = 16
+"""``user_aspect_share`` gathers the candidates' aspect tokens from an items x tokens matrix
+when no item has more than this many tokens (else from the token lists)."""
+
 
 def _n_groups(ids: NDArray[np.integer]) -> int:
     """Key multiplier of (user, group) pairs: the largest id + 1, at least 1."""
@@ -75,6 +79,9 @@ class CandPop(RankerFeature):
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         return self.item_pop_[batch.c].astype(np.float64)
 
+    def item_values(self) -> NDArray[np.float64] | None:
+        return self.item_pop_.astype(np.float64)
+
 
 @register_feature("cand_pop_log")
 class CandPopLog(CandPop):
@@ -82,6 +89,9 @@ class CandPopLog(CandPop):
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         return np.log1p(self.item_pop_[batch.c]).astype(np.float64)
+
+    def item_values(self) -> NDArray[np.float64] | None:
+        return np.log1p(self.item_pop_).astype(np.float64)
 
 
 @register_feature("cand_pop_in_category")
@@ -109,6 +119,9 @@ class CandPopInCategory(RankerFeature):
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         return self.item_pop_in_cat_[batch.c].astype(np.float64)
 
+    def item_values(self) -> NDArray[np.float64] | None:
+        return self.item_pop_in_cat_.astype(np.float64)
+
 
 @register_feature("cand_trend")
 class CandTrend(RankerFeature):
@@ -130,6 +143,9 @@ class CandTrend(RankerFeature):
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         return self.item_trend_[batch.c].astype(np.float64)
 
+    def item_values(self) -> NDArray[np.float64] | None:
+        return self.item_trend_.astype(np.float64)
+
 
 @register_feature("cand_repeat_rate")
 class CandRepeatRate(RankerFeature):
@@ -148,6 +164,9 @@ class CandRepeatRate(RankerFeature):
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         return self.item_repeat_[batch.c].astype(np.float64)
 
+    def item_values(self) -> NDArray[np.float64] | None:
+        return self.item_repeat_.astype(np.float64)
+
 
 @register_feature("seed_pop_log")
 class SeedPopLog(CandPop):
@@ -155,6 +174,9 @@ class SeedPopLog(CandPop):
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         return np.log1p(batch.seed_value(self.item_pop_))
+
+    def item_values(self) -> NDArray[np.float64] | None:
+        return None  # the seed's, not the candidate's
 
 
 # -- seed x candidate --------------------------------------------------------------------
@@ -186,6 +208,8 @@ class CategoryRelatedness(RankerFeature):
         return _n_groups(self.category_)
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        if not len(self.cat_rel_keys_):  # no related categories: nothing to look up
+            return batch.nan()
         s_cat = batch.seed_code(self.category_).astype(np.int64)
         c_cat = self.category_[batch.c].astype(np.int64)
         rel = batch.lookup(self.cat_rel_keys_, self.cat_rel_vals_, s_cat * self._n_cat + c_cat)
@@ -332,6 +356,10 @@ class CandAgeDays(RankerFeature):
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         age = (float(self.ref_time_) - self.item_first_seen_[batch.c]) / _DAY
+        return np.where(np.isfinite(age), age, np.nan)
+
+    def item_values(self) -> NDArray[np.float64] | None:
+        age = (float(self.ref_time_) - self.item_first_seen_) / _DAY
         return np.where(np.isfinite(age), age, np.nan)
 
 
@@ -497,7 +525,26 @@ class UserAspectShare(RankerFeature):
         """The key multiplier of ``ut_keys_`` (computed once, not on every transform)."""
         return _n_groups(self.item_tok_)
 
+    @cached_property
+    def _padded(self) -> tuple[NDArray[np.int32], NDArray[np.int64]] | None:
+        """Each item's tokens as a row of an (n_items, most tokens of an item) matrix padded
+        with ``_n_tokens`` (a slot that reads 0), and each item's number of tokens; None
+        when some item has more than :data:`_PADDED_TOKENS` (the rows would be mostly
+        padding). Built once, so a call gathers the candidates' tokens in one step."""
+        indptr, tok = self.item_tok_indptr_, self.item_tok_
+        counts = np.diff(indptr)
+        width = int(counts.max(initial=0))
+        if width > _PADDED_TOKENS:
+            return None
+        pad = np.full((len(counts), width), self._n_tokens, np.int32)
+        col = np.arange(len(tok)) - np.repeat(indptr[:-1], counts)
+        pad[np.repeat(np.arange(len(counts)), counts), col] = tok
+        return pad, counts
+
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        padded = self._padded
+        if padded is not None:
+            return self._transform_padded(batch, *padded)
         c = batch.c
         n_of = self.item_tok_indptr_[c + 1] - self.item_tok_indptr_[c]
         row = np.repeat(np.arange(len(c)), n_of)
@@ -521,6 +568,32 @@ class UserAspectShare(RankerFeature):
                 share[t0:t1] = dense[tok[t0:t1]]
                 dense[user_tok] = 0.0
         total = np.bincount(row, weights=share, minlength=len(c))
+        mean = total / np.maximum(n_of, 1)
+        return np.where(batch.u_ok & (n_of > 0), mean, np.nan)
+
+    def _transform_padded(
+        self, batch: FeatureBatch, pad: NDArray[np.int32], counts: NDArray[np.int64]
+    ) -> NDArray[np.float64]:
+        """:meth:`transform` on the padded token rows (:attr:`_padded`): the same values, the
+        shares summed token by token in the same order."""
+        tok = np.take(pad, batch.c, axis=0)  # (n_slots, width)
+        n_of = counts[batch.c]
+        share = np.zeros(tok.shape)  # 0 where the user never bought the token (or padding)
+        if len(batch) and tok.shape[1]:
+            w, n_tok, keys = batch.width, self._n_tokens, self.ut_keys_
+            users, ok = batch.u[::w], batch.u_ok[::w]
+            lo = np.searchsorted(keys, users * n_tok)
+            hi = np.searchsorted(keys, (users + 1) * n_tok)
+            dense = np.zeros(n_tok + 1)  # the last slot is the padding's, always 0
+            for r in np.flatnonzero(ok & (hi > lo)):
+                a, b = int(lo[r]), int(hi[r])
+                user_tok = keys[a:b] - int(users[r]) * n_tok
+                dense[user_tok] = self.ut_share_[a:b]
+                share[r * w : (r + 1) * w] = dense[tok[r * w : (r + 1) * w]]
+                dense[user_tok] = 0.0
+        total = np.zeros(len(tok))
+        for k in range(tok.shape[1]):  # in token order, as the bincount above adds them
+            total += share[:, k]
         mean = total / np.maximum(n_of, 1)
         return np.where(batch.u_ok & (n_of > 0), mean, np.nan)
 

@@ -142,6 +142,9 @@ class CandFirstShare(RankerFeature):
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         return self.first_share_[batch.c].astype(np.float64)
 
+    def item_values(self) -> NDArray[np.float64] | None:
+        return self.first_share_.astype(np.float64)
+
 
 def history_candidates(
     feature: HistCopurchase, users: NDArray[np.integer], n: int

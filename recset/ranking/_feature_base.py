@@ -419,6 +419,17 @@ class RankerFeature(ABC):
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         """The feature of every slot of ``batch``: shape (n_seeds * width,)."""
 
+    def item_values(self) -> NDArray[np.floating] | None:
+        """The column as a function of the candidate alone: one value per item (n_items,),
+        or None (the default) when the feature reads anything else (the seed, the user, the
+        mix).
+
+        A feature returning ``v`` promises ``transform(batch) == v[batch.c]`` on every
+        slot; :class:`~recset.ranking.FeatureSpace` stacks such columns into one per-item
+        table, read by a single gather per call instead of one lookup per feature.
+        """
+        return None
+
     def state(self) -> dict[str, NDArray[Any]]:
         """The fitted arrays by attribute name (``NotFittedError`` before :meth:`fit`)."""
         missing = [a for a in self._state if not hasattr(self, a)]

@@ -133,6 +133,12 @@ class FeatureSpace:
         Sizes of the fitted data.
     user_top, user_top_count : ndarray, shape (n_users, k)
         Each user's most-bought items (padded with -1) and their purchase counts.
+    item_table : ndarray of float32, shape (n_items, len(item_columns))
+        The columns of the features that read the candidate alone
+        (:meth:`RankerFeature.item_values`: popularity, trend, repeat rate, age, ...), one
+        contiguous row per item, built from the fitted (or loaded) features, never saved.
+    item_columns : tuple of int
+        Their positions in the feature matrix.
     """
 
     _state = ("user_top", "user_top_count", "ui_keys", "ui_count")
@@ -162,6 +168,36 @@ class FeatureSpace:
             ),
             *self.features,
         )
+        self._item_table()
+
+    def _item_table(self) -> None:
+        """Stack the item-only columns (:meth:`RankerFeature.item_values`) into
+        :attr:`item_table`, so that a call reads them with one gather (one stretch of memory
+        per candidate, not one array per feature); the others stay per call."""
+        n_src = 2 * len(self.sources)
+        rows: list[int] = []
+        values: list[NDArray[Any]] = []
+        per_call: list[tuple[int, RankerFeature]] = []
+        for j, feat in enumerate(self.features, start=n_src):
+            v = feat.item_values()
+            if v is None:
+                per_call.append((j, feat))
+                continue
+            v = np.asarray(v)
+            if v.shape != (self.n_items,):
+                raise ValueError(
+                    f"ranker feature {feat.name!r}: item_values() returned shape {v.shape}, "
+                    f"expected ({self.n_items},) (one value per item)"
+                )
+            rows.append(j)
+            values.append(v)
+        self.item_columns: tuple[int, ...] = tuple(rows)
+        # float32 as in the feature matrix: the same cast the per-call path applies
+        self.item_table: NDArray[np.float32] = np.ascontiguousarray(
+            np.stack(values, axis=1) if values else np.zeros((self.n_items, 0)),
+            dtype=np.float32,
+        )
+        self._per_call = tuple(per_call)
 
     def __repr__(self) -> str:
         return f"FeatureSpace(sources={self.sources}, features={[f.name for f in self.features]})"
@@ -287,7 +323,9 @@ class FeatureSpace:
         XT[0:n_src:2] = batch.source_score.T
         rank = batch.source_rank.T
         XT[1:n_src:2] = np.where(rank < 0, np.float32(np.nan), rank)
-        for j, col in enumerate(self.features, start=n_src):
+        if self.item_columns:  # the item-only features: one gather of the per-item table
+            XT[self.item_columns, :] = np.take(self.item_table, batch.c, axis=0).T
+        for j, col in self._per_call:
             values = np.asarray(col.transform(batch))
             if values.shape != (len(batch),):
                 raise ValueError(

@@ -316,3 +316,117 @@ def test_group_keys_agree_when_the_last_category_and_brand_have_no_item(engine: 
             if u >= 0 and len(mine) and br[c] >= 0:
                 share = (br[mine] == br[c]).mean()
                 assert np.isclose(col["user_brand_share"][i], share), (r, j)
+
+
+_ITEM_ONLY = (
+    "cand_pop",
+    "cand_pop_log",
+    "cand_pop_in_category",
+    "cand_trend",
+    "cand_repeat_rate",
+    "cand_age_days",
+    "cand_first_share",
+)
+
+
+def _columns_one_by_one(feats: FeatureSpace, seeds, users, mixed) -> np.ndarray:  # noqa: ANN001
+    """The feature matrix with every column computed by its own ``transform``."""
+    batch = FeatureBatch(seeds, users, mixed, n_items=feats.n_items, n_users=feats.n_users)
+    X = np.column_stack([np.asarray(c.transform(batch)) for c in feats.columns])
+    X = X.astype(np.float32)
+    X[~batch.valid] = np.nan
+    return X
+
+
+def test_item_table_holds_the_item_only_columns(
+    ds: Dataset, engine: Engine, tmp_path: Path
+) -> None:
+    feats = _fit(ds, engine, user_candidates=5)
+    names = [feats.names[j] for j in feats.item_columns]
+    assert names == list(_ITEM_ONLY)  # seed_pop_log (the seed's popularity) is not one
+    assert feats.item_table.shape == (ds.n_items, len(_ITEM_ONLY))
+    assert feats.item_table.dtype == np.float32 and feats.item_table.flags.c_contiguous
+    items = np.arange(ds.n_items)
+    for k, name in enumerate(names):
+        want = np.asarray(feats.feature(name).item_values(), np.float32)
+        np.testing.assert_array_equal(feats.item_table[:, k], want)
+    assert np.isnan(feats.item_table[:, names.index("cand_first_share")]).any()
+    assert not np.array_equal(feats.item_table[:, 0], feats.item_table[items % 7, 0])
+    seeds, users, mixed = _batch(ds, engine, feats)
+    seeds[:2] = [-1, ds.n_items + 5]  # unknown seeds
+    X = feats.transform(seeds, users, mixed)
+    ref = _columns_one_by_one(feats, seeds, users, mixed)
+    assert np.array_equal(X.view(np.uint32), ref.view(np.uint32))  # bit for bit
+    # built again at load (never saved), from the loaded features: the same table
+    feats.save(tmp_path / "f")
+    with np.load(tmp_path / "f" / "ranker_features.npz") as z:
+        assert not any("item_table" in k for k in z.files)
+    again = FeatureSpace.load(tmp_path / "f")
+    assert again.item_columns == feats.item_columns
+    assert np.array_equal(again.item_table.view(np.uint32), feats.item_table.view(np.uint32))
+    got = again.transform(seeds, users, mixed)
+    assert np.array_equal(got.view(np.uint32), X.view(np.uint32))
+
+
+def test_plugin_item_values_join_the_table(
+    ds: Dataset, engine: Engine, clean_registry: None
+) -> None:
+    @register_feature("toy_cand_double")
+    class ToyCandDouble(RankerFeature):
+        """2 * the candidate's index, declared item-only."""
+
+        def transform(self, batch: FeatureBatch) -> np.ndarray:
+            return 2.0 * batch.c
+
+        def item_values(self) -> np.ndarray:
+            return 2.0 * np.arange(self.n_items_)
+
+        def fit(self, data: FitContext) -> Self:
+            self.n_items_ = data.n_items
+            return self
+
+    feats = _fit(ds, engine, extra_features=("toy_cand_double",))
+    j = feats.names.index("toy_cand_double")
+    assert j in feats.item_columns
+    seeds, users, mixed = _batch(ds, engine, feats)
+    X = feats.transform(seeds, users, mixed)
+    ok = mixed.item.ravel() >= 0
+    np.testing.assert_array_equal(X[ok, j], 2.0 * mixed.item.ravel()[ok])
+    assert np.isnan(X[~ok, j]).all()
+
+    ToyCandDouble.item_values = lambda self: np.zeros(3)  # type: ignore[method-assign]
+    with pytest.raises(ValueError, match=r"'toy_cand_double'.*shape \(3,\).*one value per item"):
+        _fit(ds, engine, extra_features=("toy_cand_double",))
+
+
+def test_aspect_share_padded_tokens_equal_the_token_lists(
+    ds: Dataset, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recset.ranking import _builtin_features
+
+    def without_tokens_of_every_fifth_item(feats: FeatureSpace) -> FeatureSpace:
+        f = feats.feature("user_aspect_share")
+        counts = np.diff(f.item_tok_indptr_)
+        counts[::5] = 0
+        keep = np.repeat(np.arange(len(counts)) % 5 != 0, np.diff(f.item_tok_indptr_))
+        f.item_tok_ = f.item_tok_[keep]
+        f.item_tok_indptr_ = np.concatenate([[0], np.cumsum(counts)])
+        return feats
+
+    padded = without_tokens_of_every_fifth_item(_fit(ds, engine, user_candidates=5))
+    counts = np.diff(padded.feature("user_aspect_share").item_tok_indptr_)
+    assert counts.min() == 0 and counts.max() >= 2  # items without tokens and with several
+    seeds, users, mixed = _batch(ds, engine, padded)
+    X = padded.transform(seeds, users, mixed)
+    assert padded.feature("user_aspect_share")._padded is not None
+    monkeypatch.setattr(_builtin_features, "_PADDED_TOKENS", 1)  # too few: the token lists
+    lists = without_tokens_of_every_fifth_item(_fit(ds, engine, user_candidates=5))
+    assert lists.feature("user_aspect_share")._padded is None
+    j = padded.names.index("user_aspect_share")
+    col = lists.transform(seeds, users, mixed)[:, j]
+    assert np.isfinite(col).sum() > 10 and (col > 0).any()
+    item = mixed.item.ravel()
+    known = np.repeat(users >= 0, mixed.item.shape[1])
+    no_tokens = known & (item >= 0) & (item % 5 == 0)
+    assert no_tokens.any() and np.isnan(col[no_tokens]).all()
+    assert np.array_equal(X[:, j].view(np.uint32), col.view(np.uint32))
