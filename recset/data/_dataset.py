@@ -14,7 +14,13 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recset.data._aspects import aspect_values, decode_aspects
-from recset.data._format import EVENT_TYPES, LoadReport, OnBadRows, read_validated
+from recset.data._format import (
+    EVENT_TYPES,
+    LoadReport,
+    OnBadRows,
+    arrow_strings,
+    read_validated,
+)
 from recset.data._ids import IdMap
 from recset.errors import ConfigError, DataError
 from recset.progress import release_free_memory
@@ -65,6 +71,17 @@ def _factorize(
     # nulls (-1) index a valid slot and are masked: every id may be null (renumber empty)
     new = renumber[np.maximum(codes, 0)] if len(seen) else np.zeros_like(codes)
     return np.where(codes >= 0, new, -1).astype(np.int32), ids[seen]
+
+
+def _event_codes(values: pd.Series) -> NDArray[np.int8]:
+    """The code of each event name (its position in ``EVENT_TYPES``; ``-1`` when unknown or
+    null), looked up inside Arrow: no Python string per event."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = arrow_strings(values)
+    found = pc.index_in(names, value_set=pa.array(EVENT_TYPES, type=names.type))
+    return np.asarray(found.fill_null(-1).to_numpy(), dtype=np.int8)
 
 
 def _objects(values: pd.Series) -> NDArray[np.object_]:
@@ -289,7 +306,7 @@ class Dataset:
         user_codes, user_values = _factorize(ev["user_id"], order)
         session_codes, session_values = _factorize(ev["session_id"], order)
         order_codes, order_values = _factorize(ev["order_id"], order)
-        codes = pd.Categorical(ev["event"], categories=list(EVENT_TYPES)).codes
+        codes = _event_codes(ev["event"])
         if (codes < 0).any():
             raise DataError(f"{name}: unknown event types; expected one of {list(EVENT_TYPES)}")
         users, sessions, orders = IdMap(user_values), IdMap(session_values), IdMap(order_values)

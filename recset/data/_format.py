@@ -16,13 +16,16 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
 from recset.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 _log = logging.getLogger(__name__)
 
@@ -455,12 +458,29 @@ def _check_text(checker: _Checker, df: pd.DataFrame, reject_chars: str, why: str
         checker.flag(hit, f"{col} {{v!r}} holds a character ({names}) that {why}", df[col])
 
 
+def arrow_strings(values: pd.Series) -> pa.ChunkedArray:
+    """A column as Arrow strings (``_as_str`` first), without a copy when it already is one."""
+    import pyarrow as pa
+
+    arr = _as_str(values).array
+    if hasattr(arr, "__arrow_array__"):
+        out = arr.__arrow_array__()
+        return out if isinstance(out, pa.ChunkedArray) else pa.chunked_array([out])
+    return pa.chunked_array([pa.array(arr.to_numpy(dtype=object, na_value=None), pa.string())])
+
+
 def _member(values: pd.Series, known: pd.Series) -> NDArray[np.bool_]:
-    """``values.isin(known)`` as text, through a hash table of Python strings (pandas'
-    Arrow-string ``isin`` walks ``known`` in Python: seconds for 100k catalog ids)."""
-    as_obj = _as_str(values).astype(object).where(lambda v: v.notna(), None)
-    known_obj = _as_str(known).astype(object).where(lambda v: v.notna(), None)
-    return pd.Index(as_obj).isin(pd.Index(known_obj)) & as_obj.notna().to_numpy()
+    """``values.isin(known)`` as text (nulls are never members), hashed inside Arrow.
+
+    Neither pandas' Arrow-string ``isin`` (which walks ``known`` in Python: seconds for 100k
+    catalog ids) nor a Python string per value (1.7 GiB for 30M events).
+    """
+    import pyarrow.compute as pc
+
+    vals = arrow_strings(values)
+    known_arr = arrow_strings(known).combine_chunks().cast(vals.type)
+    hit = pc.is_in(vals, value_set=known_arr, skip_nulls=True)
+    return np.asarray(hit.to_numpy(), dtype=bool)
 
 
 def _check_events(
