@@ -14,7 +14,14 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from recset.data._aspects import aspect_values, decode_aspects
-from recset.data._format import EVENT_TYPES, LoadReport, OnBadRows, read_validated
+from recset.data._format import (
+    EVENT_COLUMNS,
+    EVENT_TYPES,
+    LoadReport,
+    OnBadRows,
+    arrow_strings,
+    read_validated,
+)
 from recset.data._ids import IdMap
 from recset.errors import ConfigError, DataError
 from recset.progress import release_free_memory
@@ -49,15 +56,25 @@ def _factorize(
     """Dense codes of an id column (``-1`` for nulls) and its distinct ids, in first-seen order.
 
     The same ids and codes as ``IdMap.from_values(values[order])`` and its ``index``, without
-    a Python string per row: pandas factorizes Arrow-backed strings inside Arrow (10M events
-    hold a few million distinct ids). ``order`` (a permutation) takes the codes in that row
-    order and renumbers the ids by their first appearance there.
+    a Python string per row: the column is dictionary-encoded inside Arrow (int32 indices,
+    one Python string per distinct id; 30M events hold a few million). ``order`` (a
+    permutation) takes the codes in that row order and renumbers the ids by their first
+    appearance there.
     """
-    keys = values if isinstance(values.dtype, pd.StringDtype) else values.astype("string")
-    codes, uniques = pd.factorize(keys, use_na_sentinel=True)
-    ids = np.asarray(uniques, dtype=object)
+    import pyarrow as pa
+
+    encoded = arrow_strings(values).dictionary_encode()
+    if encoded.num_chunks == 0:
+        return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=object)
+    # one dictionary for every chunk: the hash table is kept across them
+    dictionary = encoded.chunk(0).dictionary
+    indices = pa.chunked_array([c.indices for c in encoded.chunks], type=pa.int32())
+    del encoded
+    codes = np.asarray(indices.fill_null(-1).to_numpy(), dtype=np.int32)
+    del indices
+    ids = np.asarray(dictionary.to_numpy(zero_copy_only=False), dtype=object)
     if order is None:
-        return codes.astype(np.int32), ids
+        return codes, ids
     codes = codes[order]
     seen = pd.unique(codes[codes >= 0])  # old codes in their new first-seen order
     renumber = np.empty(len(ids), dtype=np.int32)
@@ -65,6 +82,17 @@ def _factorize(
     # nulls (-1) index a valid slot and are masked: every id may be null (renumber empty)
     new = renumber[np.maximum(codes, 0)] if len(seen) else np.zeros_like(codes)
     return np.where(codes >= 0, new, -1).astype(np.int32), ids[seen]
+
+
+def _event_codes(values: pd.Series) -> NDArray[np.int8]:
+    """The code of each event name (its position in ``EVENT_TYPES``; ``-1`` when unknown or
+    null), looked up inside Arrow: no Python string per event."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = arrow_strings(values)
+    found = pc.index_in(names, value_set=pa.array(EVENT_TYPES, type=names.type))
+    return np.asarray(found.fill_null(-1).to_numpy(), dtype=np.int8)
 
 
 def _objects(values: pd.Series) -> NDArray[np.object_]:
@@ -192,6 +220,54 @@ def _group(events: Events, key: NDArray[np.int32]) -> Groups:
     )
 
 
+def _take_columns(events: pd.DataFrame) -> dict[str, pd.Series]:
+    """The canonical event columns taken out of ``events`` (emptied): the dict holds the
+    only reference the frame had, so each column is freed once it is coded and dropped."""
+    return {col: events.pop(col) for col in EVENT_COLUMNS}
+
+
+def _code_events(
+    columns: dict[str, pd.Series], items: IdMap, name: str
+) -> tuple[IdMap, IdMap, IdMap, Events]:
+    """The users, sessions and orders id maps and the time-sorted :class:`Events` of
+    canonical event columns, popped from ``columns`` one at a time as they are coded.
+
+    Only the integer codes are put in time order: no sorted copy of the frame, and no
+    Python string per row (one per distinct id).
+    """
+    ts = columns.pop("timestamp").to_numpy(dtype=np.int64)
+    order = None if _is_sorted(ts) else np.argsort(ts, kind="stable")
+    if order is not None:
+        ts = ts[order]
+    item_codes, item_values = _factorize(columns.pop("item_id"), order)
+    lookup = items.index(item_values)
+    item_idx = np.where(item_codes >= 0, lookup[item_codes], -1).astype(np.int32)
+    if (item_idx < 0).any():
+        bad = item_values[lookup < 0][:5].tolist()
+        if (item_codes < 0).any():
+            bad = [None, *bad][:5]
+        raise DataError(
+            f"{name}: {(item_idx < 0).sum()} events name items absent from the catalog "
+            f"(first: {bad}); validate with load_dataset()"
+        )
+    del item_codes
+    codes = _event_codes(columns.pop("event"))
+    if (codes < 0).any():
+        raise DataError(f"{name}: unknown event types; expected one of {list(EVENT_TYPES)}")
+    user_codes, user_values = _factorize(columns.pop("user_id"), order)
+    session_codes, session_values = _factorize(columns.pop("session_id"), order)
+    order_codes, order_values = _factorize(columns.pop("order_id"), order)
+    events = Events(
+        user=user_codes,
+        item=item_idx,
+        event=codes if order is None else codes[order],
+        timestamp=ts,
+        session=session_codes,
+        order=order_codes,
+    )
+    return IdMap(user_values), IdMap(session_values), IdMap(order_values), events
+
+
 @dataclass(frozen=True)
 class Dataset:
     """An immutable catalog + event log with dense integer ids.
@@ -241,10 +317,19 @@ class Dataset:
         cls, catalog: pd.DataFrame, events: pd.DataFrame, *, name: str = "dataset"
     ) -> Dataset:
         """Build from already-validated canonical frames (see :func:`load_dataset`)."""
-        from recset.data._format import normalize_catalog, normalize_events
+        from recset.data._format import normalize_events
+
+        return cls._from_columns(catalog, _take_columns(normalize_events(events)), name=name)
+
+    @classmethod
+    def _from_columns(
+        cls, catalog: pd.DataFrame, columns: dict[str, pd.Series], *, name: str
+    ) -> Dataset:
+        """Build from a catalog frame and canonical event columns, which are taken out of
+        ``columns`` as they are coded: what only ``columns`` refers to is freed on the way."""
+        from recset.data._format import normalize_catalog
 
         cat = normalize_catalog(catalog)
-        ev = normalize_events(events)
         items = IdMap(_objects(cat["item_id"]))
         categories = IdMap.from_values(cat["category_id"])
         paths = (
@@ -271,36 +356,7 @@ class Dataset:
             aspects=_objects(cat["aspects"]),
             category_path=category_path,
         )
-        # the event log is coded column by column and only its integer codes are put in
-        # time order: no sorted copy of the frame, no Python string per row
-        ts = ev["timestamp"].to_numpy(dtype=np.int64)
-        order = None if _is_sorted(ts) else np.argsort(ts, kind="stable")
-        item_codes, item_values = _factorize(ev["item_id"], order)
-        lookup = items.index(item_values)
-        item_idx = np.where(item_codes >= 0, lookup[item_codes], -1).astype(np.int32)
-        if (item_idx < 0).any():
-            bad = item_values[lookup < 0][:5].tolist()
-            if (item_codes < 0).any():
-                bad = [None, *bad][:5]
-            raise DataError(
-                f"{name}: {(item_idx < 0).sum()} events name items absent from the catalog "
-                f"(first: {bad}); validate with load_dataset()"
-            )
-        user_codes, user_values = _factorize(ev["user_id"], order)
-        session_codes, session_values = _factorize(ev["session_id"], order)
-        order_codes, order_values = _factorize(ev["order_id"], order)
-        codes = pd.Categorical(ev["event"], categories=list(EVENT_TYPES)).codes
-        if (codes < 0).any():
-            raise DataError(f"{name}: unknown event types; expected one of {list(EVENT_TYPES)}")
-        users, sessions, orders = IdMap(user_values), IdMap(session_values), IdMap(order_values)
-        event_arrays = Events(
-            user=user_codes,
-            item=item_idx,
-            event=(codes if order is None else codes[order]).astype(np.int8),
-            timestamp=ts if order is None else ts[order],
-            session=session_codes,
-            order=order_codes,
-        )
+        users, sessions, orders, event_arrays = _code_events(columns, items, name)
         return cls(
             name=name,
             users=users,
@@ -486,26 +542,38 @@ def load_dataset(
         reject_chars=reject_chars,
         reject_reason=reject_reason,
     )
-    ds = Dataset.from_frames(catalog, events, name=Path(path).resolve().name)
-    del catalog, events
+    columns = _take_columns(events)
+    del events
+    ds = Dataset._from_columns(catalog, columns, name=Path(path).resolve().name)
+    del catalog, columns
     release_free_memory()  # the frames' pages, else kept by Arrow's pool and malloc
     return replace(ds, load_report=report)
 
 
 def catalog_frame(dataset: Dataset) -> pd.DataFrame:
-    """The dataset's catalog back in the canonical columns, one row per dense item id."""
+    """The dataset's catalog back in the canonical columns, one row per dense item id.
+
+    The text columns are object columns holding the dataset's own strings (``None`` for
+    null), not copies into new string arrays: saving a 3M-item catalog makes no second copy
+    of its titles and ids.
+    """
     c = dataset.catalog
+
+    def text(values: NDArray[np.object_] | list[object]) -> pd.Series:
+        return pd.Series(values, dtype=object)
+
+    paths = np.append(c.category_path, None).astype(object)  # -1 (no category) -> None
     return pd.DataFrame(
         {
-            "item_id": dataset.items.values.astype(object),
-            "title": c.title,
-            "category_id": dataset.categories.ids(c.category),
-            "category_path": [c.category_path[i] if i >= 0 else None for i in c.category],
-            "product_id": dataset.products.ids(c.product),
-            "product_type": dataset.product_types.ids(c.product_type),
-            "brand": dataset.brands.ids(c.brand),
+            "item_id": text(dataset.items.values.astype(object)),
+            "title": text(c.title),
+            "category_id": text(dataset.categories.ids(c.category)),
+            "category_path": text(paths[c.category]),
+            "product_id": text(dataset.products.ids(c.product)),
+            "product_type": text(dataset.product_types.ids(c.product_type)),
+            "brand": text(dataset.brands.ids(c.brand)),
             "price": c.price.astype(np.float64),
             "available": c.available,
-            "aspects": c.aspects,
+            "aspects": text(c.aspects),
         }
     )

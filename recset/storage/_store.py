@@ -292,11 +292,6 @@ def _check_build_id(build_id: object) -> str:
     return build_id
 
 
-def _chunks(rows: Sequence[dict[str, Any]], size: int) -> Iterator[Sequence[dict[str, Any]]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
-
-
 def _copy_field(value: object) -> str:
     """One field of PostgreSQL's COPY text format."""
     if value is None:
@@ -355,9 +350,9 @@ def _string_values(col: pd.Series) -> list[str | None]:
     return [None if na else str(v) for v, na in zip(obj.tolist(), isna, strict=True)]
 
 
-def _aspects_values(col: pd.Series) -> list[str | None]:
+def _aspects_values(col: pd.Series, first_row: int = 0) -> list[str | None]:
     out: list[str | None] = []
-    for i, v in enumerate(col.astype(object).tolist()):
+    for i, v in enumerate(col.astype(object).tolist(), start=first_row):
         if isinstance(v, str):
             out.append(v)
         elif isinstance(v, Mapping):
@@ -372,11 +367,11 @@ def _aspects_values(col: pd.Series) -> list[str | None]:
     return out
 
 
-def _available_values(col: pd.Series) -> list[bool]:
+def _available_values(col: pd.Series, first_row: int = 0) -> list[bool]:
     if pd.api.types.is_bool_dtype(col.dtype) and not col.isna().any():
         return [bool(v) for v in col.tolist()]
     out: list[bool] = []
-    for i, v in enumerate(col.astype(object).tolist()):
+    for i, v in enumerate(col.astype(object).tolist(), start=first_row):
         if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
             out.append(True)  # the catalog format's default: available unless stated
         elif isinstance(v, bool | np.bool_):
@@ -391,8 +386,15 @@ def _available_values(col: pd.Series) -> list[bool]:
     return out
 
 
-def _catalog_rows(catalog: pd.DataFrame) -> list[dict[str, Any]]:
-    """Convert a catalog DataFrame into insert parameters (None for every null)."""
+def _catalog_row_chunks(catalog: pd.DataFrame, size: int) -> Iterator[list[dict[str, Any]]]:
+    """The insert parameters of ``catalog`` (None for every null), ``size`` rows at a time.
+
+    The frame is checked as a whole first (``item_id`` present, ``price`` numeric); only one
+    chunk's row dicts exist at a time (3M catalog rows as dicts take about 2 GiB). A value
+    that cannot be stored (``aspects`` or ``available`` of the wrong type) raises
+    :class:`DataError` naming its row when its chunk is converted: callers insert inside a
+    transaction, which the error rolls back.
+    """
     if not isinstance(catalog, pd.DataFrame):
         raise DataError(f"The catalog must be a pandas DataFrame. Got {type(catalog).__name__}.")
     if "item_id" not in catalog.columns:
@@ -402,33 +404,46 @@ def _catalog_rows(catalog: pd.DataFrame) -> list[dict[str, Any]]:
     extra = [c for c in catalog.columns if c not in CATALOG_COLUMNS]
     if extra:
         _log.info("replace_catalog: ignoring columns not in the catalog format: %s", extra)
-    n = len(catalog)
-    values: dict[str, list[Any]] = {}
-    for name in CATALOG_STRING_COLUMNS:
-        if name not in catalog.columns:
-            values[name] = [None] * n
-        elif name == "aspects":
-            values[name] = _aspects_values(catalog[name])
-        else:
-            values[name] = _string_values(catalog[name])
-    missing_ids = [i for i, v in enumerate(values["item_id"]) if v is None]
-    if missing_ids:
-        raise DataError(f"catalog rows {missing_ids[:10]} have no item_id.")
+    missing_ids = np.flatnonzero(catalog["item_id"].astype(object).isna().to_numpy())
+    if missing_ids.size:
+        raise DataError(f"catalog rows {missing_ids[:10].tolist()} have no item_id.")
+    price: pd.Series | None = None
     if "price" in catalog.columns:
         try:
             price = pd.to_numeric(catalog["price"], errors="raise").astype("float64")
         except (TypeError, ValueError) as e:
             raise DataError(f"catalog column 'price' must be numeric: {e}") from e
-        values["price"] = [None if np.isnan(p) else p for p in price.tolist()]
-    else:
-        values["price"] = [None] * n
-    values["available"] = (
-        _available_values(catalog["available"]) if "available" in catalog.columns else [True] * n
-    )
-    values["position"] = list(range(n))
     names = [*CATALOG_COLUMNS, "position"]
-    columns = [values[c] for c in names]
-    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+    for start in range(0, len(catalog), size):
+        part = catalog.iloc[start : start + size]
+        n = len(part)
+        values: dict[str, list[Any]] = {}
+        for name in CATALOG_STRING_COLUMNS:
+            if name not in part.columns:
+                values[name] = [None] * n
+            elif name == "aspects":
+                values[name] = _aspects_values(part[name], start)
+            else:
+                values[name] = _string_values(part[name])
+        values["price"] = (
+            [None] * n
+            if price is None
+            else [None if np.isnan(p) else p for p in price.iloc[start : start + size].tolist()]
+        )
+        values["available"] = (
+            _available_values(part["available"], start)
+            if "available" in part.columns
+            else [True] * n
+        )
+        values["position"] = list(range(start, start + n))
+        columns = [values[c] for c in names]
+        yield [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+def _duplicate_ids(catalog: pd.DataFrame) -> list[str]:
+    """The item ids that occur more than once in ``catalog`` (as text), in first-seen order."""
+    ids = pd.Series(_string_values(catalog["item_id"]), dtype=object)
+    return ids[ids.duplicated()].unique().tolist()
 
 
 def _catalog_frame(rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
@@ -938,23 +953,25 @@ class Store:
             The database refused the write (e.g. duplicate item_id). In every error case the
             previous catalog is left unchanged.
         """
-        rows = _catalog_rows(catalog)
+        chunks = _catalog_row_chunks(catalog, _CATALOG_CHUNK)
+        first = next(chunks, [])  # the whole-frame checks run before anything is written
         t = self._t.catalog
         try:
             with self._db("replace_catalog (the previous catalog is unchanged)"):
                 with self.engine.begin() as conn:
                     conn.execute(delete(t))
-                    for chunk in _chunks(rows, _CATALOG_CHUNK):
+                    _insert_rows(conn, t, first)
+                    del first
+                    for chunk in chunks:
                         _insert_rows(conn, t, chunk)
         except StorageError as e:
             if isinstance(e.__cause__, sa_exc.IntegrityError):
-                ids = pd.Series([r["item_id"] for r in rows])
-                dups = ids[ids.duplicated()].unique().tolist()
+                dups = _duplicate_ids(catalog)
                 if dups:
                     raise StorageError(f"{e} (duplicate item_id values: {dups[:10]})") from e
             raise
-        _log.info("replace_catalog: wrote %d items to %s", len(rows), self.url)
-        return len(rows)
+        _log.info("replace_catalog: wrote %d items to %s", len(catalog), self.url)
+        return len(catalog)
 
     def read_catalog(self, release: str | None = None) -> pd.DataFrame:
         """Return the catalog in the order it was written.
@@ -990,16 +1007,19 @@ class Store:
 
     def _stage_catalog(self, catalog: pd.DataFrame) -> str:
         """Write ``catalog`` to catalog_release under a new release token (not yet live)."""
-        rows = _catalog_rows(catalog)
-        ids = pd.Series([r["item_id"] for r in rows], dtype=object)
-        dups = ids[ids.duplicated()].unique().tolist()
+        chunks = _catalog_row_chunks(catalog, _CATALOG_CHUNK)
+        first = next(chunks, [])  # the whole-frame checks run before anything is written
+        dups = _duplicate_ids(catalog)
         if dups:
             raise DataError(f"The catalog has duplicate item_id values: {dups[:10]}")
         token = f"{host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         t = self._t.catalog_release
         with self._db("save_artifact: writing the new catalog (nothing served changed)"):
+            # one transaction, a chunk of row dicts at a time: a failure leaves no row
             with self.engine.begin() as conn:
-                for chunk in _chunks(rows, _CATALOG_CHUNK):
+                _insert_rows(conn, t, [{"release": token, **r} for r in first])
+                del first
+                for chunk in chunks:
                     _insert_rows(conn, t, [{"release": token, **r} for r in chunk])
         return token
 

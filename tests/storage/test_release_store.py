@@ -255,3 +255,36 @@ def test_schema_1_store_is_migrated(backend: Backend) -> None:
     assert old is not None and old.version == rec.version and old.manifest is None
     assert again.save_artifact("m", _write, catalog=_catalog(2)).version == 2
     assert len(again.read_catalog()) == 2
+
+
+def test_catalog_saved_in_chunks_keeps_order_and_a_late_bad_row_leaves_nothing(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the catalog rows are converted and inserted a chunk at a time (3M rows as dicts would
+    # take 2 GiB), in one transaction: a value refused in a late chunk leaves no staged row
+    from recset.storage import _store as store_module
+
+    monkeypatch.setattr(store_module, "_CATALOG_CHUNK", 3)
+    calls: list[int] = []
+    real = store_module._catalog_row_chunks
+
+    def counting(catalog: pd.DataFrame, size: int):  # noqa: ANN202
+        for chunk in real(catalog, size):
+            calls.append(len(chunk))
+            yield chunk
+
+    monkeypatch.setattr(store_module, "_catalog_row_chunks", counting)
+    v1 = store.save_artifact("engine", _write, catalog=_catalog(8, {6}))
+    assert calls == [3, 3, 2]
+    back = store.read_catalog(v1.release)
+    assert back["item_id"].tolist() == [f"i{k}" for k in range(8)]
+    assert back["available"].tolist() == [k != 6 for k in range(8)]
+    bad = _catalog(8).astype({"available": object})
+    bad.loc[7, "available"] = "maybe"  # in the third chunk, after two were inserted
+    with pytest.raises(DataError, match="catalog row 7: available must be a bool"):
+        store.save_artifact("engine", _write, catalog=bad)
+    assert store.staged_catalogs() == [] and len(store.list_artifacts()) == 1
+    assert _available(store) == [k != 6 for k in range(8)]
+    with pytest.raises(DataError, match="catalog row 7: available must be a bool"):
+        store.replace_catalog(bad)
+    assert _available(store) == [k != 6 for k in range(8)]
