@@ -112,6 +112,14 @@ def neighbor_table(
     get = index.get_nns_by_vector
     qv = vectors if query_vectors is None else query_vectors
     rows_all = np.flatnonzero(queries)
+    copy_to = copy_from = np.empty(0, dtype=np.int64)
+    if not exclude_self:
+        # rows with the same query vector get the same answer (the search is deterministic):
+        # search once per distinct vector (colour and size variants often share their text)
+        first = first_equal_row(qv, rows_all)
+        own = first == rows_all
+        copy_to, copy_from = rows_all[~own], first[~own]
+        rows_all = rows_all[own]
 
     def block(a: int, b: int) -> None:
         # Annoy releases the GIL while it searches: blocks of queries run on several threads
@@ -134,16 +142,71 @@ def neighbor_table(
         [(a, min(a + step, len(rows_all))) for a in range(0, len(rows_all), step)],
         topk_workers(),
     )
+    idx[copy_to] = idx[copy_from]
+    sim[copy_to] = sim[copy_from]
     _log.debug(
-        "annoy: built %d items x %d trees in %.2fs; %d queries (k=%d) in %.2fs",
+        "annoy: built %d items x %d trees in %.2fs; %d queries, %d distinct (k=%d) in %.2fs",
         len(members),
         n_trees,
         t1 - t0,
         int(queries.sum()),
+        len(rows_all),
         k,
         time.perf_counter() - t1,
     )
     return idx, sim
+
+
+def first_equal_row(
+    x: NDArray[np.generic], rows: NDArray[np.integer], *, block: int = 1 << 16
+) -> NDArray[np.int64]:
+    """For each of ``rows``, the first of ``rows`` whose row of ``x`` equals it.
+
+    Rows are grouped by a 64-bit hash of their bytes, and every row is then compared in full
+    with the first of its group, so the answer is exact: a hash collision only leaves a row
+    as its own first.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n, d)
+    rows : ndarray of int, shape (m,)
+        Row ids into ``x``, in the order that decides which is first.
+    block : int
+        Rows hashed and compared at a time (bounds the temporaries).
+
+    Returns
+    -------
+    ndarray of int64, shape (m,)
+        ``first[j]`` is ``rows[j]`` itself or an earlier entry of ``rows`` with an equal row.
+    """
+    if x.ndim != 2:
+        raise ValueError(f"first_equal_row: x must be 2-D. Got shape {x.shape} instead.")
+    rows = np.asarray(rows, dtype=np.int64)
+    m = len(rows)
+    if m == 0:
+        return rows.copy()
+    h = np.empty(m, dtype=np.uint64)
+    for a in range(0, m, block):
+        h[a : a + block] = _row_hashes(np.ascontiguousarray(x[rows[a : a + block]]))
+    # return_index gives each hash's first position (numpy sorts stably for it)
+    _, first_pos, inverse = np.unique(h, return_index=True, return_inverse=True)
+    first = rows[first_pos[inverse]]
+    for a in range(0, m, block):
+        r, f = rows[a : a + block], first[a : a + block]
+        same = np.all(x[r] == x[f], axis=1)
+        first[a : a + block] = np.where(same, f, r)
+    return first
+
+
+def _row_hashes(part: NDArray[np.generic]) -> NDArray[np.uint64]:
+    """A 64-bit hash of the bytes of each row of a contiguous 2-D array."""
+    row_bytes = part.shape[1] * part.itemsize
+    unit = np.uint32 if row_bytes % 4 == 0 else np.uint8
+    words = part.view(unit)
+    mult = np.random.default_rng(0x5EED).integers(0, 1 << 63, size=words.shape[1], dtype=np.uint64)
+    mult |= np.uint64(1)  # odd multipliers
+    # integer arithmetic wraps modulo 2**64
+    return (words.astype(np.uint64) * mult).sum(axis=1, dtype=np.uint64)
 
 
 def aggregate_candidates(
