@@ -25,7 +25,7 @@ from recset.recall.complementary_of_similar import (
     first_equal_row,
     neighbor_table,
 )
-from recset.signals import Signals
+from recset.signals import Signals, topk_rows
 
 
 @pytest.fixture(scope="module")
@@ -355,3 +355,31 @@ def test_embed_items_is_the_item_by_item_definition(syn: SyntheticData) -> None:
     want -= np.outer(want @ pc, pc)
     want /= np.linalg.norm(want, axis=1, keepdims=True)
     np.testing.assert_allclose(embed_items(data, cfg), want, atol=2e-5)
+
+
+@pytest.mark.parametrize("how", ["sum", "max"])
+def test_recall_many_is_the_padded_table_definition(
+    ds: Dataset, signals: Signals, how: str
+) -> None:
+    # the complements are kept as CSR rows and pooled as flat entries: the same lists, bit
+    # for bit, as pooling the padded (n_items, complements_per_item) table
+    src = ComplementaryOfSimilarRecall(ComplementaryOfSimilarConfig(aggregate=how))
+    src.fit(ds, signals)
+    k = src.config.complements_per_item
+    table, table_score = topk_rows(src._complement_matrix(ds, signals), k)
+    kept = table >= 0
+    np.testing.assert_array_equal(src.complement_items_, table[kept])
+    np.testing.assert_array_equal(src.complement_scores_, table_score[kept])
+    np.testing.assert_array_equal(np.diff(src.complement_indptr_), kept.sum(axis=1))
+    seeds = np.r_[np.arange(ds.n_items), -1].astype(np.int32)
+    got = src.recall_many(seeds, 60)
+    answer = (seeds >= 0) & (src.n_complements_[np.maximum(seeds, 0)] < src.config.min_complements)
+    s = seeds[answer]
+    nb, sim = src.neighbors_[s], src.neighbor_sim_[s]
+    item = np.where(nb[:, :, None] >= 0, table[np.maximum(nb, 0)], -1)
+    score = sim[:, :, None] * table_score[np.maximum(nb, 0)]
+    want = aggregate_candidates(s, item.reshape(len(s), -1), score.reshape(len(s), -1), 60, how=how)
+    assert (want.counts() > 0).sum() > 100
+    np.testing.assert_array_equal(got.item[answer], want.item)
+    assert got.score[answer].tobytes() == want.score.tobytes()
+    assert (got.item[~answer] == -1).all()
