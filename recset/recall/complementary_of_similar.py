@@ -64,6 +64,9 @@ def neighbor_table(
 ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
     """The ``k`` approximate nearest indexed rows of every query row, via Annoy.
 
+    Query rows with equal query vectors are searched once (unless ``exclude_self``): the
+    search is deterministic, so each gets what its own query would return.
+
     Parameters
     ----------
     vectors : ndarray of float32, shape (n, d)
