@@ -157,6 +157,102 @@ def iter_item_tokens(
         yield toks
 
 
+def text_groups(
+    dataset: Dataset, config: TextEmbeddingConfig
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Items grouped by the text fields their token lists are made of.
+
+    Items with the same title, aspects, category, product type and brand (only the fields
+    ``config`` uses) get the same token list, so the list is made once per group.
+
+    Returns
+    -------
+    group : ndarray of int64, shape (n_items,)
+        Each item's group, numbered by first appearance.
+    first : ndarray of int64, shape (n_groups,)
+        The first item of each group (increasing).
+    """
+    import pandas as pd
+
+    cat = dataset.catalog
+    n = dataset.n_items
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+
+    def codes(values: NDArray[np.generic]) -> NDArray[np.int64]:
+        # None is a value of its own (code 0), not a missing one
+        return pd.factorize(values, use_na_sentinel=False)[0].astype(np.int64)
+
+    key = codes(cat.title)
+    fields: list[NDArray[np.generic]] = []
+    if config.use_aspects:
+        fields.append(cat.aspects)
+    if config.use_category:
+        fields.append(cat.category)
+    if config.use_product_type:
+        fields.append(cat.product_type)
+    if config.use_brand:
+        fields.append(cat.brand)
+    for values in fields:
+        other = codes(values)
+        # both codes are below n_items: the pair's code fits in 64 bits up to ~3e9 items
+        key = codes(key * (int(other.max()) + 1) + other)
+    _, first = np.unique(key, return_index=True)
+    return key, first.astype(np.int64)
+
+
+def word_vectors(wv: object, words: list[str], *, block: int = 8192) -> NDArray[np.float32]:
+    """``wv[w]`` of every word, in one array: the trained vector of a word in the model's
+    vocabulary, else the mean of its character n-gram vectors (zero without n-grams).
+
+    The same float32 values as gensim's :meth:`FastTextKeyedVectors.get_vector`, which sums
+    a word's n-gram vectors one at a time in Python; here a block of words is summed at once,
+    n-gram position by position, so each word's vectors are added in gensim's order.
+
+    Parameters
+    ----------
+    wv : gensim.models.fasttext.FastTextKeyedVectors
+    words : list of str
+    block : int
+        Out-of-vocabulary words whose n-gram rows are gathered at a time.
+
+    Returns
+    -------
+    ndarray of float32, shape (len(words), vector_size)
+    """
+    from gensim.models.fasttext import ft_ngram_hashes
+
+    kv = wv.key_to_index  # type: ignore[attr-defined]
+    vectors = wv.vectors  # type: ignore[attr-defined]
+    out = np.zeros((len(words), vectors.shape[1]), dtype=np.float32)
+    pos = np.fromiter((kv.get(w, -1) for w in words), dtype=np.int64, count=len(words))
+    known = pos >= 0
+    out[known] = vectors[pos[known]]
+    bucket = wv.bucket  # type: ignore[attr-defined]
+    if bucket == 0:  # no n-grams: words outside the vocabulary stay zero
+        return out
+    ngrams = wv.vectors_ngrams  # type: ignore[attr-defined]
+    min_n, max_n = wv.min_n, wv.max_n  # type: ignore[attr-defined]
+    oov = np.flatnonzero(~known)
+    for a in range(0, len(oov), block):
+        rows = oov[a : a + block]
+        hashes = [ft_ngram_hashes(words[j], min_n, max_n, bucket) for j in rows.tolist()]
+        lens = np.fromiter((len(h) for h in hashes), dtype=np.int64, count=len(hashes))
+        some = lens > 0
+        if not some.any():
+            continue
+        flat = np.fromiter((x for h in hashes for x in h), dtype=np.int64, count=int(lens.sum()))
+        starts = (np.cumsum(lens) - lens)[some]
+        lens = lens[some]
+        # the j-th n-gram of every word at once: each word's sum in gensim's order
+        sums = np.zeros((len(lens), out.shape[1]), dtype=np.float32)
+        for j in range(int(lens.max())):
+            live = np.flatnonzero(lens > j)
+            sums[live] += ngrams[flat[starts[live] + j]]
+        out[rows[some]] = sums / lens.astype(np.float32)[:, None]
+    return out
+
+
 def embed_items(dataset: Dataset, config: TextEmbeddingConfig | None = None) -> NDArray[np.float32]:
     """Text embeddings of every item of ``dataset``.
 
@@ -171,27 +267,31 @@ def embed_items(dataset: Dataset, config: TextEmbeddingConfig | None = None) -> 
         L2-normalised rows; all-zero rows for items without any text.
     """
     from gensim.models import FastText  # heavy: imported only when embedding
+    from threadpoolctl import threadpool_limits
 
     cfg = config or TextEmbeddingConfig()
     t0 = time.perf_counter()
     n = dataset.n_items
     dim = cfg.embedding_size
 
-    # one pass over the items: the vocabulary of every token in the catalog, the item x
-    # token count matrix, and the first item of each distinct token list (by its hash: the
-    # lists themselves are not kept, which on a large catalog would cost more than the rest)
+    # one pass over the items with distinct text fields (variants often repeat a title and
+    # its aspects): the vocabulary of every token in the catalog, the group x token count
+    # matrix, and the first item of each distinct token list (by its hash: the lists
+    # themselves are not kept, which on a large catalog would cost more than the rest)
+    group, group_first = text_groups(dataset, cfg)
+    n_groups = len(group_first)
     vocab: dict[str, int] = {}
-    indptr = np.zeros(n + 1, dtype=np.int64)
+    indptr = np.zeros(n_groups + 1, dtype=np.int64)
     col_parts: list[NDArray[np.int32]] = []
     cols: list[int] = []
     done = 0
     first_of: dict[int, int] = {}
-    for i, toks in enumerate(iter_item_tokens(dataset, cfg)):
+    for g, toks in enumerate(iter_item_tokens(dataset, cfg, group_first.tolist())):
         for t in toks:
             cols.append(vocab.setdefault(t, len(vocab)))
-        indptr[i + 1] = done + len(cols)
+        indptr[g + 1] = done + len(cols)
         if toks:
-            first_of.setdefault(hash(tuple(toks)), i)
+            first_of.setdefault(hash(tuple(toks)), int(group_first[g]))
         if len(cols) >= 1 << 20:
             col_parts.append(np.asarray(cols, dtype=np.int32))
             done += len(cols)
@@ -204,10 +304,12 @@ def embed_items(dataset: Dataset, config: TextEmbeddingConfig | None = None) -> 
     col_arr = np.concatenate(col_parts)
     del col_parts
     counts = sp.csr_matrix(
-        (np.ones(len(col_arr), dtype=np.float32), col_arr, indptr), shape=(n, len(vocab))
+        (np.ones(len(col_arr), dtype=np.float32), col_arr, indptr), shape=(n_groups, len(vocab))
     )
     del col_arr
     counts.sum_duplicates()
+    # items per group: the catalog's token statistics weigh each group by it
+    group_size = np.bincount(group, minlength=n_groups).astype(np.float64)
     t_tok = time.perf_counter()
 
     # train on distinct token lists (colour variants repeat almost the same text), at most
@@ -243,16 +345,14 @@ def embed_items(dataset: Dataset, config: TextEmbeddingConfig | None = None) -> 
     t_train = time.perf_counter()
 
     words = list(vocab)
-    # filled in place: a list of one array per word would cost several times the table
-    word_vecs = np.empty((len(words), dim), dtype=np.float32)
-    for j, w in enumerate(words):
-        word_vecs[j] = model.wv[w]
+    word_vecs = word_vectors(model.wv, words)
     norms = np.linalg.norm(word_vecs, axis=1, keepdims=True)
     word_vecs /= np.where(norms > 0, norms, 1.0)
 
-    df = np.asarray((counts > 0).sum(axis=0)).ravel().astype(np.float64)
+    # token statistics over items (integers, exact in float64)
+    df = np.asarray((counts > 0).T @ group_size).ravel()
     if cfg.weighting == "sif":
-        tf = np.asarray(counts.sum(axis=0)).ravel().astype(np.float64)
+        tf = np.asarray(counts.T @ group_size).ravel()
         weight = cfg.sif_a / (cfg.sif_a + tf / tf.sum())
     elif cfg.weighting == "idf":
         weight = np.log((1.0 + n) / (1.0 + df)) + 1.0
@@ -260,18 +360,28 @@ def embed_items(dataset: Dataset, config: TextEmbeddingConfig | None = None) -> 
         weight = np.ones(len(words))
     weighted = counts @ sp.diags(weight.astype(np.float32))
     total = np.asarray(weighted.sum(axis=1)).ravel()
-    has_text = total > 0
-    out = np.asarray(weighted @ word_vecs, dtype=np.float32)
+    group_vecs = np.asarray(weighted @ word_vecs, dtype=np.float32)
     del weighted, word_vecs
-    # in place and in row blocks from here: a masked update (out[mask] /= ...) or a whole
-    # (n_items, dim) temporary would each cost another copy of the table (576 MB at 3M items)
-    np.divide(out, total.astype(np.float32)[:, None], out=out, where=has_text[:, None])
+    np.divide(
+        group_vecs, total.astype(np.float32)[:, None], out=group_vecs, where=total[:, None] > 0
+    )
+    # every item gets its group's row; from here on in place and in row blocks: a masked
+    # update (out[mask] /= ...) or a whole (n_items, dim) temporary would each cost another
+    # copy of the table (576 MB at 3M items)
+    out = np.empty((n, dim), dtype=np.float32)
+    for a in range(0, n, _ROWS):
+        np.take(group_vecs, group[a : a + _ROWS], axis=0, out=out[a : a + _ROWS])
+    has_text = total[group] > 0
+    del group_vecs
 
     if cfg.remove_common_component and has_text.sum() > 1:
         rows = np.flatnonzero(has_text)
         if len(rows) > 20_000:
             rows = np.sort(np.random.default_rng(cfg.seed).choice(rows, 20_000, replace=False))
-        _, _, vt = np.linalg.svd(out[rows].astype(np.float64), full_matrices=False)
+        # one BLAS thread: 20x cheaper on this tall, thin matrix than OpenBLAS's threads,
+        # and the same bits whatever the machine's core count
+        with threadpool_limits(1, "blas"):
+            _, _, vt = np.linalg.svd(out[rows].astype(np.float64), full_matrices=False)
         pc = vt[0].astype(np.float32)
         text_rows = np.flatnonzero(has_text)
         proj = out @ pc if len(text_rows) == n else out[text_rows] @ pc

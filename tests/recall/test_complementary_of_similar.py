@@ -11,13 +11,21 @@ from recset.data import Dataset
 from recset.data.synthetic import SyntheticConfig, SyntheticData, generate
 from recset.errors import NotFittedError
 from recset.recall import get_recall
-from recset.recall._text import TextEmbeddingConfig, embed_items
+from recset.recall._text import (
+    TextEmbeddingConfig,
+    embed_items,
+    item_tokens,
+    text_groups,
+    word_vectors,
+)
 from recset.recall.complementary_of_similar import (
     ComplementaryOfSimilarConfig,
     ComplementaryOfSimilarRecall,
     aggregate_candidates,
+    first_equal_row,
+    neighbor_table,
 )
-from recset.signals import Signals
+from recset.signals import Signals, topk_rows
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +224,162 @@ def test_catalog_without_usable_text_degrades_to_no_answers() -> None:
     src = get_recall("complementary_of_similar")().fit(data, Signals(data))
     c = src.recall_many(np.arange(12, dtype=np.int32), 5)
     assert (c.item == -1).all()
+
+
+# -- the fit's shortcuts give what their plain definitions give ---------------------------
+
+
+def test_first_equal_row_finds_the_first_equal_row() -> None:
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((40, 6)).astype(np.float32)
+    x = base[rng.integers(0, 40, size=500)]  # many repeats
+    x[7] = np.nan  # never equal to anything, itself included
+    rows = rng.permutation(500)[:300]
+    for block in (1, 17, 1 << 16):
+        got = first_equal_row(x, rows, block=block)
+        seen: dict[bytes, int] = {}
+        for j, r in enumerate(rows):
+            want = r if np.isnan(x[r]).any() else seen.setdefault(x[r].tobytes(), r)
+            assert got[j] == want or (got[j] != r and np.array_equal(x[got[j]], x[r]))
+            assert list(rows).index(got[j]) <= j
+    assert len(np.unique(first_equal_row(x, rows))) < 60
+    # float64 rows, an empty selection, a bad shape
+    assert (first_equal_row(x.astype(np.float64), rows) == first_equal_row(x, rows)).all()
+    assert len(first_equal_row(x, np.zeros(0, dtype=np.int64))) == 0
+    with pytest.raises(ValueError, match="2-D"):
+        first_equal_row(x[0], rows)
+
+
+def test_first_equal_row_survives_hash_collisions(monkeypatch) -> None:  # noqa: ANN001
+    # every row hashes alike here: the full comparison still keeps different rows apart
+    import recset.recall.complementary_of_similar as cos
+
+    x = np.array([[1, 2], [3, 4], [1, 2], [3, 4], [5, 6]], dtype=np.float32)
+    monkeypatch.setattr(cos, "_row_hashes", lambda part: np.zeros(len(part), dtype=np.uint64))
+    got = first_equal_row(x, np.arange(5))
+    # all rows fall in one hash group led by row 0: only its equal (row 2) maps to it
+    np.testing.assert_array_equal(got, [0, 1, 0, 3, 4])
+
+
+def test_neighbor_table_answers_repeated_vectors_as_annoy_does() -> None:
+    # rows with equal query vectors are searched once: every row still gets exactly what its
+    # own Annoy query returns
+    from annoy import AnnoyIndex
+
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((60, 8)).astype(np.float32)
+    vectors = base[rng.integers(0, 60, size=400)]
+    indexed = rng.random(400) < 0.5
+    queries = rng.random(400) < 0.7
+    idx, sim = neighbor_table(vectors, indexed, queries, 6, n_trees=4, search_k=30, seed=2)
+    members = np.flatnonzero(indexed)
+    index = AnnoyIndex(8, "angular")
+    index.set_seed(2)
+    for j, r in enumerate(members):
+        index.add_item(j, vectors[r])
+    index.build(4, n_jobs=1)
+    for row in range(400):
+        if not queries[row]:
+            assert (idx[row] == -1).all() and np.isneginf(sim[row]).all()
+            continue
+        ids, dist = index.get_nns_by_vector(vectors[row], 6, 30, True)
+        m = len(ids)
+        np.testing.assert_array_equal(idx[row, :m], members[ids])
+        d = np.asarray(dist, dtype=np.float32)
+        np.testing.assert_array_equal(sim[row, :m], 1.0 - d * d / 2.0)
+        assert (idx[row, m:] == -1).all()
+
+
+def test_word_vectors_are_gensims_word_vectors() -> None:
+    from gensim.models import FastText
+
+    rng = np.random.default_rng(0)
+    vocab = ["".join(rng.choice(list("abcdefgh"), rng.integers(1, 12))) for _ in range(400)]
+    corpus = [list(rng.choice(vocab, 8)) for _ in range(300)]
+    words = [*vocab, "zzzzqq", "x", "cam-117", "ünïcode"]
+    for max_n in (5, 0):  # max_n 0: no n-grams, words outside the vocabulary are zero
+        model = FastText(vector_size=16, min_count=2, max_n=max_n, workers=1, seed=0, bucket=5000)
+        model.build_vocab(corpus_iterable=corpus)
+        model.train(corpus_iterable=corpus, total_examples=len(corpus), epochs=2)
+        known = [w in model.wv.key_to_index for w in words]
+        assert 0 < sum(known) < len(words)
+        got = word_vectors(model.wv, words, block=37)
+        for w, k, row in zip(words, known, got, strict=True):
+            if k or max_n:
+                assert row.tobytes() == model.wv[w].tobytes(), w
+            else:
+                assert not row.any()
+
+
+def test_text_groups_share_the_token_list(syn: SyntheticData) -> None:
+    data = Dataset.from_frames(syn.catalog, syn.events)
+    cfg = TextEmbeddingConfig()
+    group, first = text_groups(data, cfg)
+    assert len(first) < data.n_items  # the synthetic catalog repeats titles and aspects
+    assert (np.diff(first) > 0).all() and (group[first] == np.arange(len(first))).all()
+    tokens = item_tokens(data, cfg)
+    for i in range(data.n_items):
+        assert tokens[i] == tokens[first[group[i]]]
+
+
+def test_embed_items_is_the_item_by_item_definition(syn: SyntheticData) -> None:
+    """Each item's vector is the SIF-weighted mean of its tokens' normalised FastText
+    vectors, minus the common component, normalised; computed here item by item with
+    gensim's own word lookup (the fit computes it once per group of items with the same
+    text, and looks words up in blocks)."""
+    from gensim.models import FastText
+
+    data = Dataset.from_frames(syn.catalog, syn.events)
+    cfg = TextEmbeddingConfig(embedding_size=16)
+    tokens = item_tokens(data, cfg)
+    firsts = sorted({tuple(t): i for i, t in reversed(list(enumerate(tokens))) if t}.values())
+    assert len(firsts) <= cfg.max_train_items  # no sampling: the corpus is every distinct list
+    corpus = [tokens[i] for i in firsts]
+    model = FastText(
+        vector_size=16, window=cfg.window, min_count=cfg.min_count, min_n=cfg.min_n,
+        max_n=cfg.max_n, bucket=cfg.bucket, epochs=cfg.epochs, seed=cfg.seed, workers=1, sg=0,
+    )  # fmt: skip
+    model.build_vocab(corpus_iterable=corpus)
+    model.train(corpus_iterable=corpus, total_examples=len(corpus), epochs=cfg.epochs)
+    tf: dict[str, int] = {}
+    for t in tokens:
+        for w in t:
+            tf[w] = tf.get(w, 0) + 1
+    total = sum(tf.values())
+    want = np.zeros((data.n_items, 16))
+    for i, t in enumerate(tokens):
+        weights = np.array([cfg.sif_a / (cfg.sif_a + tf[w] / total) for w in t])
+        vecs = np.array([model.wv[w] / np.linalg.norm(model.wv[w]) for w in t])
+        want[i] = weights @ vecs / weights.sum()
+    pc = np.linalg.svd(want, full_matrices=False)[2][0]
+    want -= np.outer(want @ pc, pc)
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(embed_items(data, cfg), want, atol=2e-5)
+
+
+@pytest.mark.parametrize("how", ["sum", "max"])
+def test_recall_many_is_the_padded_table_definition(
+    ds: Dataset, signals: Signals, how: str
+) -> None:
+    # the complements are kept as CSR rows and pooled as flat entries: the same lists, bit
+    # for bit, as pooling the padded (n_items, complements_per_item) table
+    src = ComplementaryOfSimilarRecall(ComplementaryOfSimilarConfig(aggregate=how))
+    src.fit(ds, signals)
+    k = src.config.complements_per_item
+    table, table_score = topk_rows(src._complement_matrix(ds, signals), k)
+    kept = table >= 0
+    np.testing.assert_array_equal(src.complement_items_, table[kept])
+    np.testing.assert_array_equal(src.complement_scores_, table_score[kept])
+    np.testing.assert_array_equal(np.diff(src.complement_indptr_), kept.sum(axis=1))
+    seeds = np.r_[np.arange(ds.n_items), -1].astype(np.int32)
+    got = src.recall_many(seeds, 60)
+    answer = (seeds >= 0) & (src.n_complements_[np.maximum(seeds, 0)] < src.config.min_complements)
+    s = seeds[answer]
+    nb, sim = src.neighbors_[s], src.neighbor_sim_[s]
+    item = np.where(nb[:, :, None] >= 0, table[np.maximum(nb, 0)], -1)
+    score = sim[:, :, None] * table_score[np.maximum(nb, 0)]
+    want = aggregate_candidates(s, item.reshape(len(s), -1), score.reshape(len(s), -1), 60, how=how)
+    assert (want.counts() > 0).sum() > 100
+    np.testing.assert_array_equal(got.item[answer], want.item)
+    assert got.score[answer].tobytes() == want.score.tobytes()
+    assert (got.item[~answer] == -1).all()
