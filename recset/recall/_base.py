@@ -6,7 +6,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,7 +16,7 @@ from recset.data import Dataset
 from recset.errors import ConfigError, NotFittedError
 from recset.pipeline import Candidates, Registry
 from recset.signals import Signals
-from recset.storage import read_state, write_state
+from recset.storage import State, read_state, write_state
 
 _log = logging.getLogger(__name__)
 
@@ -155,9 +155,16 @@ class RecallBase(ABC):
                 f"{directory}: holds recall set {state.meta.get('name')!r}, not {cls.name!r}"
             )
         obj = cls(cls.Config.model_validate(state.meta["config"]))
+        state = State(state.meta, cls._upgrade_state(dict(state.arrays)))
         for a in cls._state:
             setattr(obj, a, state.array(a, directory))
         return obj
+
+    @classmethod
+    def _upgrade_state(cls, arrays: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
+        """The saved ``arrays`` in today's layout: a source whose arrays changed shape
+        converts an older version's here, so that its saved engines still load."""
+        return arrays
 
 
 def _check_filter(name: str, cls: type) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -402,6 +402,26 @@ class ComplementaryOfSimilarRecall(RecallBase):
         "complement_scores_",
         "n_complements_",
     )
+
+    @classmethod
+    def _upgrade_state(cls, arrays: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
+        """Engines saved before the complements were CSR rows hold them as padded tables
+        ``complements_`` / ``complement_score_`` (n_items, complements_per_item; -1 pads the
+        end of a row): the same rows, read into the CSR arrays."""
+        if "complement_indptr_" in arrays or "complements_" not in arrays:
+            return arrays
+        items = arrays.pop("complements_")
+        scores = arrays.pop("complement_score_", None)
+        if scores is None or scores.shape != items.shape or items.ndim != 2:
+            arrays["complements_"] = items  # not the older layout: let the load say so
+            return arrays
+        keep = items >= 0
+        indptr = np.zeros(len(items) + 1, dtype=np.int64)
+        np.cumsum(keep.sum(axis=1), out=indptr[1:])
+        arrays["complement_indptr_"] = indptr
+        arrays["complement_items_"] = items[keep].astype(np.int32, copy=False)
+        arrays["complement_scores_"] = scores[keep].astype(np.float32, copy=False)
+        return arrays
 
     def _complement_matrix(self, dataset: Dataset, signals: Signals) -> sp.csr_matrix:
         """Ochiai-normalised complement scores, csr float32 (n_items, n_items)."""

@@ -383,3 +383,44 @@ def test_recall_many_is_the_padded_table_definition(
     np.testing.assert_array_equal(got.item[answer], want.item)
     assert got.score[answer].tobytes() == want.score.tobytes()
     assert (got.item[~answer] == -1).all()
+
+
+def test_state_saved_with_padded_complements_still_loads(
+    fitted: ComplementaryOfSimilarRecall, ds: Dataset, tmp_path: Path
+) -> None:
+    # engines saved before the CSR rows hold (n_items, complements_per_item) tables padded
+    # with -1: they load into the same rows and answer the same lists
+    from recset.recall._base import _FORMAT_VERSION
+    from recset.storage import write_state
+
+    k = fitted.config.complements_per_item
+    ptr = fitted.complement_indptr_
+    n = len(ptr) - 1
+    items = np.full((n, k), -1, dtype=np.int32)
+    scores = np.zeros((n, k), dtype=np.float32)
+    for i in range(n):
+        row = slice(ptr[i], ptr[i + 1])
+        items[i, : ptr[i + 1] - ptr[i]] = fitted.complement_items_[row]
+        scores[i, : ptr[i + 1] - ptr[i]] = fitted.complement_scores_[row]
+    assert (items[:, -1] == -1).any() and (items[:, 0] >= 0).any()
+    write_state(
+        tmp_path / "old",
+        "recall_set",
+        _FORMAT_VERSION,
+        meta={"name": fitted.name, "config": fitted.config.model_dump(mode="json")},
+        arrays={
+            "neighbors_": fitted.neighbors_,
+            "neighbor_sim_": fitted.neighbor_sim_,
+            "complements_": items,
+            "complement_score_": scores,
+            "n_complements_": fitted.n_complements_,
+        },
+    )
+    loaded = ComplementaryOfSimilarRecall.load(tmp_path / "old")
+    for attr in ("complement_indptr_", "complement_items_", "complement_scores_"):
+        np.testing.assert_array_equal(getattr(loaded, attr), getattr(fitted, attr))
+        assert getattr(loaded, attr).dtype == getattr(fitted, attr).dtype
+    seeds = np.r_[np.arange(ds.n_items), -1].astype(np.int32)
+    a, b = fitted.recall_many(seeds, 20), loaded.recall_many(seeds, 20)
+    np.testing.assert_array_equal(a.item, b.item)
+    assert a.score.tobytes() == b.score.tobytes()
