@@ -22,7 +22,12 @@ Variants (comma-separated, combinable with ``+``):
   consecutive label windows (time), each with its own fit part before it;
 - ``leavesN`` / ``minchildN``: LightGBM ``num_leaves`` / ``min_child_samples``;
 - ``binary``: a binary log-loss objective instead of lambdarank (still early-stopped on
-  NDCG@10).
+  NDCG@10);
+- ``newbuy`` / ``cattrans`` / ``conf``: the opt-in features ``cand_new_buyers``
+  (popularity among first purchases), ``user_new_category`` (category transitions of new
+  purchases) / ``seed_confidence`` (the association rules' ``P(candidate | seed)``);
+- ``treesN``: exactly N trees, no early stopping; ``lrX``: LightGBM ``learning_rate``;
+- ``mono``: the score may only rise with the affinity features (:data:`MONOTONE`).
 
 Never tune on the test window: report test figures only from ``recset backtest``.
 """
@@ -59,6 +64,28 @@ class Variant:
     sar_candidates: int = 0
     cuts: int = 1
     params: tuple[tuple[str, Any], ...] = ()
+    trees: int = 0  # > 0: this many trees, no early stopping
+    mono: bool = False  # the score never falls as an affinity feature rises
+
+
+MONOTONE = (
+    "hist_sar",
+    "seed_sar",
+    "hist_copurchase",
+    "seed_confidence",
+    "user_new_category",
+    "user_category_share",
+    "user_brand_share",
+    "cand_new_buyers",
+)
+"""Affinity features of the ``mono`` variant: constrained to raise the score."""
+
+
+PLUGINS = {
+    "newbuy": ("cand_new_buyers",),
+    "cattrans": ("user_new_category",),
+    "conf": ("seed_confidence",),
+}
 
 
 def parse_variant(spec: str) -> Variant:
@@ -78,6 +105,14 @@ def parse_variant(spec: str) -> Variant:
             v = replace(v, params=(*v.params, ("min_child_samples", int(m.group(1)))))
         elif part == "binary":
             v = replace(v, params=(*v.params, ("objective", "binary")))
+        elif part in PLUGINS:
+            v = replace(v, extra=(*v.extra, *PLUGINS[part]))
+        elif m := re.fullmatch(r"trees(\d+)", part):
+            v = replace(v, trees=int(m.group(1)))
+        elif part == "mono":
+            v = replace(v, mono=True)
+        elif m := re.fullmatch(r"lr([0-9.]+)", part):
+            v = replace(v, params=(*v.params, ("learning_rate", float(m.group(1)))))
         else:
             raise SystemExit(f"unknown variant part {part!r}")
     return v
@@ -215,7 +250,13 @@ def main() -> None:
         va = tuple(np.concatenate([p[i] for p in parts_v]) for i in range(3))
         params = {**base_params, **dict(v.params)}
         feats1 = space(1, v.extra)
+        if v.mono:
+            params["monotone_constraints"] = [int(n in MONOTONE) for n in feats1.names]
+            params["monotone_constraints_method"] = "intermediate"
         rc = rc0.model_copy(update={"extra_features": v.extra, "discover_sar": v.sar_candidates})
+        if v.trees:
+            rc = rc.model_copy(update={"n_estimators": v.trees})
+            va = (va[0][:0], va[1][:0], va[2][:0])
         booster, metrics, _ = _boost(v.name, params, rc, feats1.names, tr, va, False)
         if v.extra not in served_spaces:
             served_spaces[v.extra] = fit_features(
