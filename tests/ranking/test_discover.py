@@ -389,3 +389,36 @@ def test_seed_confidence_hand_computed() -> None:
     got = _columns(ds, ("seed_confidence",), "d", None, ["a", "b"])["seed_confidence"]
     assert got == pytest.approx([1.0, 0.0])  # d's only basket holds a
     assert np.isnan(_columns(ds, ("seed_confidence",), None, None, ["a"])["seed_confidence"]).all()
+
+
+def test_discovery_model_objective_and_monotone_constraints(ds: Dataset) -> None:
+    from recset.ranking._ranker import DISCOVER_MONOTONE
+
+    cfg = config_from_dict(
+        {
+            "ranker": {
+                "max_queries": 1000,
+                "n_estimators": 20,
+                "early_stopping_rounds": 20,
+                "discover": True,
+                "discover_windows": 1,
+                "discover_objective": "binary",
+                "discover_monotone": True,
+            }
+        }
+    )
+    r = train_ranker(ds, cfg, embeddings=np.zeros((ds.n_items, 0), np.float32))
+    dump = r.discover_booster.dump_model()
+    assert dump["objective"].startswith("binary")
+    assert r.booster.dump_model()["objective"].startswith("lambdarank")  # the ranker's own
+    names = r.feature_names
+    mono = [names.index(n) for n in DISCOVER_MONOTONE if n in names]
+    assert {"hist_sar", "seed_sar", "hist_copurchase"} <= {names[j] for j in mono}
+    # the score never falls as one of them rises, wherever the others are
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, len(names))).astype(np.float32)
+    base = r.discover_booster.predict(X)
+    for j in mono:
+        up = X.copy()
+        up[:, j] += rng.uniform(0.01, 2.0, size=len(X)).astype(np.float32)
+        assert (r.discover_booster.predict(up) >= base - 1e-9).all(), names[j]
