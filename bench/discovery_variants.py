@@ -22,7 +22,13 @@ Variants (comma-separated, combinable with ``+``):
   consecutive label windows (time), each with its own fit part before it;
 - ``leavesN`` / ``minchildN``: LightGBM ``num_leaves`` / ``min_child_samples``;
 - ``binary``: a binary log-loss objective instead of lambdarank (still early-stopped on
-  NDCG@10).
+  NDCG@10);
+- ``newbuy`` / ``cattrans`` / ``conf``: the opt-in features ``cand_new_buyers``
+  (popularity among first purchases), ``user_new_category`` (category transitions of new
+  purchases) / ``seed_confidence`` (the association rules' ``P(candidate | seed)``);
+- ``treesN``: exactly N trees, no early stopping; ``lrX``: LightGBM ``learning_rate``;
+- ``mono``: the score may only rise with the affinity features (``DISCOVER_MONOTONE`` in
+  ``recset/ranking/_ranker.py``).
 
 Never tune on the test window: report test figures only from ``recset backtest``.
 """
@@ -41,14 +47,17 @@ import numpy as np
 from recset.config import config_from_dict, load_config
 from recset.data import basket_queries, leave_last_split, load_dataset, time_split
 from recset.engine import Engine
-from recset.eval.backtest import evaluate, ranked_system, recommendations
+from recset.eval._result import paired_difference
+from recset.eval.backtest import _explore_mask, evaluate, ranked_system, recommendations
 from recset.eval.baselines import (
+    association_rules_system,
     hide_bought,
     popular_system,
     sar_personal_system,
     with_fill,
 )
-from recset.ranking._ranker import Ranker, _boost, fit_features, training_matrix
+from recset.eval.metrics import hit_matrix, per_query
+from recset.ranking._ranker import DISCOVER_MONOTONE, Ranker, _boost, fit_features, training_matrix
 from recset.recall import Mixer, embed_items
 
 
@@ -59,6 +68,24 @@ class Variant:
     sar_candidates: int = 0
     cuts: int = 1
     params: tuple[tuple[str, Any], ...] = ()
+    trees: int = 0  # > 0: this many trees, no early stopping
+    mono: bool = False  # the score never falls as an affinity feature rises
+
+
+PLUGINS = {
+    "newbuy": ("cand_new_buyers",),
+    "cattrans": ("user_new_category",),
+    "conf": ("seed_confidence",),
+}
+
+
+BASELINES = (
+    "popular/new",
+    "sar_personal/new",
+    "association_rules(1)/new",
+    "association_rules(2)/new",
+)
+"""The baselines scored first (hiding the user's purchases, as the discovery list does)."""
 
 
 def parse_variant(spec: str) -> Variant:
@@ -78,6 +105,14 @@ def parse_variant(spec: str) -> Variant:
             v = replace(v, params=(*v.params, ("min_child_samples", int(m.group(1)))))
         elif part == "binary":
             v = replace(v, params=(*v.params, ("objective", "binary")))
+        elif part in PLUGINS:
+            v = replace(v, extra=(*v.extra, *PLUGINS[part]))
+        elif m := re.fullmatch(r"trees(\d+)", part):
+            v = replace(v, trees=int(m.group(1)))
+        elif part == "mono":
+            v = replace(v, mono=True)
+        elif m := re.fullmatch(r"lr([0-9.]+)", part):
+            v = replace(v, params=(*v.params, ("learning_rate", float(m.group(1)))))
         else:
             raise SystemExit(f"unknown variant part {part!r}")
     return v
@@ -116,23 +151,44 @@ def main() -> None:
     emb = embed_items(val.train)
     fill = engine.mixer.sources[engine.mixer.fallback]
     rows: list[tuple[str, dict[str, Any], str]] = []
+    # per query with a target new to its user: explore hit@10 (paired intervals below)
+    explore = _explore_mask(val.train, queries)
+    new_targets = queries.targets.select(explore)
+    has_new = new_targets.sizes() > 0
+    hits: dict[str, Any] = {}
 
     def judge(system: Any, note: str = "") -> None:
         recs, own = recommendations(system, queries)
         m = evaluate(system, val, queries, recs, own)[0]["item"]
+        h = per_query(hit_matrix(recs, new_targets), new_targets.sizes(), 10)["hit"]
+        hits[system.name] = h[has_new]
+        ref = next((n for n in hits if n not in BASELINES), None)
+        diff = ""
+        if ref is not None and ref != system.name:
+            d = paired_difference(
+                hits[ref], hits[system.name], queries.basket[has_new], n_boot=1000
+            )
+            diff = f"{d['diff']:+.4f} ({d['low']:+.4f}..{d['high']:+.4f})"
         rows.append((system.name, m, note))
         print(
-            f"| {system.name} | {m['explore_hit@10']:.4f} | {m['hit@10']:.4f} | {note} |",
+            f"| {system.name} | {m['explore_hit@10']:.4f} | {diff} | {m['hit@10']:.4f} | {note} |",
             flush=True,
         )
 
-    print("| system | explore_hit@10 | hit@10 | note |\n|---|---:|---:|---|", flush=True)
+    print(
+        "| system | explore_hit@10 | vs the first variant (95% CI) | hit@10 | note |\n"
+        "|---|---:|---:|---:|---|",
+        flush=True,
+    )
     for name, sysm in (
         ("popular/new", popular_system(val.train, half_life_days=0.0)),
         (
             "sar_personal/new",
             sar_personal_system(val.train, similarity="jaccard", threshold=3, half_life_days=0.0),
         ),
+        # the two minimum supports the fair protocol chose on the test runs
+        ("association_rules(1)/new", association_rules_system(val.train, min_support=1)),
+        ("association_rules(2)/new", association_rules_system(val.train, min_support=2)),
     ):
         judge(hide_bought(with_fill(sysm, fill), val.train, name))
 
@@ -215,7 +271,13 @@ def main() -> None:
         va = tuple(np.concatenate([p[i] for p in parts_v]) for i in range(3))
         params = {**base_params, **dict(v.params)}
         feats1 = space(1, v.extra)
+        if v.mono:
+            params["monotone_constraints"] = [int(n in DISCOVER_MONOTONE) for n in feats1.names]
+            params["monotone_constraints_method"] = "intermediate"
         rc = rc0.model_copy(update={"extra_features": v.extra, "discover_sar": v.sar_candidates})
+        if v.trees:
+            rc = rc.model_copy(update={"n_estimators": v.trees})
+            va = (va[0][:0], va[1][:0], va[2][:0])
         booster, metrics, _ = _boost(v.name, params, rc, feats1.names, tr, va, False)
         if v.extra not in served_spaces:
             served_spaces[v.extra] = fit_features(

@@ -66,7 +66,11 @@ def _user_items(data: FitContext, m: int) -> sp.csr_matrix:
 
 
 def _confidence(data: FitContext, k: int) -> sp.csr_matrix:
-    """Item x item basket confidence ``P(b | a)``, each row cut to its ``k`` largest."""
+    """Item x item basket confidence ``P(b | a)``, each row cut to its ``k`` largest (computed
+    once per fit and ``k``: ``hist_copurchase`` and ``seed_confidence`` share it)."""
+    cached = data.__dict__.get(f"_confidence_{k}")
+    if cached is not None:
+        return cached
     b = data.dataset.baskets.matrix(data.n_items)
     c = (b.T @ b).tocsr().astype(np.float64)
     n = c.diagonal().copy()
@@ -76,9 +80,11 @@ def _confidence(data: FitContext, k: int) -> sp.csr_matrix:
     idx, val = topk_rows(c.tocsr(), k, min_value=1e-12)
     rows = np.repeat(np.arange(data.n_items), k)
     ok = idx.ravel() >= 0
-    return sp.csr_matrix(
+    out = sp.csr_matrix(
         (val.ravel()[ok].astype(np.float64), (rows[ok], idx.ravel()[ok])), shape=c.shape
     )
+    data.__dict__[f"_confidence_{k}"] = out
+    return out
 
 
 @register_feature("hist_copurchase")
@@ -305,4 +311,128 @@ class SeedSar(RankerFeature):
         q = batch.sc * batch.n_items + batch.c
         v = batch.lookup(self.keys_, self.values_, q)
         v = np.where(np.isnan(v), 0.0, v)
+        return np.where(batch.s_ok, v, np.nan)
+
+
+# -- first purchases, category transitions, the seed's rules (opt-in) ------------------------
+CATEGORY_KEEP = 100
+"""Categories kept per user for ``user_new_category``."""
+
+
+def _first_purchases(data: FitContext) -> NDArray[np.bool_]:
+    """Per (user, item) pair of :attr:`FitContext.ui_keys`: whether the user's first purchase
+    of the item came after the user's first purchase of anything (a *new* item for a user who
+    already shopped: what discovery predicts). Computed once per fit."""
+    cached = data.__dict__.get("_first_purchases")
+    if cached is not None:
+        return cached
+    ts = data.dataset.events.timestamp[data.buy].astype(np.float64)
+    first = np.full(len(data.ui_keys), np.inf)
+    np.minimum.at(first, data.ui_inv, ts)
+    user_first = np.full(data.n_users, np.inf)
+    np.minimum.at(user_first, data.buyer, ts)
+    new = first > user_first[data.ui_keys // data.n_items]
+    data.__dict__["_first_purchases"] = new
+    return new
+
+
+@register_feature("cand_new_buyers")
+class CandNewBuyers(RankerFeature):
+    """Popularity among first purchases: ``log1p`` of the candidate's users who bought it for
+    the first time after their own first purchase, per million such (user, item) pairs.
+
+    Plain popularity counts the habits of an item's old buyers; this counts how often people
+    who already shop *start* buying it, the event a discovery list predicts. Opt-in.
+    """
+
+    opt_in = True
+    _state = ("new_buyers_",)
+
+    def fit(self, data: FitContext) -> Self:
+        new = _first_purchases(data)
+        item = data.ui_keys % data.n_items
+        count = np.bincount(item[new], minlength=data.n_items).astype(np.float64)
+        per_m = count / max(float(new.sum()), 1.0) * 1e6
+        self.new_buyers_ = np.log1p(per_m).astype(np.float32)
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        return self.new_buyers_[batch.c].astype(np.float64)
+
+
+@register_feature("user_new_category")
+class UserNewCategory(RankerFeature):
+    """Category transitions: the share of the new items (first purchases after their first
+    shopping trip, as :class:`CandNewBuyers`) that users who shop like this user buy in the
+    candidate's category.
+
+    ``T[c, d]`` = sum over users of (their share of purchases in category ``c``) x (their
+    first purchases in ``d``), each row normalised to 1; the user's value for category ``d``
+    is ``sum_c share_u(c) T[c, d]``. Kept for each user's :data:`CATEGORY_KEEP` best
+    categories (others read 0); NaN for an unknown user or a candidate without a category.
+    Opt-in.
+    """
+
+    personal = True
+    opt_in = True
+    _state = ("category_", "keys_", "values_")
+
+    def fit(self, data: FitContext) -> Self:
+        cat = data.category
+        n_cat = max(int(cat.max(initial=-1)) + 1, 1)
+        self.category_ = cat
+        users = data.ui_keys // data.n_items
+        item_cat = cat[data.ui_keys % data.n_items]
+        ok = item_cat >= 0
+        # the user's share of purchases (events) per category
+        ev_cat = cat[data.bought]
+        ev_ok = ev_cat >= 0
+        share = sp.csr_matrix(
+            (np.ones(int(ev_ok.sum())), (data.buyer[ev_ok], ev_cat[ev_ok])),
+            shape=(data.n_users, n_cat),
+        )
+        share = sp.diags(1.0 / np.maximum(data.user_n, 1.0)) @ share
+        new = _first_purchases(data) & ok
+        firsts = sp.csr_matrix(
+            (np.ones(int(new.sum())), (users[new], item_cat[new])), shape=(data.n_users, n_cat)
+        )
+        trans = (share.T @ firsts).tocsr()
+        row = np.asarray(trans.sum(axis=1)).ravel()
+        trans = sp.diags(np.divide(1.0, row, out=np.zeros_like(row), where=row > 0)) @ trans
+        score = (share @ trans).tocsr()
+        top, val = topk_rows(score, min(CATEGORY_KEEP, n_cat), min_value=1e-12)
+        r = np.repeat(np.arange(data.n_users, dtype=np.int64), top.shape[1])
+        keep = top.ravel() >= 0
+        keys = r[keep] * n_cat + top.ravel()[keep]
+        order = np.argsort(keys, kind="stable")
+        self.keys_ = keys[order]
+        self.values_ = val.ravel()[keep][order].astype(np.float32)
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        n_cat = max(int(self.category_.max(initial=-1)) + 1, 1)
+        c_cat = self.category_[batch.c].astype(np.int64)
+        v = batch.lookup(self.keys_, self.values_, batch.uu * n_cat + c_cat, missing=0.0)
+        return np.where(batch.u_ok & (c_cat >= 0), v, np.nan)
+
+
+@register_feature("seed_confidence")
+class SeedConfidence(RankerFeature):
+    """Association-rule confidence ``P(candidate | seed)`` over baskets (the
+    ``association_rules`` baseline's score), 0 outside the seed's :data:`NEIGHBOURS` best; NaN
+    for an unknown seed. Opt-in."""
+
+    opt_in = True
+    _state = ("keys_", "values_")
+
+    def fit(self, data: FitContext) -> Self:
+        c = _confidence(data, NEIGHBOURS)
+        c.sort_indices()
+        keys = np.repeat(np.arange(c.shape[0], dtype=np.int64), np.diff(c.indptr))
+        self.keys_ = keys * data.n_items + c.indices
+        self.values_ = c.data.astype(np.float32)
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        v = batch.lookup(self.keys_, self.values_, batch.sc * batch.n_items + batch.c, missing=0.0)
         return np.where(batch.s_ok, v, np.nan)

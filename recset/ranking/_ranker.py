@@ -89,6 +89,12 @@ class RankerConfig(BaseModel):
         the data before it (each user's previous basket for ``leave_last``, the previous
         ``label_share`` of baskets for ``time``). First purchases are rare; more windows
         give the discovery model more of them.
+    discover_objective : {"lambdarank", "binary"}
+        The discovery model's LightGBM objective (early stopping reads NDCG@10 with either).
+    discover_monotone : bool
+        The discovery model's score may only rise with the affinity features
+        (:data:`DISCOVER_MONOTONE`, those in its feature space): LightGBM monotone
+        constraints, a guard against fitting noise in its few label queries.
     num_leaves, learning_rate, n_estimators, min_child_samples, feature_fraction,
     bagging_fraction, lambda_l2 : LightGBM parameters.
     early_stopping_rounds : int
@@ -115,6 +121,8 @@ class RankerConfig(BaseModel):
     discover_candidates: int = Field(50, ge=0, le=50)
     discover_sar: int = Field(50, ge=0, le=50)
     discover_windows: int = Field(3, ge=1, le=10)
+    discover_objective: Literal["lambdarank", "binary"] = "lambdarank"
+    discover_monotone: bool = False
     num_leaves: int = Field(31, ge=2)
     learning_rate: float = Field(0.05, gt=0)
     n_estimators: int = Field(300, ge=1)
@@ -510,7 +518,13 @@ def train_ranker(
                 "discovery candidates; train without `discover`"
             )
         discover_booster, metrics["discover"], _ = _boost(
-            "discovery model", params, rc, names, train, valid, show_progress
+            "discovery model",
+            discover_params(params, rc, names),
+            rc,
+            names,
+            train,
+            valid,
+            show_progress,
         )
         metrics["discover"]["label_windows"] = len(parts_t)
     if mixer is None:
@@ -524,6 +538,32 @@ def train_ranker(
         personal_features=rc.personal_features,
     )
     return Ranker(booster, served, rc, dataset.users, metrics, discover_booster, valid_curve=curve)
+
+
+DISCOVER_MONOTONE = (
+    "hist_sar",
+    "seed_sar",
+    "hist_copurchase",
+    "seed_confidence",
+    "user_new_category",
+    "user_category_share",
+    "user_brand_share",
+    "cand_new_buyers",
+)
+"""Affinity features the discovery model's score may only rise with (``discover_monotone``):
+how strongly the candidate goes with the user's history or the seed, how much of the user's
+buying falls in its category or brand, how often people start buying it."""
+
+
+def discover_params(params: dict[str, Any], rc: RankerConfig, names: list[str]) -> dict[str, Any]:
+    """The discovery model's LightGBM parameters: the ranker's ``params`` with
+    ``rc.discover_objective`` and, with ``rc.discover_monotone``, increasing constraints on
+    the :data:`DISCOVER_MONOTONE` features among ``names``."""
+    out = {**params, "objective": rc.discover_objective}
+    if rc.discover_monotone:
+        out["monotone_constraints"] = [int(n in DISCOVER_MONOTONE) for n in names]
+        out["monotone_constraints_method"] = "intermediate"
+    return out
 
 
 def discover_features(rc: RankerConfig) -> tuple[str, ...]:

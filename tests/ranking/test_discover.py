@@ -314,3 +314,111 @@ def test_discovery_model_reads_sar_and_earlier_label_windows(
     plain = config_from_dict({"ranker": {"max_queries": 1000, "n_estimators": 5}})
     r = train_ranker(ds, plain, embeddings=np.zeros((ds.n_items, 0), np.float32))
     assert "hist_sar" not in r.feature_names and "discover" not in r.metrics
+
+
+def _columns(
+    ds: Dataset, names: tuple[str, ...], seed: str | None, user: str | None, cands: list[str]
+) -> dict[str, list[float]]:
+    """The opt-in features ``names`` of one (seed, user) query over ``cands``."""
+    from recset.pipeline import Candidates
+
+    feats = FeatureSpace.fit(ds, ("x",), extra_features=names)
+    n = len(cands)
+    mixed = Candidates(
+        np.array([[ds.items.index_one(c) for c in cands]], np.int32),
+        np.zeros((1, n), np.float32),
+        np.full((1, n, 1), np.nan, np.float32),
+        np.full((1, n, 1), -1, np.int32),
+        ("x",),
+    )
+    s = -1 if seed is None else ds.items.index_one(seed)
+    u = -1 if user is None else ds.users.index_one(user)
+    X = feats.transform(np.array([s], np.int32), np.array([u], np.int32), mixed)
+    return {name: X[:, feats.names.index(name)].tolist() for name in names}
+
+
+def test_first_purchase_features_are_opt_in_and_hand_computed() -> None:
+    from recset.ranking import BASE_FEATURES
+
+    assert not {"cand_new_buyers", "user_new_category", "seed_confidence"} & set(BASE_FEATURES)
+    # first purchases after the user's first trip: u starts y (day 1), w starts z (day 4);
+    # v's y is v's first trip, u's and w's x are theirs: 2 such pairs, y and z one each
+    ds = _ds(
+        [("u", ["x"], 0), ("u", ["x", "y"], 1), ("v", ["y"], 2)]
+        + [("w", ["x"], 3), ("w", ["z"], 4)]
+    )
+    got = _columns(ds, ("cand_new_buyers",), "x", "u", ["x", "y", "z"])["cand_new_buyers"]
+    assert got == pytest.approx([0.0, np.log1p(0.5e6), np.log1p(0.5e6)], rel=1e-6)
+
+
+def test_user_new_category_hand_computed() -> None:
+    # categories A {a1, a2}, B {b1, b2}, C {c1}. p: a1 then b1 (shares A .5, B .5; starts
+    # b1 in B); q: a1 then a1, c1 (A 2/3, C 1/3; starts c1 in C); r: b2 only (B 1, none new)
+    rows = []
+    for o, (user, items, day) in enumerate(
+        [("p", ["a1"], 0), ("p", ["b1"], 1), ("q", ["a1"], 2), ("q", ["a1", "c1"], 3)]
+        + [("r", ["b2"], 4)]
+    ):
+        for j, it in enumerate(items):
+            rows.append((user, it, "purchase", day * 86400 + j, f"o{o}"))
+    ev = pd.DataFrame(rows, columns=["user_id", "item_id", "event", "timestamp", "order_id"])
+    items = ["a1", "a2", "b1", "b2", "c1"]
+    cat = pd.DataFrame({"item_id": items, "category_id": [i[0].upper() for i in items]})
+    ds = Dataset.from_frames(cat, ev)
+    # T[A] = (.5 B + 2/3 C) normalised, T[B] = B, T[C] = C
+    tab = {"B": 0.5 / (0.5 + 2 / 3), "C": (2 / 3) / (0.5 + 2 / 3)}
+    got = _columns(ds, ("user_new_category",), "a1", "p", ["a2", "b2", "c1"])
+    # p: .5 T[A] + .5 T[B]
+    assert got["user_new_category"] == pytest.approx(
+        [0.0, 0.5 * tab["B"] + 0.5, 0.5 * tab["C"]], rel=1e-5
+    )
+    got = _columns(ds, ("user_new_category",), "a1", "r", ["a2", "b1", "c1"])
+    assert got["user_new_category"] == pytest.approx([0.0, 1.0, 0.0])
+    got = _columns(ds, ("user_new_category",), "a1", None, ["b1"])
+    assert np.isnan(got["user_new_category"]).all()
+
+
+def test_seed_confidence_hand_computed() -> None:
+    # a is in 5 baskets, with b in 2, c and d in 1 each (as in the hist_copurchase test)
+    ds = _ds(
+        [("v", ["a", "b"], 0), ("v", ["a", "b"], 1), ("w", ["a", "c"], 2)]
+        + [("w", ["b", "c"], 3), ("u", ["a"], 4), ("u", ["a", "d"], 5)]
+    )
+    got = _columns(ds, ("seed_confidence",), "a", None, ["b", "c", "d"])["seed_confidence"]
+    assert got == pytest.approx([2 / 5, 1 / 5, 1 / 5])
+    got = _columns(ds, ("seed_confidence",), "d", None, ["a", "b"])["seed_confidence"]
+    assert got == pytest.approx([1.0, 0.0])  # d's only basket holds a
+    assert np.isnan(_columns(ds, ("seed_confidence",), None, None, ["a"])["seed_confidence"]).all()
+
+
+def test_discovery_model_objective_and_monotone_constraints(ds: Dataset) -> None:
+    from recset.ranking._ranker import DISCOVER_MONOTONE
+
+    cfg = config_from_dict(
+        {
+            "ranker": {
+                "max_queries": 1000,
+                "n_estimators": 20,
+                "early_stopping_rounds": 20,
+                "discover": True,
+                "discover_windows": 1,
+                "discover_objective": "binary",
+                "discover_monotone": True,
+            }
+        }
+    )
+    r = train_ranker(ds, cfg, embeddings=np.zeros((ds.n_items, 0), np.float32))
+    dump = r.discover_booster.dump_model()
+    assert dump["objective"].startswith("binary")
+    assert r.booster.dump_model()["objective"].startswith("lambdarank")  # the ranker's own
+    names = r.feature_names
+    mono = [names.index(n) for n in DISCOVER_MONOTONE if n in names]
+    assert {"hist_sar", "seed_sar", "hist_copurchase"} <= {names[j] for j in mono}
+    # the score never falls as one of them rises, wherever the others are
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, len(names))).astype(np.float32)
+    base = r.discover_booster.predict(X)
+    for j in mono:
+        up = X.copy()
+        up[:, j] += rng.uniform(0.01, 2.0, size=len(X)).astype(np.float32)
+        assert (r.discover_booster.predict(up) >= base - 1e-9).all(), names[j]
