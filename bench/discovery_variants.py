@@ -28,7 +28,12 @@ Variants (comma-separated, combinable with ``+``):
   purchases) / ``seed_confidence`` (the association rules' ``P(candidate | seed)``);
 - ``treesN``: exactly N trees, no early stopping; ``lrX``: LightGBM ``learning_rate``;
 - ``mono``: the score may only rise with the affinity features (``DISCOVER_MONOTONE`` in
-  ``recset/ranking/_ranker.py``).
+  ``recset/ranking/_ranker.py``);
+- ``cv`` / ``cvN``: the number of trees chosen by user-grouped 5-fold (N-fold)
+  cross-validation over all label queries, then one model refitted on all of them
+  (``discover_rounds = "cv"``) instead of early stopping on the validation users;
+- ``seedN``: the ranker's ``seed`` N (which users validate, the folds, LightGBM's bagging):
+  the same variant under several seeds shows how much of a difference is noise.
 
 Never tune on the test window: report test figures only from ``recset backtest``.
 """
@@ -57,7 +62,14 @@ from recset.eval.baselines import (
     with_fill,
 )
 from recset.eval.metrics import hit_matrix, per_query
-from recset.ranking._ranker import DISCOVER_MONOTONE, Ranker, _boost, fit_features, training_matrix
+from recset.ranking._ranker import (
+    DISCOVER_MONOTONE,
+    Ranker,
+    _boost,
+    _boost_cv,
+    fit_features,
+    labelled_queries,
+)
 from recset.recall import Mixer, embed_items
 
 
@@ -70,6 +82,8 @@ class Variant:
     params: tuple[tuple[str, Any], ...] = ()
     trees: int = 0  # > 0: this many trees, no early stopping
     mono: bool = False  # the score never falls as an affinity feature rises
+    cv: int = 0  # > 0: the trees chosen by user-grouped cross-validation with this many folds
+    seed: int | None = None  # the ranker's seed (None: the config's)
 
 
 PLUGINS = {
@@ -111,6 +125,10 @@ def parse_variant(spec: str) -> Variant:
             v = replace(v, trees=int(m.group(1)))
         elif part == "mono":
             v = replace(v, mono=True)
+        elif m := re.fullmatch(r"seed(\d+)", part):
+            v = replace(v, seed=int(m.group(1)))
+        elif m := re.fullmatch(r"cv(\d*)", part):
+            v = replace(v, cv=int(m.group(1) or 5))
         elif m := re.fullmatch(r"lr([0-9.]+)", part):
             v = replace(v, params=(*v.params, ("learning_rate", float(m.group(1)))))
         else:
@@ -236,7 +254,8 @@ def main() -> None:
     }
     for v in variants:
         t1 = time.perf_counter()
-        rng = np.random.default_rng(rc0.seed)
+        seed = rc0.seed if v.seed is None else v.seed
+        rng = np.random.default_rng(seed)
         valid_user = rng.random(val.train.n_users) < rc0.valid_share
         parts_t, parts_v = [], []
         for c in range(1, v.cuts + 1):
@@ -250,35 +269,42 @@ def main() -> None:
             it, iv = np.flatnonzero(~is_valid), np.flatnonzero(is_valid)
             cap_t = int(rc0.max_queries * (1 - rc0.valid_share))
             cap_v = rc0.max_queries - cap_t
-            rng_c = np.random.default_rng(rc0.seed + c)
+            rng_c = np.random.default_rng(seed + c)
             if len(it) > cap_t:
                 it = np.sort(rng_c.choice(it, cap_t, replace=False))
             if len(iv) > cap_v:
                 iv = np.sort(rng_c.choice(iv, cap_v, replace=False))
             n_hist, n_sar = rc0.discover_candidates, v.sar_candidates
             parts_t.append(
-                training_matrix(
+                labelled_queries(
                     mixers[c], feats, q.take(it), rc0.candidates, discover=n_hist, n_sar=n_sar
                 )
             )
             if c == 1 or args.split == "leave_last":
                 parts_v.append(
-                    training_matrix(
+                    labelled_queries(
                         mixers[c], feats, q.take(iv), rc0.candidates, discover=n_hist, n_sar=n_sar
                     )
                 )
-        tr = tuple(np.concatenate([p[i] for p in parts_t]) for i in range(3))
-        va = tuple(np.concatenate([p[i] for p in parts_v]) for i in range(3))
-        params = {**base_params, **dict(v.params)}
+        tr = tuple(np.concatenate([p[i] for p in parts_t]) for i in range(4))
+        va = tuple(np.concatenate([p[i] for p in parts_v]) for i in range(4))
+        params = {**base_params, "seed": seed, **dict(v.params)}
         feats1 = space(1, v.extra)
         if v.mono:
             params["monotone_constraints"] = [int(n in DISCOVER_MONOTONE) for n in feats1.names]
             params["monotone_constraints_method"] = "intermediate"
-        rc = rc0.model_copy(update={"extra_features": v.extra, "discover_sar": v.sar_candidates})
+        rc = rc0.model_copy(
+            update={"extra_features": v.extra, "discover_sar": v.sar_candidates, "seed": seed}
+        )
         if v.trees:
             rc = rc.model_copy(update={"n_estimators": v.trees})
-            va = (va[0][:0], va[1][:0], va[2][:0])
-        booster, metrics, _ = _boost(v.name, params, rc, feats1.names, tr, va, False)
+            va = tuple(a[:0] for a in va)
+        if v.cv:
+            rc = rc.model_copy(update={"discover_rounds": "cv", "discover_folds": v.cv})
+            both = tuple(np.concatenate([tr[i], va[i]]) for i in range(4))
+            booster, metrics, _ = _boost_cv(v.name, params, rc, feats1.names, both, False)
+        else:
+            booster, metrics, _ = _boost(v.name, params, rc, feats1.names, tr[:3], va[:3], False)
         if v.extra not in served_spaces:
             served_spaces[v.extra] = fit_features(
                 val.train,

@@ -95,6 +95,14 @@ class RankerConfig(BaseModel):
         The discovery model's score may only rise with the affinity features
         (:data:`DISCOVER_MONOTONE`, those in its feature space): LightGBM monotone
         constraints, a guard against fitting noise in its few label queries.
+    discover_rounds : {"valid", "cv"}
+        How the discovery model's number of trees is chosen: ``"valid"`` early-stops on the
+        validation users' label queries (as the ranker does); ``"cv"`` pools every label
+        query, cuts the users into ``discover_folds`` folds, early-stops on the NDCG@10
+        averaged over the folds (LightGBM ``cv``), then refits on all of them with that
+        many trees (``trees_tolerance`` and ``max_trees`` apply to the averaged curve).
+    discover_folds : int
+        Folds of ``discover_rounds = "cv"`` (users, not queries, are split).
     num_leaves, learning_rate, n_estimators, min_child_samples, feature_fraction,
     bagging_fraction, lambda_l2 : LightGBM parameters.
     early_stopping_rounds : int
@@ -123,6 +131,8 @@ class RankerConfig(BaseModel):
     discover_windows: int = Field(3, ge=1, le=10)
     discover_objective: Literal["lambdarank", "binary"] = "lambdarank"
     discover_monotone: bool = False
+    discover_rounds: Literal["valid", "cv"] = "valid"
+    discover_folds: int = Field(5, ge=2, le=20)
     num_leaves: int = Field(31, ge=2)
     learning_rate: float = Field(0.05, gt=0)
     n_estimators: int = Field(300, ge=1)
@@ -331,6 +341,20 @@ def training_matrix(
     (:func:`~recset.ranking._candidates.discovery_candidates`): targets the user already
     bought are never candidates, so the labels are the targets new to the user.
     """
+    return labelled_queries(mixer, features, queries, n, discover=discover, n_sar=n_sar)[:3]
+
+
+def labelled_queries(
+    mixer: Mixer,
+    features: FeatureSpace,
+    queries: Any,
+    n: int,
+    *,
+    discover: int | None = None,
+    n_sar: int = 0,
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64], NDArray[np.int32]]:
+    """:func:`training_matrix` plus the user of each kept query (one per group), which
+    :func:`_boost_cv` splits into folds."""
     top = mixer.top(queries.seed, n)
     if discover is None:
         mixed = ranking_candidates(top, features, queries.seed, queries.user, mixer.available)
@@ -344,7 +368,9 @@ def training_matrix(
     has_pos = y.sum(axis=1) > 0
     keep_rows = np.repeat(has_pos, mixed.item.shape[1]) & valid
     group = ((mixed.item >= 0) & has_pos[:, None]).sum(axis=1)
-    return X[keep_rows], y.ravel()[keep_rows], group[group > 0]
+    kept = group > 0
+    users = np.asarray(queries.user, dtype=np.int32)[kept]
+    return X[keep_rows], y.ravel()[keep_rows], group[kept], users
 
 
 @contextmanager
@@ -457,14 +483,14 @@ def train_ranker(
     discover_booster = None
     if rc.discover:
         n_hist, n_sar = rc.discover_candidates, rc.discover_sar if rc.personal_features else 0
-        train = training_matrix(
+        d_train = labelled_queries(
             fit_mixer, features, train_q, rc.candidates, discover=n_hist, n_sar=n_sar
         )
-        valid = training_matrix(
+        d_valid = labelled_queries(
             fit_mixer, features, valid_q, rc.candidates, discover=n_hist, n_sar=n_sar
         )
         # earlier label windows, each with the features of the data before it
-        parts_t, parts_v = [train], [valid]
+        parts_t, parts_v = [d_train], [d_valid]
         rest = fit_part
         for w in range(2, rc.discover_windows + 1):
             try:
@@ -500,7 +526,7 @@ def train_ranker(
             for idx, parts in ((it, parts_t), (iv, parts_v)):
                 if len(idx):
                     parts.append(
-                        training_matrix(
+                        labelled_queries(
                             w_mixer,
                             w_features,
                             q.take(idx),
@@ -510,22 +536,22 @@ def train_ranker(
                         )
                     )
             rest = inner.train
-        train = _stack(parts_t)
-        valid = _stack(parts_v)
-        if len(train[2]) == 0:
+        d_train = _stack(parts_t)
+        d_valid = _stack(parts_v)
+        if len(d_train[2]) == 0:
             raise DataError(
                 f"{dataset.name}: no training query has a target new to its user among the "
                 "discovery candidates; train without `discover`"
             )
-        discover_booster, metrics["discover"], _ = _boost(
-            "discovery model",
-            discover_params(params, rc, names),
-            rc,
-            names,
-            train,
-            valid,
-            show_progress,
-        )
+        d_params = discover_params(params, rc, names)
+        if rc.discover_rounds == "cv":
+            discover_booster, metrics["discover"], _ = _boost_cv(
+                "discovery model", d_params, rc, names, _stack([d_train, d_valid]), show_progress
+            )
+        else:
+            discover_booster, metrics["discover"], _ = _boost(
+                "discovery model", d_params, rc, names, d_train[:3], d_valid[:3], show_progress
+            )
         metrics["discover"]["label_windows"] = len(parts_t)
     if mixer is None:
         mixer = Mixer.fit(dataset, config, show_progress=show_progress)
@@ -575,15 +601,86 @@ def discover_features(rc: RankerConfig) -> tuple[str, ...]:
     return extra
 
 
-def _stack(
-    parts: list[tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]],
-) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
-    """Training matrices (X, y, group sizes) of several label windows, one after another."""
+_Labelled = tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64], NDArray[np.int32]]
+
+
+def _stack(parts: list[_Labelled]) -> _Labelled:
+    """Labelled queries (X, y, group sizes, users) of several label windows, one after
+    another."""
     return (
         np.concatenate([p[0] for p in parts]),
         np.concatenate([p[1] for p in parts]),
         np.concatenate([p[2] for p in parts]),
+        np.concatenate([p[3] for p in parts]),
     )
+
+
+def user_folds(
+    group: NDArray[np.int64], users: NDArray[np.int32], n_folds: int, seed: int
+) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
+    """(train rows, held-out rows) of ``n_folds`` folds over the rows of queries with
+    ``group`` sizes: every query of a user falls in the same fold (the queries of one
+    basket share their targets, and one user's baskets their tastes), the users dealt to
+    the folds in a random order drawn from ``seed``."""
+    uniq, inv = np.unique(users, return_inverse=True)
+    if len(uniq) < n_folds:
+        raise DataError(
+            f"discover_rounds = 'cv' needs at least discover_folds = {n_folds} users with "
+            f"labelled discovery queries; got {len(uniq)}"
+        )
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    fold_of_user = np.empty(len(uniq), dtype=np.int64)
+    fold_of_user[order] = np.arange(len(uniq)) % n_folds
+    row_fold = np.repeat(fold_of_user[inv], group)
+    rows = np.arange(len(row_fold), dtype=np.int64)
+    return [(rows[row_fold != f], rows[row_fold == f]) for f in range(n_folds)]
+
+
+def _boost_cv(
+    label: str,
+    params: dict[str, Any],
+    rc: RankerConfig,
+    names: list[str],
+    data: _Labelled,
+    show_progress: bool,
+) -> tuple[Any, dict[str, Any], list[float]]:
+    """The number of trees chosen by user-grouped cross-validation (``discover_rounds =
+    "cv"``): LightGBM ``cv`` on :func:`user_folds`, early-stopped on the NDCG@10 averaged
+    over the folds and cut by :func:`_kept_trees`, then one model refitted on all of
+    ``data`` with that many trees; the booster, its metrics and the averaged curve."""
+    import lightgbm as lgb
+
+    X, y, g, users = data
+    folds = user_folds(g, users, rc.discover_folds, rc.seed)
+    full = lgb.Dataset(X, y, group=g, feature_name=names, free_raw_data=False)
+    with _rounds(f"{label}: cross-validation rounds", rc.n_estimators, show_progress) as shown:
+        res = lgb.cv(
+            params,
+            full,
+            num_boost_round=rc.n_estimators,
+            folds=folds,
+            callbacks=[lgb.early_stopping(rc.early_stopping_rounds, verbose=False), *shown],
+        )
+    curve = [float(v) for v in res["valid ndcg@10-mean"]]
+    spread = res["valid ndcg@10-stdv"]
+    keep = _kept_trees(curve, len(curve), rc)
+    with _rounds(f"{label}: refit rounds", keep, show_progress) as shown:
+        booster = lgb.train(params, full, num_boost_round=keep, callbacks=shown)
+    metrics = {
+        "train_queries": int(len(g)),
+        "valid_queries": 0,
+        "train_rows": int(len(y)),
+        "rounds": "cv",
+        "cv_folds": rc.discover_folds,
+        "cv_users": int(len(np.unique(users))),
+        "best_iteration": len(curve),
+        "trees": keep,
+        "valid_ndcg@10": curve[keep - 1],
+        "cv_ndcg@10_stdv": float(spread[keep - 1]),
+        "positive_rate": float(y.mean()) if len(y) else 0.0,
+    }
+    _log.info("%s trained: %s", label, metrics)
+    return booster, metrics, curve
 
 
 def _boost(

@@ -12,7 +12,7 @@ from recset.config import config_from_dict
 from recset.data import Dataset
 from recset.data.synthetic import SyntheticConfig, generate
 from recset.engine import Engine
-from recset.errors import ConfigError
+from recset.errors import ConfigError, DataError
 from recset.ranking import FeatureSpace, Ranker, _candidates, fit_features, train_ranker
 from recset.ranking._candidates import discovery_candidates
 from recset.ranking._discover_features import popular_candidates
@@ -422,3 +422,55 @@ def test_discovery_model_objective_and_monotone_constraints(ds: Dataset) -> None
         up = X.copy()
         up[:, j] += rng.uniform(0.01, 2.0, size=len(X)).astype(np.float32)
         assert (r.discover_booster.predict(up) >= base - 1e-9).all(), names[j]
+
+
+def test_cv_rounds_run_and_are_deterministic(ds: Dataset) -> None:
+    from recset.ranking._ranker import user_folds
+
+    # folds split users, never one user's queries; each query in exactly one held-out fold
+    group = np.array([2, 3, 1, 2, 2], np.int64)
+    users = np.array([7, 3, 7, 5, 3], np.int32)
+    folds = user_folds(group, users, 2, seed=0)
+    held = np.concatenate([test for _, test in folds])
+    assert sorted(held.tolist()) == list(range(10))
+    user_of_row = np.repeat(users, group)
+    for train, test in folds:
+        assert not set(user_of_row[test]) & set(user_of_row[train])
+    with pytest.raises(DataError, match="discover_folds"):
+        user_folds(group, users, 4, seed=0)
+    cfg = config_from_dict(
+        {
+            "ranker": {
+                "max_queries": 1000,
+                "n_estimators": 40,
+                "early_stopping_rounds": 10,
+                "discover": True,
+                "discover_windows": 2,
+                "discover_rounds": "cv",
+                "discover_folds": 3,
+            }
+        }
+    )
+    emb = np.zeros((ds.n_items, 0), np.float32)
+    a = train_ranker(ds, cfg, embeddings=emb)
+    b = train_ranker(ds, cfg, embeddings=emb)
+    m = a.metrics["discover"]
+    assert m["rounds"] == "cv" and m["cv_folds"] == 3 and m["valid_queries"] == 0
+    assert 1 <= m["trees"] <= 40 and a.discover_booster.current_iteration() == m["trees"]
+    assert m["cv_users"] >= 3 and 0 < m["valid_ndcg@10"] <= 1
+    # the same data and seed: the same trees, the same model
+    assert b.metrics["discover"] == m
+    assert a.discover_booster.model_to_string() == b.discover_booster.model_to_string()
+    # every label query trains the refitted model: the early-stopping users' too
+    valid = cfg.ranker.model_copy(update={"discover_rounds": "valid"})
+    plain = train_ranker(ds, cfg.model_copy(update={"ranker": valid}), embeddings=emb)
+    pm = plain.metrics["discover"]
+    assert m["train_queries"] == pm["train_queries"] + pm["valid_queries"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("discover_rounds", "kfold"), ("discover_folds", 1), ("discover_folds", 50)]
+)
+def test_cv_rounds_settings_are_validated(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=f"ranker.{key}"):
+        config_from_dict({"ranker": {"discover": True, key: value}})
