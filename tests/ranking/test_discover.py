@@ -38,11 +38,13 @@ def _ds(baskets: list[tuple[str, list[str], int]]) -> Dataset:
     return Dataset.from_frames(cat, pd.DataFrame(rows))
 
 
-def _column(ds: Dataset, name: str, seed: str, user: str | None, cands: list[str]) -> list[float]:
-    feats = FeatureSpace.fit(ds, ("x",))
-    n = len(cands)
+def _query(
+    ds: Dataset, feats: FeatureSpace, seed: str | None, user: str | None, cands: list[str]
+) -> np.ndarray:
+    """The feature rows of one (seed, user) query over ``cands``."""
     from recset.pipeline import Candidates
 
+    n = len(cands)
     mixed = Candidates(
         np.array([[ds.items.index_one(c) for c in cands]], np.int32),
         np.zeros((1, n), np.float32),
@@ -50,11 +52,14 @@ def _column(ds: Dataset, name: str, seed: str, user: str | None, cands: list[str
         np.full((1, n, 1), -1, np.int32),
         ("x",),
     )
+    s = -1 if seed is None else ds.items.index_one(seed)
     u = -1 if user is None else ds.users.index_one(user)
-    X = feats.transform(
-        np.array([ds.items.index_one(seed)], np.int32), np.array([u], np.int32), mixed
-    )
-    return X[:, feats.names.index(name)].tolist()
+    return feats.transform(np.array([s], np.int32), np.array([u], np.int32), mixed)
+
+
+def _column(ds: Dataset, name: str, seed: str, user: str | None, cands: list[str]) -> list[float]:
+    feats = FeatureSpace.fit(ds, ("x",))
+    return _query(ds, feats, seed, user, cands)[:, feats.names.index(name)].tolist()
 
 
 def test_hist_copurchase_hand_computed() -> None:
@@ -320,20 +325,8 @@ def _columns(
     ds: Dataset, names: tuple[str, ...], seed: str | None, user: str | None, cands: list[str]
 ) -> dict[str, list[float]]:
     """The opt-in features ``names`` of one (seed, user) query over ``cands``."""
-    from recset.pipeline import Candidates
-
     feats = FeatureSpace.fit(ds, ("x",), extra_features=names)
-    n = len(cands)
-    mixed = Candidates(
-        np.array([[ds.items.index_one(c) for c in cands]], np.int32),
-        np.zeros((1, n), np.float32),
-        np.full((1, n, 1), np.nan, np.float32),
-        np.full((1, n, 1), -1, np.int32),
-        ("x",),
-    )
-    s = -1 if seed is None else ds.items.index_one(seed)
-    u = -1 if user is None else ds.users.index_one(user)
-    X = feats.transform(np.array([s], np.int32), np.array([u], np.int32), mixed)
+    X = _query(ds, feats, seed, user, cands)
     return {name: X[:, feats.names.index(name)].tolist() for name in names}
 
 
