@@ -33,7 +33,10 @@ Variants (comma-separated, combinable with ``+``):
   cross-validation over all label queries, then one model refitted on all of them
   (``discover_rounds = "cv"``) instead of early stopping on the validation users;
 - ``seedN``: the ranker's ``seed`` N (which users validate, the folds, LightGBM's bagging):
-  the same variant under several seeds shows how much of a difference is noise.
+  the same variant under several seeds shows how much of a difference is noise;
+- ``bagN``: ``discover_models = N``: N discovery models on the same label queries under
+  seeds ``seed`` .. ``seed + N - 1`` (LightGBM's sampling; with leave-last, each its own
+  validation users), served by the mean of their scores.
 
 Never tune on the test window: report test figures only from ``recset backtest``.
 """
@@ -65,8 +68,7 @@ from recset.eval.metrics import hit_matrix, per_query
 from recset.ranking._ranker import (
     DISCOVER_MONOTONE,
     Ranker,
-    _boost,
-    _boost_cv,
+    fit_discovery,
     fit_features,
     labelled_queries,
 )
@@ -84,6 +86,7 @@ class Variant:
     mono: bool = False  # the score never falls as an affinity feature rises
     cv: int = 0  # > 0: the trees chosen by user-grouped cross-validation with this many folds
     seed: int | None = None  # the ranker's seed (None: the config's)
+    bag: int = 1  # models under consecutive seeds, their scores averaged
 
 
 PLUGINS = {
@@ -127,6 +130,8 @@ def parse_variant(spec: str) -> Variant:
             v = replace(v, mono=True)
         elif m := re.fullmatch(r"seed(\d+)", part):
             v = replace(v, seed=int(m.group(1)))
+        elif m := re.fullmatch(r"bag(\d+)", part):
+            v = replace(v, bag=int(m.group(1)))
         elif m := re.fullmatch(r"cv(\d*)", part):
             v = replace(v, cv=int(m.group(1) or 5))
         elif m := re.fullmatch(r"lr([0-9.]+)", part):
@@ -252,9 +257,9 @@ def main() -> None:
         "num_threads": 2,
         "verbosity": -1,
     }
-    for v in variants:
-        t1 = time.perf_counter()
-        seed = rc0.seed if v.seed is None else v.seed
+
+    def fit_one(v: Variant, seed: int) -> tuple[Any, dict[str, Any], Any]:
+        """The discovery models of variant ``v`` under ``seed``: boosters, metrics, config."""
         rng = np.random.default_rng(seed)
         valid_user = rng.random(val.train.n_users) < rc0.valid_share
         parts_t, parts_v = [], []
@@ -301,10 +306,15 @@ def main() -> None:
             va = tuple(a[:0] for a in va)
         if v.cv:
             rc = rc.model_copy(update={"discover_rounds": "cv", "discover_folds": v.cv})
-            both = tuple(np.concatenate([tr[i], va[i]]) for i in range(4))
-            booster, metrics, _ = _boost_cv(v.name, params, rc, feats1.names, both, False)
-        else:
-            booster, metrics, _ = _boost(v.name, params, rc, feats1.names, tr[:3], va[:3], False)
+        rc = rc.model_copy(update={"discover_models": v.bag})
+        boosters, metrics = fit_discovery(
+            tr, va, params, rc, feats1.names, val.train.n_users, show_progress=False
+        )
+        return boosters, metrics, rc
+
+    for v in variants:
+        t1 = time.perf_counter()
+        boosters, metrics, rc = fit_one(v, rc0.seed if v.seed is None else v.seed)
         if v.extra not in served_spaces:
             served_spaces[v.extra] = fit_features(
                 val.train,
@@ -313,10 +323,19 @@ def main() -> None:
                 user_candidates=rc0.user_candidates,
                 extra_features=v.extra,
             )
-        ranker = Ranker(booster, served_spaces[v.extra], rc, val.train.users, metrics, booster)
+        ranker = Ranker(
+            boosters[0],
+            served_spaces[v.extra],
+            rc,
+            val.train.users,
+            metrics,
+            boosters[0],
+            tuple(boosters[1:]),
+        )
         system = ranked_system(engine.with_ranker(ranker).for_mode("discover"), v.name)
+        trees = "+".join(str(m["trees"]) for m in metrics.get("members", [metrics]))
         note = (
-            f"{metrics['train_queries']} label queries, {metrics['trees']} trees, "
+            f"{metrics['train_queries']} label queries, {trees} trees, "
             f"{time.perf_counter() - t1:.0f} s"
         )
         judge(system, note)

@@ -75,6 +75,27 @@ class CompiledScorer:
         return np.asarray(self.model.predict(X, n_jobs=1), dtype=np.float64)
 
 
+class MeanScorer:
+    """The mean score of several models (the members of a bagged discovery model)."""
+
+    def __init__(self, members: list[Scorer]) -> None:
+        if not members:
+            raise ValueError("a mean of no models")
+        self.members = members
+        self.kind = members[0].kind
+
+    def predict(self, X: NDArray[np.floating]) -> NDArray[np.float64]:
+        total = self.members[0].predict(X)
+        for member in self.members[1:]:
+            total = total + member.predict(X)
+        return total / len(self.members)
+
+
+def mean_scorer(members: list[Scorer]) -> Scorer:
+    """One scorer for ``members``: the only one itself, else their :class:`MeanScorer`."""
+    return members[0] if len(members) == 1 else MeanScorer(members)
+
+
 def _lleaves() -> Any | None:
     try:
         import lleaves

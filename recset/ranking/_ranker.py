@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from recset.data import Dataset, IdMap, basket_queries, leave_last_split, time_split
 from recset.errors import ConfigError, DataError, StorageError
 from recset.ranking._candidates import discovery_candidates, ranking_candidates
-from recset.ranking._compiled import BoosterScorer, Scorer, scorer
+from recset.ranking._compiled import BoosterScorer, Scorer, mean_scorer, scorer
 from recset.ranking._features import USER_HISTORY, FeatureSpace, feature_names
 from recset.recall import Mixer, RecallConfig, embed_items
 from recset.storage import read_state, write_state
@@ -103,6 +103,12 @@ class RankerConfig(BaseModel):
         many trees (``trees_tolerance`` and ``max_trees`` apply to the averaged curve).
     discover_folds : int
         Folds of ``discover_rounds = "cv"`` (users, not queries, are split).
+    discover_models : int
+        Discovery models trained on the same label queries and served by the mean of their
+        scores (bagging): the first as above, model ``b`` under the seed ``seed + b`` (its
+        LightGBM bagging and feature sampling, and, with ``label_split = "leave_last"`` or
+        ``discover_rounds = "cv"``, its own validation users or folds). With few label
+        queries a single model's early stopping is noisy; the mean is steadier.
     num_leaves, learning_rate, n_estimators, min_child_samples, feature_fraction,
     bagging_fraction, lambda_l2 : LightGBM parameters.
     early_stopping_rounds : int
@@ -133,6 +139,7 @@ class RankerConfig(BaseModel):
     discover_monotone: bool = False
     discover_rounds: Literal["valid", "cv"] = "valid"
     discover_folds: int = Field(5, ge=2, le=20)
+    discover_models: int = Field(1, ge=1, le=10)
     num_leaves: int = Field(31, ge=2)
     learning_rate: float = Field(0.05, gt=0)
     n_estimators: int = Field(300, ge=1)
@@ -156,6 +163,9 @@ class Ranker:
     users: IdMap
     metrics: dict[str, Any] = field(default_factory=dict)
     discover_booster: Any = None
+    discover_members: tuple[Any, ...] = ()
+    """The discovery models after the first (``discover_models`` > 1): served by the mean of
+    all their scores."""
     scorers: tuple[Scorer, Scorer | None] | None = field(default=None, repr=False)
     """The models' scorers (compiled when :meth:`load` or :meth:`save` could compile them);
     None: LightGBM's ``predict``."""
@@ -176,7 +186,9 @@ class Ranker:
             disc = self.discover_booster
             self.scorers = (
                 BoosterScorer(self.booster),
-                None if disc is None else BoosterScorer(disc),
+                None
+                if disc is None
+                else mean_scorer([BoosterScorer(b) for b in (disc, *self.discover_members)]),
             )
         return self.scorers
 
@@ -202,7 +214,8 @@ class Ranker:
         """Write the ranker into ``directory``.
 
         Files: ``model.txt`` (the LightGBM text format; ``discover.txt`` the discovery
-        model, when trained), ``features/`` (the
+        model, when trained, and ``discover-1.txt`` ... its other members with
+        ``discover_models`` > 1), ``features/`` (the
         :class:`FeatureSpace`) and the ``"ranker"`` state of :func:`~recset.storage.write_state`
         (``ranker.json``: feature names, config, training metrics, the training users' ids).
         With ``compiled`` and lleaves installed (``recset[fast]``), the models are compiled
@@ -212,10 +225,11 @@ class Ranker:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(directory / "model.txt"))
-        if self.discover_booster is not None:
-            self.discover_booster.save_model(str(directory / "discover.txt"))
+        discover = self._discover_models()
+        for file, booster in zip(_discover_files(directory, len(discover)), discover, strict=True):
+            booster.save_model(str(file))
         if compiled:
-            self.scorers = _scorers_of(directory, self.booster, self.discover_booster)
+            self.scorers = _scorers_of(directory, self.booster, discover)
         self.features.save(directory / "features")
         meta = {
             "feature_names": self.feature_names,
@@ -287,7 +301,9 @@ class Ranker:
             )
         model_file = directory / "model.txt"
         boosters = []
-        files = [model_file] + ([directory / "discover.txt"] if config.discover else [])
+        files = [model_file]
+        if config.discover:
+            files += _discover_files(directory, config.discover_models)
         for file in files:
             if not file.is_file():
                 raise ConfigError(f"{file}: missing (a LightGBM model); {_RETRAIN}")
@@ -298,20 +314,44 @@ class Ranker:
                     f"expected {len(expected)}; {_RETRAIN}"
                 )
             boosters.append(booster)
-        discover = boosters[1] if len(boosters) > 1 else None
+        discover = boosters[1:]
         scorers = _scorers_of(directory, boosters[0], discover, compiled=compiled)
-        return cls(boosters[0], features, config, users, metrics, discover, scorers)
+        return cls(
+            boosters[0],
+            features,
+            config,
+            users,
+            metrics,
+            discover[0] if discover else None,
+            tuple(discover[1:]),
+            scorers,
+        )
+
+    def _discover_models(self) -> list[Any]:
+        """Every discovery model (none when it was not trained)."""
+        if self.discover_booster is None:
+            return []
+        return [self.discover_booster, *self.discover_members]
+
+
+def _discover_files(directory: Path, n: int) -> list[Path]:
+    """The files of ``n`` discovery models: ``discover.txt``, ``discover-1.txt``, ..."""
+    return [directory / ("discover.txt" if b == 0 else f"discover-{b}.txt") for b in range(n)]
 
 
 def _scorers_of(
-    directory: Path, booster: Any, discover: Any, *, compiled: bool = True
+    directory: Path, booster: Any, discover: list[Any], *, compiled: bool = True
 ) -> tuple[Scorer, Scorer | None]:
-    """Scorers of a saved ranker's models (``model.txt``, ``discover.txt``)."""
+    """Scorers of a saved ranker's models (``model.txt``; the discovery models, one scorer
+    for the mean of their scores)."""
     main = scorer(booster, directory / "model.txt", compiled=compiled)
-    disc = None
-    if discover is not None:
-        disc = scorer(discover, directory / "discover.txt", compiled=main.kind != "lightgbm")
-    return main, disc
+    if not discover:
+        return main, None
+    files = _discover_files(directory, len(discover))
+    members = [
+        scorer(b, f, compiled=main.kind != "lightgbm") for b, f in zip(discover, files, strict=True)
+    ]
+    return main, mean_scorer(members)
 
 
 def _labels(mixed_item: NDArray[np.int32], queries: Any) -> NDArray[np.float32]:
@@ -480,7 +520,7 @@ def train_ranker(
     }
     names = features.names
     booster, metrics, curve = _boost("ranker", params, rc, names, train, valid, show_progress)
-    discover_booster = None
+    discover_booster, discover_members = None, ()
     if rc.discover:
         n_hist, n_sar = rc.discover_candidates, rc.discover_sar if rc.personal_features else 0
         d_train = labelled_queries(
@@ -544,14 +584,10 @@ def train_ranker(
                 "discovery candidates; train without `discover`"
             )
         d_params = discover_params(params, rc, names)
-        if rc.discover_rounds == "cv":
-            discover_booster, metrics["discover"], _ = _boost_cv(
-                "discovery model", d_params, rc, names, _stack([d_train, d_valid]), show_progress
-            )
-        else:
-            discover_booster, metrics["discover"], _ = _boost(
-                "discovery model", d_params, rc, names, d_train[:3], d_valid[:3], show_progress
-            )
+        discover_models, metrics["discover"] = fit_discovery(
+            d_train, d_valid, d_params, rc, names, dataset.n_users, show_progress
+        )
+        discover_booster, discover_members = discover_models[0], tuple(discover_models[1:])
         metrics["discover"]["label_windows"] = len(parts_t)
     if mixer is None:
         mixer = Mixer.fit(dataset, config, show_progress=show_progress)
@@ -563,7 +599,16 @@ def train_ranker(
         extra_features=extra,
         personal_features=rc.personal_features,
     )
-    return Ranker(booster, served, rc, dataset.users, metrics, discover_booster, valid_curve=curve)
+    return Ranker(
+        booster,
+        served,
+        rc,
+        dataset.users,
+        metrics,
+        discover_booster,
+        discover_members,
+        valid_curve=curve,
+    )
 
 
 DISCOVER_MONOTONE = (
@@ -612,6 +657,67 @@ def _stack(parts: list[_Labelled]) -> _Labelled:
         np.concatenate([p[1] for p in parts]),
         np.concatenate([p[2] for p in parts]),
         np.concatenate([p[3] for p in parts]),
+    )
+
+
+def fit_discovery(
+    d_train: _Labelled,
+    d_valid: _Labelled,
+    params: dict[str, Any],
+    rc: RankerConfig,
+    names: list[str],
+    n_users: int,
+    show_progress: bool = False,
+) -> tuple[list[Any], dict[str, Any]]:
+    """The ``rc.discover_models`` discovery models on the labelled queries ``d_train`` /
+    ``d_valid`` (X, y, group sizes, users) and the fit metrics of the first.
+
+    The first model early-stops on ``d_valid`` (or, with ``discover_rounds = "cv"``, on folds
+    of both, drawn from ``rc.seed``). Model ``b`` > 0 is trained under the seed
+    ``rc.seed + b``: LightGBM's bagging and feature sampling and the cross-validation folds
+    take it, and with ``label_split = "leave_last"`` its validation users are drawn afresh
+    from it (``rc.valid_share`` of the users of both parts); a time split keeps its
+    validation window (the most recent label baskets) for every model. With several models
+    the metrics also list each one's ``members`` (trees, validation NDCG@10, queries).
+    """
+    n = rc.discover_models
+    boosters: list[Any] = []
+    members: list[dict[str, Any]] = []
+    first: dict[str, Any] = {}
+    for b in range(n):
+        rc_b = rc if b == 0 else rc.model_copy(update={"seed": rc.seed + b})
+        p_b = {**params, "seed": rc_b.seed}
+        label = "discovery model" if n == 1 else f"discovery model {b + 1}/{n}"
+        if rc.discover_rounds == "cv":
+            booster, m, _ = _boost_cv(
+                label, p_b, rc_b, names, _stack([d_train, d_valid]), show_progress
+            )
+        else:
+            tr, va = d_train, d_valid
+            if b > 0 and rc.label_split == "leave_last":
+                valid_user = np.random.default_rng(rc_b.seed).random(n_users) < rc.valid_share
+                tr, va = _split_users(_stack([d_train, d_valid]), valid_user)
+            booster, m, _ = _boost(label, p_b, rc_b, names, tr[:3], va[:3], show_progress)
+        boosters.append(booster)
+        first = first or m
+        members.append(
+            {k: m.get(k) for k in ("trees", "valid_ndcg@10", "train_queries", "valid_queries")}
+            | {"seed": rc_b.seed}
+        )
+    if n > 1:
+        first = {**first, "models": n, "members": members}
+    return boosters, first
+
+
+def _split_users(data: _Labelled, valid_user: NDArray[np.bool_]) -> tuple[_Labelled, _Labelled]:
+    """(training, validation) labelled queries of ``data``: the queries of the users where
+    ``valid_user`` is true validate."""
+    X, y, g, users = data
+    q_valid = valid_user[users]
+    row_valid = np.repeat(q_valid, g)
+    return (
+        (X[~row_valid], y[~row_valid], g[~q_valid], users[~q_valid]),
+        (X[row_valid], y[row_valid], g[q_valid], users[q_valid]),
     )
 
 

@@ -462,8 +462,73 @@ def test_cv_rounds_run_and_are_deterministic(ds: Dataset) -> None:
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("discover_rounds", "kfold"), ("discover_folds", 1), ("discover_folds", 50)]
+    ("key", "value"),
+    [
+        ("discover_rounds", "kfold"),
+        ("discover_folds", 1),
+        ("discover_folds", 50),
+        ("discover_models", 0),
+        ("discover_models", 11),
+    ],
 )
 def test_cv_rounds_settings_are_validated(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=f"ranker.{key}"):
         config_from_dict({"ranker": {"discover": True, key: value}})
+
+
+def test_split_users_keeps_each_users_queries_together() -> None:
+    from recset.ranking._ranker import _split_users
+
+    X = np.arange(12, dtype=np.float32).reshape(6, 2)
+    y = np.array([1, 0, 0, 1, 0, 1], np.float32)
+    group = np.array([2, 3, 1], np.int64)
+    users = np.array([5, 2, 5], np.int32)
+    valid_user = np.zeros(8, bool)
+    valid_user[5] = True
+    (Xt, yt, gt, ut), (Xv, yv, gv, uv) = _split_users((X, y, group, users), valid_user)
+    assert Xv[:, 0].tolist() == [0, 2, 10] and yv.tolist() == [1, 0, 1]
+    assert gv.tolist() == [2, 1] and uv.tolist() == [5, 5]
+    assert Xt[:, 0].tolist() == [4, 6, 8] and gt.tolist() == [3] and ut.tolist() == [2]
+
+
+def test_bagged_discovery_models_serve_their_mean(ds: Dataset, tmp_path: Path) -> None:
+    base = {
+        "max_queries": 1000,
+        "n_estimators": 20,
+        "discover": True,
+        "discover_windows": 1,
+        "label_split": "leave_last",
+    }
+    emb = np.zeros((ds.n_items, 0), np.float32)
+    one = train_ranker(ds, config_from_dict({"ranker": base}), embeddings=emb)
+    cfg = config_from_dict({"ranker": {**base, "discover_models": 3}})
+    bag = train_ranker(ds, cfg, embeddings=emb)
+    assert one.discover_members == () and "members" not in one.metrics["discover"]
+    # the first model is the single model; the others are trained under seeds 1 and 2
+    assert bag.discover_booster.model_to_string() == one.discover_booster.model_to_string()
+    assert len(bag.discover_members) == 2
+    m = bag.metrics["discover"]
+    assert m["models"] == 3 and [x["seed"] for x in m["members"]] == [0, 1, 2]
+    assert m["members"][0]["trees"] == m["trees"]
+    # leave-last: each model its own validation users, drawn from the same label queries
+    sizes = {x["train_queries"] + x["valid_queries"] for x in m["members"]}
+    assert len(sizes) == 1
+    assert len({x["valid_queries"] for x in m["members"]}) > 1
+    X = np.random.default_rng(1).random((40, len(bag.feature_names))).astype(np.float32)
+    boosters = [bag.discover_booster, *bag.discover_members]
+    mean = np.mean([b.predict(X) for b in boosters], axis=0)
+    assert np.allclose(bag.score_new(X), mean)
+    assert not np.allclose(bag.score_new(X), one.score_new(X))
+    # saved as discover.txt, discover-1.txt, discover-2.txt and loaded back
+    bag.save(tmp_path / "r")
+    assert {p.name for p in (tmp_path / "r").glob("discover*.txt")} == {
+        "discover.txt",
+        "discover-1.txt",
+        "discover-2.txt",
+    }
+    again = Ranker.load(tmp_path / "r")
+    assert len(again.discover_members) == 2
+    assert np.allclose(again.score_new(X), mean)
+    (tmp_path / "r" / "discover-2.txt").unlink()
+    with pytest.raises(ConfigError, match="discover-2.txt"):
+        Ranker.load(tmp_path / "r")
