@@ -139,7 +139,7 @@ class RankerConfig(BaseModel):
     discover_monotone: bool = False
     discover_rounds: Literal["valid", "cv"] = "valid"
     discover_folds: int = Field(5, ge=2, le=20)
-    discover_models: int = Field(1, ge=1, le=10)
+    discover_models: int = Field(3, ge=1, le=10)
     num_leaves: int = Field(31, ge=2)
     learning_rate: float = Field(0.05, gt=0)
     n_estimators: int = Field(300, ge=1)

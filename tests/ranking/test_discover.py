@@ -441,6 +441,7 @@ def test_cv_rounds_run_and_are_deterministic(ds: Dataset) -> None:
                 "discover_windows": 2,
                 "discover_rounds": "cv",
                 "discover_folds": 3,
+                "discover_models": 1,
             }
         }
     )
@@ -500,7 +501,9 @@ def test_bagged_discovery_models_serve_their_mean(ds: Dataset, tmp_path: Path) -
         "label_split": "leave_last",
     }
     emb = np.zeros((ds.n_items, 0), np.float32)
-    one = train_ranker(ds, config_from_dict({"ranker": base}), embeddings=emb)
+    one = train_ranker(
+        ds, config_from_dict({"ranker": {**base, "discover_models": 1}}), embeddings=emb
+    )
     cfg = config_from_dict({"ranker": {**base, "discover_models": 3}})
     bag = train_ranker(ds, cfg, embeddings=emb)
     assert one.discover_members == () and "members" not in one.metrics["discover"]
