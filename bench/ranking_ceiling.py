@@ -12,12 +12,16 @@ user a hit):
    the test *users* (early-stopped on an inner split of those users' queries), scored on
    the other half, then the halves swapped: every query is ranked by a model that never saw
    its user, but that knew the test window's own label distribution. Its Hit@10 /
-   explore_hit@10 says how far today's candidates *and features* can get;
+   explore_hit@10 says how far today's candidates *and features* can get. The same
+   cross-fit with each model learning from half its half's users says how much that figure
+   still depends on the amount of label data (the served models learn from more queries
+   than a quarter of a test window holds);
 3. the same cross-fit given only a strong baseline's signals (``complete``: the user's
    purchase count of the candidate and the seed's co-purchase score, as
    ``user_repeat+cooc``; ``discover``: the candidate's popularity and the seed's
    association-rule confidence), the control for how much of the ceiling is re-fitting on
-   the window rather than the features.
+   the window rather than the features; and the candidates simply ordered by those signals
+   (the first decides, the next breaks ties), no model at all.
 
 Everything is built as ``recset backtest`` builds it: ``Engine.build`` on the training part,
 the served feature space as ``train_ranker`` builds it (the backtest's ranker config, with
@@ -83,11 +87,15 @@ def _labelled(engine: Engine, feats: Any, queries: Any, rc: Any, mode: str) -> A
     return _stack(parts)
 
 
-def _top_hits(score: NDArray[np.float64], y: NDArray[np.float32], group: NDArray[np.int64], k: int):  # noqa: ANN202
-    """Per group: 1.0 when a positive is among its ``k`` best-scored rows (ties keep the
-    candidates' order, as the served stage's stable sort does)."""
+def _top_hits(
+    keys: list[NDArray[np.float64]], y: NDArray[np.float32], group: NDArray[np.int64], k: int
+) -> NDArray[np.float64]:
+    """Per group (query): 1.0 when a positive is among its ``k`` best rows by ``keys``
+    (higher first; the first key decides, ties go to the next, then to the candidates'
+    order, as the served stage's stable sort; missing values last)."""
     gid = np.repeat(np.arange(len(group)), group)
-    order = np.lexsort((-score, gid))  # by group, then score descending, stable
+    neg = [-np.nan_to_num(np.asarray(c, np.float64), nan=-np.inf) for c in keys]
+    order = np.lexsort((*neg[::-1], gid))  # by query, then the keys; stable
     start = np.concatenate([[0], np.cumsum(group)[:-1]])
     pos = np.empty(len(gid), np.int64)
     pos[order] = np.arange(len(gid)) - start[gid[order]]
@@ -104,19 +112,25 @@ def _cross_fit(
     rc: Any,
     names: list[str],
     seed: int,
+    *,
+    folds: int = 2,
+    share: float = 1.0,
 ) -> tuple[NDArray[np.float64], list[int]]:
-    """Scores of every row by a model trained on the other half of the users (early
-    stopping on an inner ``rc.valid_share`` of the training half's users) and the trees
-    each half's model kept."""
+    """Scores of every row by a model trained on the users of the other ``folds - 1``
+    folds (2: the other half; early stopping on an inner ``rc.valid_share`` of those
+    users) and the trees each fold's model kept. With ``share`` < 1 each model learns from
+    that share of its users only (the same folds: how much the ceiling still depends on
+    the amount of label data)."""
     n_users = int(users.max(initial=0)) + 1
     rng = np.random.default_rng(seed)
-    half = rng.random(n_users) < 0.5
+    fold = np.minimum((rng.random(n_users) * folds).astype(np.int64), folds - 1)
     inner = rng.random(n_users) < rc.valid_share
+    kept = np.random.default_rng(seed + 1).random(n_users) < share
     row_user = np.repeat(users, group)
     score = np.full(len(y), np.nan)
     trees = []
-    for side in (True, False):
-        fit_q = half[users] == side
+    for f in range(folds):
+        fit_q = (fold[users] != f) & kept[users]
         parts = []
         for sel_q in (fit_q & ~inner[users], fit_q & inner[users]):
             rows = np.repeat(sel_q, group)
@@ -124,7 +138,7 @@ def _cross_fit(
         booster, metrics, _ = _boost("ceiling", params, rc, names, parts[0], parts[1], False)
         trees.append(int(metrics["trees"]))
         del parts
-        rows = half[row_user] != side
+        rows = fold[row_user] == f
         score[rows] = booster.predict(X[rows])
     return score, trees
 
@@ -166,7 +180,11 @@ def main() -> None:
     ap.add_argument("--split", choices=("time", "leave_last"), default="time")
     ap.add_argument("--max-queries", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0, help="the backtest's seed (query sample)")
-    ap.add_argument("--fold-seed", type=int, default=0, help="the users' halves")
+    ap.add_argument("--fold-seed", type=int, default=0, help="deals the users to the folds")
+    ap.add_argument("--folds", type=int, default=2, help="user folds of the cross-fit")
+    ap.add_argument(
+        "--half", action="store_true", help="also the cross-fit with half the fit users"
+    )
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--modes", default="complete,discover")
     ap.add_argument("--baseline-hit", type=float, default=None)
@@ -202,85 +220,98 @@ def main() -> None:
     )
     base_hit, base_explore, source = _baselines(args)
     params = ranker_params(rc)
-    rows = []
+    folds = args.folds
+    out = []
     for mode in args.modes.split(","):
         t1 = time.perf_counter()
         den_users = queries.user if mode == "complete" else queries.user[has_new]
         X, y, group, users = _labelled(engine, feats, queries, rc, mode)
-        control = [names.index(c) for c in CONTROLS[mode] if c in names]
         p = params if mode == "complete" else discover_params(params, rc, names)
-        score, trees = _cross_fit(X, y, group, users, p, rc, names, args.fold_seed)
-        learned = _top_hits(score, y, group, 10)
-        Xc = np.ascontiguousarray(X[:, control])
-        c_names = [names[i] for i in control]
-        del X
-        gc.collect()
-        c_score, c_trees = _cross_fit(Xc, y, group, users, p, rc, c_names, args.fold_seed)
-        ctrl = _top_hits(c_score, y, group, 10)
-        del Xc
-        h_learned, clusters = _per_query(learned, users, den_users)
-        h_ctrl, _ = _per_query(ctrl, users, den_users)
-        h_cand, _ = _per_query(np.ones(len(group)), users, den_users)
-        ci = {
-            name: bootstrap_ci(h, clusters, n_boot=args.n_boot, seed=0)
-            for name, h in (("learned", h_learned), ("control", h_ctrl))
-        }
-        diff = paired_difference(h_ctrl, h_learned, clusters, n_boot=args.n_boot, seed=0)
-        rows.append(
-            {
-                "mode": mode,
-                "queries": len(den_users),
-                "labelled": len(group),
-                "rows": int(group.sum()),
-                "candidate": float(h_cand.mean()),
-                "learned": float(h_learned.mean()),
-                "learned_ci": ci["learned"],
-                "trees": trees,
-                "control": float(h_ctrl.mean()),
-                "control_ci": ci["control"],
-                "control_cols": c_names,
-                "control_trees": c_trees,
-                "diff": diff,
-                "seconds": time.perf_counter() - t1,
-            }
+        cols = [names.index(c) for c in CONTROLS[mode] if c in names]
+        c_names = [names[i] for i in cols]
+        Xc = np.ascontiguousarray(X[:, cols])
+        hits: dict[str, NDArray[np.float64]] = {"candidates": np.ones(len(group))}
+        trees: dict[str, list[int]] = {}
+        score, trees["learned"] = _cross_fit(
+            X, y, group, users, p, rc, names, args.fold_seed, folds=folds
         )
-        del y, group, users, score, c_score
+        hits["learned"] = _top_hits([score], y, group, 10)
+        if args.half:
+            score, trees["half"] = _cross_fit(
+                X, y, group, users, p, rc, names, args.fold_seed, folds=folds, share=0.5
+            )
+            hits["half"] = _top_hits([score], y, group, 10)
+        del X, score
         gc.collect()
-        print(f"{mode}: {rows[-1]['seconds']:.0f} s", flush=True)
+        score, trees["control"] = _cross_fit(
+            Xc, y, group, users, p, rc, c_names, args.fold_seed, folds=folds
+        )
+        hits["control"] = _top_hits([score], y, group, 10)
+        hits["signal"] = _top_hits(list(Xc.T), y, group, 10)
+        del Xc, score
+        per_q = {}
+        for name, h in hits.items():
+            per_q[name], clusters = _per_query(h, users, den_users)
+        row: dict[str, Any] = {
+            "mode": mode,
+            "queries": len(den_users),
+            "users": len(np.unique(den_users)),
+            "labelled": len(group),
+            "labelled_users": len(np.unique(users)),
+            "rows": int(group.sum()),
+            "control_cols": c_names,
+            "trees": trees,
+        }
+        for name, h in per_q.items():
+            row[name] = float(h.mean())
+            row[name + "_ci"] = bootstrap_ci(h, clusters, n_boot=args.n_boot, seed=0)
+        row["diff"] = paired_difference(
+            per_q["control"], per_q["learned"], clusters, n_boot=args.n_boot, seed=0
+        )
+        row["seconds"] = time.perf_counter() - t1
+        out.append(row)
+        del y, group, users, hits, per_q
+        gc.collect()
+        print(f"{mode}: {row['seconds']:.0f} s; {json.dumps(row)}", flush=True)
     metric = {"complete": "Hit@10", "discover": "explore_hit@10"}
     print()
     print(
-        "| mode | metric | queries (denominator) | with a positive candidate | candidate ceiling | "
-        "learned ceiling (95% CI) | trees | control: baseline signals only (95% CI) | "
-        "learned - control (95% CI) |"
+        "| mode | metric | queries (users) | with a positive candidate (users) | "
+        "candidate ceiling | learned ceiling (95% CI) | trees | learned, half the fit users | "
+        "control learned (95% CI) | control signal order | learned - control (95% CI) |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+    def ci(r: dict[str, Any], name: str) -> str:
+        lo, hi = r[name + "_ci"]
+        return f"{r[name]:.4f} ({lo:.4f}-{hi:.4f})"
+
+    for r in out:
         d = r["diff"]
+        half = f"{r['half']:.4f}" if "half" in r else "-"
         print(
-            f"| {r['mode']} | {metric[r['mode']]} | {r['queries']:,} | {r['labelled']:,} "
-            f"({r['rows']:,} rows) | {r['candidate']:.4f} | {r['learned']:.4f} "
-            f"({r['learned_ci'][0]:.4f}-{r['learned_ci'][1]:.4f}) | "
-            f"{r['trees'][0]}, {r['trees'][1]} | {r['control']:.4f} "
-            f"({r['control_ci'][0]:.4f}-{r['control_ci'][1]:.4f}) | "
+            f"| {r['mode']} | {metric[r['mode']]} | {r['queries']:,} ({r['users']:,}) | "
+            f"{r['labelled']:,} ({r['labelled_users']:,}) | {r['candidates']:.4f} | "
+            f"{ci(r, 'learned')} | {', '.join(map(str, r['trees']['learned']))} | {half} | "
+            f"{ci(r, 'control')} | {r['signal']:.4f} | "
             f"{d['diff']:+.4f} ({d['low']:+.4f}..{d['high']:+.4f}) |"
         )
     print()
-    print("control columns: " + "; ".join(f"{r['mode']}: {r['control_cols']}" for r in rows))
+    print("control columns: " + "; ".join(f"{r['mode']}: {r['control_cols']}" for r in out))
     print(f"baselines from {source}")
-    for r in rows:
+    for r in out:
         if r["mode"] == "complete" and base_hit is not None:
             target = 1 - 0.7 * (1 - base_hit)
             print(
                 f"complete target (30% of the misses of Hit@10 {base_hit:.4f} cut): Hit@10 >= "
-                f"{target:.4f}; candidate ceiling {r['candidate']:.4f}, learned ceiling "
+                f"{target:.4f}; candidate ceiling {r['candidates']:.4f}, learned ceiling "
                 f"{r['learned']:.4f} ({'within' if r['learned'] >= target else 'beyond'} it)"
             )
         if r["mode"] == "discover" and base_explore is not None:
             target = 1.5 * base_explore
             print(
                 f"discover target (1.5x explore_hit@10 {base_explore:.4f}): >= {target:.4f}; "
-                f"candidate ceiling {r['candidate']:.4f}, learned ceiling {r['learned']:.4f} "
+                f"candidate ceiling {r['candidates']:.4f}, learned ceiling {r['learned']:.4f} "
                 f"({'within' if r['learned'] >= target else 'beyond'} it)"
             )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
