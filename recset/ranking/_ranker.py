@@ -501,23 +501,7 @@ def train_ranker(
     valid = training_matrix(fit_mixer, features, valid_q, rc.candidates)
     if len(train[2]) == 0:
         raise DataError(f"{dataset.name}: no training query has a positive among its candidates")
-    params = {
-        "objective": "lambdarank",
-        "metric": "ndcg",
-        "eval_at": [10],
-        "num_leaves": rc.num_leaves,
-        "learning_rate": rc.learning_rate,
-        "min_child_samples": rc.min_child_samples,
-        "feature_fraction": rc.feature_fraction,
-        "bagging_fraction": rc.bagging_fraction,
-        "bagging_freq": 1,
-        "lambda_l2": rc.lambda_l2,
-        "seed": rc.seed,
-        "deterministic": True,
-        "force_row_wise": True,
-        "num_threads": 2,
-        "verbosity": -1,
-    }
+    params = ranker_params(rc)
     names = features.names
     booster, metrics, curve = _boost("ranker", params, rc, names, train, valid, show_progress)
     discover_booster, discover_members = None, ()
@@ -609,6 +593,28 @@ def train_ranker(
         discover_members,
         valid_curve=curve,
     )
+
+
+def ranker_params(rc: RankerConfig) -> dict[str, Any]:
+    """The ranker's LightGBM parameters (lambdarank, NDCG@10 for early stopping) from ``rc``;
+    the discovery model's are :func:`discover_params` of them."""
+    return {
+        "objective": "lambdarank",
+        "metric": "ndcg",
+        "eval_at": [10],
+        "num_leaves": rc.num_leaves,
+        "learning_rate": rc.learning_rate,
+        "min_child_samples": rc.min_child_samples,
+        "feature_fraction": rc.feature_fraction,
+        "bagging_fraction": rc.bagging_fraction,
+        "bagging_freq": 1,
+        "lambda_l2": rc.lambda_l2,
+        "seed": rc.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": 2,
+        "verbosity": -1,
+    }
 
 
 DISCOVER_MONOTONE = (
