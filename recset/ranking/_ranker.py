@@ -98,9 +98,11 @@ class RankerConfig(BaseModel):
     discover_rounds : {"valid", "cv"}
         How the discovery model's number of trees is chosen: ``"valid"`` early-stops on the
         validation users' label queries (as the ranker does); ``"cv"`` pools every label
-        query, cuts the users into ``discover_folds`` folds, early-stops on the NDCG@10
-        averaged over the folds (LightGBM ``cv``), then refits on all of them with that
-        many trees (``trees_tolerance`` and ``max_trees`` apply to the averaged curve).
+        query, cuts the users into ``discover_folds`` folds, early-stops each fold on its
+        held-out users' NDCG@10 (one fold in memory at a time), averages the folds' curves
+        (a fold that stopped early held at its last value), then refits on all of them with
+        the trees where that average peaks (``trees_tolerance`` and ``max_trees`` apply to
+        the averaged curve).
     discover_folds : int
         Folds of ``discover_rounds = "cv"`` (users, not queries, are split).
     discover_models : int
@@ -757,25 +759,54 @@ def _boost_cv(
     show_progress: bool,
 ) -> tuple[Any, dict[str, Any], list[float]]:
     """The number of trees chosen by user-grouped cross-validation (``discover_rounds =
-    "cv"``): LightGBM ``cv`` on :func:`user_folds`, early-stopped on the NDCG@10 averaged
-    over the folds and cut by :func:`_kept_trees`, then one model refitted on all of
-    ``data`` with that many trees; the booster, its metrics and the averaged curve."""
+    "cv"``), then one model refitted on all of ``data`` with that many trees; the booster,
+    its metrics and the fold-averaged NDCG@10 curve.
+
+    The label rows are binned once (one LightGBM ``Dataset``, its raw copy released); each
+    of the :func:`user_folds` in turn trains on a ``Dataset.subset`` of it (the subsets
+    share its bin mappers), early-stops on its held-out users' NDCG@10 and keeps only that
+    curve before the next fold is built, so memory holds one fold's binned rows at a time
+    (LightGBM ``cv`` keeps every fold's at once: 14 GiB on Complete Journey's validation
+    window). :func:`_cv_curve` averages the folds' curves and :func:`_kept_trees` cuts it.
+    """
+    import gc
+
     import lightgbm as lgb
 
     X, y, g, users = data
     folds = user_folds(g, users, rc.discover_folds, rc.seed)
-    full = lgb.Dataset(X, y, group=g, feature_name=names, free_raw_data=False)
-    with _rounds(f"{label}: cross-validation rounds", rc.n_estimators, show_progress) as shown:
-        res = lgb.cv(
-            params,
-            full,
-            num_boost_round=rc.n_estimators,
-            folds=folds,
-            callbacks=[lgb.early_stopping(rc.early_stopping_rounds, verbose=False), *shown],
-        )
-    curve = [float(v) for v in res["valid ndcg@10-mean"]]
-    spread = res["valid ndcg@10-stdv"]
-    keep = _kept_trees(curve, len(curve), rc)
+    # the fold subsets are binned with the full set's mappers under these same parameters
+    full = lgb.Dataset(
+        X, y, group=g, feature_name=names, params=params, free_raw_data=True
+    ).construct()
+    curves: list[list[float]] = []
+    for k, (rows_train, rows_held) in enumerate(folds, 1):
+        fold_train = full.subset(rows_train.tolist())
+        fold_held = full.subset(rows_held.tolist())
+        evals: dict[str, Any] = {}
+        with _rounds(
+            f"{label}: cross-validation fold {k}/{len(folds)} rounds",
+            rc.n_estimators,
+            show_progress,
+        ) as shown:
+            booster = lgb.train(
+                params,
+                fold_train,
+                num_boost_round=rc.n_estimators,
+                valid_sets=[fold_held],
+                callbacks=[
+                    lgb.early_stopping(rc.early_stopping_rounds, verbose=False),
+                    lgb.record_evaluation(evals),
+                    *shown,
+                ],
+            )
+        curves.append([float(v) for v in evals["valid_0"]["ndcg@10"]])
+        # free this fold's binned rows and booster before the next fold is built
+        del booster, fold_train, fold_held, evals
+        gc.collect()
+    curve, spread = _cv_curve(curves)
+    best = int(np.argmax(curve)) + 1
+    keep = _kept_trees(curve, best, rc)
     with _rounds(f"{label}: refit rounds", keep, show_progress) as shown:
         booster = lgb.train(params, full, num_boost_round=keep, callbacks=shown)
     metrics = {
@@ -785,14 +816,33 @@ def _boost_cv(
         "rounds": "cv",
         "cv_folds": rc.discover_folds,
         "cv_users": int(len(np.unique(users))),
-        "best_iteration": len(curve),
+        "cv_fold_rounds": [len(c) for c in curves],
+        "best_iteration": best,
         "trees": keep,
         "valid_ndcg@10": curve[keep - 1],
-        "cv_ndcg@10_stdv": float(spread[keep - 1]),
+        "cv_ndcg@10_stdv": spread[keep - 1],
         "positive_rate": float(y.mean()) if len(y) else 0.0,
     }
     _log.info("%s trained: %s", label, metrics)
     return booster, metrics, curve
+
+
+def _cv_curve(curves: list[list[float]]) -> tuple[list[float], list[float]]:
+    """The mean and (population) standard deviation across folds of their NDCG@10 after each
+    round, ``curves`` holding one list per fold.
+
+    Each fold early-stops on its own, so the curves differ in length: a fold that stopped
+    before the longest is extended by its last value (held flat at the score it stopped
+    with, not extrapolated), and the mean runs to the longest fold's last round. A fold
+    stops ``early_stopping_rounds`` after its own best, past which its curve no longer rose,
+    so the flat extension neither makes a peak of its own nor hides a later one of the
+    folds that ran on.
+    """
+    if not curves or min(len(c) for c in curves) == 0:
+        raise ValueError(f"every cross-validation fold needs an evaluation curve; got {curves}")
+    n = max(len(c) for c in curves)
+    padded = np.array([c + [c[-1]] * (n - len(c)) for c in curves], dtype=np.float64)
+    return padded.mean(axis=0).tolist(), padded.std(axis=0).tolist()
 
 
 def _boost(

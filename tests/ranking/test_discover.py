@@ -462,6 +462,88 @@ def test_cv_rounds_run_and_are_deterministic(ds: Dataset) -> None:
     assert m["train_queries"] == pm["train_queries"] + pm["valid_queries"]
 
 
+def test_cv_curve_extends_folds_that_stopped_early() -> None:
+    from recset.ranking._ranker import RankerConfig, _cv_curve, _kept_trees
+
+    # fold A peaks early and stops after round 3; fold B runs on and rises to round 4
+    curves = [[0.2, 0.8, 0.7], [0.1, 0.2, 0.3, 0.45]]
+    mean, spread = _cv_curve(curves)
+    # by hand: A is held at its last value 0.7 in round 4
+    assert mean == pytest.approx([0.15, 0.5, 0.5, 0.575])
+    assert spread == pytest.approx([0.05, 0.3, 0.2, 0.125])
+    # the mean peaks at round 4 (averaging only the folds still running would give 0.45 there
+    # and pick round 2; cutting every fold to the shortest would pick round 2 too)
+    assert _kept_trees(mean, len(mean), RankerConfig()) == 4
+    # within 0.08 of the peak (0.495): round 2 is the first
+    assert _kept_trees(mean, len(mean), RankerConfig(trees_tolerance=0.08)) == 2
+    assert _cv_curve([[0.3, 0.4]]) == (pytest.approx([0.3, 0.4]), pytest.approx([0.0, 0.0]))
+    with pytest.raises(ValueError, match="evaluation curve"):
+        _cv_curve([[0.3], []])
+
+
+def test_cv_fold_loop_matches_folds_trained_one_by_one() -> None:
+    """The fold loop's curves and tree count equal each fold trained on its own (its rows
+    binned with the full set's mappers), and the refit has exactly that many trees."""
+    import lightgbm as lgb
+
+    from recset.ranking._ranker import (
+        RankerConfig,
+        _boost_cv,
+        _cv_curve,
+        _kept_trees,
+        user_folds,
+    )
+
+    rng = np.random.default_rng(3)
+    n_q, size = 240, 8
+    g = np.full(n_q, size, np.int64)
+    users = rng.integers(0, 60, n_q).astype(np.int32)
+    X = rng.normal(size=(n_q * size, 4)).astype(np.float32)
+    # the first feature ranks the positives, the rest is noise: a few trees learn it
+    y = (X[:, 0] + rng.normal(scale=1.0, size=len(X)) > 1.2).astype(np.float32)
+    names = ["f0", "f1", "f2", "f3"]
+    params = {
+        "objective": "lambdarank",
+        "metric": "ndcg",
+        "eval_at": [10],
+        "num_leaves": 7,
+        "learning_rate": 0.1,
+        "min_child_samples": 5,
+        "seed": 0,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": 1,
+        "verbosity": -1,
+    }
+    rc = RankerConfig(n_estimators=60, early_stopping_rounds=8, discover_folds=3, seed=1)
+    booster, m, curve = _boost_cv("t", params, rc, names, (X, y, g, users), False)
+
+    full = lgb.Dataset(X, y, group=g, feature_name=names, params=params).construct()
+    ref = []
+    for rows_train, rows_held in user_folds(g, users, 3, seed=1):
+
+        def part(rows: np.ndarray) -> lgb.Dataset:
+            group = np.full(len(rows) // size, size)  # whole queries of `size` rows
+            return lgb.Dataset(X[rows], y[rows], group=group, reference=full, params=params)
+
+        evals: dict = {}
+        lgb.train(
+            params,
+            part(rows_train),
+            num_boost_round=60,
+            valid_sets=[part(rows_held)],
+            callbacks=[lgb.early_stopping(8, verbose=False), lgb.record_evaluation(evals)],
+        )
+        ref.append(evals["valid_0"]["ndcg@10"])
+    want, _ = _cv_curve(ref)
+    assert curve == pytest.approx(want)
+    assert m["cv_fold_rounds"] == [len(c) for c in ref]
+    assert len(set(m["cv_fold_rounds"])) > 1  # the folds stopped at different rounds
+    assert m["trees"] == _kept_trees(want, len(want), rc) == booster.current_iteration()
+    assert m["valid_ndcg@10"] == pytest.approx(want[m["trees"] - 1])
+    assert m["train_queries"] == n_q and m["valid_queries"] == 0
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
     [
