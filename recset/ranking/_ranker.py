@@ -278,7 +278,10 @@ class Ranker:
         meta = state.meta
         try:
             trained_on = [str(n) for n in meta["feature_names"]]
-            config = RankerConfig.model_validate(meta["config"])
+            saved = dict(meta["config"])
+            # rankers saved before `discover_models` existed hold one discovery model
+            saved.setdefault("discover_models", 1)
+            config = RankerConfig.model_validate(saved)
             metrics = dict(meta.get("metrics") or {})
             if not isinstance(meta["users"], list):
                 raise TypeError(f"users is a {type(meta['users']).__name__}, not a list")

@@ -617,3 +617,21 @@ def test_bagged_discovery_models_serve_their_mean(ds: Dataset, tmp_path: Path) -
     (tmp_path / "r" / "discover-2.txt").unlink()
     with pytest.raises(ConfigError, match="discover-2.txt"):
         Ranker.load(tmp_path / "r")
+
+
+def test_ranker_saved_before_discover_models_loads_its_one_model(
+    trained: tuple[Engine, Ranker], tmp_path: Path
+) -> None:
+    _, ranker = trained
+    ranker.save(tmp_path / "r")
+    meta_file = tmp_path / "r" / "ranker.json"
+    state = json.loads(meta_file.read_text())
+    config = state["meta"]["config"] if "meta" in state else state["config"]
+    config.pop("discover_models")
+    meta_file.write_text(json.dumps(state))
+    for extra in ("discover-1.txt", "discover-2.txt"):
+        (tmp_path / "r" / extra).unlink()
+    again = Ranker.load(tmp_path / "r")
+    assert again.config.discover_models == 1 and again.discover_members == ()
+    X = np.random.default_rng(2).random((7, len(ranker.feature_names))).astype(np.float32)
+    assert np.allclose(again.score_new(X), ranker.discover_booster.predict(X))
