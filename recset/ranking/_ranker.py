@@ -695,19 +695,21 @@ def fit_discovery(
     boosters: list[Any] = []
     members: list[dict[str, Any]] = []
     first: dict[str, Any] = {}
+    # both parts in one (stacked once): the cross-validation's data, and the queries each
+    # leave-last model after the first deals to its own validation users (unused otherwise)
+    resplits = n > 1 and rc.label_split == "leave_last"
+    pooled = _stack([d_train, d_valid]) if rc.discover_rounds == "cv" or resplits else d_train
     for b in range(n):
         rc_b = rc if b == 0 else rc.model_copy(update={"seed": rc.seed + b})
         p_b = {**params, "seed": rc_b.seed}
         label = "discovery model" if n == 1 else f"discovery model {b + 1}/{n}"
         if rc.discover_rounds == "cv":
-            booster, m, _ = _boost_cv(
-                label, p_b, rc_b, names, _stack([d_train, d_valid]), show_progress
-            )
+            booster, m, _ = _boost_cv(label, p_b, rc_b, names, pooled, show_progress)
         else:
             tr, va = d_train, d_valid
-            if b > 0 and rc.label_split == "leave_last":
+            if b > 0 and resplits:
                 valid_user = np.random.default_rng(rc_b.seed).random(n_users) < rc.valid_share
-                tr, va = _split_users(_stack([d_train, d_valid]), valid_user)
+                tr, va = _split_users(pooled, valid_user)
             booster, m, _ = _boost(label, p_b, rc_b, names, tr[:3], va[:3], show_progress)
         boosters.append(booster)
         first = first or m
