@@ -85,13 +85,18 @@ class CandPop(RankerFeature):
 
 @register_feature("cand_pop_log")
 class CandPopLog(CandPop):
-    """``log1p`` of ``cand_pop``."""
+    """``log1p`` of ``cand_pop``.
+
+    Taken in float64: numpy's float32 ``log1p`` has one implementation per vector extension
+    (AVX-512 or AVX2), and they differ in the last bit; float64 differences vanish when the
+    feature matrix rounds to float32 (this and ``user_n_purchases_log`` differed between
+    such machines on Instacart, the other logs did not)."""
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
-        return np.log1p(self.item_pop_[batch.c]).astype(np.float64)
+        return np.log1p(self.item_pop_[batch.c].astype(np.float64))
 
     def item_values(self) -> NDArray[np.float64] | None:
-        return np.log1p(self.item_pop_).astype(np.float64)
+        return np.log1p(self.item_pop_.astype(np.float64))
 
 
 @register_feature("cand_pop_in_category")
@@ -612,7 +617,8 @@ class UserNPurchasesLog(RankerFeature):
         return self
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
-        return np.where(batch.u_ok, np.log1p(self.user_n_[batch.uu]), np.nan)
+        # float64, as cand_pop_log: the same float32 bits on every CPU
+        return np.where(batch.u_ok, np.log1p(self.user_n_[batch.uu].astype(np.float64)), np.nan)
 
 
 @register_feature("user_n_trips_log")

@@ -13,11 +13,14 @@ gensim is imported inside :func:`embed_items` so that ``import recset`` never pa
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import Literal
+from contextlib import contextmanager
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,6 +36,68 @@ _ROWS = 1 << 16  # rows per block of the in-place steps on the (n_items, dim) ta
 
 # words, keeping model codes such as "cam-117" or "2.5" whole
 _WORD = re.compile(r"[^\W_]+(?:[-_.][^\W_]+)*")
+
+
+_PORTABLE_LOCK = threading.Lock()
+
+
+def _capsule_pointer(capsule: Any) -> int:
+    """The pointer a Cython ``__pyx_capi__`` capsule holds."""
+    get_name = ctypes.pythonapi.PyCapsule_GetName
+    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    get_pointer.restype = ctypes.c_void_p
+    get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    ptr = get_pointer(capsule, get_name(capsule))
+    if not ptr:
+        raise ValueError("empty capsule")
+    return int(ptr)
+
+
+@contextmanager
+def portable_fasttext() -> Iterator[bool]:
+    """gensim's word2vec / FastText training with its plain C loops instead of BLAS.
+
+    gensim's training kernels take their dot product and ``axpy`` through two function
+    pointers (``our_dot``, ``our_saxpy`` of ``gensim.models.word2vec_inner``) that point to
+    BLAS (``dsdot`` / ``saxpy``) whenever a BLAS is found. OpenBLAS picks its kernels by the
+    CPU it runs on (AVX-512, AVX2, ...) and they add in different orders, so the same
+    training gave other vectors on another machine (differences up to 5e-3 on the Instacart
+    catalog after 3 epochs, ``OPENBLAS_CORETYPE=Haswell`` against SkylakeX on one machine),
+    and with them other neighbours, candidates and ranker label sets. Inside this context
+    both pointers point to gensim's own loops (``our_dot_noblas`` / ``our_saxpy_noblas``:
+    one sum in index order, compiled into the gensim wheel), whose results do not depend on
+    the CPU's vector extensions. The pointers are process-wide: a lock keeps two of these
+    contexts apart and they are restored on exit.
+
+    Yields True when the switch was made; False (with a warning) when this gensim does not
+    export the pointers, and training then runs as gensim set it up.
+    """
+    try:
+        from gensim.models import word2vec_inner
+
+        capi = word2vec_inner.__pyx_capi__
+        dot_var = _capsule_pointer(capi["our_dot"])
+        saxpy_var = _capsule_pointer(capi["our_saxpy"])
+        dot_plain = _capsule_pointer(capi["our_dot_noblas"])
+        saxpy_plain = _capsule_pointer(capi["our_saxpy_noblas"])
+    except (ImportError, AttributeError, KeyError, ValueError, TypeError) as exc:
+        _log.warning(
+            "text embeddings: cannot switch gensim to its portable loops (%r); the "
+            "vectors may differ slightly between machines",
+            exc,
+        )
+        yield False
+        return
+    dot = ctypes.c_void_p.from_address(dot_var)
+    saxpy = ctypes.c_void_p.from_address(saxpy_var)
+    with _PORTABLE_LOCK:
+        saved = dot.value, saxpy.value
+        dot.value, saxpy.value = dot_plain, saxpy_plain
+        try:
+            yield True
+        finally:
+            dot.value, saxpy.value = saved
 
 
 class TextEmbeddingConfig(SourceConfig):
@@ -341,7 +406,8 @@ def embed_items(dataset: Dataset, config: TextEmbeddingConfig | None = None) -> 
             "text embeddings: no word reaches min_count=%d; all vectors are zero", cfg.min_count
         )
         return np.zeros((n, dim), dtype=np.float32)
-    model.train(corpus_iterable=corpus, total_examples=len(corpus), epochs=cfg.epochs)
+    with portable_fasttext():  # the same vectors whatever the CPU (and OpenBLAS kernel)
+        model.train(corpus_iterable=corpus, total_examples=len(corpus), epochs=cfg.epochs)
     t_train = time.perf_counter()
 
     words = list(vocab)
@@ -382,12 +448,16 @@ def embed_items(dataset: Dataset, config: TextEmbeddingConfig | None = None) -> 
         # and the same bits whatever the machine's core count
         with threadpool_limits(1, "blas"):
             _, _, vt = np.linalg.svd(out[rows].astype(np.float64), full_matrices=False)
-        pc = vt[0].astype(np.float32)
+        # the projection in float64 by numpy's own products and sums (not BLAS, whose
+        # kernels differ by CPU), rounded once to float32: the same bits on every machine
+        # but where the SVD's last float64 bits happen to round differently
+        pc = vt[0]
         text_rows = np.flatnonzero(has_text)
-        proj = out @ pc if len(text_rows) == n else out[text_rows] @ pc
         for a in range(0, len(text_rows), _ROWS):
             r = text_rows[a : a + _ROWS]
-            out[r] -= np.outer(proj[a : a + _ROWS], pc)
+            block = out[r].astype(np.float64)
+            proj = (block * pc).sum(axis=1)
+            out[r] = block - np.outer(proj, pc)
 
     norms = np.empty(n, dtype=np.float32)
     for a in range(0, n, _ROWS):

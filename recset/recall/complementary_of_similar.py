@@ -47,6 +47,10 @@ _log = logging.getLogger(__name__)
 
 _BATCH = 1024  # seeds per block in recall_many: bounds the (seeds, n_similar, k) temporaries
 _ROWS = 1 << 16  # rows per block of the fit's row-wise steps
+# neighbours asked of Annoy beyond those kept, re-ranked by their exact similarity
+_EXTRA_NEIGHBORS = 8
+# most (query, neighbour, dimension) float64 entries of one exact rescoring step
+_EXACT_ENTRIES = 1 << 20
 
 
 def neighbor_table(
@@ -66,6 +70,15 @@ def neighbor_table(
 
     Query rows with equal query vectors are searched once (unless ``exclude_self``): the
     search is deterministic, so each gets what its own query would return.
+
+    Annoy computes its distances in float32 with the vector instructions it was compiled for
+    (``-march=native`` when built from source: AVX-512 on one machine, AVX2 on another), so
+    its similarities and its order of near-ties differ between machines in the last bits.
+    The similarities returned here are recomputed from ``vectors`` in float64 (numpy's own
+    products and sums, rounded once to float32), and each row's neighbours are the ``k``
+    best of Annoy's ``k + 8`` nearest by them, ties to the lower row id: the same on every
+    machine whenever Annoy's trees and candidate pool are (its ``search_k`` is fixed, so
+    asking for 8 more does not change the pool).
 
     Parameters
     ----------
@@ -113,8 +126,17 @@ def neighbor_table(
     index.build(n_trees, n_jobs=1)
     t1 = time.perf_counter()
     want = k + 1 if exclude_self else k
+    # the pool Annoy inspects is fixed by search_k (-1: n_trees * want, as Annoy's default);
+    # the extra neighbours asked within it are only there to be re-ranked exactly
+    search_k = n_trees * want if search_k < 0 else search_k
+    ask = want + _EXTRA_NEIGHBORS
     get = index.get_nns_by_vector
     qv = vectors if query_vectors is None else query_vectors
+    # squared norms in float64 (numpy, not BLAS): the exact rescoring's denominators
+    sq_norm = np.empty(n, dtype=np.float64)
+    for a in range(0, n, _ROWS):
+        part = vectors[a : a + _ROWS].astype(np.float64)
+        sq_norm[a : a + _ROWS] = (part * part).sum(axis=1)
     rows_all = np.flatnonzero(queries)
     copy_to = copy_from = np.empty(0, dtype=np.int64)
     if not exclude_self:
@@ -127,18 +149,24 @@ def neighbor_table(
 
     def block(a: int, b: int) -> None:
         # Annoy releases the GIL while it searches: blocks of queries run on several threads
-        for row in rows_all[a:b].tolist():
-            ids, dist = get(qv[row], want, search_k, True)
-            found = members[np.asarray(ids, dtype=np.int64)]
-            s = np.asarray(dist, dtype=np.float32)
-            if metric == "angular":
-                s = 1.0 - s * s / 2.0
-            if exclude_self:
-                keep = found != row
-                found, s = found[keep], s[keep]
-            m = min(k, len(found))
-            idx[row, :m] = found[:m]
-            sim[row, :m] = s[:m]
+        rows = rows_all[a:b]
+        ids = np.full((len(rows), ask), -1, dtype=np.int64)
+        for j, row in enumerate(rows.tolist()):
+            got = get(qv[row], ask, search_k)
+            ids[j, : len(got)] = got
+        found = np.where(ids >= 0, members[np.maximum(ids, 0)], -1)
+        if exclude_self:
+            found[found == rows[:, None]] = -1
+        # exact similarities a few rows at a time (bounded float64 temporaries)
+        sub = max(1, _EXACT_ENTRIES // (ask * max(d, 1)))
+        for c in range(0, len(rows), sub):
+            f = found[c : c + sub]
+            s = exact_similarity(vectors, sq_norm, f, qv[rows[c : c + sub]], metric)
+            # padding (-1, -inf) sorts last; ties go to the lower row id
+            order = np.lexsort((f, -s), axis=1)[:, :k]
+            f, s = np.take_along_axis(f, order, 1), np.take_along_axis(s, order, 1)
+            idx[rows[c : c + sub], : order.shape[1]] = f
+            sim[rows[c : c + sub], : order.shape[1]] = np.where(f >= 0, s, -np.inf)
 
     step = 4096
     run_blocks(
@@ -159,6 +187,29 @@ def neighbor_table(
         time.perf_counter() - t1,
     )
     return idx, sim
+
+
+def exact_similarity(
+    vectors: NDArray[np.float32],
+    sq_norm: NDArray[np.float64],
+    rows: NDArray[np.integer],
+    queries: NDArray[np.float32],
+    metric: Literal["angular", "dot"],
+) -> NDArray[np.float32]:
+    """Similarities of ``vectors[rows]`` (B, m) to the ``queries`` (B, d), computed in float64
+    and rounded once to float32: the inner product (``"dot"``) or the cosine (``"angular"``;
+    0 where either vector is zero, as Annoy's angular distance of 2 says); ``-inf`` where a
+    row id is -1. ``sq_norm`` holds the squared norms of ``vectors``' rows. numpy's
+    elementwise products and sums, not BLAS, so the bits do not depend on the CPU's vector
+    extensions."""
+    ok = rows >= 0
+    safe = np.where(ok, rows, 0)
+    q = queries.astype(np.float64)
+    dots = (vectors[safe].astype(np.float64) * q[:, None, :]).sum(axis=2)
+    if metric == "angular":
+        den = np.sqrt(sq_norm[safe] * (q * q).sum(axis=1)[:, None])
+        dots = np.divide(dots, den, out=np.zeros_like(dots), where=den > 0)
+    return np.where(ok, dots, -np.inf).astype(np.float32)
 
 
 def first_equal_row(

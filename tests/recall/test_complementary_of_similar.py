@@ -15,6 +15,7 @@ from recset.recall._text import (
     TextEmbeddingConfig,
     embed_items,
     item_tokens,
+    portable_fasttext,
     text_groups,
     word_vectors,
 )
@@ -263,7 +264,7 @@ def test_first_equal_row_survives_hash_collisions(monkeypatch) -> None:  # noqa:
 
 def test_neighbor_table_answers_repeated_vectors_as_annoy_does() -> None:
     # rows with equal query vectors are searched once: every row still gets exactly what its
-    # own Annoy query returns
+    # own Annoy query gives: the best 6 of Annoy's 6 + 8 nearest by exact cosine
     from annoy import AnnoyIndex
 
     rng = np.random.default_rng(5)
@@ -278,16 +279,58 @@ def test_neighbor_table_answers_repeated_vectors_as_annoy_does() -> None:
     for j, r in enumerate(members):
         index.add_item(j, vectors[r])
     index.build(4, n_jobs=1)
+    v64 = vectors.astype(np.float64)
     for row in range(400):
         if not queries[row]:
             assert (idx[row] == -1).all() and np.isneginf(sim[row]).all()
             continue
-        ids, dist = index.get_nns_by_vector(vectors[row], 6, 30, True)
-        m = len(ids)
-        np.testing.assert_array_equal(idx[row, :m], members[ids])
-        d = np.asarray(dist, dtype=np.float32)
-        np.testing.assert_array_equal(sim[row, :m], 1.0 - d * d / 2.0)
+        ids, dist = index.get_nns_by_vector(vectors[row], 14, 30, True)
+        found = members[ids]
+        cos = v64[found] @ v64[row] / np.linalg.norm(v64[found], axis=1) / np.linalg.norm(v64[row])
+        best = np.lexsort((found, -cos.astype(np.float32)))[:6]
+        m = len(best)
+        np.testing.assert_array_equal(idx[row, :m], found[best])
+        np.testing.assert_allclose(sim[row, :m], cos[best], rtol=0, atol=1e-7)
+        # the same similarities as Annoy's distances say, up to float32 rounding
+        d = np.asarray(dist, dtype=np.float64)[best]
+        np.testing.assert_allclose(sim[row, :m], 1.0 - d * d / 2.0, rtol=0, atol=1e-5)
         assert (idx[row, m:] == -1).all()
+
+
+@pytest.mark.parametrize("metric", ["angular", "dot"])
+def test_neighbor_table_does_not_depend_on_annoys_float_order(
+    monkeypatch: pytest.MonkeyPatch, metric: str
+) -> None:
+    """Annoy built for another CPU (AVX2 instead of AVX-512) computes its float32 distances
+    in another order and may rank near-ties the other way; the table must not change. Here
+    an Annoy whose answers come in reverse order, with its distances perturbed, stands in for
+    it (rows 0 and 1 are exact ties of every query: the lower id goes first)."""
+    import annoy
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((300, 12)).astype(np.float32)
+    vectors[1] = vectors[0]
+    indexed = np.ones(300, dtype=bool)
+    queries = rng.random(300) < 0.8
+    args = dict(metric=metric, n_trees=5, search_k=200, seed=1)
+    want = neighbor_table(vectors, indexed, queries, 10, **args)  # type: ignore[arg-type]
+
+    class Reversed(annoy.AnnoyIndex):  # type: ignore[misc]
+        def get_nns_by_vector(self, v, n, search_k=-1, include_distances=False):  # type: ignore[no-untyped-def]
+            ids, dist = super().get_nns_by_vector(v, n, search_k, True)
+            dist = [d * (1 + 1e-6) for d in reversed(dist)]
+            ids = ids[::-1]
+            return (ids, dist) if include_distances else ids
+
+    monkeypatch.setattr(annoy, "AnnoyIndex", Reversed)
+    got = neighbor_table(vectors, indexed, queries, 10, **args)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    # rows 0 and 1 share their vector: wherever both are neighbours, 0 comes right before 1
+    for row in np.flatnonzero(queries):
+        r = list(want[0][row])
+        if 0 in r and 1 in r:
+            assert r.index(1) == r.index(0) + 1
 
 
 def test_word_vectors_are_gensims_word_vectors() -> None:
@@ -340,7 +383,8 @@ def test_embed_items_is_the_item_by_item_definition(syn: SyntheticData) -> None:
         max_n=cfg.max_n, bucket=cfg.bucket, epochs=cfg.epochs, seed=cfg.seed, workers=1, sg=0,
     )  # fmt: skip
     model.build_vocab(corpus_iterable=corpus)
-    model.train(corpus_iterable=corpus, total_examples=len(corpus), epochs=cfg.epochs)
+    with portable_fasttext():
+        model.train(corpus_iterable=corpus, total_examples=len(corpus), epochs=cfg.epochs)
     tf: dict[str, int] = {}
     for t in tokens:
         for w in t:
