@@ -15,8 +15,17 @@ latter), then times, per call, in process on one thread:
 then ``Engine.recommend(k=10)`` with the ranker, and a batch of ``--batch`` seeds through
 ``Engine.recommend_batch`` (per seed).
 
+With ``--discover`` the ranker is trained with ``[ranker] discover = true`` (the default
+``discover_models = 3``: discover requests score with the mean of three models) and
+discover mode is timed the same way afterwards: ``discovery_candidates`` (the ranker's
+candidates, the user's co-bought and SAR items, minus the user's purchases), features,
+``Ranker.score_new`` (every discovery model) beside each model alone, the
+``DiscoverStage``, and ``Engine.for_mode("discover")``'s ``recommend`` / ``recommend_batch``.
+``--data DIR`` trains on an ingested dataset instead of a generated catalog.
+
     python bench/ranker.py --items 20000 --calls 2000
     python bench/ranker.py --lightgbm          # the same, scored by LightGBM's predict
+    python bench/ranker.py --data /work/rd/demo --discover --work /tmp/rb-demo --calls 1000
 """
 
 from __future__ import annotations
@@ -25,29 +34,42 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 
-def prepare(work: Path, n_items: int, candidates: int) -> tuple[Path, Path]:
-    """The engine store and the ranker directory (built and trained once)."""
+def prepare(
+    work: Path, n_items: int, candidates: int, data: Path | None = None, discover: bool = False
+) -> tuple[Path, Path]:
+    """The engine store and the ranker directory (built and trained once: on ``data`` when
+    given, else on a generated catalog of ``n_items``; with the discovery models when
+    ``discover``)."""
     store, ranker_dir = work / "store", work / "ranker"
     if (ranker_dir / "model.txt").is_file():
+        if discover and not (ranker_dir / "discover.txt").is_file():
+            raise SystemExit(
+                f"{ranker_dir} holds a ranker without discovery models: pass another --work "
+                "(or delete it) to train one with --discover"
+            )
         return store, ranker_dir
     from recset.config import config_from_dict
-    from recset.data import Dataset
+    from recset.data import Dataset, load_dataset
     from recset.data.synthetic import SyntheticConfig, generate
     from recset.engine import Engine
     from recset.ranking import train_ranker
 
-    syn = generate(SyntheticConfig(n_items=n_items, seed=0))
-    ds = Dataset.from_frames(syn.catalog, syn.events)
+    if data is not None:
+        ds = load_dataset(data)
+    else:
+        syn = generate(SyntheticConfig(n_items=n_items, seed=0))
+        ds = Dataset.from_frames(syn.catalog, syn.events)
     cfg = config_from_dict(
         {
             "build": {"candidates_per_seed": candidates},
             # a long fallback list, so that every seed really has `candidates` candidates
             "sources": {"popular": {"max_candidates": 2 * candidates}},
-            "ranker": {"candidates": candidates, "max_queries": 5000},
+            "ranker": {"candidates": candidates, "max_queries": 5000, "discover": discover},
         }
     )
     t0 = time.perf_counter()
@@ -55,9 +77,12 @@ def prepare(work: Path, n_items: int, candidates: int) -> tuple[Path, Path]:
     t1 = time.perf_counter()
     ranker = train_ranker(ds, cfg, mixer=engine.mixer)  # features refit on all of ds
     t2 = time.perf_counter()
+    disc = ranker.metrics.get("discover", {})
+    trees = "+".join(str(m["trees"]) for m in disc.get("members", [disc] if disc else []))
     print(
         f"{ds!r}: engine build {t1 - t0:.1f} s, ranker training {t2 - t1:.1f} s "
-        f"({ranker.metrics['best_iteration']} trees)"
+        f"({ranker.metrics['best_iteration']} trees"
+        + (f"; discovery models {trees} trees)" if trees else ")")
     )
     engine.save(store)
     tmp = Path(tempfile.mkdtemp(dir=work))
@@ -78,6 +103,10 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=2_000)
     ap.add_argument("--batch", type=int, default=32, help="Seeds per recommend_batch call.")
     ap.add_argument("--lightgbm", action="store_true", help="Score with LightGBM's predict.")
+    ap.add_argument("--data", type=Path, default=None, help="An ingested dataset to train on.")
+    ap.add_argument(
+        "--discover", action="store_true", help="Train the discovery models; time discover mode."
+    )
     ap.add_argument(
         "--work", type=Path, default=Path(tempfile.gettempdir()) / "recset-ranker-bench"
     )
@@ -88,7 +117,7 @@ def main() -> None:
     from recset.pipeline import Request
     from recset.ranking import Ranker, RankerStage, ranking_candidates
 
-    store, ranker_dir = prepare(args.work, args.items, args.candidates)
+    store, ranker_dir = prepare(args.work, args.items, args.candidates, args.data, args.discover)
     engine = Engine.load(store, neural=False)
     t0 = time.perf_counter()
     ranker = Ranker.load(ranker_dir, compiled=not args.lightgbm)
@@ -154,6 +183,91 @@ def main() -> None:
         ranked.recommend_batch(s_ids, users=u_ids, k=10)
         lat.append((time.perf_counter() - a) / len(s_ids))
     print(f"Engine.recommend_batch of {args.batch} seeds (time per seed):")
+    print(pct("per seed", lat))
+    if args.discover:
+        time_discover(engine, ranker, seeds, users, args.candidates, args.batch)
+
+
+def time_discover(
+    engine: Any,
+    ranker: Any,
+    seeds: np.ndarray,
+    users: np.ndarray,
+    candidates: int,
+    batch: int,
+) -> None:
+    """Discover mode's figures, as ``main`` times complete mode (see the module docstring)."""
+    from recset.pipeline import Request
+    from recset.ranking import DiscoverStage
+    from recset.ranking._candidates import discovery_candidates
+
+    rc = ranker.config
+    members = ranker._discover_models()
+    # each model alone: what one discovery model of its trees costs
+    mean = ranker._scorers()[1]
+    each = getattr(mean, "members", [mean])
+    avail = engine.mixer.available
+    stage = DiscoverStage(ranker, avail)
+    times: dict[str, list[float]] = {k: [] for k in ("cand", "feat", "pred", "stage")}
+    for b in range(len(each)):
+        times[f"model{b}"] = []
+    n_rows = []
+    for s, u in zip(seeds, users, strict=True):
+        sa, ua = np.array([s], np.int32), np.array([u], np.int32)
+        top = engine.mixer.top(sa, candidates)
+        a = time.perf_counter()
+        mixed = discovery_candidates(
+            top, ranker.features, sa, ua, avail, rc.discover_candidates, rc.discover_sar
+        )
+        b = time.perf_counter()
+        X = ranker.features.transform(sa, ua, mixed)
+        rows = X[mixed.item.ravel() >= 0]
+        c = time.perf_counter()
+        ranker.score_new(rows)
+        d = time.perf_counter()
+        for key, t in zip(("cand", "feat", "pred"), (b - a, c - b, d - c), strict=True):
+            times[key].append(t)
+        for m, member in enumerate(each):
+            t0 = time.perf_counter()
+            member.predict(rows)
+            times[f"model{m}"].append(time.perf_counter() - t0)
+        n_rows.append(len(rows))
+    for s, u in zip(seeds, users, strict=True):
+        sa, ua = np.array([s], np.int32), np.array([u], np.int32)
+        top = engine.mixer.top(sa, candidates)
+        a = time.perf_counter()
+        stage.run(Request(sa, ua, 10), top)
+        times["stage"].append(time.perf_counter() - a)
+    trees = "+".join(str(b.num_trees()) for b in members)
+    print(
+        f"discover mode: {len(members)} discovery models ({trees} trees), one seed, one known "
+        f"user, {len(seeds)} calls, {np.mean(n_rows):.0f} scored rows on average:"
+    )
+    print(pct("candidates", times["cand"]))
+    print(pct("features", times["feat"]))
+    print(pct(f"predict, {len(members)} models", times["pred"]))
+    for m, booster in enumerate(members):
+        print(pct(f"  model {m + 1} ({booster.num_trees()} trees)", times[f"model{m}"]))
+    target = np.asarray(times["feat"]) + np.asarray(times["pred"])
+    print(pct("features + predict", target))
+    print(pct("DiscoverStage.run", times["stage"]))
+    disc = engine.with_ranker(ranker).for_mode("discover")
+    item_ids, user_ids = engine.items, ranker.users
+    lat = []
+    for s, u in zip(seeds[:500], users[:500], strict=True):
+        a = time.perf_counter()
+        disc.recommend(item_ids.id_of(int(s)), user=user_ids.id_of(int(u)), k=10)
+        lat.append(time.perf_counter() - a)
+    print(f"Engine.for_mode('discover').recommend(k=10) ({candidates} candidates):")
+    print(pct("per call", lat))
+    lat = []
+    for i in range(0, min(len(seeds), 50 * batch), batch):
+        s_ids = [item_ids.id_of(int(s)) for s in seeds[i : i + batch]]
+        u_ids = [user_ids.id_of(int(u)) for u in users[i : i + batch]]
+        a = time.perf_counter()
+        disc.recommend_batch(s_ids, users=u_ids, k=10)
+        lat.append((time.perf_counter() - a) / len(s_ids))
+    print(f"discover recommend_batch of {batch} seeds (time per seed):")
     print(pct("per seed", lat))
 
 
