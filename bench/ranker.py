@@ -96,6 +96,21 @@ def pct(label: str, seconds: list[float] | np.ndarray) -> str:
     return f"  {label:<22} p50 {np.percentile(a, 50):7.3f} ms  p99 {np.percentile(a, 99):7.3f} ms"
 
 
+def time_stage(engine, stage, seeds, users, candidates: int) -> list[float]:  # noqa: ANN001
+    """Seconds of ``stage.run`` per call, one seed and one user each, on the mix's top
+    ``candidates`` (fetched outside the timed part)."""
+    from recset.pipeline import Request
+
+    out = []
+    for s, u in zip(seeds, users, strict=True):
+        sa, ua = np.array([s], np.int32), np.array([u], np.int32)
+        top = engine.mixer.top(sa, candidates)
+        a = time.perf_counter()
+        stage.run(Request(sa, ua, 10), top)
+        out.append(time.perf_counter() - a)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=20_000)
@@ -114,7 +129,6 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
 
     from recset.engine import Engine
-    from recset.pipeline import Request
     from recset.ranking import Ranker, RankerStage, ranking_candidates
 
     store, ranker_dir = prepare(args.work, args.items, args.candidates, args.data, args.discover)
@@ -149,12 +163,7 @@ def main() -> None:
         n_rows.append(int(valid.sum()))
     # the stage on its own loop: right after the parts it would find their data in the CPU
     # caches, which a request does not (it touches the seed's candidates' rows first)
-    for s, u in zip(seeds, users, strict=True):
-        sa, ua = np.array([s], np.int32), np.array([u], np.int32)
-        top = engine.mixer.top(sa, args.candidates)
-        a = time.perf_counter()
-        stage.run(Request(sa, ua, 10), top)
-        times["stage"].append(time.perf_counter() - a)
+    times["stage"] = time_stage(engine, stage, seeds, users, args.candidates)
     print(
         f"one seed, one known user, {args.calls} calls, {np.mean(n_rows):.0f} scored rows "
         f"on average ({args.candidates} candidates + the user's history):"
@@ -197,7 +206,6 @@ def time_discover(
     batch: int,
 ) -> None:
     """Discover mode's figures, as ``main`` times complete mode (see the module docstring)."""
-    from recset.pipeline import Request
     from recset.ranking import DiscoverStage
     from recset.ranking._candidates import discovery_candidates
 
@@ -232,12 +240,7 @@ def time_discover(
             member.predict(rows)
             times[f"model{m}"].append(time.perf_counter() - t0)
         n_rows.append(len(rows))
-    for s, u in zip(seeds, users, strict=True):
-        sa, ua = np.array([s], np.int32), np.array([u], np.int32)
-        top = engine.mixer.top(sa, candidates)
-        a = time.perf_counter()
-        stage.run(Request(sa, ua, 10), top)
-        times["stage"].append(time.perf_counter() - a)
+    times["stage"] = time_stage(engine, stage, seeds, users, candidates)
     trees = "+".join(str(b.num_trees()) for b in members)
     print(
         f"discover mode: {len(members)} discovery models ({trees} trees), one seed, one known "
