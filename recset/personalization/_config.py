@@ -89,6 +89,23 @@ class NeuralConfig(BaseModel):
         ``tau`` of the InfoNCE loss (Eq. 6) over cosine similarities.
     lambda1, lambda2 : float
         Weights of ``L_PR`` and ``L_CL`` in the joint loss.
+    personal_score : {"affinity", "distance"}
+        What orders the head of a list for a user. ``"affinity"``: the affinity head, a
+        transformer over the user's history scoring each candidate by taste (the pooled
+        history), target attention (which past purchases speak for it), a copy term
+        (whether and how recently the user bought it) and an item bias, trained by softmax
+        against sampled competitors; blended with the base list by z-scores within the
+        head. ``"distance"``: the personalized distance of Eq. (5), blended by ranks (the
+        behaviour of models saved before the affinity head).
+    affinity_history : int
+        Purchases of the user the affinity head reads (the most recent).
+    affinity_epochs, affinity_learning_rate, affinity_batch_size : int, float, int
+        Training of the affinity head (Adam).
+    affinity_negatives : int
+        Sampled competitors per bought item: 3/8 from the seed's ``affinity_pool`` strongest
+        co-purchases, 5/16 from the user's own history, the rest by popularity^0.75.
+    affinity_pool : int
+        The seed's strongest co-purchases competitors are drawn from.
     rerank_n : int
         Length of the head of the base list that is re-ranked (20..200).
     blend_weight : float or None
@@ -142,6 +159,13 @@ class NeuralConfig(BaseModel):
     temperature: float = Field(0.2, gt=0)
     lambda1: float = Field(1.0, ge=0)
     lambda2: float = Field(0.1, ge=0)
+    personal_score: Literal["affinity", "distance"] = "affinity"
+    affinity_history: int = Field(50, ge=1, le=512)
+    affinity_epochs: int = Field(8, ge=1)
+    affinity_learning_rate: float = Field(3e-3, gt=0)
+    affinity_batch_size: int = Field(512, ge=1)
+    affinity_negatives: int = Field(16, ge=4, le=256)
+    affinity_pool: int = Field(50, ge=1, le=1000)
     rerank_n: int = Field(100, ge=20, le=200)
     blend_weight: float | None = Field(None, ge=0, le=1)
     blend_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)

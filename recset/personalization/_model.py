@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from recset.data import Dataset
 from recset.errors import ConfigError, DataError, ParameterTypeError, StorageError
+from recset.personalization._affinity import fit_affinity
 from recset.personalization._config import NeuralConfig
 from recset.personalization._data import (
     NegativeSampler,
@@ -32,6 +33,7 @@ from recset.personalization._data import (
     complement_edges,
 )
 from recset.personalization._modules import (
+    AffinityHead,
     ProductGraph,
     UserEncoder,
     hinge_loss,
@@ -51,9 +53,11 @@ _META = f"{_KIND}.json"
 _ARRAYS = f"{_KIND}.npz"
 _GRAPH = "graph.pt"
 _ENCODER = "encoder.pt"
+_AFFINITY = "affinity.pt"
 _RETRAIN = "retrain the neural model with `recset train-neural`"
 _ENCODE_BATCH = 4096
 _MAX_VALIDATION_ROWS = 5000
+_AFFINITY_BATCH = 1024
 
 
 # --------------------------------------------------------------------------- training
@@ -66,6 +70,8 @@ class _Fitted:
     theta: NDArray[np.float32]
     query: NDArray[np.float32]
     stats: dict[str, Any]
+    affinity: AffinityHead | None = None
+    features: NDArray[np.float32] | None = None
 
 
 def _batches(n: int, size: int, rng: np.random.Generator) -> list[NDArray[np.int64]]:
@@ -291,6 +297,11 @@ def _fit(
         stats["joint_loss"] = history
         encoder.eval()
 
+    affinity: AffinityHead | None = None
+    if cfg.personalized and cfg.personal_score == "affinity":
+        affinity, a_stats = fit_affinity(dataset, signals, features, cfg, device, show_progress)
+        stats.update(a_stats)
+
     graph.eval()
     with torch.no_grad():
         x, message = sub.full()
@@ -302,6 +313,8 @@ def _fit(
         theta=theta.float().cpu().numpy().astype(np.float32),
         query=query.float().cpu().numpy().astype(np.float32),
         stats=stats,
+        affinity=affinity,
+        features=features if affinity is not None else None,
     )
 
 
@@ -382,7 +395,7 @@ def train_neural(
                 f"Got {feats.shape} instead."
             )
     t_start = time.perf_counter()
-    indptr, items = _histories(train, cfg.max_history)
+    indptr, items = _histories(train, _kept_history(cfg))
     meta: dict[str, Any] = {}
     blend = cfg.blend_weight
     fitted: _Fitted | None = None
@@ -425,6 +438,13 @@ def train_neural(
         meta["blend_source"],
     )
     return NeuralModel._build(cfg, fitted, indptr, items, float(blend), feats.shape[1], meta)
+
+
+def _kept_history(cfg: NeuralConfig) -> int:
+    """Purchases kept per user for serving: what the encoder or the affinity head reads."""
+    if cfg.personalized and cfg.personal_score == "affinity":
+        return max(cfg.max_history, cfg.affinity_history)
+    return cfg.max_history
 
 
 def _validation_cut(train: Dataset, share: float) -> int | None:
@@ -481,11 +501,10 @@ def _validate(model: NeuralModel, train: Dataset, fit_sig: Signals, cut: int) ->
     if not len(rows):
         return table
     users = b.user[groups][rows].astype(np.int32)
-    u, v = model._user_state(users)
     known = model._has_history(users)
-    d = model._distance(seeds[rows].astype(np.int32), cand[rows], u, v)
+    personal = model._personal(seeds[rows].astype(np.int32), users, cand[rows])
     for w in model.config.blend_grid:
-        s = model._blend(cand[rows], base[rows], d, np.where(known, w, 0.0))
+        s = model._blend(cand[rows], base[rows], personal, np.where(known, w, 0.0))
         order = np.argsort(-s, axis=1, kind="stable")
         hits = np.take_along_axis(hit[rows], order, axis=1)
         first = hits.argmax(axis=1)
@@ -495,6 +514,17 @@ def _validate(model: NeuralModel, train: Dataset, fit_sig: Signals, cut: int) ->
 
 
 # --------------------------------------------------------------------------- the model
+
+
+def _row_zscore(values: NDArray[np.float64], mask: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """``(v - mean) / std`` within each row's masked-in values; 0 outside the mask and in
+    rows whose masked values are all equal."""
+    n = np.maximum(mask.sum(axis=1, keepdims=True), 1)
+    v = np.where(mask, values, 0.0)
+    mean = v.sum(axis=1, keepdims=True) / n
+    dev = np.where(mask, values - mean, 0.0)
+    std = np.sqrt((dev * dev).sum(axis=1, keepdims=True) / n)
+    return np.where(mask & (std > 0), dev / np.where(std > 0, std, 1.0), 0.0)
 
 
 def _row_percentile(values: NDArray[np.float64], mask: NDArray[np.bool_]) -> NDArray[np.float64]:
@@ -544,6 +574,8 @@ class NeuralModel:
         self.config = config
         self.graph_ = fitted.graph
         self.encoder_ = fitted.encoder
+        self.affinity_ = fitted.affinity
+        self.item_features_ = fitted.features
         self.theta_ = fitted.theta
         self.query_ = fitted.query
         self.history_indptr_ = indptr
@@ -585,14 +617,16 @@ class NeuralModel:
         return known & (self.history_indptr_[u + 1] > self.history_indptr_[u])
 
     def _user_histories(
-        self, users: NDArray[np.integer]
+        self, users: NDArray[np.integer], h: int | None = None
     ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        h = self.config.max_history
+        """The last ``h`` (default ``max_history``) kept purchases of each user, padded."""
+        h = self.config.max_history if h is None else h
         users = np.asarray(users, dtype=np.int64)
         known = self._has_history(users)
         u = np.where(known, users, 0)
-        lo = self.history_indptr_[u]
-        length = np.where(known, self.history_indptr_[u + 1] - lo, 0)
+        hi = self.history_indptr_[u + 1]
+        length = np.where(known, np.minimum(hi - self.history_indptr_[u], h), 0)
+        lo = hi - length
         idx = lo[:, None] + np.arange(h)[None, :]
         valid = np.arange(h)[None, :] < length[:, None]
         top = max(len(self.history_items_) - 1, 0)
@@ -665,11 +699,51 @@ class NeuralModel:
         d = np.einsum("bnd,bnd->bn", diff, diff).astype(np.float64)
         return np.where(ok_seed[:, None] & ok_item, d, np.nan)
 
+    def _affinity(
+        self, users: NDArray[np.integer], items: NDArray[np.integer]
+    ) -> NDArray[np.float64]:
+        """Affinity head scores (B, N), higher is better; nan for users without history,
+        padding and unknown items."""
+        out = np.full(np.shape(items), np.nan)
+        known = self._has_history(users)
+        if self.affinity_ is None or not known.any():
+            return out
+        rows = np.flatnonzero(known)
+        hist, length = self._user_histories(np.asarray(users)[rows], self.config.affinity_history)
+        cand = np.asarray(items, dtype=np.int64)[rows]
+        ok = (cand >= 0) & (cand < self.n_items_)
+        cand = np.where(ok, cand, -1)
+        with torch.no_grad():
+            for lo in range(0, len(rows), _AFFINITY_BATCH):
+                sl = slice(lo, lo + _AFFINITY_BATCH)
+                score = self.affinity_(
+                    torch.as_tensor(hist[sl], device=self.device_),
+                    torch.as_tensor(length[sl], device=self.device_),
+                    torch.as_tensor(cand[sl], device=self.device_),
+                )
+                out[rows[sl]] = score.float().cpu().numpy()
+        scored = np.zeros(out.shape, dtype=bool)
+        scored[rows] = ok
+        return np.where(scored, out, np.nan)
+
+    def _personal(
+        self,
+        seeds: NDArray[np.integer],
+        users: NDArray[np.integer],
+        items: NDArray[np.integer],
+    ) -> NDArray[np.float64]:
+        """The personal score of each candidate (B, N), higher is better, nan where it
+        says nothing: the affinity head, or the negated personalized distance."""
+        if self.affinity_ is not None:
+            return self._affinity(users, items)
+        u, v = self._user_state(users)
+        return -self._distance(np.asarray(seeds), np.asarray(items), u, v)
+
     def _blend(
         self,
         items: NDArray[np.integer],
         base_scores: NDArray[np.floating],
-        distance: NDArray[np.float64],
+        personal: NDArray[np.float64],
         weight: NDArray[np.float64] | float,
     ) -> NDArray[np.float32]:
         valid = items >= 0
@@ -682,14 +756,24 @@ class NeuralModel:
         position = np.empty_like(order)
         np.put_along_axis(position, order, np.arange(base.shape[1])[None, :], axis=1)
         head = valid & (position < self.config.rerank_n)
-        base_head = _row_percentile(base, head)
         base_all = _row_percentile(base, valid)
-        ok_d = head & np.isfinite(distance)
-        pers = _row_percentile(-np.nan_to_num(distance, nan=np.inf), head)
+        ok_d = head & np.isfinite(personal)
         w = np.broadcast_to(np.asarray(weight, dtype=np.float64).reshape(-1, 1), (len(base), 1))
         w = np.where(ok_d.any(axis=1, keepdims=True), w, 0.0)
-        blended = (1.0 - w) * base_head + w * np.where(ok_d, pers, 0.0)
-        out = np.where(head, blended, base_all - 2.0)
+        if self.affinity_ is not None:
+            # log-odds-like scores on both sides: standardised within the head
+            base_head = _row_zscore(base, head)
+            pers = _row_zscore(np.nan_to_num(personal, nan=-np.inf), ok_d)
+            blended = (1.0 - w) * base_head + w * pers
+            # below the head, under every head score, in base order
+            floor = np.min(np.where(head, blended, np.inf), axis=1, keepdims=True)
+            below = np.where(np.isfinite(floor), floor, 0.0) - 1.0 - (1.0 - base_all)
+            out = np.where(head, blended, below)
+        else:
+            base_head = _row_percentile(base, head)
+            pers = _row_percentile(np.nan_to_num(personal, nan=-np.inf), head)
+            blended = (1.0 - w) * base_head + w * np.where(ok_d, pers, 0.0)
+            out = np.where(head, blended, base_all - 2.0)
         return np.where(valid, out, -np.inf).astype(np.float32)
 
     def rerank(
@@ -740,10 +824,8 @@ class NeuralModel:
                 f"Got {seeds.shape} and {users.shape} instead."
             )
         known = self._has_history(users)
-        u, v = self._user_state(users)
-        d = self._distance(seeds, items, u, v)
         w = np.where(known, self.blend_weight_, 0.0)
-        return self._blend(items, base_scores, d, w)
+        return self._blend(items, base_scores, self._personal(seeds, users, items), w)
 
     # -- persistence ----------------------------------------------------------------------
     def save(self, directory: Path) -> None:
@@ -766,6 +848,7 @@ class NeuralModel:
                 "in_dim": self.in_dim_,
                 "blend_weight": self.blend_weight_,
                 "has_encoder": self.encoder_ is not None,
+                "has_affinity": self.affinity_ is not None,
                 "metadata": self.metadata_,
             }
             arrays = {
@@ -774,10 +857,14 @@ class NeuralModel:
                 "history_indptr": self.history_indptr_,
                 "history_items": self.history_items_,
             }
+            if self.affinity_ is not None and self.item_features_ is not None:
+                arrays["item_features"] = self.item_features_
             write_state(tmp, _KIND, FORMAT_VERSION, meta=meta, arrays=arrays)
             torch.save(self.graph_.state_dict(), tmp / _GRAPH)
             if self.encoder_ is not None:
                 torch.save(self.encoder_.state_dict(), tmp / _ENCODER)
+            if self.affinity_ is not None:
+                torch.save(self.affinity_.state_dict(), tmp / _AFFINITY)
             old = None
             if directory.exists():
                 old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex}"
@@ -829,6 +916,8 @@ class NeuralModel:
             in_dim = int(meta["in_dim"])
             blend_weight = float(meta["blend_weight"])
             has_encoder = bool(meta["has_encoder"])
+            # models saved before the affinity head re-rank by the personalized distance
+            has_affinity = bool(meta.get("has_affinity", False))
             metadata = dict(meta.get("metadata") or {})
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(
@@ -873,8 +962,26 @@ class NeuralModel:
             encoder = UserEncoder(config)
             _load_state(encoder, directory / _ENCODER, dev)
             encoder.to(dev).eval()
+        affinity = features = None
+        if has_affinity:
+            if not (directory / _AFFINITY).is_file():
+                raise ConfigError(f"{directory / _AFFINITY}: missing file of the neural model")
+            try:
+                features = state.array("item_features", arrays_path).astype(np.float32)
+            except StorageError as exc:
+                raise ConfigError(str(exc)) from None
+            if features.shape != (n, in_dim):
+                raise ConfigError(
+                    f"{arrays_path}: array 'item_features' has shape {features.shape}, "
+                    f"expected ({n}, {in_dim}) from {_META}"
+                )
+            affinity = AffinityHead(torch.as_tensor(features), config, config.affinity_history)
+            _load_state(affinity, directory / _AFFINITY, dev)
+            affinity.to(dev).eval()
+        elif config.personal_score == "affinity":
+            config = config.model_copy(update={"personal_score": "distance"})
         graph.to(dev).eval()
-        fitted = _Fitted(graph, encoder, theta, query, {})
+        fitted = _Fitted(graph, encoder, theta, query, {}, affinity, features)
         return cls._build(config, fitted, indptr, items, blend_weight, in_dim, metadata, device=dev)
 
 

@@ -207,3 +207,122 @@ class UserEncoder(nn.Module):
         x = torch.cat([self.cls.expand(bsz, -1, -1), x], dim=1)
         pad = torch.cat([torch.zeros(bsz, 1, dtype=torch.bool, device=x.device), ~valid], dim=1)
         return self.encoder(x, src_key_padding_mask=pad)[:, 0]
+
+
+# --------------------------------------------------------------------------- affinity head
+
+
+BASE_FEATURES = 2
+"""Training only: log(1 + co-purchases of the seed and the candidate), log(1 + purchases)."""
+REPEAT_FEATURES = 3
+"""Per (user, candidate): log(1 + times bought), 1 / recency of the last purchase, bought."""
+
+
+def repeat_features(candidates: Tensor, history: Tensor, length: Tensor) -> Tensor:
+    """What a user's own history says about each candidate, shape (B, N, 3).
+
+    ``log(1 + c)`` with ``c`` the times the candidate occurs in the history, ``1 / r`` with
+    ``r`` the recency of its last occurrence (1 = the most recent purchase; 0 when absent),
+    and whether it occurs at all.
+
+    Parameters
+    ----------
+    candidates : Tensor of int64, shape (B, N)
+    history : Tensor of int64, shape (B, H)
+        Left-aligned in time order, padded with -1.
+    length : Tensor of int64, shape (B,)
+    """
+    h = history.shape[1]
+    pos = torch.arange(h, device=history.device)[None, :]
+    valid = pos < length[:, None]
+    same = (candidates[:, :, None] == history[:, None, :]) & valid[:, None, :]
+    count = same.sum(dim=-1).float()
+    recency = (length[:, None] - pos).clamp(min=1).float()  # (B, H)
+    inv = torch.where(same, 1.0 / recency[:, None, :], torch.zeros((), device=history.device))
+    last = inv.amax(dim=-1)
+    return torch.stack([torch.log1p(count), last, (count > 0).float()], dim=-1)
+
+
+class AffinityHead(nn.Module):
+    """What a user's purchase history adds to a candidate's score (a residual).
+
+    Items are ``psi = LayerNorm(W x) + e_id`` (``x`` their text features, so the brand,
+    line and type words of a title are shared between items; ``e_id`` a per-item
+    embedding). A transformer reads the history's ``psi`` plus a recency embedding. A
+    candidate ``c`` gets the personal score
+
+    ``s(c) = <u, psi_c> + <attend(psi_c, H), psi_c> + g(repeat(c))``
+
+    with ``u`` the pooled history (the user's taste), ``attend`` a target attention of the
+    candidate over the encoded history ``H`` (which past purchases speak for it) and ``g``
+    a small network over :func:`repeat_features` (the copy term of repeat-aware
+    recommenders: whether and how recently the user bought the candidate itself).
+
+    In training the score also has a non-personal part, a linear term of the candidate's
+    co-purchases with the seed and its popularity (:data:`BASE_FEATURES`) plus a per-item
+    bias, standing in for the base list the stage re-ranks: so ``s`` learns only what the
+    user adds to it, and serving (where the ranker is the base) uses ``s`` alone.
+    """
+
+    def __init__(self, features: Tensor, config: NeuralConfig, history: int) -> None:
+        super().__init__()
+        n_items, in_dim = features.shape
+        k = config.embedding_size
+        self.register_buffer("features", features.float(), persistent=False)
+        self.feature = nn.Sequential(nn.Linear(in_dim, k), nn.LayerNorm(k))
+        self.item_id = nn.Embedding(n_items, k)
+        self.bias = nn.Embedding(n_items, 1)
+        self.base = nn.Linear(BASE_FEATURES, 1)
+        self.position = nn.Embedding(history + 1, k)
+        self.input_norm = nn.LayerNorm(k)
+        layer = nn.TransformerEncoderLayer(
+            d_model=k,
+            nhead=config.transformer_heads,
+            dim_feedforward=2 * k,
+            dropout=config.dropout,
+            batch_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(
+            layer, num_layers=config.transformer_layers, enable_nested_tensor=False
+        )
+        self.user = nn.Linear(k, k)
+        self.key = nn.Linear(k, k)
+        self.value = nn.Linear(k, k)
+        self.repeat = nn.Sequential(nn.Linear(REPEAT_FEATURES, 16), nn.ReLU(), nn.Linear(16, 1))
+        self.scale = float(k) ** -0.5
+        nn.init.normal_(self.item_id.weight, std=0.01)
+        nn.init.zeros_(self.bias.weight)
+
+    def items(self, ids: Tensor) -> Tensor:
+        """``psi`` of item ids (any shape; -1 padding gives zeros), shape (..., k)."""
+        safe = ids.clamp(min=0)
+        psi = self.feature(self.features[safe]) + self.item_id(safe)
+        return psi * (ids >= 0).unsqueeze(-1).to(psi.dtype)
+
+    def forward(
+        self, history: Tensor, length: Tensor, candidates: Tensor, base: Tensor | None = None
+    ) -> Tensor:
+        """Personal scores (B, N) of ``candidates`` (B, N) for histories (B, H) of
+        ``length`` >= 1; with ``base`` (B, N, :data:`BASE_FEATURES`), the training score
+        (plus the non-personal part). Padding candidates (-1) get ``-inf``.
+        """
+        h = history.shape[1]
+        pos = torch.arange(h, device=history.device)[None, :]
+        valid = pos < length[:, None]
+        recency = torch.where(valid, length[:, None] - pos, torch.zeros_like(pos))
+        x = self.input_norm(self.items(history) + self.position(recency))
+        enc = self.encoder(x, src_key_padding_mask=~valid)
+        enc = enc * valid.unsqueeze(-1).to(enc.dtype)
+        pooled = enc.sum(dim=1) / length.clamp(min=1)[:, None].to(enc.dtype)
+        psi = self.items(candidates)  # (B, N, k)
+        taste = (psi * self.user(pooled)[:, None, :]).sum(-1) * self.scale
+        logits = torch.einsum("bnk,bhk->bnh", psi, self.key(enc)) * self.scale
+        logits = logits.masked_fill(~valid[:, None, :], float("-inf"))
+        context = torch.einsum("bnh,bhk->bnk", torch.softmax(logits, dim=-1), self.value(enc))
+        attend = (context * psi).sum(-1) * self.scale
+        rep = self.repeat(repeat_features(candidates, history, length)).squeeze(-1)
+        score = taste + attend + rep
+        if base is not None:
+            score = score + self.base(base).squeeze(-1)
+            score = score + self.bias(candidates.clamp(min=0)).squeeze(-1)
+        return score.masked_fill(candidates < 0, float("-inf"))

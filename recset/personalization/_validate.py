@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from recset.personalization._model import NeuralModel
 
 _CHUNK = 2000
-"""Rows whose distances are computed at a time (bounds the (rows, N, d) temporaries)."""
+"""Rows whose personal scores are computed at a time (bounds the (rows, N, d) temporaries)."""
 
 
 @dataclass(frozen=True)
@@ -132,15 +132,11 @@ def validate_stage(
     seeds = np.asarray(seeds)
     users = np.asarray(users)
     known = model._has_history(users)
-    u, v = model._user_state(users)
     d = (
         np.concatenate(
             [
-                model._distance(
-                    seeds[lo : lo + _CHUNK],
-                    items[lo : lo + _CHUNK],
-                    u[lo : lo + _CHUNK],
-                    v[lo : lo + _CHUNK],
+                model._personal(
+                    seeds[lo : lo + _CHUNK], users[lo : lo + _CHUNK], items[lo : lo + _CHUNK]
                 )
                 for lo in range(0, len(items), _CHUNK)
             ]

@@ -263,3 +263,105 @@ def test_personalizer_old_layout_is_refused_with_retrain(planted, tmp_path: Path
     _old_layout(model, tmp_path / "q" / "model")
     with pytest.raises(ConfigError, match="retrain the neural model with `recset train-neural`"):
         Personalizer.load(tmp_path / "q", device="cpu", n_items=ds.n_items)
+
+
+# --------------------------------------------------------------------------- affinity head
+
+
+def test_repeat_features_hand_computed() -> None:
+    import torch
+
+    from recset.personalization._modules import repeat_features
+
+    # history (time order) 7, 3, 7, 5: item 7 twice, last at recency 2; 5 at recency 1
+    hist = torch.tensor([[7, 3, 7, 5, -1], [4, -1, -1, -1, -1]])
+    length = torch.tensor([4, 1])
+    cand = torch.tensor([[7, 5, 3, 9, -1], [4, 7, -1, -1, -1]])
+    f = repeat_features(cand, hist, length).numpy()
+    np.testing.assert_allclose(f[0, :, 0], np.log1p([2, 1, 1, 0, 0]), rtol=1e-6)
+    np.testing.assert_allclose(f[0, :, 1], [1 / 2, 1.0, 1 / 3, 0.0, 0.0], rtol=1e-6)
+    np.testing.assert_array_equal(f[0, :, 2], [1, 1, 1, 0, 0])
+    # padding of the history (-1) never matches a padded candidate (-1)
+    np.testing.assert_array_equal(f[1, :, 2], [1, 0, 0, 0, 0])
+    np.testing.assert_allclose(f[1, 0, :2], [np.log1p(1), 1.0], rtol=1e-6)
+
+
+def test_row_zscore() -> None:
+    from recset.personalization._model import _row_zscore
+
+    v = np.array([[1.0, 2.0, 3.0, 100.0], [5.0, 5.0, 5.0, 5.0]])
+    mask = np.array([[True, True, True, False], [True, True, False, False]])
+    z = _row_zscore(v, mask)
+    np.testing.assert_allclose(z[0, :3], [-np.sqrt(1.5), 0.0, np.sqrt(1.5)])
+    assert z[0, 3] == 0.0 and (z[1] == 0.0).all()
+
+
+def test_affinity_blend_keeps_the_tail_under_the_head(planted) -> None:
+    """Only the rerank_n best by base score are re-ordered; the rest stay below, in base
+    order, whatever their personal score."""
+    ds, pairs, model = planted
+    assert model.affinity_ is not None
+    n = model.config.rerank_n + 15
+    rng = np.random.default_rng(8)
+    items = np.tile(np.arange(n) % ds.n_items, (3, 1)).astype(np.int32)
+    base = rng.normal(size=(3, n))
+    personal = rng.normal(size=(3, n)) * 50.0
+    out = model._blend(items, base, personal, 0.7)
+    order = np.argsort(-base, axis=1)
+    head, tail = order[:, : model.config.rerank_n], order[:, model.config.rerank_n :]
+    for r in range(3):
+        assert out[r, head[r]].min() > out[r, tail[r]].max()
+        assert (np.diff(out[r, tail[r]]) < 0).all()
+
+
+def test_affinity_saved_and_loaded(planted, tmp_path: Path) -> None:
+    ds, pairs, model = planted
+    model.save(tmp_path / "a")
+    assert (tmp_path / "a" / "affinity.pt").is_file()
+    loaded = NeuralModel.load(tmp_path / "a", device="cpu", n_items=ds.n_items)
+    assert loaded.affinity_ is not None
+    users = np.arange(6, dtype=np.int32)
+    items = np.random.default_rng(2).choice(ds.n_items, size=(6, 7)).astype(np.int32)
+    np.testing.assert_array_equal(loaded._affinity(users, items), model._affinity(users, items))
+    # a missing or mismatched file is named
+    (tmp_path / "a" / "affinity.pt").unlink()
+    with pytest.raises(ConfigError, match="affinity.pt"):
+        NeuralModel.load(tmp_path / "a", device="cpu")
+    model.save(tmp_path / "a")
+    npz = tmp_path / "a" / "neural_model.npz"
+    with np.load(npz, allow_pickle=False) as z:
+        arrays = dict(z)
+    np.savez(npz, **{**arrays, "item_features": np.zeros((2, 8), np.float32)})
+    with pytest.raises(ConfigError, match=r"neural_model\.npz.*'item_features'"):
+        NeuralModel.load(tmp_path / "a", device="cpu")
+
+
+def test_model_saved_before_the_affinity_head_loads_with_the_distance(
+    planted, tmp_path: Path
+) -> None:
+    ds, pairs, model = planted
+    model.save(tmp_path / "old")
+    doc = json.loads((tmp_path / "old" / "neural_model.json").read_text())
+    del doc["meta"]["has_affinity"]
+    for key in [k for k in doc["meta"]["config"] if k.startswith(("affinity", "personal"))]:
+        del doc["meta"]["config"][key]
+    (tmp_path / "old" / "neural_model.json").write_text(json.dumps(doc))
+    (tmp_path / "old" / "affinity.pt").unlink()
+    old = NeuralModel.load(tmp_path / "old", device="cpu", n_items=ds.n_items)
+    assert old.affinity_ is None and old.config.personal_score == "distance"
+    seeds, users = pairs[:4, 0].astype(np.int32), np.arange(4, dtype=np.int32)
+    items = np.tile(np.arange(ds.n_items, dtype=np.int32), (4, 1))
+    d = old._distance(seeds, items, *old._user_state(users))
+    np.testing.assert_array_equal(old._personal(seeds, users, items), -d)
+
+
+def test_affinity_training_is_deterministic_on_cpu() -> None:
+    ds, _ = _planted(n_pairs=8, seed=2)
+    feats = np.random.default_rng(0).normal(size=(ds.n_items, 6)).astype(np.float32)
+    cfg = NeuralConfig(**FAST, gnn_epochs=1, joint_epochs=1, affinity_epochs=2, blend_weight=0.3)
+    a = train_neural(ds, cfg, features=feats)
+    b = train_neural(ds, cfg, features=feats)
+    users = np.arange(ds.n_users, dtype=np.int32)
+    items = np.tile(np.arange(ds.n_items, dtype=np.int32), (ds.n_users, 1))
+    np.testing.assert_array_equal(a._affinity(users, items), b._affinity(users, items))
+    assert a.metadata_["fit"]["affinity_rows"] > 0
