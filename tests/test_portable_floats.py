@@ -81,6 +81,19 @@ def test_portable_fasttext_points_gensim_to_its_own_loops_and_back() -> None:
     assert (pointer("our_dot"), pointer("our_saxpy")) == before
 
 
+def test_portable_fasttext_leaves_another_gensim_major_alone(monkeypatch, caplog) -> None:  # noqa: ANN001
+    import gensim
+    from gensim.models import word2vec_inner
+
+    capi = word2vec_inner.__pyx_capi__
+    before = ctypes.c_void_p.from_address(_capsule_pointer(capi["our_dot"])).value
+    monkeypatch.setattr(gensim, "__version__", "5.0.0")
+    with caplog.at_level("WARNING"), portable_fasttext() as switched:
+        assert not switched
+        assert ctypes.c_void_p.from_address(_capsule_pointer(capi["our_dot"])).value == before
+    assert "gensim 5.0.0 is not a 4.x release" in caplog.text
+
+
 def test_portable_fasttext_trains_as_gensims_plain_loops() -> None:
     """Training inside the context repeats exactly and gives finite, trained vectors."""
     from gensim.models import FastText

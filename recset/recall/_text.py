@@ -54,6 +54,10 @@ def _capsule_pointer(capsule: Any) -> int:
     return int(ptr)
 
 
+_PORTABLE_GENSIM_MAJORS = ("4",)
+"""gensim major versions whose ``word2vec_inner`` pointers :func:`portable_fasttext` knows."""
+
+
 @contextmanager
 def portable_fasttext() -> Iterator[bool]:
     """gensim's word2vec / FastText training with its plain C loops instead of BLAS.
@@ -70,11 +74,18 @@ def portable_fasttext() -> Iterator[bool]:
     the CPU's vector extensions. The pointers are process-wide: a lock keeps two of these
     contexts apart and they are restored on exit.
 
-    Yields True when the switch was made; False (with a warning) when this gensim does not
-    export the pointers, and training then runs as gensim set it up.
+    Yields True when the switch was made; False (with a warning) when this gensim is not a
+    4.x release (whose kernels this was written against: another major version may give
+    the pointers other meanings) or does not export them, and training then runs as gensim
+    set it up.
     """
     try:
+        import gensim
         from gensim.models import word2vec_inner
+
+        major = str(getattr(gensim, "__version__", "")).split(".")[0]
+        if major not in _PORTABLE_GENSIM_MAJORS:
+            raise ValueError(f"gensim {gensim.__version__} is not a 4.x release")
 
         capi = word2vec_inner.__pyx_capi__
         dot_var = _capsule_pointer(capi["our_dot"])
