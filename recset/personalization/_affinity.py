@@ -10,6 +10,7 @@ is minimised; competitors that were bought in the same basket are left out.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable
@@ -28,6 +29,22 @@ from recset.personalization._modules import AffinityHead
 from recset.signals import Signals, topk_rows
 
 _log = logging.getLogger(__name__)
+
+_MIN_HELD_OUT = 200
+"""Fewer held-out (or training) rows than this: no early stopping, every epoch is trained."""
+_MAX_HELD_OUT = 20_000
+_PATIENCE = 2
+"""Epochs without a better held-out loss before training stops (the best epoch is kept)."""
+
+
+def item_attributes(dataset: Dataset) -> NDArray[np.int64]:
+    """(n_items, A) value ids of the catalog's category, product type and brand (-1
+    unknown), leaving out an attribute no item has."""
+    cat = dataset.catalog
+    cols = [a for a in (cat.category, cat.product_type, cat.brand) if (a >= 0).any()]
+    if not cols:
+        return np.zeros((dataset.n_items, 0), dtype=np.int64)
+    return np.stack(cols, axis=1).astype(np.int64)
 
 
 def _in_sorted(keys: NDArray[np.int64], values: NDArray[np.int64]) -> NDArray[np.bool_]:
@@ -49,6 +66,32 @@ def _base_features(
     co = np.where(match, pool_log[:, None, :], 0.0).sum(axis=-1)
     pop = np.where(cand >= 0, purchases_log[np.maximum(cand, 0)], 0.0)
     return np.stack([co, pop], axis=-1).astype(np.float32)
+
+
+def _log_sampling_probability(
+    cand: NDArray[np.int64],
+    pool: NDArray[np.int32],
+    hist: NDArray[np.int64],
+    length: NDArray[np.int64],
+    pop_p: NDArray[np.float64],
+    n_pool: int,
+    n_hist: int,
+    k: int,
+) -> NDArray[np.float32]:
+    """log of the chance that one draw of the competitor sampler gives each candidate
+    (B, N): a uniform slot of the seed's pool (an empty slot falls back to popularity), a
+    uniform position of the user's history, or popularity."""
+    width = pool.shape[1]
+    in_pool = (pool[:, None, :] == cand[:, :, None]).any(axis=-1)
+    empty = (pool < 0).sum(axis=1, keepdims=True) / width
+    valid = np.arange(hist.shape[1])[None, :] < length[:, None]
+    in_hist = ((hist[:, None, :] == cand[:, :, None]) & valid[:, None, :]).sum(axis=-1)
+    p = (
+        (n_pool / k) * in_pool / width
+        + (n_hist / k) * in_hist / np.maximum(length, 1)[:, None]
+        + ((k - n_pool - n_hist) / k + (n_pool / k) * empty) * pop_p[np.maximum(cand, 0)]
+    )
+    return np.log(np.maximum(p, 1e-12)).astype(np.float32)
 
 
 def fit_affinity(
@@ -84,54 +127,102 @@ def fit_affinity(
     pool_log = np.log1p(np.maximum(pool_value, 0.0)).astype(np.float32)
     purchases_log = np.log1p(np.asarray(signals.item_purchases, dtype=np.float64))
     pop = np.asarray(signals.item_purchases, dtype=np.float64) ** 0.75 + 1e-9
-    cum = np.cumsum(pop / pop.sum())
+    pop_p = pop / pop.sum()
+    cum = np.cumsum(pop_p)
     k = cfg.affinity_negatives
     n_pool, n_hist = (3 * k) // 8, (5 * k) // 16
 
-    def popular(shape: tuple[int, ...]) -> NDArray[np.int64]:
-        return np.minimum(np.searchsorted(cum, rng.random(shape)), n - 1).astype(np.int64)
+    def batch(rows: NDArray[np.int64], rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        """(history, length, candidates, base features, log sampling probability)."""
+        g = group[rows]
+        b = len(rows)
+        neg = np.minimum(np.searchsorted(cum, rng.random((b, k))), n - 1).astype(np.int64)
+        col = rng.integers(0, cfg.affinity_pool, size=(b, n_pool))
+        from_pool = pool[seed[rows][:, None], col].astype(np.int64)
+        neg[:, :n_pool] = np.where(from_pool >= 0, from_pool, neg[:, :n_pool])
+        at = (rng.random((b, n_hist)) * length[g][:, None]).astype(np.int64)
+        neg[:, n_pool : n_pool + n_hist] = hist[g[:, None], at]
+        # a competitor bought in the same basket is no competitor
+        neg = np.where(_in_sorted(in_basket, g[:, None] * n + neg), -1, neg)
+        cand = np.concatenate([target[rows][:, None], neg], axis=1)
+        base = _base_features(pool[seed[rows]], pool_log[seed[rows]], purchases_log, cand)
+        log_q = _log_sampling_probability(
+            cand, pool[seed[rows]], hist[g], length[g], pop_p, n_pool, n_hist, k
+        )
+        arrays = (hist[g], length[g], cand, base, log_q)
+        return tuple(torch.as_tensor(a, device=device) for a in arrays)
 
-    head = AffinityHead(torch.as_tensor(features, device=device), cfg, h).to(device)
+    def loss_of(head: AffinityHead, tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        hist_t, len_t, cand_t, base_t, log_q = tensors
+        # sampled softmax with the logQ correction: the scores estimate the full softmax
+        # over the catalog, not the odds against this sampler's competitors
+        logits = head(hist_t, len_t, cand_t, base_t) - log_q
+        target_col = torch.zeros(len(cand_t), dtype=torch.long, device=device)
+        return F.cross_entropy(logits, target_col)
+
+    # early stopping on the newest baskets: the head memorises its training rows quickly
+    time_of = triples.basket_time[group]
+    cut = np.quantile(time_of, 1.0 - cfg.validation_share)
+    fit_rows = np.flatnonzero(time_of < cut)
+    held_rows = np.flatnonzero(time_of >= cut)
+    if len(held_rows) < _MIN_HELD_OUT or len(fit_rows) < _MIN_HELD_OUT:
+        fit_rows, held_rows = np.arange(len(seed)), held_rows[:0]
+    if len(held_rows) > _MAX_HELD_OUT:
+        held_rows = np.sort(rng.choice(held_rows, _MAX_HELD_OUT, replace=False))
+    held_rng = np.random.default_rng(cfg.seed + 2)
+    held = [
+        batch(held_rows[lo : lo + cfg.affinity_batch_size], held_rng)
+        for lo in range(0, len(held_rows), cfg.affinity_batch_size)
+    ]
+    stats["affinity_fit_rows"] = int(len(fit_rows))
+    stats["affinity_held_out_rows"] = int(len(held_rows))
+
+    head = AffinityHead(
+        torch.as_tensor(features, device=device),
+        torch.as_tensor(item_attributes(dataset), device=device),
+        cfg,
+        h,
+    ).to(device)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.affinity_learning_rate)
-    head.train()
     losses: list[float] = []
+    held_losses: list[float] = []
+    best: dict[str, torch.Tensor] | None = None
     for _epoch in tqdm(
         range(cfg.affinity_epochs), desc="neural: affinity", disable=not show_progress
     ):
+        head.train()
         total, steps = 0.0, 0
-        order = rng.permutation(len(seed))
+        order = fit_rows[rng.permutation(len(fit_rows))]
         for lo in range(0, len(order), cfg.affinity_batch_size):
-            rows = order[lo : lo + cfg.affinity_batch_size]
-            g = group[rows]
-            b = len(rows)
-            neg = popular((b, k))
-            col = rng.integers(0, cfg.affinity_pool, size=(b, n_pool))
-            from_pool = pool[seed[rows][:, None], col].astype(np.int64)
-            neg[:, :n_pool] = np.where(from_pool >= 0, from_pool, neg[:, :n_pool])
-            at = (rng.random((b, n_hist)) * length[g][:, None]).astype(np.int64)
-            neg[:, n_pool : n_pool + n_hist] = hist[g[:, None], at]
-            # a competitor bought in the same basket is no competitor
-            neg = np.where(_in_sorted(in_basket, g[:, None] * n + neg), -1, neg)
-            cand = np.concatenate([target[rows][:, None], neg], axis=1)
-            base = _base_features(pool[seed[rows]], pool_log[seed[rows]], purchases_log, cand)
             opt.zero_grad(set_to_none=True)
-            scores = head(
-                torch.as_tensor(hist[g], device=device),
-                torch.as_tensor(length[g], device=device),
-                torch.as_tensor(cand, device=device),
-                torch.as_tensor(base, device=device),
-            )
-            loss = F.cross_entropy(scores, torch.zeros(b, dtype=torch.long, device=device))
+            loss = loss_of(head, batch(order[lo : lo + cfg.affinity_batch_size], rng))
             loss.backward()
             opt.step()
             total += float(loss.detach())
             steps += 1
         losses.append(total / max(steps, 1))
-        _log.debug("neural affinity epoch %d: loss %.4f", _epoch, losses[-1])
+        head.eval()
+        if held:
+            with torch.no_grad():
+                sizes = [len(t[0]) for t in held]
+                value = sum(float(loss_of(head, t)) * s for t, s in zip(held, sizes, strict=True))
+            held_losses.append(value / sum(sizes))
+            if held_losses[-1] <= min(held_losses):
+                best = copy.deepcopy(head.state_dict())
+        _log.debug(
+            "neural affinity epoch %d: loss %.4f, held out %s",
+            _epoch,
+            losses[-1],
+            held_losses[-1] if held_losses else None,
+        )
         if on_epoch is not None:
-            head.eval()
             on_epoch(_epoch, head)
-            head.train()
+        if held_losses and len(held_losses) - 1 - int(np.argmin(held_losses)) >= _PATIENCE:
+            break
+    if best is not None:
+        head.load_state_dict(best)
+    stats["affinity_held_out_loss"] = held_losses
+    stats["affinity_best_epoch"] = int(np.argmin(held_losses)) if held_losses else None
     head.eval()
     stats["affinity_loss"] = losses
     stats["affinity_seconds"] = time.perf_counter() - t0

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from recset.data import Dataset
 from recset.errors import ConfigError, DataError, ParameterTypeError, StorageError
-from recset.personalization._affinity import fit_affinity
+from recset.personalization._affinity import fit_affinity, item_attributes
 from recset.personalization._config import NeuralConfig
 from recset.personalization._data import (
     NegativeSampler,
@@ -72,6 +72,7 @@ class _Fitted:
     stats: dict[str, Any]
     affinity: AffinityHead | None = None
     features: NDArray[np.float32] | None = None
+    attributes: NDArray[np.int64] | None = None
 
 
 def _batches(n: int, size: int, rng: np.random.Generator) -> list[NDArray[np.int64]]:
@@ -315,6 +316,7 @@ def _fit(
         stats=stats,
         affinity=affinity,
         features=features if affinity is not None else None,
+        attributes=item_attributes(dataset) if affinity is not None else None,
     )
 
 
@@ -576,6 +578,7 @@ class NeuralModel:
         self.encoder_ = fitted.encoder
         self.affinity_ = fitted.affinity
         self.item_features_ = fitted.features
+        self.item_attributes_ = fitted.attributes
         self.theta_ = fitted.theta
         self.query_ = fitted.query
         self.history_indptr_ = indptr
@@ -857,8 +860,9 @@ class NeuralModel:
                 "history_indptr": self.history_indptr_,
                 "history_items": self.history_items_,
             }
-            if self.affinity_ is not None and self.item_features_ is not None:
+            if self.affinity_ is not None:
                 arrays["item_features"] = self.item_features_
+                arrays["item_attributes"] = self.item_attributes_
             write_state(tmp, _KIND, FORMAT_VERSION, meta=meta, arrays=arrays)
             torch.save(self.graph_.state_dict(), tmp / _GRAPH)
             if self.encoder_ is not None:
@@ -962,12 +966,13 @@ class NeuralModel:
             encoder = UserEncoder(config)
             _load_state(encoder, directory / _ENCODER, dev)
             encoder.to(dev).eval()
-        affinity = features = None
+        affinity = features = attributes = None
         if has_affinity:
             if not (directory / _AFFINITY).is_file():
                 raise ConfigError(f"{directory / _AFFINITY}: missing file of the neural model")
             try:
                 features = state.array("item_features", arrays_path).astype(np.float32)
+                attributes = state.array("item_attributes", arrays_path).astype(np.int64)
             except StorageError as exc:
                 raise ConfigError(str(exc)) from None
             if features.shape != (n, in_dim):
@@ -975,13 +980,23 @@ class NeuralModel:
                     f"{arrays_path}: array 'item_features' has shape {features.shape}, "
                     f"expected ({n}, {in_dim}) from {_META}"
                 )
-            affinity = AffinityHead(torch.as_tensor(features), config, config.affinity_history)
+            if attributes.ndim != 2 or len(attributes) != n or (attributes < -1).any():
+                raise ConfigError(
+                    f"{arrays_path}: array 'item_attributes' has shape {attributes.shape}, "
+                    f"expected ({n}, A) of ids >= -1 from {_META}"
+                )
+            affinity = AffinityHead(
+                torch.as_tensor(features),
+                torch.as_tensor(attributes),
+                config,
+                config.affinity_history,
+            )
             _load_state(affinity, directory / _AFFINITY, dev)
             affinity.to(dev).eval()
         elif config.personal_score == "affinity":
             config = config.model_copy(update={"personal_score": "distance"})
         graph.to(dev).eval()
-        fitted = _Fitted(graph, encoder, theta, query, {}, affinity, features)
+        fitted = _Fitted(graph, encoder, theta, query, {}, affinity, features, attributes)
         return cls._build(config, fitted, indptr, items, blend_weight, in_dim, metadata, device=dev)
 
 

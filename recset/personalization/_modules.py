@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -214,16 +215,20 @@ class UserEncoder(nn.Module):
 
 BASE_FEATURES = 2
 """Training only: log(1 + co-purchases of the seed and the candidate), log(1 + purchases)."""
-REPEAT_FEATURES = 3
+ITEM_REPEAT_FEATURES = 3
 """Per (user, candidate): log(1 + times bought), 1 / recency of the last purchase, bought."""
 
 
-def repeat_features(candidates: Tensor, history: Tensor, length: Tensor) -> Tensor:
-    """What a user's own history says about each candidate, shape (B, N, 3).
+def repeat_features(
+    candidates: Tensor, history: Tensor, length: Tensor, attributes: Tensor | None = None
+) -> Tensor:
+    """What a user's own history says about each candidate, shape (B, N, 3 + 2 A).
 
     ``log(1 + c)`` with ``c`` the times the candidate occurs in the history, ``1 / r`` with
     ``r`` the recency of its last occurrence (1 = the most recent purchase; 0 when absent),
-    and whether it occurs at all.
+    and whether it occurs at all; then for each of the ``A`` item attributes (category,
+    type, brand) the share of the history with the candidate's value and ``1 / r`` of the
+    last such purchase (0 where the candidate's value is unknown).
 
     Parameters
     ----------
@@ -231,16 +236,28 @@ def repeat_features(candidates: Tensor, history: Tensor, length: Tensor) -> Tens
     history : Tensor of int64, shape (B, H)
         Left-aligned in time order, padded with -1.
     length : Tensor of int64, shape (B,)
+    attributes : Tensor of int64, shape (n_items, A), optional
+        Attribute value ids per item, -1 unknown.
     """
     h = history.shape[1]
     pos = torch.arange(h, device=history.device)[None, :]
     valid = pos < length[:, None]
+    zero = torch.zeros((), device=history.device)
+    recency = 1.0 / (length[:, None] - pos).clamp(min=1).float()  # (B, H)
     same = (candidates[:, :, None] == history[:, None, :]) & valid[:, None, :]
     count = same.sum(dim=-1).float()
-    recency = (length[:, None] - pos).clamp(min=1).float()  # (B, H)
-    inv = torch.where(same, 1.0 / recency[:, None, :], torch.zeros((), device=history.device))
-    last = inv.amax(dim=-1)
-    return torch.stack([torch.log1p(count), last, (count > 0).float()], dim=-1)
+    last = torch.where(same, recency[:, None, :], zero).amax(dim=-1)
+    out = [torch.log1p(count), last, (count > 0).float()]
+    if attributes is not None and attributes.shape[1]:
+        n = length.clamp(min=1)[:, None].float()
+        ca = attributes[candidates.clamp(min=0)]  # (B, N, A)
+        ha = attributes[history.clamp(min=0)]  # (B, H, A)
+        for a in range(attributes.shape[1]):
+            m = (ca[:, :, None, a] == ha[:, None, :, a]) & valid[:, None, :]
+            m = m & (ca[:, :, None, a] >= 0)
+            out.append(m.sum(dim=-1).float() / n)
+            out.append(torch.where(m, recency[:, None, :], zero).amax(dim=-1))
+    return torch.stack(out, dim=-1)
 
 
 class AffinityHead(nn.Module):
@@ -264,11 +281,22 @@ class AffinityHead(nn.Module):
     user adds to it, and serving (where the ranker is the base) uses ``s`` alone.
     """
 
-    def __init__(self, features: Tensor, config: NeuralConfig, history: int) -> None:
+    def __init__(
+        self, features: Tensor, attributes: Tensor, config: NeuralConfig, history: int
+    ) -> None:
         super().__init__()
         n_items, in_dim = features.shape
         k = config.embedding_size
         self.register_buffer("features", features.float(), persistent=False)
+        self.register_buffer("attributes", attributes.long(), persistent=False)
+        # one table for every attribute's values (+1 per attribute for "unknown")
+        sizes = (attributes.max(dim=0).values + 2).tolist() if attributes.shape[1] else []
+        offsets = [0, *list(np.cumsum(sizes))[:-1]] if sizes else []
+        self.register_buffer(
+            "attribute_offset", torch.as_tensor(offsets, dtype=torch.long), persistent=False
+        )
+        self.attribute = nn.Embedding(max(int(sum(sizes)), 1), k)
+        nn.init.normal_(self.attribute.weight, std=0.1)
         self.feature = nn.Sequential(nn.Linear(in_dim, k), nn.LayerNorm(k))
         self.item_id = nn.Embedding(n_items, k)
         self.bias = nn.Embedding(n_items, 1)
@@ -288,7 +316,8 @@ class AffinityHead(nn.Module):
         self.user = nn.Linear(k, k)
         self.key = nn.Linear(k, k)
         self.value = nn.Linear(k, k)
-        self.repeat = nn.Sequential(nn.Linear(REPEAT_FEATURES, 16), nn.ReLU(), nn.Linear(16, 1))
+        n_repeat = ITEM_REPEAT_FEATURES + 2 * attributes.shape[1]
+        self.repeat = nn.Sequential(nn.Linear(n_repeat, 16), nn.ReLU(), nn.Linear(16, 1))
         self.scale = float(k) ** -0.5
         nn.init.normal_(self.item_id.weight, std=0.01)
         nn.init.zeros_(self.bias.weight)
@@ -297,6 +326,9 @@ class AffinityHead(nn.Module):
         """``psi`` of item ids (any shape; -1 padding gives zeros), shape (..., k)."""
         safe = ids.clamp(min=0)
         psi = self.feature(self.features[safe]) + self.item_id(safe)
+        if len(self.attribute_offset):
+            values = self.attributes[safe] + 1 + self.attribute_offset  # (..., A)
+            psi = psi + self.attribute(values).sum(dim=-2)
         return psi * (ids >= 0).unsqueeze(-1).to(psi.dtype)
 
     def forward(
@@ -320,7 +352,7 @@ class AffinityHead(nn.Module):
         logits = logits.masked_fill(~valid[:, None, :], float("-inf"))
         context = torch.einsum("bnh,bhk->bnk", torch.softmax(logits, dim=-1), self.value(enc))
         attend = (context * psi).sum(-1) * self.scale
-        rep = self.repeat(repeat_features(candidates, history, length)).squeeze(-1)
+        rep = self.repeat(repeat_features(candidates, history, length, self.attributes)).squeeze(-1)
         score = taste + attend + rep
         if base is not None:
             score = score + self.base(base).squeeze(-1)

@@ -286,6 +286,27 @@ def test_repeat_features_hand_computed() -> None:
     np.testing.assert_allclose(f[1, 0, :2], [np.log1p(1), 1.0], rtol=1e-6)
 
 
+def test_attribute_repeat_features_hand_computed() -> None:
+    import torch
+
+    from recset.personalization._modules import repeat_features
+
+    # items 0..4; attribute 0 (brand): 0, 0, 1, 1, unknown; attribute 1 (type): 0, 1, 0, 1, 1
+    attrs = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1], [-1, 1]])
+    hist = torch.tensor([[0, 2, 3, -1]])  # brands 0, 1, 1; types 0, 0, 1
+    length = torch.tensor([3])
+    cand = torch.tensor([[1, 3, 4]])
+    f = repeat_features(cand, hist, length, attrs).numpy()[0]
+    assert f.shape == (3, 3 + 2 * 2)
+    np.testing.assert_array_equal(f[:, 2], [0, 1, 0])  # only item 3 itself was bought
+    # brand share and 1/recency of the last purchase of that brand
+    np.testing.assert_allclose(f[:, 3], [1 / 3, 2 / 3, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(f[:, 4], [1 / 3, 1.0, 0.0], rtol=1e-6)
+    # type share and its recency (item 4's unknown brand matches nothing; its type does)
+    np.testing.assert_allclose(f[:, 5], [1 / 3, 1 / 3, 1 / 3], rtol=1e-6)
+    np.testing.assert_allclose(f[:, 6], [1.0, 1.0, 1.0], rtol=1e-6)
+
+
 def test_row_zscore() -> None:
     from recset.personalization._model import _row_zscore
 
@@ -333,6 +354,9 @@ def test_affinity_saved_and_loaded(planted, tmp_path: Path) -> None:
         arrays = dict(z)
     np.savez(npz, **{**arrays, "item_features": np.zeros((2, 8), np.float32)})
     with pytest.raises(ConfigError, match=r"neural_model\.npz.*'item_features'"):
+        NeuralModel.load(tmp_path / "a", device="cpu")
+    np.savez(npz, **{**arrays, "item_attributes": np.full((ds.n_items, 1), -5)})
+    with pytest.raises(ConfigError, match=r"neural_model\.npz.*'item_attributes'"):
         NeuralModel.load(tmp_path / "a", device="cpu")
 
 
