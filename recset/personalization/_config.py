@@ -99,6 +99,10 @@ class NeuralConfig(BaseModel):
         behaviour of models saved before the affinity head).
     affinity_history : int
         Purchases of the user the affinity head reads (the most recent).
+    affinity_item_ids : bool
+        Give every item a free embedding in the affinity head besides its text features and
+        attributes (more capacity; it memorised the training baskets on the synthetic
+        data and lost validation Hit@10 there).
     affinity_epochs, affinity_learning_rate, affinity_batch_size : int, float, int
         Training of the affinity head (Adam).
     affinity_negatives : int
@@ -161,6 +165,7 @@ class NeuralConfig(BaseModel):
     lambda2: float = Field(0.1, ge=0)
     personal_score: Literal["affinity", "distance"] = "affinity"
     affinity_history: int = Field(50, ge=1, le=512)
+    affinity_item_ids: bool = False
     affinity_epochs: int = Field(8, ge=1)
     affinity_learning_rate: float = Field(3e-3, gt=0)
     affinity_batch_size: int = Field(512, ge=1)

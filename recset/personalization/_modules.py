@@ -298,7 +298,7 @@ class AffinityHead(nn.Module):
         self.attribute = nn.Embedding(max(int(sum(sizes)), 1), k)
         nn.init.normal_(self.attribute.weight, std=0.1)
         self.feature = nn.Sequential(nn.Linear(in_dim, k), nn.LayerNorm(k))
-        self.item_id = nn.Embedding(n_items, k)
+        self.item_id = nn.Embedding(n_items, k) if config.affinity_item_ids else None
         self.bias = nn.Embedding(n_items, 1)
         self.base = nn.Linear(BASE_FEATURES, 1)
         self.position = nn.Embedding(history + 1, k)
@@ -319,13 +319,16 @@ class AffinityHead(nn.Module):
         n_repeat = ITEM_REPEAT_FEATURES + 2 * attributes.shape[1]
         self.repeat = nn.Sequential(nn.Linear(n_repeat, 16), nn.ReLU(), nn.Linear(16, 1))
         self.scale = float(k) ** -0.5
-        nn.init.normal_(self.item_id.weight, std=0.01)
+        if self.item_id is not None:
+            nn.init.normal_(self.item_id.weight, std=0.01)
         nn.init.zeros_(self.bias.weight)
 
     def items(self, ids: Tensor) -> Tensor:
         """``psi`` of item ids (any shape; -1 padding gives zeros), shape (..., k)."""
         safe = ids.clamp(min=0)
-        psi = self.feature(self.features[safe]) + self.item_id(safe)
+        psi = self.feature(self.features[safe])
+        if self.item_id is not None:
+            psi = psi + self.item_id(safe)
         if len(self.attribute_offset):
             values = self.attributes[safe] + 1 + self.attribute_offset  # (..., A)
             psi = psi + self.attribute(values).sum(dim=-2)
