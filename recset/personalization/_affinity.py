@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
-from recset.data import Dataset
+from recset.data import Dataset, decode_aspects
 from recset.personalization._config import NeuralConfig
 from recset.personalization._data import Purchases, Triples
 from recset.personalization._modules import AffinityHead
@@ -30,6 +31,10 @@ from recset.signals import Signals, topk_rows
 
 _log = logging.getLogger(__name__)
 
+MAX_ASPECT_ATTRIBUTES = 4
+"""Categorical aspects (the most common keys) the affinity head reads as attributes."""
+MIN_ASPECT_SHARE = 0.05
+"""An aspect key becomes an attribute when at least this share of the items has it."""
 _MIN_HELD_OUT = 200
 """Fewer held-out (or training) rows than this: no early stopping, every epoch is trained."""
 _MAX_HELD_OUT = 20_000
@@ -38,13 +43,38 @@ _PATIENCE = 2
 
 
 def item_attributes(dataset: Dataset) -> NDArray[np.int64]:
-    """(n_items, A) value ids of the catalog's category, product type and brand (-1
-    unknown), leaving out an attribute no item has."""
+    """(n_items, A) value ids (-1 unknown) of the catalog's category, product type and
+    brand, then of its most common categorical aspects (colour, size, ...: at most
+    :data:`MAX_ASPECT_ATTRIBUTES` keys, each with a scalar value on at least
+    :data:`MIN_ASPECT_SHARE` of the items and a value shared by two items); an attribute no
+    item has is left out."""
     cat = dataset.catalog
-    cols = [a for a in (cat.category, cat.product_type, cat.brand) if (a >= 0).any()]
+    cols = [a.astype(np.int64) for a in (cat.category, cat.product_type, cat.brand)]
+    cols = [a for a in cols if (a >= 0).any()]
+    cols += _aspect_columns(cat.aspects)
     if not cols:
         return np.zeros((dataset.n_items, 0), dtype=np.int64)
-    return np.stack(cols, axis=1).astype(np.int64)
+    return np.stack(cols, axis=1)
+
+
+def _aspect_columns(aspects: NDArray[np.object_]) -> list[NDArray[np.int64]]:
+    decoded = [decode_aspects(raw) for raw in aspects]
+    keys = Counter(
+        k for d in decoded for k, v in d.items() if v is not None and not isinstance(v, list | dict)
+    )
+    n = max(len(decoded), 1)
+    common = sorted(
+        (k for k, c in keys.items() if c >= MIN_ASPECT_SHARE * n), key=lambda k: (-keys[k], k)
+    )
+    out = []
+    for key in common[:MAX_ASPECT_ATTRIBUTES]:
+        values = [d.get(key) for d in decoded]
+        text = [None if v is None or isinstance(v, list | dict) else str(v) for v in values]
+        counts = Counter(t for t in text if t is not None)
+        vocab = {t: j for j, t in enumerate(sorted(t for t, c in counts.items() if c >= 2))}
+        if vocab:
+            out.append(np.array([vocab.get(t, -1) if t is not None else -1 for t in text]))
+    return out
 
 
 def _in_sorted(keys: NDArray[np.int64], values: NDArray[np.int64]) -> NDArray[np.bool_]:

@@ -548,8 +548,11 @@ class NeuralModel:
     ----------
     config : NeuralConfig
     blend_weight_ : float
-        Weight of the personalized rank in :meth:`rerank` (chosen on validation unless
+        Weight of the personal score in :meth:`rerank` (chosen on validation unless
         configured).
+    affinity_ : AffinityHead or None
+        The affinity head that scores candidates for a user (``personal_score="affinity"``);
+        None: the personalized distance is used.
     metadata_ : dict
         Training statistics, validation table, timings (saved as JSON).
     n_items_ : int
@@ -786,13 +789,16 @@ class NeuralModel:
         items: NDArray[np.int32],
         base_scores: NDArray[np.floating],
     ) -> NDArray[np.float32]:
-        """Blend the base (ranker) order with the personalized distance, per row.
+        """Blend the base (ranker) scores with the personal score, per row.
 
         The head (the ``rerank_n`` best candidates by ``base_scores``) is scored
-        ``(1 - w) * base_rank + w * personal_rank``, both within-row percentiles in
-        (0, 1] (so the scale of ``base_scores`` does not matter), where the personal rank
-        orders by ``||(P theta_seed - theta_c) * u||`` ascending and ``w`` is
-        ``blend_weight_``. Candidates below the head keep their base order under it.
+        ``(1 - w) * z(base) + w * z(affinity)`` with the affinity head (z-scores within the
+        head), or ``(1 - w) * base_rank + w * personal_rank`` with the distance
+        (``personal_score="distance"`` or a model saved before the head: within-row
+        percentiles in (0, 1], the personal rank ordering by
+        ``||(P theta_seed - theta_c) * u||`` ascending); ``w`` is ``blend_weight_``. The
+        scale of ``base_scores`` does not matter. Candidates below the head keep their base
+        order under it.
 
         Parameters
         ----------

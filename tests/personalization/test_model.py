@@ -389,3 +389,35 @@ def test_affinity_training_is_deterministic_on_cpu() -> None:
     items = np.tile(np.arange(ds.n_items, dtype=np.int32), (ds.n_users, 1))
     np.testing.assert_array_equal(a._affinity(users, items), b._affinity(users, items))
     assert a.metadata_["fit"]["affinity_rows"] > 0
+
+
+def test_item_attributes_read_category_brand_and_common_aspects() -> None:
+    from recset.personalization._affinity import item_attributes
+
+    n = 40
+    colours = ["red", "blue"] * 19 + ["green", None]  # green: on one item only
+    aspects = [
+        json.dumps({"color": c, "tags": ["x"], "rare": "r"} if i == 0 else {"color": c})
+        if c is not None
+        else None
+        for i, c in enumerate(colours)
+    ]
+    cat = pd.DataFrame(
+        {
+            "item_id": [f"i{k}" for k in range(n)],
+            "category_id": ["A", "B"] * (n // 2),
+            "brand": ["b1", "b2", "b3", "b4"] * (n // 4),
+            "aspects": aspects,
+        }
+    )
+    ev = pd.DataFrame(
+        {"user_id": ["u"] * 2, "item_id": ["i0", "i1"], "event": "purchase", "timestamp": [1, 2]}
+    )
+    ds = Dataset.from_frames(cat, ev, name="attrs")
+    a = item_attributes(ds)
+    # category, brand, colour: no product type; "rare" is on 1 of 40 items (< 5%), "tags" a list
+    assert a.shape == (n, 3)
+    idx = ds.items.index([f"i{k}" for k in range(n)])
+    assert len(set(a[idx[:4], 1])) == 4 and len(set(a[idx[:4], 0])) == 2
+    col = a[idx, 2]
+    assert col[0] != col[1] and col[0] == col[2] and col[38] == -1 and col[39] == -1
