@@ -43,6 +43,11 @@ def main() -> None:
     fit = model.metadata_["fit"]
     print(f"graph stage: {fit['gnn_seconds']:.1f} s ({fit['n_edges']} edges, {fit['edge_signal']})")
     print(f"joint stage: {fit.get('joint_seconds', 0.0):.1f} s ({fit.get('n_triples', 0)} pairs)")
+    if "affinity_seconds" in fit:
+        print(
+            f"affinity head: {fit['affinity_seconds']:.1f} s ({fit['affinity_rows']} rows, "
+            f"best epoch {fit.get('affinity_best_epoch')})"
+        )
     print(f"train_neural total: {total:.1f} s; blend weight {model.blend_weight_}")
     print(f"validation: {model.metadata_.get('validation')}")
     t = time.perf_counter()
@@ -53,6 +58,16 @@ def main() -> None:
     items = rng.integers(0, ds.n_items, (b, n)).astype(np.int32)
     model.rerank(seeds, users, items, rng.normal(size=(b, n)))
     print(f"rerank {b} x {n}: {time.perf_counter() - t:.2f} s")
+    # one request at a time, as a service re-ranks: (1, n) per call
+    known = np.flatnonzero(np.diff(model.history_indptr_) > 0)
+    calls = []
+    for i in range(300):
+        u = np.array([known[i % len(known)]], dtype=np.int32)
+        t = time.perf_counter()
+        model.rerank(seeds[i % b : i % b + 1], u, items[i % b : i % b + 1], rng.normal(size=(1, n)))
+        calls.append(time.perf_counter() - t)
+    ms = np.percentile(np.array(calls[20:]) * 1e3, [50, 99])
+    print(f"rerank 1 x {n}, one call at a time (280 calls): p50 {ms[0]:.2f} ms, p99 {ms[1]:.2f} ms")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory: {peak:.0f} MB")
 

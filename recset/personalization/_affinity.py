@@ -15,6 +15,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,10 @@ _MIN_HELD_OUT = 200
 """Fewer held-out (or training) rows than this: no early stopping, every epoch is trained."""
 _MAX_HELD_OUT = 20_000
 _PATIENCE = 2
-"""Epochs without a better held-out loss before training stops (the best epoch is kept)."""
+"""Epochs without a better held-out MRR before training stops (the best epoch is kept)."""
+_HELD_OUT_GRID = (0.25, 0.5, 0.75)
+"""Blend weights of the held-out lists; an epoch scores the best of them."""
+_MAX_HELD_OUT_LISTS = 5000
 
 
 def item_attributes(dataset: Dataset) -> NDArray[np.int64]:
@@ -96,6 +100,85 @@ def _base_features(
     co = np.where(match, pool_log[:, None, :], 0.0).sum(axis=-1)
     pop = np.where(cand >= 0, purchases_log[np.maximum(cand, 0)], 0.0)
     return np.stack([co, pop], axis=-1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _HeldOutLists:
+    """The held-out baskets as the stage meets them: a list of the seed's strongest
+    co-purchases (base score: log co-purchases), re-ordered by a z-score blend with the head.
+
+    Each basket of the held-out rows (at most :data:`_MAX_HELD_OUT_LISTS`) gives one list,
+    the seed being one of its items and the targets the others; a list without a target in
+    it is left out. The co-purchase counts include the held-out baskets themselves, so the
+    figure flatters the base; it only compares epochs.
+    """
+
+    seed: NDArray[np.int64]
+    hist: NDArray[np.int64]
+    length: NDArray[np.int64]
+    cand: NDArray[np.int64]
+    base_z: NDArray[np.float64]
+    hit: NDArray[np.bool_]
+
+    @classmethod
+    def of(
+        cls,
+        rows: NDArray[np.int64],
+        seed: NDArray[np.int64],
+        target: NDArray[np.int64],
+        group: NDArray[np.int64],
+        pool: NDArray[np.int32],
+        pool_log: NDArray[np.float32],
+        hist: NDArray[np.int64],
+        length: NDArray[np.int64],
+    ) -> _HeldOutLists:
+        from recset.personalization._model import _row_zscore
+
+        groups, first = np.unique(group[rows], return_index=True)
+        if len(groups) > _MAX_HELD_OUT_LISTS:
+            pick = np.sort(np.random.default_rng(0).choice(len(groups), _MAX_HELD_OUT_LISTS, False))
+            groups, first = groups[pick], first[pick]
+        s = seed[rows[first]]
+        cand = pool[s].astype(np.int64)
+        # the targets of a list: every item its basket's rows point to, but the seed
+        keys = np.unique(group[rows] * (pool.shape[0] + 1) + target[rows])
+        probe = groups[:, None] * (pool.shape[0] + 1) + np.maximum(cand, 0)
+        hit = _in_sorted(keys, probe) & (cand >= 0) & (cand != s[:, None])
+        keep = hit.any(axis=1)
+        valid = cand[keep] >= 0
+        base = np.where(valid, pool_log[s[keep]], 0.0).astype(np.float64)
+        return cls(
+            s[keep],
+            hist[groups[keep]],
+            length[groups[keep]],
+            np.where(valid, cand[keep], -1),
+            _row_zscore(base, valid),
+            hit[keep],
+        )
+
+    def mrr(self, head: AffinityHead, device: torch.device) -> float:
+        """The best mean reciprocal rank of the first target over :data:`_HELD_OUT_GRID`."""
+        from recset.personalization._model import _row_zscore
+
+        scores = np.zeros(self.cand.shape)
+        with torch.no_grad():
+            for lo in range(0, len(self.seed), 1024):
+                sl = slice(lo, lo + 1024)
+                out = head(
+                    torch.as_tensor(self.hist[sl], device=device),
+                    torch.as_tensor(self.length[sl], device=device),
+                    torch.as_tensor(self.cand[sl], device=device),
+                )
+                scores[sl] = out.float().cpu().numpy()
+        valid = self.cand >= 0
+        pers = _row_zscore(np.where(valid, scores, 0.0), valid)
+        best = 0.0
+        for w in _HELD_OUT_GRID:
+            blended = np.where(valid, (1 - w) * self.base_z + w * pers, -np.inf)
+            order = np.argsort(-blended, axis=1, kind="stable")
+            first = np.take_along_axis(self.hit, order, axis=1).argmax(axis=1)
+            best = max(best, float(np.mean(1.0 / (first + 1.0))))
+        return best
 
 
 def _log_sampling_probability(
@@ -204,8 +287,10 @@ def fit_affinity(
         batch(held_rows[lo : lo + cfg.affinity_batch_size], held_rng)
         for lo in range(0, len(held_rows), cfg.affinity_batch_size)
     ]
+    lists = _HeldOutLists.of(held_rows, seed, target, group, pool, pool_log, hist, length)
     stats["affinity_fit_rows"] = int(len(fit_rows))
     stats["affinity_held_out_rows"] = int(len(held_rows))
+    stats["affinity_held_out_lists"] = int(len(lists.seed))
 
     head = AffinityHead(
         torch.as_tensor(features, device=device),
@@ -216,6 +301,7 @@ def fit_affinity(
     opt = torch.optim.Adam(head.parameters(), lr=cfg.affinity_learning_rate)
     losses: list[float] = []
     held_losses: list[float] = []
+    held_mrr: list[float] = []
     best: dict[str, torch.Tensor] | None = None
     for _epoch in tqdm(
         range(cfg.affinity_epochs), desc="neural: affinity", disable=not show_progress
@@ -237,22 +323,26 @@ def fit_affinity(
                 sizes = [len(t[0]) for t in held]
                 value = sum(float(loss_of(head, t)) * s for t, s in zip(held, sizes, strict=True))
             held_losses.append(value / sum(sizes))
-            if held_losses[-1] <= min(held_losses):
+        if len(lists.seed):
+            held_mrr.append(lists.mrr(head, device))
+            if held_mrr[-1] > max(held_mrr[:-1], default=-1.0):
                 best = copy.deepcopy(head.state_dict())
         _log.debug(
-            "neural affinity epoch %d: loss %.4f, held out %s",
+            "neural affinity epoch %d: loss %.4f, held out %s, held-out lists MRR %s",
             _epoch,
             losses[-1],
             held_losses[-1] if held_losses else None,
+            held_mrr[-1] if held_mrr else None,
         )
         if on_epoch is not None:
             on_epoch(_epoch, head)
-        if held_losses and len(held_losses) - 1 - int(np.argmin(held_losses)) >= _PATIENCE:
+        if held_mrr and len(held_mrr) - 1 - int(np.argmax(held_mrr)) >= _PATIENCE:
             break
     if best is not None:
         head.load_state_dict(best)
     stats["affinity_held_out_loss"] = held_losses
-    stats["affinity_best_epoch"] = int(np.argmin(held_losses)) if held_losses else None
+    stats["affinity_held_out_mrr"] = held_mrr
+    stats["affinity_best_epoch"] = int(np.argmax(held_mrr)) if held_mrr else None
     head.eval()
     stats["affinity_loss"] = losses
     stats["affinity_seconds"] = time.perf_counter() - t0
