@@ -16,9 +16,19 @@ import argparse
 import json
 import time
 
+import numpy as np
+
 from recset.data import load_dataset
 from recset.engine import Engine
-from recset.eval.backtest import _nopersonal_systems, evaluate_system, prepare, ranked_system
+from recset.eval.backtest import (
+    _nopersonal_systems,
+    evaluate_system,
+    paired_difference,
+    prepare,
+    ranked_system,
+    recommendations,
+)
+from recset.eval.metrics import hit_matrix
 from recset.ranking import RankerConfig, train_ranker
 from recset.recall import embed_items
 
@@ -48,6 +58,7 @@ def main() -> None:
     print("validation:", json.dumps(info["nopersonal_validation"]))
     print(f"| system ({len(queries):,} queries) | Hit@1 | Hit@10 | explore_hit@10 |")
     print("|---|---:|---:|---:|")
+    hits = []
     for system in systems:
         m = evaluate_system(system, sp, queries)["item"]
         print(
@@ -55,6 +66,14 @@ def main() -> None:
             f"{m.get('explore_hit@10', float('nan')):.4f} |",
             flush=True,
         )
+        recs, _ = recommendations(system, queries)
+        hits.append(hit_matrix(recs, queries.targets)[:, :10].any(axis=1).astype(np.float64))
+    d = paired_difference(hits[0], hits[1], queries.basket, n_boot=1000)
+    print(
+        f"{systems[1].name} - {systems[0].name}: Hit@10 {d['a']:.4f} -> {d['b']:.4f}, "
+        f"{d['diff']:+.4f} (paired 95% CI over baskets [{d['low']:+.4f}, {d['high']:+.4f}]), "
+        f"relative {d['diff'] / d['a']:+.1%} [{d['low'] / d['a']:+.1%}, {d['high'] / d['a']:+.1%}]"
+    )
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ Each training row is an item bought in a basket, with the user's purchases stric
 that basket as the history. It is scored against sampled competitors drawn the way served
 lists are made: the strongest co-purchases of another item of the basket (the seed), items
 of the user's own history (so the copy term learns how often a past purchase comes back
-rather than that it always does) and popular items. A softmax over (bought, competitors)
-is minimised; competitors that were bought in the same basket are left out.
+rather than that it always does) and popular items. A softmax over (bought, competitors),
+corrected by the log of each competitor's sampling probability, is minimised; competitors
+that were bought in the same basket are left out. The newest baskets are held out to stop
+training where re-ranking them stops improving.
 """
 
 from __future__ import annotations
