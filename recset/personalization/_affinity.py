@@ -104,6 +104,17 @@ def _base_features(
     return np.stack([co, pop], axis=-1).astype(np.float32)
 
 
+def _row_zscore(values: NDArray[np.float64], mask: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """``(v - mean) / std`` within each row's masked-in values; 0 outside the mask and in
+    rows whose masked values are all equal."""
+    n = np.maximum(mask.sum(axis=1, keepdims=True), 1)
+    v = np.where(mask, values, 0.0)
+    mean = v.sum(axis=1, keepdims=True) / n
+    dev = np.where(mask, values - mean, 0.0)
+    std = np.sqrt((dev * dev).sum(axis=1, keepdims=True) / n)
+    return np.where(mask & (std > 0), dev / np.where(std > 0, std, 1.0), 0.0)
+
+
 @dataclass(frozen=True)
 class _HeldOutLists:
     """The held-out baskets as the stage meets them: a list of the seed's strongest
@@ -134,8 +145,6 @@ class _HeldOutLists:
         hist: NDArray[np.int64],
         length: NDArray[np.int64],
     ) -> _HeldOutLists:
-        from recset.personalization._model import _row_zscore
-
         groups, first = np.unique(group[rows], return_index=True)
         if len(groups) > _MAX_HELD_OUT_LISTS:
             pick = np.sort(np.random.default_rng(0).choice(len(groups), _MAX_HELD_OUT_LISTS, False))
@@ -160,8 +169,6 @@ class _HeldOutLists:
 
     def mrr(self, head: AffinityHead, device: torch.device) -> float:
         """The best mean reciprocal rank of the first target over :data:`_HELD_OUT_GRID`."""
-        from recset.personalization._model import _row_zscore
-
         scores = np.zeros(self.cand.shape)
         with torch.no_grad():
             for lo in range(0, len(self.seed), 1024):

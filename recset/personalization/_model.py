@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from recset.data import Dataset
 from recset.errors import ConfigError, DataError, ParameterTypeError, StorageError
-from recset.personalization._affinity import fit_affinity, item_attributes
+from recset.personalization._affinity import _row_zscore, fit_affinity, item_attributes
 from recset.personalization._config import NeuralConfig
 from recset.personalization._data import (
     NegativeSampler,
@@ -516,17 +516,6 @@ def _validate(model: NeuralModel, train: Dataset, fit_sig: Signals, cut: int) ->
 
 
 # --------------------------------------------------------------------------- the model
-
-
-def _row_zscore(values: NDArray[np.float64], mask: NDArray[np.bool_]) -> NDArray[np.float64]:
-    """``(v - mean) / std`` within each row's masked-in values; 0 outside the mask and in
-    rows whose masked values are all equal."""
-    n = np.maximum(mask.sum(axis=1, keepdims=True), 1)
-    v = np.where(mask, values, 0.0)
-    mean = v.sum(axis=1, keepdims=True) / n
-    dev = np.where(mask, values - mean, 0.0)
-    std = np.sqrt((dev * dev).sum(axis=1, keepdims=True) / n)
-    return np.where(mask & (std > 0), dev / np.where(std > 0, std, 1.0), 0.0)
 
 
 def _row_percentile(values: NDArray[np.float64], mask: NDArray[np.bool_]) -> NDArray[np.float64]:

@@ -227,8 +227,8 @@ def repeat_features(
     ``log(1 + c)`` with ``c`` the times the candidate occurs in the history, ``1 / r`` with
     ``r`` the recency of its last occurrence (1 = the most recent purchase; 0 when absent),
     and whether it occurs at all; then for each of the ``A`` item attributes (category,
-    type, brand) the share of the history with the candidate's value and ``1 / r`` of the
-    last such purchase (0 where the candidate's value is unknown).
+    type, brand, common aspects) the share of the history with the candidate's value and
+    ``1 / r`` of the last such purchase (0 where the candidate's value is unknown).
 
     Parameters
     ----------
@@ -263,17 +263,19 @@ def repeat_features(
 class AffinityHead(nn.Module):
     """What a user's purchase history adds to a candidate's score (a residual).
 
-    Items are ``psi = LayerNorm(W x) + e_id`` (``x`` their text features, so the brand,
-    line and type words of a title are shared between items; ``e_id`` a per-item
-    embedding). A transformer reads the history's ``psi`` plus a recency embedding. A
-    candidate ``c`` gets the personal score
+    Items are ``psi = LayerNorm(W x) + sum_a E[attribute_a]`` (``x`` their text features;
+    ``attribute_a`` their category, type, brand and common aspects, see
+    :func:`recset.personalization._affinity.item_attributes`; plus a free per-item
+    embedding with ``affinity_item_ids``). A transformer reads the history's ``psi`` plus a
+    recency embedding. A candidate ``c`` gets the personal score
 
     ``s(c) = <u, psi_c> + <attend(psi_c, H), psi_c> + g(repeat(c))``
 
     with ``u`` the pooled history (the user's taste), ``attend`` a target attention of the
     candidate over the encoded history ``H`` (which past purchases speak for it) and ``g``
     a small network over :func:`repeat_features` (the copy term of repeat-aware
-    recommenders: whether and how recently the user bought the candidate itself).
+    recommenders: whether and how recently the user bought the candidate itself, and how
+    much of the history shares each of its attributes).
 
     In training the score also has a non-personal part, a linear term of the candidate's
     co-purchases with the seed and its popularity (:data:`BASE_FEATURES`) plus a per-item
