@@ -45,21 +45,8 @@ WIDTH = 100
 
 
 def parts(head: AffinityHead, hist, length, cand):  # noqa: ANN001, ANN201
-    """(taste + attention, repeat) terms of the head's score, as in ``forward``."""
-    h = hist.shape[1]
-    pos = torch.arange(h)[None, :]
-    valid = pos < length[:, None]
-    recency = torch.where(valid, length[:, None] - pos, torch.zeros_like(pos))
-    x = head.input_norm(head.items(hist) + head.position(recency))
-    enc = head.encoder(x, src_key_padding_mask=~valid) * valid.unsqueeze(-1)
-    pooled = enc.sum(1) / length.clamp(min=1)[:, None]
-    psi = head.items(cand)
-    taste = (psi * head.user(pooled)[:, None, :]).sum(-1) * head.scale
-    logits = torch.einsum("bnk,bhk->bnh", psi, head.key(enc)) * head.scale
-    logits = logits.masked_fill(~valid[:, None, :], float("-inf"))
-    ctx = torch.einsum("bnh,bhk->bnk", torch.softmax(logits, -1), head.value(enc))
-    attend = (ctx * psi).sum(-1) * head.scale
-    rep = head.repeat(repeat_features(cand, hist, length, head.attributes)).squeeze(-1)
+    """(taste + attention, repeat) terms of the head's personal score."""
+    taste, attend, rep = head.terms(hist, length, cand)
     return (taste + attend).numpy(), rep.numpy()
 
 

@@ -138,6 +138,22 @@ class ProductGraph(nn.Module):
 # --------------------------------------------------------------------------- user encoder
 
 
+def _history_transformer(config: NeuralConfig) -> nn.TransformerEncoder:
+    """The transformer over a purchase history (``transformer_layers`` x
+    ``transformer_heads``, width ``embedding_size``, batch first)."""
+    k = config.embedding_size
+    layer = nn.TransformerEncoderLayer(
+        d_model=k,
+        nhead=config.transformer_heads,
+        dim_feedforward=2 * k,
+        dropout=config.dropout,
+        batch_first=True,
+    )
+    return nn.TransformerEncoder(
+        layer, num_layers=config.transformer_layers, enable_nested_tensor=False
+    )
+
+
 class UserEncoder(nn.Module):
     """Transformer over a user's most recent purchases (Eq. 4).
 
@@ -153,16 +169,7 @@ class UserEncoder(nn.Module):
         self.cls = nn.Parameter(torch.zeros(1, 1, k))
         self.position = nn.Embedding(config.max_history + 1, k)
         self.input_norm = nn.LayerNorm(k)
-        layer = nn.TransformerEncoderLayer(
-            d_model=k,
-            nhead=config.transformer_heads,
-            dim_feedforward=2 * k,
-            dropout=config.dropout,
-            batch_first=True,
-        )
-        self.encoder = nn.TransformerEncoder(
-            layer, num_layers=config.transformer_layers, enable_nested_tensor=False
-        )
+        self.encoder = _history_transformer(config)
         self.out = nn.Linear(k, k)
         self.offset = nn.Linear(k, k)
         nn.init.normal_(self.cls, std=0.02)
@@ -305,16 +312,7 @@ class AffinityHead(nn.Module):
         self.base = nn.Linear(BASE_FEATURES, 1)
         self.position = nn.Embedding(history + 1, k)
         self.input_norm = nn.LayerNorm(k)
-        layer = nn.TransformerEncoderLayer(
-            d_model=k,
-            nhead=config.transformer_heads,
-            dim_feedforward=2 * k,
-            dropout=config.dropout,
-            batch_first=True,
-        )
-        self.encoder = nn.TransformerEncoder(
-            layer, num_layers=config.transformer_layers, enable_nested_tensor=False
-        )
+        self.encoder = _history_transformer(config)
         self.user = nn.Linear(k, k)
         self.key = nn.Linear(k, k)
         self.value = nn.Linear(k, k)
@@ -336,13 +334,8 @@ class AffinityHead(nn.Module):
             psi = psi + self.attribute(values).sum(dim=-2)
         return psi * (ids >= 0).unsqueeze(-1).to(psi.dtype)
 
-    def forward(
-        self, history: Tensor, length: Tensor, candidates: Tensor, base: Tensor | None = None
-    ) -> Tensor:
-        """Personal scores (B, N) of ``candidates`` (B, N) for histories (B, H) of
-        ``length`` >= 1; with ``base`` (B, N, :data:`BASE_FEATURES`), the training score
-        (plus the non-personal part). Padding candidates (-1) get ``-inf``.
-        """
+    def terms(self, history: Tensor, length: Tensor, candidates: Tensor) -> tuple[Tensor, ...]:
+        """The personal score's three terms (taste, attention, repeat), each (B, N)."""
         h = history.shape[1]
         pos = torch.arange(h, device=history.device)[None, :]
         valid = pos < length[:, None]
@@ -358,6 +351,16 @@ class AffinityHead(nn.Module):
         context = torch.einsum("bnh,bhk->bnk", torch.softmax(logits, dim=-1), self.value(enc))
         attend = (context * psi).sum(-1) * self.scale
         rep = self.repeat(repeat_features(candidates, history, length, self.attributes)).squeeze(-1)
+        return taste, attend, rep
+
+    def forward(
+        self, history: Tensor, length: Tensor, candidates: Tensor, base: Tensor | None = None
+    ) -> Tensor:
+        """Personal scores (B, N) of ``candidates`` (B, N) for histories (B, H) of
+        ``length`` >= 1; with ``base`` (B, N, :data:`BASE_FEATURES`), the training score
+        (plus the non-personal part). Padding candidates (-1) get ``-inf``.
+        """
+        taste, attend, rep = self.terms(history, length, candidates)
         score = taste + attend + rep
         if base is not None:
             score = score + self.base(base).squeeze(-1)
