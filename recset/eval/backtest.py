@@ -205,51 +205,99 @@ def _ranker_fit_part(train: Dataset, rc: Any) -> Dataset:
     return time_split(train, test_share=rc.label_share).train
 
 
+def _gnn_configs(
+    train: Dataset, config: Config | None, rc: Any, tmp: Path, *, show_progress: bool = False
+) -> tuple[Config, Config]:
+    """The engine's and the ranker's configs with a trained ``gnn_neighbors`` source.
+
+    The GNN is trained on the data of each fit: all of ``train`` for the engine, the
+    ranker's fit part for the sources the ranker trains on (no label-window leak). The
+    embeddings are written under ``tmp`` and read when the sources are fitted. A config
+    whose mix already has the source is used as it is.
+    """
+    base_cfg = config or config_from_dict({})
+    if _has_gnn(base_cfg):
+        return base_cfg, base_cfg
+    cfg = _with_gnn(
+        config, _gnn_embeddings(train, base_cfg, tmp / "train.npz", show_progress=show_progress)
+    )
+    fit_part = _ranker_fit_part(train, rc)
+    ranker_cfg = _with_gnn(
+        config, _gnn_embeddings(fit_part, base_cfg, tmp / "fit.npz", show_progress=show_progress)
+    )
+    return cfg, ranker_cfg
+
+
+def _encoder_unused(neural: Any) -> bool:
+    """Whether the personalizer of ``neural`` scores with the affinity head, so the
+    contrastive loss (which only trains the user encoder) cannot change its lists."""
+    return bool(neural.personalized and neural.personal_score == "affinity")
+
+
 def _neural_systems(
     train: Dataset,
     config: Config | None,
     rc: Any,
     emb: NDArray[np.float32],
+    info: dict[str, Any],
     *,
+    seed: int = 0,
     show_progress: bool = False,
 ) -> tuple[list[System], list[tuple[int, System]]]:
-    """The neural systems, each on top of the one before, and the re-rank size curve."""
+    """The neural systems, each on top of the one before, and the re-rank size curve.
+
+    Each personalizer's blend weight is chosen the way ``recset train-neural`` chooses it:
+    on a validation window cut from ``train``, against the lists of the same engine
+    (``gnn_neighbors`` in the mix, ranker retrained; :func:`validate_personalization`), so a
+    stage that loses to the ranker there gets weight 0 and serves the ranker's order. The
+    figures go to ``info["neural_validation"]``.
+    """
     from recset.personalization import train_personalizer, train_type_transition
 
     base_cfg = config or config_from_dict({})
     with tempfile.TemporaryDirectory(prefix="recset-gnn-") as tmp:
-        # the GNN is trained on the data of each fit: all of ``train`` for the engine, the
-        # ranker's fit part for the sources the ranker trains on (no label-window leak)
-        if _has_gnn(base_cfg):
-            cfg = ranker_cfg = base_cfg
-        else:
-            cfg = _with_gnn(
-                config,
-                _gnn_embeddings(
-                    train, base_cfg, Path(tmp) / "train.npz", show_progress=show_progress
-                ),
-            )
-            fit_part = _ranker_fit_part(train, rc)
-            ranker_cfg = _with_gnn(
-                config,
-                _gnn_embeddings(
-                    fit_part, base_cfg, Path(tmp) / "fit.npz", show_progress=show_progress
-                ),
-            )
+        cfg, ranker_cfg = _gnn_configs(train, config, rc, Path(tmp), show_progress=show_progress)
         # the files are read when the sources are fitted, and not needed after
         engine = Engine.build(train, cfg, show_progress=show_progress)
         model = train_ranker(
             train, ranker_cfg, rc, mixer=engine.mixer, embeddings=emb, show_progress=show_progress
         )
     ranked = engine.with_ranker(model)
-    personal = train_personalizer(
-        train, base_cfg.neural.model_copy(update={"stages": "gnn+pr"}), show_progress=show_progress
-    )
-    contrastive = train_personalizer(
+    neurals = {
+        "personalization": base_cfg.neural.model_copy(update={"stages": "gnn+pr"}),
+        "contrastive": base_cfg.neural.model_copy(update={"stages": "gnn+pr+cl"}),
+    }
+    shared = _encoder_unused(neurals["contrastive"])
+    if shared:  # one model serves both rows
+        del neurals["contrastive"]
+    vals = _validate_many(
         train,
-        base_cfg.neural.model_copy(update={"stages": "gnn+pr+cl"}),
+        config,
+        rc,
+        emb,
+        list(neurals.values()),
+        gnn=True,
+        seed=seed,
         show_progress=show_progress,
     )
+    report: dict[str, Any] = {}
+    stages = {}
+    for (name, neural), val in zip(neurals.items(), vals, strict=True):
+        report[name] = val.to_json()
+        _log.info("neural system %s on validation: %s", name, val.to_json())
+        stages[name] = train_personalizer(
+            train,
+            neural.model_copy(update={"blend_weight": val.weight}),
+            show_progress=show_progress,
+        )
+    if shared:
+        report["contrastive"] = (
+            "the personalization model: the affinity head does not read the user encoder, "
+            "the only part the contrastive loss trains"
+        )
+        stages["contrastive"] = stages["personalization"]
+    info["neural_validation"] = report
+    personal, contrastive = stages["personalization"], stages["contrastive"]
     transition = train_type_transition(train, base_cfg.type_transition)
     names = NEURAL_SYSTEMS
     systems = [
@@ -284,6 +332,8 @@ def validate_personalization(
     rc: Any,
     emb: NDArray[np.float32],
     *,
+    neural: Any = None,
+    gnn: bool = False,
     max_queries: int = VALIDATION_QUERIES,
     seed: int = 0,
     show_progress: bool = False,
@@ -291,43 +341,90 @@ def validate_personalization(
     """Hit@10 of the ranker ``rc`` and of its lists re-ranked by the personalization stage at
     each blend weight, on a validation window cut from ``train`` (never the test window).
 
-    The engine, the ranker and the neural model are fitted on the part of ``train`` before
-    the window; the window's basket queries (at most ``max_queries``, drawn with ``seed``)
-    are served by the ranker and re-ranked (:func:`recset.personalization.validate_stage`).
+    The engine, the ranker and the neural model (``neural``, a ``NeuralConfig``; default
+    ``config.neural``) are fitted on the part of ``train`` before the window; the window's
+    basket queries (at most ``max_queries``, drawn with ``seed``) are served by the ranker
+    and re-ranked (:func:`recset.personalization.validate_stage`). With ``gnn`` the engine
+    has a ``gnn_neighbors`` source trained on that part too (as the backtest's neural
+    systems do).
     """
-    from recset.personalization import train_personalizer, validate_stage
-
     base_cfg = config or config_from_dict({})
-    cut = _validation_cut(train, rc)
-    engine = Engine.build(cut.train, config, show_progress=show_progress)
-    model = train_ranker(
-        cut.train, config, rc, mixer=engine.mixer, embeddings=emb, show_progress=show_progress
-    )
-    personal = train_personalizer(
-        cut.train,
-        base_cfg.neural.model_copy(update={"blend_weight": 0.0}),
+    (val,) = _validate_many(
+        train,
+        config,
+        rc,
+        emb,
+        [neural if neural is not None else base_cfg.neural],
+        gnn=gnn,
+        max_queries=max_queries,
+        seed=seed,
         show_progress=show_progress,
     )
+    return val
+
+
+def _validate_many(
+    train: Dataset,
+    config: Config | None,
+    rc: Any,
+    emb: NDArray[np.float32],
+    neurals: Sequence[Any],
+    *,
+    gnn: bool = False,
+    max_queries: int = VALIDATION_QUERIES,
+    seed: int = 0,
+    show_progress: bool = False,
+) -> list[StageValidation]:
+    """:func:`validate_personalization` of several neural configs on the same lists."""
+    from recset.personalization import train_personalizer, validate_stage
+
+    cut = _validation_cut(train, rc)
+    with tempfile.TemporaryDirectory(prefix="recset-gnn-") as tmp:
+        if gnn:
+            cfg, ranker_cfg = _gnn_configs(
+                cut.train, config, rc, Path(tmp), show_progress=show_progress
+            )
+        else:
+            cfg = ranker_cfg = config or config_from_dict({})
+        engine = Engine.build(cut.train, cfg, show_progress=show_progress)
+        model = train_ranker(
+            cut.train,
+            ranker_cfg,
+            rc,
+            mixer=engine.mixer,
+            embeddings=emb,
+            show_progress=show_progress,
+        )
     queries = basket_queries(cut.test)
     if len(queries) > max_queries:
         rows = np.random.default_rng(seed).choice(len(queries), size=max_queries, replace=False)
         queries = queries.take(np.sort(rows))
     ranked = engine.with_ranker(model)
-    width = max(personal.config.rerank_n, 10)
-    items, scores = [], []
-    for lo in range(0, len(queries), CHUNK):
-        sl = slice(lo, lo + CHUNK)
-        batch = ranked.run_pipeline(Request.of(queries.seed[sl], queries.user[sl], width))
-        items.append(batch.item)
-        scores.append(np.where(batch.item >= 0, batch.score, -np.inf))
-    return validate_stage(
-        personal.model,
-        queries.seed,
-        queries.user,
-        np.concatenate(items),
-        np.concatenate(scores),
-        queries.targets,
-    )
+    out = []
+    for neural in neurals:
+        personal = train_personalizer(
+            cut.train,
+            neural.model_copy(update={"blend_weight": 0.0}),
+            show_progress=show_progress,
+        )
+        width = max(personal.config.rerank_n, 10)
+        items, scores = [], []
+        for lo in range(0, len(queries), CHUNK):
+            sl = slice(lo, lo + CHUNK)
+            batch = ranked.run_pipeline(Request.of(queries.seed[sl], queries.user[sl], width))
+            items.append(batch.item)
+            scores.append(np.where(batch.item >= 0, batch.score, -np.inf))
+        out.append(
+            validate_stage(
+                personal.model,
+                queries.seed,
+                queries.user,
+                np.concatenate(items),
+                np.concatenate(scores),
+                queries.targets,
+            )
+        )
+    return out
 
 
 def _nopersonal_systems(
@@ -625,7 +722,12 @@ def run_backtest(
         one before, ``mix+ranker+gnn`` (the ``gnn_neighbors`` source, trained, in the mix,
         ranker retrained), ``…+personalization`` (re-ranking, no contrastive loss),
         ``…+contrastive`` and ``…+type_transition``; and Hit@1/3/10 of ``…+contrastive``
-        against the re-rank list size N (needs ``ranker`` and the ``neural`` extra). Also
+        against the re-rank list size N (needs ``ranker`` and the ``neural`` extra). Each
+        personalizer's blend weight is chosen on a validation window cut from the training
+        part, against that engine's own lists (0 when the stage loses there; figures in
+        ``info["neural_validation"]``); with the affinity head ``…+contrastive`` is the
+        ``…+personalization`` model (the contrastive loss trains only the user encoder,
+        which the head does not read). Also
         :data:`NOPERSONAL_SYSTEMS`: the ranker without personal features, and that ranker
         with the personalization stage (blend weight chosen on a validation window cut from
         the training part; the validation figures are in ``info["nopersonal_validation"]``).
@@ -702,7 +804,7 @@ def run_backtest(
         if neural:
             with stage("train the neural stages", say, timings, "train_neural"):
                 neural_systems, curve = _neural_systems(
-                    sp.train, config, rc, emb, show_progress=show_progress
+                    sp.train, config, rc, emb, info, seed=seed, show_progress=show_progress
                 )
             systems += neural_systems
             with stage(

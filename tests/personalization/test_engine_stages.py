@@ -181,6 +181,16 @@ def test_backtest_neural_systems(tmp_path: Path) -> None:
         assert name in result.systems
         assert 0 <= result.systems[name]["item"]["hit@10"] <= 1
     assert sorted(int(n) for n in result.rerank_curve) == list(RERANK_SIZES)
-    val = result.split["nopersonal_validation"]
-    assert val["queries"] > 0 and val["k"] == 10
-    assert val["stage_hit"] == max(val["hit_by_weight"].values()) >= val["ranker_hit"]
+    neural = result.split["neural_validation"]
+    for val in (result.split["nopersonal_validation"], neural["personalization"]):
+        assert val["queries"] > 0 and val["k"] == 10
+        assert val["stage_hit"] == max(val["hit_by_weight"].values()) >= val["ranker_hit"]
+    # the affinity head does not read the encoder the contrastive loss trains: one model
+    assert isinstance(neural["contrastive"], str)
+    for level in ("item", "type"):
+        assert result.systems[NEURAL_SYSTEMS[1]][level] == result.systems[NEURAL_SYSTEMS[2]][level]
+    if neural["personalization"]["weight"] == 0:  # lost on validation: the ranker's lists
+        for level in ("item", "type"):
+            assert (
+                result.systems[NEURAL_SYSTEMS[0]][level] == result.systems[NEURAL_SYSTEMS[1]][level]
+            )
