@@ -27,6 +27,8 @@ Variants (comma-separated, combinable with ``+``):
 - ``newbuy`` / ``cattrans`` / ``conf``: the opt-in features ``cand_new_buyers``
   (popularity among first purchases), ``user_new_category`` (category transitions of new
   purchases) / ``seed_confidence`` (the association rules' ``P(candidate | seed)``);
+- ``kindnew``: the opt-in feature ``user_kind_new_rate`` (how often the user starts a new
+  item of the candidate's product type, per trip);
 - ``treesN``: exactly N trees, no early stopping; ``lrX``: LightGBM ``learning_rate``;
 - ``mono``: the score may only rise with the affinity features (``DISCOVER_MONOTONE`` in
   ``recset/ranking/_ranker.py``);
@@ -94,6 +96,7 @@ PLUGINS = {
     "newbuy": ("cand_new_buyers",),
     "cattrans": ("user_new_category",),
     "conf": ("seed_confidence",),
+    "kindnew": ("user_kind_new_rate",),
 }
 
 

@@ -636,3 +636,31 @@ class UserNTripsLog(RankerFeature):
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         n_trips = self.user_trips_[batch.uu].astype(np.float64)
         return np.where(batch.u_ok, np.log1p(n_trips), np.nan)
+
+
+# -- opt-in ------------------------------------------------------------------------------
+@register_feature("user_cand_due")
+class UserCandDue(_UserItem):
+    """How due a repeat purchase is: the user's trips from the last one holding the
+    candidate to the next trip, over the user's mean gap (in trips) between trips holding
+    it. 1: the next trip is as far from the last purchase as the user's usual interval;
+    above 1: overdue. NaN for an unknown user or an item the user bought on fewer than two
+    trips. Opt-in (``extra_features``).
+    """
+
+    opt_in = True
+    _state = ("ui_keys_", "ui_trips_", "ui_first_trip_", "ui_last_trip_", "user_trips_")
+
+    def fit(self, data: FitContext) -> Self:
+        self.ui_trips_, self.user_trips_ = data.ui_trips, data.user_trips
+        self.ui_first_trip_, self.ui_last_trip_ = data.ui_first_trip, data.ui_last_trip
+        return super().fit(data)
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        trips = self._lookup(self.ui_trips_, batch, missing=0.0)
+        first = self._lookup(self.ui_first_trip_, batch)
+        last = self._lookup(self.ui_last_trip_, batch)
+        n_trips = self.user_trips_[batch.uu].astype(np.float64)
+        ok = batch.u_ok & (trips >= 2)
+        gap = np.where(ok, (last - first) / np.maximum(trips - 1.0, 1.0), 1.0)
+        return np.where(ok, (n_trips - last) / gap, np.nan)

@@ -416,6 +416,43 @@ class UserNewCategory(RankerFeature):
         return np.where(batch.u_ok & (c_cat >= 0), v, np.nan)
 
 
+@register_feature("user_kind_new_rate")
+class UserKindNewRate(RankerFeature):
+    """How often the user starts buying a new item of the candidate's kind: the user's first
+    purchases (after their own first purchase, as :class:`CandNewBuyers`) of items of the
+    candidate's product type (its category in a catalog without product types), per trip
+    of the user.
+
+    A user who keeps trying new yogurts is likelier to try another than one who has bought
+    the same yogurt for a year, however much yogurt both buy (which ``user_category_share``
+    reads). 0 when the user started none of that kind, NaN for an unknown user or a
+    candidate without a kind. Opt-in.
+    """
+
+    personal = True
+    opt_in = True
+    _state = ("kind_", "keys_", "values_")
+
+    def fit(self, data: FitContext) -> Self:
+        kind = data.product_type if (data.product_type >= 0).any() else data.category
+        n_kind = max(int(kind.max(initial=-1)) + 1, 1)
+        users = data.ui_keys // data.n_items
+        item_kind = kind[data.ui_keys % data.n_items].astype(np.int64)
+        new = _first_purchases(data) & (item_kind >= 0)
+        keys, counts = np.unique(users[new] * n_kind + item_kind[new], return_counts=True)
+        trips = np.maximum(data.user_trips[keys // n_kind].astype(np.float64), 1.0)
+        self.kind_ = kind
+        self.keys_ = keys
+        self.values_ = (counts / trips).astype(np.float32)
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        n_kind = max(int(self.kind_.max(initial=-1)) + 1, 1)
+        c_kind = self.kind_[batch.c].astype(np.int64)
+        v = batch.lookup(self.keys_, self.values_, batch.uu * n_kind + c_kind, missing=0.0)
+        return np.where(batch.u_ok & (c_kind >= 0), v, np.nan)
+
+
 @register_feature("seed_confidence")
 class SeedConfidence(RankerFeature):
     """Association-rule confidence ``P(candidate | seed)`` over baskets (the

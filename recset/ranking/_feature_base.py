@@ -36,6 +36,16 @@ ENTRY_POINT_GROUP = "recset.ranker_features"
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
+TripHistory = tuple[
+    NDArray[np.float64],
+    NDArray[np.float64],
+    NDArray[np.float64],
+    NDArray[np.float32],
+    NDArray[np.float64],
+]
+"""``(ui_trips, ui_last_trip, user_last, user_trips, ui_first_trip)`` of :func:`_trip_history`."""
+
+
 class FitContext:
     """The training data of a feature space and the tables several features share.
 
@@ -164,10 +174,9 @@ class FitContext:
         return np.bincount(self.buyer, minlength=self.n_users).astype(np.float32)
 
     @cached_property
-    def trip_history(
-        self,
-    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float32]]:
-        """``(ui_trips, ui_last_trip, user_last, user_trips)``: see :func:`_trip_history`."""
+    def trip_history(self) -> TripHistory:
+        """``(ui_trips, ui_last_trip, user_last, user_trips, ui_first_trip)``: see
+        :func:`_trip_history`."""
         ev = self.dataset.events
         return _trip_history(
             ev.user[self.buy],
@@ -187,6 +196,11 @@ class FitContext:
     def ui_last_trip(self) -> NDArray[np.float64]:
         """Index of the user's last trip holding each (user, item) pair (0 = first trip)."""
         return self.trip_history[1]
+
+    @property
+    def ui_first_trip(self) -> NDArray[np.float64]:
+        """Index of the user's first trip holding each (user, item) pair (0 = first trip)."""
+        return self.trip_history[4]
 
     @property
     def user_last(self) -> NDArray[np.float64]:
@@ -220,13 +234,14 @@ def _trip_history(
     pair: NDArray[np.intp],
     n_pairs: int,
     n_users: int,
-) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float32]]:
+) -> TripHistory:
     """Shopping-trip statistics of purchase events.
 
     A trip is an order (``order >= 0``), else one purchase timestamp of the user. Returns,
     per (user, item) pair id ``pair`` (n_pairs,): the number of the user's trips holding the
     item and the index of the last such trip (0 = the user's first trip); per user
-    (n_users,): the time of the last purchase (-inf without any) and the number of trips.
+    (n_users,): the time of the last purchase (-inf without any) and the number of trips;
+    last, per pair, the index of the first trip holding the item.
     """
     ts = timestamp.astype(np.int64)
     # a trip key per event: the order, or (for purchases without one) the event's time
@@ -253,7 +268,10 @@ def _trip_history(
     ui_trips = np.bincount(p_of, minlength=n_pairs).astype(np.float64)
     ui_last_trip = np.full(n_pairs, -1.0)
     np.maximum.at(ui_last_trip, p_of, idx[t_of].astype(np.float64))
-    return ui_trips, ui_last_trip, user_last, user_trips
+    ui_first_trip = np.full(n_pairs, np.inf)
+    np.minimum.at(ui_first_trip, p_of, idx[t_of].astype(np.float64))
+    ui_first_trip[np.isinf(ui_first_trip)] = -1.0
+    return ui_trips, ui_last_trip, user_last, user_trips, ui_first_trip
 
 
 def _row_search(

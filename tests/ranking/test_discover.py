@@ -344,6 +344,54 @@ def test_first_purchase_features_are_opt_in_and_hand_computed() -> None:
     assert got == pytest.approx([0.0, np.log1p(0.5e6), np.log1p(0.5e6)], rel=1e-6)
 
 
+def test_user_cand_due_hand_computed() -> None:
+    from recset.ranking import BASE_FEATURES
+
+    assert "user_cand_due" not in BASE_FEATURES
+    # u's trips 0..5: x on trips 0, 2, 4 (gap 2, last trip 4: the next trip, 6, is 2 after
+    # it: due 1.0); y on trips 0 and 1 (gap 1, next trip 5 after: 5.0); z once (NaN);
+    # w never bought by u (NaN); an unknown user: NaN
+    ds = _ds(
+        [("u", ["x", "y"], 0), ("u", ["y"], 1), ("u", ["x"], 2), ("u", ["z"], 3)]
+        + [("u", ["x"], 4), ("u", ["z2"], 5), ("v", ["w"], 6)]
+    )
+    got = _columns(ds, ("user_cand_due",), "x", "u", ["x", "y", "z", "w"])["user_cand_due"]
+    assert got[:2] == pytest.approx([1.0, 5.0])
+    assert np.isnan(got[2:]).all()
+    unknown = _columns(ds, ("user_cand_due",), "x", None, ["x", "y"])["user_cand_due"]
+    assert np.isnan(unknown).all()
+
+
+def test_user_kind_new_rate_hand_computed() -> None:
+    # types Y {y1, y2, y3}, M {m1}, z without a type. u's 4 trips: y1 m1 | y1 y2 | y3 m1 |
+    # m1 z: after the first trip u starts y2 and y3 (Y: 2 / 4 trips) and z (no type); v's
+    # only trip is v's first (starts nothing)
+    rows = []
+    for o, (user, items) in enumerate(
+        [("u", ["y1", "m1"]), ("u", ["y1", "y2"]), ("u", ["y3", "m1"]), ("u", ["m1", "z"])]
+        + [("v", ["y1", "m1"])]
+    ):
+        for it in items:
+            rows.append((user, it, "purchase", o * 86400, f"o{o}"))  # one time per order
+    ev = pd.DataFrame(rows, columns=["user_id", "item_id", "event", "timestamp", "order_id"])
+    items = ["y1", "y2", "y3", "m1", "z"]
+    cat = pd.DataFrame(
+        {
+            "item_id": items,
+            "category_id": ["c"] * 5,
+            "product_type": ["Y", "Y", "Y", "M", None],
+        }
+    )
+    ds = Dataset.from_frames(cat, ev)
+    name = "user_kind_new_rate"
+    got = _columns(ds, (name,), "y1", "u", ["y2", "m1", "y1", "z"])[name]
+    assert got[:3] == pytest.approx([0.5, 0.0, 0.5])
+    assert np.isnan(got[3])
+    assert np.isnan(_columns(ds, (name,), "y1", None, ["y2"])[name]).all()
+    # v started nothing: 0 for every typed candidate
+    assert _columns(ds, (name,), "y1", "v", ["y2", "m1"])[name] == [0.0, 0.0]
+
+
 def test_user_new_category_hand_computed() -> None:
     # categories A {a1, a2}, B {b1, b2}, C {c1}. p: a1 then b1 (shares A .5, B .5; starts
     # b1 in B); q: a1 then a1, c1 (A 2/3, C 1/3; starts c1 in C); r: b2 only (B 1, none new)
