@@ -54,9 +54,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from _windows import cut, validation_window  # this directory (bench/_windows.py)
 
 from recset.config import config_from_dict, load_config
-from recset.data import basket_queries, leave_last_split, load_dataset, time_split
+from recset.data import basket_queries
 from recset.engine import Engine
 from recset.eval._result import paired_difference
 from recset.eval.backtest import _explore_mask, evaluate, ranked_system, recommendations
@@ -145,10 +146,6 @@ def parse_variant(spec: str) -> Variant:
     return v
 
 
-def _cut(ds: Any, split: str, share: float) -> Any:
-    return leave_last_split(ds) if split == "leave_last" else time_split(ds, test_share=share)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
@@ -165,14 +162,7 @@ def main() -> None:
         update={"label_split": args.split, "discover": True, "discover_sar": 0}
     )
     share = rc0.label_share
-    ds = load_dataset(args.data)
-    train = _cut(ds, args.split, 0.2).train  # the test window is thrown away here
-    val = _cut(train, args.split, share)  # the validation window
-    queries = basket_queries(val.test)
-    if len(queries) > args.max_queries:
-        rng = np.random.default_rng(0)
-        pick = np.sort(rng.choice(len(queries), args.max_queries, replace=False))
-        queries = queries.take(pick)
+    ds, val, queries = validation_window(args.data, args.split, share, args.max_queries)
     print(f"{ds.name}: validation window {len(queries):,} queries", flush=True)
     engine = Engine.build(val.train, config)
     emb = embed_items(val.train)
@@ -224,7 +214,7 @@ def main() -> None:
     labels: dict[int, Any] = {}
     rest = val.train
     for c in range(1, max(v.cuts for v in variants) + 1):
-        inner = _cut(rest, args.split, share)
+        inner = cut(rest, args.split, share)
         fit_parts[c], labels[c] = inner.train, inner.test
         rest = inner.train
     mixers: dict[int, Mixer] = {}

@@ -29,8 +29,6 @@ import resource
 import time
 from typing import Any
 
-import numpy as np
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -42,8 +40,9 @@ def main() -> None:
     ap.add_argument("--discover", action="store_true")
     args = ap.parse_args()
 
+    from _windows import validation_window  # bench/_windows.py
+
     from recset.config import config_from_dict, load_config
-    from recset.data import basket_queries, leave_last_split, load_dataset, time_split
     from recset.engine import Engine
     from recset.eval._result import paired_difference
     from recset.eval.backtest import evaluate, ranked_system, recommendations
@@ -51,22 +50,10 @@ def main() -> None:
     from recset.ranking import train_ranker
     from recset.recall import embed_items
 
-    def cut(ds: Any, share: float) -> Any:
-        if args.split == "leave_last":
-            return leave_last_split(ds)
-        return time_split(ds, test_share=share)
-
     t0 = time.perf_counter()
     config = load_config(args.config) if args.config else config_from_dict({})
     rc0 = config.ranker.model_copy(update={"label_split": args.split, "discover": args.discover})
-    ds = load_dataset(args.data)
-    train = cut(ds, 0.2).train  # the test window is thrown away here
-    val = cut(train, rc0.label_share)  # the validation window
-    queries = basket_queries(val.test)
-    if len(queries) > args.max_queries:
-        rng = np.random.default_rng(0)
-        pick = np.sort(rng.choice(len(queries), args.max_queries, replace=False))
-        queries = queries.take(pick)
+    ds, val, queries = validation_window(args.data, args.split, rc0.label_share, args.max_queries)
     print(f"{ds.name}: validation window {len(queries):,} queries", flush=True)
     engine = Engine.build(val.train, config)
     emb = embed_items(val.train)
