@@ -18,6 +18,7 @@ the user never bought (:func:`popular_candidates`) can join them (:data:`POPULAR
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cached_property
 from typing import Self
 
 import numpy as np
@@ -25,7 +26,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 # the built-in features register first: these columns come after theirs
-from recset.ranking import _builtin_features  # noqa: F401
+from recset.ranking._builtin_features import _n_groups
 from recset.ranking._feature_base import FeatureBatch, FitContext, RankerFeature, register_feature
 from recset.signals import topk_rows
 
@@ -360,6 +361,21 @@ class CandNewBuyers(RankerFeature):
         return self.new_buyers_[batch.c].astype(np.float64)
 
 
+def _user_group_value(
+    batch: FeatureBatch,
+    group: NDArray[np.integer],
+    n_groups: int,
+    keys: NDArray[np.int64],
+    values: NDArray[np.float32],
+) -> NDArray[np.float64]:
+    """The value kept for (the query's user, the candidate's ``group``) under the sorted
+    ``user * n_groups + group`` ``keys``: 0 when none is kept, NaN for an unknown user or a
+    candidate without a group."""
+    c_group = group[batch.c].astype(np.int64)
+    v = batch.lookup(keys, values, batch.uu * n_groups + c_group, missing=0.0)
+    return np.where(batch.u_ok & (c_group >= 0), v, np.nan)
+
+
 @register_feature("user_new_category")
 class UserNewCategory(RankerFeature):
     """Category transitions: the share of the new items (first purchases after their first
@@ -379,7 +395,7 @@ class UserNewCategory(RankerFeature):
 
     def fit(self, data: FitContext) -> Self:
         cat = data.category
-        n_cat = max(int(cat.max(initial=-1)) + 1, 1)
+        n_cat = _n_groups(cat)
         self.category_ = cat
         users = data.ui_keys // data.n_items
         item_cat = cat[data.ui_keys % data.n_items]
@@ -409,11 +425,12 @@ class UserNewCategory(RankerFeature):
         self.values_ = val.ravel()[keep][order].astype(np.float32)
         return self
 
+    @cached_property
+    def _n_groups(self) -> int:
+        return _n_groups(self.category_)
+
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
-        n_cat = max(int(self.category_.max(initial=-1)) + 1, 1)
-        c_cat = self.category_[batch.c].astype(np.int64)
-        v = batch.lookup(self.keys_, self.values_, batch.uu * n_cat + c_cat, missing=0.0)
-        return np.where(batch.u_ok & (c_cat >= 0), v, np.nan)
+        return _user_group_value(batch, self.category_, self._n_groups, self.keys_, self.values_)
 
 
 @register_feature("user_kind_new_rate")
@@ -435,7 +452,7 @@ class UserKindNewRate(RankerFeature):
 
     def fit(self, data: FitContext) -> Self:
         kind = data.product_type if (data.product_type >= 0).any() else data.category
-        n_kind = max(int(kind.max(initial=-1)) + 1, 1)
+        n_kind = _n_groups(kind)
         users = data.ui_keys // data.n_items
         item_kind = kind[data.ui_keys % data.n_items].astype(np.int64)
         new = _first_purchases(data) & (item_kind >= 0)
@@ -446,11 +463,12 @@ class UserKindNewRate(RankerFeature):
         self.values_ = (counts / trips).astype(np.float32)
         return self
 
+    @cached_property
+    def _n_groups(self) -> int:
+        return _n_groups(self.kind_)
+
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
-        n_kind = max(int(self.kind_.max(initial=-1)) + 1, 1)
-        c_kind = self.kind_[batch.c].astype(np.int64)
-        v = batch.lookup(self.keys_, self.values_, batch.uu * n_kind + c_kind, missing=0.0)
-        return np.where(batch.u_ok & (c_kind >= 0), v, np.nan)
+        return _user_group_value(batch, self.kind_, self._n_groups, self.keys_, self.values_)
 
 
 @register_feature("seed_confidence")

@@ -266,10 +266,11 @@ def _trip_history(
     pt = np.unique(pair.astype(np.int64) * max(n_trips_total, 1) + trip_of)
     p_of, t_of = pt // max(n_trips_total, 1), pt % max(n_trips_total, 1)
     ui_trips = np.bincount(p_of, minlength=n_pairs).astype(np.float64)
+    trip_idx = idx[t_of].astype(np.float64)
     ui_last_trip = np.full(n_pairs, -1.0)
-    np.maximum.at(ui_last_trip, p_of, idx[t_of].astype(np.float64))
+    np.maximum.at(ui_last_trip, p_of, trip_idx)
     ui_first_trip = np.full(n_pairs, np.inf)
-    np.minimum.at(ui_first_trip, p_of, idx[t_of].astype(np.float64))
+    np.minimum.at(ui_first_trip, p_of, trip_idx)
     ui_first_trip[np.isinf(ui_first_trip)] = -1.0
     return ui_trips, ui_last_trip, user_last, user_trips, ui_first_trip
 
