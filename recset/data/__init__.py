@@ -28,6 +28,13 @@ from recset.data._format import (
     write_dataset,
 )
 from recset.data._ids import IdMap
+from recset.data._promotions import (
+    Promotions,
+    promotion_at,
+    promotion_steps,
+    read_promotions,
+    write_promotions,
+)
 from recset.data._splits import (
     Queries,
     Split,
@@ -51,6 +58,7 @@ __all__ = [
     "MAX_ASPECT_TOKENS",
     "IdMap",
     "LoadReport",
+    "Promotions",
     "Queries",
     "RowError",
     "Split",
@@ -62,8 +70,12 @@ __all__ = [
     "decode_aspects",
     "leave_last_split",
     "load_dataset",
+    "promotion_at",
+    "promotion_steps",
+    "read_promotions",
     "read_events",
     "read_validated",
     "time_split",
     "write_dataset",
+    "write_promotions",
 ]

@@ -23,6 +23,7 @@ from recset.data._format import (
     read_validated,
 )
 from recset.data._ids import IdMap
+from recset.data._promotions import Promotions, read_promotions
 from recset.errors import ConfigError, DataError
 from recset.progress import release_free_memory
 
@@ -285,6 +286,9 @@ class Dataset:
         Item attributes indexed by dense item id.
     events : Events
         The event log sorted by time.
+    promotions : Promotions or None
+        The promotion calendar (``promotions.parquet`` in the dataset directory), if any;
+        kept by :meth:`with_events` and the splits.
 
     Examples
     --------
@@ -310,16 +314,31 @@ class Dataset:
     catalog: Catalog
     events: Events
     load_report: LoadReport | None = field(default=None, compare=False, repr=False)
+    promotions: Promotions | None = field(default=None, compare=False, repr=False)
 
     # -- construction -------------------------------------------------------------------
     @classmethod
     def from_frames(
-        cls, catalog: pd.DataFrame, events: pd.DataFrame, *, name: str = "dataset"
+        cls,
+        catalog: pd.DataFrame,
+        events: pd.DataFrame,
+        *,
+        name: str = "dataset",
+        promotions: pd.DataFrame | None = None,
     ) -> Dataset:
-        """Build from already-validated canonical frames (see :func:`load_dataset`)."""
+        """Build from already-validated canonical frames (see :func:`load_dataset`);
+        ``promotions`` is a promotion calendar (its canonical columns, times in epoch
+        seconds, every item in ``catalog``)."""
         from recset.data._format import normalize_events
 
-        return cls._from_columns(catalog, _take_columns(normalize_events(events)), name=name)
+        ds = cls._from_columns(catalog, _take_columns(normalize_events(events)), name=name)
+        if promotions is None:
+            return ds
+        known = ds.items.index(promotions["item_id"].astype(str))
+        if (known < 0).any():
+            bad = promotions["item_id"][known < 0].head(3).tolist()
+            raise DataError(f"promotions: item_id not in the catalog (first ones: {bad})")
+        return replace(ds, promotions=Promotions.from_frame(promotions, ds.items))
 
     @classmethod
     def _from_columns(
@@ -547,7 +566,10 @@ def load_dataset(
     ds = Dataset._from_columns(catalog, columns, name=Path(path).resolve().name)
     del catalog, columns
     release_free_memory()  # the frames' pages, else kept by Arrow's pool and malloc
-    return replace(ds, load_report=report)
+    promotions = read_promotions(
+        path, ds.items, report=report, quarantine_dir=quarantine_dir, on_bad_rows=on_bad_rows
+    )
+    return replace(ds, load_report=report, promotions=promotions)
 
 
 def catalog_frame(dataset: Dataset) -> pd.DataFrame:

@@ -119,13 +119,16 @@ def leave_last_split(dataset: Dataset) -> Split:
 class Queries:
     """One query per (test basket, seed item): the other items of the basket are targets.
 
-    ``seed``, ``user``, ``basket`` have shape (n_queries,); ``targets`` holds the target sets.
+    ``seed``, ``user``, ``basket`` have shape (n_queries,); ``targets`` holds the target sets;
+    ``time`` (n_queries,), when known, is when each query was asked (its basket's time, epoch
+    seconds): the time-dependent ranker features (the promotion calendar) read it.
     """
 
     seed: NDArray[np.int32]
     user: NDArray[np.int32]
     basket: NDArray[np.int64]
     targets: Targets
+    time: NDArray[np.int64] | None = None
 
     def __len__(self) -> int:
         return len(self.seed)
@@ -139,7 +142,11 @@ class Queries:
         idx = np.repeat(starts - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(sizes.sum())
         indptr = np.r_[0, np.cumsum(sizes)].astype(np.int64)
         return Queries(
-            self.seed[rows], self.user[rows], self.basket[rows], Targets(indptr, tg.item[idx])
+            self.seed[rows],
+            self.user[rows],
+            self.basket[rows],
+            Targets(indptr, tg.item[idx]),
+            None if self.time is None else self.time[rows],
         )
 
 
@@ -176,4 +183,5 @@ def basket_queries(test: Dataset, *, first_item_only: bool = False) -> Queries:
         user=b.user[q_basket].astype(np.int32),
         basket=q_basket.astype(np.int64),
         targets=Targets(indptr, items.astype(np.int64)),
+        time=b.timestamp[q_basket].astype(np.int64),
     )

@@ -497,6 +497,75 @@ def _real(name: str) -> Path:
 
 
 @pytest.mark.realdata
+def test_complete_journey_promotion_calendar(tmp_path: Path) -> None:
+    src = tmp_path / "cj"
+    _write_complete_journey(src)
+    tx = pd.read_parquet(src / "transactions.parquet")
+    # weeks start on Monday 05:00 (local midnight): Jan 1 is week 1, Jan 2 11:30 on week 2;
+    # a purchase at Jan 2 04:50 (week 1) and one at Jan 9 05:10 (week 3) pin the grid
+    tx["week"] = np.where(tx["transaction_timestamp"] < pd.Timestamp("2017-01-02"), 1, 2)
+    extra = tx.iloc[[0, 0]].copy()
+    extra["basket_id"] = [400, 401]
+    extra["transaction_timestamp"] = pd.to_datetime(["2017-01-02 04:50", "2017-01-09 05:10"])
+    extra["week"] = [1, 3]
+    pd.concat([tx, extra]).to_parquet(src / "transactions.parquet", index=False)
+    pd.DataFrame(
+        {
+            # product, store, display, mailer, week
+            "product_id": [1, 1, 1, 2, 3, 999],
+            "store_id": [1, 2, 3, 1, 1, 1],
+            "display_location": ["5", "0", "0", "0", "1", "2"],
+            "mailer_location": ["A", "A", "0", "0", "A", "A"],
+            "week": [2, 2, 2, 3, 2, 2],
+        }
+    ).to_parquet(src / "promotions.parquet", index=False)
+    out = tmp_path / "out"
+    result = ingest("complete_journey", src, out)
+    notes = result.notes
+    assert notes["promotions_rows_read"] == 6
+    # product 3 (fuel, not merchandise) and 999 are not in the catalog
+    assert notes["promotions_dropped_unknown_product"] == 2
+    assert notes["promotions_week_grid_misfits"] == 0
+    week2 = int(pd.Timestamp("2017-01-02 05:00", tz="UTC").timestamp())
+    w = 7 * 86_400
+    cal = pd.read_parquet(out / "promotions.parquet").sort_values(["item_id", "channel"])
+    # reach: the share of the calendar's 3 stores; product 2's row promotes nothing
+    assert cal.to_dict("records") == [
+        {"item_id": "1", "start": week2, "end": week2 + w, "channel": "display", "reach": 1 / 3},
+        {"item_id": "1", "start": week2, "end": week2 + w, "channel": "mailer", "reach": 2 / 3},
+    ]
+    from recset.data import load_dataset
+
+    ds = load_dataset(out)
+    assert ds.promotions is not None and ds.promotions.channels == ("display", "mailer")
+    # a later ingest without the calendar leaves no stale file behind
+    (src / "promotions.parquet").unlink()
+    ingest("complete_journey", src, out, force=True)
+    assert not (out / "promotions.parquet").exists()
+    assert load_dataset(out).promotions is None
+
+
+def test_complete_journey_weeks_that_fit_no_grid(tmp_path: Path) -> None:
+    src = tmp_path / "cj"
+    _write_complete_journey(src)
+    tx = pd.read_parquet(src / "transactions.parquet")
+    tx["week"] = 1  # Jan 1 and Jan 5 fit one week, but not Jan 1 10:00 and Jan 9
+    tx.loc[tx.index[-1], "transaction_timestamp"] = pd.Timestamp("2017-01-09 09:00")
+    tx.to_parquet(src / "transactions.parquet", index=False)
+    pd.DataFrame(
+        {
+            "product_id": [1],
+            "store_id": [1],
+            "display_location": ["1"],
+            "mailer_location": ["0"],
+            "week": [1],
+        }
+    ).to_parquet(src / "promotions.parquet", index=False)
+    with pytest.raises(DataError, match="fit no 7-day grid"):
+        ingest("complete_journey", src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_real_complete_journey(tmp_path: Path) -> None:
     src = _real("complete_journey")
     result = ingest("complete_journey", src, tmp_path / "out")

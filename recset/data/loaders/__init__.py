@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from recset.data._format import write_dataset
+from recset.data._promotions import write_promotions
 from recset.data.loaders import complete_journey, instacart, taobao
 from recset.data.loaders._common import IngestResult, Loader
 from recset.errors import ConfigError, DataError
@@ -106,6 +107,11 @@ def ingest(
                 f"nothing was written to {out}"
             )
     write_dataset(result.catalog, result.events, out)
+    if result.promotions is not None:
+        write_promotions(result.promotions, out)
+    else:  # a calendar left by an earlier ingest would not match the new data
+        for stale in ("promotions.parquet", "promotions.csv"):
+            (Path(out) / stale).unlink(missing_ok=True)
     _log.info(
         "ingest %s: %s -> %s: %d catalog items, %d events (load %.1fs, write %.1fs)",
         format,

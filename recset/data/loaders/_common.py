@@ -28,11 +28,15 @@ class IngestResult:
     notes : dict of str to int or str
         Counts of the rows read, dropped (``dropped_*``, ``catalog_dropped_*``) and changed,
         each under a key that says why, plus a few descriptive strings (e.g. ``format``).
+    promotions : DataFrame or None
+        The promotion calendar's canonical columns (:mod:`recset.data._promotions`), when the
+        source has one.
     """
 
     catalog: pd.DataFrame
     events: pd.DataFrame
     notes: dict[str, int | str] = field(default_factory=dict)
+    promotions: pd.DataFrame | None = None
 
     def summary(self) -> str:
         """One line per note, for logs and the CLI."""

@@ -52,6 +52,20 @@ Rows dropped (each counted once, under the first reason that applies, in this or
     ``quantity < 0`` or ``sales_value < 0`` (none in the published data).
 ``dropped_zero_quantity``
     ``quantity == 0`` (no unit changed hands; 99.4% of them also have ``sales_value == 0``).
+
+Promotion calendar (only when ``src`` also holds ``promotions.parquet``, as the package's
+data directory does)
+-----------------------------------------------------------------------------------------
+One row per (product, store, week) with a ``display_location`` and a ``mailer_location``
+("0": none). It becomes the canonical ``promotions.parquet``: one row per (product, week,
+channel) with ``channel`` "display" or "mailer" and ``reach`` = the share of the calendar's
+stores promoting the product that week. Weeks are the transactions' ``week`` numbers: a
+7-day grid fitted to the transactions (every transaction falls in its week's period; the
+grid's anchor is the earliest week start, floored to the hour; the weeks start at local
+midnight, so across daylight saving a transaction may fall up to an hour outside its week:
+``promotions_week_grid_misfits`` counts them), so week ``w`` covers
+``[anchor + 7 (w - 2) days, anchor + 7 (w - 1) days)``. Rows of products not in the catalog
+are dropped (``promotions_dropped_unknown_product``).
 """
 
 from __future__ import annotations
@@ -73,11 +87,15 @@ from recset.data.loaders._common import (
     _read_parquet,
     _require_file,
 )
+from recset.errors import DataError
 
 _log = logging.getLogger(__name__)
 
 FORMAT = "complete_journey"
 TRANSACTIONS = "transactions.parquet"
+PROMOTIONS = "promotions.parquet"
+PROMOTION_COLUMNS = ("product_id", "store_id", "display_location", "mailer_location", "week")
+_WEEK = 7 * 86_400
 PRODUCTS = "products.parquet"
 
 TRANSACTION_COLUMNS = (
@@ -241,7 +259,8 @@ def load(src: Path) -> IngestResult:
     src = _check_dir(src, [TRANSACTIONS, PRODUCTS])
     tx_path = _require_file(src, TRANSACTIONS, FORMAT)
     pr_path = _require_file(src, PRODUCTS, FORMAT)
-    tx = _read_parquet(tx_path, TRANSACTION_COLUMNS)
+    has_promotions = (src / PROMOTIONS).exists()
+    tx = _read_parquet(tx_path, (*TRANSACTION_COLUMNS, *(("week",) if has_promotions else ())))
     products = _read_parquet(pr_path, PRODUCT_COLUMNS)
     notes: dict[str, int | str] = {"format": FORMAT, "rows_read": len(tx)}
 
@@ -313,4 +332,72 @@ def load(src: Path) -> IngestResult:
         notes["rows_read"],
         len(catalog),
     )
-    return IngestResult(catalog=catalog, events=events, notes=notes)
+    promotions = None
+    if has_promotions:
+        weeks = tx["week"].to_numpy()[mask]
+        promotions = _promotions(
+            src / PROMOTIONS,
+            _week_anchor(weeks, events["timestamp"].to_numpy(), notes),
+            catalog,
+            notes,
+        )
+    return IngestResult(catalog=catalog, events=events, notes=notes, promotions=promotions)
+
+
+_GRID_SLACK = 2 * 3600
+"""How far (seconds) a transaction may fall outside its week on the fitted grid: the
+published weeks start at local midnight, an hour apart in UTC across daylight saving."""
+
+
+def _week_anchor(weeks: np.ndarray, ts: np.ndarray, notes: dict[str, int | str]) -> int:
+    """The start of week 2 on the 7-day grid the transactions' ``week`` numbers fit (see the
+    module docstring); a DataError when they fit none, even within :data:`_GRID_SLACK`."""
+    w = weeks.astype(np.int64)
+    # week w covers [a + 7d (w - 2), a + 7d (w - 1)): a <= ts - 7d (w - 2) < a + 7d
+    off = ts.astype(np.int64) - _WEEK * (w - 2)
+    lo, hi = int(off.max()) - _WEEK + 1, int(off.min())
+    if lo - hi > _GRID_SLACK:
+        raise DataError(
+            f"{TRANSACTIONS}: the 'week' numbers fit no 7-day grid (the transactions of one "
+            f"week span {(lo - hi + _WEEK) / 86_400:.2f} days), so the promotion calendar's "
+            "weeks cannot be placed in time"
+        )
+    anchor = hi - hi % 3600
+    outside = (off < anchor) | (off >= anchor + _WEEK)
+    notes["promotions_week_grid_misfits"] = int(outside.sum())
+    return anchor
+
+
+def _promotions(
+    path: Path, anchor: int, catalog: pd.DataFrame, notes: dict[str, int | str]
+) -> pd.DataFrame:
+    """The canonical calendar from the package's ``promotions.parquet`` (module docstring)."""
+    raw = _read_parquet(path, PROMOTION_COLUMNS)
+    notes["promotions_rows_read"] = len(raw)
+    n_stores = max(int(raw["store_id"].nunique()), 1)
+    product = _id_strings(raw["product_id"])
+    known = product.isin(catalog["item_id"]).to_numpy()
+    notes["promotions_dropped_unknown_product"] = int((~known).sum())
+    parts = []
+    for channel, col in (("display", "display_location"), ("mailer", "mailer_location")):
+        on = known & (_id_strings(raw[col]).fillna("0") != "0").to_numpy()
+        frame = pd.DataFrame(
+            {"item_id": product[on], "week": raw["week"][on], "store": raw["store_id"][on]}
+        )
+        stores = frame.groupby(["item_id", "week"], sort=True)["store"].nunique()
+        part = stores.reset_index(name="stores")
+        part["channel"] = channel
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True)
+    week = out["week"].to_numpy(dtype=np.int64)
+    out = pd.DataFrame(
+        {
+            "item_id": out["item_id"].astype(str),
+            "start": anchor + _WEEK * (week - 2),
+            "end": anchor + _WEEK * (week - 1),
+            "channel": out["channel"],
+            "reach": np.minimum(out["stores"].to_numpy(dtype=np.float64) / n_stores, 1.0),
+        }
+    )
+    notes["promotions_written"] = len(out)
+    return out
