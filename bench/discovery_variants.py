@@ -29,6 +29,8 @@ Variants (comma-separated, combinable with ``+``):
   purchases) / ``seed_confidence`` (the association rules' ``P(candidate | seed)``);
 - ``kindnew``: the opt-in feature ``user_kind_new_rate`` (how often the user starts a new
   item of the candidate's product type, per trip);
+- ``promo``: the promotion-calendar features ``cand_promo``, ``cand_promo_channels`` and
+  ``cand_promo_lift`` (the dataset needs ``promotions.parquet``);
 - ``treesN``: exactly N trees, no early stopping; ``lrX``: LightGBM ``learning_rate``;
 - ``mono``: the score may only rise with the affinity features (``DISCOVER_MONOTONE`` in
   ``recset/ranking/_ranker.py``);
@@ -98,6 +100,7 @@ PLUGINS = {
     "cattrans": ("user_new_category",),
     "conf": ("seed_confidence",),
     "kindnew": ("user_kind_new_rate",),
+    "promo": ("cand_promo", "cand_promo_channels", "cand_promo_lift"),
 }
 
 

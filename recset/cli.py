@@ -952,6 +952,27 @@ def explain(seed: str, store: str, artifact_dir: str | None, k: int, as_json: bo
         click.echo(f"  {i:>3}. {c['item_id']:<14} {c['title'][:40]:<40} {c['score']:.4g}  <- {why}")
 
 
+def _parse_at(value: str | None) -> float | None:
+    """``--at``: epoch seconds or an ISO 8601 date (naive means UTC)."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    import pandas as pd
+
+    try:
+        t = pd.Timestamp(value)
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{value!r} is neither epoch seconds nor an ISO 8601 date", param_hint="--at"
+        ) from exc
+    if t.tzinfo is None:
+        t = t.tz_localize("UTC")
+    return float(t.timestamp())
+
+
 @cli.command()
 @click.argument("seeds", nargs=-1)
 @click.option("--store", required=True, help="Store written by `recset build`.")
@@ -979,6 +1000,13 @@ def explain(seed: str, store: str, artifact_dir: str | None, k: int, as_json: bo
     help="discover: only complements the --user never bought (needs a ranker trained with "
     "`[ranker] discover = true`).",
 )
+@click.option(
+    "--at",
+    "at",
+    default=None,
+    help="When the request is asked: epoch seconds or an ISO 8601 date (default: now). Only "
+    "the promotion-calendar ranker features read it.",
+)
 def recommend(
     seeds: tuple[str, ...],
     store: str,
@@ -988,11 +1016,13 @@ def recommend(
     examples: int,
     as_json: bool,
     mode: str,
+    at: str | None,
 ) -> None:
     """Print recommendations, with their reasons, for SEEDS (item ids)."""
     from recset.engine import Engine
     from recset.storage import Store
 
+    when = _parse_at(at)
     engine = Engine.load(store, artifact_dir=artifact_dir)
     seed_list = list(seeds)
     titles = _titles(store, artifact_dir)
@@ -1005,7 +1035,7 @@ def recommend(
     if not seed_list:
         raise click.UsageError("give at least one SEED or --examples N")
     for seed in seed_list:
-        recs = engine.recommend(seed, user=user, k=k, mode=mode)  # type: ignore[arg-type]
+        recs = engine.recommend(seed, user=user, k=k, mode=mode, at=when)  # type: ignore[arg-type]
         if as_json:
             click.echo(
                 json.dumps(

@@ -183,15 +183,26 @@ class Request:
         Dense user ids of the engine's user map; -1 for an anonymous or unknown user.
     k : int
         The length of the list the pipeline serves.
+    when : ndarray of int64, shape (B,), optional
+        When each request is asked (epoch seconds); ``None``: now. Only time-dependent
+        ranker features (the promotion calendar's ``cand_promo``) read it.
     """
 
     seeds: NDArray[np.int32]
     users: NDArray[np.int32]
     k: int
+    when: NDArray[np.int64] | None = None
 
     @classmethod
-    def of(cls, seeds: NDArray[np.integer], users: NDArray[np.integer] | None, k: int) -> Request:
-        """A request with checked shapes; ``users=None`` means every user is anonymous."""
+    def of(
+        cls,
+        seeds: NDArray[np.integer],
+        users: NDArray[np.integer] | None,
+        k: int,
+        when: NDArray[np.integer] | float | None = None,
+    ) -> Request:
+        """A request with checked shapes; ``users=None`` means every user is anonymous;
+        ``when`` is one time for every seed or one per seed (``None``: now)."""
         if not isinstance(k, int | np.integer) or k < 1:
             raise ConfigError(f"The 'k' parameter must be an int in [1, inf). Got {k!r} instead.")
         seeds = np.asarray(seeds, dtype=np.int32).ravel()
@@ -203,7 +214,17 @@ class Request:
                 f"The 'users' parameter must have one entry per seed ({len(seeds)}). "
                 f"Got {len(users)} instead."
             )
-        return cls(seeds, users, int(k))
+        times = None
+        if when is not None:
+            times = np.asarray(when, dtype=np.int64).ravel()
+            if times.size == 1:
+                times = np.full(len(seeds), times[0], dtype=np.int64)
+            if len(times) != len(seeds):
+                raise ConfigError(
+                    f"The 'when' parameter must be one time or one per seed ({len(seeds)}). "
+                    f"Got {len(times)} instead."
+                )
+        return cls(seeds, users, int(k), times)
 
 
 class Stage(ABC):

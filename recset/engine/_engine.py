@@ -58,6 +58,22 @@ def _check_k(k: object) -> int:
     return int(k)
 
 
+def _check_at(at: object) -> int | None:
+    """``at`` as whole epoch seconds (None stays None: now)."""
+    if at is None:
+        return None
+    if isinstance(at, bool) or not isinstance(at, int | float | np.integer | np.floating):
+        raise ParameterTypeError(
+            f"The 'at' parameter must be a time in epoch seconds (int or float) or None. "
+            f"Got {at!r} ({_type_name(at)}) instead."
+        )
+    if not np.isfinite(at) or not 0 <= at < 2**53:
+        raise ConfigError(
+            f"The 'at' parameter must be a time in epoch seconds in [0, 2**53). Got {at!r} instead."
+        )
+    return int(at)
+
+
 def _check_id(value: object, name: str, *, optional: bool = False) -> None:
     if value is None and optional:
         return
@@ -353,6 +369,7 @@ class Engine:
         k: int = 10,
         exclude: Sequence[Iterable[str]] | None = None,
         mode: Mode = "complete",
+        at: float | None = None,
     ) -> list[list[Recommendation]]:
         """Up to ``k`` complements of each seed (external ids), best first, with reasons.
 
@@ -368,8 +385,12 @@ class Engine:
             One collection of item ids per seed that its list must not hold.
         mode : {"complete", "discover"}
             ``"discover"``: only complements the user never bought (:meth:`for_mode`).
+        at : float, optional
+            When the request is asked (epoch seconds; default: now). Only time-dependent
+            ranker features read it (``cand_promo``: the promotion calendar at that time).
         """
         k = _check_k(k)
+        when = _check_at(at)
         engine = self.for_mode(mode)
         seed_list = _check_ids(seed_ids, "seed_ids")
         n = len(seed_list)
@@ -395,7 +416,7 @@ class Engine:
             part = ex[sl]
             extra = min(max((len(e) for e in part), default=0), len(self.items))
             seeds = self.items.index(seed_list[sl])
-            batch = engine.run_pipeline(Request.of(seeds, dense_users[sl], k + extra))
+            batch = engine.run_pipeline(Request.of(seeds, dense_users[sl], k + extra, when))
             out += [row_recommendations(batch, i, k, e, self.items) for i, e in enumerate(part)]
         return out
 
@@ -411,6 +432,7 @@ class Engine:
         k: int = 10,
         exclude: Iterable[str] = (),
         mode: Mode = "complete",
+        at: float | None = None,
     ) -> list[Recommendation]:
         """Up to ``k`` complements of ``seed_item`` (external id), best first.
 
@@ -418,6 +440,8 @@ class Engine:
         ``user`` (external id) feeds the personal stages; an unknown user is served like an
         anonymous one. Items in ``exclude`` (external ids) are never returned. ``mode``
         ``"discover"`` serves only complements the user never bought (:meth:`for_mode`).
+        ``at`` is when the request is asked (epoch seconds; default now), read only by
+        time-dependent ranker features (the promotion calendar).
 
         Raises ``TypeError`` (:class:`~recset.errors.ParameterTypeError`) for a seed or user
         that is not a string, an ``exclude`` that is a bare string, and a ``k`` that is not
@@ -427,15 +451,18 @@ class Engine:
         _check_id(seed_item, "seed_item")
         _check_id(user, "user", optional=True)
         exclude = _check_ids(exclude, "exclude")
+        _check_at(at)
+        # ``at`` only when given: a subclass's recommend_batch may predate it
+        when: dict[str, Any] = {} if at is None else {"at": at}
         if mode != "complete":
-            return self.recommend_batch([seed_item], [user], k, [exclude], mode=mode)[0]
+            return self.recommend_batch([seed_item], [user], k, [exclude], mode=mode, **when)[0]
         if len(self._stages) == 1:
             fast = self._recommend_precomputed(
                 self.items.index_one(seed_item), k, self._dense_exclude(exclude)
             )
             if fast is not None:
                 return fast
-        return self.recommend_batch([seed_item], [user], k, [exclude])[0]
+        return self.recommend_batch([seed_item], [user], k, [exclude], **when)[0]
 
     def recommend_basket(
         self,
@@ -443,6 +470,7 @@ class Engine:
         user: str | None = None,
         k: int = 10,
         mode: Mode = "complete",
+        at: float | None = None,
     ) -> list[Recommendation]:
         """One list of ``k`` complements for a cart of several items; none of the cart's.
 
@@ -450,7 +478,7 @@ class Engine:
         lists of ``1 / (rrf_k + rank + 1)`` (``rrf_k`` of the default mix), so items that
         complete several cart items rise. Its reasons are those of its best-ranked
         occurrence. A cart of unknown items gets the cold-start list. ``mode="discover"``
-        keeps only items the user never bought.
+        keeps only items the user never bought. ``at``: as in :meth:`recommend`.
         """
         k = _check_k(k)
         _check_id(user, "user", optional=True)
@@ -460,7 +488,12 @@ class Engine:
         known = [i for i in cart if self.items.index_one(i) >= 0] or cart[:1]
         width = k + len(cart)
         lists = self.recommend_batch(
-            known, [user] * len(known), width, [cart] * len(known), mode=mode
+            known,
+            [user] * len(known),
+            width,
+            [cart] * len(known),
+            mode=mode,
+            **({} if at is None else {"at": at}),
         )
         return merge_basket(lists, self.config.mix.rrf_k, k)
 

@@ -77,11 +77,14 @@ def prefix_queries(test: Dataset) -> tuple[Queries, Carts]:
         targets=Targets(
             np.r_[0, np.cumsum(t_size)].astype(np.int64), b.item[t_idx].astype(np.int64)
         ),
+        time=b.timestamp[q_basket].astype(np.int64),
     )
     return queries, carts
 
 
-Lists = Callable[[NDArray[np.int32], NDArray[np.int32], int], NDArray[np.int32]]
+Lists = Callable[
+    [NDArray[np.int32], NDArray[np.int32], int, NDArray[np.int64] | None], NDArray[np.int32]
+]
 
 
 def cart_recommendations(
@@ -93,7 +96,8 @@ def cart_recommendations(
 ) -> NDArray[np.int32]:
     """(n_queries, k) cart recommendations from per-seed ``lists(seeds, users, width)``.
 
-    ``lists`` answers one row per cart entry (its item as the seed, the query's user).
+    ``lists`` answers one row per cart entry (its item as the seed, the query's user); its
+    fourth argument is the entries' query times (``queries.time``, or None when unknown).
     """
     q_of = carts.query_of_entry()
     sizes = carts.sizes()
@@ -102,10 +106,11 @@ def cart_recommendations(
     width = k + 2 * int(sizes.max(initial=0))
     rows = np.full((len(q_of), width), -1, dtype=np.int32)
     users = queries.user[q_of].astype(np.int32)
+    times = None if queries.time is None else queries.time[q_of]
     for size in np.unique(sizes[sizes > 0]).tolist():
         e = np.flatnonzero(sizes[q_of] == size)
         w = k + 2 * size
-        rows[e, :w] = lists(carts.item[e], users[e], w)[:, :w]
+        rows[e, :w] = lists(carts.item[e], users[e], w, None if times is None else times[e])[:, :w]
     n_items = int(max(rows.max(initial=0), carts.item.max(initial=0))) + 2
     # leave out every item of the entry's own cart, then re-rank what is left
     cart_keys = q_of * n_items + carts.item

@@ -14,9 +14,8 @@ from recset.recall import PopularConfig, PopularRecall
 
 # recs(seeds, users, k) -> (n, k) dense item ids padded with -1, and a bool (n,) telling per
 # query whether the system had >= k candidates of its own (before any fallback)
-Recommender = Callable[
-    [NDArray[np.int32], NDArray[np.int32], int], tuple[NDArray[np.int32], NDArray[np.bool_]]
-]
+Recommender = Callable[..., tuple[NDArray[np.int32], NDArray[np.bool_]]]
+"""``(seeds, users, k)`` (and the queries' times for a timed system) -> (lists, coverage)."""
 
 
 @dataclass
@@ -24,8 +23,10 @@ class System:
     """A named recommender under test.
 
     ``kind`` is "recset" or "baseline"; a ``personal`` system uses the query's user (others
-    are evaluated once per distinct seed). ``params`` are the hyper-parameters it was built
-    with (a tuned baseline's chosen values), reported in metrics.json.
+    are evaluated once per distinct seed). A ``timed`` system also reads when each query was
+    asked: its ``recommend`` takes a fourth argument, the queries' times (epoch seconds, or
+    None when unknown), and it is asked once per query. ``params`` are the hyper-parameters
+    it was built with (a tuned baseline's chosen values), reported in metrics.json.
     """
 
     name: str
@@ -33,6 +34,7 @@ class System:
     recommend: Recommender
     personal: bool = False
     params: dict[str, Any] | None = field(default=None)
+    timed: bool = False
 
 
 def popular_system(

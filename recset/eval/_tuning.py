@@ -76,6 +76,8 @@ def hit_at_10(system: System, val: Split, queries: Queries) -> float:
 
 
 def _recommend(system: System, queries: Queries, k: int) -> NDArray[np.int32]:
+    if system.timed:  # reads when each query was asked: once per query
+        return system.recommend(queries.seed, queries.user, k, queries.time)[0]
     if system.personal:
         return system.recommend(queries.seed, queries.user, k)[0]
     seeds, back = np.unique(queries.seed, return_inverse=True)

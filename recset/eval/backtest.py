@@ -49,7 +49,12 @@ from recset.eval._result import (
 )
 from recset.eval._systems import System
 from recset.eval._tuning import tune_baselines
-from recset.eval.baselines import baseline_systems, hide_bought, shared_cooccurrence
+from recset.eval.baselines import (
+    BASELINES,
+    baseline_systems,
+    hide_bought,
+    shared_cooccurrence,
+)
 from recset.eval.metrics import KS, hit_matrix, per_query, summarize
 from recset.personalization import StageValidation
 from recset.pipeline import Request
@@ -109,13 +114,19 @@ def engine_system(engine: Engine, name: str = "mix") -> System:
 
 
 def ranked_system(engine: Engine, name: str = "mix+ranker") -> System:
-    """The engine with its ranker: personal (the ranker reads the query's user)."""
+    """The engine with its ranker: personal (the ranker reads the query's user) and timed
+    (time-dependent features read when the query was asked)."""
 
-    def rec(seeds: NDArray[np.int32], users: NDArray[np.int32], k: int):  # noqa: ANN202
-        batch = engine.run_pipeline(Request.of(seeds, users, k))
+    def rec(  # noqa: ANN202
+        seeds: NDArray[np.int32],
+        users: NDArray[np.int32],
+        k: int,
+        when: NDArray[np.int64] | None = None,
+    ):
+        batch = engine.run_pipeline(Request.of(seeds, users, k, when))
         return batch.item, (batch.item >= 0).sum(axis=1) >= k
 
-    return System(name, "recset", rec, personal=True)
+    return System(name, "recset", rec, personal=True, timed=True)
 
 
 def ablation_systems(engine: Engine) -> list[System]:
@@ -411,7 +422,8 @@ def _validate_many(
         items, scores = [], []
         for lo in range(0, len(queries), CHUNK):
             sl = slice(lo, lo + CHUNK)
-            batch = ranked.run_pipeline(Request.of(queries.seed[sl], queries.user[sl], width))
+            when = None if queries.time is None else queries.time[sl]
+            batch = ranked.run_pipeline(Request.of(queries.seed[sl], queries.user[sl], width, when))
             items.append(batch.item)
             scores.append(np.where(batch.item >= 0, batch.score, -np.inf))
         out.append(
@@ -485,6 +497,8 @@ def _fair_baselines(
     label window, filled by the engine's fallback source; the grid scores go to ``info``."""
     rc = config.ranker if config is not None else RankerConfig()
     fill = engine.mixer.sources[engine.mixer.fallback]
+    if names is None:  # every baseline that applies: "promoted" needs a promotion calendar
+        names = [n for n in BASELINES if n != "promoted" or train.promotions is not None]
     tuned = tune_baselines(train, names, split=split, share=rc.label_share, fill=fill, seed=seed)
     info["baseline_tuning"] = {name: t.to_json() for name, t in tuned.items()}
     params = {name: t.params for name, t in tuned.items()}
@@ -514,25 +528,38 @@ def _explore_mask(train: Dataset, queries: Queries) -> NDArray[np.bool_]:
 
 
 def _batched(
-    system: System, seeds: NDArray[np.int32], users: NDArray[np.int32], width: int
+    system: System,
+    seeds: NDArray[np.int32],
+    users: NDArray[np.int32],
+    width: int,
+    when: NDArray[np.int64] | None = None,
 ) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
-    """``system``'s (len(seeds), width) lists and coverage flags, asked in chunks."""
+    """``system``'s (len(seeds), width) lists and coverage flags, asked in chunks (a timed
+    system with the queries' times ``when``)."""
     recs = np.full((len(seeds), width), -1, dtype=np.int32)
     own = np.zeros(len(seeds), dtype=bool)
     for start in range(0, len(seeds), CHUNK):
         sl = slice(start, start + CHUNK)
-        r, o = system.recommend(seeds[sl].astype(np.int32), users[sl].astype(np.int32), width)
+        args: tuple[Any, ...] = (seeds[sl].astype(np.int32), users[sl].astype(np.int32), width)
+        if system.timed:
+            args = (*args, None if when is None else when[sl])
+        r, o = system.recommend(*args)
         recs[sl, : min(r.shape[1], width)] = r[:, :width]
         own[sl] = o
     return recs, own
 
 
 def _per_seed(
-    system: System, seeds: NDArray[np.int32], users: NDArray[np.int32], width: int
+    system: System,
+    seeds: NDArray[np.int32],
+    users: NDArray[np.int32],
+    width: int,
+    when: NDArray[np.int64] | None = None,
 ) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
-    """Like :func:`_batched`; a non-personal system is asked once per distinct seed."""
-    if system.personal:
-        return _batched(system, seeds, users, width)
+    """Like :func:`_batched`; a non-personal, untimed system is asked once per distinct
+    seed."""
+    if system.personal or system.timed:
+        return _batched(system, seeds, users, width, when)
     uniq, back = np.unique(seeds, return_inverse=True)
     recs, own = _batched(system, uniq, np.full(len(uniq), -1, np.int32), width)
     return recs[back], own[back]
@@ -550,11 +577,16 @@ def recommendations(
     cart, answered as :meth:`Engine.recommend_basket` does (see :mod:`recset.eval._baskets`).
     """
     if carts is None:
-        return _per_seed(system, queries.seed, queries.user, K_MAX)
+        return _per_seed(system, queries.seed, queries.user, K_MAX, queries.time)
     owned: list[NDArray[np.bool_]] = []
 
-    def lists(seeds: NDArray[np.int32], users: NDArray[np.int32], width: int):  # noqa: ANN202
-        r, o = _per_seed(system, seeds, users, width)
+    def lists(  # noqa: ANN202
+        seeds: NDArray[np.int32],
+        users: NDArray[np.int32],
+        width: int,
+        when: NDArray[np.int64] | None = None,
+    ):
+        r, o = _per_seed(system, seeds, users, width, when)
         owned.append(o)
         return r
 
@@ -709,7 +741,8 @@ def run_backtest(
         served like :meth:`Engine.recommend_basket`, the rest its targets.
         ``first_item_only`` is the old spelling of ``seeds="first"``.
     baselines : sequence of str, optional
-        Baseline names (default: all of :data:`recset.eval.baselines.BASELINES`).
+        Baseline names (default: all of :data:`recset.eval.baselines.BASELINES`, but
+        ``promoted`` only for a dataset with a promotion calendar).
     ranker : bool
         Also train the LightGBM ranker on the training part (its own fit and label windows
         inside it) and evaluate ``mix+ranker``.

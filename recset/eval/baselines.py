@@ -39,7 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from recset.data import PURCHASE, Dataset
+from recset.data import PURCHASE, Dataset, promotion_at, promotion_steps
 from recset.errors import ConfigError
 from recset.eval._systems import Recommender, System
 from recset.eval._systems import popular_system as _popular
@@ -281,10 +281,10 @@ def with_fill(system: System, fill: RecallBase) -> System:
     """
 
     def rec(
-        seeds: NDArray[np.int32], users: NDArray[np.int32], k: int
+        seeds: NDArray[np.int32], users: NDArray[np.int32], k: int, *when: Any
     ) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
         seeds = np.asarray(seeds, dtype=np.int32)
-        items, own = system.recommend(seeds, users, k)
+        items, own = system.recommend(seeds, users, k, *when)
         short = (items >= 0).sum(axis=1) < k
         if not short.any():
             return items, own
@@ -327,18 +327,18 @@ def hide_bought(system: System, train: Dataset, name: str | None = None) -> Syst
     sizes = np.diff(bought.indptr)
 
     def rec(
-        seeds: NDArray[np.int32], users: NDArray[np.int32], k: int
+        seeds: NDArray[np.int32], users: NDArray[np.int32], k: int, *when: Any
     ) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
         users = np.asarray(users)
         ok = (users >= 0) & (users < bought.shape[0])
         longest = int(sizes[users[ok]].max()) if ok.any() else 0
-        items, own = system.recommend(seeds, users, k + min(longest, 500))
+        items, own = system.recommend(seeds, users, k + min(longest, 500), *when)
         q = np.repeat(np.where(ok, users, 0), items.shape[1])
         seen = _lookup(bought, keys, q, np.maximum(items, 0).ravel()).reshape(items.shape) > 0
         seen &= ok[:, None]
         return _compact(items, (items >= 0) & ~seen, k)[0], own
 
-    return System(name or f"{system.name}/new", system.kind, rec, personal=True)
+    return System(name or f"{system.name}/new", system.kind, rec, personal=True, timed=system.timed)
 
 
 # -- popularity ------------------------------------------------------------------------------
@@ -829,6 +829,59 @@ def user_repeat_cooc_system(train: Dataset) -> System:
     return _system("user_repeat+cooc", rec, personal=True)
 
 
+# -- the promotion calendar -------------------------------------------------------------------
+def promoted_system(train: Dataset) -> System:
+    """The items on promotion at the query's time (the dataset's promotion calendar), most
+    bought first (training purchases; ties to the lower id), seed excluded.
+
+    A "what's on offer" list: the calendar-aware baseline that recset's ``cand_promo``
+    features are compared with. The promoted set only changes where a promotion starts or
+    ends, so each distinct period's list is computed once. Asked without times, it uses now.
+    """
+    promotions = train.promotions
+    if promotions is None:
+        raise ConfigError(
+            f"baseline 'promoted' needs a promotion calendar, and dataset {train.name!r} has "
+            "none (promotions.parquet in the dataset directory; docs/data-format.md)"
+        )
+    keys, reach, _, origin = promotion_steps(promotions, train.n_items)
+    pop = popularity(train)
+    pool = np.unique(promotions.item).astype(np.int64)
+    pool = pool[np.lexsort((pool, -pop[pool]))]  # most bought first, ties to the lower id
+    changes = np.unique(np.r_[promotions.start, promotions.end])
+    lists: dict[int, NDArray[np.int64]] = {}
+
+    def active(period: int) -> NDArray[np.int64]:
+        if period not in lists:
+            on = (
+                promotion_at(keys, reach, origin, pool, np.full(len(pool), changes[period - 1])) > 0
+                if period > 0
+                else np.zeros(len(pool), bool)
+            )
+            lists[period] = pool[on][: K_LIST + 1]
+        return lists[period]
+
+    def rec(
+        seeds: NDArray[np.int32],
+        users: NDArray[np.int32],
+        k: int,
+        when: NDArray[np.int64] | None = None,
+    ) -> tuple[NDArray[np.int32], NDArray[np.bool_]]:
+        seeds = np.asarray(seeds, dtype=np.int32)
+        t = np.full(len(seeds), int(time.time())) if when is None else np.asarray(when)
+        period = np.searchsorted(changes, t, side="right")
+        out = np.full((len(seeds), k), -1, dtype=np.int32)
+        for p in np.unique(period).tolist():
+            rows = np.flatnonzero(period == p)
+            items = active(p)
+            table = np.broadcast_to(items[: k + 1], (len(rows), min(len(items), k + 1)))
+            keep = table != seeds[rows, None]
+            out[rows] = _compact(table, keep, k)[0]
+        return out, (out >= 0).sum(axis=1) >= k
+
+    return System("promoted", "baseline", rec, timed=True)
+
+
 # -- registry ---------------------------------------------------------------------------------
 BASELINES: dict[str, Callable[..., System]] = {
     "popular": popular_system,
@@ -841,6 +894,7 @@ BASELINES: dict[str, Callable[..., System]] = {
     "sar_personal": sar_personal_system,
     "user_repeat": user_repeat_system,
     "user_repeat+cooc": user_repeat_cooc_system,
+    "promoted": promoted_system,
 }
 """Every baseline by the name it has in metrics.json: ``make(train, **params)``."""
 
@@ -865,6 +919,7 @@ GRIDS: dict[str, tuple[dict[str, Any], ...]] = {
     ),
     "user_repeat": ({},),
     "user_repeat+cooc": ({},),
+    "promoted": ({},),
 }
 """The hyper-parameter values tried for each baseline on the validation window (the first
 combination that scores best wins; see :func:`recset.eval.tune_baselines`). Kept small: the

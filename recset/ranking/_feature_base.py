@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from abc import ABC, abstractmethod
 from functools import cached_property
 from typing import Any, ClassVar, Self
@@ -24,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from recset.data import PURCHASE, Dataset
+from recset.data import PURCHASE, Dataset, promotion_steps
 from recset.errors import ConfigError, NotFittedError
 from recset.pipeline import Registry
 
@@ -110,6 +111,16 @@ class FitContext:
     def price(self) -> NDArray[np.float32]:
         """Price of each item."""
         return self.dataset.catalog.price.astype(np.float32)
+
+    @cached_property
+    def promotion_steps(
+        self,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
+        """The promotion calendar as per-item step functions
+        (:func:`~recset.data.promotion_steps`); the dataset must hold a calendar."""
+        if self.dataset.promotions is None:
+            raise ConfigError(f"dataset {self.dataset.name!r} holds no promotion calendar")
+        return promotion_steps(self.dataset.promotions, self.n_items)
 
     # -- purchases -------------------------------------------------------------------
     @cached_property
@@ -317,6 +328,8 @@ class FeatureBatch:
         Seed of each slot, whether it is a known item, and ``s`` clipped to a valid index.
     u, u_ok, uu : ndarray
         User of each slot, whether it is a known user, and ``u`` with unknowns mapped to 0.
+    when : ndarray of int64 or None
+        When each seed's request is asked (epoch seconds; ``None``: now); see :attr:`t`.
     """
 
     def __init__(
@@ -327,8 +340,10 @@ class FeatureBatch:
         *,
         n_items: int,
         n_users: int,
+        when: NDArray[np.integer] | None = None,
     ) -> None:
         self.mixed = mixed
+        self.when = None if when is None else np.asarray(when, dtype=np.int64)
         self.n_items, self.n_users = int(n_items), int(n_users)
         self.n_seeds, self.width = mixed.item.shape
         self.cand = mixed.item.ravel().astype(np.int64)
@@ -358,6 +373,17 @@ class FeatureBatch:
     def source_score(self) -> NDArray[np.float32]:
         """Each slot's score in each source (n_slots, n_sources), NaN where not proposed."""
         return self.mixed.source_score.reshape(-1, len(self.sources))
+
+    @cached_property
+    def t(self) -> NDArray[np.int64]:
+        """The request time of each slot (epoch seconds): ``when`` of its seed, else now."""
+        if self.when is None:
+            return np.full(len(self.cand), int(time.time()), dtype=np.int64)
+        if len(self.when) != self.n_seeds:
+            raise ValueError(
+                f"'when' holds {len(self.when)} times for {self.n_seeds} seeds (one per seed)"
+            )
+        return np.repeat(self.when, self.width)
 
     @cached_property
     def ui_key(self) -> NDArray[np.int64]:

@@ -24,6 +24,7 @@ from recset.errors import ConfigError, StorageError
 from recset.pipeline import Candidates
 from recset.ranking import (
     _builtin_features,  # noqa: F401  (registers the built-in features)
+    _calendar_features,  # noqa: F401  (opt-in: the promotion calendar)
     _discover_features,  # noqa: F401  (after them: history features)
 )
 from recset.ranking._feature_base import (
@@ -303,18 +304,26 @@ class FeatureSpace:
         return ~np.isnan(count) & ok[:, None] & (items >= 0)
 
     def transform(
-        self, seeds: NDArray[np.int32], users: NDArray[np.int32], mixed: Candidates
+        self,
+        seeds: NDArray[np.int32],
+        users: NDArray[np.int32],
+        mixed: Candidates,
+        when: NDArray[np.int64] | None = None,
     ) -> NDArray[np.float32]:
         """Features of every (seed, candidate) slot: shape (n_seeds * n, n_features).
 
         Rows follow ``mixed.item`` in C order; padded slots (item -1) get all-NaN rows (drop
-        them with ``mixed.item.ravel() >= 0``). ``users`` is -1 where the user is unknown.
+        them with ``mixed.item.ravel() >= 0``). ``users`` is -1 where the user is unknown;
+        ``when`` (one time per seed, epoch seconds; ``None``: now) is read by the
+        time-dependent features only.
         """
         if tuple(mixed.sources) != self.sources:
             raise ValueError(
                 f"candidates come from sources {mixed.sources}, the features expect {self.sources}"
             )
-        batch = FeatureBatch(seeds, users, mixed, n_items=self.n_items, n_users=self.n_users)
+        batch = FeatureBatch(
+            seeds, users, mixed, n_items=self.n_items, n_users=self.n_users, when=when
+        )
         # filled column by column into a (n_features, n_slots) array, so that every column
         # is one contiguous write; returned as its transpose (a Fortran-ordered view)
         XT = np.empty((len(self.columns), len(batch)), dtype=np.float32)

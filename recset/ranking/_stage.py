@@ -93,7 +93,7 @@ class RankerStage(Stage):
         mixed = ranking_candidates(
             candidates, features, request.seeds, request.users, self.available
         )
-        X = features.transform(request.seeds, request.users, mixed)
+        X = features.transform(request.seeds, request.users, mixed, request.when)
         valid = mixed.item.ravel() >= 0
         flat = np.full(len(valid), -np.inf)
         if valid.any():
@@ -145,7 +145,7 @@ class DiscoverStage(Stage):
             self.ranker.config.discover_candidates,
             self.ranker.config.discover_sar,
         )
-        X = features.transform(request.seeds, request.users, mixed)
+        X = features.transform(request.seeds, request.users, mixed, request.when)
         valid = mixed.item.ravel() >= 0
         flat = np.full(len(valid), -np.inf)
         if valid.any():

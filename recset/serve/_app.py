@@ -32,6 +32,8 @@ from recset.errors import ConfigError, RecsetError
 from recset.serve._holder import EngineHolder, NotReadyError, Poller, Served
 from recset.serve._metrics import Metrics, mark_process_dead
 from recset.serve._schemas import (
+    AT_DESCRIPTION,
+    MAX_AT,
     MAX_BODY_BYTES,
     MAX_ID_LENGTH,
     MAX_K,
@@ -66,6 +68,7 @@ UserQ = Annotated[
     str | None,
     Query(min_length=1, max_length=MAX_ID_LENGTH, description="User id (optional)."),
 ]
+AtQ = Annotated[float | None, Query(ge=0, le=MAX_AT, description=AT_DESCRIPTION)]
 
 
 class _Json(Response):
@@ -95,6 +98,11 @@ def _recs(recs: Sequence[Recommendation]) -> list[dict[str, Any]]:
         }
         for r in recs
     ]
+
+
+def _at_kwargs(at: float | None) -> dict[str, float]:
+    """``at=`` for the engine, only when the request gives one (else the engine's now)."""
+    return {} if at is None else {"at": at}
 
 
 def _mode_kwargs(served: Served, mode: str, where: str) -> dict[str, str]:
@@ -248,12 +256,12 @@ def create_app(
         tags=["recommendations"],
     )
     async def recommendations(
-        seed: SeedQ, user: UserQ = None, k: KQ = 10, mode: Mode = "complete"
+        seed: SeedQ, user: UserQ = None, k: KQ = 10, mode: Mode = "complete", at: AtQ = None
     ) -> Response:
         """Complements of one seed item, best first. An unknown seed or user is served (the
         cold-start fill; the non-personal path)."""
         served = holder.served
-        kw = _mode_kwargs(served, mode, "query")
+        kw: dict[str, Any] = {**_mode_kwargs(served, mode, "query"), **_at_kwargs(at)}
         if served.inline:  # the precomputed path: cheaper than a hop to the threadpool
             recs = served.engine.recommend(seed, user=user, k=k, **kw)
         else:  # ranker / neural stages: milliseconds of CPU, off the event loop
@@ -278,7 +286,7 @@ def create_app(
     def basket(body: BasketRequest) -> Response:
         """One list of complements for a cart (never an item of the cart or of ``exclude``)."""
         served = holder.served
-        kw = _mode_kwargs(served, body.mode, "body")
+        kw: dict[str, Any] = {**_mode_kwargs(served, body.mode, "body"), **_at_kwargs(body.at)}
         banned = set(body.exclude)
         recs = served.engine.recommend_basket(body.items, body.user, body.k + len(banned), **kw)
         recs = [r for r in recs if r.item_id not in banned][: body.k]
@@ -302,7 +310,7 @@ def create_app(
     def batch(body: BatchRequest) -> Response:
         """Complements of several seeds (each with its own user and exclusions) in one call."""
         served = holder.served
-        kw = _mode_kwargs(served, body.mode, "body")
+        kw: dict[str, Any] = {**_mode_kwargs(served, body.mode, "body"), **_at_kwargs(body.at)}
         reqs = body.requests
         lists = served.engine.recommend_batch(
             [r.seed for r in reqs],

@@ -19,6 +19,13 @@ MAX_EXCLUDE = 200
 MAX_BODY_BYTES = 256 * 1024
 """Largest request body (bytes); a larger one gets 413."""
 
+MAX_AT = 2.0**53 - 1
+"""Latest request time accepted (epoch seconds)."""
+AT_DESCRIPTION = (
+    "When the request is asked, in epoch seconds (default: now). Only time-dependent ranker "
+    "features read it (the promotion calendar's cand_promo): for replays and tests."
+)
+
 Mode = Literal["complete", "discover"]
 ItemId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 UserId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
@@ -39,6 +46,7 @@ class BasketRequest(_Body):
         default_factory=list, max_length=MAX_EXCLUDE, description="Items never to return."
     )
     mode: Mode = "complete"
+    at: float | None = Field(None, ge=0, le=MAX_AT, strict=True, description=AT_DESCRIPTION)
 
 
 class BatchEntry(_Body):
@@ -53,6 +61,7 @@ class BatchRequest(_Body):
     requests: list[BatchEntry] = Field(min_length=1, max_length=MAX_BATCH)
     k: K = 10
     mode: Mode = "complete"
+    at: float | None = Field(None, ge=0, le=MAX_AT, strict=True, description=AT_DESCRIPTION)
 
 
 class ReasonOut(BaseModel):

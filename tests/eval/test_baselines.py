@@ -17,6 +17,7 @@ from recset.eval.baselines import (
     hide_bought,
     item_knn_system,
     popular_system,
+    promoted_system,
     sar_personal_system,
     sar_similarity,
     sar_system,
@@ -38,11 +39,17 @@ EXPECTED = {
     "sar_personal",
     "user_repeat",
     "user_repeat+cooc",
+    "promoted",
 }
 
 
-def _ds(baskets: list[tuple[str, list[str]]], extra_items: tuple[str, ...] = ()) -> Dataset:
-    """One order per entry (user, items), one second apart; ``extra_items`` never bought."""
+def _ds(
+    baskets: list[tuple[str, list[str]]],
+    extra_items: tuple[str, ...] = (),
+    promotions: pd.DataFrame | None = None,
+) -> Dataset:
+    """One order per entry (user, items), one second apart; ``extra_items`` never bought;
+    ``promotions``: a promotion calendar."""
     rows, t = [], 0
     for o, (user, items) in enumerate(baskets):
         for it in items:
@@ -58,7 +65,7 @@ def _ds(baskets: list[tuple[str, list[str]]], extra_items: tuple[str, ...] = ())
             )
     items = sorted({r["item_id"] for r in rows} | set(extra_items))
     cat = pd.DataFrame({"item_id": items, "category_id": ["c"] * len(items)})
-    return Dataset.from_frames(cat, pd.DataFrame(rows))
+    return Dataset.from_frames(cat, pd.DataFrame(rows), promotions=promotions)
 
 
 def _ids(ds: Dataset, row: np.ndarray) -> list[str]:
@@ -93,7 +100,9 @@ def _blocks() -> Dataset:
         items = [f"{block}{i}" for i in range(5)]
         for _ in range(3):
             baskets.append((f"u{u}", list(rng.choice(items, size=3, replace=False))))
-    return _ds(baskets, extra_items=("never",))
+    # a calendar for the "promoted" baseline: a0, b1 and never on offer at time 0..1000
+    cal = pd.DataFrame({"item_id": ["a0", "b1", "never"], "start": 0, "end": 1000})
+    return _ds(baskets, extra_items=("never",), promotions=cal)
 
 
 # -- registry ----------------------------------------------------------------------------------
@@ -138,6 +147,40 @@ def test_every_baseline_rows_on_hand_data() -> None:
 
 
 # -- planted answers ----------------------------------------------------------------------------
+def test_promoted_lists_the_items_on_offer_at_the_query_time() -> None:
+    # popularity: b 3, a 2, c 1 (x never bought); on offer: a, b, x on [0, 100), c on
+    # [100, 200), nothing from 200 on
+    cal = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "x", "c"],
+            "start": [0, 0, 0, 100],
+            "end": [100, 100, 100, 200],
+            "reach": [0.2, 1.0, 1.0, 1.0],
+        }
+    )
+    ds = _ds(
+        [("u", ["a", "b"]), ("v", ["a", "b", "c"]), ("w", ["b"])],
+        extra_items=("x",),
+        promotions=cal,
+    )
+    system = promoted_system(ds)
+    assert system.timed and not system.personal
+    seeds = np.array([ds.items.index_one(s) for s in ("c", "b", "a", "a", "a")], np.int32)
+    when = np.array([50, 50, 150, 99_999, -5])
+    items, own = system.recommend(seeds, np.full(5, -1, np.int32), 3, when)
+    assert [_ids(ds, r) for r in items] == [["b", "a", "x"], ["a", "x"], ["c"], [], []]
+    assert own.tolist() == [True, False, False, False, False]
+    # filled like every baseline: the fill keeps the timed call
+    fill = PopularRecall(PopularConfig(scope="global", half_life_days=0)).fit(ds)
+    filled = with_fill(system, fill)
+    assert filled.timed
+    items, _ = filled.recommend(seeds[2:3], np.full(1, -1, np.int32), 3, when[2:3])
+    assert _ids(ds, items[0]) == ["c", "b"]  # then the popular fill (x was never bought)
+    # without a calendar: a clear error
+    with pytest.raises(ConfigError, match="'promoted' needs a promotion calendar"):
+        promoted_system(_ds([("u", ["a", "b"])]))
+
+
 def test_popular_excludes_seed() -> None:
     ds = _ds([("u", ["a", "b"]), ("v", ["a", "c"]), ("w", ["a", "b"])])
     assert _ask(popular_system(ds), ds, "a") == ["b", "c"]
@@ -326,7 +369,7 @@ def synthetic_split():  # noqa: ANN201
     return sp, basket_queries(sp.test)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", sorted(EXPECTED - {"promoted"}))  # no calendar here
 def test_every_baseline_beats_random(synthetic_split, name: str) -> None:  # noqa: ANN001
     sp, q = synthetic_split
     system = BASELINES[name](sp.train)

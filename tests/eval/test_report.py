@@ -205,7 +205,7 @@ def test_cart_recommendations_sum_reciprocal_ranks() -> None:
     # two cart items: x is 2nd in both lists, y 1st in one; x wins (1/12 + 1/12 > 1/11)
     lists = {0: [5, 7, 1], 1: [6, 7, 0]}
 
-    def answer(seeds, users, width):  # noqa: ANN001, ANN202
+    def answer(seeds, users, width, when):  # noqa: ANN001, ANN202
         out = np.full((len(seeds), width), -1, dtype=np.int32)
         for r, s in enumerate(seeds):
             out[r, :3] = lists[int(s)]

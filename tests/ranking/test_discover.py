@@ -39,9 +39,14 @@ def _ds(baskets: list[tuple[str, list[str], int]]) -> Dataset:
 
 
 def _query(
-    ds: Dataset, feats: FeatureSpace, seed: str | None, user: str | None, cands: list[str]
+    ds: Dataset,
+    feats: FeatureSpace,
+    seed: str | None,
+    user: str | None,
+    cands: list[str],
+    when: int | None = None,
 ) -> np.ndarray:
-    """The feature rows of one (seed, user) query over ``cands``."""
+    """The feature rows of one (seed, user) query over ``cands``, asked at ``when``."""
     from recset.pipeline import Candidates
 
     n = len(cands)
@@ -54,7 +59,8 @@ def _query(
     )
     s = -1 if seed is None else ds.items.index_one(seed)
     u = -1 if user is None else ds.users.index_one(user)
-    return feats.transform(np.array([s], np.int32), np.array([u], np.int32), mixed)
+    at = None if when is None else np.array([when], np.int64)
+    return feats.transform(np.array([s], np.int32), np.array([u], np.int32), mixed, at)
 
 
 def _column(ds: Dataset, name: str, seed: str, user: str | None, cands: list[str]) -> list[float]:

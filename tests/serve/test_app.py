@@ -81,6 +81,34 @@ def test_unknown_seed_and_user_are_served(client: TestClient, engine: Engine) ->
     assert r.status_code == 200 and len(r.json()["recommendations"]) == 10
 
 
+def test_request_time_reaches_the_engine(
+    client: TestClient, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[str, object]] = []
+    for name in ("recommend", "recommend_basket", "recommend_batch"):
+        original = getattr(Engine, name)
+
+        def spy(self, *args, _name=name, _original=original, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+            seen.append((_name, kw.get("at")))
+            return _original(self, *args, **kw)
+
+        monkeypatch.setattr(Engine, name, spy)
+    seed = str(engine.items.id_of(0))
+    r = client.get("/v1/recommendations", params={"seed": seed, "at": 1_500_000_000})
+    assert r.status_code == 200, r.text
+    body = {"items": [seed], "at": 1_500_000_001}
+    assert client.post("/v1/recommendations/basket", json=body).status_code == 200
+    body = {"requests": [{"seed": seed}], "at": 1_500_000_002}
+    assert client.post("/v1/recommendations/batch", json=body).status_code == 200
+    assert client.get("/v1/recommendations", params={"seed": seed}).status_code == 200
+    assert ("recommend", 1_500_000_000) in seen
+    assert ("recommend_basket", 1_500_000_001) in seen
+    assert ("recommend_batch", 1_500_000_002) in seen
+    assert seen[-1] == ("recommend", None)  # no time given: the engine's now
+    r = client.get("/v1/recommendations", params={"seed": seed, "at": -1})
+    assert r.status_code == 422 and "at" in r.text
+
+
 def test_basket_never_returns_cart_or_excluded(client: TestClient, engine: Engine) -> None:
     cart = [str(engine.items.id_of(i)) for i in (3, 4, 8)]
     plain = engine.recommend_basket(cart, k=5)

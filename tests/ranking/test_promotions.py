@@ -1,0 +1,322 @@
+"""The promotion calendar: its file, its step functions, the cand_promo* features, the
+request time through the pipeline, and a planted test where only the calendar tells."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recset.config import config_from_dict
+from recset.data import (
+    Dataset,
+    Promotions,
+    load_dataset,
+    promotion_at,
+    promotion_steps,
+    write_dataset,
+    write_promotions,
+)
+from recset.engine import Engine
+from recset.errors import ConfigError, DataError, ParameterTypeError
+from recset.ranking import FeatureSpace, train_ranker
+
+from .test_discover import _query as discover_query  # the same one-query helper
+
+DAY = 86_400
+
+
+def _calendar(rows: list[tuple[int, int, int, int, float]], n_channels: int = 2) -> Promotions:
+    """(item, start, end, channel, reach) rows."""
+    a = np.array(rows, dtype=np.float64).reshape(-1, 5)
+    return Promotions(
+        item=a[:, 0].astype(np.int32),
+        start=a[:, 1].astype(np.int64),
+        end=a[:, 2].astype(np.int64),
+        channel=a[:, 3].astype(np.int16),
+        channels=tuple(f"ch{i}" for i in range(n_channels)),
+        reach=a[:, 4].astype(np.float32),
+    )
+
+
+def test_promotion_steps_hand_computed() -> None:
+    # item 0: display 0.5 on [100, 200), mailer 0.25 on [150, 250), display 1 on [300, 400)
+    # item 1: display 1 on [100, 110); item 2: none
+    cal = _calendar(
+        [(0, 100, 200, 0, 0.5), (0, 150, 250, 1, 0.25), (1, 100, 110, 0, 1.0), (0, 300, 400, 0, 1)]
+    )
+    keys, reach, channels, origin = promotion_steps(cal, 3)
+    item = np.array([0] * 9 + [1] * 3 + [2])
+    t = np.array([99, 100, 149, 150, 199, 200, 249, 250, 300, 100, 109, 110, 150])
+    got = promotion_at(keys, reach, origin, item, t)
+    assert got.tolist() == pytest.approx([0, 0.5, 0.5, 0.75, 0.75, 0.25, 0.25, 0, 1, 1, 1, 0, 0])
+    got_ch = promotion_at(keys, channels, origin, item, t)
+    assert got_ch.tolist() == [0, 1, 1, 2, 2, 1, 1, 0, 1, 1, 1, 0, 0]
+    # times far outside the calendar read nothing
+    assert promotion_at(
+        keys, reach, origin, np.array([0, 0]), np.array([-(10**9), 10**12])
+    ).tolist() == [0, 0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3),
+            st.integers(0, 50),
+            st.integers(1, 30),
+            st.integers(0, 1),
+            st.sampled_from([0.0, 0.25, 0.5, 1.0]),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    st.lists(st.tuples(st.integers(0, 4), st.integers(-5, 90)), min_size=1, max_size=30),
+)
+def test_promotion_at_matches_brute_force(rows, probes) -> None:  # noqa: ANN001
+    cal = _calendar([(i, s, s + d, c, r) for i, s, d, c, r in rows])
+    keys, reach, channels, origin = promotion_steps(cal, 5)
+    item = np.array([p[0] for p in probes])
+    t = np.array([p[1] for p in probes])
+    got_r = promotion_at(keys, reach, origin, item, t)
+    got_c = promotion_at(keys, channels, origin, item, t)
+    for j, (i, tt) in enumerate(probes):
+        active = [(c, r) for it, s, d, c, r in rows if it == i and s <= tt < s + d]
+        assert got_r[j] == pytest.approx(sum(r for _, r in active), abs=1e-5)
+        assert got_c[j] == len({c for c, _ in active})
+
+
+def _frames() -> tuple[pd.DataFrame, pd.DataFrame]:
+    cat = pd.DataFrame({"item_id": ["a", "b", "c"], "category_id": ["x", "x", "y"]})
+    ev = pd.DataFrame(
+        {
+            "user_id": ["u", "u", "v"],
+            "item_id": ["a", "b", "c"],
+            "event": "purchase",
+            "timestamp": [10 * DAY, 10 * DAY + 1, 11 * DAY],
+            "order_id": ["o1", "o1", "o2"],
+        }
+    )
+    return cat, ev
+
+
+def test_calendar_round_trips_through_a_dataset_directory(tmp_path: Path) -> None:
+    cat, ev = _frames()
+    write_dataset(cat, ev, tmp_path)
+    assert load_dataset(tmp_path).promotions is None  # no file: no calendar
+    cal = pd.DataFrame(
+        {
+            "item_id": ["a", "c"],
+            "start": ["1970-01-11T00:00:00Z", str(12 * DAY)],
+            "end": [11 * DAY, 13 * DAY],
+            "channel": ["display", None],
+            "reach": [0.5, None],
+        }
+    )
+    write_promotions(cal, tmp_path)
+    ds = load_dataset(tmp_path)
+    p = ds.promotions
+    assert p is not None and len(p) == 2
+    assert ds.items.ids(p.item).tolist() == ["a", "c"]
+    assert p.start.tolist() == [10 * DAY, 12 * DAY] and p.end.tolist() == [11 * DAY, 13 * DAY]
+    assert [p.channels[c] for c in p.channel] == ["display", "promotion"]  # default channel
+    assert p.reach.tolist() == [0.5, 1.0]  # default reach
+    assert "promotions.parquet: 2 of 2 rows kept" in ds.load_report.summary()
+    # the splits keep it
+    assert ds.split_time(11 * DAY)[0].promotions is p
+
+
+def test_bad_calendar_rows_name_the_file_and_row(tmp_path: Path) -> None:
+    cat, ev = _frames()
+    write_dataset(cat, ev, tmp_path)
+    bad = pd.DataFrame(
+        {
+            "item_id": ["a", "zz", "b", "c", "a"],
+            "start": [0, 0, "soon", 10, 0],
+            "end": [5, 5, 5, 10, 5],
+            "reach": [0.5, 1, 1, 1, 1.5],
+        }
+    )
+    bad.astype(str).to_csv(tmp_path / "promotions.csv", index=False)
+    with pytest.raises(DataError) as err:
+        load_dataset(tmp_path)
+    msg = str(err.value)
+    assert "promotions.csv" in msg and "4 bad rows" in msg
+    assert "row 2" in msg and "'zz' is not in the catalog" in msg
+    assert "unparseable start 'soon'" in msg
+    assert "end is not after start" in msg and "outside [0, 1]" in msg
+    # skip: the good row is kept, the bad ones quarantined with their reasons
+    q = tmp_path / "q"
+    ds = load_dataset(tmp_path, on_bad_rows="skip", quarantine_dir=q)
+    assert ds.promotions is not None and len(ds.promotions) == 1
+    quarantined = pd.read_csv(q / "promotions.bad-rows.csv")
+    assert quarantined["row"].tolist() == [2, 3, 4, 5]
+    (tmp_path / "promotions.csv").write_text("item_id,begin\na,1\n")
+    with pytest.raises(
+        DataError, match=r"promotions.csv: missing required columns \['start', 'end'\]"
+    ):
+        load_dataset(tmp_path)
+
+
+def _query(feats: FeatureSpace, ds: Dataset, cands: list[str], when: int | None) -> np.ndarray:
+    """The feature rows of seed "a", an anonymous user, over ``cands`` asked at ``when``."""
+    return discover_query(ds, feats, "a", None, cands, when)
+
+
+PROMO = ("cand_promo", "cand_promo_channels", "cand_promo_lift")
+
+
+def test_promotion_features_hand_computed(tmp_path: Path) -> None:
+    # item b: 3 buys on days 0..9 while on display (reach 0.5) and mailer (1.0); 1 buy on
+    # days 10..19 with no promotion. Data span: day 0 .. day 19 + 1 s.
+    rows = []
+    for o, (item, day) in enumerate([("b", 1), ("b", 2), ("b", 3), ("b", 15), ("a", 0)]):
+        rows.append((f"u{o}", item, "purchase", day * DAY, f"o{o}"))
+    rows.append(("u9", "a", "purchase", 19 * DAY + 1, "o9"))
+    ev = pd.DataFrame(rows, columns=["user_id", "item_id", "event", "timestamp", "order_id"])
+    cat = pd.DataFrame({"item_id": ["a", "b", "c"], "category_id": ["x", "x", "x"]})
+    cal = pd.DataFrame(
+        {
+            "item_id": ["b", "b", "c"],
+            "start": [0, 0, 30 * DAY],
+            "end": [10 * DAY, 10 * DAY, 31 * DAY],
+            "channel": ["display", "mailer", "display"],
+            "reach": [0.5, 1.0, 1.0],
+        }
+    )
+    ds = Dataset.from_frames(cat, ev, promotions=cal)
+    feats = FeatureSpace.fit(ds, ("x",), extra_features=PROMO)
+    cols = [feats.names.index(n) for n in PROMO]
+    at_5 = _query(feats, ds, ["a", "b", "c"], 5 * DAY)[:, cols]
+    assert at_5[:, 0].tolist() == [0, 1.5, 0]  # reach summed over channels
+    assert at_5[:, 1].tolist() == [0, 2, 0]
+    # lift of b: ((3 + .5) / 10 days) / ((1 + .5) / (span - 10 days)); a never promoted: NaN
+    span_days = (19 * DAY + 2) / DAY
+    assert at_5[1, 2] == pytest.approx((3.5 / 10) / (1.5 / (span_days - 10)), rel=1e-5)
+    assert np.isnan(at_5[0, 2])
+    at_30 = _query(feats, ds, ["a", "b", "c"], 30 * DAY)[:, cols]
+    assert at_30[:, 0].tolist() == [0, 0, 1]
+    # saved and loaded: the same columns
+    feats.save(tmp_path)
+    again = FeatureSpace.load(tmp_path)
+    np.testing.assert_array_equal(
+        _query(again, ds, ["a", "b", "c"], 5 * DAY), _query(feats, ds, ["a", "b", "c"], 5 * DAY)
+    )
+    # no time given: now (1970 is long past, so nothing is promoted)
+    assert _query(feats, ds, ["b", "c"], None)[:, cols[0]].tolist() == [0, 0]
+
+
+def test_promotion_feature_without_a_calendar_says_what_to_add() -> None:
+    cat, ev = _frames()
+    ds = Dataset.from_frames(cat, ev)
+    with pytest.raises(ConfigError, match="has none: add promotions.parquet"):
+        FeatureSpace.fit(ds, ("x",), extra_features=("cand_promo",))
+
+
+def _planted(n_weeks: int = 30, users: int = 60) -> Dataset:
+    """Every basket holds the seed ``s`` and one of ``p0..p9``: the one promoted that week
+    (displayed at full reach). The promoted one rotates at random, so nothing but the
+    calendar says which complement a basket will hold."""
+    rng = np.random.default_rng(3)
+    promoted = rng.integers(0, 10, size=n_weeks)
+    rows, cal = [], []
+    o = 0
+    for w in range(n_weeks):
+        cal.append((f"p{promoted[w]}", w * 7 * DAY, (w + 1) * 7 * DAY, "display", 1.0))
+        for u in range(users):
+            if rng.random() < 0.5:
+                continue
+            t = w * 7 * DAY + int(rng.integers(0, 7 * DAY - 10))
+            rows += [(f"u{u}", "s", "purchase", t, f"o{o}")]
+            rows += [(f"u{u}", f"p{promoted[w]}", "purchase", t + 1, f"o{o}")]
+            o += 1
+    ev = pd.DataFrame(rows, columns=["user_id", "item_id", "event", "timestamp", "order_id"])
+    items = ["s", *(f"p{i}" for i in range(10))]
+    cat = pd.DataFrame({"item_id": items, "category_id": ["c"] * len(items)})
+    promotions = pd.DataFrame(cal, columns=["item_id", "start", "end", "channel", "reach"])
+    return Dataset.from_frames(cat, ev, promotions=promotions)
+
+
+def test_planted_promotions_are_found_only_with_the_calendar() -> None:
+    ds = _planted()
+    t_cut = 24 * 7 * DAY
+    train, _ = ds.split_time(t_cut)
+    config = config_from_dict({"ranker": {"label_split": "time", "min_child_samples": 5}})
+    engine = Engine.build(train, config)
+    hits = {}
+    for name, extra in (("base", ()), ("promo", ("cand_promo",))):
+        rc = config.ranker.model_copy(update={"extra_features": extra, "user_candidates": 0})
+        ranked = engine.with_ranker(train_ranker(train, config, rc, mixer=engine.mixer))
+        hit = []
+        for w in range(24, 30):
+            at = w * 7 * DAY + DAY
+            want = ds.promotions.item[ds.promotions.start == w * 7 * DAY]
+            top = ranked.recommend("s", None, k=1, at=at)[0].item_id
+            hit.append(top == ds.items.id_of(int(want[0])))
+        hits[name] = np.mean(hit)
+    assert hits["promo"] == 1.0  # the promoted item is first in every test week
+    assert hits["base"] <= 0.5  # without the calendar the week's item is a guess
+
+
+def test_recommend_checks_at() -> None:
+    ds = _planted(n_weeks=6, users=10)
+    engine = Engine.build(ds, config_from_dict({}))
+    with pytest.raises(ParameterTypeError, match="'at' parameter must be a time"):
+        engine.recommend("s", at="tomorrow")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="'at' parameter"):
+        engine.recommend_batch(["s"], at=float("nan"))
+    assert engine.recommend("s", at=3 * 7 * DAY)  # a valid time: served as before
+
+
+def test_cli_serves_the_calendar_of_the_requested_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from recset.cli import main
+
+    ds = _planted(n_weeks=20, users=50)
+    data = tmp_path / "data"
+    cat = pd.DataFrame({"item_id": ds.items.values, "category_id": "c"})
+    ev = ds.events
+    events = pd.DataFrame(
+        {
+            "user_id": ds.users.ids(ev.user),
+            "item_id": ds.items.ids(ev.item),
+            "event": "purchase",
+            "timestamp": ev.timestamp,
+            "order_id": ds.orders_map.ids(ev.order),
+        }
+    )
+    write_dataset(cat, events, data)
+    p = ds.promotions
+    write_promotions(
+        pd.DataFrame(
+            {"item_id": ds.items.ids(p.item), "start": p.start, "end": p.end, "reach": p.reach}
+        ),
+        data,
+    )
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[ranker]\nlabel_split = "time"\nmin_child_samples = 5\nuser_candidates = 0\n'
+        'extra_features = ["cand_promo"]\n'
+    )
+    store = tmp_path / "store"
+    args = ["--data", str(data), "--store", str(store), "--config", str(cfg)]
+    main(["build", *args])
+    main(["train-ranker", *args, "--activate-anyway"])
+    capsys.readouterr()
+    tops = {}
+    for week in (3, 11):
+        want = ds.items.id_of(int(p.item[p.start == week * 7 * DAY][0]))
+        iso = pd.Timestamp(week * 7 * DAY + DAY, unit="s").isoformat()
+        main(["recommend", "--store", str(store), "s", "--k", "3", "--json", "--at", iso])
+        recs = json.loads(capsys.readouterr().out.strip())["recommendations"]
+        tops[week] = (recs[0]["item_id"], want)
+    assert all(got == want for got, want in tops.values()), tops
+    with pytest.raises(SystemExit) as exc:
+        main(["recommend", "--store", str(store), "s", "--at", "next tuesday"])
+    assert exc.value.code == 2
+    assert "neither epoch seconds nor an ISO 8601 date" in capsys.readouterr().err
