@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from recset.config import load_config
 from recset.data import load_dataset
 from recset.engine import Engine
 from recset.eval._compare import default_config
@@ -190,12 +191,15 @@ def main() -> None:
     ap.add_argument("--baseline-hit", type=float, default=None)
     ap.add_argument("--baseline-explore", type=float, default=None)
     ap.add_argument("--metrics", type=Path, default=None, help="a backtest's metrics.json")
+    ap.add_argument(
+        "--config", type=Path, default=None, help="the backtest's config TOML (default: none)"
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     ds = load_dataset(args.data)
     prep = prepare(ds, split=args.split, max_queries=args.max_queries, seed=args.seed)
     sp, queries = prep.split, prep.queries
-    cfg = default_config().config
+    cfg = load_config(args.config) if args.config else default_config().config
     # as run_backtest: the label window cut like the test window, the discovery model on
     rc = cfg.ranker.model_copy(update={"label_split": args.split, "discover": True})
     engine = Engine.build(sp.train, cfg)

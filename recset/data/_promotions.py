@@ -85,6 +85,17 @@ class Promotions:
     def __len__(self) -> int:
         return len(self.item)
 
+    def select(self, mask: NDArray[np.bool_]) -> Promotions:
+        """The entries where ``mask`` holds (the channel names kept)."""
+        return Promotions(
+            self.item[mask],
+            self.start[mask],
+            self.end[mask],
+            self.channel[mask],
+            self.channels,
+            self.reach[mask],
+        )
+
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, items: IdMap) -> Promotions:
         """From checked canonical rows (every ``item_id`` in ``items``, ``start < end``)."""

@@ -320,3 +320,36 @@ def test_cli_serves_the_calendar_of_the_requested_time(
         main(["recommend", "--store", str(store), "s", "--at", "next tuesday"])
     assert exc.value.code == 2
     assert "neither epoch seconds nor an ISO 8601 date" in capsys.readouterr().err
+
+
+def test_cand_promo_weighted_learns_each_channels_lift() -> None:
+    # b: on display (reach 1) on days 0..10, bought on days 1-4 and never after: its 4 buys
+    # over 20 days predict 2 in the display's 10 days, 4 were made: display lift 2.
+    # a: in the mailer (reach 0.5) on days 10..20, bought on days 0 and 5 only: lift 0.
+    rows = [("u1", "b", d) for d in (1, 2, 3, 4)] + [("u2", "a", 0), ("u3", "a", 5)]
+    rows.append(("u4", "c", 20))  # the data ends on day 20
+    ev = pd.DataFrame(
+        [(u, i, "purchase", d * DAY, f"o{n}") for n, (u, i, d) in enumerate(rows)],
+        columns=["user_id", "item_id", "event", "timestamp", "order_id"],
+    )
+    cat = pd.DataFrame({"item_id": ["a", "b", "c"], "category_id": ["x", "x", "x"]})
+    cal = pd.DataFrame(
+        {
+            "item_id": ["b", "a"],
+            "start": [0, 10 * DAY],
+            "end": [10 * DAY, 20 * DAY],
+            "channel": ["display", "mailer"],
+            "reach": [1.0, 0.5],
+        }
+    )
+    ds = Dataset.from_frames(cat, ev, promotions=cal)
+    feats = FeatureSpace.fit(ds, ("x",), extra_features=("cand_promo_weighted",))
+    feat = next(f for f in feats.features if f.name == "cand_promo_weighted")
+    span_days = (20 * DAY + 1) / DAY
+    display = 4 / (4 / span_days * 10)
+    assert feat.channel_lift_.tolist() == pytest.approx([display, 0.0], rel=1e-5)
+    col = feats.names.index("cand_promo_weighted")
+    at_5 = _query(feats, ds, ["a", "b", "c"], 5 * DAY)[:, col]
+    assert at_5.tolist() == pytest.approx([0, display - 1, 0], rel=1e-5)
+    at_15 = _query(feats, ds, ["a", "b", "c"], 15 * DAY)[:, col]
+    assert at_15.tolist() == [0, 0, 0]  # the mailer did not move a: weight 0
