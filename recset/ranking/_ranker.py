@@ -49,6 +49,10 @@ class RankerConfig(BaseModel):
     extra_features : list of str
         Registered plug-in features (:func:`~recset.ranking.register_feature`) the ranker
         reads after the built-in ones.
+    promotion_features : bool
+        When the training data has a promotion calendar (``promotions.parquet``), the ranker
+        and the discovery model also read :data:`PROMOTION_FEATURES` at each request's time
+        (docs/ranking.md); False: never. Without a calendar it changes nothing.
     personal_features : bool
         False: the ranker reads nothing of the user (no ``user_*`` / ``hist_copurchase``
         feature, no ``user_history`` candidates): the same list for every user of a seed,
@@ -127,6 +131,7 @@ class RankerConfig(BaseModel):
     candidates: int = Field(100, ge=2, le=2000)
     user_candidates: int = Field(30, ge=0, le=1000)
     extra_features: tuple[str, ...] = ()
+    promotion_features: bool = True
     personal_features: bool = True
     explore_share: float = Field(0.0, ge=0, le=1)
     label_split: Literal["time", "leave_last"] = "time"
@@ -470,7 +475,7 @@ def train_ranker(
     else:
         split = time_split(dataset, test_share=rc.label_share)
     fit_part, label = split.train, split.test
-    extra = discover_features(rc)
+    extra = ranker_features(rc, dataset)
     fit_mixer = Mixer.fit(fit_part, config, show_progress=show_progress)
     features = fit_features(
         fit_part,
@@ -646,6 +651,21 @@ def discover_params(params: dict[str, Any], rc: RankerConfig, names: list[str]) 
         out["monotone_constraints"] = [int(n in DISCOVER_MONOTONE) for n in names]
         out["monotone_constraints_method"] = "intermediate"
     return out
+
+
+PROMOTION_FEATURES = ("cand_promo", "cand_promo_channels", "cand_promo_lift")
+"""The calendar features a ranker reads when its data has a promotion calendar and
+``promotion_features`` is on (chosen on Complete Journey's validation window:
+docs/benchmarks.md)."""
+
+
+def ranker_features(rc: RankerConfig, dataset: Dataset) -> tuple[str, ...]:
+    """:func:`discover_features`, plus :data:`PROMOTION_FEATURES` when ``dataset`` has a
+    promotion calendar and ``rc.promotion_features`` is on."""
+    extra = discover_features(rc)
+    if rc.promotion_features and dataset.promotions is not None:
+        extra += tuple(f for f in PROMOTION_FEATURES if f not in extra)
+    return extra
 
 
 def discover_features(rc: RankerConfig) -> tuple[str, ...]:

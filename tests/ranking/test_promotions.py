@@ -215,12 +215,12 @@ def test_promotion_feature_without_a_calendar_says_what_to_add() -> None:
         FeatureSpace.fit(ds, ("x",), extra_features=("cand_promo",))
 
 
-def _planted(n_weeks: int = 30, users: int = 60) -> Dataset:
-    """Every basket holds the seed ``s`` and one of ``p0..p9``: the one promoted that week
-    (displayed at full reach). The promoted one rotates at random, so nothing but the
-    calendar says which complement a basket will hold."""
+def _planted(n_weeks: int = 30, users: int = 60, n_items: int = 20) -> Dataset:
+    """Every basket holds the seed ``s``, the one of ``p0..p{n_items-1}`` promoted that week
+    (displayed at full reach) and, half the time, another ``p`` at random. The promoted one
+    rotates at random, so nothing but the calendar says which complement a basket holds."""
     rng = np.random.default_rng(3)
-    promoted = rng.integers(0, 10, size=n_weeks)
+    promoted = rng.integers(0, n_items, size=n_weeks)
     rows, cal = [], []
     o = 0
     for w in range(n_weeks):
@@ -231,9 +231,12 @@ def _planted(n_weeks: int = 30, users: int = 60) -> Dataset:
             t = w * 7 * DAY + int(rng.integers(0, 7 * DAY - 10))
             rows += [(f"u{u}", "s", "purchase", t, f"o{o}")]
             rows += [(f"u{u}", f"p{promoted[w]}", "purchase", t + 1, f"o{o}")]
+            other = int(rng.integers(0, n_items))
+            if rng.random() < 0.5 and other != promoted[w]:
+                rows += [(f"u{u}", f"p{other}", "purchase", t + 2, f"o{o}")]
             o += 1
     ev = pd.DataFrame(rows, columns=["user_id", "item_id", "event", "timestamp", "order_id"])
-    items = ["s", *(f"p{i}" for i in range(10))]
+    items = ["s", *(f"p{i}" for i in range(n_items))]
     cat = pd.DataFrame({"item_id": items, "category_id": ["c"] * len(items)})
     promotions = pd.DataFrame(cal, columns=["item_id", "start", "end", "channel", "reach"])
     return Dataset.from_frames(cat, ev, promotions=promotions)
@@ -246,8 +249,9 @@ def test_planted_promotions_are_found_only_with_the_calendar() -> None:
     config = config_from_dict({"ranker": {"label_split": "time", "min_child_samples": 5}})
     engine = Engine.build(train, config)
     hits = {}
-    for name, extra in (("base", ()), ("promo", ("cand_promo",))):
-        rc = config.ranker.model_copy(update={"extra_features": extra, "user_candidates": 0})
+    # the calendar features are on by default for data with a calendar
+    for name, on in (("base", False), ("promo", True)):
+        rc = config.ranker.model_copy(update={"promotion_features": on, "user_candidates": 0})
         ranked = engine.with_ranker(train_ranker(train, config, rc, mixer=engine.mixer))
         hit = []
         for w in range(24, 30):
@@ -299,10 +303,7 @@ def test_cli_serves_the_calendar_of_the_requested_time(
         data,
     )
     cfg = tmp_path / "c.toml"
-    cfg.write_text(
-        '[ranker]\nlabel_split = "time"\nmin_child_samples = 5\nuser_candidates = 0\n'
-        'extra_features = ["cand_promo"]\n'
-    )
+    cfg.write_text('[ranker]\nlabel_split = "time"\nmin_child_samples = 5\nuser_candidates = 0\n')
     store = tmp_path / "store"
     args = ["--data", str(data), "--store", str(store), "--config", str(cfg)]
     main(["build", *args])
