@@ -30,7 +30,8 @@ Variants (comma-separated, combinable with ``+``):
 - ``kindnew``: the opt-in feature ``user_kind_new_rate`` (how often the user starts a new
   item of the candidate's product type, per trip);
 - ``promo``: the promotion-calendar features ``cand_promo``, ``cand_promo_channels`` and
-  ``cand_promo_lift`` (the dataset needs ``promotions.parquet``);
+  ``cand_promo_lift`` (the dataset needs ``promotions.parquet``; the shipped model reads
+  them whenever the data has a calendar, ``[ranker] promotion_features``);
 - ``treesN``: exactly N trees, no early stopping; ``lrX``: LightGBM ``learning_rate``;
 - ``mono``: the score may only rise with the affinity features (``DISCOVER_MONOTONE`` in
   ``recset/ranking/_ranker.py``);

@@ -14,8 +14,10 @@ is shown for reference.
     python bench/feature_validation.py --data /work/rd/instacart --split leave_last \\
         --variants base,user_cand_due
 
-Variants are comma-separated; ``base`` is the default feature space, any other is a
-``+``-joined list of opt-in features. ``--discover`` trains the rankers as ``recset
+Variants are comma-separated; ``base`` is the default feature space (on data with a
+promotion calendar it reads the calendar features; ``--config`` with ``[ranker]
+promotion_features = false`` leaves them out), any other is a ``+``-joined list of opt-in
+features. ``--discover`` trains the rankers as ``recset
 backtest`` does (with the discovery model, whose ``hist_sar`` / ``seed_sar`` the main ranker
 then reads too); without it the rankers train without the discovery model (faster).
 

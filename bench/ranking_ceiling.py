@@ -57,10 +57,10 @@ from recset.eval.backtest import _explore_mask, prepare
 from recset.ranking._ranker import (
     _boost,
     _stack,
-    discover_features,
     discover_params,
     fit_features,
     labelled_queries,
+    ranker_features,
     ranker_params,
 )
 from recset.recall import embed_items
@@ -209,7 +209,7 @@ def main() -> None:
         engine.mixer,
         embeddings=emb,
         user_candidates=rc.user_candidates,
-        extra_features=discover_features(rc),
+        extra_features=ranker_features(rc, sp.train),
         personal_features=rc.personal_features,
     )
     del emb
