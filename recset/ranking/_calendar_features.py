@@ -1,4 +1,6 @@
-"""Opt-in ranker features read from the promotion calendar (``promotions.parquet``).
+"""Ranker features read from the promotion calendar (``promotions.parquet``): opt-in by
+name, and the first three (:data:`~recset.ranking._ranker.PROMOTION_FEATURES`) added by
+``[ranker] promotion_features`` whenever the training data has a calendar.
 
 A retailer schedules its displays and mailers ahead, so the calendar at the time of the
 query is known when the list is served: these features read it at the request's time
@@ -15,7 +17,7 @@ from typing import Self
 import numpy as np
 from numpy.typing import NDArray
 
-from recset.data import promotion_at, promotion_steps
+from recset.data import Promotions, promotion_at, promotion_steps
 from recset.errors import ConfigError
 from recset.ranking._feature_base import FeatureBatch, FitContext, RankerFeature, register_feature
 
@@ -41,9 +43,8 @@ def _exposure(
     return np.bincount(item_of, weights=seg * values, minlength=n_items)
 
 
-def _steps(
-    data: FitContext, name: str
-) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
+def _calendar(data: FitContext, name: str) -> Promotions:
+    """The training data's calendar; a ConfigError naming ``name`` when it has none."""
     promotions = data.dataset.promotions
     if promotions is None:
         raise ConfigError(
@@ -52,6 +53,14 @@ def _steps(
             "channel, reach) to the dataset directory (docs/data-format.md), or drop "
             f"{name!r} from [ranker] extra_features"
         )
+    return promotions
+
+
+def _steps(
+    data: FitContext, name: str
+) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
+    """The calendar's step functions, shared by the features of one fit."""
+    _calendar(data, name)
     return data.promotion_steps
 
 
@@ -146,9 +155,7 @@ class CandPromoWeighted(RankerFeature):
     _state = ("promo_keys_", "promo_weighted_", "promo_origin_", "channel_lift_")
 
     def fit(self, data: FitContext) -> Self:
-        _steps(data, self.name)  # the calendar is there (else a clear error)
-        promotions = data.dataset.promotions
-        assert promotions is not None
+        promotions = _calendar(data, self.name)
         n = data.n_items
         lo, hi = data.dataset.time_range
         ev = data.dataset.events

@@ -413,7 +413,7 @@ def labelled_queries(
             top, features, queries.seed, queries.user, mixer.available, discover, n_sar
         )
     y = _labels(mixed.item, queries)
-    X = features.transform(queries.seed, queries.user, mixed, getattr(queries, "time", None))
+    X = features.transform(queries.seed, queries.user, mixed, queries.time)
     valid = mixed.item.ravel() >= 0
     has_pos = y.sum(axis=1) > 0
     keep_rows = np.repeat(has_pos, mixed.item.shape[1]) & valid
