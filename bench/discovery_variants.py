@@ -32,6 +32,10 @@ Variants (comma-separated, combinable with ``+``):
 - ``promo``: the promotion-calendar features ``cand_promo``, ``cand_promo_channels`` and
   ``cand_promo_lift`` (the dataset needs ``promotions.parquet``; the shipped model reads
   them whenever the data has a calendar, ``[ranker] promotion_features``);
+- ``trial``: the opt-in feature ``cand_promo_trial_lift`` (how much more often the
+  candidate was bought for the first time while promoted; needs the calendar too);
+- ``capN``: ``discover_n_estimators`` N, the most trees the discovery model's early stopping
+  may keep;
 - ``treesN``: exactly N trees, no early stopping; ``lrX``: LightGBM ``learning_rate``;
 - ``mono``: the score may only rise with the affinity features (``DISCOVER_MONOTONE`` in
   ``recset/ranking/_ranker.py``);
@@ -90,6 +94,7 @@ class Variant:
     cuts: int = 1
     params: tuple[tuple[str, Any], ...] = ()
     trees: int = 0  # > 0: this many trees, no early stopping
+    cap: int = 0  # > 0: discover_n_estimators (the most trees early stopping may keep)
     mono: bool = False  # the score never falls as an affinity feature rises
     cv: int = 0  # > 0: the trees chosen by user-grouped cross-validation with this many folds
     seed: int | None = None  # the ranker's seed (None: the config's)
@@ -102,6 +107,7 @@ PLUGINS = {
     "conf": ("seed_confidence",),
     "kindnew": ("user_kind_new_rate",),
     "promo": ("cand_promo", "cand_promo_channels", "cand_promo_lift"),
+    "trial": ("cand_promo_trial_lift",),
 }
 
 
@@ -133,6 +139,8 @@ def parse_variant(spec: str) -> Variant:
             v = replace(v, params=(*v.params, ("objective", "binary")))
         elif part in PLUGINS:
             v = replace(v, extra=(*v.extra, *PLUGINS[part]))
+        elif m := re.fullmatch(r"cap(\d+)", part):
+            v = replace(v, cap=int(m.group(1)))
         elif m := re.fullmatch(r"trees(\d+)", part):
             v = replace(v, trees=int(m.group(1)))
         elif part == "mono":
@@ -299,8 +307,10 @@ def main() -> None:
         rc = rc0.model_copy(
             update={"extra_features": v.extra, "discover_sar": v.sar_candidates, "seed": seed}
         )
+        if v.cap:
+            rc = rc.model_copy(update={"discover_n_estimators": v.cap})
         if v.trees:
-            rc = rc.model_copy(update={"n_estimators": v.trees})
+            rc = rc.model_copy(update={"n_estimators": v.trees, "discover_n_estimators": v.trees})
             va = tuple(a[:0] for a in va)
         if v.cv:
             rc = rc.model_copy(update={"discover_rounds": "cv", "discover_folds": v.cv})

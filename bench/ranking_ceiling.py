@@ -231,24 +231,27 @@ def main() -> None:
         den_users = queries.user if mode == "complete" else queries.user[has_new]
         X, y, group, users = _labelled(engine, feats, queries, rc, mode)
         p = params if mode == "complete" else discover_params(params, rc, names)
+        # the discovery model's own cap on trees, as fit_discovery applies it
+        cap = rc.n_estimators if mode == "complete" else rc.discover_n_estimators
+        rc_m = rc.model_copy(update={"n_estimators": cap or rc.n_estimators})
         cols = [names.index(c) for c in CONTROLS[mode] if c in names]
         c_names = [names[i] for i in cols]
         Xc = np.ascontiguousarray(X[:, cols])
         hits: dict[str, NDArray[np.float64]] = {"candidates": np.ones(len(group))}
         trees: dict[str, list[int]] = {}
         score, trees["learned"] = _cross_fit(
-            X, y, group, users, p, rc, names, args.fold_seed, folds=folds
+            X, y, group, users, p, rc_m, names, args.fold_seed, folds=folds
         )
         hits["learned"] = _top_hits([score], y, group, 10)
         if args.half:
             score, trees["half"] = _cross_fit(
-                X, y, group, users, p, rc, names, args.fold_seed, folds=folds, share=0.5
+                X, y, group, users, p, rc_m, names, args.fold_seed, folds=folds, share=0.5
             )
             hits["half"] = _top_hits([score], y, group, 10)
         del X, score
         gc.collect()
         score, trees["control"] = _cross_fit(
-            Xc, y, group, users, p, rc, c_names, args.fold_seed, folds=folds
+            Xc, y, group, users, p, rc_m, c_names, args.fold_seed, folds=folds
         )
         hits["control"] = _top_hits([score], y, group, 10)
         hits["signal"] = _top_hits(list(Xc.T), y, group, 10)

@@ -43,6 +43,24 @@ def _exposure(
     return np.bincount(item_of, weights=seg * values, minlength=n_items)
 
 
+def _rate_ratio(
+    promoted: NDArray[np.float64],
+    total: NDArray[np.float64],
+    promo_secs: NDArray[np.float64],
+    span: float,
+) -> NDArray[np.float32]:
+    """Per item, ``((promoted + 0.5) / promoted days) / ((total - promoted + 0.5) / other
+    days)`` over a span of ``span`` seconds of which ``promo_secs`` promoted; NaN where either
+    part of the span is empty."""
+    promo_days = promo_secs / _DAY
+    other_days = (span - promo_secs) / _DAY
+    ok = (promo_days > 0) & (other_days > 0)
+    ones = np.ones(len(total))
+    rate_in = np.divide(promoted + 0.5, promo_days, out=ones.copy(), where=ok)
+    rate_out = np.divide(total - promoted + 0.5, other_days, out=ones, where=ok)
+    return np.where(ok, rate_in / rate_out, np.nan).astype(np.float32)
+
+
 def _calendar(data: FitContext, name: str) -> Promotions:
     """The training data's calendar; a ConfigError naming ``name`` when it has none."""
     promotions = data.dataset.promotions
@@ -123,13 +141,7 @@ class CandPromoLift(RankerFeature):
         buys = np.bincount(data.bought, minlength=n).astype(np.float64)
         promo_buys = np.bincount(data.bought, weights=promoted, minlength=n)
         promo_secs = _exposure(keys, (reach > 0).astype(np.float64), origin, lo, hi + 1, n)
-        total = float(hi + 1 - lo)
-        promo_days = promo_secs / _DAY
-        other_days = (total - promo_secs) / _DAY
-        ok = (promo_days > 0) & (other_days > 0)
-        rate_in = np.divide(promo_buys + 0.5, promo_days, out=np.ones(n), where=ok)
-        rate_out = np.divide(buys - promo_buys + 0.5, other_days, out=np.ones(n), where=ok)
-        self.item_lift_ = np.where(ok, rate_in / rate_out, np.nan).astype(np.float32)
+        self.item_lift_ = _rate_ratio(promo_buys, buys, promo_secs, float(hi + 1 - lo))
         return self
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
@@ -180,3 +192,50 @@ class CandPromoWeighted(RankerFeature):
         return promotion_at(
             self.promo_keys_, self.promo_weighted_, self.promo_origin_, batch.c, batch.t
         )
+
+
+TRIAL_BURN_IN = 0.25
+"""Share of the training span (its start) whose first purchases ``cand_promo_trial_lift``
+does not count: a user's first purchase of an item there is mostly the first one the data
+shows, not a trial."""
+
+
+@register_feature("cand_promo_trial_lift")
+class CandPromoTrialLift(RankerFeature):
+    """How much more often people bought the candidate *for the first time* per day while it
+    was promoted than while not, in the training data: ``((promoted firsts + 0.5) / promoted
+    days) / ((other firsts + 0.5) / other days)``; NaN for an item never promoted, or
+    promoted all the time, after the burn-in.
+
+    A first purchase is a (user, item) pair's first purchase in the training data, counted
+    only after the first :data:`TRIAL_BURN_IN` of its span (and the promoted days over the
+    same part). :class:`CandPromoLift` says how much a promotion moves an item's sales; this
+    says how much it brings *new* buyers, which is what a list of items new to the user
+    needs: a display can lift an item's sales through its regular buyers alone.
+    """
+
+    opt_in = True
+    _state = ("item_trial_lift_",)
+
+    def fit(self, data: FitContext) -> Self:
+        keys, reach, _, origin = _steps(data, self.name)
+        n = data.n_items
+        lo, hi = data.dataset.time_range
+        start = lo + int(TRIAL_BURN_IN * (hi + 1 - lo))
+        ts = data.dataset.events.timestamp[data.buy].astype(np.int64)
+        first = np.full(len(data.ui_keys), np.iinfo(np.int64).max)
+        np.minimum.at(first, data.ui_inv, ts)
+        late = first >= start
+        item = data.ui_keys[late] % n
+        promoted = promotion_at(keys, reach, origin, item, first[late]) > 0
+        firsts = np.bincount(item, minlength=n).astype(np.float64)
+        promo_firsts = np.bincount(item, weights=promoted, minlength=n)
+        promo_secs = _exposure(keys, (reach > 0).astype(np.float64), origin, start, hi + 1, n)
+        self.item_trial_lift_ = _rate_ratio(promo_firsts, firsts, promo_secs, float(hi + 1 - start))
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        return self.item_trial_lift_[batch.c].astype(np.float64)
+
+    def item_values(self) -> NDArray[np.float64] | None:
+        return self.item_trial_lift_.astype(np.float64)

@@ -115,6 +115,13 @@ class RankerConfig(BaseModel):
         LightGBM bagging and feature sampling, and, with ``label_split = "leave_last"`` or
         ``discover_rounds = "cv"``, its own validation users or folds). With few label
         queries a single model's early stopping is noisy; the mean is steadier.
+    discover_n_estimators : int, optional
+        The most trees a discovery model may grow (its early stopping keeps fewer when its
+        validation NDCG@10 stops rising); None: ``n_estimators``. Larger than the ranker's
+        cap by default: with several label windows the discovery model learns from more
+        queries than the ranker, and at 300 trees its early stopping was still rising
+        on Complete Journey (docs/benchmarks.md). Scoring a discover-mode request costs
+        what its kept trees cost.
     num_leaves, learning_rate, n_estimators, min_child_samples, feature_fraction,
     bagging_fraction, lambda_l2 : LightGBM parameters.
     early_stopping_rounds : int
@@ -147,6 +154,7 @@ class RankerConfig(BaseModel):
     discover_rounds: Literal["valid", "cv"] = "valid"
     discover_folds: int = Field(5, ge=2, le=20)
     discover_models: int = Field(3, ge=1, le=10)
+    discover_n_estimators: int | None = Field(1000, ge=1)
     num_leaves: int = Field(31, ge=2)
     learning_rate: float = Field(0.05, gt=0)
     n_estimators: int = Field(300, ge=1)
@@ -719,8 +727,9 @@ def fit_discovery(
     # leave-last model after the first deals to its own validation users (unused otherwise)
     resplits = n > 1 and rc.label_split == "leave_last"
     pooled = _stack([d_train, d_valid]) if rc.discover_rounds == "cv" or resplits else d_train
+    cap = rc.discover_n_estimators or rc.n_estimators
     for b in range(n):
-        rc_b = rc if b == 0 else rc.model_copy(update={"seed": rc.seed + b})
+        rc_b = rc.model_copy(update={"seed": rc.seed + b, "n_estimators": cap})
         p_b = {**params, "seed": rc_b.seed}
         label = "discovery model" if n == 1 else f"discovery model {b + 1}/{n}"
         if rc.discover_rounds == "cv":

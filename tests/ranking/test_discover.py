@@ -689,3 +689,22 @@ def test_ranker_saved_before_discover_models_loads_its_one_model(
     assert again.config.discover_models == 1 and again.discover_members == ()
     X = np.random.default_rng(2).random((7, len(ranker.feature_names))).astype(np.float32)
     assert np.allclose(again.score_new(X), ranker.discover_booster.predict(X))
+
+
+@pytest.mark.parametrize(("cap", "want"), [(12, 12), (None, 5)])
+def test_discovery_models_grow_to_their_own_cap(cap: int | None, want: int) -> None:
+    from recset.ranking._ranker import RankerConfig, discover_params, fit_discovery, ranker_params
+
+    rng = np.random.default_rng(0)
+    group = np.full(40, 10, np.int64)
+    X = rng.random((400, 3)).astype(np.float32)
+    y = (X[:, 0] + 0.3 * rng.random(400) > 0.9).astype(np.float32)
+    users = np.arange(40, dtype=np.int32)
+    empty = (X[:0], y[:0], group[:0], users[:0])
+    rc = RankerConfig(n_estimators=5, discover_n_estimators=cap, discover_models=2)
+    names = ["a", "b", "c"]
+    params = discover_params(ranker_params(rc), rc, names)
+    # no validation queries: no early stopping, every model grows to the cap
+    boosters, m = fit_discovery((X, y, group, users), empty, params, rc, names, 40)
+    assert [b.current_iteration() for b in boosters] == [want, want]
+    assert [x["trees"] for x in m["members"]] == [want, want]

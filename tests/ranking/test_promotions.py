@@ -323,27 +323,29 @@ def test_cli_serves_the_calendar_of_the_requested_time(
     assert "neither epoch seconds nor an ISO 8601 date" in capsys.readouterr().err
 
 
+def _days_dataset(
+    rows: list[tuple[str, str, int]], calendar: list[tuple[str, int, int, str, float]]
+) -> Dataset:
+    """Purchases (user, item, day), one basket each, of items a, b, c; the calendar's
+    (item, first day, end day, channel, reach) periods."""
+    ev = pd.DataFrame(
+        [(u, i, "purchase", d * DAY, f"o{n}") for n, (u, i, d) in enumerate(rows)],
+        columns=["user_id", "item_id", "event", "timestamp", "order_id"],
+    )
+    cat = pd.DataFrame({"item_id": ["a", "b", "c"], "category_id": ["x", "x", "x"]})
+    cal = pd.DataFrame(calendar, columns=["item_id", "start", "end", "channel", "reach"])
+    cal[["start", "end"]] *= DAY
+    return Dataset.from_frames(cat, ev, promotions=cal)
+
+
 def test_cand_promo_weighted_learns_each_channels_lift() -> None:
     # b: on display (reach 1) on days 0..10, bought on days 1-4 and never after: its 4 buys
     # over 20 days predict 2 in the display's 10 days, 4 were made: display lift 2.
     # a: in the mailer (reach 0.5) on days 10..20, bought on days 0 and 5 only: lift 0.
     rows = [("u1", "b", d) for d in (1, 2, 3, 4)] + [("u2", "a", 0), ("u3", "a", 5)]
     rows.append(("u4", "c", 20))  # the data ends on day 20
-    ev = pd.DataFrame(
-        [(u, i, "purchase", d * DAY, f"o{n}") for n, (u, i, d) in enumerate(rows)],
-        columns=["user_id", "item_id", "event", "timestamp", "order_id"],
-    )
-    cat = pd.DataFrame({"item_id": ["a", "b", "c"], "category_id": ["x", "x", "x"]})
-    cal = pd.DataFrame(
-        {
-            "item_id": ["b", "a"],
-            "start": [0, 10 * DAY],
-            "end": [10 * DAY, 20 * DAY],
-            "channel": ["display", "mailer"],
-            "reach": [1.0, 0.5],
-        }
-    )
-    ds = Dataset.from_frames(cat, ev, promotions=cal)
+    cal = [("b", 0, 10, "display", 1.0), ("a", 10, 20, "mailer", 0.5)]
+    ds = _days_dataset(rows, cal)
     feats = FeatureSpace.fit(ds, ("x",), extra_features=("cand_promo_weighted",))
     feat = next(f for f in feats.features if f.name == "cand_promo_weighted")
     span_days = (20 * DAY + 1) / DAY
@@ -354,3 +356,21 @@ def test_cand_promo_weighted_learns_each_channels_lift() -> None:
     assert at_5.tolist() == pytest.approx([0, display - 1, 0], rel=1e-5)
     at_15 = _query(feats, ds, ["a", "b", "c"], 15 * DAY)[:, col]
     assert at_15.tolist() == [0, 0, 0]  # the mailer did not move a: weight 0
+
+
+def test_cand_promo_trial_lift_counts_only_first_purchases_after_the_burn_in() -> None:
+    # data: day 0 .. day 40 (+1 s); the first quarter (to day 10) is burn-in.
+    # b on display days 10..20. b's buys: u1 day 2 (first, in the burn-in: not counted),
+    # u1 day 12 (a repeat), u2 day 12 and u3 day 15 (firsts, promoted), u4 day 30 (first,
+    # not promoted), u2 day 31 (a repeat). c is on display the whole time: NaN; a never: NaN.
+    rows = [("u1", "b", 2), ("u1", "b", 12), ("u2", "b", 12), ("u3", "b", 15)]
+    rows += [("u4", "b", 30), ("u2", "b", 31), ("u5", "c", 0), ("u9", "a", 40)]
+    ds = _days_dataset(rows, [("b", 10, 20, "display", 1.0), ("c", 0, 50, "display", 1.0)])
+    feats = FeatureSpace.fit(ds, ("x",), extra_features=("cand_promo_trial_lift",))
+    col = feats.names.index("cand_promo_trial_lift")
+    got = _query(feats, ds, ["a", "b", "c"], 5 * DAY)[:, col]
+    other_days = 20 + 1 / DAY  # (day 40 + 1 s) - day 10 - the 10 promoted days
+    assert got[1] == pytest.approx((2.5 / 10) / (1.5 / other_days), rel=1e-5)
+    assert np.isnan(got[0]) and np.isnan(got[2])
+    # the same at any request time: it is a property of the item
+    np.testing.assert_array_equal(_query(feats, ds, ["a", "b", "c"], 15 * DAY)[:, col], got)
