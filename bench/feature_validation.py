@@ -17,7 +17,8 @@ is shown for reference.
 Variants are comma-separated; ``base`` is the default feature space (on data with a
 promotion calendar it reads the calendar features; ``--config`` with ``[ranker]
 promotion_features = false`` leaves them out), any other is a ``+``-joined list of opt-in
-features. ``--discover`` trains the rankers as ``recset
+features; a part ``capN`` sets the ranker's ``n_estimators`` to N (the most trees its early
+stopping may keep), e.g. ``base+cap1000``. ``--discover`` trains the rankers as ``recset
 backtest`` does (with the discovery model, whose ``hist_sar`` / ``seed_sar`` the main ranker
 then reads too); without it the rankers train without the discovery model (faster).
 
@@ -27,6 +28,7 @@ Never choose on the test window: report test figures only from ``recset backtest
 from __future__ import annotations
 
 import argparse
+import re
 import resource
 import time
 from typing import Any
@@ -84,8 +86,12 @@ def main() -> None:
 
     judge(with_fill(user_repeat_system(val.train), fill), "baseline", paired=False)
     for name in args.variants.split(","):
-        extra = () if name == "base" else tuple(name.split("+"))
+        parts = name.split("+")
+        caps = [int(p[3:]) for p in parts if re.fullmatch(r"cap\d+", p)]
+        extra = tuple(p for p in parts if p != "base" and not re.fullmatch(r"cap\d+", p))
         rc = rc0.model_copy(update={"extra_features": extra})
+        if caps:
+            rc = rc.model_copy(update={"n_estimators": caps[-1]})
         t1 = time.perf_counter()
         ranker = train_ranker(val.train, config, rc, mixer=engine.mixer, embeddings=emb)
         m = ranker.metrics
