@@ -117,11 +117,10 @@ class RankerConfig(BaseModel):
         queries a single model's early stopping is noisy; the mean is steadier.
     discover_n_estimators : int, optional
         The most trees a discovery model may grow (its early stopping keeps fewer when its
-        validation NDCG@10 stops rising); None: ``n_estimators``. Larger than the ranker's
-        cap by default: with several label windows the discovery model learns from more
-        queries than the ranker, and at 300 trees its early stopping was still rising
-        on Complete Journey (docs/benchmarks.md). Scoring a discover-mode request costs
-        what its kept trees cost.
+        validation NDCG@10 stops rising); None (the default): ``n_estimators``. A discover
+        request costs what its kept trees cost; a cap of 1000 changed nothing on the
+        validation windows and did not help on Complete Journey's test window
+        (docs/benchmarks.md).
     num_leaves, learning_rate, n_estimators, min_child_samples, feature_fraction,
     bagging_fraction, lambda_l2 : LightGBM parameters.
     early_stopping_rounds : int
@@ -154,7 +153,7 @@ class RankerConfig(BaseModel):
     discover_rounds: Literal["valid", "cv"] = "valid"
     discover_folds: int = Field(5, ge=2, le=20)
     discover_models: int = Field(3, ge=1, le=10)
-    discover_n_estimators: int | None = Field(1000, ge=1)
+    discover_n_estimators: int | None = Field(None, ge=1)
     num_leaves: int = Field(31, ge=2)
     learning_rate: float = Field(0.05, gt=0)
     n_estimators: int = Field(300, ge=1)
