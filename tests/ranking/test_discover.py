@@ -606,6 +606,8 @@ def test_cv_fold_loop_matches_folds_trained_one_by_one() -> None:
         ("discover_folds", 50),
         ("discover_models", 0),
         ("discover_models", 11),
+        ("discover_n_estimators", 0),
+        ("discover_n_estimators", "many"),
     ],
 )
 def test_cv_rounds_settings_are_validated(key: str, value: object) -> None:
