@@ -34,6 +34,8 @@ Variants (comma-separated, combinable with ``+``):
   them whenever the data has a calendar, ``[ranker] promotion_features``);
 - ``trial``: the opt-in feature ``cand_promo_trial_lift`` (how much more often the
   candidate was bought for the first time while promoted; needs the calendar too);
+- ``mixN``: ``discover_mix_candidates`` N, the candidates per seed the discovery model takes
+  from the mix (the ranker's ``candidates``, 100, otherwise);
 - ``capN``: ``discover_n_estimators`` N, the most trees the discovery model's early stopping
   may keep;
 - ``treesN``: exactly N trees, no early stopping; ``lrX``: LightGBM ``learning_rate``;
@@ -95,6 +97,7 @@ class Variant:
     params: tuple[tuple[str, Any], ...] = ()
     trees: int = 0  # > 0: this many trees, no early stopping
     cap: int = 0  # > 0: discover_n_estimators (the most trees early stopping may keep)
+    mix: int = 0  # > 0: discover_mix_candidates (candidates per seed from the mix)
     mono: bool = False  # the score never falls as an affinity feature rises
     cv: int = 0  # > 0: the trees chosen by user-grouped cross-validation with this many folds
     seed: int | None = None  # the ranker's seed (None: the config's)
@@ -139,6 +142,8 @@ def parse_variant(spec: str) -> Variant:
             v = replace(v, params=(*v.params, ("objective", "binary")))
         elif part in PLUGINS:
             v = replace(v, extra=(*v.extra, *PLUGINS[part]))
+        elif m := re.fullmatch(r"mix(\d+)", part):
+            v = replace(v, mix=int(m.group(1)))
         elif m := re.fullmatch(r"cap(\d+)", part):
             v = replace(v, cap=int(m.group(1)))
         elif m := re.fullmatch(r"trees(\d+)", part):
@@ -269,6 +274,7 @@ def main() -> None:
         rng = np.random.default_rng(seed)
         valid_user = rng.random(val.train.n_users) < rc0.valid_share
         parts_t, parts_v = [], []
+        width = v.mix or rc0.candidates
         for c in range(1, v.cuts + 1):
             feats = space(c, v.extra)
             q = basket_queries(labels[c])
@@ -287,14 +293,12 @@ def main() -> None:
                 iv = np.sort(rng_c.choice(iv, cap_v, replace=False))
             n_hist, n_sar = rc0.discover_candidates, v.sar_candidates
             parts_t.append(
-                labelled_queries(
-                    mixers[c], feats, q.take(it), rc0.candidates, discover=n_hist, n_sar=n_sar
-                )
+                labelled_queries(mixers[c], feats, q.take(it), width, discover=n_hist, n_sar=n_sar)
             )
             if c == 1 or args.split == "leave_last":
                 parts_v.append(
                     labelled_queries(
-                        mixers[c], feats, q.take(iv), rc0.candidates, discover=n_hist, n_sar=n_sar
+                        mixers[c], feats, q.take(iv), width, discover=n_hist, n_sar=n_sar
                     )
                 )
         tr = tuple(np.concatenate([p[i] for p in parts_t]) for i in range(4))
@@ -309,6 +313,8 @@ def main() -> None:
         )
         if v.cap:
             rc = rc.model_copy(update={"discover_n_estimators": v.cap})
+        if v.mix:
+            rc = rc.model_copy(update={"discover_mix_candidates": v.mix})
         if v.trees:
             rc = rc.model_copy(update={"n_estimators": v.trees, "discover_n_estimators": v.trees})
             va = tuple(a[:0] for a in va)

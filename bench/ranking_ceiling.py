@@ -78,12 +78,13 @@ def _labelled(engine: Engine, feats: Any, queries: Any, rc: Any, mode: str) -> A
     """``labelled_queries`` of every query, in chunks: (X, y, group sizes, users) of the
     queries with a positive among their candidates, in query order."""
     discover = rc.discover_candidates if mode == "discover" else None
+    width = rc.discover_mix if mode == "discover" else rc.candidates
     n_sar = rc.discover_sar if mode == "discover" and rc.personal_features else 0
     parts = []
     for lo in range(0, len(queries), CHUNK):
         q = queries.take(np.arange(lo, min(lo + CHUNK, len(queries))))
         parts.append(
-            labelled_queries(engine.mixer, feats, q, rc.candidates, discover=discover, n_sar=n_sar)
+            labelled_queries(engine.mixer, feats, q, width, discover=discover, n_sar=n_sar)
         )
     return _stack(parts)
 

@@ -82,6 +82,9 @@ class RankerConfig(BaseModel):
         everything the user bought), labelled by the targets among them.
     discover_candidates : int
         Items co-bought with the user's history added to the discovery candidates (0: none).
+    discover_mix_candidates : int, optional
+        Candidates per seed the discovery model takes from the mix (before the user's
+        purchases are removed); None (the default): ``candidates``, as the ranker.
     discover_sar : int
         With ``discover``: the ``hist_sar`` / ``seed_sar`` features (personal SAR: the user's
         purchases times an item-item cosine of user co-occurrence) join the feature space and
@@ -146,6 +149,7 @@ class RankerConfig(BaseModel):
     max_queries: int = Field(30_000, ge=10)
     discover: bool = False
     discover_candidates: int = Field(50, ge=0, le=50)
+    discover_mix_candidates: int | None = Field(None, ge=2, le=2000)
     discover_sar: int = Field(50, ge=0, le=50)
     discover_windows: int = Field(3, ge=1, le=10)
     discover_objective: Literal["lambdarank", "binary"] = "lambdarank"
@@ -165,6 +169,11 @@ class RankerConfig(BaseModel):
     trees_tolerance: float = Field(0.0, ge=0, le=1)
     max_trees: int | None = Field(None, ge=1)
     seed: int = 0
+
+    @property
+    def discover_mix(self) -> int:
+        """Candidates per seed the discovery model takes from the mix."""
+        return self.discover_mix_candidates or self.candidates
 
 
 @dataclass
@@ -525,10 +534,10 @@ def train_ranker(
     if rc.discover:
         n_hist, n_sar = rc.discover_candidates, rc.discover_sar if rc.personal_features else 0
         d_train = labelled_queries(
-            fit_mixer, features, train_q, rc.candidates, discover=n_hist, n_sar=n_sar
+            fit_mixer, features, train_q, rc.discover_mix, discover=n_hist, n_sar=n_sar
         )
         d_valid = labelled_queries(
-            fit_mixer, features, valid_q, rc.candidates, discover=n_hist, n_sar=n_sar
+            fit_mixer, features, valid_q, rc.discover_mix, discover=n_hist, n_sar=n_sar
         )
         # earlier label windows, each with the features of the data before it
         parts_t, parts_v = [d_train], [d_valid]
@@ -571,7 +580,7 @@ def train_ranker(
                             w_mixer,
                             w_features,
                             q.take(idx),
-                            rc.candidates,
+                            rc.discover_mix,
                             discover=n_hist,
                             n_sar=n_sar,
                         )

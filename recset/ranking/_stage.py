@@ -132,7 +132,7 @@ class DiscoverStage(Stage):
         return cls(ranker, parts["mixer"].available)
 
     def width(self, k: int) -> int:
-        return max(k, self.ranker.config.candidates)
+        return max(k, self.ranker.config.discover_mix)
 
     def run(self, request: Request, candidates: Candidates) -> Candidates:
         features = self.ranker.features

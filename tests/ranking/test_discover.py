@@ -608,6 +608,7 @@ def test_cv_fold_loop_matches_folds_trained_one_by_one() -> None:
         ("discover_models", 11),
         ("discover_n_estimators", 0),
         ("discover_n_estimators", "many"),
+        ("discover_mix_candidates", 1),
     ],
 )
 def test_cv_rounds_settings_are_validated(key: str, value: object) -> None:
@@ -710,3 +711,50 @@ def test_discovery_models_grow_to_their_own_cap(cap: int | None, want: int) -> N
     boosters, m = fit_discovery((X, y, group, users), empty, params, rc, names, 40)
     assert [b.current_iteration() for b in boosters] == [want, want]
     assert [x["trees"] for x in m["members"]] == [want, want]
+
+
+def test_discovery_model_takes_its_own_number_of_mix_candidates(
+    ds: Dataset, trained: tuple[Engine, Ranker]
+) -> None:
+    from dataclasses import replace
+
+    from recset.ranking._stage import DiscoverStage
+
+    engine, ranker = trained
+    assert ranker.config.discover_mix_candidates is None and ranker.config.discover_mix == 100
+    assert DiscoverStage(ranker, engine.mixer.available).width(10) == 100
+    wide = replace(ranker, config=ranker.config.model_copy(update={"discover_mix_candidates": 250}))
+    assert DiscoverStage(wide, engine.mixer.available).width(10) == 250
+    # served: the wider list reaches items beyond the mix's top 100 for some seed
+    seeds = np.arange(60, dtype=np.int32)
+    users = (np.arange(60) % ds.n_users).astype(np.int32)
+    got = recommend_dense(engine.with_ranker(wide).for_mode("discover"), seeds, 10, users=users)
+    top100 = engine.mixer.top(seeds, 100).item
+    hist = ranker.features.feature("hist_copurchase").new_top_[users]  # type: ignore[union-attr]
+    sar = ranker.features.feature("hist_sar")
+    pool = np.concatenate([top100, hist] + ([sar.new_top_[users]] if sar else []), axis=1)  # type: ignore[union-attr]
+    assert (~(got.item[:, :, None] == pool[:, None, :]).any(axis=2) & (got.item >= 0)).any()
+    # trained: each discovery query scores at most that many mix candidates
+    cfg = config_from_dict(
+        {
+            "ranker": {
+                "max_queries": 500,
+                "n_estimators": 5,
+                "discover": True,
+                "discover_windows": 1,
+                "discover_models": 1,
+                "discover_candidates": 0,
+                "discover_sar": 0,
+                "user_candidates": 0,
+                "discover_mix_candidates": 6,
+            }
+        }
+    )
+    narrow = train_ranker(
+        ds, cfg, mixer=engine.mixer, embeddings=np.zeros((ds.n_items, 0), np.float32)
+    )
+    m = narrow.metrics["discover"]
+    assert m["train_queries"] > 0 and m["train_rows"] <= 6 * m["train_queries"]
+    assert (
+        ranker.metrics["discover"]["train_rows"] > 6 * ranker.metrics["discover"]["train_queries"]
+    )
