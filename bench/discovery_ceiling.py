@@ -100,8 +100,9 @@ def main() -> None:
     glob = pop.recall_many(np.full(len(sel), -1, np.int32), max(SIZES)).item  # type: ignore[attr-defined]
     print("| N | mix top N | popular top N | mix top N + history 50 |")
     print("|---:|---:|---:|---:|")
+    mix_top: dict[int, NDArray[np.int32]] = {}
     for n in SIZES:
-        mix = np.concatenate(
+        mix = mix_top[n] = np.concatenate(
             [engine.mixer.top(seeds[i : i + 5000], n).item for i in range(0, len(sel), 5000)]
         )
         both = np.concatenate([mix, hist], axis=1)
@@ -111,9 +112,7 @@ def main() -> None:
             f"{_reach(drop_bought(both), q_of, target):.4f} |"
         )
     if sp.train.promotions is not None and queries.time is not None:
-        mix100 = np.concatenate(
-            [engine.mixer.top(seeds[i : i + 5000], 100).item for i in range(0, len(sel), 5000)]
-        )
+        mix100 = mix_top[100]
         promo = _promoted_in_categories(sp.train, users, queries.time[sel], max(SIZES[:3]))
         print("| N | promoted now, user's categories, top N | + mix top 100 + history 50 |")
         print("|---:|---:|---:|")

@@ -87,11 +87,11 @@ def main() -> None:
     judge(with_fill(user_repeat_system(val.train), fill), "baseline", paired=False)
     for name in args.variants.split(","):
         parts = name.split("+")
-        caps = [int(p[3:]) for p in parts if re.fullmatch(r"cap\d+", p)]
-        extra = tuple(p for p in parts if p != "base" and not re.fullmatch(r"cap\d+", p))
+        caps = [p for p in parts if re.fullmatch(r"cap\d+", p)]
+        extra = tuple(p for p in parts if p != "base" and p not in caps)
         rc = rc0.model_copy(update={"extra_features": extra})
         if caps:
-            rc = rc.model_copy(update={"n_estimators": caps[-1]})
+            rc = rc.model_copy(update={"n_estimators": int(caps[-1][3:])})
         t1 = time.perf_counter()
         ranker = train_ranker(val.train, config, rc, mixer=engine.mixer, embeddings=emb)
         m = ranker.metrics

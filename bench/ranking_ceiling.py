@@ -233,8 +233,8 @@ def main() -> None:
         X, y, group, users = _labelled(engine, feats, queries, rc, mode)
         p = params if mode == "complete" else discover_params(params, rc, names)
         # the discovery model's own cap on trees, as fit_discovery applies it
-        cap = rc.n_estimators if mode == "complete" else rc.discover_n_estimators
-        rc_m = rc.model_copy(update={"n_estimators": cap or rc.n_estimators})
+        cap = rc.n_estimators if mode == "complete" else rc.discover_trees
+        rc_m = rc.model_copy(update={"n_estimators": cap})
         cols = [names.index(c) for c in CONTROLS[mode] if c in names]
         c_names = [names[i] for i in cols]
         Xc = np.ascontiguousarray(X[:, cols])

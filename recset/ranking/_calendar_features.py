@@ -222,12 +222,10 @@ class CandPromoTrialLift(RankerFeature):
         n = data.n_items
         lo, hi = data.dataset.time_range
         start = lo + int(TRIAL_BURN_IN * (hi + 1 - lo))
-        ts = data.dataset.events.timestamp[data.buy].astype(np.int64)
-        first = np.full(len(data.ui_keys), np.iinfo(np.int64).max)
-        np.minimum.at(first, data.ui_inv, ts)
-        late = first >= start
+        late = data.ui_first >= start
         item = data.ui_keys[late] % n
-        promoted = promotion_at(keys, reach, origin, item, first[late]) > 0
+        when = data.ui_first[late].astype(np.int64)
+        promoted = promotion_at(keys, reach, origin, item, when) > 0
         firsts = np.bincount(item, minlength=n).astype(np.float64)
         promo_firsts = np.bincount(item, weights=promoted, minlength=n)
         promo_secs = _exposure(keys, (reach > 0).astype(np.float64), origin, start, hi + 1, n)

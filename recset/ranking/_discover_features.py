@@ -133,9 +133,7 @@ class CandFirstShare(RankerFeature):
     _state = ("first_share_",)
 
     def fit(self, data: FitContext) -> Self:
-        ts = data.dataset.events.timestamp[data.buy].astype(np.float64)
-        first = np.full(len(data.ui_keys), np.inf)
-        np.minimum.at(first, data.ui_inv, ts)
+        first = data.ui_first
         t0, t1 = data.dataset.time_range
         start = t1 - 0.2 * (t1 - t0)
         recent = data.ui_last >= start
@@ -328,11 +326,9 @@ def _first_purchases(data: FitContext) -> NDArray[np.bool_]:
     if cached is not None:
         return cached
     ts = data.dataset.events.timestamp[data.buy].astype(np.float64)
-    first = np.full(len(data.ui_keys), np.inf)
-    np.minimum.at(first, data.ui_inv, ts)
     user_first = np.full(data.n_users, np.inf)
     np.minimum.at(user_first, data.buyer, ts)
-    new = first > user_first[data.ui_keys // data.n_items]
+    new = data.ui_first > user_first[data.ui_keys // data.n_items]
     data.__dict__["_first_purchases"] = new
     return new
 

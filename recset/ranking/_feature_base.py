@@ -180,6 +180,14 @@ class FitContext:
         return last
 
     @cached_property
+    def ui_first(self) -> NDArray[np.float64]:
+        """Time of the first purchase of each (user, item) pair."""
+        first = np.full(len(self.ui_keys), np.inf)
+        ev = self.dataset.events
+        np.minimum.at(first, self.ui_inv, ev.timestamp[self.buy].astype(np.float64))
+        return first
+
+    @cached_property
     def user_n(self) -> NDArray[np.float32]:
         """Purchases of each user."""
         return np.bincount(self.buyer, minlength=self.n_users).astype(np.float32)

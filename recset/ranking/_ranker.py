@@ -175,6 +175,11 @@ class RankerConfig(BaseModel):
         """Candidates per seed the discovery model takes from the mix."""
         return self.discover_mix_candidates or self.candidates
 
+    @property
+    def discover_trees(self) -> int:
+        """The most trees a discovery model may grow."""
+        return self.discover_n_estimators or self.n_estimators
+
 
 @dataclass
 class Ranker:
@@ -735,9 +740,8 @@ def fit_discovery(
     # leave-last model after the first deals to its own validation users (unused otherwise)
     resplits = n > 1 and rc.label_split == "leave_last"
     pooled = _stack([d_train, d_valid]) if rc.discover_rounds == "cv" or resplits else d_train
-    cap = rc.discover_n_estimators or rc.n_estimators
     for b in range(n):
-        rc_b = rc.model_copy(update={"seed": rc.seed + b, "n_estimators": cap})
+        rc_b = rc.model_copy(update={"seed": rc.seed + b, "n_estimators": rc.discover_trees})
         p_b = {**params, "seed": rc_b.seed}
         label = "discovery model" if n == 1 else f"discovery model {b + 1}/{n}"
         if rc.discover_rounds == "cv":
