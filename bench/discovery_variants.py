@@ -34,6 +34,9 @@ Variants (comma-separated, combinable with ``+``):
   them whenever the data has a calendar, ``[ranker] promotion_features``);
 - ``trial``: the opt-in feature ``cand_promo_trial_lift`` (how much more often the
   candidate was bought for the first time while promoted; needs the calendar too);
+- ``htmax`` / ``htprof``: the opt-in features ``hist_text_max`` (text similarity to the
+  nearest of the user's most-bought items) / ``hist_text_profile`` (cosine to the user's
+  trip-weighted mean text vector);
 - ``mixN``: ``discover_mix_candidates`` N, the candidates per seed the discovery model takes
   from the mix (the ranker's ``candidates``, 100, otherwise);
 - ``capN``: ``discover_n_estimators`` N, the most trees the discovery model's early stopping
@@ -111,6 +114,8 @@ PLUGINS = {
     "kindnew": ("user_kind_new_rate",),
     "promo": ("cand_promo", "cand_promo_channels", "cand_promo_lift"),
     "trial": ("cand_promo_trial_lift",),
+    "htmax": ("hist_text_max",),
+    "htprof": ("hist_text_profile",),
 }
 
 

@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 # the built-in features register first: these columns come after theirs
-from recset.ranking._builtin_features import _n_groups
+from recset.ranking._builtin_features import TextSimilarity, _n_groups
 from recset.ranking._feature_base import FeatureBatch, FitContext, RankerFeature, register_feature
 from recset.signals import topk_rows
 
@@ -52,18 +52,24 @@ _POPULAR_SCAN = 200
 """How far down the popularity order :func:`popular_candidates` looks past ``n``."""
 
 
-def _user_items(data: FitContext, m: int) -> sp.csr_matrix:
-    """Users x items, 1 / (number kept) on each user's ``m`` most-bought items (trip count)."""
+def _user_top_items(data: FitContext, m: int) -> NDArray[np.int32]:
+    """Each user's ``m`` most-bought items by trip count, ties by purchase count then the
+    lower id ((n_users, m), -1 padded)."""
     users = data.ui_keys // data.n_items
     items = data.ui_keys % data.n_items
     score = data.ui_trips + 1e-6 * data.ui_count
     hist = sp.csr_matrix((score, (users, items)), shape=(data.n_users, data.n_items))
-    top, _ = topk_rows(hist, m, min_value=1e-12)
+    return topk_rows(hist, m, min_value=1e-12)[0]
+
+
+def _user_items(data: FitContext, m: int) -> sp.csr_matrix:
+    """Users x items, 1 / (number kept) on each user's ``m`` most-bought items (trip count)."""
+    top = _user_top_items(data, m)
     n_kept = (top >= 0).sum(axis=1)
     rows = np.repeat(np.arange(data.n_users), m)
     ok = top.ravel() >= 0
     w = 1.0 / np.maximum(np.repeat(n_kept, m), 1)
-    return sp.csr_matrix((w[ok], (rows[ok], top.ravel()[ok])), shape=hist.shape)
+    return sp.csr_matrix((w[ok], (rows[ok], top.ravel()[ok])), shape=(data.n_users, data.n_items))
 
 
 def _confidence(data: FitContext, k: int) -> sp.csr_matrix:
@@ -487,3 +493,108 @@ class SeedConfidence(RankerFeature):
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         v = batch.lookup(self.keys_, self.values_, batch.sc * batch.n_items + batch.c, missing=0.0)
         return np.where(batch.s_ok, v, np.nan)
+
+
+# -- the candidate's likeness to what the user buys (opt-in) ---------------------------------
+_TEXT_SEED_BLOCK = 1024
+"""Seeds per block in :class:`HistTextMax` (bounds its (seeds, width, history) temporary)."""
+
+
+def _text_vectors(data: FitContext) -> NDArray[np.float32]:
+    """The items' text vectors (no columns when the fit has none)."""
+    emb = data.embeddings
+    if emb is None:
+        return np.zeros((data.n_items, 0), np.float32)
+    return np.asarray(emb, dtype=np.float32)
+
+
+@register_feature("hist_text_max")
+class HistTextMax(TextSimilarity):
+    """The text similarity (dot product of the catalog-text vectors, as ``text_similarity``)
+    of the candidate to the nearest of the user's :data:`HISTORY_ITEMS` most-bought items,
+    the candidate itself left out.
+
+    A new item is often a variant of one the user buys (another flavour, size or brand of
+    the same kind), which basket co-purchase never shows: variants replace each other rather
+    than share a basket. NaN for an unknown user, a user without other history items, or a
+    candidate without a vector. Opt-in.
+    """
+
+    personal = True
+    opt_in = True
+    _state = ("embeddings_", "hist_")
+
+    def fit(self, data: FitContext) -> Self:
+        super().fit(data)  # the text vectors and which are all zeros (``_zero``)
+        self.hist_ = _user_top_items(data, HISTORY_ITEMS).astype(np.int32)
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        emb = self.embeddings_
+        out = batch.nan()
+        if not emb.shape[1] or not batch.width or not len(self.hist_):
+            return out
+        users = batch.uu[:: batch.width]
+        cand = batch.c.reshape(batch.n_seeds, batch.width)
+        best = np.full((batch.n_seeds, batch.width), -np.inf)
+        for lo in range(0, batch.n_seeds, _TEXT_SEED_BLOCK):
+            hi = min(lo + _TEXT_SEED_BLOCK, batch.n_seeds)
+            hist = self.hist_[users[lo:hi]]  # (b, m)
+            h_vec = np.take(emb, np.maximum(hist, 0), axis=0)
+            c_vec = np.take(emb, cand[lo:hi], axis=0)
+            sim = np.einsum("bwd,bmd->bwm", c_vec, h_vec)
+            usable = (hist >= 0) & ~self._zero[np.maximum(hist, 0)]
+            mask = usable[:, None, :] & (hist[:, None, :] != cand[lo:hi, :, None])
+            best[lo:hi] = np.where(mask, sim, -np.inf).max(axis=2, initial=-np.inf)
+        best = best.ravel()
+        ok = batch.u_ok & np.isfinite(best) & ~self._zero[batch.c]
+        out[ok] = best[ok]
+        return out
+
+
+@register_feature("hist_text_profile")
+class HistTextProfile(RankerFeature):
+    """Cosine of the candidate's text vector to the user's profile: the mean of the vectors
+    of every item the user bought, each weighted by the user's trips holding it.
+
+    The content-based recommender's score: how much the candidate looks like what the user
+    buys overall (a vegetarian's basket, a baby's), where ``user_category_share`` only counts
+    the candidate's own category. NaN for an unknown user or a candidate without a vector.
+    Opt-in.
+    """
+
+    personal = True
+    opt_in = True
+    _state = ("embeddings_", "profile_")
+
+    def fit(self, data: FitContext) -> Self:
+        emb = _text_vectors(data)
+        users = data.ui_keys // data.n_items
+        items = data.ui_keys % data.n_items
+        w = sp.csr_matrix(
+            (data.ui_trips.astype(np.float64), (users, items)), shape=(data.n_users, data.n_items)
+        )
+        profile = np.asarray(w @ emb.astype(np.float64))
+        norm = np.linalg.norm(profile, axis=1, keepdims=True)
+        profile = np.divide(profile, norm, out=np.zeros_like(profile), where=norm > 0)
+        self.embeddings_ = emb
+        self.profile_ = profile.astype(np.float32)
+        return self
+
+    @cached_property
+    def _norm(self) -> NDArray[np.float32]:
+        return np.linalg.norm(self.embeddings_, axis=1)
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        emb = self.embeddings_
+        out = batch.nan()
+        if not emb.shape[1] or not batch.width:
+            return out
+        users = batch.uu[:: batch.width]
+        c_vec = np.take(emb, batch.c, axis=0).reshape(batch.n_seeds, batch.width, -1)
+        sim = np.einsum("bwd,bd->bw", c_vec, self.profile_[users]).ravel().astype(np.float64)
+        c_norm = self._norm[batch.c].astype(np.float64)
+        p_ok = np.repeat(self.profile_[users].any(axis=1), batch.width)
+        ok = batch.u_ok & p_ok & (c_norm > 0)
+        out[ok] = sim[ok] / c_norm[ok]
+        return out

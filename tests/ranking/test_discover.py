@@ -758,3 +758,65 @@ def test_discovery_model_takes_its_own_number_of_mix_candidates(
     assert (
         ranker.metrics["discover"]["train_rows"] > 6 * ranker.metrics["discover"]["train_queries"]
     )
+
+
+def _text_columns(
+    ds: Dataset,
+    vectors: dict[str, list[float]],
+    names: tuple[str, ...],
+    user: str | None,
+    cands: list[str],
+) -> dict[str, list[float]]:
+    """The opt-in features ``names`` of one query by ``user`` (seed ``a``) over ``cands``,
+    with the items' text vectors set by hand."""
+    emb = np.zeros((len(ds.items), 2), np.float32)
+    for item, vec in vectors.items():
+        emb[ds.items.index_one(item)] = vec
+    feats = FeatureSpace.fit(ds, ("x",), extra_features=names, embeddings=emb)
+    X = _query(ds, feats, "a", user, cands)
+    return {name: X[:, feats.names.index(name)].tolist() for name in names}
+
+
+def test_history_text_features_hand_computed(tmp_path: Path) -> None:
+    # u: a on 3 trips, b on 1; v bought the rest. a = (1, 0), b = (0, 1), c = (.6, .8),
+    # d has no vector, e = (2, 0) (not unit length)
+    ds = _ds(
+        [("u", ["a", "b"], 0), ("u", ["a"], 1), ("u", ["a"], 2), ("v", ["c", "d", "e"], 3)]
+        + [("w", ["a"], 4)]
+    )
+    vectors = {"a": [1, 0], "b": [0, 1], "c": [0.6, 0.8], "e": [2, 0]}
+    names = ("hist_text_max", "hist_text_profile")
+    got = _text_columns(ds, vectors, names, "u", ["c", "a", "e", "d"])
+    # nearest of u's items; a itself left out (only b is left: 0)
+    assert got["hist_text_max"][:3] == pytest.approx([0.8, 0.0, 2.0])
+    # cosine to the profile (3 a + 1 b) / sqrt(10)
+    assert got["hist_text_profile"][:3] == pytest.approx(
+        [2.6 / np.sqrt(10), 1 / np.sqrt(1 + 1 / 9), 3 / np.sqrt(10)], rel=1e-5
+    )
+    for name in names:
+        assert np.isnan(got[name][3])  # d has no vector
+        assert np.isnan(_text_columns(ds, vectors, (name,), None, ["c"])[name]).all()
+    # saved and loaded back: the same columns
+    emb = np.zeros((len(ds.items), 2), np.float32)
+    for item, vec in vectors.items():
+        emb[ds.items.index_one(item)] = vec
+    feats = FeatureSpace.fit(ds, ("x",), extra_features=names, embeddings=emb)
+    feats.save(tmp_path / "f")
+    again = FeatureSpace.load(tmp_path / "f")
+    np.testing.assert_array_equal(
+        _query(ds, again, "a", "u", ["c", "a", "e", "d"]),
+        _query(ds, feats, "a", "u", ["c", "a", "e", "d"]),
+    )
+    # w bought only a: no other item to compare a with, c is compared with a
+    got_w = _text_columns(ds, vectors, ("hist_text_max",), "w", ["a", "c"])["hist_text_max"]
+    assert np.isnan(got_w[0]) and got_w[1] == pytest.approx(0.6)
+
+
+def test_history_text_features_without_vectors_are_nan() -> None:
+    ds = _ds([("u", ["a", "b"], 0), ("v", ["c"], 1)])
+    names = ("hist_text_max", "hist_text_profile")
+    feats = FeatureSpace.fit(
+        ds, ("x",), extra_features=names, embeddings=np.zeros((3, 0), np.float32)
+    )
+    X = _query(ds, feats, "a", "u", ["b", "c"])
+    assert np.isnan(X[:, [feats.names.index(n) for n in names]]).all()
