@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--split", choices=("time", "leave_last"), default="time")
     ap.add_argument("--max-queries", type=int, default=30_000)
     ap.add_argument("--validation", action="store_true")
+    ap.add_argument("--text", action="store_true")
     args = ap.parse_args()
     t0 = time.perf_counter()
     if args.validation:
@@ -111,6 +112,17 @@ def main() -> None:
             f"{_reach(drop_bought(glob[:, :n]), q_of, target):.4f} | "
             f"{_reach(drop_bought(both), q_of, target):.4f} |"
         )
+    if args.text:
+        text = _text_neighbours(sp.train, users, feats.bought, max(SIZES[:3]))
+        mix_hist = np.concatenate([mix_top[100], hist], axis=1)
+        print("| N | text neighbours of the user's items, top N | + mix top 100 + history 50 |")
+        print("|---:|---:|---:|")
+        for n in SIZES[:3]:
+            both = np.concatenate([mix_hist, text[:, :n]], axis=1)
+            print(
+                f"| {n} | {_reach(text[:, :n], q_of, target):.4f} | "
+                f"{_reach(drop_bought(both), q_of, target):.4f} |"
+            )
     if sp.train.promotions is not None and queries.time is not None:
         mix100 = mix_top[100]
         promo = _promoted_in_categories(sp.train, users, queries.time[sel], max(SIZES[:3]))
@@ -127,6 +139,34 @@ def main() -> None:
             f"{_reach(drop_bought(np.concatenate([mix100, hist], axis=1)), q_of, target):.4f}"
         )
     print(f"seconds: {time.perf_counter() - t0:.0f} (shared machine)")
+
+
+def _text_neighbours(
+    train: Any, users: NDArray[np.int64], bought: Any, n: int
+) -> NDArray[np.int32]:
+    """Each query's ``n`` items nearest in text to its user's 30 most-bought items (an
+    item's similarity: its largest to any of them, as ``hist_text_max``), none the user
+    bought ((len(users), n), -1 padded)."""
+    from recset.ranking import FeatureSpace
+    from recset.recall import embed_items
+
+    emb = embed_items(train)
+    feats = FeatureSpace.fit(train, ("x",), extra_features=("hist_text_max",), embeddings=emb)
+    top = feats.feature("hist_text_max").hist_  # type: ignore[attr-defined]
+    uniq, inv = np.unique(users, return_inverse=True)
+    out = np.full((len(uniq), n), -1, np.int32)
+    for i, u in enumerate(uniq):
+        h = top[u][top[u] >= 0]
+        if not len(h):
+            continue
+        sim = (emb[h] @ emb.T).max(axis=0)
+        sim[h] = -np.inf
+        m = min(4 * n, len(sim) - 1)
+        best = np.argpartition(-sim, m)[:m]
+        best = best[np.argsort(-sim[best], kind="stable")].astype(np.int32)
+        best = best[~bought(np.array([u]), best[None, :])[0]][:n]
+        out[i, : len(best)] = best
+    return out[inv]
 
 
 def _promoted_in_categories(

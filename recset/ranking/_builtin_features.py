@@ -664,3 +664,53 @@ class UserCandDue(_UserItem):
         ok = batch.u_ok & (trips >= 2)
         gap = np.where(ok, (last - first) / np.maximum(trips - 1.0, 1.0), 1.0)
         return np.where(ok, (n_trips - last) / gap, np.nan)
+
+
+@register_feature("user_cand_days_due")
+class UserCandDaysDue(_UserItem):
+    """How due a repeat purchase is *at the request's time*: the days from the user's last
+    purchase of the candidate to the request, over the user's mean gap in days between
+    trips holding it ((last - first purchase) / (trips - 1)). 1: as long as usual; above 1:
+    overdue.
+
+    ``user_cand_due`` counts trips up to the user's next one, which is right when the history
+    is current; this one reads the clock, so it still knows how long ago the last purchase
+    was when the user has shopped since without the engine seeing it (a model trained
+    before the request). NaN for an unknown user, an item bought on fewer than two trips or
+    all at one time, or a request before the last purchase. Opt-in (``extra_features``).
+    """
+
+    opt_in = True
+    _state = ("ui_keys_", "ui_trips_", "ui_first_", "ui_last_")
+
+    def fit(self, data: FitContext) -> Self:
+        self.ui_trips_ = data.ui_trips
+        self.ui_first_, self.ui_last_ = data.ui_first, data.ui_last
+        return super().fit(data)
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        trips = self._lookup(self.ui_trips_, batch, missing=0.0)
+        first = self._lookup(self.ui_first_, batch)
+        last = self._lookup(self.ui_last_, batch)
+        since = batch.t.astype(np.float64) - last
+        ok = batch.u_ok & (trips >= 2) & (last > first) & (since >= 0)
+        gap = np.where(ok, (last - first) / np.maximum(trips - 1.0, 1.0), 1.0)
+        return np.where(ok, since / gap, np.nan)
+
+
+@register_feature("user_cand_days_now")
+class UserCandDaysNow(_UserItem):
+    """Days from the user's last purchase of the candidate to the request's time (NaN for an
+    unknown user, an item the user never bought, or a request before the purchase).
+    ``user_days_since_cand`` measures to the user's own last trip instead. Opt-in."""
+
+    opt_in = True
+    _state = ("ui_keys_", "ui_last_")
+
+    def fit(self, data: FitContext) -> Self:
+        self.ui_last_ = data.ui_last
+        return super().fit(data)
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        since = (batch.t.astype(np.float64) - self._lookup(self.ui_last_, batch)) / 86400.0
+        return np.where(batch.u_ok & (since >= 0), since, np.nan)

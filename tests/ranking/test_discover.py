@@ -820,3 +820,31 @@ def test_history_text_features_without_vectors_are_nan() -> None:
     )
     X = _query(ds, feats, "a", "u", ["b", "c"])
     assert np.isnan(X[:, [feats.names.index(n) for n in names]]).all()
+
+
+def test_request_time_recency_features_hand_computed() -> None:
+    from recset.ranking import BASE_FEATURES
+
+    names = ("user_cand_days_due", "user_cand_days_now")
+    assert not set(names) & set(BASE_FEATURES)
+    # u: x on days 0, 2, 4 (gap 2 days); y at second 1 of day 0 and on day 1; z once (day
+    # 3); w never bought by u
+    ds = _ds(
+        [("u", ["x", "y"], 0), ("u", ["y"], 1), ("u", ["x"], 2), ("u", ["z"], 3)]
+        + [("u", ["x"], 4), ("v", ["w"], 6)]
+    )
+    feats = FeatureSpace.fit(ds, ("x",), extra_features=names)
+    col = [feats.names.index(n) for n in names]
+    day = 86400
+    X = _query(ds, feats, "x", "u", ["x", "y", "z", "w"], when=8 * day)[:, col]
+    # asked on day 8: x 4 days after its last purchase, 2 its usual gap: due 2
+    assert X[0].tolist() == pytest.approx([2.0, 4.0])
+    assert X[1].tolist() == pytest.approx([(7 * day) / (day - 1), 7.0])
+    assert np.isnan(X[2, 0]) and X[2, 1] == pytest.approx(5.0)  # z: bought once
+    assert np.isnan(X[3]).all()  # never bought
+    # asked on day 3, before x's last purchase: NaN; y is 2 days old then
+    X = _query(ds, feats, "x", "u", ["x", "y"], when=3 * day)[:, col]
+    assert np.isnan(X[0]).all()
+    assert X[1].tolist() == pytest.approx([(2 * day) / (day - 1), 2.0])
+    X = _query(ds, feats, "x", None, ["x", "y"], when=8 * day)[:, col]
+    assert np.isnan(X).all()
