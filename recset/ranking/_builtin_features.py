@@ -714,3 +714,88 @@ class UserCandDaysNow(_UserItem):
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         since = (batch.t.astype(np.float64) - self._lookup(self.ui_last_, batch)) / 86400.0
         return np.where(batch.u_ok & (since >= 0), since, np.nan)
+
+
+_SEED_TRIP_BLOCK = 4_000_000
+"""Most (row, item) entries :class:`UserSeedCandShare` expands at once."""
+
+
+@register_feature("user_seed_cand_share")
+class UserSeedCandShare(_UserItem):
+    """The user's own bundle: the share of the user's trips holding the seed that also hold
+    the candidate.
+
+    The co-purchase sources and ``hist_copurchase`` read everybody's baskets; the user's
+    counts (``user_bought_cand``, the trip share) ignore the seed. A user who buys salsa
+    with chips every time, and chips alone otherwise, is told apart only here. NaN for an
+    unknown user or a seed the user never bought. State: the user's trips holding each
+    (user, item) pair and the items of each trip, both as CSR arrays. Opt-in
+    (``extra_features``).
+    """
+
+    opt_in = True
+    _state = ("ui_keys_", "pair_ptr_", "pair_trips_", "trip_ptr_", "trip_items_")
+
+    def fit(self, data: FitContext) -> Self:
+        ev = data.dataset.events
+        ts = ev.timestamp[data.buy].astype(np.int64)
+        order = ev.order[data.buy].astype(np.int64)
+        # a trip per order, else per purchase time of the user (as the trip counts)
+        trip_key = np.where(order >= 0, order, -1 - ts)
+        _, trip = np.unique(
+            np.column_stack([data.buyer.astype(np.int64), trip_key]), axis=0, return_inverse=True
+        )
+        trip = np.asarray(trip).ravel().astype(np.int64)
+        n_trips = int(trip.max()) + 1 if len(trip) else 0
+        pair = data.ui_inv.astype(np.int64)
+        # distinct (pair, trip): each pair's trips, and each trip's items
+        pt = np.unique(pair * max(n_trips, 1) + trip)
+        p_of, t_of = pt // max(n_trips, 1), pt % max(n_trips, 1)
+        self.pair_ptr_ = np.concatenate(
+            [[0], np.cumsum(np.bincount(p_of, minlength=len(data.ui_keys)))]
+        )
+        self.pair_trips_ = t_of.astype(np.int32)
+        by_trip = np.lexsort((p_of, t_of))
+        item = data.ui_keys[p_of[by_trip]] % data.n_items
+        self.trip_ptr_ = np.concatenate([[0], np.cumsum(np.bincount(t_of, minlength=n_trips))])
+        self.trip_items_ = item.astype(np.int32)
+        return super().fit(data)
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        out = batch.nan()
+        w = batch.width
+        if not len(batch) or not w:
+            return out
+        seed_key = batch.uu[::w] * batch.n_items + batch.sc[::w]
+        pos = np.searchsorted(self.ui_keys_, seed_key)
+        pos = np.minimum(pos, max(len(self.ui_keys_) - 1, 0))
+        has = batch.u_ok[::w] & batch.s_ok[::w] & (self.ui_keys_[pos] == seed_key)
+        rows = np.flatnonzero(has)
+        if not len(rows):
+            return out
+        lo, hi = self.pair_ptr_[pos[rows]], self.pair_ptr_[pos[rows] + 1]
+        n_seed_trips = (hi - lo).astype(np.float64)
+        # the trips holding each row's seed, then their items, a block of rows at a time
+        r_trip = np.repeat(np.arange(len(rows)), hi - lo)
+        trips = self.pair_trips_[csr_gather(self.pair_ptr_, pos[rows])].astype(np.int64)
+        size = self.trip_ptr_[trips + 1] - self.trip_ptr_[trips]
+        counts = np.zeros((len(rows), w))
+        cand = batch.c.reshape(batch.n_seeds, w)[rows]
+        ends = np.cumsum(size)
+        start = 0
+        while start < len(trips):
+            stop = int(np.searchsorted(ends, ends[start] - size[start] + _SEED_TRIP_BLOCK, "right"))
+            stop = max(stop, start + 1)
+            t = trips[start:stop]
+            items = self.trip_items_[csr_gather(self.trip_ptr_, t)]
+            r = np.repeat(r_trip[start:stop], size[start:stop])
+            keys, n = np.unique(r * batch.n_items + items, return_counts=True)
+            r0, r1 = int(r_trip[start]), int(r_trip[stop - 1]) + 1  # the block's rows
+            q = np.arange(r0, r1)[:, None] * batch.n_items + cand[r0:r1]
+            at = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+            counts[r0:r1] += np.where(keys[at] == q, n[at], 0)
+            start = stop
+        share = counts / n_seed_trips[:, None]
+        full = out.reshape(batch.n_seeds, w)
+        full[rows] = share
+        return np.where(batch.valid, full.ravel(), np.nan)

@@ -848,3 +848,61 @@ def test_request_time_recency_features_hand_computed() -> None:
     assert X[1].tolist() == pytest.approx([(2 * day) / (day - 1), 2.0])
     X = _query(ds, feats, "x", None, ["x", "y"], when=8 * day)[:, col]
     assert np.isnan(X).all()
+
+
+def test_user_seed_cand_share_hand_computed(tmp_path: Path) -> None:
+    from recset.ranking import BASE_FEATURES
+
+    name = "user_seed_cand_share"
+    assert name not in BASE_FEATURES
+    # u's trips: {s, a, b}, {s, a}, {s}, {a, b}; v's: {s, b}; c is bought by w only
+    ds = _ds(
+        [("u", ["s", "a", "b"], 0), ("u", ["s", "a"], 1), ("u", ["s"], 2), ("u", ["a", "b"], 3)]
+        + [("v", ["s", "b"], 4), ("w", ["c"], 5)]
+    )
+    feats = FeatureSpace.fit(ds, ("x",), extra_features=(name,))
+    j = feats.names.index(name)
+    got = _query(ds, feats, "s", "u", ["a", "b", "c"])[:, j]
+    assert got.tolist() == pytest.approx([2 / 3, 1 / 3, 0.0])  # of u's 3 trips with s
+    assert _query(ds, feats, "s", "v", ["a", "b"])[:, j].tolist() == pytest.approx([0.0, 1.0])
+    assert np.isnan(_query(ds, feats, "c", "u", ["a"])[:, j]).all()  # u never bought c
+    assert np.isnan(_query(ds, feats, "s", None, ["a"])[:, j]).all()
+    feats.save(tmp_path / "f")
+    again = FeatureSpace.load(tmp_path / "f")
+    np.testing.assert_array_equal(
+        _query(ds, again, "s", "u", ["a", "b", "c"]), _query(ds, feats, "s", "u", ["a", "b", "c"])
+    )
+
+
+def test_user_seed_cand_share_in_blocks_matches_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    from recset.ranking import _builtin_features
+
+    syn = generate(SyntheticConfig(n_items=120, n_users=60, seed=3))
+    ds = Dataset.from_frames(syn.catalog, syn.events)
+    name = "user_seed_cand_share"
+    feats = FeatureSpace.fit(ds, ("x",), extra_features=(name,))
+    feature = feats.feature(name)
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, len(ds.users), 40).astype(np.int32)
+    seeds = rng.integers(0, len(ds.items), 40).astype(np.int32)
+    # seeds the users bought, so most rows have trips to expand
+    for i, u in enumerate(users):
+        row = feature.ui_keys_[(feature.ui_keys_ // len(ds.items)) == u]
+        if len(row):
+            seeds[i] = row[i % len(row)] % len(ds.items)
+    from recset.pipeline import Candidates
+
+    item = rng.integers(0, len(ds.items), (40, 30)).astype(np.int32)
+    mixed = Candidates(
+        item,
+        np.zeros(item.shape, np.float32),
+        np.full((*item.shape, 1), np.nan, np.float32),
+        np.full((*item.shape, 1), -1, np.int32),
+        ("x",),
+    )
+    j = feats.names.index(name)
+    whole = feats.transform(seeds, users, mixed)[:, j]
+    monkeypatch.setattr(_builtin_features, "_SEED_TRIP_BLOCK", 7)
+    blocks = feats.transform(seeds, users, mixed)[:, j]
+    np.testing.assert_array_equal(whole, blocks)
+    assert np.isfinite(whole).mean() > 0.5 and (whole > 0).any()
