@@ -37,6 +37,8 @@ Variants (comma-separated, combinable with ``+``):
 - ``htmax`` / ``htprof``: the opt-in features ``hist_text_max`` (text similarity to the
   nearest of the user's most-bought items) / ``hist_text_profile`` (cosine to the user's
   trip-weighted mean text vector);
+- ``bundle``: the opt-in features ``user_seed_cand_share`` (the share of the user's trips
+  with the seed that also hold the candidate) and ``user_seed_trips``;
 - ``mixN``: ``discover_mix_candidates`` N, the candidates per seed the discovery model takes
   from the mix (the ranker's ``candidates``, 100, otherwise);
 - ``capN``: ``discover_n_estimators`` N, the most trees the discovery model's early stopping
@@ -116,6 +118,7 @@ PLUGINS = {
     "trial": ("cand_promo_trial_lift",),
     "htmax": ("hist_text_max",),
     "htprof": ("hist_text_profile",),
+    "bundle": ("user_seed_cand_share", "user_seed_trips"),
 }
 
 

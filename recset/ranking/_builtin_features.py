@@ -799,3 +799,21 @@ class UserSeedCandShare(_UserItem):
         full = out.reshape(batch.n_seeds, w)
         full[rows] = share
         return np.where(batch.valid, full.ravel(), np.nan)
+
+
+@register_feature("user_seed_trips")
+class UserSeedTrips(_UserItem):
+    """The user's trips holding the seed (0 when never bought; NaN for an unknown user or
+    seed): how many trips ``user_seed_cand_share`` is a share of. Opt-in."""
+
+    opt_in = True
+    _state = ("ui_keys_", "ui_trips_")
+
+    def fit(self, data: FitContext) -> Self:
+        self.ui_trips_ = data.ui_trips
+        return super().fit(data)
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        key = batch.uu * batch.n_items + batch.sc
+        trips = batch.lookup(self.ui_keys_, self.ui_trips_, key, missing=0.0)
+        return np.where(batch.u_ok & batch.s_ok, trips, np.nan)

@@ -867,6 +867,12 @@ def test_user_seed_cand_share_hand_computed(tmp_path: Path) -> None:
     assert _query(ds, feats, "s", "v", ["a", "b"])[:, j].tolist() == pytest.approx([0.0, 1.0])
     assert np.isnan(_query(ds, feats, "c", "u", ["a"])[:, j]).all()  # u never bought c
     assert np.isnan(_query(ds, feats, "s", None, ["a"])[:, j]).all()
+    # how many trips the share is of
+    trips = FeatureSpace.fit(ds, ("x",), extra_features=("user_seed_trips",))
+    k = trips.names.index("user_seed_trips")
+    assert _query(ds, trips, "s", "u", ["a", "b"])[:, k].tolist() == [3.0, 3.0]
+    assert _query(ds, trips, "c", "u", ["a"])[:, k].tolist() == [0.0]
+    assert np.isnan(_query(ds, trips, "s", None, ["a"])[:, k]).all()
     feats.save(tmp_path / "f")
     again = FeatureSpace.load(tmp_path / "f")
     np.testing.assert_array_equal(
