@@ -729,8 +729,9 @@ class UserSeedCandShare(_UserItem):
     counts (``user_bought_cand``, the trip share) ignore the seed. A user who buys salsa
     with chips every time, and chips alone otherwise, is told apart only here. NaN for an
     unknown user or a seed the user never bought. State: the user's trips holding each
-    (user, item) pair and the items of each trip, both as CSR arrays. Opt-in
-    (``extra_features``).
+    (user, item) pair and the items of each trip, both as CSR arrays. Registered opt-in;
+    rankers read it by default through ``[ranker] bundle_features``
+    (:data:`~recset.ranking._ranker.BUNDLE_FEATURES`).
     """
 
     opt_in = True
@@ -804,7 +805,8 @@ class UserSeedCandShare(_UserItem):
 @register_feature("user_seed_trips")
 class UserSeedTrips(_UserItem):
     """The user's trips holding the seed (0 when never bought; NaN for an unknown user or
-    seed): how many trips ``user_seed_cand_share`` is a share of. Opt-in."""
+    seed): how many trips ``user_seed_cand_share`` is a share of. Read with it
+    (``[ranker] bundle_features``)."""
 
     opt_in = True
     _state = ("ui_keys_", "ui_trips_")

@@ -53,6 +53,11 @@ class RankerConfig(BaseModel):
         When the training data has a promotion calendar (``promotions.parquet``), the ranker
         and the discovery model also read :data:`PROMOTION_FEATURES` at each request's time
         (docs/ranking.md); False: never. Without a calendar it changes nothing.
+    bundle_features : bool
+        The ranker and the discovery model read :data:`BUNDLE_FEATURES` (the user's own
+        bundles: the share of the user's trips with the seed that also hold the candidate,
+        and how many trips that is of; docs/ranking.md); False: only when named in
+        ``extra_features``. Off with ``personal_features = false``.
     personal_features : bool
         False: the ranker reads nothing of the user (no ``user_*`` / ``hist_copurchase``
         feature, no ``user_history`` candidates): the same list for every user of a seed,
@@ -141,6 +146,7 @@ class RankerConfig(BaseModel):
     user_candidates: int = Field(30, ge=0, le=1000)
     extra_features: tuple[str, ...] = ()
     promotion_features: bool = True
+    bundle_features: bool = True
     personal_features: bool = True
     explore_share: float = Field(0.0, ge=0, le=1)
     label_split: Literal["time", "leave_last"] = "time"
@@ -689,10 +695,18 @@ def ranker_features(rc: RankerConfig, dataset: Dataset) -> tuple[str, ...]:
     return extra
 
 
+BUNDLE_FEATURES = ("user_seed_cand_share", "user_seed_trips")
+"""The user's own bundles, read by default (``bundle_features``; chosen on Complete
+Journey's validation window: docs/benchmarks.md "New kinds of signal")."""
+
+
 def discover_features(rc: RankerConfig) -> tuple[str, ...]:
-    """The ranker's plug-in features: ``rc.extra_features``, plus ``hist_sar`` and
-    ``seed_sar`` when the discovery model reads them (``discover`` with ``discover_sar``)."""
+    """The ranker's plug-in features: :data:`BUNDLE_FEATURES` (with ``bundle_features`` and
+    ``personal_features``), ``rc.extra_features``, then ``hist_sar`` and ``seed_sar`` when
+    the discovery model reads them (``discover`` with ``discover_sar``)."""
     extra = tuple(rc.extra_features)
+    if rc.bundle_features and rc.personal_features:
+        extra = tuple(f for f in BUNDLE_FEATURES if f not in extra) + extra
     if rc.discover and rc.discover_sar > 0 and rc.personal_features:
         extra += tuple(f for f in ("hist_sar", "seed_sar") if f not in extra)
     return extra

@@ -912,3 +912,19 @@ def test_user_seed_cand_share_in_blocks_matches_one_block(monkeypatch: pytest.Mo
     blocks = feats.transform(seeds, users, mixed)[:, j]
     np.testing.assert_array_equal(whole, blocks)
     assert np.isfinite(whole).mean() > 0.5 and (whole > 0).any()
+
+
+def test_bundle_features_are_read_by_default_and_can_be_turned_off() -> None:
+    from recset.config import config_from_dict
+    from recset.ranking._ranker import BUNDLE_FEATURES, RankerConfig, discover_features
+
+    assert discover_features(RankerConfig())[: len(BUNDLE_FEATURES)] == BUNDLE_FEATURES
+    for off in ({"bundle_features": False}, {"personal_features": False}):
+        assert not set(BUNDLE_FEATURES) & set(discover_features(RankerConfig(**off)))
+    # named in extra_features too: read once, where named
+    rc = RankerConfig(extra_features=("user_cand_due", "user_seed_trips"))
+    assert discover_features(rc) == ("user_seed_cand_share", "user_cand_due", "user_seed_trips")
+    cfg = config_from_dict({"ranker": {"bundle_features": False}})
+    assert cfg.ranker.bundle_features is False
+    with pytest.raises(ConfigError, match="bundle_features"):
+        config_from_dict({"ranker": {"bundle_features": "sometimes"}})

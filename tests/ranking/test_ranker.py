@@ -26,6 +26,7 @@ from recset.ranking import (
     train_ranker,
 )
 from recset.ranking._features import aspect_tokens
+from recset.ranking._ranker import ranker_features
 from recset.testing import recommend_dense
 
 
@@ -415,6 +416,7 @@ def test_ranker_beats_mix_order_on_label_window(ds: Dataset, ranker: Ranker) -> 
         engine.mixer,
         embeddings=np.zeros((ds.n_items, 0), np.float32),
         user_candidates=ranker.config.user_candidates,
+        extra_features=ranker_features(ranker.config, sp.train),
     )
     q = basket_queries(sp.test)
     plain = evaluate_system(engine_system(engine), sp, q)["item"]
@@ -589,6 +591,7 @@ def test_explore_share_serves_items_the_user_never_bought(ds: Dataset, ranker: R
         engine.mixer,
         embeddings=np.zeros((ds.n_items, 0), np.float32),
         user_candidates=ranker.config.user_candidates,
+        extra_features=ranker_features(ranker.config, ds),
     )
     seeds = np.arange(40, dtype=np.int32)
     users = (np.arange(40) % ds.n_users).astype(np.int32)
