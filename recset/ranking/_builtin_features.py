@@ -738,15 +738,7 @@ class UserSeedCandShare(_UserItem):
     _state = ("ui_keys_", "pair_ptr_", "pair_trips_", "trip_ptr_", "trip_items_")
 
     def fit(self, data: FitContext) -> Self:
-        ev = data.dataset.events
-        ts = ev.timestamp[data.buy].astype(np.int64)
-        order = ev.order[data.buy].astype(np.int64)
-        # a trip per order, else per purchase time of the user (as the trip counts)
-        trip_key = np.where(order >= 0, order, -1 - ts)
-        _, trip = np.unique(
-            np.column_stack([data.buyer.astype(np.int64), trip_key]), axis=0, return_inverse=True
-        )
-        trip = np.asarray(trip).ravel().astype(np.int64)
+        trip = data.trip_of  # the trips the trip counts count
         n_trips = int(trip.max()) + 1 if len(trip) else 0
         pair = data.ui_inv.astype(np.int64)
         # distinct (pair, trip): each pair's trips, and each trip's items

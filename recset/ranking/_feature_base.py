@@ -200,11 +200,26 @@ class FitContext:
         return _trip_history(
             ev.user[self.buy],
             ev.timestamp[self.buy],
-            ev.order[self.buy],
+            self.trip_of,
             self.ui_inv,
             len(self.ui_keys),
             self.n_users,
         )
+
+    @cached_property
+    def trip_of(self) -> NDArray[np.int64]:
+        """Trip id of each purchase event, ``0 .. n_trips - 1`` in (user, trip key) order:
+        a trip is an order (``order >= 0``), else one purchase timestamp of the user."""
+        ev = self.dataset.events
+        ts = ev.timestamp[self.buy].astype(np.int64)
+        order = ev.order[self.buy].astype(np.int64)
+        trip_key = np.where(order >= 0, order, -1 - ts)
+        _, inv = np.unique(
+            np.column_stack([ev.user[self.buy].astype(np.int64), trip_key]),
+            axis=0,
+            return_inverse=True,
+        )
+        return np.asarray(inv).ravel().astype(np.int64)
 
     @property
     def ui_trips(self) -> NDArray[np.float64]:
@@ -249,31 +264,26 @@ class FitContext:
 def _trip_history(
     user: NDArray[np.int32],
     timestamp: NDArray[np.int64],
-    order: NDArray[np.int32],
+    trip_of: NDArray[np.int64],
     pair: NDArray[np.intp],
     n_pairs: int,
     n_users: int,
 ) -> TripHistory:
     """Shopping-trip statistics of purchase events.
 
-    A trip is an order (``order >= 0``), else one purchase timestamp of the user. Returns,
+    ``trip_of`` is each event's trip (:attr:`FitContext.trip_of`: ids in (user, trip key)
+    order, so a user's trips are consecutive). Returns,
     per (user, item) pair id ``pair`` (n_pairs,): the number of the user's trips holding the
     item and the index of the last such trip (0 = the user's first trip); per user
     (n_users,): the time of the last purchase (-inf without any) and the number of trips;
     last, per pair, the index of the first trip holding the item.
     """
     ts = timestamp.astype(np.int64)
-    # a trip key per event: the order, or (for purchases without one) the event's time
-    trip_key = np.where(order >= 0, order.astype(np.int64), -1 - ts)
-    keys = np.unique(
-        np.column_stack([user.astype(np.int64), trip_key]), axis=0, return_inverse=True
-    )
-    trip_of = np.asarray(keys[1]).ravel()
-    trips = keys[0]
-    n_trips_total = len(trips)
+    n_trips_total = int(trip_of.max()) + 1 if len(trip_of) else 0
     start = np.full(n_trips_total, np.iinfo(np.int64).max)
     np.minimum.at(start, trip_of, ts)
-    t_user = trips[:, 0]
+    t_user = np.zeros(n_trips_total, np.int64)
+    t_user[trip_of] = user
     by_time = np.lexsort((start, t_user))
     first_of_user = np.searchsorted(t_user[by_time], np.arange(n_users))
     idx = np.empty(n_trips_total, dtype=np.int64)
