@@ -147,12 +147,12 @@ def _text_neighbours(
     """Each query's ``n`` items nearest in text to its user's 30 most-bought items (an
     item's similarity: its largest to any of them, as ``hist_text_max``), none the user
     bought ((len(users), n), -1 padded)."""
-    from recset.ranking import FeatureSpace
+    from recset.ranking._discover_features import HISTORY_ITEMS, _user_top_items
+    from recset.ranking._feature_base import FitContext
     from recset.recall import embed_items
 
     emb = embed_items(train)
-    feats = FeatureSpace.fit(train, ("x",), extra_features=("hist_text_max",), embeddings=emb)
-    top = feats.feature("hist_text_max").hist_  # type: ignore[attr-defined]
+    top = _user_top_items(FitContext(train), HISTORY_ITEMS)
     uniq, inv = np.unique(users, return_inverse=True)
     out = np.full((len(uniq), n), -1, np.int32)
     for i, u in enumerate(uniq):

@@ -282,6 +282,14 @@ class PriceRatioLog(RankerFeature):
         return np.where(ratio > 0, np.log(np.where(ratio > 0, ratio, 1.0)), np.nan)
 
 
+def _text_vectors(data: FitContext) -> NDArray[np.float32]:
+    """The items' text vectors as float32 (no columns when the fit has none)."""
+    emb = data.embeddings
+    if emb is None:
+        return np.zeros((data.n_items, 0), np.float32)
+    return np.asarray(emb, dtype=np.float32)
+
+
 @register_feature("text_similarity")
 class TextSimilarity(RankerFeature):
     """Dot product of the seed's and candidate's text embeddings (NaN for a zero vector)."""
@@ -289,10 +297,7 @@ class TextSimilarity(RankerFeature):
     _state = ("embeddings_",)
 
     def fit(self, data: FitContext) -> Self:
-        emb = data.embeddings
-        if emb is None:
-            emb = np.zeros((data.n_items, 0), np.float32)
-        self.embeddings_ = np.asarray(emb, dtype=np.float32)
+        self.embeddings_ = _text_vectors(data)
         return self
 
     @cached_property
@@ -738,12 +743,9 @@ class UserSeedCandShare(_UserItem):
     _state = ("ui_keys_", "pair_ptr_", "pair_trips_", "trip_ptr_", "trip_items_")
 
     def fit(self, data: FitContext) -> Self:
-        trip = data.trip_of  # the trips the trip counts count
-        n_trips = int(trip.max()) + 1 if len(trip) else 0
-        pair = data.ui_inv.astype(np.int64)
-        # distinct (pair, trip): each pair's trips, and each trip's items
-        pt = np.unique(pair * max(n_trips, 1) + trip)
-        p_of, t_of = pt // max(n_trips, 1), pt % max(n_trips, 1)
+        # the distinct (pair, trip) the trip counts count: each pair's trips, each trip's items
+        p_of, t_of = data.pair_trips
+        n_trips = int(data.trip_of.max()) + 1 if len(data.trip_of) else 0
         self.pair_ptr_ = np.concatenate(
             [[0], np.cumsum(np.bincount(p_of, minlength=len(data.ui_keys)))]
         )

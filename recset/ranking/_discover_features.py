@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 # the built-in features register first: these columns come after theirs
-from recset.ranking._builtin_features import TextSimilarity, _n_groups
+from recset.ranking._builtin_features import TextSimilarity, _n_groups, _text_vectors
 from recset.ranking._feature_base import FeatureBatch, FitContext, RankerFeature, register_feature
 from recset.signals import topk_rows
 
@@ -498,14 +498,6 @@ class SeedConfidence(RankerFeature):
 # -- the candidate's likeness to what the user buys (opt-in) ---------------------------------
 _TEXT_SEED_BLOCK = 1024
 """Seeds per block in :class:`HistTextMax` (bounds its (seeds, width, history) temporary)."""
-
-
-def _text_vectors(data: FitContext) -> NDArray[np.float32]:
-    """The items' text vectors (no columns when the fit has none)."""
-    emb = data.embeddings
-    if emb is None:
-        return np.zeros((data.n_items, 0), np.float32)
-    return np.asarray(emb, dtype=np.float32)
 
 
 @register_feature("hist_text_max")

@@ -197,14 +197,24 @@ class FitContext:
         """``(ui_trips, ui_last_trip, user_last, user_trips, ui_first_trip)``: see
         :func:`_trip_history`."""
         ev = self.dataset.events
+        p_of, t_of = self.pair_trips
         return _trip_history(
             ev.user[self.buy],
             ev.timestamp[self.buy],
             self.trip_of,
-            self.ui_inv,
+            p_of,
+            t_of,
             len(self.ui_keys),
             self.n_users,
         )
+
+    @cached_property
+    def pair_trips(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """The distinct (pair, trip) of the purchases, as pair ids (index in
+        :attr:`ui_keys`) and trip ids (:attr:`trip_of`), sorted by pair then trip."""
+        n_trips = max(int(self.trip_of.max()) + 1 if len(self.trip_of) else 0, 1)
+        pt = np.unique(self.ui_inv.astype(np.int64) * n_trips + self.trip_of)
+        return pt // n_trips, pt % n_trips
 
     @cached_property
     def trip_of(self) -> NDArray[np.int64]:
@@ -265,15 +275,17 @@ def _trip_history(
     user: NDArray[np.int32],
     timestamp: NDArray[np.int64],
     trip_of: NDArray[np.int64],
-    pair: NDArray[np.intp],
+    p_of: NDArray[np.int64],
+    t_of: NDArray[np.int64],
     n_pairs: int,
     n_users: int,
 ) -> TripHistory:
     """Shopping-trip statistics of purchase events.
 
     ``trip_of`` is each event's trip (:attr:`FitContext.trip_of`: ids in (user, trip key)
-    order, so a user's trips are consecutive). Returns,
-    per (user, item) pair id ``pair`` (n_pairs,): the number of the user's trips holding the
+    order, so a user's trips are consecutive); ``p_of`` / ``t_of`` the distinct (pair, trip)
+    of the events (:attr:`FitContext.pair_trips`). Returns, per (user, item) pair id
+    (n_pairs,): the number of the user's trips holding the
     item and the index of the last such trip (0 = the user's first trip); per user
     (n_users,): the time of the last purchase (-inf without any) and the number of trips;
     last, per pair, the index of the first trip holding the item.
@@ -291,9 +303,6 @@ def _trip_history(
     user_trips = np.bincount(t_user, minlength=n_users).astype(np.float32)
     user_last = np.full(n_users, -np.inf)
     np.maximum.at(user_last, user, ts.astype(np.float64))
-    # distinct (pair, trip) for the trip counts
-    pt = np.unique(pair.astype(np.int64) * max(n_trips_total, 1) + trip_of)
-    p_of, t_of = pt // max(n_trips_total, 1), pt % max(n_trips_total, 1)
     ui_trips = np.bincount(p_of, minlength=n_pairs).astype(np.float64)
     trip_idx = idx[t_of].astype(np.float64)
     ui_last_trip = np.full(n_pairs, -1.0)
