@@ -111,6 +111,40 @@ def time_stage(engine, stage, seeds, users, candidates: int) -> list[float]:  # 
     return out
 
 
+def own_seeds(features: Any, calls: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``calls`` (seed, user) pairs drawn from the fitted purchases: a user who bought the
+    seed (what a product page of an item in the user's history asks, and what the features
+    reading the user's trips with the seed pay the most for)."""
+    keys = features.ui_keys[rng.integers(0, len(features.ui_keys), calls)]
+    return (keys % features.n_items).astype(np.int32), (keys // features.n_items).astype(np.int32)
+
+
+def time_features(engine: Any, ranker: Any, seeds: np.ndarray, users: np.ndarray, n: int) -> None:
+    """Each per-call feature's ``transform`` alone on the calls' candidate rows (the
+    item-only features are one gather of the per-item table, timed as a whole)."""
+    from recset.ranking import ranking_candidates
+    from recset.ranking._feature_base import FeatureBatch
+
+    space = ranker.features
+    per: dict[str, list[float]] = {
+        name: [] for name in ("item table", *(c.name for _, c in space._per_call))
+    }
+    for s, u in zip(seeds, users, strict=True):
+        sa, ua = np.array([s], np.int32), np.array([u], np.int32)
+        mixed = ranking_candidates(engine.mixer.top(sa, n), space, sa, ua, engine.mixer.available)
+        batch = FeatureBatch(sa, ua, mixed, n_items=space.n_items, n_users=space.n_users)
+        a = time.perf_counter()
+        np.take(space.item_table, batch.c, axis=0)
+        per["item table"].append(time.perf_counter() - a)
+        for _, col in space._per_call:
+            a = time.perf_counter()
+            col.transform(batch)
+            per[col.name].append(time.perf_counter() - a)
+    print("each per-call feature alone, slowest first:")
+    for name in sorted(per, key=lambda k: -np.percentile(per[k], 50)):
+        print(pct(name, per[name]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=20_000)
@@ -121,6 +155,14 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=None, help="An ingested dataset to train on.")
     ap.add_argument(
         "--discover", action="store_true", help="Train the discovery models; time discover mode."
+    )
+    ap.add_argument(
+        "--own-seeds",
+        action="store_true",
+        help="Draw each call's seed from its user's purchases (else any item).",
+    )
+    ap.add_argument(
+        "--per-feature", action="store_true", help="Also time each per-call feature alone."
     )
     ap.add_argument(
         "--work", type=Path, default=Path(tempfile.gettempdir()) / "recset-ranker-bench"
@@ -145,6 +187,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     seeds = rng.integers(0, len(engine.items), args.calls).astype(np.int32)
     users = rng.integers(0, n_users, args.calls).astype(np.int32)
+    if args.own_seeds:
+        seeds, users = own_seeds(ranker.features, args.calls, rng)
     times: dict[str, list[float]] = {k: [] for k in ("cand", "feat", "pred", "stage")}
     n_rows = []
     for s, u in zip(seeds, users, strict=True):
@@ -176,6 +220,8 @@ def main() -> None:
     target = np.asarray(times["feat"]) + np.asarray(times["pred"])
     print(pct("features + predict", target) + "   (target: p50 < 1 ms)")
     print(pct("RankerStage.run", times["stage"]))
+    if args.per_feature:
+        time_features(engine, ranker, seeds, users, args.candidates)
     lat = []
     item_ids, user_ids = engine.items, ranker.users
     for s, u in zip(seeds[:500], users[:500], strict=True):
