@@ -1309,6 +1309,79 @@ def _store_options(*, required: bool = True):  # noqa: ANN202
     return apply
 
 
+@cli.command("update-calendar")
+@click.option(
+    "--calendar",
+    "calendar_path",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="The new promotion calendar: a promotions.parquet / .csv file, or a dataset "
+    "directory holding one (docs/data-format.md).",
+)
+@_store_options()
+@click.option(
+    "--on-bad-rows",
+    type=click.Choice(["error", "skip"]),
+    default="error",
+    show_default=True,
+    help="Stop at bad calendar rows (an item the engine does not know, an end not after its "
+    "start, ...) with a summary, or write them to a quarantine file and go on.",
+)
+@_store_locked("recset update-calendar")
+def update_calendar_cmd(
+    calendar_path: Path, store: str, artifact_dir: str | None, on_bad_rows: str
+) -> None:
+    """Serve a new promotion calendar with the active ranker, without retraining it.
+
+    The ranker's calendar features (cand_promo, ...) read the calendar at the request's
+    time; this stores a new version of the active ranker whose features read CALENDAR
+    instead of the one it was trained with (the models and everything learned stay), and
+    activates a release with it. The calendar replaces the old one: keep past periods in
+    it when requests replay past times.
+    """
+    from recset.data import read_promotions
+    from recset.engine import Engine
+    from recset.ranking import RANKER_ARTIFACT
+    from recset.storage import Store
+
+    engine = Engine.load(store, artifact_dir=artifact_dir, neural=False)
+    if engine.ranker is None:
+        raise click.UsageError(
+            f"the active release in {store} serves no ranker; train one first "
+            "(`recset train-ranker`)"
+        )
+    quarantine = _quarantine_dir(store, calendar_path.parent)
+    promotions = read_promotions(
+        calendar_path, engine.items, quarantine_dir=quarantine, on_bad_rows=on_bad_rows
+    )
+    if promotions is None:
+        raise click.UsageError(
+            f"{calendar_path} holds no promotions.parquet or promotions.csv "
+            "(give the calendar file, or the directory holding it)"
+        )
+    ranker = engine.ranker.with_calendar(promotions)
+    cal = ranker.metrics["calendar"]
+    with Store.open(store, artifact_dir=artifact_dir) as st:
+        current = st.active_artifact(RANKER_ARTIFACT)
+        record = st.save_artifact(
+            RANKER_ARTIFACT,
+            ranker.save,
+            metrics=ranker.metrics,
+            params=current.params if current else None,
+            config_hash=current.config_hash if current else None,
+            activate=False,
+        )
+        click.echo(
+            f"ranker v{record.version} stored: calendar of {cal['periods']:,} periods over "
+            f"{cal['items']:,} items, channels {cal['channels']}, read by {cal['features']}"
+        )
+        pins = {**st.active_release_record().pins, "ranker": record.version}
+        release = _activate_checked(
+            st, store, artifact_dir, pins, f"recset update-calendar ({calendar_path.name})"
+        )
+        click.echo(f"{release.describe()} is active in {store}")
+
+
 @cli.command()
 @_store_options()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of text.")

@@ -209,7 +209,8 @@ def read_promotions(
     quarantine_dir: str | os.PathLike[str] | None = None,
     on_bad_rows: str = "error",
 ) -> Promotions | None:
-    """The checked calendar of a dataset directory, or None when it holds none.
+    """The checked calendar of a dataset directory (or of a calendar file itself), or None
+    when the directory holds none.
 
     Bad rows (a missing or unknown ``item_id``, an unparseable ``start`` / ``end``, ``end``
     not after ``start``, a ``reach`` outside [0, 1]) raise :class:`DataError` naming the file
@@ -217,7 +218,7 @@ def read_promotions(
     reasons to ``<quarantine_dir>/promotions.bad-rows.csv`` and left out. Rows and problems
     are added to ``report`` when given.
     """
-    path = _find(Path(directory))
+    path = Path(directory) if Path(directory).is_file() else _find(Path(directory))
     if path is None:
         return None
     raw = _read_table(path, ("item_id", "channel")).reset_index(drop=True)

@@ -11,6 +11,7 @@ purchase after the training data. They need a dataset with a calendar
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from typing import Self
 
@@ -19,7 +20,13 @@ from numpy.typing import NDArray
 
 from recset.data import Promotions, promotion_at, promotion_steps
 from recset.errors import ConfigError
-from recset.ranking._feature_base import FeatureBatch, FitContext, RankerFeature, register_feature
+from recset.ranking._feature_base import (
+    FeatureBatch,
+    FitContext,
+    PromotionSteps,
+    RankerFeature,
+    register_feature,
+)
 
 _DAY = 86_400.0
 
@@ -99,6 +106,11 @@ class CandPromo(RankerFeature):
             self.promo_keys_, self.promo_reach_, self.promo_origin_, batch.c, batch.t
         )
 
+    def with_calendar(self, promotions: Promotions, steps: PromotionSteps, n_items: int) -> Self:
+        new = copy.copy(self)
+        new.promo_keys_, new.promo_reach_, _, new.promo_origin_ = steps
+        return new
+
 
 @register_feature("cand_promo_channels")
 class CandPromoChannels(RankerFeature):
@@ -117,6 +129,11 @@ class CandPromoChannels(RankerFeature):
         return promotion_at(
             self.promo_keys_, self.promo_channels_, self.promo_origin_, batch.c, batch.t
         )
+
+    def with_calendar(self, promotions: Promotions, steps: PromotionSteps, n_items: int) -> Self:
+        new = copy.copy(self)
+        new.promo_keys_, _, new.promo_channels_, new.promo_origin_ = steps
+        return new
 
 
 @register_feature("cand_promo_lift")
@@ -164,7 +181,7 @@ class CandPromoWeighted(RankerFeature):
     """
 
     opt_in = True
-    _state = ("promo_keys_", "promo_weighted_", "promo_origin_", "channel_lift_")
+    _state = ("promo_keys_", "promo_weighted_", "promo_origin_", "channel_lift_", "channels_")
 
     def fit(self, data: FitContext) -> Self:
         promotions = _calendar(data, self.name)
@@ -181,17 +198,30 @@ class CandPromoWeighted(RankerFeature):
             expected = float((rate * exposure).sum())
             lift[c] = observed / expected if expected > 0 else 1.0
         self.channel_lift_ = lift.astype(np.float32)
-        weight = np.maximum(lift - 1.0, 0.0)[promotions.channel]
+        self.channels_ = np.array(promotions.channels, dtype=np.str_)
+        self._schedule(promotions, n)
+        return self
+
+    def _schedule(self, promotions: Promotions, n_items: int) -> None:
+        """The step function of ``promotions`` weighted by the fitted channel lifts (a
+        channel the fit never saw weighs 0: its lift is unknown)."""
+        lift = dict(zip(self.channels_.tolist(), self.channel_lift_.tolist(), strict=True))
+        per_channel = np.array([max(lift.get(c, 1.0) - 1.0, 0.0) for c in promotions.channels])
+        weight = per_channel[promotions.channel] if len(promotions) else np.zeros(0)
         weighted = promotions.select(weight > 0)
         weighted = replace(weighted, reach=(weighted.reach * weight[weight > 0]).astype(np.float32))
-        keys, value, _, origin = promotion_steps(weighted, n)
+        keys, value, _, origin = promotion_steps(weighted, n_items)
         self.promo_keys_, self.promo_weighted_, self.promo_origin_ = keys, value, origin
-        return self
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
         return promotion_at(
             self.promo_keys_, self.promo_weighted_, self.promo_origin_, batch.c, batch.t
         )
+
+    def with_calendar(self, promotions: Promotions, steps: PromotionSteps, n_items: int) -> Self:
+        new = copy.copy(self)
+        new._schedule(promotions, n_items)
+        return new
 
 
 TRIAL_BURN_IN = 0.25

@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from recset.data import PURCHASE, Dataset, promotion_steps
+from recset.data import PURCHASE, Dataset, Promotions, promotion_steps
 from recset.errors import ConfigError, NotFittedError
 from recset.pipeline import Registry
 
@@ -465,6 +465,12 @@ class FeatureBatch:
         return np.full(len(self.cand), np.nan)
 
 
+PromotionSteps = tuple[
+    NDArray[np.int64], NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]
+]
+"""What :func:`~recset.data.promotion_steps` returns: ``(keys, reach, channels, origin)``."""
+
+
 class RankerFeature(ABC):
     """One ranker feature: a named column of the feature matrix.
 
@@ -500,6 +506,17 @@ class RankerFeature(ABC):
         slot; :class:`~recset.ranking.FeatureSpace` stacks such columns into one per-item
         table, read by a single gather per call instead of one lookup per feature.
         """
+        return None
+
+    def with_calendar(
+        self, promotions: Promotions, steps: PromotionSteps, n_items: int
+    ) -> Self | None:
+        """A copy of this fitted feature reading ``promotions`` (with ``steps``, its
+        :func:`~recset.data.promotion_steps` over the ``n_items`` fitted items) at the
+        request's time in place of the calendar it was fitted with; None (the default) when
+        the feature reads no calendar when it serves. What the feature learned from the
+        training calendar (a lift, a channel's weight) stays as fitted: only the schedule
+        is replaced."""
         return None
 
     def state(self) -> dict[str, NDArray[Any]]:

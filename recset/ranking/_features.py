@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from recset.data import MAX_ASPECT_TOKENS, Dataset, aspect_tokens
+from recset.data import MAX_ASPECT_TOKENS, Dataset, Promotions, aspect_tokens, promotion_steps
 from recset.errors import ConfigError, StorageError
 from recset.pipeline import Candidates
 from recset.ranking import (
@@ -290,6 +290,46 @@ class FeatureSpace:
             ui_keys=data.ui_keys,
             ui_count=data.ui_count,
         )
+
+    def with_calendar(self, promotions: Promotions) -> tuple[FeatureSpace, tuple[str, ...]]:
+        """A copy of this space whose calendar features read ``promotions`` (indexed by the
+        fitted items) at the request's time, and the names of the features that changed.
+
+        Everything learned in the fit stays (lifts, channel weights, the user and item
+        statistics); the features only read the new schedule. ``ConfigError`` when no
+        feature of this space reads a calendar when it serves.
+        """
+        bad = promotions.item[(promotions.item < 0) | (promotions.item >= self.n_items)]
+        if len(bad):
+            raise ValueError(
+                f"promotion calendar: item index {int(bad[0])} is outside the {self.n_items:,} "
+                "items the features were fitted on"
+            )
+        steps = promotion_steps(promotions, self.n_items)
+        features: list[RankerFeature] = []
+        changed: list[str] = []
+        for feat in self.features:
+            new = feat.with_calendar(promotions, steps, self.n_items)
+            features.append(feat if new is None else new)
+            if new is not None:
+                changed.append(feat.name)
+        if not changed:
+            raise ConfigError(
+                f"this ranker reads no promotion calendar (features {list(self.feature_list)}): "
+                "it was trained on data without promotions.parquet, or with "
+                "[ranker] promotion_features = false; retrain it on data with a calendar"
+            )
+        space = FeatureSpace(
+            self.sources,
+            features,
+            n_items=self.n_items,
+            n_users=self.n_users,
+            user_top=self.user_top,
+            user_top_count=self.user_top_count,
+            ui_keys=self.ui_keys,
+            ui_count=self.ui_count,
+        )
+        return space, tuple(changed)
 
     def feature(self, name: str) -> RankerFeature | None:
         """The fitted feature called ``name`` (None when this space does not compute it)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from recset.data import Dataset, IdMap, basket_queries, leave_last_split, time_split
+from recset.data import Dataset, IdMap, Promotions, basket_queries, leave_last_split, time_split
 from recset.errors import ConfigError, DataError, StorageError
 from recset.ranking._candidates import discovery_candidates, ranking_candidates
 from recset.ranking._compiled import BoosterScorer, Scorer, mean_scorer, scorer
@@ -363,6 +363,29 @@ class Ranker:
             tuple(discover[1:]),
             scorers,
         )
+
+    def with_calendar(self, promotions: Promotions) -> Ranker:
+        """This ranker reading ``promotions`` (a calendar indexed by the items it was trained
+        on) at the request's time instead of the calendar it was trained with: the same
+        models, the same learned features; the calendar features read the new schedule
+        (``recset update-calendar``). Next month's mailer reaches the served lists without
+        retraining. ``metrics["calendar"]`` records the new calendar's span and size.
+
+        Raises
+        ------
+        ConfigError
+            When no feature of this ranker reads a calendar when it serves.
+        """
+        space, changed = self.features.with_calendar(promotions)
+        span = [int(promotions.start.min()), int(promotions.end.max())] if len(promotions) else []
+        calendar = {
+            "periods": len(promotions),
+            "items": int(len(np.unique(promotions.item))),
+            "channels": list(promotions.channels),
+            "span": span,
+            "features": list(changed),
+        }
+        return replace(self, features=space, metrics={**self.metrics, "calendar": calendar})
 
     def _discover_models(self) -> list[Any]:
         """Every discovery model (none when it was not trained)."""

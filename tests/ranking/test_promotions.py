@@ -374,3 +374,142 @@ def test_cand_promo_trial_lift_counts_only_first_purchases_after_the_burn_in() -
     assert np.isnan(got[0]) and np.isnan(got[2])
     # the same at any request time: it is a property of the item
     np.testing.assert_array_equal(_query(feats, ds, ["a", "b", "c"], 15 * DAY)[:, col], got)
+
+
+def test_with_calendar_reads_the_new_schedule_and_keeps_what_was_learned(
+    tmp_path: Path,
+) -> None:
+    # trained as in test_promotion_features_hand_computed: b on display and mailer days 0..10
+    rows = [
+        (f"u{o}", i, "purchase", d * DAY, f"o{o}")
+        for o, (i, d) in enumerate([("b", 1), ("b", 2), ("b", 3), ("b", 15), ("a", 0)])
+    ]
+    rows.append(("u9", "a", "purchase", 19 * DAY + 1, "o9"))
+    ev = pd.DataFrame(rows, columns=["user_id", "item_id", "event", "timestamp", "order_id"])
+    cat = pd.DataFrame({"item_id": ["a", "b", "c"], "category_id": ["x", "x", "x"]})
+    cal = pd.DataFrame(
+        {
+            "item_id": ["b", "b", "c"],
+            "start": [0, 0, 30 * DAY],
+            "end": [10 * DAY, 10 * DAY, 31 * DAY],
+            "channel": ["display", "mailer", "display"],
+            "reach": [0.5, 1.0, 1.0],
+        }
+    )
+    ds = Dataset.from_frames(cat, ev, promotions=cal)
+    names = (*PROMO, "cand_promo_weighted")
+    feats = FeatureSpace.fit(ds, ("x",), extra_features=names)
+    weighted = feats.feature("cand_promo_weighted")
+    display_lift = float(weighted.channel_lift_[list(weighted.channels_).index("display")])
+    assert display_lift > 1  # b sold more on display: the display's weight is > 0
+    # next month's calendar: a on display days 40..50 (reach 0.7), c in a flyer (a channel
+    # the fit never saw), nothing for b
+    new = _calendar([(0, 40 * DAY, 50 * DAY, 0, 0.7), (2, 40 * DAY, 50 * DAY, 1, 1.0)])
+    new = Promotions(new.item, new.start, new.end, new.channel, ("display", "flyer"), new.reach)
+    space, changed = feats.with_calendar(new)
+    assert changed == ("cand_promo", "cand_promo_channels", "cand_promo_weighted")
+    cols = [space.names.index(n) for n in names]
+    at_45 = _query(space, ds, ["a", "b", "c"], 45 * DAY)[:, cols]
+    np.testing.assert_allclose(at_45[:, 0], [0.7, 0, 1.0], rtol=1e-6)  # cand_promo
+    assert at_45[:, 1].tolist() == [1, 0, 1]  # cand_promo_channels
+    # the lift learned in training is kept: b's, and NaN for a, never promoted then
+    before = _query(feats, ds, ["a", "b", "c"], 5 * DAY)[:, cols]
+    np.testing.assert_array_equal(at_45[:, 2], before[:, 2])
+    # weighted: a's display by the display lift learned in training; the flyer weighs 0
+    np.testing.assert_allclose(at_45[:, 3], [0.7 * (display_lift - 1), 0, 0], rtol=1e-5)
+    # the old schedule is gone from the new space, and untouched in the old one
+    assert _query(space, ds, ["b"], 5 * DAY)[0, cols[0]] == 0
+    assert _query(feats, ds, ["b"], 5 * DAY)[0, cols[0]] == 1.5
+    assert _query(feats, ds, ["a"], 45 * DAY)[0, cols[0]] == 0
+    # saved and loaded: the same columns
+    space.save(tmp_path)
+    np.testing.assert_array_equal(
+        _query(FeatureSpace.load(tmp_path), ds, ["a", "b", "c"], 45 * DAY),
+        _query(space, ds, ["a", "b", "c"], 45 * DAY),
+    )
+    # an item index the features do not know
+    with pytest.raises(ValueError, match="item index 3 is outside the 3 items"):
+        feats.with_calendar(_calendar([(3, 0, DAY, 0, 1.0)]))
+    # a space without a calendar feature says so
+    plain = FeatureSpace.fit(ds, ("x",))
+    with pytest.raises(ConfigError, match="reads no promotion calendar"):
+        plain.with_calendar(new)
+
+
+def test_cli_update_calendar_serves_the_new_calendar_without_retraining(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from recset.cli import main
+    from recset.storage import Store
+
+    ds = _planted(n_weeks=20, users=50)
+    data = tmp_path / "data"
+    ev = ds.events
+    events = pd.DataFrame(
+        {
+            "user_id": ds.users.ids(ev.user),
+            "item_id": ds.items.ids(ev.item),
+            "event": "purchase",
+            "timestamp": ev.timestamp,
+            "order_id": ds.orders_map.ids(ev.order),
+        }
+    )
+    write_dataset(pd.DataFrame({"item_id": ds.items.values, "category_id": "c"}), events, data)
+    p = ds.promotions
+    write_promotions(
+        pd.DataFrame({"item_id": ds.items.ids(p.item), "start": p.start, "end": p.end}), data
+    )
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[ranker]\nlabel_split = "time"\nmin_child_samples = 5\nuser_candidates = 0\n')
+    store = tmp_path / "store"
+    args = ["--data", str(data), "--store", str(store), "--config", str(cfg)]
+    main(["build", *args])
+    main(["train-ranker", *args, "--activate-anyway"])
+    # the weeks after the data: next month's displays, unknown when the ranker was trained
+    plan = {20: "p3", 21: "p8", 22: "p14", 23: "p17"}
+    future = pd.DataFrame(
+        {
+            "item_id": list(plan.values()),
+            "start": [w * 7 * DAY for w in plan],
+            "end": [(w + 1) * 7 * DAY for w in plan],
+            "channel": "display",
+        }
+    )
+
+    def tops() -> dict[int, str]:
+        capsys.readouterr()
+        out = {}
+        for week in plan:
+            iso = pd.Timestamp(week * 7 * DAY + DAY, unit="s").isoformat()
+            main(["recommend", "--store", str(store), "s", "--k", "3", "--json", "--at", iso])
+            out[week] = json.loads(capsys.readouterr().out.strip())["recommendations"][0]["item_id"]
+        return out
+
+    assert tops() != plan  # the trained calendar ends at week 20: no display is known
+    with Store.open(str(store)) as st:
+        trained = st.active_artifact("ranker")
+    # a bad calendar: named file and row, nothing stored, the release unchanged
+    bad = tmp_path / "bad.csv"
+    future.assign(item_id=["p3", "nope", "p14", "p17"]).to_csv(bad, index=False)
+    with pytest.raises(SystemExit) as exc:
+        main(["update-calendar", "--store", str(store), "--calendar", str(bad)])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err
+    assert "bad.csv" in err and "'nope' is not in the catalog" in err
+    with Store.open(str(store)) as st:
+        assert st.active_artifact("ranker").version == trained.version
+        assert len(st.list_artifacts("ranker")) == 1
+    good = tmp_path / "next" / "promotions.csv"
+    good.parent.mkdir()
+    future.to_csv(good, index=False)
+    main(["update-calendar", "--store", str(store), "--calendar", str(good.parent)])
+    out = capsys.readouterr().out
+    assert "calendar of 4 periods over 4 items" in out and "is active" in out
+    assert tops() == plan  # each week's displayed item first, with the same models
+    with Store.open(str(store)) as st:
+        updated = st.active_artifact("ranker")
+        assert updated.version == trained.version + 1
+        assert updated.metrics["calendar"]["periods"] == 4
+        assert updated.metrics["best_iteration"] == trained.metrics["best_iteration"]
