@@ -168,9 +168,9 @@ def _query(feats: FeatureSpace, ds: Dataset, cands: list[str], when: int | None)
 PROMO = ("cand_promo", "cand_promo_channels", "cand_promo_lift")
 
 
-def test_promotion_features_hand_computed(tmp_path: Path) -> None:
-    # item b: 3 buys on days 0..9 while on display (reach 0.5) and mailer (1.0); 1 buy on
-    # days 10..19 with no promotion. Data span: day 0 .. day 19 + 1 s.
+def _b_promoted() -> Dataset:
+    """Item b: 3 buys on days 0..9 while on display (reach 0.5) and mailer (1.0); 1 buy on
+    days 10..19 with no promotion; c on display days 30..31. Data span: day 0 .. day 19 + 1 s."""
     rows = []
     for o, (item, day) in enumerate([("b", 1), ("b", 2), ("b", 3), ("b", 15), ("a", 0)]):
         rows.append((f"u{o}", item, "purchase", day * DAY, f"o{o}"))
@@ -186,7 +186,11 @@ def test_promotion_features_hand_computed(tmp_path: Path) -> None:
             "reach": [0.5, 1.0, 1.0],
         }
     )
-    ds = Dataset.from_frames(cat, ev, promotions=cal)
+    return Dataset.from_frames(cat, ev, promotions=cal)
+
+
+def test_promotion_features_hand_computed(tmp_path: Path) -> None:
+    ds = _b_promoted()
     feats = FeatureSpace.fit(ds, ("x",), extra_features=PROMO)
     cols = [feats.names.index(n) for n in PROMO]
     at_5 = _query(feats, ds, ["a", "b", "c"], 5 * DAY)[:, cols]
@@ -379,24 +383,7 @@ def test_cand_promo_trial_lift_counts_only_first_purchases_after_the_burn_in() -
 def test_with_calendar_reads_the_new_schedule_and_keeps_what_was_learned(
     tmp_path: Path,
 ) -> None:
-    # trained as in test_promotion_features_hand_computed: b on display and mailer days 0..10
-    rows = [
-        (f"u{o}", i, "purchase", d * DAY, f"o{o}")
-        for o, (i, d) in enumerate([("b", 1), ("b", 2), ("b", 3), ("b", 15), ("a", 0)])
-    ]
-    rows.append(("u9", "a", "purchase", 19 * DAY + 1, "o9"))
-    ev = pd.DataFrame(rows, columns=["user_id", "item_id", "event", "timestamp", "order_id"])
-    cat = pd.DataFrame({"item_id": ["a", "b", "c"], "category_id": ["x", "x", "x"]})
-    cal = pd.DataFrame(
-        {
-            "item_id": ["b", "b", "c"],
-            "start": [0, 0, 30 * DAY],
-            "end": [10 * DAY, 10 * DAY, 31 * DAY],
-            "channel": ["display", "mailer", "display"],
-            "reach": [0.5, 1.0, 1.0],
-        }
-    )
-    ds = Dataset.from_frames(cat, ev, promotions=cal)
+    ds = _b_promoted()  # b on display and mailer on days 0..10
     names = (*PROMO, "cand_promo_weighted")
     feats = FeatureSpace.fit(ds, ("x",), extra_features=names)
     weighted = feats.feature("cand_promo_weighted")
