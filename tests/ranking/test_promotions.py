@@ -60,19 +60,21 @@ def test_promotion_steps_hand_computed() -> None:
     ).tolist() == [0, 0]
 
 
+def _periods(n_items: int, last_start: int, longest: int, reach: list[float], most: int):  # noqa: ANN202
+    """Calendar rows (item, start, length, channel 0/1, reach), at least one."""
+    row = st.tuples(
+        st.integers(0, n_items - 1),
+        st.integers(0, last_start),
+        st.integers(1, longest),
+        st.integers(0, 1),
+        st.sampled_from(reach),
+    )
+    return st.lists(row, min_size=1, max_size=most)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
-    st.lists(
-        st.tuples(
-            st.integers(0, 3),
-            st.integers(0, 50),
-            st.integers(1, 30),
-            st.integers(0, 1),
-            st.sampled_from([0.0, 0.25, 0.5, 1.0]),
-        ),
-        min_size=1,
-        max_size=12,
-    ),
+    _periods(4, 50, 30, [0.0, 0.25, 0.5, 1.0], 12),
     st.lists(st.tuples(st.integers(0, 4), st.integers(-5, 90)), min_size=1, max_size=30),
 )
 def test_promotion_at_matches_brute_force(rows, probes) -> None:  # noqa: ANN001
@@ -393,6 +395,9 @@ def test_with_calendar_reads_the_new_schedule_and_keeps_what_was_learned(
     # the fit never saw), nothing for b
     new = _calendar([(0, 40 * DAY, 50 * DAY, 0, 0.7), (2, 40 * DAY, 50 * DAY, 1, 1.0)])
     new = Promotions(new.item, new.start, new.end, new.channel, ("display", "flyer"), new.reach)
+    # read at day 45 before the update: the served-interval values of the old schedule are
+    # kept inside the features; the new space must not read them
+    assert _query(feats, ds, ["a"], 45 * DAY)[0, feats.names.index("cand_promo")] == 0
     space, changed = feats.with_calendar(new)
     assert changed == ("cand_promo", "cand_promo_channels", "cand_promo_weighted")
     cols = [space.names.index(n) for n in names]
@@ -407,7 +412,6 @@ def test_with_calendar_reads_the_new_schedule_and_keeps_what_was_learned(
     # the old schedule is gone from the new space, and untouched in the old one
     assert _query(space, ds, ["b"], 5 * DAY)[0, cols[0]] == 0
     assert _query(feats, ds, ["b"], 5 * DAY)[0, cols[0]] == 1.5
-    assert _query(feats, ds, ["a"], 45 * DAY)[0, cols[0]] == 0
     # saved and loaded: the same columns
     space.save(tmp_path)
     np.testing.assert_array_equal(
@@ -500,3 +504,60 @@ def test_cli_update_calendar_serves_the_new_calendar_without_retraining(
         assert updated.version == trained.version + 1
         assert updated.metrics["calendar"]["periods"] == 4
         assert updated.metrics["best_iteration"] == trained.metrics["best_iteration"]
+
+
+_SPACE = {}
+
+
+def _promo_space() -> FeatureSpace:
+    """The calendar features fitted once on _b_promoted (their schedules are replaced)."""
+    if not _SPACE:
+        ds = _b_promoted()
+        _SPACE["ds"] = ds
+        _SPACE["space"] = FeatureSpace.fit(
+            ds, ("x",), extra_features=(*PROMO, "cand_promo_weighted")
+        )
+    return _SPACE["space"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    _periods(3, 40, 20, [0.25, 0.5, 1.0], 8),
+    st.lists(st.integers(-5, 70), min_size=1, max_size=6),
+)
+def test_served_calendar_reads_equal_the_per_slot_reads(rows, times) -> None:  # noqa: ANN001
+    """The per-interval values kept for served requests (one time) and the per-slot path
+    (several times in one call) give what promotion_at gives, in any order of calls."""
+    from recset.pipeline import Candidates
+
+    cal = _calendar([(i, s * DAY, (s + d) * DAY, c, r) for i, s, d, c, r in rows])
+    cal = Promotions(cal.item, cal.start, cal.end, cal.channel, ("display", "mailer"), cal.reach)
+    space, _ = _promo_space().with_calendar(cal)
+    keys, reach, channels, origin = promotion_steps(cal, 3)
+    cols = [space.names.index(n) for n in ("cand_promo", "cand_promo_channels")]
+    items = np.array([[0, 1, 2]], np.int32)
+
+    def rows_at(when: np.ndarray) -> np.ndarray:
+        n = len(when)
+        mixed = Candidates(
+            np.repeat(items, n, axis=0),
+            np.zeros((n, 3), np.float32),
+            np.full((n, 3, 1), np.nan, np.float32),
+            np.full((n, 3, 1), -1, np.int32),
+            ("x",),
+        )
+        seeds, users = np.full(n, 0, np.int32), np.full(n, -1, np.int32)
+        return space.transform(seeds, users, mixed, when)[:, cols]
+
+    def expected(when: np.ndarray) -> np.ndarray:
+        item, t = np.tile([0, 1, 2], len(when)), np.repeat(when, 3)
+        return np.c_[
+            promotion_at(keys, reach, origin, item, t),
+            promotion_at(keys, channels, origin, item, t),
+        ]
+
+    secs = np.array(times, np.int64) * DAY + 7
+    for t in secs:  # served requests, one time each (a kept interval, often reused)
+        one = np.array([t])
+        np.testing.assert_allclose(rows_at(one), expected(one), rtol=1e-6)
+    np.testing.assert_allclose(rows_at(secs), expected(secs), rtol=1e-6)  # a batch
