@@ -6,7 +6,8 @@ model when ``recset[fast]`` is installed, else LightGBM's predict; ``--lightgbm`
 latter), then times, per call, in process on one thread:
 
 * ``candidates``: the mix's top 500 plus the user's history (``ranking_candidates``);
-* ``features``: ``FeatureSpace.transform`` of those rows;
+* ``features``: ``FeatureSpace.transform`` of those rows (the columns some tree splits on,
+  as the stages compute them: ``Ranker.used_columns``);
 * ``predict``: ``Ranker.score`` of the real rows;
 * ``ranker stage``: the three together plus the final ordering (``RankerStage.run``), which
   is what a request pays on top of the precomputed path, timed in a loop of its own (timed
@@ -126,6 +127,7 @@ def time_features(engine: Any, ranker: Any, seeds: np.ndarray, users: np.ndarray
     from recset.ranking._feature_base import FeatureBatch
 
     space = ranker.features
+    used = ranker.used_columns()
     per: dict[str, list[float]] = {
         name: [] for name in ("item table", *(c.name for _, c in space._per_call))
     }
@@ -136,13 +138,18 @@ def time_features(engine: Any, ranker: Any, seeds: np.ndarray, users: np.ndarray
         a = time.perf_counter()
         np.take(space.item_table, batch.c, axis=0)
         per["item table"].append(time.perf_counter() - a)
-        for _, col in space._per_call:
+        for j, col in space._per_call:
+            if not used[j]:
+                continue
             a = time.perf_counter()
             col.transform(batch)
             per[col.name].append(time.perf_counter() - a)
     print("each per-call feature alone, slowest first:")
-    for name in sorted(per, key=lambda k: -np.percentile(per[k], 50)):
-        print(pct(name, per[name]))
+    for name in sorted(per, key=lambda k: -np.percentile(per[k], 50) if per[k] else 0):
+        if per[name]:
+            print(pct(name, per[name]))
+    skipped = [c.name for j, c in space._per_call if not used[j]]
+    print(f"  not computed (no tree of the ranker splits on them): {skipped}")
 
 
 def main() -> None:
@@ -197,7 +204,7 @@ def main() -> None:
         a = time.perf_counter()
         mixed = ranking_candidates(top, ranker.features, sa, ua, engine.mixer.available)
         b = time.perf_counter()
-        X = ranker.features.transform(sa, ua, mixed)
+        X = ranker.features.transform(sa, ua, mixed, columns=ranker.used_columns())
         valid = mixed.item.ravel() >= 0
         c = time.perf_counter()
         ranker.score(X[valid])
@@ -274,7 +281,7 @@ def time_discover(
             top, ranker.features, sa, ua, avail, rc.discover_candidates, rc.discover_sar
         )
         b = time.perf_counter()
-        X = ranker.features.transform(sa, ua, mixed)
+        X = ranker.features.transform(sa, ua, mixed, columns=ranker.used_columns("discover"))
         rows = X[mixed.item.ravel() >= 0]
         c = time.perf_counter()
         ranker.score_new(rows)

@@ -349,13 +349,17 @@ class FeatureSpace:
         users: NDArray[np.int32],
         mixed: Candidates,
         when: NDArray[np.int64] | None = None,
+        *,
+        columns: NDArray[np.bool_] | None = None,
     ) -> NDArray[np.float32]:
         """Features of every (seed, candidate) slot: shape (n_seeds * n, n_features).
 
         Rows follow ``mixed.item`` in C order; padded slots (item -1) get all-NaN rows (drop
         them with ``mixed.item.ravel() >= 0``). ``users`` is -1 where the user is unknown;
         ``when`` (one time per seed, epoch seconds; ``None``: now) is read by the
-        time-dependent features only.
+        time-dependent features only. ``columns`` (one flag per column) leaves the
+        per-call features whose flag is False uncomputed (NaN): what a model that never
+        splits on them scores the same without (:meth:`Ranker.used_columns`).
         """
         if tuple(mixed.sources) != self.sources:
             raise ValueError(
@@ -375,6 +379,9 @@ class FeatureSpace:
         if self.item_columns:  # the item-only features: one gather of the per-item table
             XT[self.item_columns, :] = np.take(self.item_table, batch.c, axis=0).T
         for j, col in self._per_call:
+            if columns is not None and not columns[j]:
+                XT[j] = np.nan
+                continue
             values = np.asarray(col.transform(batch))
             if values.shape != (len(batch),):
                 raise ValueError(

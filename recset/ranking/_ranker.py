@@ -205,6 +205,7 @@ class Ranker:
     None: LightGBM's ``predict``."""
     valid_curve: list[float] = field(default_factory=list, repr=False)
     """Validation NDCG@10 of the ranker after each boosting round (training only; not saved)."""
+    _used: dict[str, NDArray[np.bool_]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def feature_names(self) -> list[str]:
@@ -225,6 +226,24 @@ class Ranker:
                 else mean_scorer([BoosterScorer(b) for b in (disc, *self.discover_members)]),
             )
         return self.scorers
+
+    def used_columns(self, mode: str = "complete") -> NDArray[np.bool_]:
+        """Per feature column, whether a tree of the models that score ``mode``
+        (``"complete"``: the ranker; ``"discover"``: every discovery model) splits on it.
+
+        A column no tree splits on cannot change a score, so the stages leave those
+        features uncomputed (``FeatureSpace.transform(columns=...)``); the scores are the
+        same. Counted over every tree of each model (LightGBM's split importance with no
+        iteration limit).
+        """
+        used = self._used.get(mode)
+        if used is None:
+            models = [self.booster] if mode == "complete" else self._discover_models()
+            if mode not in ("complete", "discover") or not models:
+                raise ConfigError(f"no {mode!r} model in this ranker")
+            counts = [np.asarray(m.feature_importance("split", iteration=-1)) for m in models]
+            used = self._used[mode] = np.any(np.stack(counts) > 0, axis=0)
+        return used
 
     def score(self, X: NDArray[np.float32]) -> NDArray[np.float64]:
         """Scores of feature rows (higher is better), on the calling thread."""

@@ -64,6 +64,21 @@ def _ranked(candidates: Candidates, score: NDArray[np.float64]) -> Candidates:
     return candidates.take(order, score)
 
 
+def _scored(ranker: Ranker, request: Request, mixed: Candidates, mode: str) -> Candidates:
+    """``mixed`` ordered by the score of ``mode``'s models (``"complete"``: the ranker;
+    ``"discover"``: the discovery models), computing only the feature columns their trees
+    split on; padding is never scored."""
+    X = ranker.features.transform(
+        request.seeds, request.users, mixed, request.when, columns=ranker.used_columns(mode)
+    )
+    valid = mixed.item.ravel() >= 0
+    flat = np.full(len(valid), -np.inf)
+    if valid.any():
+        score = ranker.score if mode == "complete" else ranker.score_new
+        flat[valid] = score(X[valid])
+    return _ranked(mixed, flat.reshape(mixed.item.shape))
+
+
 @register_stage("ranker")
 class RankerStage(Stage):
     """Scores the mix's top ``ranker.config.candidates`` (and the user's history) with the
@@ -93,12 +108,7 @@ class RankerStage(Stage):
         mixed = ranking_candidates(
             candidates, features, request.seeds, request.users, self.available
         )
-        X = features.transform(request.seeds, request.users, mixed, request.when)
-        valid = mixed.item.ravel() >= 0
-        flat = np.full(len(valid), -np.inf)
-        if valid.any():
-            flat[valid] = self.ranker.score(X[valid])  # padding is never scored
-        return _ranked(mixed, flat.reshape(mixed.item.shape))
+        return _scored(self.ranker, request, mixed, "complete")
 
     def __repr__(self) -> str:
         return f"RankerStage(features={len(self.ranker.feature_names)})"
@@ -145,12 +155,7 @@ class DiscoverStage(Stage):
             self.ranker.config.discover_candidates,
             self.ranker.config.discover_sar,
         )
-        X = features.transform(request.seeds, request.users, mixed, request.when)
-        valid = mixed.item.ravel() >= 0
-        flat = np.full(len(valid), -np.inf)
-        if valid.any():
-            flat[valid] = self.ranker.score_new(X[valid])
-        return _ranked(mixed, flat.reshape(mixed.item.shape))
+        return _scored(self.ranker, request, mixed, "discover")
 
     def __repr__(self) -> str:
         return f"DiscoverStage(features={len(self.ranker.feature_names)})"

@@ -13,7 +13,14 @@ from recset.data import Dataset
 from recset.data.synthetic import SyntheticConfig, generate
 from recset.engine import Engine
 from recset.errors import ConfigError, DataError
-from recset.ranking import FeatureSpace, Ranker, _candidates, fit_features, train_ranker
+from recset.ranking import (
+    FeatureSpace,
+    Ranker,
+    _candidates,
+    fit_features,
+    ranking_candidates,
+    train_ranker,
+)
 from recset.ranking._candidates import discovery_candidates
 from recset.ranking._discover_features import popular_candidates
 from recset.testing import recommend_dense
@@ -928,3 +935,39 @@ def test_bundle_features_are_read_by_default_and_can_be_turned_off() -> None:
     assert cfg.ranker.bundle_features is False
     with pytest.raises(ConfigError, match="bundle_features"):
         config_from_dict({"ranker": {"bundle_features": "sometimes"}})
+
+
+def test_stages_skip_only_the_columns_no_tree_splits_on(
+    ds: Dataset, trained: tuple[Engine, Ranker]
+) -> None:
+    engine, ranker = trained
+    feats, names = ranker.features, ranker.feature_names
+    seeds = np.arange(40, dtype=np.int32)
+    users = (np.arange(40) * 3 % ds.n_users).astype(np.int32)
+    top = engine.mixer.top(seeds, 30)
+    rc = ranker.config
+    for mode, score in (("complete", ranker.score), ("discover", ranker.score_new)):
+        used = ranker.used_columns(mode)
+        assert used.shape == (len(names),) and used.any()
+        mixed = (
+            ranking_candidates(top, feats, seeds, users, engine.mixer.available)
+            if mode == "complete"
+            else discovery_candidates(
+                top, feats, seeds, users, engine.mixer.available, rc.discover_candidates
+            )
+        )
+        valid = mixed.item.ravel() >= 0
+        full = feats.transform(seeds, users, mixed)[valid]
+        lean = feats.transform(seeds, users, mixed, columns=used)[valid]
+        skipped = [j for j, _ in feats._per_call if not used[j]]
+        assert np.isnan(lean[:, skipped]).all()
+        np.testing.assert_array_equal(score(lean), score(full))  # the same scores
+        # leaving out a column the trees do split on changes them: the check can fail
+        split = [j for j, _ in feats._per_call if used[j]]
+        off = used.copy()
+        off[split] = False
+        assert not np.array_equal(
+            score(feats.transform(seeds, users, mixed, columns=off)[valid]), score(full)
+        )
+    # a repeat feature is constant (0) over items new to the user: no discovery tree reads it
+    assert not ranker.used_columns("discover")[names.index("user_bought_cand")]
