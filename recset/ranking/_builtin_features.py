@@ -771,11 +771,17 @@ class UserSeedCandShare(_UserItem):
         lo, hi = self.pair_ptr_[pos[rows]], self.pair_ptr_[pos[rows] + 1]
         n_seed_trips = (hi - lo).astype(np.float64)
         # the trips holding each row's seed, then their items, a block of rows at a time
-        r_trip = np.repeat(np.arange(len(rows)), hi - lo)
         trips = self.pair_trips_[csr_gather(self.pair_ptr_, pos[rows])].astype(np.int64)
         size = self.trip_ptr_[trips + 1] - self.trip_ptr_[trips]
-        counts = np.zeros((len(rows), w))
         cand = batch.c.reshape(batch.n_seeds, w)[rows]
+        if len(rows) == 1 and size.sum() <= _SEED_TRIP_BLOCK:
+            # one row (a served request): count each candidate in the sorted items directly
+            items = np.sort(self.trip_items_[csr_gather(self.trip_ptr_, trips)])
+            left = np.searchsorted(items, cand[0], "left")
+            counts = (np.searchsorted(items, cand[0], "right") - left)[None, :].astype(np.float64)
+            return self._shares(batch, rows, counts / n_seed_trips[:, None])
+        r_trip = np.repeat(np.arange(len(rows)), hi - lo)
+        counts = np.zeros((len(rows), w))
         ends = np.cumsum(size)
         start = 0
         while start < len(trips):
@@ -790,8 +796,14 @@ class UserSeedCandShare(_UserItem):
             at = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
             counts[r0:r1] += np.where(keys[at] == q, n[at], 0)
             start = stop
-        share = counts / n_seed_trips[:, None]
-        full = out.reshape(batch.n_seeds, w)
+        return self._shares(batch, rows, counts / n_seed_trips[:, None])
+
+    @staticmethod
+    def _shares(
+        batch: FeatureBatch, rows: NDArray[np.int64], share: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        """The column: ``share`` on the seed rows ``rows``, NaN elsewhere and on padding."""
+        full = batch.nan().reshape(batch.n_seeds, batch.width)
         full[rows] = share
         return np.where(batch.valid, full.ravel(), np.nan)
 

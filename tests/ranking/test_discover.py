@@ -915,6 +915,18 @@ def test_user_seed_cand_share_in_blocks_matches_one_block(monkeypatch: pytest.Mo
     )
     j = feats.names.index(name)
     whole = feats.transform(seeds, users, mixed)[:, j]
+    # each row alone (a served request) takes the one-row path: the same values
+    alone = []
+    for i in range(len(seeds)):
+        row = Candidates(
+            item[i : i + 1],
+            mixed.score[i : i + 1],
+            mixed.source_score[i : i + 1],
+            mixed.source_rank[i : i + 1],
+            ("x",),
+        )
+        alone.append(feats.transform(seeds[i : i + 1], users[i : i + 1], row)[:, j])
+    np.testing.assert_array_equal(np.concatenate(alone), whole)
     monkeypatch.setattr(_builtin_features, "_SEED_TRIP_BLOCK", 7)
     blocks = feats.transform(seeds, users, mixed)[:, j]
     np.testing.assert_array_equal(whole, blocks)
