@@ -280,16 +280,13 @@ def test_recommend_checks_at() -> None:
     assert engine.recommend("s", at=3 * 7 * DAY)  # a valid time: served as before
 
 
-def test_cli_serves_the_calendar_of_the_requested_time(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import json
-
+def _trained_store(tmp_path: Path) -> tuple[Dataset, Path]:
+    """The planted weekly displays (20 weeks) written as a dataset directory with its
+    calendar, built into a store and a ranker trained and activated there by the CLI."""
     from recset.cli import main
 
     ds = _planted(n_weeks=20, users=50)
     data = tmp_path / "data"
-    cat = pd.DataFrame({"item_id": ds.items.values, "category_id": "c"})
     ev = ds.events
     events = pd.DataFrame(
         {
@@ -300,7 +297,7 @@ def test_cli_serves_the_calendar_of_the_requested_time(
             "order_id": ds.orders_map.ids(ev.order),
         }
     )
-    write_dataset(cat, events, data)
+    write_dataset(pd.DataFrame({"item_id": ds.items.values, "category_id": "c"}), events, data)
     p = ds.promotions
     write_promotions(
         pd.DataFrame(
@@ -314,6 +311,18 @@ def test_cli_serves_the_calendar_of_the_requested_time(
     args = ["--data", str(data), "--store", str(store), "--config", str(cfg)]
     main(["build", *args])
     main(["train-ranker", *args, "--activate-anyway"])
+    return ds, store
+
+
+def test_cli_serves_the_calendar_of_the_requested_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from recset.cli import main
+
+    ds, store = _trained_store(tmp_path)
+    p = ds.promotions
     capsys.readouterr()
     tops = {}
     for week in (3, 11):
@@ -435,29 +444,7 @@ def test_cli_update_calendar_serves_the_new_calendar_without_retraining(
     from recset.cli import main
     from recset.storage import Store
 
-    ds = _planted(n_weeks=20, users=50)
-    data = tmp_path / "data"
-    ev = ds.events
-    events = pd.DataFrame(
-        {
-            "user_id": ds.users.ids(ev.user),
-            "item_id": ds.items.ids(ev.item),
-            "event": "purchase",
-            "timestamp": ev.timestamp,
-            "order_id": ds.orders_map.ids(ev.order),
-        }
-    )
-    write_dataset(pd.DataFrame({"item_id": ds.items.values, "category_id": "c"}), events, data)
-    p = ds.promotions
-    write_promotions(
-        pd.DataFrame({"item_id": ds.items.ids(p.item), "start": p.start, "end": p.end}), data
-    )
-    cfg = tmp_path / "c.toml"
-    cfg.write_text('[ranker]\nlabel_split = "time"\nmin_child_samples = 5\nuser_candidates = 0\n')
-    store = tmp_path / "store"
-    args = ["--data", str(data), "--store", str(store), "--config", str(cfg)]
-    main(["build", *args])
-    main(["train-ranker", *args, "--activate-anyway"])
+    _, store = _trained_store(tmp_path)
     # the weeks after the data: next month's displays, unknown when the ranker was trained
     plan = {20: "p3", 21: "p8", 22: "p14", 23: "p17"}
     future = pd.DataFrame(
