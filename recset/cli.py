@@ -84,13 +84,18 @@ def _bad_rows_options(f):  # noqa: ANN001, ANN202
         help="Plausible event times, inclusive: ISO dates or epoch seconds, either side may be "
         "empty (default: 1970-01-01..now + 1 day). Rows outside are bad rows.",
     )(f)
+    return _on_bad_rows_option("rows")(f)
+
+
+def _on_bad_rows_option(what: str):  # noqa: ANN202
+    """--on-bad-rows: stop at bad ``what`` with a summary, or quarantine them and go on."""
     return click.option(
         "--on-bad-rows",
         type=click.Choice(["error", "skip"]),
         default="error",
         show_default=True,
-        help="Stop at bad rows with a summary, or write them to a quarantine file and go on.",
-    )(f)
+        help=f"Stop at bad {what} with a summary, or write them to a quarantine file and go on.",
+    )
 
 
 def _parse_time(text: str, param: click.Parameter) -> int | None:
@@ -1319,14 +1324,7 @@ def _store_options(*, required: bool = True):  # noqa: ANN202
     "directory holding one (docs/data-format.md).",
 )
 @_store_options()
-@click.option(
-    "--on-bad-rows",
-    type=click.Choice(["error", "skip"]),
-    default="error",
-    show_default=True,
-    help="Stop at bad calendar rows (an item the engine does not know, an end not after its "
-    "start, ...) with a summary, or write them to a quarantine file and go on.",
-)
+@_on_bad_rows_option("calendar rows (an item the engine does not know, an end not after its start)")
 @_store_locked("recset update-calendar")
 def update_calendar_cmd(
     calendar_path: Path, store: str, artifact_dir: str | None, on_bad_rows: str

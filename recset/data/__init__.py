@@ -30,6 +30,7 @@ from recset.data._format import (
 from recset.data._ids import IdMap
 from recset.data._promotions import (
     Promotions,
+    PromotionSteps,
     promotion_at,
     promotion_steps,
     read_promotions,
@@ -58,6 +59,7 @@ __all__ = [
     "MAX_ASPECT_TOKENS",
     "IdMap",
     "LoadReport",
+    "PromotionSteps",
     "Promotions",
     "Queries",
     "RowError",

@@ -41,6 +41,7 @@ from recset.errors import DataError
 __all__ = [
     "PROMOTIONS_STEM",
     "PROMOTION_COLUMNS",
+    "PromotionSteps",
     "Promotions",
     "promotion_at",
     "promotion_steps",
@@ -121,9 +122,13 @@ class Promotions:
         )
 
 
-def promotion_steps(
-    promotions: Promotions, n_items: int
-) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
+PromotionSteps = tuple[
+    NDArray[np.int64], NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]
+]
+"""What :func:`promotion_steps` returns: ``(keys, reach, channels, origin)``."""
+
+
+def promotion_steps(promotions: Promotions, n_items: int) -> PromotionSteps:
     """The calendar as one step function of time per item.
 
     Returns ``(keys, reach, channels, origin)``: sorted ``item * span + (t - t0)`` keys of

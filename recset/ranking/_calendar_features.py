@@ -18,15 +18,9 @@ from typing import Self
 import numpy as np
 from numpy.typing import NDArray
 
-from recset.data import Promotions, promotion_at, promotion_steps
+from recset.data import Promotions, PromotionSteps, promotion_at, promotion_steps
 from recset.errors import ConfigError
-from recset.ranking._feature_base import (
-    FeatureBatch,
-    FitContext,
-    PromotionSteps,
-    RankerFeature,
-    register_feature,
-)
+from recset.ranking._feature_base import FeatureBatch, FitContext, RankerFeature, register_feature
 
 _DAY = 86_400.0
 
@@ -81,9 +75,7 @@ def _calendar(data: FitContext, name: str) -> Promotions:
     return promotions
 
 
-def _steps(
-    data: FitContext, name: str
-) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
+def _steps(data: FitContext, name: str) -> PromotionSteps:
     """The calendar's step functions, shared by the features of one fit."""
     _calendar(data, name)
     return data.promotion_steps

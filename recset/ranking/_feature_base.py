@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from recset.data import PURCHASE, Dataset, Promotions, promotion_steps
+from recset.data import PURCHASE, Dataset, Promotions, PromotionSteps, promotion_steps
 from recset.errors import ConfigError, NotFittedError
 from recset.pipeline import Registry
 
@@ -115,7 +115,7 @@ class FitContext:
     @cached_property
     def promotion_steps(
         self,
-    ) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
+    ) -> PromotionSteps:
         """The promotion calendar as per-item step functions
         (:func:`~recset.data.promotion_steps`); the dataset must hold a calendar."""
         if self.dataset.promotions is None:
@@ -463,12 +463,6 @@ class FeatureBatch:
     def nan(self) -> NDArray[np.float64]:
         """A fresh all-NaN column."""
         return np.full(len(self.cand), np.nan)
-
-
-PromotionSteps = tuple[
-    NDArray[np.int64], NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]
-]
-"""What :func:`~recset.data.promotion_steps` returns: ``(keys, reach, channels, origin)``."""
 
 
 class RankerFeature(ABC):
