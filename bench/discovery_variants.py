@@ -120,6 +120,8 @@ PLUGINS = {
     "htmax": ("hist_text_max",),
     "htprof": ("hist_text_profile",),
     "bundle": ("user_seed_cand_share", "user_seed_trips"),
+    "strial": ("seed_trial_conf",),
+    "htrial": ("hist_trial_conf",),
 }
 
 

@@ -495,6 +495,99 @@ class SeedConfidence(RankerFeature):
         return np.where(batch.s_ok, v, np.nan)
 
 
+# -- trial confidence: what people start buying beside an item (opt-in) ---------------------
+def _trial_confidence(data: FitContext, k: int) -> sp.csr_matrix:
+    """Item x item *trial* confidence: of the trips holding ``a``, the share in which the
+    trip's user bought ``b`` for the first time (a first purchase after the user's first
+    trip, as discovery's labels count it); each row cut to its ``k`` largest.
+
+    The basket confidence ``P(b | a)`` of :func:`_confidence` mixes the habits of ``b``'s old
+    buyers with the trips on which people start buying it; a list of items new to the user
+    predicts only the second. Computed once per fit and ``k``.
+    """
+    cached = data.__dict__.get(f"_trial_confidence_{k}")
+    if cached is not None:
+        return cached
+    n = data.n_items
+    p_of, t_of = data.pair_trips
+    n_trips = int(t_of.max()) + 1 if len(t_of) else 0
+    item = (data.ui_keys[p_of] % n).astype(np.int64)
+    trips = sp.csr_matrix((np.ones(len(p_of), np.float64), (t_of, item)), shape=(n_trips, n))
+    # each pair's first trip in time (trip ids follow the trip key, not the clock)
+    ts = data.dataset.events.timestamp[data.buy].astype(np.float64)
+    start = np.full(n_trips, np.inf)
+    np.minimum.at(start, data.trip_of, ts)
+    order = np.lexsort((t_of, start[t_of], p_of))
+    head = np.ones(len(order), bool)
+    head[1:] = p_of[order][1:] != p_of[order][:-1]
+    first = order[head]
+    first = first[data.ui_first_trip[p_of[first]] > 0]  # not the user's first trip
+    starts = sp.csr_matrix(
+        (np.ones(len(first), np.float64), (t_of[first], item[first])), shape=(n_trips, n)
+    )
+    c = (trips.T @ starts).tocsr()
+    c.setdiag(0)
+    c.eliminate_zeros()
+    held = np.asarray(trips.sum(axis=0)).ravel()
+    c = (sp.diags(np.divide(1.0, held, out=np.zeros_like(held), where=held > 0)) @ c).tocsr()
+    idx, val = topk_rows(c, k, min_value=1e-12)
+    rows = np.repeat(np.arange(n), k)
+    ok = idx.ravel() >= 0
+    out = sp.csr_matrix((val.ravel()[ok], (rows[ok], idx.ravel()[ok])), shape=(n, n))
+    out.sort_indices()
+    data.__dict__[f"_trial_confidence_{k}"] = out
+    return out
+
+
+def _sorted_pairs(m: sp.csr_matrix, n_cols: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """The nonzeros of ``m`` as sorted ``row * n_cols + col`` keys and float32 values."""
+    m = m.tocsr()
+    m.sum_duplicates()
+    m.sort_indices()
+    keys = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+    return keys * n_cols + m.indices, m.data.astype(np.float32)
+
+
+@register_feature("seed_trial_conf")
+class SeedTrialConf(RankerFeature):
+    """Trial confidence of the candidate beside the seed: of the trips holding the seed, the
+    share on which the trip's user bought the candidate for the first time
+    (:func:`_trial_confidence`). 0 outside the seed's :data:`NEIGHBOURS` best, NaN for an
+    unknown seed. Opt-in."""
+
+    opt_in = True
+    _state = ("keys_", "values_")
+
+    def fit(self, data: FitContext) -> Self:
+        self.keys_, self.values_ = _sorted_pairs(_trial_confidence(data, NEIGHBOURS), data.n_items)
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        v = batch.lookup(self.keys_, self.values_, batch.sc * batch.n_items + batch.c, missing=0.0)
+        return np.where(batch.s_ok, v, np.nan)
+
+
+@register_feature("hist_trial_conf")
+class HistTrialConf(RankerFeature):
+    """Mean trial confidence of the candidate beside the user's :data:`HISTORY_ITEMS`
+    most-bought items (:func:`_trial_confidence`, as ``hist_copurchase`` averages the basket
+    confidence). 0 when none of them has the candidate among its :data:`NEIGHBOURS` best,
+    NaN for an unknown user. Opt-in."""
+
+    personal = True
+    opt_in = True
+    _state = ("keys_", "values_")
+
+    def fit(self, data: FitContext) -> Self:
+        score = _user_items(data, HISTORY_ITEMS) @ _trial_confidence(data, NEIGHBOURS)
+        self.keys_, self.values_ = _sorted_pairs(score, data.n_items)
+        return self
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        v = batch.lookup(self.keys_, self.values_, missing=0.0)
+        return np.where(batch.u_ok, v, np.nan)
+
+
 # -- the candidate's likeness to what the user buys (opt-in) ---------------------------------
 _TEXT_SEED_BLOCK = 1024
 """Seeds per block in :class:`HistTextMax` (bounds its (seeds, width, history) temporary)."""

@@ -445,6 +445,33 @@ def test_seed_confidence_hand_computed() -> None:
     assert np.isnan(_columns(ds, ("seed_confidence",), None, None, ["a"])["seed_confidence"]).all()
 
 
+def test_trial_confidence_features_hand_computed() -> None:
+    from recset.ranking import BASE_FEATURES
+
+    assert not {"seed_trial_conf", "hist_trial_conf"} & set(BASE_FEATURES)
+    # a trial: a user's first purchase of an item on a trip after the user's first trip
+    ds = _ds(
+        [("u", ["a", "b"], 0), ("u", ["a", "c"], 1), ("u", ["a", "c"], 2)]  # u tries c on day 1
+        + [("v", ["a"], 3), ("v", ["a", "b", "d"], 4)]  # v tries b and d
+        + [("w", ["b", "c"], 5), ("w", ["a", "c"], 6)]  # w tries a (c is a repeat)
+        + [("x", ["e"], 7), ("x", ["a", "c"], 8)]  # x tries a and c
+    )
+    # a is on 7 trips; tried beside it: c twice (u day 1, x), b and d once (v day 4)
+    got = _columns(ds, ("seed_trial_conf",), "a", None, ["b", "c", "d", "e", "a"])
+    assert got["seed_trial_conf"] == pytest.approx([1 / 7, 2 / 7, 1 / 7, 0.0, 0.0])
+    # c is on 5 trips; a tried beside it twice (w day 6, x)
+    got = _columns(ds, ("seed_trial_conf",), "c", "u", ["a", "b"])
+    assert got["seed_trial_conf"] == pytest.approx([2 / 5, 0.0])
+    assert np.isnan(_columns(ds, ("seed_trial_conf",), None, "u", ["a"])["seed_trial_conf"]).all()
+    # b (3 trips): d once. w's history: c, b, a, each weighing 1/3
+    got = _columns(ds, ("hist_trial_conf",), "a", "w", ["d", "e"])["hist_trial_conf"]
+    assert got == pytest.approx([(1 / 3 + 1 / 7) / 3, 0.0])
+    # x's history: e, a, c
+    got = _columns(ds, ("hist_trial_conf",), None, "x", ["b", "a"])["hist_trial_conf"]
+    assert got == pytest.approx([(1 / 7) / 3, (2 / 5) / 3])
+    assert np.isnan(_columns(ds, ("hist_trial_conf",), "a", None, ["b"])["hist_trial_conf"]).all()
+
+
 def test_discovery_model_objective_and_monotone_constraints(ds: Dataset) -> None:
     from recset.ranking._ranker import DISCOVER_MONOTONE
 
