@@ -721,6 +721,87 @@ class UserCandDaysNow(_UserItem):
         return np.where(batch.u_ok & (since >= 0), since, np.nan)
 
 
+_TIME_BANDS = (12, 16, 20)
+"""Local hours where :func:`trip_time_bucket`'s day bands start (after 0: night and morning)."""
+
+N_TIME_BUCKETS = 2 * (len(_TIME_BANDS) + 1)
+"""Time buckets of a trip: four bands of the local day x weekday / weekend."""
+
+_TIME_PRIOR_TRIPS = 2.0
+"""Pseudo-trips at the user's overall share that shrink ``user_cand_time_share``."""
+
+
+def quiet_hours_offset(timestamps: NDArray[np.integer]) -> int:
+    """The shift in hours (-23..0) that makes local time from the stored (UTC) clock: the
+    six consecutive UTC hours with the fewest purchases are taken to be the shops' night,
+    local 0-6 (ties to the earliest hour). Datasets rarely say their time zone; the
+    quietest hours do."""
+    hours = (np.asarray(timestamps, dtype=np.int64) // 3600) % 24
+    count = np.bincount(hours, minlength=24)
+    night = [int(count[(np.arange(6) + h) % 24].sum()) for h in range(24)]
+    return -int(np.argmin(night))
+
+
+def trip_time_bucket(t: NDArray[np.integer], offset_hours: int) -> NDArray[np.int64]:
+    """The time bucket (0..:data:`N_TIME_BUCKETS` - 1) of epoch seconds ``t``: the band of
+    the local day (before noon, 12-16, 16-20, from 20) x weekend (Saturday, Sunday)."""
+    local = np.asarray(t, dtype=np.int64) + int(offset_hours) * 3600
+    band = np.searchsorted(np.asarray(_TIME_BANDS), (local // 3600) % 24, side="right")
+    weekend = ((local // 86400 + 3) % 7) >= 5  # 1970-01-01 was a Thursday (Monday = 0)
+    return band.astype(np.int64) * 2 + weekend
+
+
+@register_feature("user_cand_time_share")
+class UserCandTimeShare(_UserItem):
+    """The user's trip share of the candidate among the user's trips at the request's time
+    of the week (:func:`trip_time_bucket`: band of the local day x weekend, local time from
+    :func:`quiet_hours_offset`), shrunk toward the user's overall trip share by
+    :data:`_TIME_PRIOR_TRIPS` pseudo-trips: ``(trips in the bucket holding it + 2 x share) /
+    (trips in the bucket + 2)``. A Saturday-morning stock-up and a weekday-evening top-up
+    hold different items. NaN for an unknown user. Opt-in."""
+
+    opt_in = True
+    _state = (
+        "ui_keys_",
+        "ui_trips_",
+        "user_trips_",
+        "keys_",
+        "values_",
+        "bucket_trips_",
+        "offset_",
+    )
+
+    def fit(self, data: FitContext) -> Self:
+        self.ui_trips_, self.user_trips_ = data.ui_trips, data.user_trips
+        ts = data.dataset.events.timestamp[data.buy].astype(np.int64)
+        self.offset_ = np.int64(quiet_hours_offset(ts))
+        p_of, t_of = data.pair_trips
+        n_trips = int(data.trip_of.max()) + 1 if len(data.trip_of) else 0
+        start = np.full(n_trips, np.iinfo(np.int64).max)
+        np.minimum.at(start, data.trip_of, ts)
+        bucket = trip_time_bucket(start, int(self.offset_))
+        keys, counts = np.unique(
+            data.ui_keys[p_of] * N_TIME_BUCKETS + bucket[t_of], return_counts=True
+        )
+        self.keys_, self.values_ = keys, counts.astype(np.float32)
+        t_user = np.zeros(n_trips, np.int64)
+        t_user[data.trip_of] = data.buyer
+        per = np.bincount(t_user * N_TIME_BUCKETS + bucket, minlength=data.n_users * N_TIME_BUCKETS)
+        self.bucket_trips_ = per.reshape(data.n_users, N_TIME_BUCKETS).astype(np.float32)
+        return super().fit(data)
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        b = trip_time_bucket(batch.t, int(self.offset_))
+        held = batch.lookup(
+            self.keys_, self.values_, batch.ui_key * N_TIME_BUCKETS + b, missing=0.0
+        )
+        trips = self._lookup(self.ui_trips_, batch, missing=0.0)
+        share = trips / np.maximum(self.user_trips_[batch.uu].astype(np.float64), 1.0)
+        in_bucket = self.bucket_trips_[batch.uu, b].astype(np.float64)
+        value = (held + _TIME_PRIOR_TRIPS * share) / (in_bucket + _TIME_PRIOR_TRIPS)
+        return np.where(batch.u_ok, value, np.nan)
+
+
 _SEED_TRIP_BLOCK = 4_000_000
 """Most (row, item) entries :class:`UserSeedCandShare` expands at once."""
 

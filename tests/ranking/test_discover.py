@@ -1010,3 +1010,54 @@ def test_stages_skip_only_the_columns_no_tree_splits_on(
         )
     # a repeat feature is constant (0) over items new to the user: no discovery tree reads it
     assert not ranker.used_columns("discover")[names.index("user_bought_cand")]
+
+
+def test_quiet_hours_offset_and_time_buckets() -> None:
+    from recset.ranking._builtin_features import quiet_hours_offset, trip_time_bucket
+
+    hour = 3600
+    # purchases at every UTC hour but 5-10: the shops' night starts at 05:00 UTC
+    busy = [h for h in range(24) if not 5 <= h <= 10]
+    assert quiet_hours_offset(np.array(busy * 3) * hour) == -5
+    # 1970-01-03 was a Saturday: 12:30 UTC is band 12-16 on a weekend; 13 hours earlier,
+    # 23:30 on Friday, the band from 20 on a weekday
+    t = np.array([2 * 86400 + 12 * hour + 1800])
+    assert trip_time_bucket(t, 0).tolist() == [1 * 2 + 1]
+    assert trip_time_bucket(t, -13).tolist() == [3 * 2 + 0]
+
+
+def test_user_cand_time_share_hand_computed() -> None:
+    from recset.ranking import BASE_FEATURES
+
+    name = "user_cand_time_share"
+    assert name not in BASE_FEATURES
+    day, hour = 86400, 3600  # 1970-01-05 (day 4) was a Monday
+    trips = [
+        ("u", ["a", "b"], 4 * day + 9 * hour),  # Monday morning
+        ("u", ["a"], 5 * day + 9 * hour),  # Tuesday morning
+        ("u", ["c"], 6 * day + 18 * hour),  # Wednesday 16-20
+        ("u", ["b", "c"], 9 * day + 10 * hour),  # Saturday morning
+        ("v", ["a", "d"], 7 * day + 13 * hour),  # Thursday 12-16
+    ]
+    rows = [
+        (user, it, "purchase", t + j, f"o{o}")
+        for o, (user, items, t) in enumerate(trips)
+        for j, it in enumerate(items)
+    ]
+    ev = pd.DataFrame(rows, columns=["user_id", "item_id", "event", "timestamp", "order_id"])
+    cat = pd.DataFrame({"item_id": list("abcd"), "category_id": ["c"] * 4})
+    ds = Dataset.from_frames(cat, ev)
+    feats = FeatureSpace.fit(ds, ("x",), extra_features=(name,))
+    j = feats.names.index(name)
+
+    def at(when: int, user: str | None = "u") -> list[float]:
+        return _query(ds, feats, "a", user, ["a", "b", "c", "d"], when=when)[:, j].tolist()
+
+    # u's overall trip shares: a, b, c 2/4 each; two pseudo-trips at those shares
+    # a Monday morning: u's 2 weekday-morning trips hold a twice, b once, c never
+    assert at(11 * day + 8 * hour) == pytest.approx([3 / 4, 2 / 4, 1 / 4, 0.0])
+    # a Sunday morning: u's one weekend-morning trip holds b and c
+    assert at(10 * day + 11 * hour) == pytest.approx([1 / 3, 2 / 3, 2 / 3, 0.0])
+    # a Monday night: no trip of u then, the overall shares
+    assert at(11 * day + 22 * hour) == pytest.approx([0.5, 0.5, 0.5, 0.0])
+    assert np.isnan(at(11 * day, user=None)).all()
