@@ -122,6 +122,8 @@ PLUGINS = {
     "bundle": ("user_seed_cand_share", "user_seed_trips"),
     "strial": ("seed_trial_conf",),
     "htrial": ("hist_trial_conf",),
+    "tshare": ("user_cand_time_share",),
+    "tlift": ("cand_time_lift",),
 }
 
 

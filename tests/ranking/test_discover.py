@@ -1026,7 +1026,7 @@ def test_quiet_hours_offset_and_time_buckets() -> None:
     assert trip_time_bucket(t, -13).tolist() == [3 * 2 + 0]
 
 
-def test_user_cand_time_share_hand_computed() -> None:
+def test_time_of_week_features_hand_computed() -> None:
     from recset.ranking import BASE_FEATURES
 
     name = "user_cand_time_share"
@@ -1047,7 +1047,7 @@ def test_user_cand_time_share_hand_computed() -> None:
     ev = pd.DataFrame(rows, columns=["user_id", "item_id", "event", "timestamp", "order_id"])
     cat = pd.DataFrame({"item_id": list("abcd"), "category_id": ["c"] * 4})
     ds = Dataset.from_frames(cat, ev)
-    feats = FeatureSpace.fit(ds, ("x",), extra_features=(name,))
+    feats = FeatureSpace.fit(ds, ("x",), extra_features=(name, "cand_time_lift"))
     j = feats.names.index(name)
 
     def at(when: int, user: str | None = "u") -> list[float]:
@@ -1061,3 +1061,13 @@ def test_user_cand_time_share_hand_computed() -> None:
     # a Monday night: no trip of u then, the overall shares
     assert at(11 * day + 22 * hour) == pytest.approx([0.5, 0.5, 0.5, 0.0])
     assert np.isnan(at(11 * day, user=None)).all()
+    # cand_time_lift: 8 purchases, 3 on weekday mornings (a twice, b once); each item's
+    # counts shrunk by 20 pseudo-purchases spread as all purchases are
+    k = feats.names.index("cand_time_lift")
+    lift = _query(ds, feats, "a", None, ["a", "b", "c", "d"], when=11 * day + 8 * hour)[:, k]
+    p = 3 / 8
+    want = [(2 + 20 * p) / 23, (1 + 20 * p) / 22, (20 * p) / 22, (20 * p) / 21]
+    assert lift.tolist() == pytest.approx(np.log(np.array(want) / p).tolist())
+    # no purchase ever on a Monday night: no lift either way
+    lift = _query(ds, feats, "a", None, ["a", "d"], when=11 * day + 22 * hour)[:, k]
+    assert lift.tolist() == [0.0, 0.0]
