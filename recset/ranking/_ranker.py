@@ -58,6 +58,10 @@ class RankerConfig(BaseModel):
         bundles: the share of the user's trips with the seed that also hold the candidate,
         and how many trips that is of; docs/ranking.md); False: only when named in
         ``extra_features``. Off with ``personal_features = false``.
+    time_features : bool
+        The ranker and the discovery model read :data:`TIME_FEATURES` (the candidate's lift
+        at the request's time of the week; docs/ranking.md); False: only when named in
+        ``extra_features``.
     personal_features : bool
         False: the ranker reads nothing of the user (no ``user_*`` / ``hist_copurchase``
         feature, no ``user_history`` candidates): the same list for every user of a seed,
@@ -147,6 +151,7 @@ class RankerConfig(BaseModel):
     extra_features: tuple[str, ...] = ()
     promotion_features: bool = True
     bundle_features: bool = True
+    time_features: bool = True
     personal_features: bool = True
     explore_share: float = Field(0.0, ge=0, le=1)
     label_split: Literal["time", "leave_last"] = "time"
@@ -728,12 +733,20 @@ PROMOTION_FEATURES = ("cand_promo", "cand_promo_channels", "cand_promo_lift")
 docs/benchmarks.md)."""
 
 
+TIME_FEATURES = ("cand_time_lift",)
+"""The time of the week, read by default (``time_features``; chosen on the discovery
+model's validation windows: docs/benchmarks.md "Two more kinds of signal")."""
+
+
 def ranker_features(rc: RankerConfig, dataset: Dataset) -> tuple[str, ...]:
     """:func:`discover_features`, plus :data:`PROMOTION_FEATURES` when ``dataset`` has a
-    promotion calendar and ``rc.promotion_features`` is on."""
+    promotion calendar and ``rc.promotion_features`` is on, then :data:`TIME_FEATURES` with
+    ``rc.time_features``."""
     extra = discover_features(rc)
     if rc.promotion_features and dataset.promotions is not None:
         extra += tuple(f for f in PROMOTION_FEATURES if f not in extra)
+    if rc.time_features:
+        extra += tuple(f for f in TIME_FEATURES if f not in extra)
     return extra
 
 

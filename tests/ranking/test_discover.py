@@ -976,6 +976,22 @@ def test_bundle_features_are_read_by_default_and_can_be_turned_off() -> None:
         config_from_dict({"ranker": {"bundle_features": "sometimes"}})
 
 
+def test_time_features_are_read_by_default_after_the_calendar_and_can_be_turned_off(
+    ds: Dataset,
+) -> None:
+    from recset.config import config_from_dict
+    from recset.ranking._ranker import TIME_FEATURES, RankerConfig, ranker_features
+
+    assert ranker_features(RankerConfig(), ds)[-len(TIME_FEATURES) :] == TIME_FEATURES
+    assert not set(TIME_FEATURES) & set(ranker_features(RankerConfig(time_features=False), ds))
+    # named in extra_features too: read once, where named
+    rc = RankerConfig(extra_features=("cand_time_lift", "user_cand_due"))
+    assert ranker_features(rc, ds).count("cand_time_lift") == 1
+    assert config_from_dict({"ranker": {"time_features": False}}).ranker.time_features is False
+    with pytest.raises(ConfigError, match="time_features"):
+        config_from_dict({"ranker": {"time_features": "sometimes"}})
+
+
 def test_stages_skip_only_the_columns_no_tree_splits_on(
     ds: Dataset, trained: tuple[Engine, Ranker]
 ) -> None:
