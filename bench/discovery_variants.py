@@ -16,7 +16,8 @@ Variants (comma-separated, combinable with ``+``):
 
 - ``base``: the discovery model without the SAR features and candidates, one label window
   (the shipped model is ``sar+sarcand+cuts3``, with ``bag3`` since ``discover_models = 3``,
-  ``promo`` on data with a calendar, and ``bundle`` since ``bundle_features = true``);
+  ``promo`` on data with a calendar, ``bundle`` since ``bundle_features = true`` and
+  ``tlift`` since ``time_features = true``);
 - ``sar``: adds the ``hist_sar`` / ``seed_sar`` features (personal SAR: the user's purchases
   times an item-item similarity from user co-occurrence, and the seed's similarity);
 - ``sarcand``: adds each user's 50 best never-bought items by ``hist_sar`` to the candidates;

@@ -15,9 +15,10 @@ is shown for reference.
         --variants base,user_cand_due
 
 Variants are comma-separated; ``base`` is the default feature space (it reads the bundle
-features ``user_seed_cand_share`` / ``user_seed_trips``, since 2026-12-03, and on data with
-a promotion calendar the calendar features; ``--config`` with ``[ranker] promotion_features
-= false`` / ``bundle_features = false`` leaves them out), any other is a ``+``-joined list
+features ``user_seed_cand_share`` / ``user_seed_trips`` and ``cand_time_lift``, since
+2026-12-03, and on data with a promotion calendar the calendar features; ``--config`` with
+``[ranker] promotion_features = false`` / ``bundle_features = false`` / ``time_features =
+false`` leaves them out), any other is a ``+``-joined list
 of opt-in features; a part ``capN`` sets the ranker's ``n_estimators`` to N (the most trees
 its early stopping may keep), e.g. ``base+cap1000``. ``--discover`` trains the rankers as
 ``recset backtest`` does (with the discovery model, whose ``hist_sar`` / ``seed_sar`` the
