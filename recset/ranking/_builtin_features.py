@@ -816,24 +816,53 @@ class CandTimeLift(RankerFeature):
     in the morning, beer on the weekend. Opt-in."""
 
     opt_in = True
-    _state = ("keys_", "values_", "item_n_", "bucket_share_", "offset_")
+    _state = ("item_ptr_", "bucket_", "counts_", "item_n_", "bucket_share_", "offset_")
 
     def fit(self, data: FitContext) -> Self:
         ts = data.dataset.events.timestamp[data.buy].astype(np.int64)
         self.offset_ = np.int64(quiet_hours_offset(ts))
         bucket = trip_time_bucket(ts, int(self.offset_))
         keys, counts = np.unique(data.bought * N_TIME_BUCKETS + bucket, return_counts=True)
-        self.keys_, self.values_ = keys, counts.astype(np.float32)
+        # each item's purchases per bucket as a CSR row (at most N_TIME_BUCKETS entries): a
+        # request reads its candidates' rows, not a search of the whole table
+        per_item = np.bincount(keys // N_TIME_BUCKETS, minlength=data.n_items)
+        self.item_ptr_ = np.concatenate([[0], np.cumsum(per_item)]).astype(np.int64)
+        self.bucket_ = (keys % N_TIME_BUCKETS).astype(np.int8)
+        self.counts_ = counts.astype(np.float64)
         self.item_n_ = np.bincount(data.bought, minlength=data.n_items).astype(np.float32)
         spread = np.bincount(bucket, minlength=N_TIME_BUCKETS).astype(np.float64)
         self.bucket_share_ = (spread / max(spread.sum(), 1.0)).astype(np.float64)
         return self
 
+    # the values of every item for the bucket of the last one-bucket call, with the counts
+    # they came from (compared by identity): a served request reads them with one gather
+    _snapshot: tuple[NDArray[np.float64], int, NDArray[np.float64]] | None = None
+
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
-        b = trip_time_bucket(batch.t, int(self.offset_))
-        held = batch.lookup(self.keys_, self.values_, batch.c * N_TIME_BUCKETS + b, missing=0.0)
+        w = max(batch.width, 1)
+        rows = trip_time_bucket(batch.t[::w], int(self.offset_))
+        if len(rows) and (rows == rows[0]).all():
+            snap = self._snapshot  # one read: another thread may replace it meanwhile
+            if snap is None or snap[0] is not self.counts_ or snap[1] != int(rows[0]):
+                items = np.arange(len(self.item_n_))
+                every = self._values(items, np.full(len(items), int(rows[0])))
+                snap = self._snapshot = (self.counts_, int(rows[0]), every)
+            return snap[2][batch.c]
+        return self._values(batch.c, np.repeat(rows, w))
+
+    def _values(self, c: NDArray[np.int64], b: NDArray[np.int64]) -> NDArray[np.float64]:
+        """The lift of items ``c`` in buckets ``b`` (each item's CSR row read directly)."""
+        lo = self.item_ptr_[c]
+        n_kept = self.item_ptr_[c + 1] - lo
+        slot = np.arange(N_TIME_BUCKETS)
+        at = np.minimum(lo[:, None] + slot, max(len(self.bucket_) - 1, 0))
+        match = (slot < n_kept[:, None]) & (self.bucket_[at] == b[:, None])
+        if len(self.counts_):
+            held = np.where(match, self.counts_[at], 0.0).sum(axis=1)
+        else:
+            held = np.zeros(len(c))
         p = self.bucket_share_[b]
-        n = self.item_n_[batch.c].astype(np.float64)
+        n = self.item_n_[c].astype(np.float64)
         share = (held + _TIME_PRIOR_PURCHASES * p) / (n + _TIME_PRIOR_PURCHASES)
         return np.log(np.divide(share, p, out=np.ones_like(share), where=p > 0))
 

@@ -1087,3 +1087,30 @@ def test_time_of_week_features_hand_computed() -> None:
     # no purchase ever on a Monday night: no lift either way
     lift = _query(ds, feats, "a", None, ["a", "d"], when=11 * day + 22 * hour)[:, k]
     assert lift.tolist() == [0.0, 0.0]
+    # several requests at different times in one call (a backtest batch) read each item's
+    # row directly; each alone reads the cached values of its bucket: the same numbers
+    from recset.pipeline import Candidates
+
+    times = [11 * day + 8 * hour, 10 * day + 11 * hour, 11 * day + 22 * hour, 7 * day + 13 * hour]
+    rng = np.random.default_rng(0)
+    items = rng.integers(0, 4, size=(len(times), 6)).astype(np.int32)
+    n = items.shape[1]
+
+    def batch_of(rows: np.ndarray) -> Candidates:
+        shape = (len(rows), n)
+        return Candidates(
+            items[rows],
+            np.zeros(shape, np.float32),
+            np.full((*shape, 1), np.nan, np.float32),
+            np.full((*shape, 1), -1, np.int32),
+            ("x",),
+        )
+
+    seeds, users = np.zeros(len(times), np.int32), np.zeros(len(times), np.int32)
+    at_times = np.array(times, np.int64)
+    whole = feats.transform(seeds, users, batch_of(np.arange(len(times))), at_times)[:, k]
+    alone = [
+        feats.transform(seeds[:1], users[:1], batch_of(np.array([r])), at_times[r : r + 1])[:, k]
+        for r in range(len(times))
+    ]
+    assert whole.tolist() == np.concatenate(alone).tolist()
