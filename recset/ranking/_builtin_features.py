@@ -776,10 +776,8 @@ class UserCandTimeShare(_UserItem):
         ts = data.dataset.events.timestamp[data.buy].astype(np.int64)
         self.offset_ = np.int64(quiet_hours_offset(ts))
         p_of, t_of = data.pair_trips
-        n_trips = int(data.trip_of.max()) + 1 if len(data.trip_of) else 0
-        start = np.full(n_trips, np.iinfo(np.int64).max)
-        np.minimum.at(start, data.trip_of, ts)
-        bucket = trip_time_bucket(start, int(self.offset_))
+        bucket = trip_time_bucket(data.trip_start, int(self.offset_))
+        n_trips = len(bucket)
         keys, counts = np.unique(
             data.ui_keys[p_of] * N_TIME_BUCKETS + bucket[t_of], return_counts=True
         )

@@ -513,11 +513,8 @@ def _trial_confidence(data: FitContext, k: int) -> sp.csr_matrix:
     n_trips = int(t_of.max()) + 1 if len(t_of) else 0
     item = (data.ui_keys[p_of] % n).astype(np.int64)
     trips = sp.csr_matrix((np.ones(len(p_of), np.float64), (t_of, item)), shape=(n_trips, n))
-    # each pair's first trip in time (trip ids follow the trip key, not the clock)
-    ts = data.dataset.events.timestamp[data.buy].astype(np.float64)
-    start = np.full(n_trips, np.inf)
-    np.minimum.at(start, data.trip_of, ts)
-    order = np.lexsort((t_of, start[t_of], p_of))
+    # each pair's first trip in time
+    order = np.lexsort((t_of, data.trip_start[t_of], p_of))
     head = np.ones(len(order), bool)
     head[1:] = p_of[order][1:] != p_of[order][:-1]
     first = order[head]

@@ -217,6 +217,16 @@ class FitContext:
         return pt // n_trips, pt % n_trips
 
     @cached_property
+    def trip_start(self) -> NDArray[np.int64]:
+        """Time of each trip's first purchase (:attr:`trip_of` ids; trip ids follow the trip
+        key, not the clock)."""
+        n_trips = int(self.trip_of.max()) + 1 if len(self.trip_of) else 0
+        start = np.full(n_trips, np.iinfo(np.int64).max)
+        ts = self.dataset.events.timestamp[self.buy].astype(np.int64)
+        np.minimum.at(start, self.trip_of, ts)
+        return start
+
+    @cached_property
     def trip_of(self) -> NDArray[np.int64]:
         """Trip id of each purchase event, ``0 .. n_trips - 1`` in (user, trip key) order:
         a trip is an order (``order >= 0``), else one purchase timestamp of the user."""
