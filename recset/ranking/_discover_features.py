@@ -84,14 +84,31 @@ def _confidence(data: FitContext, k: int) -> sp.csr_matrix:
     c.setdiag(0)
     c.eliminate_zeros()
     c = sp.diags(np.divide(1.0, n, out=np.zeros_like(n), where=n > 0)) @ c
-    idx, val = topk_rows(c.tocsr(), k, min_value=1e-12)
-    rows = np.repeat(np.arange(data.n_items), k)
+    out = _top_of_rows(c.tocsr(), k)
+    data.__dict__[f"_confidence_{k}"] = out
+    return out
+
+
+def _top_of_rows(c: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """``c`` (square) with each row cut to its ``k`` largest positive values (float64, sorted
+    indices)."""
+    idx, val = topk_rows(c, k, min_value=1e-12)
+    rows = np.repeat(np.arange(c.shape[0]), k)
     ok = idx.ravel() >= 0
     out = sp.csr_matrix(
         (val.ravel()[ok].astype(np.float64), (rows[ok], idx.ravel()[ok])), shape=c.shape
     )
-    data.__dict__[f"_confidence_{k}"] = out
+    out.sort_indices()
     return out
+
+
+def _sorted_pairs(m: sp.csr_matrix, n_cols: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """The nonzeros of ``m`` as sorted ``row * n_cols + col`` keys and float32 values."""
+    m = m.tocsr()
+    m.sum_duplicates()
+    m.sort_indices()
+    keys = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+    return keys * n_cols + m.indices, m.data.astype(np.float32)
 
 
 @register_feature("hist_copurchase")
@@ -110,12 +127,8 @@ class HistCopurchase(RankerFeature):
 
     def fit(self, data: FitContext) -> Self:
         score = (_user_items(data, HISTORY_ITEMS) @ _confidence(data, NEIGHBOURS)).tocsr()
-        score.sum_duplicates()
-        score.sort_indices()
-        keys = np.repeat(np.arange(score.shape[0], dtype=np.int64), np.diff(score.indptr))
-        keys = keys * data.n_items + score.indices
+        keys, self.values_ = _sorted_pairs(score, data.n_items)  # sorts score in place
         self.keys_ = keys
-        self.values_ = score.data.astype(np.float32)
         # the same scores without the items the user bought: the discovery candidates
         bought = np.isin(keys, data.ui_keys)
         new = score.copy()
@@ -306,10 +319,7 @@ class SeedSar(RankerFeature):
     _state = ("keys_", "values_")
 
     def fit(self, data: FitContext) -> Self:
-        s = _sar_similarity(data)
-        self.keys_ = np.repeat(np.arange(s.shape[0], dtype=np.int64), np.diff(s.indptr))
-        self.keys_ = self.keys_ * data.n_items + s.indices
-        self.values_ = s.data.astype(np.float32)
+        self.keys_, self.values_ = _sorted_pairs(_sar_similarity(data), data.n_items)
         return self
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
@@ -483,11 +493,7 @@ class SeedConfidence(RankerFeature):
     _state = ("keys_", "values_")
 
     def fit(self, data: FitContext) -> Self:
-        c = _confidence(data, NEIGHBOURS)
-        c.sort_indices()
-        keys = np.repeat(np.arange(c.shape[0], dtype=np.int64), np.diff(c.indptr))
-        self.keys_ = keys * data.n_items + c.indices
-        self.values_ = c.data.astype(np.float32)
+        self.keys_, self.values_ = _sorted_pairs(_confidence(data, NEIGHBOURS), data.n_items)
         return self
 
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
@@ -527,22 +533,9 @@ def _trial_confidence(data: FitContext, k: int) -> sp.csr_matrix:
     c.eliminate_zeros()
     held = np.asarray(trips.sum(axis=0)).ravel()
     c = (sp.diags(np.divide(1.0, held, out=np.zeros_like(held), where=held > 0)) @ c).tocsr()
-    idx, val = topk_rows(c, k, min_value=1e-12)
-    rows = np.repeat(np.arange(n), k)
-    ok = idx.ravel() >= 0
-    out = sp.csr_matrix((val.ravel()[ok], (rows[ok], idx.ravel()[ok])), shape=(n, n))
-    out.sort_indices()
+    out = _top_of_rows(c, k)
     data.__dict__[f"_trial_confidence_{k}"] = out
     return out
-
-
-def _sorted_pairs(m: sp.csr_matrix, n_cols: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-    """The nonzeros of ``m`` as sorted ``row * n_cols + col`` keys and float32 values."""
-    m = m.tocsr()
-    m.sum_duplicates()
-    m.sort_indices()
-    keys = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
-    return keys * n_cols + m.indices, m.data.astype(np.float32)
 
 
 @register_feature("seed_trial_conf")
