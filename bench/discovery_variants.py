@@ -41,6 +41,8 @@ Variants (comma-separated, combinable with ``+``):
   trip-weighted mean text vector);
 - ``bundle``: the opt-in features ``user_seed_cand_share`` (the share of the user's trips
   with the seed that also hold the candidate) and ``user_seed_trips``;
+- ``catdue``: the opt-in feature ``user_cat_days_due`` (how due the user's next purchase in
+  the candidate's category is at the request's time);
 - ``mixN``: ``discover_mix_candidates`` N, the candidates per seed the discovery model takes
   from the mix (the ranker's ``candidates``, 100, otherwise);
 - ``capN``: ``discover_n_estimators`` N, the most trees the discovery model's early stopping
@@ -125,6 +127,7 @@ PLUGINS = {
     "htrial": ("hist_trial_conf",),
     "tshare": ("user_cand_time_share",),
     "tlift": ("cand_time_lift",),
+    "catdue": ("user_cat_days_due",),
 }
 
 

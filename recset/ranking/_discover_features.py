@@ -673,3 +673,43 @@ class HistTextProfile(RankerFeature):
         ok = batch.u_ok & p_ok & (c_norm > 0)
         out[ok] = sim[ok] / c_norm[ok]
         return out
+
+
+@register_feature("user_cat_days_due")
+class UserCatDaysDue(RankerFeature):
+    """How due the user's next purchase in the candidate's category is at the request's
+    time: the days from the user's last purchase in the category to the request, over the
+    user's mean gap in days between trips holding it (``(last - first purchase in it) /
+    (trips holding it - 1)``). 1: as long as usual; above 1: overdue.
+
+    ``user_cand_due`` and ``user_cand_days_due`` say when the user is due to buy an item
+    again, so they are NaN for every item the user never bought; a new item is bought when
+    its *category* is due (the coffee runs out, the user tries another coffee). NaN for an
+    unknown user, a candidate without a category, a category the user bought from on fewer
+    than two trips or all at one time, or a request before the last purchase. Opt-in.
+    """
+
+    personal = True
+    opt_in = True
+    _state = ("category_", "keys_", "trips_", "first_", "last_")
+
+    def fit(self, data: FitContext) -> Self:
+        keys, trips, first, last = data.user_category
+        self.category_ = data.category
+        self.keys_, self.trips_, self.first_, self.last_ = keys, trips, first, last
+        return self
+
+    @cached_property
+    def _n_groups(self) -> int:
+        return _n_groups(self.category_)
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        c_cat = self.category_[batch.c].astype(np.int64)
+        query = batch.uu * self._n_groups + c_cat
+        trips = batch.lookup(self.keys_, self.trips_, query, missing=0.0)
+        first = batch.lookup(self.keys_, self.first_, query)
+        last = batch.lookup(self.keys_, self.last_, query)
+        since = batch.t.astype(np.float64) - last
+        ok = batch.u_ok & (c_cat >= 0) & (trips >= 2) & (last > first) & (since >= 0)
+        gap = np.where(ok, (last - first) / np.maximum(trips - 1.0, 1.0), 1.0)
+        return np.where(ok, since / gap, np.nan)

@@ -46,6 +46,11 @@ TripHistory = tuple[
 ]
 """``(ui_trips, ui_last_trip, user_last, user_trips, ui_first_trip)`` of :func:`_trip_history`."""
 
+UserCategoryTable = tuple[
+    NDArray[np.int64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]
+]
+"""``(keys, trips, first, last)`` of :attr:`FitContext.user_category`."""
+
 
 class FitContext:
     """The training data of a feature space and the tables several features share.
@@ -265,6 +270,32 @@ class FitContext:
     def user_trips(self) -> NDArray[np.float32]:
         """Trips of each user."""
         return self.trip_history[3]
+
+    @cached_property
+    def user_category(self) -> UserCategoryTable:
+        """Each user's purchases per category: ``(keys, trips, first, last)``, one entry per
+        (user, category) with a purchase, keys ``user * n_categories + category`` sorted;
+        ``trips``: the user's trips holding the category, ``first`` / ``last``: the times of
+        the first and last purchase in it. Items without a category are left out."""
+        n_cat = max(int(self.category.max()) + 1 if len(self.category) else 0, 1)
+        cat = self.category[self.ui_keys % self.n_items].astype(np.int64)
+        ok = cat >= 0
+        pair_key = np.where(ok, self.ui_keys // self.n_items * n_cat + cat, -1)
+        keys, inv = np.unique(pair_key[ok], return_inverse=True)
+        inv = np.asarray(inv).ravel()
+        first = np.full(len(keys), np.inf)
+        np.minimum.at(first, inv, self.ui_first[ok])
+        last = np.full(len(keys), -np.inf)
+        np.maximum.at(last, inv, self.ui_last[ok])
+        # the trips holding the category: distinct (key id, trip) of the pairs' trips
+        p_of, t_of = self.pair_trips
+        key_id = np.full(len(self.ui_keys), -1, np.int64)
+        key_id[ok] = inv
+        k_of = key_id[p_of]
+        n_trips = max(int(t_of.max()) + 1 if len(t_of) else 0, 1)
+        kt = np.unique(k_of[k_of >= 0] * n_trips + t_of[k_of >= 0])
+        trips = np.bincount(kt // n_trips, minlength=len(keys)).astype(np.float64)
+        return keys, trips, first, last
 
     def share(
         self, buyer: NDArray[np.integer], group: NDArray[np.integer], n_groups: int

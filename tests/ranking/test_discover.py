@@ -884,6 +884,45 @@ def test_request_time_recency_features_hand_computed() -> None:
     assert np.isnan(X).all()
 
 
+def test_user_cat_days_due_hand_computed() -> None:
+    from recset.ranking import BASE_FEATURES
+
+    name = "user_cat_days_due"
+    assert name not in BASE_FEATURES
+    # categories A {a1, a2, a3}, B {b1}, C {c1}, n without one. u's trips: day 0 a1 b1 |
+    # day 3 a2 | day 4 b1 | day 6 a1 a2 c1 (A on three trips, two A items on the last
+    # counting one trip); v buys a3, new to u, on day 8
+    rows = []
+    for o, (user, items, d) in enumerate(
+        [("u", ["a1", "b1"], 0), ("u", ["a2"], 3), ("u", ["b1"], 4)]
+        + [("u", ["a1", "a2", "c1"], 6), ("v", ["a3", "n"], 8)]
+    ):
+        for j, it in enumerate(items):
+            rows.append((user, it, "purchase", d * 86400 + j, f"o{o}"))
+    ev = pd.DataFrame(rows, columns=["user_id", "item_id", "event", "timestamp", "order_id"])
+    items = ["a1", "a2", "a3", "b1", "c1", "n"]
+    cat = pd.DataFrame({"item_id": items, "category_id": ["A", "A", "A", "B", "C", None]})
+    ds = Dataset.from_frames(cat, ev)
+    feats = FeatureSpace.fit(ds, ("x",), extra_features=(name,))
+    col = feats.names.index(name)
+    day = 86400
+    cands = ["a3", "a1", "b1", "c1", "n"]
+    got = _query(ds, feats, "a1", "u", cands, when=12 * day)[:, col]
+    # A: first purchase at 0, last at 6 days + 1 s, three trips: the usual gap (6d + 1) / 2,
+    # 6d - 1 since the last; the same for the new a3 and the bought a1
+    a_due = (6 * day - 1) / ((6 * day + 1) / 2)
+    assert got[:2].tolist() == pytest.approx([a_due, a_due])
+    # B: 1 s and 4 days, two trips: gap 4d - 1, 8 days since
+    assert got[2] == pytest.approx(8 * day / (4 * day - 1))
+    assert np.isnan(got[3:]).all()  # C on one trip; n without a category
+    # asked on day 5, before A's last purchase: NaN; B is 1 day old then
+    got = _query(ds, feats, "a1", "u", ["a3", "b1"], when=5 * day)[:, col]
+    assert np.isnan(got[0]) and got[1] == pytest.approx(day / (4 * day - 1))
+    assert np.isnan(_query(ds, feats, "a1", None, cands, when=12 * day)[:, col]).all()
+    # v bought A on one trip only
+    assert np.isnan(_query(ds, feats, "a1", "v", ["a1"], when=12 * day)[:, col]).all()
+
+
 def test_user_seed_cand_share_hand_computed(tmp_path: Path) -> None:
     from recset.ranking import BASE_FEATURES
 
