@@ -34,3 +34,22 @@ def validation_window(
         pick = np.sort(rng.choice(len(queries), max_queries, replace=False))
         queries = queries.take(pick)
     return ds, val, queries
+
+
+def save_hits(path: str, hits: dict[str, Any], basket: Any) -> None:
+    """Write each system's per-query hits (0/1, the same queries in the same order) and the
+    queries' baskets to the ``.npz`` ``path`` (through a temporary name, then renamed), for
+    ``bench/paired_runs.py``."""
+    import os
+    from pathlib import Path
+
+    names = list(hits)
+    out = Path(path)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez(
+        tmp,
+        names=np.array(names, dtype=str),
+        hits=np.stack([np.asarray(hits[n], dtype=np.float64) for n in names]),
+        basket=np.asarray(basket),
+    )
+    os.replace(tmp, out)

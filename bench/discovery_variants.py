@@ -72,7 +72,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from _windows import cut, validation_window  # this directory (bench/_windows.py)
+from _windows import cut, save_hits, validation_window  # this directory (bench/_windows.py)
 
 from recset.config import config_from_dict, load_config
 from recset.data import basket_queries
@@ -187,6 +187,12 @@ def main() -> None:
     ap.add_argument("--config", default=None)
     ap.add_argument("--variants", default="base")
     ap.add_argument("--max-queries", type=int, default=30_000)
+    ap.add_argument(
+        "--save-hits",
+        default=None,
+        help="write each system's per-query explore hits to this .npz (bench/paired_runs.py "
+        "compares two runs, e.g. under two --config files, on the same queries)",
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     variants = [parse_variant(s) for s in args.variants.split(",")]
@@ -370,6 +376,8 @@ def main() -> None:
             f"{time.perf_counter() - t1:.0f} s"
         )
         judge(system, note)
+    if args.save_hits:
+        save_hits(args.save_hits, hits, queries.basket[has_new])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"seconds: {time.perf_counter() - t0:.0f}, peak RSS {peak:.2f} GiB")
 

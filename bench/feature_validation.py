@@ -45,9 +45,15 @@ def main() -> None:
     ap.add_argument("--variants", default="base")
     ap.add_argument("--max-queries", type=int, default=30_000)
     ap.add_argument("--discover", action="store_true")
+    ap.add_argument(
+        "--save-hits",
+        default=None,
+        help="write each variant's per-query Hit@10 to this .npz (bench/paired_runs.py "
+        "compares two runs, e.g. under two --config files, on the same queries)",
+    )
     args = ap.parse_args()
 
-    from _windows import validation_window  # bench/_windows.py
+    from _windows import save_hits, validation_window  # bench/_windows.py
 
     from recset.config import config_from_dict, load_config
     from recset.engine import Engine
@@ -103,6 +109,8 @@ def main() -> None:
             f"{time.perf_counter() - t1:.0f} s"
         )
         judge(ranked_system(engine.with_ranker(ranker), name), note, paired=True)
+    if args.save_hits:
+        save_hits(args.save_hits, hits, queries.basket)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"seconds: {time.perf_counter() - t0:.0f}, peak RSS {peak:.2f} GiB")
 

@@ -65,8 +65,10 @@ def neighbor_table(
     seed: int = 0,
     exclude_self: bool = False,
     query_vectors: NDArray[np.float32] | None = None,
+    exact: bool = False,
 ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
-    """The ``k`` approximate nearest indexed rows of every query row, via Annoy.
+    """The ``k`` approximate nearest indexed rows of every query row, via Annoy (or the
+    exact nearest, with ``exact``).
 
     Query rows with equal query vectors are searched once (unless ``exclude_self``): the
     search is deterministic, so each gets what its own query would return.
@@ -101,6 +103,12 @@ def neighbor_table(
     query_vectors : ndarray of float32, shape (n, d), optional
         The vector a row searches with (default: its own row of ``vectors``), for
         asymmetric scores such as a complement projection of the seed.
+    exact : bool
+        Search every indexed row instead of Annoy's trees (``n_trees``, ``search_k`` and
+        ``seed`` unused): a query's pool is every row within a float32 rounding margin of
+        its ``k + 8``-th best by a BLAS product, re-ranked exactly as above, so the answer
+        is the true ``k`` nearest and the same on every machine. It costs a product of the
+        queries with every indexed row: for catalogs of up to a few hundred thousand items.
 
     Returns
     -------
@@ -118,20 +126,23 @@ def neighbor_table(
     if k == 0 or len(members) == 0:
         return idx, sim
     t0 = time.perf_counter()
-    index = AnnoyIndex(d, metric)
-    index.set_seed(seed)
-    # dense ids 0..m-1 inside the index: Annoy allocates max(id) + 1 slots
-    for j, row in enumerate(members.tolist()):
-        index.add_item(j, vectors[row])
-    index.build(n_trees, n_jobs=1)
-    t1 = time.perf_counter()
     want = k + 1 if exclude_self else k
-    # the pool Annoy inspects is fixed by search_k (-1: n_trees * want, as Annoy's default);
-    # the extra neighbours asked within it are only there to be re-ranked exactly
-    search_k = n_trees * want if search_k < 0 else search_k
     ask = want + _EXTRA_NEIGHBORS
-    get = index.get_nns_by_vector
     qv = vectors if query_vectors is None else query_vectors
+    if exact:
+        pool = _ExactPool(vectors, members, qv, ask, metric)
+    else:
+        index = AnnoyIndex(d, metric)
+        index.set_seed(seed)
+        # dense ids 0..m-1 inside the index: Annoy allocates max(id) + 1 slots
+        for j, row in enumerate(members.tolist()):
+            index.add_item(j, vectors[row])
+        index.build(n_trees, n_jobs=1)
+        get = index.get_nns_by_vector
+        # the pool Annoy inspects is fixed by search_k (-1: n_trees * want, as Annoy's
+        # default); the extra neighbours asked within it are only there to be re-ranked
+        search_k = n_trees * want if search_k < 0 else search_k
+    t1 = time.perf_counter()
     # squared norms in float64 (numpy, not BLAS): the exact rescoring's denominators
     sq_norm = np.empty(n, dtype=np.float64)
     for a in range(0, n, _ROWS):
@@ -150,15 +161,18 @@ def neighbor_table(
     def block(a: int, b: int) -> None:
         # Annoy releases the GIL while it searches: blocks of queries run on several threads
         rows = rows_all[a:b]
-        ids = np.full((len(rows), ask), -1, dtype=np.int64)
-        for j, row in enumerate(rows.tolist()):
-            got = get(qv[row], ask, search_k)
-            ids[j, : len(got)] = got
+        if exact:
+            ids = pool(rows)
+        else:
+            ids = np.full((len(rows), ask), -1, dtype=np.int64)
+            for j, row in enumerate(rows.tolist()):
+                got = get(qv[row], ask, search_k)
+                ids[j, : len(got)] = got
         found = np.where(ids >= 0, members[np.maximum(ids, 0)], -1)
         if exclude_self:
             found[found == rows[:, None]] = -1
         # exact similarities a few rows at a time (bounded float64 temporaries)
-        sub = max(1, _EXACT_ENTRIES // (ask * max(d, 1)))
+        sub = max(1, _EXACT_ENTRIES // (ids.shape[1] * max(d, 1)))
         for c in range(0, len(rows), sub):
             f = found[c : c + sub]
             s = exact_similarity(vectors, sq_norm, f, qv[rows[c : c + sub]], metric)
@@ -177,9 +191,10 @@ def neighbor_table(
     idx[copy_to] = idx[copy_from]
     sim[copy_to] = sim[copy_from]
     _log.debug(
-        "annoy: built %d items x %d trees in %.2fs; %d queries, %d distinct (k=%d) in %.2fs",
+        "%s: indexed %d items (%d trees) in %.2fs; %d queries, %d distinct (k=%d) in %.2fs",
+        "exact" if exact else "annoy",
         len(members),
-        n_trees,
+        0 if exact else n_trees,
         t1 - t0,
         int(queries.sum()),
         len(rows_all),
@@ -187,6 +202,74 @@ def neighbor_table(
         time.perf_counter() - t1,
     )
     return idx, sim
+
+
+# the margin, relative to the scale of a query's scores, within which a BLAS float32 product
+# may differ between machines: rows this close to a query's pool threshold join the pool
+_POOL_MARGIN = 1e-5
+# most float32 entries of one (queries x indexed rows) product of the exact search
+_POOL_ENTRIES = 1 << 24
+
+
+class _ExactPool:
+    """The exact search's candidate pools (:func:`neighbor_table` with ``exact``).
+
+    A query's pool is every indexed row whose float32 score (a BLAS product: cosine of
+    unit vectors for ``"angular"``, the inner product for ``"dot"``) is within
+    :data:`_POOL_MARGIN` of the ``ask``-th best, ties included: whichever way another
+    machine's BLAS rounds, its pool holds the same true nearest rows, which the float64
+    re-ranking then orders the same way.
+    """
+
+    def __init__(
+        self,
+        vectors: NDArray[np.float32],
+        members: NDArray[np.int32],
+        qv: NDArray[np.float32],
+        ask: int,
+        metric: Literal["angular", "dot"],
+    ) -> None:
+        self.qv, self.metric = qv, metric
+        self.ask = min(ask, len(members))
+        v = vectors[members].astype(np.float32)
+        norm = np.linalg.norm(v, axis=1)
+        if metric == "angular":
+            v = v / np.where(norm > 0, norm, 1.0)[:, None]
+            self.scale = 1.0
+        else:
+            self.scale = float(norm.max(initial=0.0))
+        self.v_t = np.ascontiguousarray(v.T)
+
+    def __call__(self, rows: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Pools of the query ``rows`` as indexed positions (into ``members``), -1 padded."""
+        m = self.v_t.shape[1]
+        step = max(1, _POOL_ENTRIES // max(m, 1))
+        parts = []
+        for a in range(0, len(rows), step):
+            q = self.qv[rows[a : a + step]].astype(np.float32)
+            q_norm = np.linalg.norm(q, axis=1)
+            if self.metric == "angular":
+                q = q / np.where(q_norm > 0, q_norm, 1.0)[:, None]
+                margin = np.full(len(q), _POOL_MARGIN)
+            else:
+                margin = _POOL_MARGIN * np.maximum(q_norm * self.scale, 1e-30)
+            score = q @ self.v_t  # (b, m)
+            # a zero query scores 0 against every row: its pool is the first rows, which
+            # the re-ranking's ties to the lower id pick anyway
+            score[q_norm == 0] = -np.arange(m, dtype=np.float32)
+            kth = -np.partition(-score, self.ask - 1, axis=1)[:, self.ask - 1]
+            inside = score >= (kth - margin)[:, None]
+            width = int(inside.sum(axis=1).max(initial=0))
+            top = np.argpartition(-score, width - 1, axis=1)[:, :width]
+            keep = np.take_along_axis(inside, top, 1)
+            parts.append(np.where(keep, top, -1).astype(np.int64))
+        width = max((p.shape[1] for p in parts), default=self.ask)
+        out = np.full((len(rows), width), -1, dtype=np.int64)
+        at = 0
+        for p in parts:
+            out[at : at + len(p), : p.shape[1]] = p
+            at += len(p)
+        return out
 
 
 def exact_similarity(
@@ -380,6 +463,12 @@ class ComplementaryOfSimilarConfig(SourceConfig):
         Co-purchase pairs seen (decayed count) fewer times than this are not complements.
     aggregate : {"max", "sum"}
         How the scores of one candidate proposed by several similar items combine.
+    search : {"annoy", "exact"}
+        How the similar items are found: Annoy's approximate search (``n_trees``,
+        ``search_k``, ``seed``), or every item with complements searched (the true nearest,
+        and the same lists on every machine; Annoy's trees depend on the vector
+        instructions it was compiled for). Exact search costs a product of the seeds with
+        every item with complements: for catalogs of up to a few hundred thousand items.
     n_trees : int
         Trees of the Annoy index (more: a slower build and more memory).
     search_k : int
@@ -402,6 +491,7 @@ class ComplementaryOfSimilarConfig(SourceConfig):
     complements_per_item: int = Field(50, ge=1)
     min_pair_count: float = Field(1.0, ge=0)
     aggregate: Literal["max", "sum"] = "sum"
+    search: Literal["annoy", "exact"] = "annoy"
     n_trees: int = Field(8, ge=1)
     search_k: int = Field(600, ge=-1)
     max_candidates: int = Field(200, ge=1)
@@ -535,6 +625,7 @@ class ComplementaryOfSimilarRecall(RecallBase):
             n_trees=cfg.n_trees,
             search_k=cfg.search_k,
             seed=cfg.seed,
+            exact=cfg.search == "exact",
         )
         weak = sim < cfg.min_similarity
         nb[weak] = -1

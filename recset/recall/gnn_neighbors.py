@@ -55,6 +55,10 @@ class GnnNeighborsConfig(SourceConfig):
     metric : {"angular", "dot"}
         Cosine similarity, or inner product (for embeddings trained with a dot-product
         score, where the norm carries popularity).
+    search : {"annoy", "exact"}
+        Annoy's approximate search, or every item searched (the true nearest, the same on
+        every machine; for catalogs of up to a few hundred thousand items), as
+        ``complementary_of_similar``'s ``search``.
     n_trees : int
         Trees of the Annoy index.
     search_k : int
@@ -67,6 +71,7 @@ class GnnNeighborsConfig(SourceConfig):
 
     embeddings: str | None = None
     metric: Literal["angular", "dot"] = "angular"
+    search: Literal["annoy", "exact"] = "annoy"
     n_trees: int = Field(20, ge=1)
     search_k: int = Field(-1, ge=-1)
     max_candidates: int = Field(100, ge=1)
@@ -249,6 +254,7 @@ class GnnNeighborsRecall(RecallBase):
             seed=cfg.seed,
             exclude_self=True,
             query_vectors=queries,
+            exact=cfg.search == "exact",
         )
         _log.info(
             "gnn_neighbors: %d items with embeddings of dim %d from %s",

@@ -333,6 +333,123 @@ def test_neighbor_table_does_not_depend_on_annoys_float_order(
             assert r.index(1) == r.index(0) + 1
 
 
+def _brute_force(
+    vectors: np.ndarray,
+    indexed: np.ndarray,
+    qv: np.ndarray,
+    row: int,
+    k: int,
+    metric: str,
+    exclude_self: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The true ``k`` nearest indexed rows of query ``row`` in float64, ties to the lower id."""
+    v64, q = vectors.astype(np.float64), qv[row].astype(np.float64)
+    cand = np.flatnonzero(indexed)
+    if exclude_self:
+        cand = cand[cand != row]
+    score = v64[cand] @ q
+    if metric == "angular":
+        den = np.linalg.norm(v64[cand], axis=1) * np.linalg.norm(q)
+        score = np.divide(score, den, out=np.zeros_like(score), where=den > 0)
+    best = np.lexsort((cand, -score.astype(np.float32)))[:k]
+    return cand[best], score[best]
+
+
+@pytest.mark.parametrize("metric", ["angular", "dot"])
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_exact_neighbor_table_is_the_true_nearest(metric: str, exclude_self: bool) -> None:
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal((80, 6)).astype(np.float32)
+    vectors = base[rng.integers(0, 80, size=500)]  # many exact ties between rows
+    vectors[7] = 0.0  # a zero vector: every score 0, ties to the lower id
+    indexed = rng.random(500) < 0.6
+    queries = rng.random(500) < 0.7
+    queries[7] = True
+    qv = vectors + 0.5 * rng.standard_normal(vectors.shape).astype(np.float32)
+    qv[7] = 0.0
+    qv[~queries] = vectors[~queries]
+    idx, sim = neighbor_table(
+        vectors,
+        indexed,
+        queries,
+        9,
+        metric=metric,  # type: ignore[arg-type]
+        exclude_self=exclude_self,
+        query_vectors=qv,
+        exact=True,
+    )
+    for row in range(500):
+        if not queries[row]:
+            assert (idx[row] == -1).all() and np.isneginf(sim[row]).all()
+            continue
+        want_idx, want_sim = _brute_force(vectors, indexed, qv, row, 9, metric, exclude_self)
+        np.testing.assert_array_equal(idx[row], want_idx)
+        np.testing.assert_allclose(sim[row], want_sim, rtol=1e-6, atol=1e-6)
+
+
+def test_exact_neighbor_table_does_not_depend_on_blas_rounding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another machine's BLAS rounds the float32 product that picks each query's pool in
+    other last bits; the pool's margin keeps the same true nearest in it, so the table does
+    not change. Here the query (row 0) has three clear nearest rows (1-3), then 30 equal
+    rows (4-33) tied behind them, then the rest; k = 5 asks for two of the tied rows (the
+    lower ids, 4 and 5), and the pool holds 13. Another machine stands in as a product that
+    scores the 15 lowest tied rows one ulp lower: without the margin they would all fall
+    out of the pool, and rows 19 and 20 would be answered."""
+    from recset.recall import complementary_of_similar as cos
+
+    rng = np.random.default_rng(4)
+    vectors = np.empty((134, 4), dtype=np.float32)
+    vectors[0] = [1.0, 1.0, 1.0, 1.0]
+    vectors[1:4] = [[1.0, 1.0, 1.0, 0.9], [1.0, 1.0, 1.0, 0.8], [1.0, 1.0, 1.0, 0.7]]
+    vectors[4:34] = [1.0, 1.0, 1.0, 0.3]
+    vectors[34:] = rng.random((100, 4)).astype(np.float32) * [1.0, 0.1, 0.1, 0.1] + [1, 0, 0, 0]
+    indexed = np.arange(134) > 0
+    queries = np.arange(134) == 0
+    want = neighbor_table(vectors, indexed, queries, 5, exact=True)
+    assert want[0][0].tolist() == [1, 2, 3, 4, 5]
+    init = cos._ExactPool.__init__
+
+    def other_machine(self: cos._ExactPool, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+        # indexed positions 3..17 are rows 4..18
+        self.v_t[:, 3:18] = np.nextafter(self.v_t[:, 3:18], np.float32(-np.inf))
+
+    monkeypatch.setattr(cos._ExactPool, "__init__", other_machine)
+    got = neighbor_table(vectors, indexed, queries, 5, exact=True)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_exact_source_finds_the_true_nearest_items(ds: Dataset, signals: Signals) -> None:
+    # a coarse Annoy (one tree, 20 nodes) misses some nearest items; the same settings with
+    # the exact search find them: at every rank at least as similar, somewhere more
+    coarse = {"n_trees": 1, "search_k": 20}
+    annoy = ComplementaryOfSimilarRecall(ComplementaryOfSimilarConfig(**coarse))
+    exact = ComplementaryOfSimilarRecall(ComplementaryOfSimilarConfig(search="exact", **coarse))
+    annoy.fit(ds, signals)
+    exact.fit(ds, signals)
+    a, e = annoy.neighbor_sim_, exact.neighbor_sim_
+    both = np.isfinite(a) & np.isfinite(e)
+    assert (e[both] >= a[both] - 1e-6).all()
+    assert (np.isfinite(e) | ~np.isfinite(a)).all()
+    assert (e[both] > a[both] + 1e-6).any() or np.isfinite(e).sum() > np.isfinite(a).sum()
+
+
+def test_source_search_setting_selects_the_exact_search() -> None:
+    from pydantic import ValidationError
+
+    from recset.recall.complementary_of_similar import ComplementaryOfSimilarConfig
+    from recset.recall.gnn_neighbors import GnnNeighborsConfig
+
+    for cls in (ComplementaryOfSimilarConfig, GnnNeighborsConfig):
+        assert cls().search == "annoy"
+        assert cls(search="exact").search == "exact"
+        with pytest.raises(ValidationError, match="search"):
+            cls(search="faiss")
+
+
 def test_word_vectors_are_gensims_word_vectors() -> None:
     from gensim.models import FastText
 
