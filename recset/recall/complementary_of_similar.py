@@ -257,12 +257,12 @@ class _ExactPool:
             # a zero query scores 0 against every row: its pool is the first rows, which
             # the re-ranking's ties to the lower id pick anyway
             score[q_norm == 0] = -np.arange(m, dtype=np.float32)
-            kth = -np.partition(-score, self.ask - 1, axis=1)[:, self.ask - 1]
-            inside = score >= (kth - margin)[:, None]
-            width = int(inside.sum(axis=1).max(initial=0))
-            top = np.argpartition(-score, width - 1, axis=1)[:, :width]
-            keep = np.take_along_axis(inside, top, 1)
-            parts.append(np.where(keep, top, -1).astype(np.int64))
+            kth = np.partition(score, m - self.ask, axis=1)[:, m - self.ask]
+            r, c = np.nonzero(score >= (kth - margin)[:, None])
+            counts = np.bincount(r, minlength=len(q))
+            part = np.full((len(q), int(counts.max(initial=0))), -1, dtype=np.int64)
+            part[r, np.arange(len(r)) - np.repeat(np.cumsum(counts) - counts, counts)] = c
+            parts.append(part)
         width = max((p.shape[1] for p in parts), default=self.ask)
         out = np.full((len(rows), width), -1, dtype=np.int64)
         at = 0
