@@ -43,6 +43,8 @@ Variants (comma-separated, combinable with ``+``):
   with the seed that also hold the candidate) and ``user_seed_trips``;
 - ``catdue``: the opt-in feature ``user_cat_days_due`` (how due the user's next purchase in
   the candidate's category is at the request's time);
+- ``catprice``: the opt-in feature ``user_cat_price_log`` (the candidate's log price against
+  the user's mean log price paid in its category);
 - ``mixN``: ``discover_mix_candidates`` N, the candidates per seed the discovery model takes
   from the mix (the ranker's ``candidates``, 100, otherwise);
 - ``capN``: ``discover_n_estimators`` N, the most trees the discovery model's early stopping
@@ -128,6 +130,7 @@ PLUGINS = {
     "tshare": ("user_cand_time_share",),
     "tlift": ("cand_time_lift",),
     "catdue": ("user_cat_days_due",),
+    "catprice": ("user_cat_price_log",),
 }
 
 

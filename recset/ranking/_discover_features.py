@@ -713,3 +713,50 @@ class UserCatDaysDue(RankerFeature):
         ok = batch.u_ok & (c_cat >= 0) & (trips >= 2) & (last > first) & (since >= 0)
         gap = np.where(ok, (last - first) / np.maximum(trips - 1.0, 1.0), 1.0)
         return np.where(ok, since / gap, np.nan)
+
+
+@register_feature("user_cat_price_log")
+class UserCatPriceLog(RankerFeature):
+    """The candidate's price against what the user pays in its category: ``log`` of the
+    candidate's price minus the mean ``log`` price of the user's purchases in the candidate's
+    category (each purchase of a priced item counted once).
+
+    ``price_ratio_log`` compares the candidate with the seed; this compares it with the
+    user's own price band in the candidate's category: a user who buys the premium coffee
+    tries another premium coffee. NaN for an unknown user, a candidate without a price or
+    category, or a category where the user bought nothing priced. Opt-in.
+    """
+
+    personal = True
+    opt_in = True
+    _state = ("category_", "log_price_", "keys_", "mean_")
+
+    def fit(self, data: FitContext) -> Self:
+        cat = data.category
+        n_cat = _n_groups(cat)
+        price = data.price.astype(np.float64)
+        log_price = np.full(len(price), np.nan)
+        np.log(price, out=log_price, where=price > 0)
+        ev_cat = cat[data.bought].astype(np.int64)
+        ev_lp = log_price[data.bought]
+        ok = (ev_cat >= 0) & np.isfinite(ev_lp)
+        keys, inv = np.unique(
+            data.buyer[ok].astype(np.int64) * n_cat + ev_cat[ok], return_inverse=True
+        )
+        total = np.bincount(inv, weights=ev_lp[ok], minlength=len(keys))
+        count = np.bincount(inv, minlength=len(keys))
+        self.category_ = cat
+        self.log_price_ = log_price.astype(np.float32)
+        self.keys_ = keys
+        self.mean_ = (total / np.maximum(count, 1)).astype(np.float64)
+        return self
+
+    @cached_property
+    def _n_groups(self) -> int:
+        return _n_groups(self.category_)
+
+    def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
+        c_cat = self.category_[batch.c].astype(np.int64)
+        mean = batch.lookup(self.keys_, self.mean_, batch.uu * self._n_groups + c_cat)
+        value = self.log_price_[batch.c].astype(np.float64) - mean
+        return np.where(batch.u_ok & (c_cat >= 0), value, np.nan)

@@ -923,6 +923,37 @@ def test_user_cat_days_due_hand_computed() -> None:
     assert np.isnan(_query(ds, feats, "a1", "v", ["a1"], when=12 * day)[:, col]).all()
 
 
+def test_user_cat_price_log_hand_computed() -> None:
+    from recset.ranking import BASE_FEATURES
+
+    name = "user_cat_price_log"
+    assert name not in BASE_FEATURES
+    # A {a1: 2, a2: 8, a3: 4, n: no price}, B {b1: 3}, C {c1: 5}, z without a category.
+    # u buys a1 twice, a2 and n once in A, b1 in B; v buys the rest
+    rows = []
+    for o, (user, items) in enumerate(
+        [("u", ["a1", "b1"]), ("u", ["a1", "a2", "n"]), ("v", ["a3", "c1", "z"])]
+    ):
+        for j, it in enumerate(items):
+            rows.append((user, it, "purchase", o * 86400 + j, f"o{o}"))
+    ev = pd.DataFrame(rows, columns=["user_id", "item_id", "event", "timestamp", "order_id"])
+    cat = pd.DataFrame(
+        {
+            "item_id": ["a1", "a2", "a3", "n", "b1", "c1", "z"],
+            "category_id": ["A", "A", "A", "A", "B", "C", None],
+            "price": [2.0, 8.0, 4.0, None, 3.0, 5.0, 1.0],
+        }
+    )
+    ds = Dataset.from_frames(cat, ev)
+    got = _columns(ds, (name,), "a1", "u", ["a3", "a2", "b1", "c1", "n", "z"])[name]
+    # A: u's mean log price (log 2 + log 2 + log 8) / 3 = 5/3 log 2
+    assert got[:3] == pytest.approx(
+        [np.log(4) - 5 / 3 * np.log(2), np.log(8) - 5 / 3 * np.log(2), 0.0], abs=1e-6
+    )
+    assert np.isnan(got[3:]).all()  # C never bought by u; n without a price; z without a category
+    assert np.isnan(_columns(ds, (name,), "a1", None, ["a3"])[name]).all()
+
+
 def test_user_seed_cand_share_hand_computed(tmp_path: Path) -> None:
     from recset.ranking import BASE_FEATURES
 
