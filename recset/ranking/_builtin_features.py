@@ -731,17 +731,6 @@ _TIME_PRIOR_TRIPS = 2.0
 """Pseudo-trips at the user's overall share that shrink ``user_cand_time_share``."""
 
 
-def quiet_hours_offset(timestamps: NDArray[np.integer]) -> int:
-    """The shift in hours (-23..0) that makes local time from the stored (UTC) clock: the
-    six consecutive UTC hours with the fewest purchases are taken to be the shops' night,
-    local 0-6 (ties to the earliest hour). Datasets rarely say their time zone; the
-    quietest hours do."""
-    hours = (np.asarray(timestamps, dtype=np.int64) // 3600) % 24
-    count = np.bincount(hours, minlength=24)
-    night = [int(count[(np.arange(6) + h) % 24].sum()) for h in range(24)]
-    return -int(np.argmin(night))
-
-
 def trip_time_bucket(t: NDArray[np.integer], offset_hours: int) -> NDArray[np.int64]:
     """The time bucket (0..:data:`N_TIME_BUCKETS` - 1) of epoch seconds ``t``: the band of
     the local day (before noon, 12-16, 16-20, from 20) x weekend (Saturday, Sunday)."""
@@ -773,8 +762,7 @@ class UserCandTimeShare(_UserItem):
 
     def fit(self, data: FitContext) -> Self:
         self.ui_trips_, self.user_trips_ = data.ui_trips, data.user_trips
-        ts = data.dataset.events.timestamp[data.buy].astype(np.int64)
-        self.offset_ = np.int64(quiet_hours_offset(ts))
+        self.offset_ = np.int64(data.local_offset_hours)
         p_of, t_of = data.pair_trips
         bucket = trip_time_bucket(data.trip_start, int(self.offset_))
         n_trips = len(bucket)
@@ -818,7 +806,7 @@ class CandTimeLift(RankerFeature):
 
     def fit(self, data: FitContext) -> Self:
         ts = data.dataset.events.timestamp[data.buy].astype(np.int64)
-        self.offset_ = np.int64(quiet_hours_offset(ts))
+        self.offset_ = np.int64(data.local_offset_hours)
         bucket = trip_time_bucket(ts, int(self.offset_))
         keys, counts = np.unique(data.bought * N_TIME_BUCKETS + bucket, return_counts=True)
         # each item's purchases per bucket as a CSR row (at most N_TIME_BUCKETS entries): a

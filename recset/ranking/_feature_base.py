@@ -272,6 +272,12 @@ class FitContext:
         return self.trip_history[3]
 
     @cached_property
+    def local_offset_hours(self) -> int:
+        """:func:`quiet_hours_offset` of the purchases: the shift from the stored (UTC)
+        clock to the shops' local time."""
+        return quiet_hours_offset(self.dataset.events.timestamp[self.buy])
+
+    @cached_property
     def user_category(self) -> UserCategoryTable:
         """Each user's purchases per category: ``(keys, trips, first, last)``, one entry per
         (user, category) with a purchase, keys ``user * n_categories + category`` sorted;
@@ -310,6 +316,17 @@ class FitContext:
         keys, counts = np.unique(key, return_counts=True)
         users = keys // max(n_groups, 1)
         return keys, counts / np.maximum(self.user_n[users], 1.0)
+
+
+def quiet_hours_offset(timestamps: NDArray[np.integer]) -> int:
+    """The shift in hours (-23..0) that makes local time from the stored (UTC) clock: the
+    six consecutive UTC hours with the fewest purchases are taken to be the shops' night,
+    local 0-6 (ties to the earliest hour). Datasets rarely say their time zone; the
+    quietest hours do."""
+    hours = (np.asarray(timestamps, dtype=np.int64) // 3600) % 24
+    count = np.bincount(hours, minlength=24)
+    night = [int(count[(np.arange(6) + h) % 24].sum()) for h in range(24)]
+    return -int(np.argmin(night))
 
 
 def _trip_history(

@@ -1099,7 +1099,8 @@ def test_stages_skip_only_the_columns_no_tree_splits_on(
 
 
 def test_quiet_hours_offset_and_time_buckets() -> None:
-    from recset.ranking._builtin_features import quiet_hours_offset, trip_time_bucket
+    from recset.ranking._builtin_features import trip_time_bucket
+    from recset.ranking._feature_base import quiet_hours_offset
 
     hour = 3600
     # purchases at every UTC hour but 5-10: the shops' night starts at 05:00 UTC
