@@ -675,8 +675,26 @@ class HistTextProfile(RankerFeature):
         return out
 
 
+class _UserCategoryFeature(RankerFeature):
+    """Base of the features read per (the query's user, the candidate's category)."""
+
+    personal = True
+    opt_in = True
+    category_: NDArray[np.int32]
+
+    @cached_property
+    def _n_groups(self) -> int:
+        return _n_groups(self.category_)
+
+    def _keys(self, batch: FeatureBatch) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+        """Each slot's ``user * n_categories + category`` key, and where it is usable (a
+        known user, a candidate with a category)."""
+        c_cat = self.category_[batch.c].astype(np.int64)
+        return batch.uu * self._n_groups + c_cat, batch.u_ok & (c_cat >= 0)
+
+
 @register_feature("user_cat_days_due")
-class UserCatDaysDue(RankerFeature):
+class UserCatDaysDue(_UserCategoryFeature):
     """How due the user's next purchase in the candidate's category is at the request's
     time: the days from the user's last purchase in the category to the request, over the
     user's mean gap in days between trips holding it (``(last - first purchase in it) /
@@ -689,8 +707,6 @@ class UserCatDaysDue(RankerFeature):
     than two trips or all at one time, or a request before the last purchase. Opt-in.
     """
 
-    personal = True
-    opt_in = True
     _state = ("category_", "keys_", "trips_", "first_", "last_")
 
     def fit(self, data: FitContext) -> Self:
@@ -699,24 +715,19 @@ class UserCatDaysDue(RankerFeature):
         self.keys_, self.trips_, self.first_, self.last_ = keys, trips, first, last
         return self
 
-    @cached_property
-    def _n_groups(self) -> int:
-        return _n_groups(self.category_)
-
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
-        c_cat = self.category_[batch.c].astype(np.int64)
-        query = batch.uu * self._n_groups + c_cat
+        query, usable = self._keys(batch)
         trips = batch.lookup(self.keys_, self.trips_, query, missing=0.0)
         first = batch.lookup(self.keys_, self.first_, query)
         last = batch.lookup(self.keys_, self.last_, query)
         since = batch.t.astype(np.float64) - last
-        ok = batch.u_ok & (c_cat >= 0) & (trips >= 2) & (last > first) & (since >= 0)
+        ok = usable & (trips >= 2) & (last > first) & (since >= 0)
         gap = np.where(ok, (last - first) / np.maximum(trips - 1.0, 1.0), 1.0)
         return np.where(ok, since / gap, np.nan)
 
 
 @register_feature("user_cat_price_log")
-class UserCatPriceLog(RankerFeature):
+class UserCatPriceLog(_UserCategoryFeature):
     """The candidate's price against what the user pays in its category: ``log`` of the
     candidate's price minus the mean ``log`` price of the user's purchases in the candidate's
     category (each purchase of a priced item counted once).
@@ -727,8 +738,6 @@ class UserCatPriceLog(RankerFeature):
     category, or a category where the user bought nothing priced. Opt-in.
     """
 
-    personal = True
-    opt_in = True
     _state = ("category_", "log_price_", "keys_", "mean_")
 
     def fit(self, data: FitContext) -> Self:
@@ -751,12 +760,8 @@ class UserCatPriceLog(RankerFeature):
         self.mean_ = (total / np.maximum(count, 1)).astype(np.float64)
         return self
 
-    @cached_property
-    def _n_groups(self) -> int:
-        return _n_groups(self.category_)
-
     def transform(self, batch: FeatureBatch) -> NDArray[np.float64]:
-        c_cat = self.category_[batch.c].astype(np.int64)
-        mean = batch.lookup(self.keys_, self.mean_, batch.uu * self._n_groups + c_cat)
+        query, usable = self._keys(batch)
+        mean = batch.lookup(self.keys_, self.mean_, query)
         value = self.log_price_[batch.c].astype(np.float64) - mean
-        return np.where(batch.u_ok & (c_cat >= 0), value, np.nan)
+        return np.where(usable, value, np.nan)
