@@ -57,9 +57,20 @@ Variants (comma-separated, combinable with ``+``):
   (``discover_rounds = "cv"``) instead of early stopping on the validation users;
 - ``seedN``: the ranker's ``seed`` N (which users validate, the folds, LightGBM's bagging):
   the same variant under several seeds shows how much of a difference is noise;
+- ``maxqN``: at most N label queries drawn per label window (the ranker's ``max_queries``,
+  30,000, otherwise: 75% training, 25% validation);
 - ``bagN``: ``discover_models = N``: N discovery models on the same label queries under
   seeds ``seed`` .. ``seed + N - 1`` (LightGBM's sampling; with leave-last, each its own
   validation users), served by the mean of their scores.
+
+``--seeds K`` runs every variant under K seeds (the variant's ``seedN`` or the config's seed,
+then the next ones; a ``bagN`` variant's next seed starts after its N models), prints each
+seed's row paired with the first variant under the same seed, then the variant's mean over the
+seeds, paired on the per-query hits averaged over them. One model's interval resamples the
+queries but not the fit, and on Complete Journey the fit alone moves the score by up to 0.008:
+a default should be judged on the mean. Within one variant the labelled queries are computed
+once per draw (a time split draws the same label queries under every seed while its windows
+are under the ``max_queries`` caps).
 
 Never tune on the test window: report test figures only from ``recset backtest``.
 """
@@ -113,6 +124,7 @@ class Variant:
     cv: int = 0  # > 0: the trees chosen by user-grouped cross-validation with this many folds
     seed: int | None = None  # the ranker's seed (None: the config's)
     bag: int = 1  # models under consecutive seeds, their scores averaged
+    max_queries: int = 0  # > 0: the label queries drawn per window (the config's otherwise)
 
 
 PLUGINS = {
@@ -174,6 +186,8 @@ def parse_variant(spec: str) -> Variant:
             v = replace(v, seed=int(m.group(1)))
         elif m := re.fullmatch(r"bag(\d+)", part):
             v = replace(v, bag=int(m.group(1)))
+        elif m := re.fullmatch(r"maxq(\d+)", part):
+            v = replace(v, max_queries=int(m.group(1)))
         elif m := re.fullmatch(r"cv(\d*)", part):
             v = replace(v, cv=int(m.group(1) or 5))
         elif m := re.fullmatch(r"lr([0-9.]+)", part):
@@ -196,7 +210,18 @@ def main() -> None:
         help="write each system's per-query explore hits to this .npz (bench/paired_runs.py "
         "compares two runs, e.g. under two --config files, on the same queries)",
     )
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="run each variant under this many consecutive seeds (from the variant's seedN or "
+        "the config's): each seed's row, then the mean, paired against the first variant "
+        "(per-query hits averaged over the seeds; a single model's interval resamples the "
+        "queries, not the fit, and understates the uncertainty)",
+    )
     args = ap.parse_args()
+    if args.seeds < 1:
+        ap.error("--seeds must be at least 1")
     t0 = time.perf_counter()
     variants = [parse_variant(s) for s in args.variants.split(",")]
     config = load_config(args.config) if args.config else config_from_dict({})
@@ -217,23 +242,27 @@ def main() -> None:
     has_new = new_targets.sizes() > 0
     hits: dict[str, Any] = {}
 
-    def judge(system: Any, note: str = "") -> None:
+    def versus(ref: str | None, name: str) -> str:
+        """``name`` - ``ref`` on the same queries, with its paired 95% interval."""
+        if ref is None or ref == name:
+            return ""
+        d = paired_difference(hits[ref], hits[name], queries.basket[has_new], n_boot=1000)
+        return f"{d['diff']:+.4f} ({d['low']:+.4f}..{d['high']:+.4f})"
+
+    def judge(system: Any, note: str = "", ref: str | None = None) -> dict[str, float]:
         recs, own = recommendations(system, queries)
         m = evaluate(system, val, queries, recs, own)[0]["item"]
         h = per_query(hit_matrix(recs, new_targets), new_targets.sizes(), 10)["hit"]
         hits[system.name] = h[has_new]
-        ref = next((n for n in hits if n not in BASELINES), None)
-        diff = ""
-        if ref is not None and ref != system.name:
-            d = paired_difference(
-                hits[ref], hits[system.name], queries.basket[has_new], n_boot=1000
-            )
-            diff = f"{d['diff']:+.4f} ({d['low']:+.4f}..{d['high']:+.4f})"
+        if ref is None:
+            ref = next((n for n in hits if n not in BASELINES), None)
         rows.append((system.name, m, note))
         print(
-            f"| {system.name} | {m['explore_hit@10']:.4f} | {diff} | {m['hit@10']:.4f} | {note} |",
+            f"| {system.name} | {m['explore_hit@10']:.4f} | {versus(ref, system.name)} "
+            f"| {m['hit@10']:.4f} | {note} |",
             flush=True,
         )
+        return m
 
     print(
         "| system | explore_hit@10 | vs the first variant (95% CI) | hit@10 | note |\n"
@@ -295,6 +324,22 @@ def main() -> None:
         "verbosity": -1,
     }
 
+    labelled: dict[tuple[Any, ...], Any] = {}  # one variant's labelled queries, by their draw
+
+    def label(
+        c: int, extra: tuple[str, ...], q: Any, idx: Any, width: int, n_hist: int, n_sar: int
+    ) -> Any:
+        """The label queries ``idx`` of ``q`` (window ``c``) as :func:`labelled_queries` labels
+        them; the same draw labelled once (a time split's draws do not move with the seed while
+        the windows are under the caps)."""
+        key = (c, extra, width, n_hist, n_sar, idx.tobytes())
+        if key not in labelled:
+            feats = space(c, extra)  # fits mixers[c] too
+            labelled[key] = labelled_queries(
+                mixers[c], feats, q.take(idx), width, discover=n_hist, n_sar=n_sar
+            )
+        return labelled[key]
+
     def fit_one(v: Variant, seed: int) -> tuple[Any, dict[str, Any], Any]:
         """The discovery models of variant ``v`` under ``seed``: boosters, metrics, config."""
         rng = np.random.default_rng(seed)
@@ -302,7 +347,6 @@ def main() -> None:
         parts_t, parts_v = [], []
         width = v.mix or rc0.candidates
         for c in range(1, v.cuts + 1):
-            feats = space(c, v.extra)
             q = basket_queries(labels[c])
             if args.split == "leave_last":
                 is_valid = valid_user[q.user]
@@ -310,23 +354,18 @@ def main() -> None:
                 t_valid = np.quantile(labels[c].baskets.timestamp, 1 - rc0.valid_share)
                 is_valid = (labels[c].baskets.timestamp[q.basket] >= t_valid) & (c == 1)
             it, iv = np.flatnonzero(~is_valid), np.flatnonzero(is_valid)
-            cap_t = int(rc0.max_queries * (1 - rc0.valid_share))
-            cap_v = rc0.max_queries - cap_t
+            max_q = v.max_queries or rc0.max_queries
+            cap_t = int(max_q * (1 - rc0.valid_share))
+            cap_v = max_q - cap_t
             rng_c = np.random.default_rng(seed + c)
             if len(it) > cap_t:
                 it = np.sort(rng_c.choice(it, cap_t, replace=False))
             if len(iv) > cap_v:
                 iv = np.sort(rng_c.choice(iv, cap_v, replace=False))
             n_hist, n_sar = rc0.discover_candidates, v.sar_candidates
-            parts_t.append(
-                labelled_queries(mixers[c], feats, q.take(it), width, discover=n_hist, n_sar=n_sar)
-            )
+            parts_t.append(label(c, v.extra, q, it, width, n_hist, n_sar))
             if c == 1 or args.split == "leave_last":
-                parts_v.append(
-                    labelled_queries(
-                        mixers[c], feats, q.take(iv), width, discover=n_hist, n_sar=n_sar
-                    )
-                )
+                parts_v.append(label(c, v.extra, q, iv, width, n_hist, n_sar))
         tr = tuple(np.concatenate([p[i] for p in parts_t]) for i in range(4))
         va = tuple(np.concatenate([p[i] for p in parts_v]) for i in range(4))
         params = {**base_params, "seed": seed, **dict(v.params)}
@@ -352,9 +391,10 @@ def main() -> None:
         )
         return boosters, metrics, rc
 
-    for v in variants:
+    def run(v: Variant, seed: int, name: str, ref: str | None) -> dict[str, float]:
+        """Fit ``v`` under ``seed`` and judge it as the system ``name``."""
         t1 = time.perf_counter()
-        boosters, metrics, rc = fit_one(v, rc0.seed if v.seed is None else v.seed)
+        boosters, metrics, rc = fit_one(v, seed)
         if v.extra not in served_spaces:
             served_spaces[v.extra] = fit_features(
                 val.train,
@@ -372,13 +412,53 @@ def main() -> None:
             boosters[0],
             tuple(boosters[1:]),
         )
-        system = ranked_system(engine.with_ranker(ranker).for_mode("discover"), v.name)
+        system = ranked_system(engine.with_ranker(ranker).for_mode("discover"), name)
         trees = "+".join(str(m["trees"]) for m in metrics.get("members", [metrics]))
         note = (
             f"{metrics['train_queries']} label queries, {trees} trees, "
             f"{time.perf_counter() - t1:.0f} s"
         )
-        judge(system, note)
+        return judge(system, note, ref)
+
+    first: Variant | None = None
+    # bagged models take seeds seed .. seed + bag - 1: the next seed starts after them
+    step = max(v.bag for v in variants)
+    for v in variants:
+        labelled.clear()
+        seed0 = rc0.seed if v.seed is None else v.seed
+        if args.seeds == 1:
+            run(v, seed0, v.name, None)
+            continue
+        # the same variant under consecutive seeds, each paired with the first variant
+        # under the same seed (the same validation users, folds and sampling draws)
+        first = first or v
+        scores = []
+        names = [f"{v.name} @{seed0 + k * step}" for k in range(args.seeds)]
+        refs = [f"{first.name} @{seed0 + k * step}" for k in range(args.seeds)]
+        for k in range(args.seeds):
+            ref = refs[k] if v is not first else None
+            m = run(v, seed0 + k * step, names[k], ref)
+            scores.append(m["explore_hit@10"])
+        hits[v.name] = np.mean([hits[n] for n in names], axis=0)
+        ref = first.name if v is not first else None
+        if ref is not None:
+            per_seed = [
+                float(np.mean(hits[n]) - np.mean(hits[r])) for n, r in zip(names, refs, strict=True)
+            ]
+            note = "per seed " + ", ".join(f"{d:+.4f}" for d in per_seed)
+        else:
+            note = ""
+        print(
+            f"| **{v.name}, mean of {args.seeds} seeds** | {np.mean(scores):.4f} "
+            f"(range {min(scores):.4f}-{max(scores):.4f}) | {versus(ref, v.name)} | | {note} |",
+            flush=True,
+        )
+        if v is not first:  # the first variant's seeds pair every later variant's
+            for n in names:
+                del hits[n]
+    if first is not None:  # the saved file keeps the means, not every seed
+        for n in [n for n in hits if n.startswith(f"{first.name} @")]:
+            del hits[n]
     if args.save_hits:
         save_hits(args.save_hits, hits, queries.basket[has_new])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
