@@ -49,7 +49,8 @@ Variants (comma-separated, combinable with ``+``):
   from the mix (the ranker's ``candidates``, 100, otherwise);
 - ``capN``: ``discover_n_estimators`` N, the most trees the discovery model's early stopping
   may keep;
-- ``treesN``: exactly N trees, no early stopping; ``lrX``: LightGBM ``learning_rate``;
+- ``treesN``: exactly N trees, no early stopping; ``lrX`` / ``ffX`` / ``l2X``: LightGBM
+  ``learning_rate`` / ``feature_fraction`` / ``lambda_l2``;
 - ``mono``: the score may only rise with the affinity features (``DISCOVER_MONOTONE`` in
   ``recset/ranking/_ranker.py``);
 - ``cv`` / ``cvN``: the number of trees chosen by user-grouped 5-fold (N-fold)
@@ -190,6 +191,10 @@ def parse_variant(spec: str) -> Variant:
             v = replace(v, max_queries=int(m.group(1)))
         elif m := re.fullmatch(r"cv(\d*)", part):
             v = replace(v, cv=int(m.group(1) or 5))
+        elif m := re.fullmatch(r"ff([0-9.]+)", part):
+            v = replace(v, params=(*v.params, ("feature_fraction", float(m.group(1)))))
+        elif m := re.fullmatch(r"l2([0-9.]+)", part):
+            v = replace(v, params=(*v.params, ("lambda_l2", float(m.group(1)))))
         elif m := re.fullmatch(r"lr([0-9.]+)", part):
             v = replace(v, params=(*v.params, ("learning_rate", float(m.group(1)))))
         else:
@@ -421,10 +426,15 @@ def main() -> None:
         return judge(system, note, ref)
 
     first: Variant | None = None
+    labels_now: tuple[Any, ...] = ()
     # bagged models take seeds seed .. seed + bag - 1: the next seed starts after them
     step = max(v.bag for v in variants)
     for v in variants:
-        labelled.clear()
+        # variants that differ only in LightGBM's parameters or the bag share their labels
+        labels_of = (v.extra, v.sar_candidates, v.cuts, v.mix, v.max_queries, v.seed)
+        if labels_of != labels_now:
+            labelled.clear()
+            labels_now = labels_of
         seed0 = rc0.seed if v.seed is None else v.seed
         if args.seeds == 1:
             run(v, seed0, v.name, None)

@@ -13,7 +13,9 @@ the same data, split and ``--max-queries``; the baskets are checked):
     python bench/paired_runs.py /tmp/annoy.npz /tmp/exact.npz
 
 Every system found in both files is compared (``B - A``), queries of one basket resampled
-together.
+together; ``--pair NAME_A NAME_B`` compares system ``NAME_A`` of the first file with
+``NAME_B`` of the second instead (one variant against another, each run on its own, e.g. under
+``--seeds``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,13 @@ def main() -> None:
     ap.add_argument("a", help="the reference run's --save-hits file")
     ap.add_argument("b", help="the other run's --save-hits file")
     ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument(
+        "--pair",
+        nargs=2,
+        metavar=("NAME_A", "NAME_B"),
+        default=None,
+        help="compare system NAME_A of the first file with NAME_B of the second",
+    )
     args = ap.parse_args()
 
     from recset.eval._result import paired_difference
@@ -54,15 +63,22 @@ def main() -> None:
             f"{args.a} and {args.b} hold different queries ({len(basket_a):,} and "
             f"{len(basket_b):,}): run both on the same data, split and --max-queries"
         )
-    both = [n for n in a if n in b]
-    if not both:
-        sys.exit(f"{args.a} and {args.b} share no system name")
+    if args.pair:
+        name_a, name_b = args.pair
+        for name, hits, path in ((name_a, a, args.a), (name_b, b, args.b)):
+            if name not in hits:
+                sys.exit(f"{path}: no system {name!r} (it holds {', '.join(hits)})")
+        pairs = [(f"{name_a} -> {name_b}", name_a, name_b)]
+    else:
+        pairs = [(n, n, n) for n in a if n in b]
+        if not pairs:
+            sys.exit(f"{args.a} and {args.b} share no system name")
     print(f"{len(basket_a):,} queries")
     print("| system | A | B | B - A (95% CI) |\n|---|---:|---:|---:|")
-    for name in both:
-        d = paired_difference(a[name], b[name], basket_a, n_boot=args.n_boot)
+    for label, name_a, name_b in pairs:
+        d = paired_difference(a[name_a], b[name_b], basket_a, n_boot=args.n_boot)
         print(
-            f"| {name} | {d['a']:.4f} | {d['b']:.4f} | "
+            f"| {label} | {d['a']:.4f} | {d['b']:.4f} | "
             f"{d['diff']:+.4f} ({d['low']:+.4f}..{d['high']:+.4f}) |"
         )
 
