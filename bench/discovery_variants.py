@@ -69,9 +69,10 @@ then the next ones; a ``bagN`` variant's next seed starts after its N models), p
 seed's row paired with the first variant under the same seed, then the variant's mean over the
 seeds, paired on the per-query hits averaged over them. One model's interval resamples the
 queries but not the fit, and on Complete Journey the fit alone moves the score by up to 0.008:
-a default should be judged on the mean. Within one variant the labelled queries are computed
-once per draw (a time split draws the same label queries under every seed while its windows
-are under the ``max_queries`` caps).
+a default should be judged on the mean. Every variant runs under one seed before any runs
+under the next (each seed draws its own label queries), and consecutive variants that differ
+only in LightGBM's parameters or the bag share their labelled queries (labelled once; one
+label set in memory at a time).
 
 Never tune on the test window: report test figures only from ``recset backtest``.
 """
@@ -425,50 +426,60 @@ def main() -> None:
         )
         return judge(system, note, ref)
 
-    first: Variant | None = None
     labels_now: tuple[Any, ...] = ()
-    # bagged models take seeds seed .. seed + bag - 1: the next seed starts after them
-    step = max(v.bag for v in variants)
-    for v in variants:
-        # variants that differ only in LightGBM's parameters or the bag share their labels
+
+    def share_labels(v: Variant) -> None:
+        """Keep the labelled queries while consecutive variants differ only in LightGBM's
+        parameters or the bag (one label set in memory at a time)."""
+        nonlocal labels_now
         labels_of = (v.extra, v.sar_candidates, v.cuts, v.mix, v.max_queries, v.seed)
         if labels_of != labels_now:
             labelled.clear()
             labels_now = labels_of
-        seed0 = rc0.seed if v.seed is None else v.seed
-        if args.seeds == 1:
-            run(v, seed0, v.name, None)
-            continue
-        # the same variant under consecutive seeds, each paired with the first variant
-        # under the same seed (the same validation users, folds and sampling draws)
-        first = first or v
-        scores = []
-        names = [f"{v.name} @{seed0 + k * step}" for k in range(args.seeds)]
-        refs = [f"{first.name} @{seed0 + k * step}" for k in range(args.seeds)]
+
+    def seed_of(v: Variant, k: int) -> int:
+        # bagged models take seeds seed .. seed + bag - 1: the next seed starts after them
+        step = max(u.bag for u in variants)
+        return (rc0.seed if v.seed is None else v.seed) + k * step
+
+    if args.seeds == 1:
+        for v in variants:
+            share_labels(v)
+            run(v, seed_of(v, 0), v.name, None)
+    else:
+        # every variant under seed k before any under seed k + 1 (each seed draws its own
+        # label queries), each paired with the first variant under the same seed (the same
+        # validation users, folds and sampling draws); then each variant's mean
+        first = variants[0]
+        names = {
+            v.name: [f"{v.name} @{seed_of(v, k)}" for k in range(args.seeds)] for v in variants
+        }
+        scores: dict[str, list[float]] = {v.name: [] for v in variants}
         for k in range(args.seeds):
-            ref = refs[k] if v is not first else None
-            m = run(v, seed0 + k * step, names[k], ref)
-            scores.append(m["explore_hit@10"])
-        hits[v.name] = np.mean([hits[n] for n in names], axis=0)
-        ref = first.name if v is not first else None
-        if ref is not None:
-            per_seed = [
-                float(np.mean(hits[n]) - np.mean(hits[r])) for n, r in zip(names, refs, strict=True)
-            ]
-            note = "per seed " + ", ".join(f"{d:+.4f}" for d in per_seed)
-        else:
-            note = ""
-        print(
-            f"| **{v.name}, mean of {args.seeds} seeds** | {np.mean(scores):.4f} "
-            f"(range {min(scores):.4f}-{max(scores):.4f}) | {versus(ref, v.name)} | | {note} |",
-            flush=True,
-        )
-        if v is not first:  # the first variant's seeds pair every later variant's
-            for n in names:
+            labels_now = ()
+            for v in variants:
+                share_labels(v)
+                ref = names[first.name][k] if v is not first else None
+                m = run(v, seed_of(v, k), names[v.name][k], ref)
+                scores[v.name].append(m["explore_hit@10"])
+        for v in variants:
+            hits[v.name] = np.mean([hits[n] for n in names[v.name]], axis=0)
+        for v in variants:
+            note, ref = "", None
+            if v is not first:
+                ref = first.name
+                pairs = zip(names[v.name], names[first.name], strict=True)
+                per_seed = [float(np.mean(hits[n]) - np.mean(hits[r])) for n, r in pairs]
+                note = "per seed " + ", ".join(f"{d:+.4f}" for d in per_seed)
+            sc = scores[v.name]
+            print(
+                f"| **{v.name}, mean of {args.seeds} seeds** | {np.mean(sc):.4f} "
+                f"(range {min(sc):.4f}-{max(sc):.4f}) | {versus(ref, v.name)} | | {note} |",
+                flush=True,
+            )
+        for v in variants:  # the saved file keeps the means, not every seed
+            for n in names[v.name]:
                 del hits[n]
-    if first is not None:  # the saved file keeps the means, not every seed
-        for n in [n for n in hits if n.startswith(f"{first.name} @")]:
-            del hits[n]
     if args.save_hits:
         save_hits(args.save_hits, hits, queries.basket[has_new])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
