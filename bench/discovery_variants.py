@@ -330,14 +330,13 @@ def main() -> None:
         "verbosity": -1,
     }
 
-    labelled: dict[tuple[Any, ...], Any] = {}  # one variant's labelled queries, by their draw
+    labelled: dict[tuple[Any, ...], Any] = {}  # the current label set, by window and draw
 
     def label(
         c: int, extra: tuple[str, ...], q: Any, idx: Any, width: int, n_hist: int, n_sar: int
     ) -> Any:
         """The label queries ``idx`` of ``q`` (window ``c``) as :func:`labelled_queries` labels
-        them; the same draw labelled once (a time split's draws do not move with the seed while
-        the windows are under the caps)."""
+        them; a draw labelled once while :func:`share_labels` keeps the set."""
         key = (c, extra, width, n_hist, n_sar, idx.tobytes())
         if key not in labelled:
             feats = space(c, extra)  # fits mixers[c] too
