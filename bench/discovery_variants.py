@@ -255,7 +255,7 @@ def main() -> None:
         d = paired_difference(hits[ref], hits[name], queries.basket[has_new], n_boot=1000)
         return f"{d['diff']:+.4f} ({d['low']:+.4f}..{d['high']:+.4f})"
 
-    def judge(system: Any, note: str = "", ref: str | None = None) -> dict[str, float]:
+    def judge(system: Any, note: str = "", ref: str | None = None) -> None:
         recs, own = recommendations(system, queries)
         m = evaluate(system, val, queries, recs, own)[0]["item"]
         h = per_query(hit_matrix(recs, new_targets), new_targets.sizes(), 10)["hit"]
@@ -268,7 +268,6 @@ def main() -> None:
             f"| {m['hit@10']:.4f} | {note} |",
             flush=True,
         )
-        return m
 
     print(
         "| system | explore_hit@10 | vs the first variant (95% CI) | hit@10 | note |\n"
@@ -396,7 +395,7 @@ def main() -> None:
         )
         return boosters, metrics, rc
 
-    def run(v: Variant, seed: int, name: str, ref: str | None) -> dict[str, float]:
+    def run(v: Variant, seed: int, name: str, ref: str | None) -> None:
         """Fit ``v`` under ``seed`` and judge it as the system ``name``."""
         t1 = time.perf_counter()
         boosters, metrics, rc = fit_one(v, seed)
@@ -423,7 +422,7 @@ def main() -> None:
             f"{metrics['train_queries']} label queries, {trees} trees, "
             f"{time.perf_counter() - t1:.0f} s"
         )
-        return judge(system, note, ref)
+        judge(system, note, ref)
 
     labels_now: tuple[Any, ...] = ()
 
@@ -436,9 +435,10 @@ def main() -> None:
             labelled.clear()
             labels_now = labels_of
 
+    # bagged models take seeds seed .. seed + bag - 1: the next seed starts after them
+    step = max(v.bag for v in variants)
+
     def seed_of(v: Variant, k: int) -> int:
-        # bagged models take seeds seed .. seed + bag - 1: the next seed starts after them
-        step = max(u.bag for u in variants)
         return (rc0.seed if v.seed is None else v.seed) + k * step
 
     if args.seeds == 1:
@@ -453,14 +453,12 @@ def main() -> None:
         names = {
             v.name: [f"{v.name} @{seed_of(v, k)}" for k in range(args.seeds)] for v in variants
         }
-        scores: dict[str, list[float]] = {v.name: [] for v in variants}
         for k in range(args.seeds):
             labels_now = ()
             for v in variants:
                 share_labels(v)
                 ref = names[first.name][k] if v is not first else None
-                m = run(v, seed_of(v, k), names[v.name][k], ref)
-                scores[v.name].append(m["explore_hit@10"])
+                run(v, seed_of(v, k), names[v.name][k], ref)
         for v in variants:
             hits[v.name] = np.mean([hits[n] for n in names[v.name]], axis=0)
         for v in variants:
@@ -470,7 +468,7 @@ def main() -> None:
                 pairs = zip(names[v.name], names[first.name], strict=True)
                 per_seed = [float(np.mean(hits[n]) - np.mean(hits[r])) for n, r in pairs]
                 note = "per seed " + ", ".join(f"{d:+.4f}" for d in per_seed)
-            sc = scores[v.name]
+            sc = [float(np.mean(hits[n])) for n in names[v.name]]  # each seed's score
             print(
                 f"| **{v.name}, mean of {args.seeds} seeds** | {np.mean(sc):.4f} "
                 f"(range {min(sc):.4f}-{max(sc):.4f}) | {versus(ref, v.name)} | | {note} |",
